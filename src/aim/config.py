@@ -1,0 +1,116 @@
+"""Config validation: every group is checked against its plugin's dataclass schema before anything heavy
+starts. Each plugin declares its schema when it registers (`Registry.register(name, config=Schema)`); the
+schema's `__post_init__` checks ranges. Errors name the full field path and what is allowed."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+
+class ConfigError(ValueError):
+    """An invalid config; the message names the field and the allowed values."""
+
+
+def check_choice(name: str, value: Any, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}: {value!r} is not allowed; choose one of: {', '.join(map(str, allowed))}")
+
+
+def check_range(name: str, value, low=None, high=None, low_open=False, high_open=False) -> None:
+    """Raise unless low <(=) value <(=) high; None bounds are open-ended."""
+    bad = (low is not None and (value <= low if low_open else value < low)) or (
+        high is not None and (value >= high if high_open else value > high)
+    )
+    if bad:
+        lo = "-inf" if low is None else low
+        hi = "inf" if high is None else high
+        interval = f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
+        raise ValueError(f"{name}: must be in {interval}, got {value!r}")
+
+
+@dataclass
+class EvalConfig:
+    mode: str = "letter"  # letter: option-letter logits at the answer position; generate: decode, then parse
+    max_new_tokens: int = 8
+    progress: bool = True
+    device_sync: bool = True  # synchronize the accelerator around timed prefills
+
+    def __post_init__(self):
+        check_choice("mode", self.mode, ("letter", "generate"))
+        check_range("max_new_tokens", self.max_new_tokens, 1)
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "none"  # none | wandb
+    project: str = "aim"
+    entity: str | None = None
+    mode: str = "offline"  # online | offline | disabled
+    tags: list[str] = field(default_factory=list)
+    log_every: int = 50  # samples between running-accuracy points
+
+    def __post_init__(self):
+        check_choice("name", self.name, ("none", "wandb"))
+        check_choice("mode", self.mode, ("online", "offline", "disabled"))
+        check_range("log_every", self.log_every, 1)
+
+
+@dataclass
+class Validated:
+    """The validated, typed view of a run config (one dataclass per group)."""
+
+    model: Any
+    dataset: Any
+    merger: Any
+    pruner: Any
+    logger: LoggerConfig
+    eval: EvalConfig
+    seed: int
+
+
+def to_schema(schema: type, node: DictConfig | dict, path: str):
+    """Merge a config node into its dataclass schema: unknown keys, wrong types and out-of-range values
+    raise ConfigError naming `path.field`."""
+    allowed = ", ".join(f.name for f in fields(schema))
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), node)
+        return OmegaConf.to_object(merged)
+    except ConfigKeyError as exc:
+        key = getattr(exc, "key", None) or str(exc).split("'")[1]
+        raise ConfigError(f"{path}.{key}: unknown field; allowed fields: {allowed}") from None
+    except ValidationError as exc:
+        key = getattr(exc, "full_key", None) or getattr(exc, "key", "?")
+        raise ConfigError(f"{path}.{key}: {exc.msg if hasattr(exc, 'msg') else exc}".split("\n")[0]) from None
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{path}.{exc}") from None
+
+
+def validate(cfg: DictConfig) -> Validated:
+    """Check every group of a composed run config; the first problem raises ConfigError."""
+    from aim.data import DATASETS
+    from aim.merging import MERGERS
+    from aim.models import MODELS
+    from aim.pruning import PRUNERS
+
+    groups = {}
+    for group, registry in (("model", MODELS), ("dataset", DATASETS), ("merger", MERGERS), ("pruner", PRUNERS)):
+        node = cfg.get(group)
+        if node is None or "name" not in node:
+            raise ConfigError(f"{group}.name: missing; registered {group}s: {', '.join(registry.names())}")
+        name = node.name
+        if name not in registry:
+            raise ConfigError(f"{group}.name: unknown {group} {name!r}; registered {group}s: {', '.join(registry.names())}")
+        schema = registry.config_schema(name)
+        groups[group] = to_schema(schema, node, group) if schema else OmegaConf.to_container(node, resolve=True)
+    seed = cfg.get("seed", 0)
+    if not isinstance(seed, int):
+        raise ConfigError(f"seed: must be an integer, got {seed!r}")
+    return Validated(
+        **groups,
+        logger=to_schema(LoggerConfig, cfg.get("logger", {}), "logger"),
+        eval=to_schema(EvalConfig, cfg.get("eval", {}), "eval"),
+        seed=seed,
+    )

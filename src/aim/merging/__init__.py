@@ -1,0 +1,37 @@
+"""Token mergers: per-frame features [F, T, D] -> [F, T', D], applied between the projector and the LLM.
+
+A merger returns `Merged(features, token_index)`: `token_index[f, j]` is the within-frame index of the
+original token that kept token j stands for, so the LLM sees it at its original position.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from aim.registry import Registry
+
+MERGERS = Registry("merger")
+
+
+@dataclass
+class Merged:
+    features: torch.Tensor  # [F, T', D]
+    token_index: torch.Tensor  # [F, T'] long, original within-frame index of each kept token
+
+
+@dataclass
+class NoMergeConfig:
+    name: str = "none"
+
+
+@MERGERS.register("none", config=NoMergeConfig)
+class NoMerge:
+    """The identity: every visual token reaches the LLM."""
+
+    def __init__(self, name: str = "none"):
+        self.name = name
+
+    def __call__(self, features: torch.Tensor, metric: torch.Tensor | None = None) -> Merged:
+        f, t, _ = features.shape
+        return Merged(features, torch.arange(t, device=features.device).expand(f, t))

@@ -1,0 +1,39 @@
+"""Model adapters over Hugging Face classes: load or build the model, turn a Sample into LLM inputs
+(`inputs_embeds`, position ids, token roles), name the decoder layers, and run the LLM prefill."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from aim.registry import Registry
+
+MODELS = Registry("model")
+
+# Token roles in the LLM sequence. Text (prefix or question) is never pruned.
+PREFIX_TEXT, VISUAL, QUESTION_TEXT = 0, 1, 2
+
+
+@dataclass
+class PreparedInputs:
+    """One sample, ready for the LLM prefill."""
+
+    inputs_embeds: torch.Tensor  # [1, N, D]
+    position_ids: torch.Tensor  # [1, N]; kept visual tokens keep their original positions
+    token_roles: torch.Tensor  # [N] int8: PREFIX_TEXT, VISUAL or QUESTION_TEXT
+
+    @property
+    def visual_tokens(self) -> int:
+        return int((self.token_roles == VISUAL).sum())
+
+    @property
+    def text_tokens(self) -> int:
+        return int((self.token_roles != VISUAL).sum())
+
+    @property
+    def layout(self) -> tuple[int, int]:
+        """Samples with equal layouts cost the same FLOPs."""
+        return self.visual_tokens, self.text_tokens
+
+
+from aim.models import llava_onevision  # noqa: E402,F401  (registers the adapter)

@@ -1,0 +1,226 @@
+"""LLaVA-OneVision adapter (`LlavaOnevisionForConditionalGeneration`: SigLIP tower, projector, Qwen2).
+
+Video path as in the Hugging Face model: vision tower hidden state -> projector -> 2x2 bilinear pooling
+per frame -> [frames, tokens, dim]; the merger runs here, then all frames are flattened and the
+image-newline embedding is appended. The adapter assembles `inputs_embeds` itself (instead of passing
+pixels to the HF forward) so that merging can sit between the projector and the LLM.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from aim.models import MODELS, PREFIX_TEXT, QUESTION_TEXT, VISUAL, PreparedInputs
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+ATTENTION = ("sdpa", "eager")
+
+
+@dataclass
+class LlavaOnevisionConfig:
+    name: str = "llava_onevision"
+    pretrained: str = "aim:toy_llava_ov"  # a local dir, a hub id, or aim:<bundled asset>
+    random_init: bool = False  # build from the checkpoint's config with random weights
+    dtype: str = "float32"
+    device: str = "cpu"
+    attn_implementation: str = "sdpa"
+    prompt_template: str = "<s> user <video> {question} {options} answer :"
+    option_format: str = "{letter} {option}"
+    image_mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    image_std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+
+    def __post_init__(self):
+        from aim.config import check_choice
+
+        check_choice("dtype", self.dtype, DTYPES)
+        check_choice("attn_implementation", self.attn_implementation, ATTENTION)
+        if "<video>" not in self.prompt_template:
+            raise ValueError("prompt_template: must contain the <video> placeholder")
+
+
+def resolve_pretrained(path: str) -> str:
+    if path.startswith("aim:"):
+        from aim.toy import asset_dir
+
+        return str(asset_dir(path[4:]))
+    return path
+
+
+@MODELS.register("llava_onevision", config=LlavaOnevisionConfig)
+class LlavaOnevisionAdapter:
+    def __init__(self, model, tokenizer, cfg: LlavaOnevisionConfig):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.cfg = cfg
+        self.device = torch.device(cfg.device)
+        self.dtype = DTYPES[cfg.dtype]
+        self.model.to(self.device, self.dtype)
+        vc = model.config.vision_config
+        self.image_size = vc.image_size
+        self.patch_grid = vc.image_size // vc.patch_size
+        self.mean = torch.tensor(cfg.image_mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(cfg.image_std).view(1, 3, 1, 1)
+
+    @classmethod
+    def from_config(cls, **kwargs) -> "LlavaOnevisionAdapter":
+        from transformers import AutoConfig, AutoTokenizer, LlavaOnevisionForConditionalGeneration
+
+        cfg = LlavaOnevisionConfig(**kwargs)
+        path = resolve_pretrained(cfg.pretrained)
+        if cfg.random_init:
+            hf_config = AutoConfig.from_pretrained(path)
+            hf_config._attn_implementation = cfg.attn_implementation
+            model = LlavaOnevisionForConditionalGeneration(hf_config)
+        else:
+            model = LlavaOnevisionForConditionalGeneration.from_pretrained(
+                path, dtype=DTYPES[cfg.dtype], attn_implementation=cfg.attn_implementation
+            )
+        return cls(model, AutoTokenizer.from_pretrained(path), cfg)
+
+    # --- structure -------------------------------------------------------------------------------
+    @property
+    def language_model(self):
+        return self.model.model.language_model
+
+    @property
+    def decoder_layers(self):
+        return self.language_model.layers
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.decoder_layers)
+
+    @property
+    def text_config(self):
+        return self.model.config.text_config
+
+    # --- visual path -----------------------------------------------------------------------------
+    def pixel_values(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 RGB frames [T, H, W, 3] -> normalized [T, 3, S, S] at the tower's resolution."""
+        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
+        if x.shape[-2:] != (self.image_size, self.image_size):
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        return ((x - self.mean) / self.std).to(self.device, self.dtype)
+
+    def tower_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Vision tower hidden state at the configured layer: [N, patches, vision_dim]."""
+        mcfg = self.model.config
+        out = self.model.model.vision_tower(pixel_values, output_hidden_states=True)
+        hidden = out.hidden_states[mcfg.vision_feature_layer]
+        if mcfg.vision_feature_select_strategy == "default":
+            hidden = hidden[:, 1:]
+        return hidden
+
+    def project(self, tower_hidden: torch.Tensor) -> torch.Tensor:
+        """Projector then the model's 2x2 bilinear pooling: [N, patches, vd] -> [N, tokens, D]."""
+        return self.model.model.apply_pooling(self.model.model.multi_modal_projector(tower_hidden))
+
+    def visual_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.project(self.tower_features(pixel_values))
+
+    # --- text ------------------------------------------------------------------------------------
+    def prompt_text(self, question: str, options: list[str]) -> tuple[str, str]:
+        """The prompt split at the video placeholder: (text before the video, text after it)."""
+        letters = [chr(ord("A") + i) for i in range(len(options))]
+        opts = " ".join(self.cfg.option_format.format(letter=l, option=o) for l, o in zip(letters, options))
+        before, after = self.cfg.prompt_template.format(question=question, options=opts).split("<video>")
+        return before.strip(), after.strip()
+
+    def token_ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False).input_ids if text else []
+
+    def option_token_ids(self, num_options: int) -> list[int]:
+        ids = [self.token_ids(chr(ord("A") + i)) for i in range(num_options)]
+        if any(len(i) != 1 for i in ids):
+            raise ValueError(f"option letters must be single tokens for this tokenizer, got {ids}")
+        return [i[0] for i in ids]
+
+    def embed_tokens(self, ids: list[int]) -> torch.Tensor:
+        return self.language_model.embed_tokens(torch.tensor([ids], dtype=torch.long, device=self.device))[0]
+
+    # --- assembly --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def prepare(self, frames: np.ndarray, question: str, options: list[str], merger) -> PreparedInputs:
+        before, after = self.prompt_text(question, options)
+        feats = self.visual_features(self.pixel_values(frames))  # [F, T, D]
+        merged = merger(feats)
+        return self.assemble(self.token_ids(before), merged.features, merged.token_index, self.token_ids(after))
+
+    def assemble(self, before_ids, visual, token_index, after_ids) -> PreparedInputs:
+        """[before text][visual tokens of every frame][image newline][after text], with positions that
+        leave the gaps of merged-away tokens, so kept tokens keep their original positions."""
+        num_frames, kept, dim = visual.shape
+        tokens_per_frame = self.patch_grid // 2 + self.patch_grid % 2
+        tokens_per_frame *= tokens_per_frame
+        p = len(before_ids)
+        frame_offsets = torch.arange(num_frames, device=self.device)[:, None] * tokens_per_frame
+        visual_pos = (p + frame_offsets + token_index.to(self.device)).reshape(-1)
+        newline_pos = p + num_frames * tokens_per_frame
+        embeds = torch.cat(
+            [
+                self.embed_tokens(before_ids),
+                visual.reshape(-1, dim),
+                self.model.model.image_newline[None].to(visual.dtype),
+                self.embed_tokens(after_ids),
+            ]
+        )
+        positions = torch.cat(
+            [
+                torch.arange(p, device=self.device),
+                visual_pos,
+                torch.arange(newline_pos, newline_pos + 1 + len(after_ids), device=self.device),
+            ]
+        )
+        roles = torch.tensor(
+            [PREFIX_TEXT] * p + [VISUAL] * (num_frames * kept) + [QUESTION_TEXT] * (1 + len(after_ids)),
+            dtype=torch.int8,
+        )
+        return PreparedInputs(embeds[None], positions[None], roles)
+
+    # --- LLM -------------------------------------------------------------------------------------
+    def run_llm(self, embeds: torch.Tensor, position_ids: torch.Tensor, cache=None, use_cache: bool = False):
+        """One call of the decoder stack. The explicit all-ones attention mask matters: without a mask and
+        a cache, transformers 5 reads any jump in position_ids as the start of another packed sequence
+        and attends block-diagonally (masking_utils.find_packed_sequence_indices), which would cut the
+        text off from the video as soon as merging leaves gaps in the positions."""
+        past = cache.get_seq_length() if cache is not None else 0
+        mask = torch.ones((embeds.shape[0], past + embeds.shape[1]), dtype=torch.long, device=self.device)
+        return self.language_model(
+            inputs_embeds=embeds, position_ids=position_ids, attention_mask=mask, cache=cache, use_cache=use_cache
+        )
+
+    @torch.no_grad()
+    def prefill_logits(self, inputs: PreparedInputs) -> torch.Tensor:
+        """LLM prefill (no cache kept) and the next-token logits at the last position: [vocab]."""
+        out = self.run_llm(inputs.inputs_embeds, inputs.position_ids)
+        return self.model.lm_head(out.last_hidden_state[0, -1]).float()
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @torch.no_grad()
+    def generate_ids(self, inputs: PreparedInputs, max_new_tokens: int) -> list[int]:
+        """Greedy decoding with the KV cache. Positions continue after the last prompt position, so
+        they stay right when merging left gaps in the visual positions."""
+        out = self.run_llm(inputs.inputs_embeds, inputs.position_ids, use_cache=True)
+        cache, position = out.cache, int(inputs.position_ids[0, -1])
+        next_id = int(self.model.lm_head(out.last_hidden_state[0, -1]).argmax())
+        ids = [next_id]
+        eos = self.tokenizer.eos_token_id
+        while len(ids) < max_new_tokens and next_id != eos:
+            position += 1
+            out = self.run_llm(
+                self.embed_tokens([next_id])[None], torch.tensor([[position]], device=self.device), cache, True
+            )
+            cache = out.cache
+            next_id = int(self.model.lm_head(out.last_hidden_state[0, -1]).argmax())
+            ids.append(next_id)
+        return ids
+
+    def generate_text(self, inputs: PreparedInputs, max_new_tokens: int) -> str:
+        return self.tokenizer.decode(self.generate_ids(inputs, max_new_tokens), skip_special_tokens=True)

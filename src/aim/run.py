@@ -1,0 +1,105 @@
+"""The main job: compose the config -> validate it -> build model, data, merger, pruner -> evaluate ->
+write results.json (and mirror to W&B).
+
+    python -m aim.run                                  # bundled model and benchmark, default method
+    python -m aim.run merger=none pruner=none          # the unreduced model
+    python -m aim.run hydra.run.dir=outputs/runs/X     # rerun in X: resumes where it stopped
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from aim.config import ConfigError, Validated, validate
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+RUN_SPEC = "run_spec.json"
+
+
+def result_spec(cfg: DictConfig) -> dict:
+    """The part of the config that determines the samples' results (not logging or progress display)."""
+    spec = OmegaConf.to_container(cfg, resolve=True)
+    spec.pop("logger", None)
+    spec.get("eval", {}).pop("progress", None)
+    return spec
+
+
+def check_resume(out_dir: Path, spec: dict) -> None:
+    """A rerun in an existing output dir must ask for the same results, or its records would mix."""
+    path = out_dir / RUN_SPEC
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old != spec:
+            diffs = sorted(_diff(old, spec))
+            raise ConfigError(
+                f"{out_dir} holds a run with a different config ({', '.join(diffs)}); "
+                "use another hydra.run.dir or the same overrides to resume"
+            )
+    else:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(spec, indent=2))
+
+
+def _diff(a, b, prefix=""):
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in set(a) | set(b):
+            yield from _diff(a.get(k), b.get(k), f"{prefix}{k}.")
+    elif a != b:
+        yield prefix.rstrip(".")
+
+
+def run(cfg: DictConfig, valid: Validated, out_dir: Path) -> dict:
+    import torch
+
+    from aim.data import DATASETS
+    from aim.eval import evaluate
+    from aim.merging import MERGERS
+    from aim.models import MODELS
+    from aim.pruning import PRUNERS
+    from aim.tracking.records import SampleRecords
+    from aim.tracking.results import print_summary, summarize, write_results
+    from aim.tracking.wandb_logger import make_logger
+
+    spec = result_spec(cfg)
+    check_resume(out_dir, spec)
+    torch.manual_seed(valid.seed)
+    adapter = MODELS.get(valid.model.name).from_config(**asdict(valid.model))
+    dataset = DATASETS.build(valid.dataset.name, **asdict(valid.dataset))
+    merger = MERGERS.build(valid.merger.name, **asdict(valid.merger))
+    pruner = PRUNERS.build(valid.pruner.name, **asdict(valid.pruner))
+    records = SampleRecords(out_dir / "samples.jsonl")
+    logger = make_logger(valid.logger, out_dir, spec)
+    try:
+        evaluate(
+            adapter, dataset, merger, pruner, records, mode=valid.eval.mode,
+            max_new_tokens=valid.eval.max_new_tokens, progress=valid.eval.progress, on_record=logger.log_progress,
+        )
+    finally:
+        records.close()
+    method = {"merger": valid.merger.name, "pruner": valid.pruner.name}
+    summary = summarize(records.records, method, spec)
+    write_results(out_dir / "results.json", summary)
+    logger.finish(summary, records.records)
+    print_summary(summary, out_dir)
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def main(cfg: DictConfig) -> float:
+    try:
+        valid = validate(cfg)
+        summary = run(cfg, valid, Path(HydraConfig.get().runtime.output_dir))
+    except ConfigError as exc:
+        print(f"aim: invalid config: {exc}", file=sys.stderr)
+        sys.exit(2)
+    return summary["accuracy"]  # the value a Hydra sweeper would optimise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Results: the local store (always written) and Weights & Biases (mirrors it, never replaces it)."""

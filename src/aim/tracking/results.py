@@ -1,0 +1,61 @@
+"""The run summary (`results.json`) computed from the per-sample records, and its console table."""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+TFLOPS_SOURCE = "analytic: decoder layers at the actual per-layer token counts (aim.efficiency.analytic)"
+
+
+def summarize(records: list[dict], method: dict, config: dict) -> dict:
+    done = [r for r in records if not r.get("skipped")]
+    skipped = [r for r in records if r.get("skipped")]
+    by_type: dict[str, list[bool]] = defaultdict(list)
+    for r in done:
+        by_type[r.get("question_type") or "all"].append(bool(r["correct"]))
+
+    def mean(key):
+        return float(np.mean([r[key] for r in done])) if done else float("nan")
+
+    return {
+        "accuracy": mean("correct"),
+        "accuracy_by_type": {k: float(np.mean(v)) for k, v in sorted(by_type.items())},
+        "num_samples": len(done),
+        "num_skipped": len(skipped),
+        "skipped_ids": [r["id"] for r in skipped],
+        "tflops": mean("tflops"),
+        "tflops_source": TFLOPS_SOURCE,
+        "prefill_ms": mean("prefill_ms"),
+        "prefill_ms_median": float(np.median([r["prefill_ms"] for r in done])) if done else float("nan"),
+        "visual_tokens": mean("visual_tokens"),
+        "text_tokens": mean("text_tokens"),
+        "method": method,
+        "config": config,
+    }
+
+
+def write_results(path: Path, summary: dict) -> None:
+    tmp = Path(path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(summary, indent=2))
+    tmp.replace(path)
+
+
+def print_summary(summary: dict, out_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"aim run: merger={summary['method']['merger']} pruner={summary['method']['pruner']}")
+    for col in ("accuracy", "samples", "skipped", "visual tokens", "TFLOPs", "prefill ms"):
+        table.add_column(col, justify="right")
+    table.add_row(
+        f"{summary['accuracy']:.3f}", str(summary["num_samples"]), str(summary["num_skipped"]),
+        f"{summary['visual_tokens']:.1f}", f"{summary['tflops']:.3e}", f"{summary['prefill_ms']:.2f}",
+    )
+    console = Console()
+    console.print(table)
+    by_type = "  ".join(f"{k} {v:.3f}" for k, v in summary["accuracy_by_type"].items())
+    console.print(f"by question type: {by_type}")
+    console.print(f"results: {out_dir / 'results.json'}")

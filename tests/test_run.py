@@ -1,0 +1,73 @@
+"""`python -m aim.run` end to end, as a user runs it: the bundled model on a few bundled questions,
+W&B offline, a kill half way and a resume that records every sample exactly once."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def aim_cmd(out_dir, *overrides):
+    return [sys.executable, "-m", "aim.run", f"hydra.run.dir={out_dir}", "dataset.num_samples=40",
+            "eval.progress=false", *overrides]
+
+
+@pytest.fixture
+def env(tmp_path):
+    return {**os.environ, "AIM_DATA_DIR": str(tmp_path / "data"), "WANDB_SILENT": "true"}
+
+
+def ids_in(path):
+    return [json.loads(line)["id"] for line in path.read_text().splitlines()]
+
+
+def test_bundled_model_answers_far_above_chance_and_writes_results(tmp_path, env):
+    out = tmp_path / "run"
+    proc = subprocess.run(aim_cmd(out, "dataset.limit=25", "logger=wandb", "logger.mode=offline"),
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["num_samples"] == 25 and results["num_skipped"] == 0
+    assert results["accuracy"] >= 0.6  # chance is 0.25; the full 500-question benchmark is in the README
+    assert results["visual_tokens"] == 8 * 49
+    assert results["method"] == {"merger": "none", "pruner": "none"}
+    assert results["tflops"] > 0 and results["prefill_ms"] > 0 and "analytic" in results["tflops_source"]
+    assert results["config"]["dataset"]["num_frames"] == 8
+    assert "accuracy" in proc.stdout  # the summary table
+    assert list((out / "wandb").glob("offline-run-*/run-*.wandb"))  # the W&B run, offline
+
+
+def test_a_killed_run_resumes_and_records_each_sample_once(tmp_path, env):
+    out = tmp_path / "run"
+    cmd = aim_cmd(out, "dataset.limit=40", "logger=none")
+    first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    samples = out / "samples.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and first.poll() is None:
+        if samples.exists() and len(samples.read_text().splitlines()) >= 5:
+            first.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    first.wait(timeout=60)
+    assert first.returncode == -signal.SIGKILL, "the run finished before it could be interrupted"
+    recorded = len(ids_in(samples))
+    assert 5 <= recorded < 40
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ids = ids_in(samples)
+    assert len(ids) == 40 and len(set(ids)) == 40
+    assert json.loads((out / "results.json").read_text())["num_samples"] == 40
+
+
+def test_reusing_a_run_dir_with_another_config_is_refused(tmp_path, env):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run_spec.json").write_text(json.dumps({"some": "other run"}))
+    proc = subprocess.run(aim_cmd(out, "logger=none"), env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "holds a run with a different config" in proc.stderr
