@@ -93,3 +93,15 @@ def test_position_gaps_do_not_split_the_sequence_into_packed_segments(tiny_adapt
                                    use_cache=False).last_hidden_state
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
     assert (packed[0, -1] - ref[0, -1]).abs().max() > 1e-3  # the pitfall this guards against is real
+
+
+def test_merging_on_the_towers_keys_uses_the_keys_of_the_feature_layer(tiny_adapter):
+    from aim.merging import MERGERS
+
+    ad = tiny_adapter
+    feats, keys = ad.visual_features_and_keys(ad.pixel_values(frames(2)))
+    assert feats.shape == (2, 49, 128) and keys.shape == (2, 49, 64)  # tower width 64
+    torch.testing.assert_close(feats, ad.visual_features(ad.pixel_values(frames(2))))
+    by_keys = ad.prepare(frames(2), QUESTION, OPTIONS, MERGERS.build("aim", ratio=0.25, metric="keys"))
+    by_feats = ad.prepare(frames(2), QUESTION, OPTIONS, MERGERS.build("aim", ratio=0.25))
+    assert by_keys.visual_tokens == by_feats.visual_tokens == 2 * 12

@@ -23,10 +23,12 @@ RUN_SPEC = "run_spec.json"
 
 
 def result_spec(cfg: DictConfig) -> dict:
-    """The part of the config that determines the samples' results (not logging or progress display)."""
+    """The part of the config that determines each sample's result: not logging, progress display, or
+    how many samples to evaluate (a rerun may extend `dataset.limit`)."""
     spec = OmegaConf.to_container(cfg, resolve=True)
     spec.pop("logger", None)
     spec.get("eval", {}).pop("progress", None)
+    spec.get("dataset", {}).pop("limit", None)
     return spec
 
 
@@ -66,15 +68,15 @@ def run(cfg: DictConfig, valid: Validated, out_dir: Path) -> dict:
     from aim.tracking.results import print_summary, summarize, write_results
     from aim.tracking.wandb_logger import make_logger
 
-    spec = result_spec(cfg)
-    check_resume(out_dir, spec)
+    check_resume(out_dir, result_spec(cfg))
+    config = OmegaConf.to_container(cfg, resolve=True)
     torch.manual_seed(valid.seed)
     adapter = MODELS.get(valid.model.name).from_config(**asdict(valid.model))
     dataset = DATASETS.build(valid.dataset.name, **asdict(valid.dataset))
     merger = MERGERS.build(valid.merger.name, **asdict(valid.merger))
     pruner = PRUNERS.build(valid.pruner.name, **asdict(valid.pruner))
     records = SampleRecords(out_dir / "samples.jsonl")
-    logger = make_logger(valid.logger, out_dir, spec)
+    logger = make_logger(valid.logger, out_dir, config)
     try:
         evaluate(
             adapter, dataset, merger, pruner, records, mode=valid.eval.mode,
@@ -83,9 +85,11 @@ def run(cfg: DictConfig, valid: Validated, out_dir: Path) -> dict:
     finally:
         records.close()
     method = {"merger": valid.merger.name, "pruner": valid.pruner.name}
-    summary = summarize(records.records, method, spec)
+    wanted = {s.id for s in dataset}  # a rerun with a smaller dataset.limit summarizes only those
+    evaluated = [r for r in records.records if r["id"] in wanted]
+    summary = summarize(evaluated, method, config)
     write_results(out_dir / "results.json", summary)
-    logger.finish(summary, records.records)
+    logger.finish(summary, evaluated)
     print_summary(summary, out_dir)
     return summary
 

@@ -1,10 +1,12 @@
 """Token mergers: per-frame features [F, T, D] -> [F, T', D], applied between the projector and the LLM.
 
 A merger returns `Merged(features, token_index)`: `token_index[f, j]` is the within-frame index of the
-original token that kept token j stands for, so the LLM sees it at its original position.
+original token that kept token j stands for, so the LLM sees it at that original position. Mergers are
+pure tensor code (no model, no config objects) and never mix tokens of different frames.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +20,12 @@ MERGERS = Registry("merger")
 class Merged:
     features: torch.Tensor  # [F, T', D]
     token_index: torch.Tensor  # [F, T'] long, original within-frame index of each kept token
+
+
+def kept_tokens(num_tokens: int, ratio: float) -> int:
+    """Tokens kept per frame at `ratio` (the fraction kept): floor(ratio * T), at least 1.
+    196 tokens keep 98 at 0.5 and 49 at 0.25."""
+    return max(1, math.floor(ratio * num_tokens + 1e-9))
 
 
 @dataclass
@@ -35,3 +43,6 @@ class NoMerge:
     def __call__(self, features: torch.Tensor, metric: torch.Tensor | None = None) -> Merged:
         f, t, _ = features.shape
         return Merged(features, torch.arange(t, device=features.device).expand(f, t))
+
+
+from aim.merging import baselines, bipartite  # noqa: E402,F401  (register the other mergers)

@@ -122,6 +122,22 @@ class LlavaOnevisionAdapter:
     def visual_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.project(self.tower_features(pixel_values))
 
+    def visual_features_and_keys(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features as `visual_features`, and the keys of the tower layer that produced them (heads
+        concatenated), pooled to the same token grid: a similarity metric for merging."""
+        tower = self.model.model.vision_tower
+        layers = getattr(tower, "vision_model", tower).encoder.layers
+        feature_layer = self.model.config.vision_feature_layer
+        producer = layers[feature_layer % (len(layers) + 1) - 1]
+        keys = []
+        handle = producer.self_attn.k_proj.register_forward_hook(lambda _m, _i, out: keys.append(out))
+        try:
+            hidden = self.tower_features(pixel_values)
+        finally:
+            handle.remove()
+        k = keys[0][:, 1:] if self.model.config.vision_feature_select_strategy == "default" else keys[0]
+        return self.project(hidden), self.model.model.apply_pooling(k)
+
     # --- text ------------------------------------------------------------------------------------
     def prompt_text(self, question: str, options: list[str]) -> tuple[str, str]:
         """The prompt split at the video placeholder: (text before the video, text after it)."""
@@ -146,8 +162,12 @@ class LlavaOnevisionAdapter:
     @torch.no_grad()
     def prepare(self, frames: np.ndarray, question: str, options: list[str], merger) -> PreparedInputs:
         before, after = self.prompt_text(question, options)
-        feats = self.visual_features(self.pixel_values(frames))  # [F, T, D]
-        merged = merger(feats)
+        pixels = self.pixel_values(frames)
+        if getattr(merger, "metric_source", "features") == "keys":
+            feats, keys = self.visual_features_and_keys(pixels)  # [F, T, D], [F, T, Dk]
+            merged = merger(feats, metric=keys)
+        else:
+            merged = merger(self.visual_features(pixels))
         return self.assemble(self.token_ids(before), merged.features, merged.token_index, self.token_ids(after))
 
     def assemble(self, before_ids, visual, token_index, after_ids) -> PreparedInputs:

@@ -1,0 +1,127 @@
+"""Mergers as specifications: shapes, identity at ratio 1, per-frame independence, what merges first."""
+import pytest
+import torch
+
+from aim.merging import MERGERS, Merged, kept_tokens
+from aim.merging.bipartite import BipartiteMerger, bipartite_merge_step
+
+RATIOS = [1.0, 0.5, 0.25, 0.125]
+
+
+@pytest.mark.parametrize("name", ["aim", "pool", "random"])
+@pytest.mark.parametrize("tokens", [196, 576])
+@pytest.mark.parametrize("ratio", RATIOS)
+def test_output_shapes_for_every_ratio(name, tokens, ratio):
+    x = torch.randn(3, tokens, 8)
+    out = MERGERS.build(name, ratio=ratio)(x)
+    kept = out.features.shape[1]
+    assert out.features.shape == (3, kept, 8) and out.token_index.shape == (3, kept)
+    if name == "pool":  # the nearest grid: within a row of the target
+        assert abs(kept - kept_tokens(tokens, ratio)) <= int(tokens**0.5)
+    else:
+        assert kept == kept_tokens(tokens, ratio)
+    assert ((out.token_index >= 0) & (out.token_index < tokens)).all()
+    assert (out.token_index.diff(dim=1) > 0).all()  # distinct, in original spatial order
+
+
+def test_kept_counts_of_the_paper():
+    assert kept_tokens(196, 0.5) == 98 and kept_tokens(196, 0.25) == 49 and kept_tokens(196, 0.125) == 24
+
+
+@pytest.mark.parametrize("name", ["aim", "pool", "random", "none"])
+def test_ratio_one_is_the_identity(name):
+    x = torch.randn(2, 49, 8)
+    out = MERGERS.build(name, **({} if name == "none" else {"ratio": 1.0}))(x)
+    assert torch.equal(out.features, x)
+    assert torch.equal(out.token_index, torch.arange(49).expand(2, -1))
+
+
+def test_identical_tokens_merge_first():
+    torch.manual_seed(0)
+    x = torch.randn(1, 16, 32)
+    x[0, 6] = x[0, 9]  # token 6 (set A) is a copy of token 9 (set B)
+    out = BipartiteMerger(ratio=15 / 16)(x)
+    assert 6 not in out.token_index[0].tolist() and 9 in out.token_index[0].tolist()
+    torch.testing.assert_close(out.features[0][out.token_index[0] == 9][0], x[0, 9])
+
+
+def test_merging_is_permutation_consistent_within_a_frame():
+    """A merge step depends on the tokens, not on where they sit inside set A or set B: shuffling each
+    set gives the same merged tokens, at the same original positions."""
+    torch.manual_seed(1)
+    x = torch.randn(1, 64, 16)
+    perm = torch.stack([torch.randperm(32) * 2, torch.randperm(32) * 2 + 1], 1).reshape(-1)  # A stays A
+    plain = BipartiteMerger(ratio=0.5)(x)  # 64 -> 32 is a single step
+    shuffled = BipartiteMerger(ratio=0.5)(x[:, perm])
+    by_position = dict(zip(perm[shuffled.token_index[0]].tolist(), shuffled.features[0]))
+    assert sorted(by_position) == plain.token_index[0].tolist()
+    for idx, vec in zip(plain.token_index[0].tolist(), plain.features[0]):
+        torch.testing.assert_close(by_position[idx], vec)
+
+
+@pytest.mark.parametrize("name", ["aim", "pool"])
+def test_frames_are_merged_independently(name):
+    """Permuting the frames permutes the output the same way; a frame merged alone merges the same."""
+    torch.manual_seed(5)
+    x = torch.randn(4, 49, 8)
+    merger = MERGERS.build(name, ratio=0.25)
+    out, flipped, alone = merger(x), merger(x.flip(0)), merger(x[2:3])
+    torch.testing.assert_close(flipped.features, out.features.flip(0))
+    torch.testing.assert_close(alone.features[0], out.features[2])
+    assert torch.equal(alone.token_index[0], out.token_index[2])
+
+
+def test_size_weighted_mean_of_a_group_equals_the_mean_of_its_members():
+    """Over several steps, each output token is the plain mean of all the original tokens merged into
+    it. Membership is traced by carrying one-hot columns in the features while the similarity is
+    computed on the tokens alone (the separate-metric path)."""
+    torch.manual_seed(2)
+    n = 64
+    x = torch.randn(1, n, 8)
+    traced = torch.cat([x, torch.eye(n)[None]], -1)
+    out = BipartiteMerger(ratio=0.125, metric="keys")(traced, metric=x)  # 64 -> 8 in three steps
+    for vec, survivor in zip(out.features[0], out.token_index[0]):
+        members = vec[8:].nonzero().flatten()
+        assert survivor in members  # a merged token stands where one of its members stood
+        torch.testing.assert_close(vec[8:][members], torch.full((len(members),), 1 / len(members)))
+        torch.testing.assert_close(vec[:8], x[0, members].mean(0), atol=1e-5, rtol=1e-5)
+    assert sum(len(v[8:].nonzero()) for v in out.features[0]) == n  # every token in exactly one group
+
+
+def test_plain_averaging_differs_from_size_weighted_after_several_steps():
+    torch.manual_seed(3)
+    x = torch.randn(1, 64, 8)
+    a = BipartiteMerger(ratio=0.125, averaging="size_weighted")(x).features
+    b = BipartiteMerger(ratio=0.125, averaging="plain")(x).features
+    assert a.shape == b.shape and not torch.allclose(a, b)
+
+
+def test_no_token_moves_across_frames():
+    """Frames live in far-apart regions of feature space: every output stays in its frame's region."""
+    torch.manual_seed(4)
+    frames = torch.stack([torch.randn(49, 16) * 0.1 + 10 * torch.eye(16)[f] for f in range(3)])
+    for name in ["aim", "pool", "random"]:
+        out = MERGERS.build(name, ratio=0.25)(frames)
+        for f in range(3):
+            assert (out.features[f].argmax(-1) == f).all(), name
+
+
+def test_one_step_merges_at_most_half_and_counts_sizes():
+    x = torch.randn(2, 10, 4)
+    size = torch.ones(2, 10, dtype=torch.long)
+    index = torch.arange(10).expand(2, -1)
+    nx, nm, ns, ni = bipartite_merge_step(x, x, size, index, r=5)
+    assert nx.shape == (2, 5, 4) and (ns.sum(1) == 10).all()
+
+
+def test_random_keeping_is_seeded():
+    x = torch.randn(2, 49, 4)
+    a = MERGERS.build("random", ratio=0.25, seed=3)(x).token_index
+    b = MERGERS.build("random", ratio=0.25, seed=3)(x).token_index
+    c = MERGERS.build("random", ratio=0.25, seed=4)(x).token_index
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_keys_metric_without_keys_is_a_clear_error():
+    with pytest.raises(ValueError, match="merger.metric: 'keys'"):
+        BipartiteMerger(metric="keys")(torch.randn(1, 4, 2))
