@@ -99,9 +99,19 @@ def test_merging_on_the_towers_keys_uses_the_keys_of_the_feature_layer(tiny_adap
     from aim.merging import MERGERS
 
     ad = tiny_adapter
-    feats, keys = ad.visual_features_and_keys(ad.pixel_values(frames(2)))
-    assert feats.shape == (2, 49, 128) and keys.shape == (2, 49, 64)  # tower width 64
-    torch.testing.assert_close(feats, ad.visual_features(ad.pixel_values(frames(2))))
+    enc = ad.encode_frames(ad.pixel_values(frames(2)), needs=("metric", "attention"))
+    assert enc["features"].shape == (2, 49, 128) and enc["metric"].shape == (2, 49, 64)  # tower width 64
+    torch.testing.assert_close(enc["features"], ad.visual_features(ad.pixel_values(frames(2))))
+    assert enc["attention"].shape == (2, 49) and (enc["attention"] > 0).all()
+    # mean received attention over 196 patches, pooled 2x2: averages 1/196 per patch
+    torch.testing.assert_close(enc["attention"].mean(1), torch.full((2,), 1 / 196), atol=2e-4, rtol=0)
     by_keys = ad.prepare(frames(2), QUESTION, OPTIONS, MERGERS.build("aim", ratio=0.25, metric="keys"))
     by_feats = ad.prepare(frames(2), QUESTION, OPTIONS, MERGERS.build("aim", ratio=0.25))
     assert by_keys.visual_tokens == by_feats.visual_tokens == 2 * 12
+
+
+def test_prumerge_runs_through_the_adapter_with_the_siglip_fallback(tiny_adapter):
+    from aim.merging import MERGERS
+
+    inputs = tiny_adapter.prepare(frames(2), QUESTION, OPTIONS, MERGERS.build("prumerge_plus", ratio=0.25))
+    assert 2 <= inputs.visual_tokens <= 2 * 49

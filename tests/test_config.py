@@ -45,7 +45,7 @@ def test_the_default_is_the_bundled_model_on_the_bundled_benchmark():
 @pytest.mark.parametrize(
     "override,message",
     [
-        ("merger.name=nonexistent", r"merger.name: unknown merger 'nonexistent'; registered mergers: aim, none, pool, random"),
+        ("merger.name=nonexistent", r"merger.name: unknown merger 'nonexistent'; registered mergers: aim, none, pool, prumerge, prumerge_plus, random"),
         ("pruner.name=magic", r"pruner.name: unknown pruner 'magic'; registered pruners: none"),
         ("dataset.num_frames=0", r"dataset.num_frames: must be in \[1, inf\), got 0"),
         ("dataset.limit=-5", r"dataset.limit: must be in \[0, inf\), got -5"),

@@ -125,3 +125,46 @@ def test_random_keeping_is_seeded():
 def test_keys_metric_without_keys_is_a_clear_error():
     with pytest.raises(ValueError, match="merger.metric: 'keys'"):
         BipartiteMerger(metric="keys")(torch.randn(1, 4, 2))
+
+
+# --- LLaVA-PruMerge ---------------------------------------------------------------------------------
+
+def spiky_attention(frames=2, tokens=49, spikes=((3, 30), (10, 20, 40))):
+    attn = torch.full((frames, tokens), 1.0 / tokens) + 1e-4 * torch.rand(frames, tokens)
+    for f, idx in enumerate(spikes):
+        attn[f, list(idx)] = 0.2
+    return attn
+
+
+def test_prumerge_keeps_the_attention_outliers_and_tops_up_to_equal_counts():
+    x, keys = torch.randn(2, 49, 8), torch.randn(2, 49, 4)
+    out = MERGERS.build("prumerge", neighbors=0)(x, metric=keys, attention=spiky_attention())
+    assert out.token_index.shape == (2, 3)  # the larger outlier count of the two frames
+    assert out.token_index[1].tolist() == [10, 20, 40]
+    assert {3, 30} <= set(out.token_index[0].tolist())
+    # with no neighbours a kept token is just itself
+    torch.testing.assert_close(out.features, x.gather(1, out.token_index.unsqueeze(-1).expand(-1, -1, 8)))
+
+
+def test_prumerge_folds_key_similar_tokens_in_by_attention_weight():
+    x = torch.randn(1, 16, 4)
+    keys = torch.eye(16)[None].clone()
+    keys[0, 5] = keys[0, 2]  # token 5 has the same key as the kept token 2
+    attn = torch.linspace(0.01, 0.02, 16)[None].clone()  # IQR outlier threshold about 0.025
+    attn[0, 2], attn[0, 5] = 0.5, 0.024
+    out = MERGERS.build("prumerge", neighbors=1)(x, metric=keys, attention=attn)
+    assert out.token_index.tolist() == [[2]]
+    torch.testing.assert_close(out.features[0, 0], (0.5 * x[0, 2] + 0.024 * x[0, 5]) / 0.524)
+
+
+def test_prumerge_plus_adds_uniform_tokens_up_to_the_ratio():
+    x, keys = torch.randn(2, 196, 8), torch.randn(2, 196, 4)
+    out = MERGERS.build("prumerge_plus", ratio=0.25)(x, metric=keys, attention=spiky_attention(tokens=196))
+    assert abs(out.token_index.shape[1] - 49) <= 14
+    rows = out.token_index[0] // 14
+    assert len(rows.unique()) >= 6  # spread over the frame, not just the outliers
+
+
+def test_prumerge_without_tower_signals_is_a_clear_error():
+    with pytest.raises(ValueError, match="prumerge needs the vision tower's keys and attention"):
+        MERGERS.build("prumerge")(torch.randn(1, 49, 8))

@@ -1,6 +1,9 @@
 """Token mergers: per-frame features [F, T, D] -> [F, T', D], applied between the projector and the LLM.
 
-A merger returns `Merged(features, token_index)`: `token_index[f, j]` is the within-frame index of the
+A merger is called as `merger(features, metric=None, attention=None)`; the optional signals come from
+the model adapter when the merger lists them in its `needs` (`metric`: the vision tower's keys of
+each token; `attention`: the attention each token receives, e.g. from [CLS]).
+It returns `Merged(features, token_index)`: `token_index[f, j]` is the within-frame index of the
 original token that kept token j stands for, so the LLM sees it at that original position. Mergers are
 pure tensor code (no model, no config objects) and never mix tokens of different frames.
 """
@@ -40,9 +43,11 @@ class NoMerge:
     def __init__(self, name: str = "none"):
         self.name = name
 
-    def __call__(self, features: torch.Tensor, metric: torch.Tensor | None = None) -> Merged:
+    needs = ()
+
+    def __call__(self, features: torch.Tensor, metric=None, attention=None) -> Merged:
         f, t, _ = features.shape
         return Merged(features, torch.arange(t, device=features.device).expand(f, t))
 
 
-from aim.merging import baselines, bipartite  # noqa: E402,F401  (register the other mergers)
+from aim.merging import baselines, bipartite, prumerge  # noqa: E402,F401  (register the other mergers)

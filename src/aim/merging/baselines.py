@@ -42,7 +42,9 @@ class PoolMerger:
         h = min(side, max(1, round(side * math.sqrt(self.ratio))))
         return h, min(side, max(1, round(target / h)))
 
-    def __call__(self, features: torch.Tensor, metric: torch.Tensor | None = None) -> Merged:
+    needs = ()
+
+    def __call__(self, features: torch.Tensor, metric=None, attention=None) -> Merged:
         f, t, d = features.shape
         side = grid_side(t)
         h, w = self.output_grid(side)
@@ -74,7 +76,9 @@ class RandomMerger:
         self.ratio = ratio
         self.generator = torch.Generator().manual_seed(seed)
 
-    def __call__(self, features: torch.Tensor, metric: torch.Tensor | None = None) -> Merged:
+    needs = ()
+
+    def __call__(self, features: torch.Tensor, metric=None, attention=None) -> Merged:
         f, t, d = features.shape
         k = kept_tokens(t, self.ratio)
         scores = torch.rand(f, t, generator=self.generator)

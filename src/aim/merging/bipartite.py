@@ -81,9 +81,10 @@ class BipartiteMerger:
     def __init__(self, ratio: float = 0.25, keep_order: bool = True, averaging: str = "size_weighted",
                  metric: str = "features", name: str = "aim"):
         self.ratio, self.keep_order, self.metric_source = ratio, keep_order, metric
+        self.needs = ("metric",) if metric == "keys" else ()
         self.size_weighted = averaging == "size_weighted"
 
-    def __call__(self, features: torch.Tensor, metric: torch.Tensor | None = None) -> Merged:
+    def __call__(self, features: torch.Tensor, metric=None, attention=None) -> Merged:
         f, t, _ = features.shape
         if self.metric_source == "keys" and metric is None:
             raise ValueError("merger.metric: 'keys' needs the vision tower's keys, which this model adapter "

@@ -122,21 +122,49 @@ class LlavaOnevisionAdapter:
     def visual_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.project(self.tower_features(pixel_values))
 
-    def visual_features_and_keys(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features as `visual_features`, and the keys of the tower layer that produced them (heads
-        concatenated), pooled to the same token grid: a similarity metric for merging."""
+    def encode_frames(self, pixel_values: torch.Tensor, needs=()) -> dict[str, torch.Tensor]:
+        """Features [F, T, D] and, as a merger asks (`needs`), signals of the tower layer that produced
+        them, pooled to the same token grid: `metric` (its keys, heads concatenated) [F, T, Dk] and
+        `attention` [F, T], the attention each patch receives from the [CLS] query, or, for towers
+        without a [CLS] token (SigLIP), the mean attention it receives from all patch queries."""
+        if not needs:
+            return {"features": self.visual_features(pixel_values)}
         tower = self.model.model.vision_tower
         layers = getattr(tower, "vision_model", tower).encoder.layers
-        feature_layer = self.model.config.vision_feature_layer
-        producer = layers[feature_layer % (len(layers) + 1) - 1]
-        keys = []
-        handle = producer.self_attn.k_proj.register_forward_hook(lambda _m, _i, out: keys.append(out))
+        producer = layers[self.model.config.vision_feature_layer % (len(layers) + 1) - 1]
+        captured = {}
+        hooks = [
+            getattr(producer.self_attn, f"{name}_proj").register_forward_hook(
+                lambda _m, _i, out, name=name: captured.__setitem__(name, out)
+            )
+            for name in ("q", "k")
+        ]
         try:
             hidden = self.tower_features(pixel_values)
         finally:
-            handle.remove()
-        k = keys[0][:, 1:] if self.model.config.vision_feature_select_strategy == "default" else keys[0]
-        return self.project(hidden), self.model.model.apply_pooling(k)
+            for h in hooks:
+                h.remove()
+        has_cls = self.model.config.vision_feature_select_strategy == "default"
+        out = {"features": self.project(hidden)}
+        pool = self.model.model.apply_pooling
+        if "metric" in needs:
+            out["metric"] = pool(captured["k"][:, 1:] if has_cls else captured["k"])
+        if "attention" in needs:
+            attn = self._received_attention(captured["q"], captured["k"], producer.self_attn.num_heads, has_cls)
+            out["attention"] = pool(attn.unsqueeze(-1)).squeeze(-1)
+        return out
+
+    @staticmethod
+    def _received_attention(q, k, heads, has_cls):
+        """Head-averaged attention received by each patch, one frame at a time to bound memory."""
+        n, p, d = q.shape
+        rows = []
+        for f in range(n):
+            qh = q[f].view(p, heads, d // heads).transpose(0, 1)
+            kh = k[f].view(p, heads, d // heads).transpose(0, 1)
+            probs = torch.softmax(qh @ kh.transpose(1, 2) * (d // heads) ** -0.5, dim=-1).mean(0)  # [p, p]
+            rows.append(probs[0, 1:] if has_cls else probs.mean(0))
+        return torch.stack(rows)
 
     # --- text ------------------------------------------------------------------------------------
     def prompt_text(self, question: str, options: list[str]) -> tuple[str, str]:
@@ -162,12 +190,8 @@ class LlavaOnevisionAdapter:
     @torch.no_grad()
     def prepare(self, frames: np.ndarray, question: str, options: list[str], merger) -> PreparedInputs:
         before, after = self.prompt_text(question, options)
-        pixels = self.pixel_values(frames)
-        if getattr(merger, "metric_source", "features") == "keys":
-            feats, keys = self.visual_features_and_keys(pixels)  # [F, T, D], [F, T, Dk]
-            merged = merger(feats, metric=keys)
-        else:
-            merged = merger(self.visual_features(pixels))
+        encoded = self.encode_frames(self.pixel_values(frames), needs=getattr(merger, "needs", ()))
+        merged = merger(encoded.pop("features"), **encoded)
         return self.assemble(self.token_ids(before), merged.features, merged.token_index, self.token_ids(after))
 
     def assemble(self, before_ids, visual, token_index, after_ids) -> PreparedInputs:
