@@ -46,7 +46,11 @@ def test_the_default_is_the_bundled_model_on_the_bundled_benchmark():
     "override,message",
     [
         ("merger.name=nonexistent", r"merger.name: unknown merger 'nonexistent'; registered mergers: aim, none, pool, prumerge, prumerge_plus, random"),
-        ("pruner.name=magic", r"pruner.name: unknown pruner 'magic'; registered pruners: none"),
+        ("pruner.name=magic", r"pruner.name: unknown pruner 'magic'; registered pruners: aim, fastv, none, pdrop, random, vtw"),
+        ("merger=aim merger.ratio=0", r"merger.ratio: must be in \(0, 1\], got 0"),
+        ("merger=pool merger.ratio=1.5", r"merger.ratio: must be in \(0, 1\], got 1.5"),
+        ("pruner=aim pruner.l1=20 pruner.l2=10", r"pruner.l2: must be greater than l1 \(20\), got 10"),
+        ("pruner=fastv pruner.keep=2", r"pruner.keep: must be in \[0, 1\], got 2"),
         ("dataset.num_frames=0", r"dataset.num_frames: must be in \[1, inf\), got 0"),
         ("dataset.limit=-5", r"dataset.limit: must be in \[0, inf\), got -5"),
         ("+merger.ratoi=0.5", r"merger.ratoi: unknown field; allowed fields: name"),
@@ -58,7 +62,7 @@ def test_the_default_is_the_bundled_model_on_the_bundled_benchmark():
 )
 def test_invalid_values_name_the_field_and_what_is_allowed(override, message):
     with pytest.raises(ConfigError, match=message):
-        validate(composed([override]))
+        validate(composed(override.split()))
 
 
 def run_aim(*overrides, timeout=60):

@@ -3,15 +3,15 @@ tokens + 100 text tokens, Qwen2-7B), within 0.5%."""
 import pytest
 from transformers import Qwen2Config
 
-from aim.efficiency.analytic import llm_prefill_flops, tokens_per_layer
+from aim.efficiency.analytic import llm_prefill_flops
+from aim.pruning.schedule import aim_schedule, kept_per_layer
 
 QWEN2_7B = Qwen2Config(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
                        num_key_value_heads=4, vocab_size=152064)
 
 
-def aim_retention(l1, l2, layers=28):
-    """The AIM schedule of the efficiency tables: all up to l1, then linearly down to none at l2."""
-    return [1.0 if i < l1 else max(0.0, 1 - (i - l1 + 1) / (l2 - l1)) for i in range(layers)]
+def tokens_per_layer(visual, text, retention):
+    return [text + v for v in kept_per_layer(visual, retention)]
 
 
 @pytest.mark.parametrize(
@@ -19,7 +19,7 @@ def aim_retention(l1, l2, layers=28):
     [
         (32 * 196, [1.0] * 28, 99.63),  # unreduced
         (32 * 98, [1.0] * 28, 46.48),  # 50% merging only
-        (32 * 49, aim_retention(14, 22), 14.76),  # 25% merging, l1=14, l2=22
+        (32 * 49, aim_schedule(28, 14, 22), 14.76),  # 25% merging, l1=14, l2=22
     ],
 )
 def test_paper_llava_onevision_7b_prefill_tflops(visual, retention, paper_tflops):
@@ -28,4 +28,4 @@ def test_paper_llava_onevision_7b_prefill_tflops(visual, retention, paper_tflops
 
 
 def test_token_counts_follow_the_retention_schedule_and_keep_all_text():
-    assert tokens_per_layer(1568, 100, aim_retention(14, 22))[12:23] == [1668, 1668, 1472, 1276, 1080, 884, 688, 492, 296, 100, 100]
+    assert tokens_per_layer(1568, 100, aim_schedule(28, 14, 22))[12:23] == [1668, 1668, 1472, 1276, 1080, 884, 688, 492, 296, 100, 100]

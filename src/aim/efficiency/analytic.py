@@ -24,7 +24,3 @@ def llm_prefill_flops(text_config, tokens_per_layer: list[int]) -> float:
         for n in tokens_per_layer
     )
 
-
-def tokens_per_layer(visual_tokens: int, text_tokens: int, retention: list[float]) -> list[int]:
-    """Token count seen by each layer: text always, visual scaled by the retention schedule (rounded down)."""
-    return [text_tokens + int(visual_tokens * r) for r in retention]

@@ -14,7 +14,8 @@ import torch
 from tqdm import tqdm
 
 from aim.data import VideoDecodeError
-from aim.efficiency.analytic import llm_prefill_flops, tokens_per_layer
+from aim.efficiency.analytic import llm_prefill_flops
+from aim.pruning.hooks import TokenPruner
 
 LETTER_RE = re.compile(r"\b([A-Z])\b")
 
@@ -29,23 +30,23 @@ def parse_letter(text: str, num_options: int) -> str | None:
 
 
 class FlopsCache:
-    """Analytic LLM-prefill FLOPs per distinct token layout (computed once per layout, not per sample)."""
+    """Analytic LLM-prefill FLOPs per distinct per-layer token layout (computed once per layout)."""
 
-    def __init__(self, adapter, pruner):
-        self.text_config = adapter.text_config
-        self.retention = pruner.retention_schedule(adapter.num_layers)
-        self._cache: dict[tuple[int, int], tuple[float, list[int]]] = {}
+    def __init__(self, text_config):
+        self.text_config = text_config
+        self._cache: dict[tuple[int, ...], float] = {}
 
-    def __call__(self, visual: int, text: int) -> tuple[float, list[int]]:
-        if (visual, text) not in self._cache:
-            counts = tokens_per_layer(visual, text, self.retention)
-            self._cache[(visual, text)] = (llm_prefill_flops(self.text_config, counts), counts)
-        return self._cache[(visual, text)]
+    def __call__(self, tokens_per_layer: list[int]) -> float:
+        key = tuple(tokens_per_layer)
+        if key not in self._cache:
+            self._cache[key] = llm_prefill_flops(self.text_config, tokens_per_layer)
+        return self._cache[key]
 
 
 def evaluate(adapter, dataset, merger, pruner, records, mode: str = "letter", max_new_tokens: int = 8,
              progress: bool = True, on_record=None) -> None:
-    flops = FlopsCache(adapter, pruner)
+    flops = FlopsCache(adapter.text_config)
+    pruning = TokenPruner(adapter.decoder_layers, pruner)
     warmed = False
     todo = [s for s in dataset if s.id not in records]
     bar = tqdm(total=len(dataset), initial=len(dataset) - len(todo), desc="evaluating", disable=not progress, unit="sample")
@@ -57,27 +58,31 @@ def evaluate(adapter, dataset, merger, pruner, records, mode: str = "letter", ma
             bar.update(1)
             continue
         inputs = adapter.prepare(frames, sample.question, sample.options, merger)
-        if not warmed:  # the first call pays for allocations and kernel selection: keep it out of timings
-            adapter.prefill_logits(inputs)
-            warmed = True
-        adapter.synchronize()
-        start = time.perf_counter()
-        logits = adapter.prefill_logits(inputs)
-        adapter.synchronize()
-        prefill_ms = (time.perf_counter() - start) * 1e3
+        with pruning.attached(inputs.token_roles) as trace:
+            if not warmed:  # the first call pays for allocations and kernel selection: not timed
+                adapter.prefill_logits(inputs)
+                warmed = True
+            adapter.synchronize()
+            start = time.perf_counter()
+            logits = adapter.prefill_logits(inputs)
+            adapter.synchronize()
+            prefill_ms = (time.perf_counter() - start) * 1e3
+            response = adapter.generate_text(inputs, max_new_tokens) if mode == "generate" else None
+        visual_per_layer = trace.visual_tokens_per_layer or [inputs.visual_tokens] * adapter.num_layers
         if mode == "letter":
             letter_ids = adapter.option_token_ids(len(sample.options))
             prediction = chr(ord("A") + int(torch.argmax(logits[letter_ids])))
             response = prediction
         else:
-            response = adapter.generate_text(inputs, max_new_tokens)
             prediction = parse_letter(response, len(sample.options))
-        tflops, per_layer = flops(inputs.visual_tokens, inputs.text_tokens)
+        per_layer = [inputs.text_tokens + v for v in visual_per_layer]
+        tflops = flops(per_layer)
         records.append({
             "id": sample.id, "question_type": sample.question_type, "answer": sample.answer,
             "prediction": prediction, "response": response, "correct": prediction == sample.answer,
             "visual_tokens": inputs.visual_tokens, "text_tokens": inputs.text_tokens,
-            "tokens_per_layer": per_layer, "tflops": tflops / 1e12, "prefill_ms": prefill_ms,
+            "tokens_per_layer": per_layer, "visual_tokens_per_layer": visual_per_layer,
+            "tflops": tflops / 1e12, "prefill_ms": prefill_ms,
         })
         bar.update(1)
         if on_record is not None:

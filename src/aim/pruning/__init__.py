@@ -1,12 +1,19 @@
-"""Token pruners inside the LLM. Until the pruning issue lands only `none` (no pruning) is registered.
+"""Token pruners inside the LLM: a retention schedule plus an importance score, applied by the one hook
+in `aim.pruning.hooks` that physically removes tokens.
 
-A pruner exposes `retention_schedule(num_layers) -> list[float]`: the fraction of the original visual
-tokens each decoder layer sees. The evaluation records it as visual tokens per layer.
+A pruner exposes `retention_schedule(num_layers) -> list[float]` (the fraction of the original visual
+tokens each decoder layer sees) and `importance(q, k, roles) -> [B, n]` (from the queries and keys of
+the layer before a drop; higher is kept first). Text tokens are never pruned.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import torch
+
+from aim.config import check_range
+from aim.pruning import importance as imp
+from aim.pruning import schedule as sched
 from aim.registry import Registry
 
 PRUNERS = Registry("pruner")
@@ -26,3 +33,136 @@ class NoPrune:
 
     def retention_schedule(self, num_layers: int) -> list[float]:
         return [1.0] * num_layers
+
+
+@dataclass
+class AimPrunerConfig:
+    name: str = "aim"
+    l1: int = 14  # layers 0..l1-1 see every visual token
+    l2: int = 22  # layers >= l2 see none
+    tau: float = 0.1  # softmax temperature of the PageRank transition matrix
+    iters: int = 5
+    head_chunk: int = 4  # heads per block when computing the N x N attention for the score
+
+    def __post_init__(self):
+        check_range("l1", self.l1, 1)
+        if self.l2 <= self.l1:
+            raise ValueError(f"l2: must be greater than l1 ({self.l1}), got {self.l2}")
+        check_range("tau", self.tau, 0, low_open=True)
+        check_range("iters", self.iters, 1)
+        check_range("head_chunk", self.head_chunk, 1)
+
+
+@PRUNERS.register("aim", config=AimPrunerConfig)
+class AimPruner:
+    """AIM: PageRank importance over the layer's attention, linear retention from l1 down to 0 at l2."""
+
+    def __init__(self, l1=14, l2=22, tau=0.1, iters=5, head_chunk=4, name="aim"):
+        self.l1, self.l2, self.tau, self.iters, self.head_chunk = l1, l2, tau, iters, head_chunk
+
+    def retention_schedule(self, num_layers):
+        return sched.aim_schedule(num_layers, self.l1, self.l2)
+
+    def importance(self, q, k, roles):
+        return imp.pagerank_from_qk(q, k, self.tau, self.iters, self.head_chunk)
+
+
+@dataclass
+class FastVConfig:
+    name: str = "fastv"
+    k: int = 2  # prune before layer k, from layer k-1's attention
+    keep: float = 0.5  # fraction of visual tokens kept from layer k on
+
+    def __post_init__(self):
+        check_range("k", self.k, 1)
+        check_range("keep", self.keep, 0, 1)
+
+
+@PRUNERS.register("fastv", config=FastVConfig)
+class FastVPruner:
+    """FastV: at layer k keep the visual tokens the last token attends to most."""
+
+    def __init__(self, k=2, keep=0.5, name="fastv"):
+        self.k, self.keep = k, keep
+
+    def retention_schedule(self, num_layers):
+        return sched.fastv_schedule(num_layers, self.k, self.keep)
+
+    def importance(self, q, k, roles):
+        return imp.query_attention(q, k, -1)
+
+
+@dataclass
+class PDropConfig:
+    name: str = "pdrop"
+    boundaries: list[int] | None = None  # default: four equal stages of the LLM
+    lam: float = 0.5  # visual tokens shrink by this factor at each boundary
+
+    def __post_init__(self):
+        check_range("lam", self.lam, 0, 1)
+        if self.boundaries is not None and (not self.boundaries or min(self.boundaries) < 1):
+            raise ValueError(f"boundaries: layer indices >= 1, got {self.boundaries}")
+
+
+@PRUNERS.register("pdrop", config=PDropConfig)
+class PDropPruner:
+    """PyramidDrop: stage-wise shrinking, ranked by the last instruction token's attention (the last
+    prompt token in these prompts)."""
+
+    def __init__(self, boundaries=None, lam=0.5, name="pdrop"):
+        self.boundaries, self.lam = boundaries, lam
+
+    def retention_schedule(self, num_layers):
+        return sched.pdrop_schedule(num_layers, self.boundaries, self.lam)
+
+    def importance(self, q, k, roles):
+        return imp.query_attention(q, k, -1)
+
+
+@dataclass
+class VTWConfig:
+    name: str = "vtw"
+    k: int = 14  # every visual token withdrawn from layer k on
+
+    def __post_init__(self):
+        check_range("k", self.k, 1)
+
+
+@PRUNERS.register("vtw", config=VTWConfig)
+class VTWPruner:
+    def __init__(self, k=14, name="vtw"):
+        self.k = k
+
+    def retention_schedule(self, num_layers):
+        return sched.vtw_schedule(num_layers, self.k)
+
+    def importance(self, q, k, roles):  # all visual tokens go at once: any score will do
+        return torch.zeros(q.shape[0], q.shape[2], device=q.device)
+
+
+@dataclass
+class RandomPrunerConfig:
+    name: str = "random"
+    l1: int = 14
+    l2: int = 22
+    seed: int = 0
+
+    def __post_init__(self):
+        check_range("l1", self.l1, 1)
+        if self.l2 <= self.l1:
+            raise ValueError(f"l2: must be greater than l1 ({self.l1}), got {self.l2}")
+
+
+@PRUNERS.register("random", config=RandomPrunerConfig)
+class RandomPruner:
+    """The AIM schedule with uniformly random choices: the control for the importance score."""
+
+    def __init__(self, l1=14, l2=22, seed=0, name="random"):
+        self.l1, self.l2 = l1, l2
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def retention_schedule(self, num_layers):
+        return sched.aim_schedule(num_layers, self.l1, self.l2)
+
+    def importance(self, q, k, roles):
+        return torch.rand(q.shape[0], q.shape[2], generator=self.generator).to(q.device)

@@ -37,7 +37,7 @@ TRAIN_SEED, VALID_SEED = 1, 2  # the bundled benchmark uses another seed (conf/d
 NUM_FRAMES = 8
 
 
-def toy_config(tokenizer):
+def toy_config(tokenizer, text_layers: int = 4, attn_implementation: str = "sdpa"):
     from transformers import LlavaOnevisionConfig as HFConfig
     from transformers import Qwen2Config, SiglipVisionConfig
 
@@ -46,7 +46,7 @@ def toy_config(tokenizer):
         image_size=syn.FRAME_SIZE, patch_size=8,
     )
     text = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=128, intermediate_size=384, num_hidden_layers=4,
+        vocab_size=len(tokenizer), hidden_size=128, intermediate_size=384, num_hidden_layers=text_layers,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, rope_theta=10000.0,
         tie_word_embeddings=False, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
@@ -56,7 +56,7 @@ def toy_config(tokenizer):
         video_token_id=tokenizer.convert_tokens_to_ids("<video>"),
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"), tie_word_embeddings=False,
     )
-    cfg._attn_implementation = "sdpa"
+    cfg._attn_implementation = attn_implementation
     return cfg
 
 
@@ -150,11 +150,12 @@ def text_batch(adapter: LlavaOnevisionAdapter, questions):
     }
 
 
-def forward_batch(adapter, option_head, pixels, questions, num_frames):
+def forward_batch(adapter, option_head, pixels, questions, num_frames, freeze_tower=False):
     """Hidden states of the whole sequence for a batch, built like `LlavaOnevisionAdapter.assemble`."""
     model = adapter.model
     b = len(questions)
-    tower = adapter.tower_features(pixels)
+    with torch.set_grad_enabled(not freeze_tower and torch.is_grad_enabled()):
+        tower = adapter.tower_features(pixels)
     visual = adapter.project(tower).reshape(b, -1, adapter.text_config.hidden_size)
     before_ids, after_ids, lengths, pos = text_batch(adapter, questions)
     emb = adapter.language_model.embed_tokens
@@ -200,6 +201,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--resume", action="store_true", help="continue stage 2 from the weights in --out")
+    ap.add_argument("--init", type=Path, help="start stage 2 from these weights (skips stage 1)")
+    ap.add_argument("--freeze-tower", action="store_true", help="keep the vision tower fixed in stage 2")
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
@@ -207,8 +210,8 @@ def main(argv=None):
     from transformers import LlavaOnevisionForConditionalGeneration
 
     tokenizer = build_tokenizer()
-    if args.resume:
-        model = LlavaOnevisionForConditionalGeneration.from_pretrained(args.out)
+    if args.resume or args.init:
+        model = LlavaOnevisionForConditionalGeneration.from_pretrained(args.init or args.out)
         args.stage1_steps = 0
     else:
         model = LlavaOnevisionForConditionalGeneration(toy_config(tokenizer))
@@ -235,7 +238,9 @@ def main(argv=None):
             print(f"stage1 {step:4d} loss {loss.item():.3f} {time.time() - t0:.0f}s", flush=True)
 
     # Stage 2: the whole model, with a curriculum towards the option letter.
-    vision_params = [*tower.parameters(), *heads.parameters()]
+    if args.freeze_tower:  # stage 1 taught the tower; train the projector and LLM ~3x faster per step
+        tower.requires_grad_(False)
+    vision_params = [p for p in [*tower.parameters(), *heads.parameters()] if p.requires_grad]
     other = [p for n, p in model.named_parameters() if not n.startswith("model.vision_tower")]
     opt = torch.optim.AdamW(
         [{"params": vision_params, "lr": args.lr * 0.3}, {"params": other + list(option_head.parameters()), "lr": args.lr}],
@@ -249,12 +254,12 @@ def main(argv=None):
             g["lr"] = lr * scale
         model.train()
         pixels, tgt, questions = stream.batch(args.batch)
-        tower_h, last, qmark, opts, pos = forward_batch(adapter, option_head, pixels, questions, NUM_FRAMES)
+        tower_h, last, qmark, opts, pos = forward_batch(adapter, option_head, pixels, questions, NUM_FRAMES, args.freeze_tower)
         lm = model.lm_head
         word_loss = F.cross_entropy(lm(qmark), pos["word"])
         opt_loss = F.binary_cross_entropy_with_logits(option_head(opts).squeeze(-1), pos["correct"])
         letter_loss = F.cross_entropy(lm(last), pos["letter"])
-        patch_loss = heads.loss(tower_h, tgt)
+        patch_loss = torch.zeros(()) if args.freeze_tower else heads.loss(tower_h, tgt)
         loss = word_loss + opt_loss + 0.3 * patch_loss + (letter_loss if step >= letter_from else 0.0)
         opt.zero_grad()
         loss.backward()

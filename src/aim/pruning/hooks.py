@@ -1,0 +1,208 @@
+"""The one hook that removes visual tokens between decoder layers, for every pruner and supported model.
+
+Hugging Face decoder stacks (Qwen2, Llama, Qwen2-VL's text model in transformers 5) compute the RoPE
+(cos, sin), the position ids and the attention mask once for the full sequence and hand the same
+objects to every layer. Forward pre-hooks therefore:
+- at a layer whose retention drops, gather the kept tokens of the hidden states (all text tokens, the
+  top visual tokens by the importance computed in the layer before), so this layer and all later ones
+  run on fewer tokens: pruned tokens leave the computation;
+- at every layer from the first pruned one on, slice (cos, sin), position ids and a tensor attention
+  mask to the tokens that layer sees: queries by the kept tokens, keys by what the layer's KV cache
+  holds (its kept prefill tokens, then every decoded token). Kept tokens keep their original positions.
+A pre-hook on the attention module of each layer that feeds a pruning step recomputes that layer's
+attention logits from its own q/k (projections, RoPE, GQA repeat) for the importance score, so the
+model itself keeps SDPA/FlashAttention everywhere.
+
+Each layer's KV cache receives exactly the tokens the layer saw (DynamicCache layers concatenate), so
+decoding after a pruned prefill attends to the right keys. Layer 0 is never pruned: its cache length
+drives positions and masks while decoding.
+"""
+from __future__ import annotations
+
+import importlib
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+
+from aim.models import VISUAL
+
+
+@dataclass
+class PruningTrace:
+    """What one prefill did: visual tokens each layer saw, and the kept original indices per layer."""
+
+    visual_tokens_per_layer: list[int] = field(default_factory=list)  # one entry per decoder layer
+    kept_indices: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [B, n_i] original indices
+
+
+class _State:
+    def __init__(self, roles: torch.Tensor, num_layers: int):
+        self.roles = roles  # [N] roles of the original prefill sequence
+        self.num_layers = num_layers
+        self.kept = None  # [B, n] original indices of the tokens currently in the hidden states
+        self.prefill_len = 0
+        self.layer_kept: dict[int, torch.Tensor] = {}  # each layer's kept prefill indices (for decoding)
+        self.scores = None  # importance of the current tokens, from the layer before a pruning step
+        self.decoding = False
+        self.trace = PruningTrace()
+
+
+def rope_module(attn):
+    """The modeling module of an attention class (for its own apply_rotary_pos_emb and repeat_kv)."""
+    return importlib.import_module(type(attn).__module__)
+
+
+def layer_qk(attn, hidden: torch.Tensor, position_embeddings) -> tuple[torch.Tensor, torch.Tensor]:
+    """Queries and keys [B, H, n, d] of one attention module, after RoPE and the GQA repeat."""
+    mod = rope_module(attn)
+    b, n, _ = hidden.shape
+    q = attn.q_proj(hidden).view(b, n, -1, attn.head_dim).transpose(1, 2)
+    k = attn.k_proj(hidden).view(b, n, -1, attn.head_dim).transpose(1, 2)
+    cos, sin = position_embeddings
+    q, k = mod.apply_rotary_pos_emb(q, k, cos, sin)
+    return q, mod.repeat_kv(k, attn.num_key_value_groups)
+
+
+class TokenPruner:
+    """Attach with `with TokenPruner(adapter, pruner).attached(token_roles) as trace: ...`.
+
+    `pruner` supplies `retention_schedule(num_layers)` and `importance(q, k, roles) -> [B, n]` (higher
+    is kept first); `roles` are the token roles of the current tokens.
+    """
+
+    def __init__(self, decoder_layers, pruner):
+        self.layers = list(decoder_layers)
+        self.pruner = pruner
+        self.retention = pruner.retention_schedule(len(self.layers))
+        if self.retention[0] < 1.0:
+            raise ValueError("layer 0 cannot prune: importance comes from the layer before")
+        self.first_pruned = next((i for i, r in enumerate(self.retention) if r < 1.0), None)
+
+    @contextmanager
+    def attached(self, token_roles: torch.Tensor):
+        state = _State(token_roles, len(self.layers))
+        handles = []
+        if self.first_pruned is not None:
+            stack = self.layers[0]
+            handles.append(stack.register_forward_pre_hook(self._start_call(state), with_kwargs=True))
+            for i, layer in enumerate(self.layers):
+                if i >= self.first_pruned:
+                    handles.append(layer.register_forward_pre_hook(self._before_layer(state, i), with_kwargs=True))
+                if i + 1 < len(self.layers) and self._drops_at(i + 1):
+                    handles.append(layer.self_attn.register_forward_pre_hook(self._score(state, i), with_kwargs=True))
+        try:
+            yield state.trace
+        finally:
+            for h in handles:
+                h.remove()
+
+    def _drops_at(self, i: int) -> bool:
+        return self.retention[i] < self.retention[i - 1]
+
+    # --- hooks ----------------------------------------------------------------------------------
+    def _start_call(self, state: _State):
+        """Before layer 0 of every forward call: a prefill (re)starts the bookkeeping."""
+
+        def hook(_module, args, kwargs):
+            hidden = args[0] if args else kwargs["hidden_states"]
+            cache = kwargs.get("cache")
+            past = cache.get_seq_length() if cache is not None else 0
+            b, n, _ = hidden.shape
+            if past == 0:  # a prefill
+                if n != len(state.roles):
+                    raise ValueError(f"token roles describe {len(state.roles)} tokens, the prefill has {n}")
+                state.decoding, state.prefill_len = False, n
+                state.kept = torch.arange(n, device=hidden.device).expand(b, n)
+                state.layer_kept.clear()
+                visual = int((state.roles == VISUAL).sum())
+                state.visual_total = visual
+                state.trace.visual_tokens_per_layer = [visual] * self.first_pruned
+                state.trace.kept_indices = {}
+            else:
+                state.decoding, state.step_len = True, n
+            return None
+
+        return hook
+
+    def _score(self, state: _State, i: int):
+        """Before the attention of layer i (which feeds a drop at i + 1): importance of its tokens."""
+
+        def hook(attn, args, kwargs):
+            if state.decoding:
+                return None
+            hidden = args[0] if args else kwargs["hidden_states"]
+            with torch.no_grad():
+                q, k = layer_qk(attn, hidden, kwargs["position_embeddings"])
+                roles = state.roles.to(hidden.device)[state.kept]
+                state.scores = self.pruner.importance(q, k, roles)
+            return None
+
+        return hook
+
+    def _before_layer(self, state: _State, i: int):
+        def hook(_layer, args, kwargs):
+            hidden = args[0] if args else kwargs.pop("hidden_states")
+            if not state.decoding:
+                if self._drops_at(i):
+                    hidden = self._gather(state, hidden, i)
+                state.layer_kept[i] = state.kept
+                visual_now = int((state.roles.to(state.kept.device)[state.kept[0]] == VISUAL).sum())
+                state.trace.visual_tokens_per_layer.append(visual_now)
+                state.trace.kept_indices[i] = state.kept
+                queries, keys = state.kept, state.kept
+            else:
+                queries = None  # decoding: the step's own tokens, no gather
+                keys = self._decode_keys(state, i, kwargs)
+            kwargs = self._slice_kwargs(kwargs, queries, keys)
+            return (hidden,), kwargs
+
+        return hook
+
+    def _gather(self, state: _State, hidden: torch.Tensor, i: int) -> torch.Tensor:
+        roles = state.roles.to(hidden.device)[state.kept]  # [B, n]
+        is_visual = roles == VISUAL
+        target = min(int(is_visual[0].sum()), int(state.visual_total * self.retention[i] + 1e-9))
+        scores = state.scores.float().masked_fill(~is_visual, float("-inf"))
+        top_visual = scores.topk(target, dim=1).indices if target else scores[:, :0].long()
+        text = (~is_visual[0]).nonzero().flatten().expand(hidden.shape[0], -1)
+        sel = torch.cat([text, top_visual], 1).sort(dim=1).values  # keep causal order
+        state.kept = state.kept.gather(1, sel)
+        state.scores = None
+        return hidden.gather(1, sel.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+
+    def _decode_keys(self, state: _State, i: int, kwargs) -> torch.Tensor:
+        """Original indices of the keys layer i holds after this step: its kept prefill tokens, then
+        every token decoded since (all layers keep those)."""
+        mask = kwargs.get("attention_mask")
+        if not isinstance(mask, torch.Tensor):
+            return None
+        total = mask.shape[-1]  # = prefill length + decoded tokens, as layer 0 sees them
+        kept = state.layer_kept[i]
+        decoded = torch.arange(state.prefill_len, total, device=kept.device).expand(kept.shape[0], -1)
+        return torch.cat([kept, decoded], 1)
+
+    @staticmethod
+    def _slice_kwargs(kwargs, queries, keys):
+        if queries is not None:
+            cos, sin = kwargs["position_embeddings"]
+            idx = queries.unsqueeze(-1)
+            kwargs["position_embeddings"] = (
+                cos.expand(queries.shape[0], -1, -1).gather(1, idx.expand(-1, -1, cos.shape[-1])),
+                sin.expand(queries.shape[0], -1, -1).gather(1, idx.expand(-1, -1, sin.shape[-1])),
+            )
+            pos = kwargs.get("position_ids")
+            if isinstance(pos, torch.Tensor):
+                if pos.dim() == 3:  # Qwen2-VL multi-axis positions [axes, B, N]
+                    kwargs["position_ids"] = pos.expand(-1, queries.shape[0], -1).gather(2, queries.unsqueeze(0).expand(pos.shape[0], -1, -1))
+                else:
+                    kwargs["position_ids"] = pos.expand(queries.shape[0], -1).gather(1, queries)
+        mask = kwargs.get("attention_mask")
+        if isinstance(mask, torch.Tensor) and keys is not None:
+            b = keys.shape[0]
+            mask = mask.expand(b, -1, -1, -1)
+            if queries is not None:
+                mask = mask.gather(2, queries[:, None, :, None].expand(-1, mask.shape[1], -1, mask.shape[3]))
+            mask = mask.gather(3, keys[:, None, None, :].expand(-1, mask.shape[1], mask.shape[2], -1))
+            kwargs["attention_mask"] = mask
+        return kwargs

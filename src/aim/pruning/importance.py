@@ -1,0 +1,56 @@
+"""Token importance inside the LLM, from one layer's attention (paper Sec. 3.2 and the baselines).
+
+Scores come either from attention logits [B, H, N, N] (pre-softmax, the specification) or, as the
+pruning hook computes them, straight from that layer's queries and keys [B, H, N, d] (after RoPE and the
+GQA repeat), a few heads at a time so the N x N matrices never exist for all heads at once.
+
+- `pagerank` (AIM): the attention matrix as a Markov chain over tokens; a uniform start, `iters` steps of
+  dist @ M with M the row softmax of the causally masked logits / tau, then sqrt(mean over heads of
+  dist^2).
+- `query_attention`: the head-averaged attention one query pays to every key: the last token's (FastV),
+  the last instruction token's (PDrop).
+"""
+from __future__ import annotations
+
+import torch
+
+
+def causal_softmax(logits: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
+    n = logits.shape[-1]
+    mask = torch.ones(n, n, dtype=torch.bool, device=logits.device).triu(1)
+    return torch.softmax((logits.float() / tau).masked_fill(mask, float("-inf")), dim=-1)
+
+
+def pagerank(attn_logits: torch.Tensor, tau: float = 0.1, iters: int = 5) -> torch.Tensor:
+    """[B, H, N, N] logits -> [B, N] importance."""
+    m = causal_softmax(attn_logits, tau)  # m[q, k]: attention of query q to key k; rows sum to one
+    b, h, n, _ = m.shape
+    dist = torch.full((b, h, 1, n), 1.0 / n, dtype=m.dtype, device=m.device)
+    for _ in range(iters):
+        dist = dist @ m
+    return dist.squeeze(2).pow(2).mean(1).sqrt()
+
+
+def pagerank_from_qk(q: torch.Tensor, k: torch.Tensor, tau: float = 0.1, iters: int = 5, head_chunk: int = 4) -> torch.Tensor:
+    """`pagerank` of the logits q k^T / sqrt(d), computed `head_chunk` heads at a time: [B, N]."""
+    b, h, n, d = q.shape
+    total = torch.zeros(b, n, dtype=torch.float32, device=q.device)
+    for start in range(0, h, head_chunk):
+        qs, ks = q[:, start : start + head_chunk].float(), k[:, start : start + head_chunk].float()
+        logits = qs @ ks.transpose(-1, -2) * d**-0.5
+        m = causal_softmax(logits, tau)
+        del logits
+        dist = torch.full((b, m.shape[1], 1, n), 1.0 / n, device=q.device)
+        for _ in range(iters):
+            dist = dist @ m
+        total += dist.squeeze(2).pow(2).sum(1)
+    return (total / h).sqrt()
+
+
+def query_attention(q: torch.Tensor, k: torch.Tensor, query: int = -1) -> torch.Tensor:
+    """Head-averaged attention of query position `query` to every key (keys after it get zero): [B, N]."""
+    n, d = k.shape[2], k.shape[3]
+    query = query % n
+    logits = (q[:, :, query : query + 1].float() @ k[:, :, : query + 1].float().transpose(-1, -2)) * d**-0.5
+    probs = torch.softmax(logits, dim=-1).mean(1).squeeze(1)  # [B, query + 1]
+    return torch.nn.functional.pad(probs, (0, n - query - 1))

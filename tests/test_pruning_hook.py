@@ -1,0 +1,111 @@
+"""The pruning hook removes tokens physically and changes nothing else: the same logits as a masked
+reference, the same greedy decoding as recomputation, token counts exactly as scheduled."""
+import pytest
+import torch
+
+from aim.data import synthetic as syn
+from aim.merging import NoMerge
+from aim.models import VISUAL
+from aim.pruning import PRUNERS
+from aim.pruning.hooks import TokenPruner
+
+
+@pytest.fixture(scope="module", params=["sdpa", "eager"])
+def adapter(request):
+    from transformers import LlavaOnevisionForConditionalGeneration
+
+    from aim.models.llava_onevision import LlavaOnevisionAdapter, LlavaOnevisionConfig
+    from aim.toy.tokenizer import build_tokenizer
+    from aim.toy.train import toy_config
+
+    torch.manual_seed(0)
+    tok = build_tokenizer()
+    cfg = toy_config(tok, text_layers=6, attn_implementation=request.param)
+    model = LlavaOnevisionForConditionalGeneration(cfg)
+    return LlavaOnevisionAdapter(model, tok, LlavaOnevisionConfig(pretrained="(random)", attn_implementation=request.param))
+
+
+def sample_inputs(adapter, frames=2):
+    scene, q = syn.sample_item(0, 1)
+    return adapter.prepare(syn.render(scene)[:frames], q.question, q.options, NoMerge())
+
+
+def masked_reference(adapter, embeds, positions, kept_indices, num_layers):
+    """Every token stays in the sequence; from each layer on, the tokens pruned there are masked out as
+    keys (so nothing attends to them). Returns the last position's logits."""
+    n = embeds.shape[1]
+    causal = torch.full((n, n), float("-inf")).triu(1)
+    handles = []
+    for i, layer in enumerate(adapter.decoder_layers[:num_layers]):
+        mask = causal.clone()
+        if i in kept_indices:
+            dropped = torch.ones(n, dtype=torch.bool)
+            dropped[kept_indices[i][0]] = False
+            mask[:, dropped] = float("-inf")
+        m = mask[None, None]
+
+        def hook(_l, args, kwargs, m=m):
+            kwargs["attention_mask"] = m
+            return args, kwargs
+
+        handles.append(layer.register_forward_pre_hook(hook, with_kwargs=True))
+    try:
+        with torch.no_grad():
+            out = adapter.language_model(inputs_embeds=embeds, position_ids=positions, use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+    return adapter.model.lm_head(out.last_hidden_state[0, -1])
+
+
+def test_a_schedule_that_keeps_everything_changes_nothing(adapter):
+    inputs = sample_inputs(adapter)
+    plain = adapter.prefill_logits(inputs)
+    keep_all = PRUNERS.build("aim", l1=6, l2=8)  # l1 >= L: no layer prunes
+    with TokenPruner(adapter.decoder_layers, keep_all).attached(inputs.token_roles):
+        hooked = adapter.prefill_logits(inputs)
+    assert torch.equal(plain, hooked)
+
+
+@pytest.mark.parametrize("pruner", [
+    dict(name="aim", l1=2, l2=5), dict(name="fastv", k=2, keep=0.3), dict(name="pdrop", lam=0.5),
+    dict(name="vtw", k=3), dict(name="random", l1=1, l2=4),
+])
+def test_physical_pruning_equals_the_masked_reference(adapter, pruner):
+    inputs = sample_inputs(adapter)
+    pruner = dict(pruner)
+    p = PRUNERS.build(pruner.pop("name"), **pruner)
+    with TokenPruner(adapter.decoder_layers, p).attached(inputs.token_roles) as trace:
+        pruned = adapter.prefill_logits(inputs)
+    ref = masked_reference(adapter, inputs.inputs_embeds, inputs.position_ids, trace.kept_indices, 6)
+    torch.testing.assert_close(pruned, ref, atol=1e-4, rtol=1e-4)
+    assert min(trace.visual_tokens_per_layer) < inputs.visual_tokens  # tokens really went
+    assert (pruned - adapter.prefill_logits(inputs)).abs().max() > 1e-3  # and that changed the answer
+
+
+def test_token_counts_follow_the_schedule_and_text_survives(adapter):
+    inputs = sample_inputs(adapter)
+    visual = inputs.visual_tokens  # 98
+    p = PRUNERS.build("aim", l1=2, l2=5)
+    with TokenPruner(adapter.decoder_layers, p).attached(inputs.token_roles) as trace:
+        adapter.prefill_logits(inputs)
+    expected = [int(visual * r + 1e-9) for r in p.retention_schedule(6)]
+    assert trace.visual_tokens_per_layer == expected == [98, 98, 65, 32, 0, 0]
+    text = (inputs.token_roles != VISUAL).nonzero().flatten()
+    for kept in trace.kept_indices.values():
+        assert set(text.tolist()) <= set(kept[0].tolist())
+        assert (kept[0].diff() > 0).all()  # causal order kept
+
+
+def test_greedy_decoding_after_a_pruned_prefill_equals_recomputation(adapter):
+    inputs = sample_inputs(adapter)
+    p = PRUNERS.build("aim", l1=2, l2=5)
+    with TokenPruner(adapter.decoder_layers, p).attached(inputs.token_roles) as trace:
+        ids = adapter.generate_ids(inputs, max_new_tokens=4)
+    kept = dict(trace.kept_indices)
+    embeds, positions = inputs.inputs_embeds, inputs.position_ids
+    for step, token in enumerate(ids):
+        logits = masked_reference(adapter, embeds, positions, kept, 6)
+        assert int(logits.argmax()) == token, f"step {step}"
+        embeds = torch.cat([embeds, adapter.embed_tokens([token])[None]], 1)
+        positions = torch.cat([positions, positions[:, -1:] + 1], 1)

@@ -1,0 +1,69 @@
+"""Schedules and importance scores as specifications (the hook that applies them is tested apart)."""
+import pytest
+import torch
+
+from aim.pruning.importance import causal_softmax, pagerank, pagerank_from_qk, query_attention
+from aim.pruning.schedule import (aim_schedule, explicit_schedule, fastv_schedule, kept_per_layer,
+                                  pdrop_schedule, vtw_schedule)
+
+
+def test_aim_schedule_of_the_paper_tables():
+    r = aim_schedule(28, 14, 22)
+    assert r[:14] == [1.0] * 14
+    assert r[14] == 0.875 and r[20] == 0.125 and r[21:] == [0.0] * 7
+    assert kept_per_layer(1568, r)[13:22] == [1568, 1372, 1176, 980, 784, 588, 392, 196, 0]
+
+
+def test_aim_schedule_edges():
+    assert aim_schedule(28, 28, 30) == [1.0] * 28  # l1 >= L: no pruning
+    assert min(aim_schedule(28, 20, 40)) > 0  # l2 > L: never reaches zero
+    with pytest.raises(ValueError, match="l1 < l2"):
+        aim_schedule(28, 10, 10)
+
+
+def test_baseline_schedules():
+    assert fastv_schedule(6, k=2, keep=0.5) == [1, 1, 0.5, 0.5, 0.5, 0.5]
+    assert pdrop_schedule(28) == [1.0] * 7 + [0.5] * 7 + [0.25] * 7 + [0.125] * 7
+    assert pdrop_schedule(32)[8] == 0.5 and pdrop_schedule(32)[24] == 0.125
+    assert vtw_schedule(5, 3) == [1, 1, 1, 0, 0]
+    assert explicit_schedule(4, [1.0, 0.5]) == [1.0, 0.5, 0.5, 0.5]
+
+
+def test_kept_counts_round_down_and_never_grow():
+    assert kept_per_layer(10, [1.0, 0.55, 0.6, 0.0]) == [10, 5, 5, 0]
+
+
+def test_pagerank_is_the_specified_power_iteration():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 5, 5)
+    m = causal_softmax(logits, 0.1)
+    dist = torch.full((2, 3, 1, 5), 0.2)
+    for _ in range(5):
+        dist = dist @ m
+    expected = dist.squeeze(2).pow(2).mean(1).sqrt()
+    torch.testing.assert_close(pagerank(logits), expected)
+    assert pagerank(logits).shape == (2, 5)
+
+
+def test_pagerank_favours_the_token_everyone_attends_to():
+    logits = torch.zeros(1, 2, 6, 6)
+    logits[..., 1] = 3.0  # every query looks at token 1
+    scores = pagerank(logits, tau=1.0)
+    assert scores.argmax() == 1
+
+
+def test_head_chunked_scores_equal_the_full_computation():
+    torch.manual_seed(1)
+    q, k = torch.randn(1, 6, 20, 8), torch.randn(1, 6, 20, 8)
+    logits = q @ k.transpose(-1, -2) / 8**0.5
+    torch.testing.assert_close(pagerank_from_qk(q, k, head_chunk=4), pagerank(logits), atol=1e-6, rtol=1e-5)
+
+
+def test_query_attention_is_the_row_of_one_query():
+    torch.manual_seed(2)
+    q, k = torch.randn(1, 2, 7, 4), torch.randn(1, 2, 7, 4)
+    probs = causal_softmax(q @ k.transpose(-1, -2) / 2.0)
+    torch.testing.assert_close(query_attention(q, k, -1), probs[:, :, -1].mean(1))
+    row3 = query_attention(q, k, 3)
+    torch.testing.assert_close(row3, probs[:, :, 3].mean(1))
+    assert (row3[:, 4:] == 0).all()
