@@ -59,6 +59,22 @@ class LoggerConfig:
 
 
 @dataclass
+class BenchConfig:
+    """`python -m aim.bench`: synthetic inputs of this size, timed reduced vs unreduced."""
+
+    frames: int = 8
+    text_tokens: int = 100
+    repeats: int = 5  # timed prefills of each kind (alternating); medians are reported
+    warmup: int = 1
+
+    def __post_init__(self):
+        check_range("frames", self.frames, 1)
+        check_range("text_tokens", self.text_tokens, 2)
+        check_range("repeats", self.repeats, 1)
+        check_range("warmup", self.warmup, 0)
+
+
+@dataclass
 class Validated:
     """The validated, typed view of a run config (one dataclass per group)."""
 
@@ -69,6 +85,7 @@ class Validated:
     logger: LoggerConfig
     eval: EvalConfig
     seed: int
+    bench: BenchConfig
 
 
 def to_schema(schema: type, node: DictConfig | dict, path: str):
@@ -113,4 +130,5 @@ def validate(cfg: DictConfig) -> Validated:
         logger=to_schema(LoggerConfig, cfg.get("logger", {}), "logger"),
         eval=to_schema(EvalConfig, cfg.get("eval", {}), "eval"),
         seed=seed,
+        bench=to_schema(BenchConfig, cfg.get("bench", {}), "bench"),
     )

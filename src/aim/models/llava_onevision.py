@@ -42,6 +42,36 @@ class LlavaOnevisionConfig:
             raise ValueError("prompt_template: must contain the <video> placeholder")
 
 
+# Published architectures, for random-weight runs without a download (`pretrained: arch:<name>`):
+# the numbers of the llava-hf LLaVA-OneVision checkpoints (SigLIP-so400m tower truncated to 26 layers,
+# 384 px, patch 14 -> 27x27 patches -> 14x14 = 196 tokens per video frame after pooling).
+SIGLIP_SO400M = dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=26, num_attention_heads=16,
+                     image_size=384, patch_size=14)
+ARCHITECTURES = {
+    "llava-onevision-qwen2-0.5b": dict(
+        vision=SIGLIP_SO400M,
+        text=dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                  num_key_value_heads=2, vocab_size=151936, rope_theta=1000000.0, max_position_embeddings=32768),
+    ),
+    "llava-onevision-qwen2-7b": dict(
+        vision=SIGLIP_SO400M,
+        text=dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                  num_key_value_heads=4, vocab_size=152064, rope_theta=1000000.0, max_position_embeddings=32768),
+    ),
+}
+
+
+def architecture_config(name: str):
+    from transformers import LlavaOnevisionConfig as HFConfig
+    from transformers import Qwen2Config, SiglipVisionConfig
+
+    if name not in ARCHITECTURES:
+        raise ValueError(f"model.pretrained: unknown architecture 'arch:{name}'; known: {', '.join(ARCHITECTURES)}")
+    arch = ARCHITECTURES[name]
+    return HFConfig(vision_config=SiglipVisionConfig(**arch["vision"]), text_config=Qwen2Config(**arch["text"]),
+                    vision_feature_layer=-1, vision_feature_select_strategy="full")
+
+
 def resolve_pretrained(path: str) -> str:
     if path.startswith("aim:"):
         from aim.toy import asset_dir
@@ -70,6 +100,12 @@ class LlavaOnevisionAdapter:
         from transformers import AutoConfig, AutoTokenizer, LlavaOnevisionForConditionalGeneration
 
         cfg = LlavaOnevisionConfig(**kwargs)
+        if cfg.pretrained.startswith("arch:"):  # an architecture only: random weights, no tokenizer
+            if not cfg.random_init:
+                raise ValueError(f"model.pretrained: {cfg.pretrained} has no weights; set model.random_init=true")
+            hf_config = architecture_config(cfg.pretrained[5:])
+            hf_config._attn_implementation = cfg.attn_implementation
+            return cls(LlavaOnevisionForConditionalGeneration(hf_config), None, cfg)
         path = resolve_pretrained(cfg.pretrained)
         if cfg.random_init:
             hf_config = AutoConfig.from_pretrained(path)

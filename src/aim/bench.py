@@ -1,0 +1,153 @@
+"""Time the LLM prefill with the configured merger and pruner against the unreduced model, in one process.
+
+    python -m aim.bench model=llava_ov_0p5b merger=aim merger.ratio=0.25 pruner=aim pruner.l1=12 pruner.l2=18
+
+Builds the model from its config (random weights allowed: `model.random_init=true`), synthesizes
+`bench.frames` frames of visual features at the model's tokens per frame and `bench.text_tokens` text
+tokens, then times the reduced and the unreduced prefill alternately after warm-up (medians; the device
+is synchronized around each). The vision tower is not run: only the LLM prefill and the reduction's own
+overhead (merging, importance) are timed. The last stdout line is one JSON object with `speedup`,
+`flops_ratio`, `prefill_ms`, `prefill_ms_full`, `overhead_ms`, `merge_ms`, `importance_ms`, `device`.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from dataclasses import asdict
+
+import hydra
+import torch
+from omegaconf import DictConfig
+
+from aim.config import ConfigError, validate
+from aim.run import CONF_DIR
+
+
+class TimedImportance:
+    """Wraps a pruner so the time spent scoring tokens is measured (it runs inside the prefill)."""
+
+    def __init__(self, pruner, sync):
+        self.pruner, self.sync, self.ms = pruner, sync, 0.0
+
+    def retention_schedule(self, num_layers):
+        return self.pruner.retention_schedule(num_layers)
+
+    def importance(self, q, k, roles):
+        self.sync()
+        start = time.perf_counter()
+        scores = self.pruner.importance(q, k, roles)
+        self.sync()
+        self.ms += (time.perf_counter() - start) * 1e3
+        return scores
+
+
+def synthetic_inputs(adapter, frames: int, text_tokens: int, generator: torch.Generator):
+    """Random visual features [frames, tokens per frame, D] and random prompt token ids around them."""
+    grid = adapter.patch_grid // 2 + adapter.patch_grid % 2
+    dim = adapter.text_config.hidden_size
+    feats = torch.randn(frames, grid * grid, dim, generator=generator).to(adapter.device, adapter.dtype)
+    vocab = adapter.text_config.vocab_size
+    before = max(1, text_tokens // 10)
+    ids = torch.randint(0, vocab, (text_tokens - 1,), generator=generator).tolist()  # + the image newline
+    return feats, ids[:before], ids[before:]
+
+
+def bench(valid) -> dict:
+    from aim.efficiency.analytic import llm_prefill_flops
+    from aim.merging import MERGERS, NoMerge
+    from aim.models import MODELS
+    from aim.pruning import PRUNERS, NoPrune
+    from aim.pruning.hooks import TokenPruner
+
+    torch.manual_seed(valid.seed)
+    adapter = MODELS.get(valid.model.name).from_config(**asdict(valid.model))
+    merger = MERGERS.build(valid.merger.name, **asdict(valid.merger))
+    pruner = TimedImportance(PRUNERS.build(valid.pruner.name, **asdict(valid.pruner)), adapter.synchronize)
+    b = valid.bench
+    feats, before, after = synthetic_inputs(adapter, b.frames, b.text_tokens, torch.Generator().manual_seed(valid.seed))
+    if getattr(merger, "needs", ()):
+        raise ConfigError(f"merger.name: {valid.merger.name} needs the vision tower's signals; aim.bench "
+                          "synthesizes features without running the tower")
+
+    def merge():
+        adapter.synchronize()
+        start = time.perf_counter()
+        with torch.no_grad():
+            merged = merger(feats)
+        adapter.synchronize()
+        return merged, (time.perf_counter() - start) * 1e3
+
+    full_inputs = adapter.assemble(before, *vars(NoMerge()(feats)).values(), after)
+    merged, _ = merge()
+    reduced_inputs = adapter.assemble(before, merged.features, merged.token_index, after)
+    full_hook, reduced_hook = TokenPruner(adapter.decoder_layers, NoPrune()), TokenPruner(adapter.decoder_layers, pruner)
+
+    def prefill(hook, inputs):
+        with hook.attached(inputs.token_roles) as trace:
+            adapter.synchronize()
+            start = time.perf_counter()
+            adapter.prefill_logits(inputs)
+            adapter.synchronize()
+        return (time.perf_counter() - start) * 1e3, trace
+
+    for _ in range(b.warmup):
+        prefill(full_hook, full_inputs), prefill(reduced_hook, reduced_inputs)
+    full_ms, reduced_ms, merge_ms, importance_ms = [], [], [], []
+    for _ in range(b.repeats):  # alternate, so drift and thermal state hit both alike
+        full_ms.append(prefill(full_hook, full_inputs)[0])
+        merge_ms.append(merge()[1])
+        pruner.ms = 0.0
+        ms, trace = prefill(reduced_hook, reduced_inputs)
+        reduced_ms.append(ms)
+        importance_ms.append(pruner.ms)
+    layers = adapter.num_layers
+    visual_per_layer = trace.visual_tokens_per_layer or [reduced_inputs.visual_tokens] * layers
+    text = reduced_inputs.text_tokens
+    flops_full = llm_prefill_flops(adapter.text_config, [full_inputs.visual_tokens + text] * layers)
+    flops_reduced = llm_prefill_flops(adapter.text_config, [v + text for v in visual_per_layer])
+    med = statistics.median
+    result = {
+        "speedup": med(full_ms) / med(reduced_ms),
+        "flops_ratio": flops_full / flops_reduced,
+        "prefill_ms": med(reduced_ms),
+        "prefill_ms_full": med(full_ms),
+        "overhead_ms": med(merge_ms) + med(importance_ms),
+        "merge_ms": med(merge_ms),
+        "importance_ms": med(importance_ms),
+        "tflops": flops_reduced / 1e12,
+        "tflops_full": flops_full / 1e12,
+        "visual_tokens": full_inputs.visual_tokens,
+        "visual_tokens_merged": reduced_inputs.visual_tokens,
+        "visual_tokens_per_layer": visual_per_layer,
+        "text_tokens": text,
+        "frames": b.frames,
+        "repeats": b.repeats,
+        "device": torch.cuda.get_device_name(adapter.device) if adapter.device.type == "cuda"
+        else f"cpu ({torch.get_num_threads()} threads)",
+        "dtype": valid.model.dtype,
+        "method": {"merger": valid.merger.name, "pruner": valid.pruner.name},
+    }
+    result["speedup_over_flops_ratio"] = result["speedup"] / result["flops_ratio"]
+    result["importance_pct_of_prefill"] = 100 * result["importance_ms"] / result["prefill_ms"]
+    return result
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def main(cfg: DictConfig) -> None:
+    try:
+        result = bench(validate(cfg))
+    except ConfigError as exc:
+        print(f"aim.bench: invalid config: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print(f"{result['method']['merger']}/{result['method']['pruner']} on {result['device']}: prefill "
+          f"{result['prefill_ms_full']:.1f} -> {result['prefill_ms']:.1f} ms (speedup {result['speedup']:.2f}x, "
+          f"FLOPs ratio {result['flops_ratio']:.2f}x, speedup/FLOPs ratio {result['speedup_over_flops_ratio']:.2f}); "
+          f"overhead {result['overhead_ms']:.2f} ms (merge {result['merge_ms']:.2f}, importance "
+          f"{result['importance_ms']:.2f} = {result['importance_pct_of_prefill']:.1f}% of the reduced prefill)")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
