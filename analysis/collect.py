@@ -18,16 +18,18 @@ def collect(root: Path) -> pd.DataFrame:
     rows = []
     for path in sorted(Path(root).rglob("results.json")):
         r = json.loads(path.read_text())
-        merger_cfg = r["config"].get("merger", {})
+        merger_cfg, pruner_cfg = r["config"].get("merger", {}), r["config"].get("pruner", {})
+        pruner_args = ",".join(f"{k}={v}" for k, v in pruner_cfg.items() if k != "name" and v is not None)
         rows.append({
             "merger": r["method"]["merger"], "ratio": merger_cfg.get("ratio", 1.0), "pruner": r["method"]["pruner"],
+            "pruner_args": pruner_args,
             "accuracy": r["accuracy"], "visual_tokens": r["visual_tokens"], "tflops": r["tflops"],
             "prefill_ms": r["prefill_ms"], "samples": r["num_samples"], "skipped": r["num_skipped"],
             **{f"acc_{k}": v for k, v in r["accuracy_by_type"].items()}, "run": str(path.parent.relative_to(root)),
         })
     if not rows:
         raise SystemExit(f"no results.json under {root}")
-    return pd.DataFrame(rows).sort_values(["merger", "ratio"], ascending=[True, False]).reset_index(drop=True)
+    return pd.DataFrame(rows).sort_values(["merger", "ratio", "pruner", "pruner_args"], ascending=[True, False, True, True]).reset_index(drop=True)
 
 
 def main():

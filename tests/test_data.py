@@ -45,7 +45,7 @@ def test_objects_are_drawn_where_the_scene_says_and_backgrounds_are_flat():
         cx, cy = obj.centre(0, syn.NUM_VIDEO_FRAMES)
         assert tuple(frames[0, int(cy), int(cx)]) == syn.COLOURS[obj.colour]
     assert (frames[labels < 0] == scene.background).all()
-    assert (labels >= 0).mean() < 0.15  # small objects: most tokens are redundant background
+    assert (labels >= 0).mean() < 0.15  # small objects: most of the frame is redundant background
 
 
 def test_uniform_sampling_takes_segment_centres():

@@ -114,9 +114,9 @@ def make_scene(rng: np.random.Generator, question_type: str) -> Scene:
     else:
         appears = [0] * n
     objects: list[SceneObject] = []
-    margin = 12
+    margin = 14
     for k in range(n):
-        r = int(rng.integers(6, 10))
+        r = int(rng.integers(8, 13))
         direction = str(rng.choice(list(DIRECTIONS)))
         distance = float(rng.uniform(28, 48))
         dx, dy = DIRECTIONS[direction]
@@ -201,7 +201,7 @@ def generate_benchmark(root: Path, num_samples: int, seed: int, progress: bool =
     """
     root = Path(root)
     marker = root / "COMPLETE"
-    spec = {"seed": seed, "num_samples": num_samples, "generator": "aim.data.synthetic/v1"}
+    spec = {"seed": seed, "num_samples": num_samples, "generator": "aim.data.synthetic/v2"}
     if marker.exists() and json.loads(marker.read_text()) == spec:
         return root
     from tqdm import tqdm

@@ -34,7 +34,7 @@ from aim.toy import ASSETS
 from aim.toy.tokenizer import build_tokenizer
 
 TRAIN_SEED, VALID_SEED = 1, 2  # the bundled benchmark uses another seed (conf/dataset/synthetic_video.yaml)
-NUM_FRAMES = 8
+NUM_FRAMES = 4
 
 
 def toy_config(tokenizer, text_layers: int = 4, attn_implementation: str = "sdpa"):
@@ -193,9 +193,9 @@ def evaluate(adapter, seed: int, count: int, num_frames: int = NUM_FRAMES) -> di
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=ASSETS / "toy_llava_ov")
-    ap.add_argument("--stage1-steps", type=int, default=200)
-    ap.add_argument("--steps", type=int, default=1500)
-    ap.add_argument("--batch", type=int, default=12)
+    ap.add_argument("--stage1-steps", type=int, default=300)
+    ap.add_argument("--steps", type=int, default=2500)
+    ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--valid", type=int, default=500)
     ap.add_argument("--threads", type=int, default=2)
