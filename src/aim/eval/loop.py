@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from aim.data import VideoDecodeError
 from aim.efficiency.analytic import llm_prefill_flops
+from aim.efficiency.fvcore_count import count_llm_prefill
 from aim.pruning.hooks import TokenPruner
 
 LETTER_RE = re.compile(r"\b([A-Z])\b")
@@ -30,22 +31,28 @@ def parse_letter(text: str, num_options: int) -> str | None:
 
 
 class FlopsCache:
-    """Analytic LLM-prefill FLOPs per distinct per-layer token layout (computed once per layout)."""
+    """LLM-prefill FLOPs per distinct per-layer token layout: fvcore on the traced forward (counted once
+    per layout, not per sample) and the analytic model beside it."""
 
-    def __init__(self, text_config):
-        self.text_config = text_config
-        self._cache: dict[tuple[int, ...], float] = {}
+    def __init__(self, adapter, pruner):
+        self.adapter, self.pruner = adapter, pruner
+        self._cache: dict[tuple[int, ...], dict] = {}
 
-    def __call__(self, tokens_per_layer: list[int]) -> float:
+    def __call__(self, inputs, tokens_per_layer: list[int]) -> dict:
         key = tuple(tokens_per_layer)
         if key not in self._cache:
-            self._cache[key] = llm_prefill_flops(self.text_config, tokens_per_layer)
+            counted = count_llm_prefill(self.adapter, inputs, self.pruner)
+            self._cache[key] = {
+                "tflops": counted["llm_prefill_flops"] / 1e12,
+                "tflops_analytic": llm_prefill_flops(self.adapter.text_config, tokens_per_layer) / 1e12,
+                "lm_head_tflops": counted["lm_head_flops"] / 1e12,
+            }
         return self._cache[key]
 
 
 def evaluate(adapter, dataset, merger, pruner, records, mode: str = "letter", max_new_tokens: int = 8,
              progress: bool = True, on_record=None) -> None:
-    flops = FlopsCache(adapter.text_config)
+    flops = FlopsCache(adapter, pruner)
     pruning = TokenPruner(adapter.decoder_layers, pruner)
     warmed = False
     todo = [s for s in dataset if s.id not in records]
@@ -76,13 +83,13 @@ def evaluate(adapter, dataset, merger, pruner, records, mode: str = "letter", ma
         else:
             prediction = parse_letter(response, len(sample.options))
         per_layer = [inputs.text_tokens + v for v in visual_per_layer]
-        tflops = flops(per_layer)
+        counted = flops(inputs, per_layer)
         records.append({
             "id": sample.id, "question_type": sample.question_type, "answer": sample.answer,
             "prediction": prediction, "response": response, "correct": prediction == sample.answer,
             "visual_tokens": inputs.visual_tokens, "text_tokens": inputs.text_tokens,
             "tokens_per_layer": per_layer, "visual_tokens_per_layer": visual_per_layer,
-            "tflops": tflops / 1e12, "prefill_ms": prefill_ms,
+            **counted, "prefill_ms": prefill_ms,
         })
         bar.update(1)
         if on_record is not None:

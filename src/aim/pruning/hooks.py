@@ -133,8 +133,11 @@ class TokenPruner:
                 return None
             hidden = args[0] if args else kwargs["hidden_states"]
             with torch.no_grad():
-                q, k = layer_qk(attn, hidden, kwargs["position_embeddings"])
                 roles = state.roles.to(hidden.device)[state.kept]
+                if getattr(self.pruner, "needs_qk", True):
+                    q, k = layer_qk(attn, hidden, kwargs["position_embeddings"])
+                else:  # a pruner that scores without attention (FLOP counting replays choices)
+                    q = k = None
                 state.scores = self.pruner.importance(q, k, roles)
             return None
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-TFLOPS_SOURCE = "analytic: decoder layers at the actual per-layer token counts (aim.efficiency.analytic)"
+TFLOPS_SOURCE = ("fvcore: traced LLM prefill, decoder layers, 2 FLOPs per multiply-add, SDPA counted "
+                 "(aim.efficiency.fvcore_count); tflops_analytic: aim.efficiency.analytic at the same counts")
 
 
 def summarize(records: list[dict], method: dict, config: dict) -> dict:
@@ -28,6 +29,8 @@ def summarize(records: list[dict], method: dict, config: dict) -> dict:
         "skipped_ids": [r["id"] for r in skipped],
         "tflops": mean("tflops"),
         "tflops_source": TFLOPS_SOURCE,
+        "tflops_analytic": mean("tflops_analytic"),
+        "lm_head_tflops": mean("lm_head_tflops"),
         "prefill_ms": mean("prefill_ms"),
         "prefill_ms_median": float(np.median([r["prefill_ms"] for r in done])) if done else float("nan"),
         "visual_tokens": mean("visual_tokens"),
