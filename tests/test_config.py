@@ -31,9 +31,12 @@ def test_every_config_file_composes_and_validates(group, option):
     assert getattr(valid, group).name  # the schema instance of that group
 
 
-def test_experiment_files_compose():
-    for exp in sorted((CONF_DIR / "exp").glob("*.yaml")):
-        validate(composed([f"+exp={exp.stem}"]))
+@pytest.mark.parametrize("group", ["exp", "method"])
+def test_experiment_and_method_files_compose(group):
+    files = sorted((CONF_DIR / group).glob("*.yaml"))
+    assert files
+    for f in files:
+        validate(composed([f"+{group}={f.stem}"]))
 
 
 def test_the_default_is_the_bundled_model_on_the_bundled_benchmark():
