@@ -35,10 +35,12 @@ def pagerank_from_qk(q: torch.Tensor, k: torch.Tensor, tau: float = 0.1, iters: 
     """`pagerank` of the logits q k^T / sqrt(d), computed `head_chunk` heads at a time: [B, N]."""
     b, h, n, d = q.shape
     total = torch.zeros(b, n, dtype=torch.float32, device=q.device)
+    future = torch.ones(n, n, dtype=torch.bool, device=q.device).triu(1)
     for start in range(0, h, head_chunk):
         qs, ks = q[:, start : start + head_chunk].float(), k[:, start : start + head_chunk].float()
-        logits = qs @ ks.transpose(-1, -2) * d**-0.5
-        m = causal_softmax(logits, tau)
+        # in place, so at most two [B, chunk, N, N] fp32 tensors exist at once (logits, then M)
+        logits = (qs @ ks.transpose(-1, -2)).mul_(d**-0.5 / tau).masked_fill_(future, float("-inf"))
+        m = torch.softmax(logits, dim=-1)
         del logits
         dist = torch.full((b, m.shape[1], 1, n), 1.0 / n, device=q.device)
         for _ in range(iters):
