@@ -80,6 +80,9 @@ def test_pruned_prefill_and_decoding_equal_the_masked_reference(kind, attn):
     with pruner.attached(roles) as trace:
         logits, out = run(llm, head, embeds, positions, cache=DynamicCache(config=llm.config))
         cache, ids, step_logits = out.cache, [int(logits.argmax())], [logits]
+        # each layer's KV cache holds exactly the tokens that layer saw
+        cached = [layer.keys.shape[-2] for layer in cache.layers]
+        assert cached == [PREFIX + TEXT + v for v in trace.visual_tokens_per_layer]
         for _ in range(3):
             logits, out = run(llm, head, head.weight[ids[-1]][None, None], next_positions(positions), cache=cache)
             positions = torch.cat([positions, next_positions(positions)], -1)
