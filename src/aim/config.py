@@ -75,6 +75,27 @@ class BenchConfig:
 
 
 @dataclass
+class FlopsConfig:
+    """`python -m aim.flops`: the roofline estimate of the LLM prefill (aim.efficiency.roofline)."""
+
+    text_tokens: int = 100  # every non-visual token of the prompt (the paper's figures: 100)
+    hardware: str = "a100_40gb"  # a profile of aim.efficiency.roofline.HARDWARE_PROFILES
+    fused_attention: bool = False  # FlashAttention-style attention; the paper's figures are unfused
+    peak_tflops: float | None = None  # overrides the profile's dense fp16/bf16 peak
+    bandwidth_gbs: float | None = None  # overrides the profile's memory bandwidth
+
+    def __post_init__(self):
+        from aim.efficiency.roofline import HARDWARE_PROFILES
+
+        check_range("text_tokens", self.text_tokens, 0)
+        check_choice("hardware", self.hardware, HARDWARE_PROFILES)
+        if self.peak_tflops is not None:
+            check_range("peak_tflops", self.peak_tflops, 0, low_open=True)
+        if self.bandwidth_gbs is not None:
+            check_range("bandwidth_gbs", self.bandwidth_gbs, 0, low_open=True)
+
+
+@dataclass
 class Validated:
     """The validated, typed view of a run config (one dataclass per group)."""
 
@@ -86,6 +107,7 @@ class Validated:
     eval: EvalConfig
     seed: int
     bench: BenchConfig
+    flops: FlopsConfig
 
 
 def to_schema(schema: type, node: DictConfig | dict, path: str):
@@ -131,4 +153,5 @@ def validate(cfg: DictConfig) -> Validated:
         eval=to_schema(EvalConfig, cfg.get("eval", {}), "eval"),
         seed=seed,
         bench=to_schema(BenchConfig, cfg.get("bench", {}), "bench"),
+        flops=to_schema(FlopsConfig, cfg.get("flops", {}), "flops"),
     )

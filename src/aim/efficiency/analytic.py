@@ -3,7 +3,8 @@
 Per layer with n tokens, hidden d, MLP width m, q heads h and KV heads h_kv of size d_h:
 projections 2n(d*h*d_h + 2*d*h_kv*d_h + h*d_h*d), gated MLP 2n(3*d*m), attention scores and weighted
 sum 2 * 2 * n^2 * h * d_h (the full square, as LLM-Viewer counts it). Norms, softmax and activations
-are small and left to the efficiency issue's fuller model.
+are small; `aim.efficiency.roofline` counts them too (its matmul FLOPs equal this count) and turns the
+per-operator FLOPs and memory traffic into a prefill time.
 """
 from __future__ import annotations
 

@@ -1,0 +1,165 @@
+"""Roofline estimate of the LLM prefill for a configured model, merger and pruner: no weights, no data.
+
+    python -m aim.flops model=llava_ov_7b dataset.num_frames=32 merger=aim merger.ratio=0.25 pruner=aim
+    python -m aim.flops model=llava_ov_7b dataset.num_frames=32 flops.hardware=h100_sxm flops.fused_attention=true
+
+Takes the same overrides as `aim.run`. Reads only the model's config (an `arch:` architecture, or the
+config.json of `model.pretrained`); the model is never built, so `model.device` and `model.dtype` do
+not matter (the roofline assumes fp16/bf16). Visual tokens per frame come from the vision config
+(patch grid, then LLaVA-OneVision's 2x2 pooling), frames from `dataset.num_frames`, text tokens from
+`flops.text_tokens`; the merger's ratio gives the tokens kept per frame and the pruner's retention
+schedule the visual tokens each decoder layer sees. See `aim.efficiency.roofline` for the accounting.
+
+Prints a breakdown per operator type and the tokens per layer; the LAST stdout line is one JSON object
+with `tflops`, `prefill_ms`, `hardware`, `visual_tokens`, `text_tokens`, `tokens_per_layer` and more
+(the same for the unreduced prefill under `tflops_full`, `prefill_ms_full`).
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import asdict
+
+import hydra
+from omegaconf import DictConfig
+
+from aim.config import ConfigError, Validated, validate
+from aim.run import CONF_DIR
+
+
+def model_configs(model_cfg):
+    """(text config, vision config) of the configured model, without weights."""
+    from aim.models.llava_onevision import architecture_config, resolve_pretrained
+
+    pretrained = model_cfg.pretrained
+    try:
+        if pretrained.startswith("arch:"):
+            hf_config = architecture_config(pretrained[5:])
+        else:
+            from transformers import AutoConfig
+
+            hf_config = AutoConfig.from_pretrained(resolve_pretrained(pretrained))
+    except ValueError as exc:
+        raise ConfigError(str(exc) if str(exc).startswith("model.") else f"model.pretrained: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"model.pretrained: cannot read the config of {pretrained!r}: {exc}") from None
+    if not hasattr(hf_config, "text_config") or not hasattr(hf_config, "vision_config"):
+        raise ConfigError(f"model.pretrained: {pretrained!r} is not a vision-language config "
+                          "(no text_config / vision_config)")
+    return hf_config.text_config, hf_config.vision_config
+
+
+def tokens_per_frame(vision_config) -> int:
+    """LLaVA-OneVision video frames: the tower's patch grid, then 2x2 pooling (ceil per side).
+    384 px / patch 14 -> 27x27 patches -> 14x14 = 196 tokens."""
+    grid = vision_config.image_size // vision_config.patch_size
+    side = math.ceil(grid / 2)
+    return side * side
+
+
+def kept_per_frame(merger_cfg, num_tokens: int) -> int:
+    """Tokens per frame after the merger, from its config alone. PruMerge keeps an adaptive count
+    (the IQR outliers of the tower's attention), which cannot be known without running the tower."""
+    from aim.merging import kept_tokens
+    from aim.merging.baselines import PoolMerger, grid_side
+
+    name = merger_cfg.name
+    if name == "none":
+        return num_tokens
+    if name == "prumerge":
+        raise ConfigError("merger.name: prumerge keeps an adaptive number of tokens per frame (attention "
+                          "outliers), unknown without running the vision tower; use merger=prumerge_plus "
+                          "(at least merger.ratio of each frame) or another merger")
+    ratio = getattr(merger_cfg, "ratio", None)
+    if ratio is None:
+        raise ConfigError(f"merger.name: {name} has no ratio; aim.flops cannot count its tokens per frame")
+    if name == "pool":  # pooling keeps the nearest grid, not floor(ratio * T)
+        try:
+            h, w = PoolMerger(ratio=ratio).output_grid(grid_side(num_tokens))
+        except ValueError as exc:
+            raise ConfigError(f"merger.name: {exc}") from None
+        return h * w
+    return kept_tokens(num_tokens, ratio)
+
+
+def tokens_per_layer(visual_tokens: int, text_tokens: int, retention: list[float]) -> tuple[list[int], list[int]]:
+    """(visual tokens per layer, all tokens per layer): text tokens are never pruned."""
+    from aim.pruning.schedule import kept_per_layer
+
+    visual = kept_per_layer(visual_tokens, retention)
+    return visual, [text_tokens + v for v in visual]
+
+
+def flops(valid: Validated) -> dict:
+    from aim.efficiency.analytic import llm_prefill_flops
+    from aim.efficiency.roofline import LLMShape, hardware_profile, prefill_estimate
+    from aim.pruning import PRUNERS
+
+    f = valid.flops
+    text_config, vision_config = model_configs(valid.model)
+    shape = LLMShape.from_text_config(text_config)
+    hw = hardware_profile(f.hardware, f.peak_tflops, f.bandwidth_gbs)
+    frames = valid.dataset.num_frames
+    per_frame = tokens_per_frame(vision_config)
+    kept = kept_per_frame(valid.merger, per_frame)
+    visual = frames * kept
+    retention = PRUNERS.build(valid.pruner.name, **asdict(valid.pruner)).retention_schedule(shape.num_layers)
+    visual_per_layer, per_layer = tokens_per_layer(visual, f.text_tokens, retention)
+    full_per_layer = [frames * per_frame + f.text_tokens] * shape.num_layers
+    est = prefill_estimate(shape, per_layer, hw, f.fused_attention)
+    full = prefill_estimate(shape, full_per_layer, hw, f.fused_attention)
+    return {
+        "tflops": est.tflops,
+        "prefill_ms": est.prefill_ms,
+        "tflops_full": full.tflops,
+        "prefill_ms_full": full.prefill_ms,
+        "speedup": full.prefill_ms / est.prefill_ms,
+        "flops_ratio": full.tflops / est.tflops,
+        "tflops_analytic": llm_prefill_flops(text_config, per_layer) / 1e12,  # matmuls only, as runs record it
+        "hardware": hw.name,
+        "peak_tflops": hw.peak_tflops,
+        "bandwidth_gbs": hw.bandwidth_gbs,
+        "fused_attention": f.fused_attention,
+        "frames": frames,
+        "tokens_per_frame": per_frame,
+        "kept_per_frame": kept,
+        "visual_tokens": visual,
+        "visual_tokens_unmerged": frames * per_frame,
+        "visual_tokens_per_layer": visual_per_layer,
+        "text_tokens": f.text_tokens,
+        "tokens_per_layer": per_layer,
+        "by_operator": est.by_operator(),  # per operator type: tflops, ms, gb, memory_bound_layers
+        "method": {"merger": valid.merger.name, "pruner": valid.pruner.name},
+        "model": valid.model.pretrained,
+    }
+
+
+def print_breakdown(result: dict) -> None:
+    print(f"{result['model']}: {result['frames']} frames x {result['tokens_per_frame']} -> {result['kept_per_frame']} "
+          f"visual tokens per frame (merger {result['method']['merger']}), {result['text_tokens']} text tokens, "
+          f"pruner {result['method']['pruner']}; {result['hardware']} ({result['peak_tflops']:g} TFLOP/s, "
+          f"{result['bandwidth_gbs']:g} GB/s), attention {'fused' if result['fused_attention'] else 'unfused'}")
+    print(f"{'operator':<16}{'TFLOPs':>10}{'ms':>10}{'GB':>10}  memory-bound layers")
+    for name, row in result["by_operator"].items():
+        print(f"{name:<16}{row['tflops']:>10.3f}{row['ms']:>10.2f}{row['gb']:>10.2f}  {row['memory_bound_layers']}")
+    print(f"{'total':<16}{result['tflops']:>10.3f}{result['prefill_ms']:>10.2f}")
+    print("tokens per layer:", " ".join(map(str, result["tokens_per_layer"])))
+    print(f"unreduced: {result['tflops_full']:.2f} TFLOPs, {result['prefill_ms_full']:.2f} ms -> "
+          f"{result['tflops']:.2f} TFLOPs, {result['prefill_ms']:.2f} ms (speedup {result['speedup']:.2f}x, "
+          f"FLOPs ratio {result['flops_ratio']:.2f}x)")
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def main(cfg: DictConfig) -> None:
+    try:
+        result = flops(validate(cfg))
+    except ConfigError as exc:
+        print(f"aim.flops: invalid config: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print_breakdown(result)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
