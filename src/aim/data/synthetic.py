@@ -114,11 +114,11 @@ def make_scene(rng: np.random.Generator, question_type: str) -> Scene:
     else:
         appears = [0] * n
     objects: list[SceneObject] = []
-    margin = 14
+    margin = 16
     for k in range(n):
-        r = int(rng.integers(8, 13))
+        r = int(rng.integers(11, 16))
         direction = str(rng.choice(list(DIRECTIONS)))
-        distance = float(rng.uniform(28, 48))
+        distance = float(rng.uniform(36, 56))
         dx, dy = DIRECTIONS[direction]
         for _ in range(100):  # place the whole trajectory inside the frame, away from the others
             x0 = float(rng.uniform(margin, FRAME_SIZE - margin))
@@ -201,7 +201,7 @@ def generate_benchmark(root: Path, num_samples: int, seed: int, progress: bool =
     """
     root = Path(root)
     marker = root / "COMPLETE"
-    spec = {"seed": seed, "num_samples": num_samples, "generator": "aim.data.synthetic/v2"}
+    spec = {"seed": seed, "num_samples": num_samples, "generator": "aim.data.synthetic/v4"}
     if marker.exists() and json.loads(marker.read_text()) == spec:
         return root
     from tqdm import tqdm

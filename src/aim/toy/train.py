@@ -35,6 +35,9 @@ from aim.toy.tokenizer import build_tokenizer
 
 TRAIN_SEED, VALID_SEED = 1, 2  # the bundled benchmark uses another seed (conf/dataset/synthetic_video.yaml)
 NUM_FRAMES = 4
+# Each option's letter after its word ("red A blue B ..."): the letter token's own position can hold
+# "this option is right", so answering is one attention hop that copies that token.
+OPTION_FORMAT = "{option} {letter}"
 
 
 def toy_config(tokenizer, text_layers: int = 4, attn_implementation: str = "sdpa"):
@@ -75,10 +78,13 @@ def patch_targets(labels: np.ndarray, scene: syn.Scene, patch: int) -> dict[str,
             if f >= obj.appears_at:
                 cx, cy = obj.centre(f, t)
                 centre[f, min(int(cy) // patch, g - 1) * g + min(int(cx) // patch, g - 1)] = 1.0
+    rows, cols = np.divmod(np.arange(g * g), g)
+    position = np.broadcast_to(np.stack([cols, rows], -1) / (g - 1), (t, g * g, 2)).astype(np.float32)
     return {
         "colour": np.where(owner >= 0, colour_ids[np.maximum(owner, 0)], 0),
         "shape": np.where(owner >= 0, shape_ids[np.maximum(owner, 0)], 0),
         "centre": centre,
+        "position": position,
     }
 
 
@@ -88,12 +94,14 @@ class PatchHeads(nn.Module):
         self.colour = nn.Linear(dim, len(syn.COLOURS) + 1)
         self.shape = nn.Linear(dim, len(syn.SHAPES) + 1)
         self.centre = nn.Linear(dim, 1)
+        self.position = nn.Linear(dim, 2)  # where the patch is: lets the LLM compare places across frames
 
     def loss(self, hidden: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
         return (
             F.cross_entropy(self.colour(hidden).flatten(0, 1), targets["colour"].flatten())
             + F.cross_entropy(self.shape(hidden).flatten(0, 1), targets["shape"].flatten())
             + F.binary_cross_entropy_with_logits(self.centre(hidden).squeeze(-1), targets["centre"], pos_weight=torch.tensor(20.0))
+            + 10.0 * F.mse_loss(self.position(hidden), targets["position"])
         )
 
 
@@ -121,6 +129,7 @@ class Stream:
             "colour": torch.from_numpy(np.concatenate([t["colour"] for t in targets])).long(),
             "shape": torch.from_numpy(np.concatenate([t["shape"] for t in targets])).long(),
             "centre": torch.from_numpy(np.concatenate([t["centre"] for t in targets])).float(),
+            "position": torch.from_numpy(np.concatenate([t["position"] for t in targets])).float(),
         }
         return pixels, tgt, questions
 
@@ -135,11 +144,12 @@ def text_batch(adapter: LlavaOnevisionAdapter, questions):
         q_len = len(adapter.token_ids(q.question))
         rows.append(ids)
         qmark.append(q_len - 1)
-        option_pos.append([q_len + 2 * i + 1 for i in range(len(q.options))])
+        letters = [tok.convert_tokens_to_ids(l) for l in syn.LETTERS[: len(q.options)]]
+        option_pos.append([q_len + ids[q_len:].index(l) for l in letters])  # the per-option head reads here
         letter_tgt.append(tok.convert_tokens_to_ids(q.answer))
         word_tgt.append(tok.convert_tokens_to_ids(q.answer_text))
         correct.append([float(o == q.answer_text) for o in q.options])
-        assert [tok.convert_ids_to_tokens(ids[p]) for p in option_pos[-1]] == q.options
+
     before_ids = adapter.token_ids(before)
     width = max(map(len, rows))
     lengths = [len(r) for r in rows]
@@ -215,7 +225,7 @@ def main(argv=None):
         args.stage1_steps = 0
     else:
         model = LlavaOnevisionForConditionalGeneration(toy_config(tokenizer))
-    adapter = LlavaOnevisionAdapter(model, tokenizer, LlavaOnevisionConfig(pretrained="(training)"))
+    adapter = LlavaOnevisionAdapter(model, tokenizer, LlavaOnevisionConfig(pretrained="(training)", option_format=OPTION_FORMAT))
     stream = Stream(TRAIN_SEED, adapter)
     vdim, tdim = model.config.vision_config.hidden_size, model.config.text_config.hidden_size
     heads = PatchHeads(vdim)
