@@ -43,6 +43,8 @@ def test_the_default_is_the_bundled_model_on_the_bundled_benchmark():
     valid = validate(composed())
     assert valid.model.pretrained == "aim:toy_llava_ov"
     assert valid.dataset.name == "synthetic_video"
+    assert valid.merger.name == "aim" and valid.pruner.name == "aim"  # AIM for both, as the paper
+    assert (valid.pruner.l1, valid.pruner.l2) == (2, 4)  # scaled to the bundled 4-layer LLM
 
 
 @pytest.mark.parametrize(
@@ -58,7 +60,7 @@ def test_the_default_is_the_bundled_model_on_the_bundled_benchmark():
         ("dataset.limit=-5", r"dataset.limit: must be in \[0, inf\), got -5"),
         ("+merger.ratoi=0.5", r"merger.ratoi: unknown field; allowed fields: name"),
         ("dataset.num_frames=many", r"dataset.num_frames: .*could not be converted to Integer"),
-        ("eval.mode=vibes", r"eval.mode: 'vibes' is not allowed; choose one of: letter, generate"),
+        ("eval.mode=vibes", r"eval.mode: 'vibes' is not allowed; choose one of: letter, generate, likelihood"),
         ("model.dtype=float8", r"model.dtype: 'float8' is not allowed; choose one of: float32, bfloat16, float16"),
         ("logger.mode=sometimes", r"logger.mode: 'sometimes' is not allowed"),
     ],

@@ -62,3 +62,16 @@ def test_generate_mode_parses_the_decoded_letter(tiny_adapter, small_benchmark, 
              records, mode="generate", max_new_tokens=3, progress=False)
     for r in records.records:
         assert r["prediction"] == parse_letter(r["response"], 4)
+
+
+def test_likelihood_mode_scores_option_texts_after_a_prompt_without_options(tiny_adapter, small_benchmark, tmp_path):
+    ds = VideoMCQDataset(small_benchmark, num_frames=2, limit=3)
+    records = SampleRecords(tmp_path / "s.jsonl")
+    evaluate(tiny_adapter, ds, NoMerge(), NoPrune(), records, mode="likelihood", progress=False)
+    sample = next(iter(ds))
+    inputs = tiny_adapter.prepare(sample.load_frames(), sample.question, sample.options, NoMerge(), scoring="likelihood")
+    logits = tiny_adapter.prefill_logits(inputs)
+    expected = "ABCD"[int(logits[tiny_adapter.option_text_ids(sample.options)].argmax())]
+    assert records.records[0]["prediction"] == expected
+    # the options are not in the prompt: only the question follows the video
+    assert inputs.text_tokens == 2 + 1 + len(sample.question.split())

@@ -33,13 +33,14 @@ def check_range(name: str, value, low=None, high=None, low_open=False, high_open
 
 @dataclass
 class EvalConfig:
-    mode: str = "letter"  # letter: option-letter logits at the answer position; generate: decode, then parse
+    mode: str = "letter"  # letter: option-letter logits at the answer position; generate: decode, then
+    # parse the letter; likelihood: next-token logits of each option's text after the question
     max_new_tokens: int = 8
     progress: bool = True
     device_sync: bool = True  # synchronize the accelerator around timed prefills
 
     def __post_init__(self):
-        check_choice("mode", self.mode, ("letter", "generate"))
+        check_choice("mode", self.mode, ("letter", "generate", "likelihood"))
         check_range("max_new_tokens", self.max_new_tokens, 1)
 
 

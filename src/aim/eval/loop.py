@@ -1,7 +1,9 @@
 """Evaluate one adapter + merger + pruner over a dataset, one sample at a time.
 
 Scoring: `letter` compares the option letters' logits at the answer position (what multiple-choice
-benchmarks do with real models); `generate` decodes greedily and parses the first option letter.
+benchmarks do with real models); `generate` decodes greedily and parses the first option letter;
+`likelihood` leaves the options out of the prompt and compares the next-token logits of each option's
+text (lmms-eval's log-likelihood multiple choice, for single-token options).
 Every sample becomes one record in `samples.jsonl` as soon as it is scored; samples already recorded
 are skipped, so a rerun in the same output directory resumes.
 """
@@ -64,7 +66,7 @@ def evaluate(adapter, dataset, merger, pruner, records, mode: str = "letter", ma
             records.append({"id": sample.id, "skipped": True, "error": str(exc)})
             bar.update(1)
             continue
-        inputs = adapter.prepare(frames, sample.question, sample.options, merger)
+        inputs = adapter.prepare(frames, sample.question, sample.options, merger, scoring=mode)
         with pruning.attached(inputs.token_roles) as trace:
             if not warmed:  # the first call pays for allocations and kernel selection: not timed
                 adapter.prefill_logits(inputs)
@@ -76,9 +78,9 @@ def evaluate(adapter, dataset, merger, pruner, records, mode: str = "letter", ma
             prefill_ms = (time.perf_counter() - start) * 1e3
             response = adapter.generate_text(inputs, max_new_tokens) if mode == "generate" else None
         visual_per_layer = trace.visual_tokens_per_layer or [inputs.visual_tokens] * adapter.num_layers
-        if mode == "letter":
-            letter_ids = adapter.option_token_ids(len(sample.options))
-            prediction = chr(ord("A") + int(torch.argmax(logits[letter_ids])))
+        if mode in ("letter", "likelihood"):
+            ids = adapter.option_token_ids(len(sample.options)) if mode == "letter" else adapter.option_text_ids(sample.options)
+            prediction = chr(ord("A") + int(torch.argmax(logits[ids])))
             response = prediction
         else:
             prediction = parse_letter(response, len(sample.options))

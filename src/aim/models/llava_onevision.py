@@ -29,6 +29,8 @@ class LlavaOnevisionConfig:
     device: str = "cpu"
     attn_implementation: str = "sdpa"
     prompt_template: str = "<s> user <video> {question} {options} answer :"
+    # eval.mode=likelihood: the prompt whose next token is scored against each option's text
+    likelihood_template: str = "<s> user <video> {question}"
     option_format: str = "{letter} {option}"
     image_mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     image_std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
@@ -38,8 +40,9 @@ class LlavaOnevisionConfig:
 
         check_choice("dtype", self.dtype, DTYPES)
         check_choice("attn_implementation", self.attn_implementation, ATTENTION)
-        if "<video>" not in self.prompt_template:
-            raise ValueError("prompt_template: must contain the <video> placeholder")
+        for name in ("prompt_template", "likelihood_template"):
+            if "<video>" not in getattr(self, name):
+                raise ValueError(f"{name}: must contain the <video> placeholder")
 
 
 # Published architectures, for random-weight runs without a download (`pretrained: arch:<name>`):
@@ -203,15 +206,25 @@ class LlavaOnevisionAdapter:
         return torch.stack(rows)
 
     # --- text ------------------------------------------------------------------------------------
-    def prompt_text(self, question: str, options: list[str]) -> tuple[str, str]:
-        """The prompt split at the video placeholder: (text before the video, text after it)."""
+    def prompt_text(self, question: str, options: list[str], scoring: str = "letter") -> tuple[str, str]:
+        """The prompt split at the video placeholder: (text before the video, text after it). Scoring by
+        likelihood uses the template without the options (each option is a candidate continuation)."""
         letters = [chr(ord("A") + i) for i in range(len(options))]
         opts = " ".join(self.cfg.option_format.format(letter=l, option=o) for l, o in zip(letters, options))
-        before, after = self.cfg.prompt_template.format(question=question, options=opts).split("<video>")
+        template = self.cfg.likelihood_template if scoring == "likelihood" else self.cfg.prompt_template
+        before, after = template.format(question=question, options=opts).split("<video>")
         return before.strip(), after.strip()
 
     def token_ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False).input_ids if text else []
+
+    def option_text_ids(self, options: list[str]) -> list[int]:
+        """The single token of each option's text, for likelihood scoring."""
+        ids = [self.token_ids(o) for o in options]
+        if any(len(i) != 1 for i in ids):
+            raise ValueError("eval.mode=likelihood scores single-token options only; "
+                             f"these tokenize to {[len(i) for i in ids]} tokens: use eval.mode=letter")
+        return [i[0] for i in ids]
 
     def option_token_ids(self, num_options: int) -> list[int]:
         ids = [self.token_ids(chr(ord("A") + i)) for i in range(num_options)]
@@ -224,8 +237,8 @@ class LlavaOnevisionAdapter:
 
     # --- assembly --------------------------------------------------------------------------------
     @torch.no_grad()
-    def prepare(self, frames: np.ndarray, question: str, options: list[str], merger) -> PreparedInputs:
-        before, after = self.prompt_text(question, options)
+    def prepare(self, frames: np.ndarray, question: str, options: list[str], merger, scoring: str = "letter") -> PreparedInputs:
+        before, after = self.prompt_text(question, options, scoring)
         encoded = self.encode_frames(self.pixel_values(frames), needs=getattr(merger, "needs", ()))
         merged = merger(encoded.pop("features"), **encoded)
         return self.assemble(self.token_ids(before), merged.features, merged.token_index, self.token_ids(after))
