@@ -37,9 +37,8 @@ class PruningTrace:
 
 
 class _State:
-    def __init__(self, roles: torch.Tensor, num_layers: int):
+    def __init__(self, roles: torch.Tensor):
         self.roles = roles  # [N] roles of the original prefill sequence
-        self.num_layers = num_layers
         self.kept = None  # [B, n] original indices of the tokens currently in the hidden states
         self.prefill_len = 0
         self.layer_kept: dict[int, torch.Tensor] = {}  # each layer's kept prefill indices (for decoding)
@@ -81,7 +80,7 @@ class TokenPruner:
 
     @contextmanager
     def attached(self, token_roles: torch.Tensor):
-        state = _State(token_roles, len(self.layers))
+        state = _State(token_roles)
         handles = []
         if self.first_pruned is not None:
             stack = self.layers[0]
@@ -120,7 +119,7 @@ class TokenPruner:
                 state.trace.visual_tokens_per_layer = [visual] * self.first_pruned
                 state.trace.kept_indices = {}
             else:
-                state.decoding, state.step_len = True, n
+                state.decoding = True
             return None
 
         return hook
