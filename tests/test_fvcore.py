@@ -47,3 +47,21 @@ def test_without_the_sdpa_handle_attention_would_vanish(adapter):
     raw.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     counted = count_llm_prefill(adapter, inputs, PRUNERS.build("none"))["llm_prefill_flops"]
     assert 2 * raw.total() < counted * 0.99
+
+
+def test_breakdown_counts_tower_projector_merging_and_importance(adapter):
+    from aim.efficiency.fvcore_count import count_visual
+    from aim.merging import MERGERS
+
+    inputs = sample_inputs(adapter)
+    frames = torch.zeros(2, 112, 112, 3, dtype=torch.uint8).numpy()
+    none = count_visual(adapter, frames, NoMerge())
+    aim = count_visual(adapter, frames, MERGERS.build("aim", ratio=0.25))
+    # SigLIP, 2 frames x 196 patches, width 64, 3 layers: the linear layers alone are 2*392*3*(4*64^2+2*64*256)
+    assert none["vision_tower_flops"] > 2 * 392 * 3 * (4 * 64**2 + 2 * 64 * 256)
+    assert none["projector_flops"] == pytest.approx(2 * 392 * (64 * 128 + 128 * 128), rel=0.01)
+    assert none["merge_flops"] == 0 and aim["merge_flops"] > 0
+    scored = count_llm_prefill(adapter, inputs, PRUNERS.build("aim", l1=2, l2=5))
+    n, heads, head_dim = inputs.inputs_embeds.shape[1], 4, 32
+    assert scored["importance_flops"] >= 2 * n * n * heads * head_dim  # at least the logits of layer 1
+    assert count_llm_prefill(adapter, inputs, PRUNERS.build("none"))["importance_flops"] == 0

@@ -51,22 +51,63 @@ class _Prefill(torch.nn.Module):
         return self.adapter.run_llm(embeds, positions).last_hidden_state
 
 
+class _Call(torch.nn.Module):
+    """A callable as a module, so fvcore can trace it; `owner` holds the weights it uses (registered
+    as a submodule so the tracer sees them as parameters, not constants)."""
+
+    def __init__(self, fn, owner: torch.nn.Module):
+        super().__init__()
+        self.fn, self.owner = fn, owner
+
+    def forward(self, *args):
+        return self.fn(*args)
+
+
+def count_flops(module: torch.nn.Module, inputs: tuple) -> float:
+    """fvcore FLOPs (2 x multiply-adds) of one traced call, attention under SDPA included."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about Python values: harmless for counting
+        analysis = FlopCountAnalysis(module, inputs)
+        analysis.set_op_handle(**HANDLES).set_op_handle(**{op: None for op in IGNORED})
+        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        return 2.0 * analysis.total()
+
+
 def count_llm_prefill(adapter, inputs, pruner) -> dict:
-    """fvcore FLOPs (2 x multiply-adds) of the decoder stack and of the lm_head at the last position,
-    for one prepared sample under `pruner` (its real token choices, replayed)."""
+    """fvcore FLOPs of the decoder stack (the real pruned token choices, replayed without scoring), of
+    the importance scoring (the same prefill with the pruner's own scoring, minus the replay), and of
+    the lm_head at the last position, for one prepared sample."""
     hook = TokenPruner(adapter.decoder_layers, pruner)
     with hook.attached(inputs.token_roles) as trace:  # a real pass decides which tokens stay
         adapter.prefill_logits(inputs)
+    args = (inputs.inputs_embeds, inputs.position_ids)
     replay = _ReplayScores(trace.kept_indices, hook.retention, len(inputs.token_roles))
-    with TokenPruner(adapter.decoder_layers, replay).attached(inputs.token_roles), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer warnings about Python values: harmless for counting
-        analysis = FlopCountAnalysis(_Prefill(adapter), (inputs.inputs_embeds, inputs.position_ids))
-        analysis.set_op_handle(**HANDLES).set_op_handle(**{op: None for op in IGNORED})
-        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-        llm_macs = analysis.total()
+    with TokenPruner(adapter.decoder_layers, replay).attached(inputs.token_roles):
+        llm = count_flops(_Prefill(adapter), args)
+    importance = 0.0
+    if hook.first_pruned is not None:
+        with hook.attached(inputs.token_roles):
+            importance = max(0.0, count_flops(_Prefill(adapter), args) - llm)
     head = adapter.model.lm_head
-    return {"llm_prefill_flops": 2.0 * llm_macs, "lm_head_flops": 2.0 * head.in_features * head.out_features,
+    return {"llm_prefill_flops": llm, "importance_flops": importance,
+            "lm_head_flops": 2.0 * head.in_features * head.out_features,
             "visual_tokens_per_layer": trace.visual_tokens_per_layer}
+
+
+def count_visual(adapter, frames, merger) -> dict:
+    """fvcore FLOPs of the vision tower, the projector (with the model's pooling) and the merger for one
+    sample's frames (the tower signals a merger may ask for are counted with the tower)."""
+    with torch.no_grad():
+        pixels = adapter.pixel_values(frames)
+        tower = count_flops(_Call(adapter.tower_features, adapter.model), (pixels,))
+        hidden = adapter.tower_features(pixels)
+        projector = count_flops(_Call(adapter.project, adapter.model), (hidden,))
+        signals = adapter.encode_frames(pixels, needs=getattr(merger, "needs", ()))
+        feats = signals.pop("features")
+        names = sorted(signals)
+        merge = count_flops(_Call(lambda f, *sig: merger(f, **dict(zip(names, sig))).features, adapter.model),
+                            (feats, *[signals[n] for n in names]))
+    return {"vision_tower_flops": tower, "projector_flops": projector, "merge_flops": merge}
 
 
 class _ReplayScores:

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from aim.data import VideoDecodeError
 from aim.efficiency.analytic import llm_prefill_flops
-from aim.efficiency.fvcore_count import count_llm_prefill
+from aim.efficiency.fvcore_count import count_llm_prefill, count_visual
 from aim.pruning.hooks import TokenPruner
 
 LETTER_RE = re.compile(r"\b([A-Z])\b")
@@ -33,28 +33,38 @@ def parse_letter(text: str, num_options: int) -> str | None:
 
 
 class FlopsCache:
-    """LLM-prefill FLOPs per distinct per-layer token layout: fvcore on the traced forward (counted once
-    per layout, not per sample) and the analytic model beside it."""
+    """FLOPs per distinct layout, counted by fvcore once per layout, not per sample: the LLM prefill
+    (with the analytic model beside it), the importance scoring, the lm_head, and per frame count the
+    vision tower, projector and merger. All in TFLOPs, 2 FLOPs per multiply-add."""
 
-    def __init__(self, adapter, pruner):
-        self.adapter, self.pruner = adapter, pruner
-        self._cache: dict[tuple[int, ...], dict] = {}
+    def __init__(self, adapter, merger, pruner):
+        self.adapter, self.merger, self.pruner = adapter, merger, pruner
+        self._llm: dict[tuple[int, ...], dict] = {}
+        self._visual: dict[tuple[int, ...], dict] = {}
 
-    def __call__(self, inputs, tokens_per_layer: list[int]) -> dict:
+    def __call__(self, inputs, frames, tokens_per_layer: list[int]) -> dict:
         key = tuple(tokens_per_layer)
-        if key not in self._cache:
+        if key not in self._llm:
             counted = count_llm_prefill(self.adapter, inputs, self.pruner)
-            self._cache[key] = {
+            self._llm[key] = {
                 "tflops": counted["llm_prefill_flops"] / 1e12,
                 "tflops_analytic": llm_prefill_flops(self.adapter.text_config, tokens_per_layer) / 1e12,
+                "importance_tflops": counted["importance_flops"] / 1e12,
                 "lm_head_tflops": counted["lm_head_flops"] / 1e12,
             }
-        return self._cache[key]
+        if frames.shape not in self._visual:
+            counted = count_visual(self.adapter, frames, self.merger)
+            self._visual[frames.shape] = {
+                "vision_tower_tflops": counted["vision_tower_flops"] / 1e12,
+                "projector_tflops": counted["projector_flops"] / 1e12,
+                "merge_tflops": counted["merge_flops"] / 1e12,
+            }
+        return {**self._llm[key], **self._visual[frames.shape]}
 
 
 def evaluate(adapter, dataset, merger, pruner, records, mode: str = "letter", max_new_tokens: int = 8,
              progress: bool = True, on_record=None) -> None:
-    flops = FlopsCache(adapter, pruner)
+    flops = FlopsCache(adapter, merger, pruner)
     pruning = TokenPruner(adapter.decoder_layers, pruner)
     warmed = False
     todo = [s for s in dataset if s.id not in records]
@@ -85,7 +95,7 @@ def evaluate(adapter, dataset, merger, pruner, records, mode: str = "letter", ma
         else:
             prediction = parse_letter(response, len(sample.options))
         per_layer = [inputs.text_tokens + v for v in visual_per_layer]
-        counted = flops(inputs, per_layer)
+        counted = flops(inputs, frames, per_layer)
         records.append({
             "id": sample.id, "question_type": sample.question_type, "answer": sample.answer,
             "prediction": prediction, "response": response, "correct": prediction == sample.answer,

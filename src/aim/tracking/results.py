@@ -30,7 +30,10 @@ def summarize(records: list[dict], method: dict, config: dict) -> dict:
         "tflops": mean("tflops"),
         "tflops_source": TFLOPS_SOURCE,
         "tflops_analytic": mean("tflops_analytic"),
-        "lm_head_tflops": mean("lm_head_tflops"),
+        "tflops_breakdown": {  # per sample, fvcore; the LLM prefill is `tflops`
+            k.removesuffix("_tflops"): mean(k)
+            for k in ("vision_tower_tflops", "projector_tflops", "merge_tflops", "importance_tflops", "lm_head_tflops")
+        },
         "prefill_ms": mean("prefill_ms"),
         "prefill_ms_median": float(np.median([r["prefill_ms"] for r in done])) if done else float("nan"),
         "visual_tokens": mean("visual_tokens"),
@@ -61,4 +64,6 @@ def print_summary(summary: dict, out_dir: Path) -> None:
     console.print(table)
     by_type = "  ".join(f"{k} {v:.3f}" for k, v in summary["accuracy_by_type"].items())
     console.print(f"by question type: {by_type}")
+    parts = "  ".join(f"{k} {v:.2e}" for k, v in summary["tflops_breakdown"].items())
+    console.print(f"TFLOPs per sample besides the LLM prefill: {parts}")
     console.print(f"results: {out_dir / 'results.json'}")
