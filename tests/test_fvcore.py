@@ -65,3 +65,37 @@ def test_breakdown_counts_tower_projector_merging_and_importance(adapter):
     n, heads, head_dim = inputs.inputs_embeds.shape[1], 4, 32
     assert scored["importance_flops"] >= 2 * n * n * heads * head_dim  # at least the logits of layer 1
     assert count_llm_prefill(adapter, inputs, PRUNERS.build("none"))["importance_flops"] == 0
+
+
+class _BareLM:
+    """The parts of a model adapter that FLOP counting uses, around a bare decoder stack."""
+
+    def __init__(self, llm, head):
+        self.language_model, self.decoder_layers = llm, llm.layers
+        self.model = torch.nn.Module()
+        self.model.lm_head = head
+
+    def run_llm(self, embeds, positions):
+        mask = torch.ones(embeds.shape[:2], dtype=torch.long)
+        return self.language_model(inputs_embeds=embeds, position_ids=positions, attention_mask=mask, use_cache=False)
+
+    def prefill_logits(self, inputs):
+        with torch.no_grad():
+            return self.model.lm_head(self.run_llm(inputs.inputs_embeds, inputs.position_ids).last_hidden_state[0, -1])
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("kind", ["llama", "qwen2_vl"])
+@pytest.mark.parametrize("pruned", [False, True])
+def test_fvcore_agrees_with_the_analytic_count_on_llama_and_qwen2_vl(kind, attn, pruned):
+    from aim.models import PreparedInputs
+    from tests.test_pruning_models import layout, tiny_llm
+
+    llm, head = tiny_llm(kind, attn)
+    roles, positions = layout(kind)
+    inputs = PreparedInputs(torch.randn(1, len(roles), 64), positions, roles)
+    pruner = PRUNERS.build("aim", l1=2, l2=5) if pruned else PRUNERS.build("none")
+    counted = count_llm_prefill(_BareLM(llm, head), inputs, pruner)
+    visual = counted["visual_tokens_per_layer"] or [inputs.visual_tokens] * 6
+    analytic = llm_prefill_flops(llm.config, [inputs.text_tokens + v for v in visual])
+    assert counted["llm_prefill_flops"] == pytest.approx(analytic, rel=0.01)
