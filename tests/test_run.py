@@ -75,3 +75,14 @@ def test_reusing_a_run_dir_with_another_config_is_refused(tmp_path, env):
     proc = subprocess.run(aim_cmd(out, "logger=none"), env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "holds a run with a different config" in proc.stderr
+
+
+def test_bench_times_reduced_against_unreduced_and_ends_with_json(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "aim.bench", "merger=aim", "pruner=aim_toy", "bench.frames=2",
+                           "bench.repeats=1", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert {"speedup", "flops_ratio", "prefill_ms", "prefill_ms_full", "overhead_ms", "device"} <= set(result)
+    assert result["flops_ratio"] > 1.5  # 98 -> 24 visual tokens beside 100 text tokens, then pruned
+    assert result["visual_tokens_per_layer"] == [24, 24, 12, 0]
+    assert result["prefill_ms"] > 0 and result["importance_ms"] > 0

@@ -43,6 +43,23 @@ class TimedImportance:
         return scores
 
 
+def elapsed_ms(adapter, fn) -> float:
+    """Wall time of fn in ms: CUDA events on a GPU (device time between the two records), else the
+    host clock; the device is synchronized before and after either way."""
+    adapter.synchronize()
+    if adapter.device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize(adapter.device)
+        return start.elapsed_time(end)
+    start_s = time.perf_counter()
+    fn()
+    adapter.synchronize()
+    return (time.perf_counter() - start_s) * 1e3
+
+
 def synthetic_inputs(adapter, frames: int, text_tokens: int, generator: torch.Generator):
     """Random visual features [frames, tokens per frame, D] and random prompt token ids around them."""
     grid = adapter.patch_grid // 2 + adapter.patch_grid % 2
@@ -86,11 +103,7 @@ def bench(valid) -> dict:
 
     def prefill(hook, inputs):
         with hook.attached(inputs.token_roles) as trace:
-            adapter.synchronize()
-            start = time.perf_counter()
-            adapter.prefill_logits(inputs)
-            adapter.synchronize()
-        return (time.perf_counter() - start) * 1e3, trace
+            return elapsed_ms(adapter, lambda: adapter.prefill_logits(inputs)), trace
 
     for _ in range(b.warmup):
         prefill(full_hook, full_inputs), prefill(reduced_hook, reduced_inputs)
