@@ -5,9 +5,11 @@
 Each example lists four colour options with their letters and then gives the answer word itself:
 "<s> what colour is the circle ? A red B blue C green D cyan blue answer :" -> "B". No video: this
 is only the lookup that the bundled model must do after it knows the answer. Measured on this CPU
-(batch 32, AdamW, from scratch): 4 layers x 128 reach about 0.6-0.7 accuracy after 1,500 steps with
-letters first ("A red") and learn more slowly with letters after the words ("red A"); 6 x 192 was not
-faster; lr 3e-3 did not learn. The bundled model's letter accuracy cannot beat what this probe reaches.
+(batch 32, AdamW lr 1e-3, from scratch, about 0.05 s per step): 4 layers x 128 with letters first
+("A red") sit near 0.6 until about 1,500 steps, then learn it suddenly (loss 0.14 at 1,750; batch
+accuracy 0.9-1.0 from 2,750 on). Letters after the words ("red A") were still at 0.6 after 2,500 steps;
+6 x 192 was not faster; lr 3e-3 did not learn. The multimodal runs so far gave the letter loss at most
+about 1,000 steps, diluted by the other losses: pretraining this lookup on text first is the next step.
 """
 from __future__ import annotations
 
