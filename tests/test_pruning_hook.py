@@ -109,3 +109,57 @@ def test_greedy_decoding_after_a_pruned_prefill_equals_recomputation(adapter):
         assert int(logits.argmax()) == token, f"step {step}"
         embeds = torch.cat([embeds, adapter.embed_tokens([token])[None]], 1)
         positions = torch.cat([positions, positions[:, -1:] + 1], 1)
+
+
+def left_padded_batch(adapter, samples):
+    """Samples of equal visual length but different text lengths, left-padded into one batch as
+    `generate` would see them: pad positions masked out and marked PADDING in the roles. The pads are
+    many and loud (random embeddings): the model never attends to them, and the scores must not either."""
+    from aim.models import PADDING
+
+    n = max(s.inputs_embeds.shape[1] for s in samples) + 16
+    g = torch.Generator().manual_seed(0)
+    embeds, positions, masks, roles = [], [], [], []
+    for s in samples:
+        pad = n - s.inputs_embeds.shape[1]
+        noise = 3 * torch.randn(1, pad, s.inputs_embeds.shape[2], generator=g)
+        embeds.append(torch.cat([noise, s.inputs_embeds], 1))
+        positions.append(torch.cat([torch.zeros(1, pad, dtype=torch.long), s.position_ids], 1))
+        masks.append(torch.cat([torch.zeros(1, pad, dtype=torch.long), torch.ones(1, n - pad, dtype=torch.long)], 1))
+        roles.append(torch.cat([torch.full((pad,), PADDING, dtype=s.token_roles.dtype), s.token_roles]))
+    return torch.cat(embeds), torch.cat(positions), torch.cat(masks), torch.stack(roles)
+
+
+@pytest.mark.parametrize("pruner", [dict(name="aim", l1=2, l2=5), dict(name="fastv", k=2, keep=0.3)])
+def test_a_padded_batch_prunes_each_row_as_it_would_alone(adapter, pruner):
+    samples = [adapter.prepare(syn.render(scene)[:2], q.question, q.options, NoMerge())
+               for scene, q in (syn.sample_item(0, i) for i in (1, 2))]
+    assert samples[0].inputs_embeds.shape[1] != samples[1].inputs_embeds.shape[1]  # really padded
+    pruner = dict(pruner)
+    p = PRUNERS.build(pruner.pop("name"), **pruner)
+    alone, alone_kept = [], []
+    for s in samples:
+        with TokenPruner(adapter.decoder_layers, p).attached(s.token_roles) as trace:
+            alone.append(adapter.prefill_logits(s))
+        alone_kept.append(trace.kept_indices)
+    embeds, positions, mask, roles = left_padded_batch(adapter, samples)
+    with TokenPruner(adapter.decoder_layers, p).attached(roles) as trace, torch.no_grad():
+        out = adapter.language_model(inputs_embeds=embeds, position_ids=positions, attention_mask=mask, use_cache=False)
+    batched = adapter.model.lm_head(out.last_hidden_state[:, -1])
+    for row, s in enumerate(samples):
+        torch.testing.assert_close(batched[row], alone[row], atol=1e-4, rtol=1e-4)
+        pad = embeds.shape[1] - s.inputs_embeds.shape[1]
+        for layer, kept in alone_kept[row].items():  # the same tokens kept, shifted by the padding
+            real = trace.kept_indices[layer][row]
+            assert torch.equal(real[real >= pad] - pad, kept[0])
+
+
+def test_rows_with_different_visual_counts_are_refused(adapter):
+    from aim.models import PADDING
+
+    s = sample_inputs(adapter)
+    roles = torch.stack([s.token_roles, torch.where(s.token_roles == VISUAL, PADDING, s.token_roles)])
+    embeds = s.inputs_embeds.expand(2, -1, -1)
+    with TokenPruner(adapter.decoder_layers, PRUNERS.build("aim", l1=2, l2=5)).attached(roles):
+        with pytest.raises(ValueError, match="different numbers of visual tokens"):
+            adapter.language_model(inputs_embeds=embeds, position_ids=s.position_ids.expand(2, -1), use_cache=False)

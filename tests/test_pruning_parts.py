@@ -67,3 +67,20 @@ def test_query_attention_is_the_row_of_one_query():
     row3 = query_attention(q, k, 3)
     torch.testing.assert_close(row3, probs[:, :, 3].mean(1))
     assert (row3[:, 4:] == 0).all()
+
+
+def test_pad_tokens_leave_the_scores_as_they_are_without_padding():
+    """Left padding (pads first, masked by `valid`) ranks the real tokens as the unpadded sequence does:
+    the scores differ only by one factor per row (the uniform start spreads over more tokens)."""
+    torch.manual_seed(3)
+    q, k = torch.randn(1, 4, 12, 8), torch.randn(1, 4, 12, 8)
+    pads = 5
+    qp = torch.cat([5 * torch.randn(1, 4, pads, 8), q], 2)  # loud pads: they would draw attention
+    kp = torch.cat([5 * torch.randn(1, 4, pads, 8), k], 2)
+    valid = torch.arange(12 + pads)[None] >= pads
+    alone = pagerank_from_qk(q, k)
+    padded = pagerank_from_qk(qp, kp, valid=valid)[:, pads:]
+    torch.testing.assert_close(padded / padded.sum(), alone / alone.sum(), atol=1e-6, rtol=1e-5)
+    unmasked = pagerank_from_qk(qp, kp)[:, pads:]
+    assert not torch.allclose(unmasked / unmasked.sum(), alone / alone.sum(), atol=1e-3)
+    torch.testing.assert_close(query_attention(qp, kp, -1, valid=valid)[:, pads:], query_attention(q, k, -1))

@@ -10,8 +10,9 @@ from aim.registry import Registry
 
 MODELS = Registry("model")
 
-# Token roles in the LLM sequence. Text (prefix or question) is never pruned.
-PREFIX_TEXT, VISUAL, QUESTION_TEXT = 0, 1, 2
+# Token roles in the LLM sequence. Text (prefix or question) is never pruned; PADDING marks the pad
+# positions of a padded batch (never pruned, never counted as a key by the importance scores).
+PREFIX_TEXT, VISUAL, QUESTION_TEXT, PADDING = 0, 1, 2, 3
 
 
 @dataclass
@@ -19,7 +20,9 @@ class PreparedInputs:
     """One sample, ready for the LLM prefill."""
 
     inputs_embeds: torch.Tensor  # [1, N, D]
-    position_ids: torch.Tensor  # [1, N]; kept visual tokens keep their original positions
+    # [1, N], or [3, 1, N] for a multi-axis RoPE (Qwen2-VL: temporal, height, width); kept visual tokens
+    # keep their original positions
+    position_ids: torch.Tensor
     token_roles: torch.Tensor  # [N] int8: PREFIX_TEXT, VISUAL or QUESTION_TEXT
 
     @property
@@ -36,4 +39,4 @@ class PreparedInputs:
         return self.visual_tokens, self.text_tokens
 
 
-from aim.models import llava_onevision  # noqa: E402,F401  (registers the adapter)
+from aim.models import llava_onevision, qwen2_vl  # noqa: E402,F401  (register the adapters)

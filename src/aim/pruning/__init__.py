@@ -12,11 +12,19 @@ from dataclasses import dataclass, field
 import torch
 
 from aim.config import check_range
+from aim.models import PADDING
 from aim.pruning import importance as imp
 from aim.pruning import schedule as sched
 from aim.registry import Registry
 
 PRUNERS = Registry("pruner")
+
+
+def _valid(roles: torch.Tensor | None) -> torch.Tensor | None:
+    """Where the tokens are not padding, or None when nothing is padded (the common, faster case)."""
+    if roles is None or not (roles == PADDING).any():
+        return None
+    return roles != PADDING
 
 
 @dataclass
@@ -64,7 +72,7 @@ class AimPruner:
         return sched.aim_schedule(num_layers, self.l1, self.l2)
 
     def importance(self, q, k, roles):
-        return imp.pagerank_from_qk(q, k, self.tau, self.iters, self.head_chunk)
+        return imp.pagerank_from_qk(q, k, self.tau, self.iters, self.head_chunk, valid=_valid(roles))
 
 
 @dataclass
@@ -89,7 +97,7 @@ class FastVPruner:
         return sched.fastv_schedule(num_layers, self.k, self.keep)
 
     def importance(self, q, k, roles):
-        return imp.query_attention(q, k, -1)
+        return imp.query_attention(q, k, -1, valid=_valid(roles))
 
 
 @dataclass
@@ -116,7 +124,7 @@ class PDropPruner:
         return sched.pdrop_schedule(num_layers, self.boundaries, self.lam)
 
     def importance(self, q, k, roles):
-        return imp.query_attention(q, k, -1)
+        return imp.query_attention(q, k, -1, valid=_valid(roles))
 
 
 @dataclass

@@ -16,6 +16,12 @@ model itself keeps SDPA/FlashAttention everywhere.
 Each layer's KV cache receives exactly the tokens the layer saw (DynamicCache layers concatenate), so
 decoding after a pruned prefill attends to the right keys. Layer 0 is never pruned: its cache length
 drives positions and masks while decoding.
+
+Batches: token roles are one row [N] shared by the batch (equal layouts), or one row per sample [B, N]
+for a padded batch, with pad positions marked PADDING. Each row keeps its own top visual tokens, so the
+rows must hold equally many visual tokens (then every row keeps equally many tokens and the batch stays
+a rectangle); pad tokens are kept like text and the importance scores ignore them as keys, so each
+row is pruned exactly as it would be on its own.
 """
 from __future__ import annotations
 
@@ -38,7 +44,8 @@ class PruningTrace:
 
 class _State:
     def __init__(self, roles: torch.Tensor):
-        self.roles = roles  # [N] roles of the original prefill sequence
+        self.given = roles  # [N] or [B, N]: roles of the prefill sequence, as the caller gave them
+        self.roles = roles  # [B, N] from the start of a prefill
         self.kept = None  # [B, n] original indices of the tokens currently in the hidden states
         self.prefill_len = 0
         self.layer_kept: dict[int, torch.Tensor] = {}  # each layer's kept prefill indices (for decoding)
@@ -109,12 +116,20 @@ class TokenPruner:
             past = cache.get_seq_length() if cache is not None else 0
             b, n, _ = hidden.shape
             if past == 0:  # a prefill
-                if n != len(state.roles):
-                    raise ValueError(f"token roles describe {len(state.roles)} tokens, the prefill has {n}")
+                given = state.given
+                if given.shape[-1] != n or (given.dim() == 2 and given.shape[0] != b):
+                    raise ValueError(f"token roles of shape {tuple(given.shape)} do not describe a prefill of {b} x {n} tokens")
+                state.roles = given.to(hidden.device).expand(b, n)
                 state.decoding, state.prefill_len = False, n
                 state.kept = torch.arange(n, device=hidden.device).expand(b, n)
                 state.layer_kept.clear()
-                visual = int((state.roles == VISUAL).sum())
+                per_row = (state.roles == VISUAL).sum(1)
+                if (per_row != per_row[0]).any():
+                    raise ValueError(
+                        f"the rows of a padded batch hold different numbers of visual tokens ({per_row.tolist()}); "
+                        "prune such samples in separate batches"
+                    )
+                visual = int(per_row[0])
                 state.visual_total = visual
                 state.trace.visual_tokens_per_layer = [visual] * self.first_pruned
                 state.trace.kept_indices = {}
@@ -132,7 +147,7 @@ class TokenPruner:
                 return None
             hidden = args[0] if args else kwargs["hidden_states"]
             with torch.no_grad():
-                roles = state.roles.to(hidden.device)[state.kept]
+                roles = state.roles.gather(1, state.kept)
                 if getattr(self.pruner, "needs_qk", True):
                     q, k = layer_qk(attn, hidden, kwargs["position_embeddings"])
                 else:  # a pruner that scores without attention (FLOP counting replays choices)
@@ -149,7 +164,7 @@ class TokenPruner:
                 if self._drops_at(i):
                     hidden = self._gather(state, hidden, i)
                 state.layer_kept[i] = state.kept
-                visual_now = int((state.roles.to(state.kept.device)[state.kept[0]] == VISUAL).sum())
+                visual_now = int((state.roles[0, state.kept[0]] == VISUAL).sum())  # equal in every row
                 state.trace.visual_tokens_per_layer.append(visual_now)
                 state.trace.kept_indices[i] = state.kept
                 queries, keys = state.kept, state.kept
@@ -162,12 +177,13 @@ class TokenPruner:
         return hook
 
     def _gather(self, state: _State, hidden: torch.Tensor, i: int) -> torch.Tensor:
-        roles = state.roles.to(hidden.device)[state.kept]  # [B, n]
+        roles = state.roles.gather(1, state.kept)  # [B, n]
         is_visual = roles == VISUAL
         target = min(int(is_visual[0].sum()), int(state.visual_total * self.retention[i] + 1e-9))
         scores = state.scores.float().masked_fill(~is_visual, float("-inf"))
         top_visual = scores.topk(target, dim=1).indices if target else scores[:, :0].long()
-        text = (~is_visual[0]).nonzero().flatten().expand(hidden.shape[0], -1)
+        n_text = int((~is_visual[0]).sum())  # the same in every row
+        text = is_visual.to(torch.uint8).sort(dim=1, stable=True).indices[:, :n_text]  # each row's non-visual tokens
         sel = torch.cat([text, top_visual], 1).sort(dim=1).values  # keep causal order
         state.kept = state.kept.gather(1, sel)
         state.scores = None

@@ -31,17 +31,27 @@ def pagerank(attn_logits: torch.Tensor, tau: float = 0.1, iters: int = 5) -> tor
     return dist.squeeze(2).pow(2).mean(1).sqrt()
 
 
-def pagerank_from_qk(q: torch.Tensor, k: torch.Tensor, tau: float = 0.1, iters: int = 5, head_chunk: int = 4) -> torch.Tensor:
-    """`pagerank` of the logits q k^T / sqrt(d), computed `head_chunk` heads at a time: [B, N]."""
+def pagerank_from_qk(
+    q: torch.Tensor, k: torch.Tensor, tau: float = 0.1, iters: int = 5, head_chunk: int = 4,
+    valid: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """`pagerank` of the logits q k^T / sqrt(d), computed `head_chunk` heads at a time: [B, N].
+
+    `valid` [B, N] (False at the pad positions of a padded batch) takes pad tokens out of the chain:
+    no token attends to them and they pass nothing on, so each row ranks its tokens as it would alone."""
     b, h, n, d = q.shape
     total = torch.zeros(b, n, dtype=torch.float32, device=q.device)
     future = torch.ones(n, n, dtype=torch.bool, device=q.device).triu(1)
+    if valid is not None:
+        future = future | ~valid[:, None, None, :]  # [B, 1, N, N]: pad keys are never attended
     for start in range(0, h, head_chunk):
         qs, ks = q[:, start : start + head_chunk].float(), k[:, start : start + head_chunk].float()
         # in place, so at most two [B, chunk, N, N] fp32 tensors exist at once (logits, then M)
         logits = (qs @ ks.transpose(-1, -2)).mul_(d**-0.5 / tau).masked_fill_(future, float("-inf"))
         m = torch.softmax(logits, dim=-1)
         del logits
+        if valid is not None:  # a pad query's row had no keys at all (NaN): it passes nothing on
+            m.masked_fill_(~valid[:, None, :, None], 0.0)
         dist = torch.full((b, m.shape[1], 1, n), 1.0 / n, device=q.device)
         for _ in range(iters):
             dist = dist @ m
@@ -49,10 +59,13 @@ def pagerank_from_qk(q: torch.Tensor, k: torch.Tensor, tau: float = 0.1, iters: 
     return (total / h).sqrt()
 
 
-def query_attention(q: torch.Tensor, k: torch.Tensor, query: int = -1) -> torch.Tensor:
-    """Head-averaged attention of query position `query` to every key (keys after it get zero): [B, N]."""
+def query_attention(q: torch.Tensor, k: torch.Tensor, query: int = -1, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Head-averaged attention of query position `query` to every key (keys after it get zero): [B, N].
+    `valid` [B, N] is False at pad positions, which get no attention."""
     n, d = k.shape[2], k.shape[3]
     query = query % n
     logits = (q[:, :, query : query + 1].float() @ k[:, :, : query + 1].float().transpose(-1, -2)) * d**-0.5
+    if valid is not None:
+        logits = logits.masked_fill(~valid[:, None, None, : query + 1], float("-inf"))
     probs = torch.softmax(logits, dim=-1).mean(1).squeeze(1)  # [B, query + 1]
     return torch.nn.functional.pad(probs, (0, n - query - 1))
