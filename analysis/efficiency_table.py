@@ -13,9 +13,8 @@ from __future__ import annotations
 import argparse
 
 from aim.efficiency.roofline import HARDWARE_PROFILES, LLMShape, prefill_estimate
-from aim.flops import tokens_per_frame, tokens_per_layer
+from aim.flops import tokens_per_layer
 from aim.merging import kept_tokens
-from aim.models.llava_onevision import architecture_config
 from aim.pruning.schedule import aim_schedule, fastv_schedule, pdrop_schedule
 
 # (row, kept fraction per frame, retention schedule for L layers, paper TFLOPs, paper prefill ms)
@@ -28,11 +27,25 @@ ROWS = [
 ]
 
 
+def preset(name: str):
+    """(Hugging Face config, adapter class, validated model config) of a conf/model preset, no weights."""
+    from hydra import compose, initialize_config_dir
+
+    from aim.config import validate
+    from aim.flops import model_configs
+    from aim.run import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        model_cfg = validate(compose("config", overrides=[f"model={name}"])).model
+    return (*model_configs(model_cfg), model_cfg)
+
+
 def table(frames: int = 32, text_tokens: int = 100, hardware: str = "a100_40gb", fused_attention: bool = False):
     """One dict per row: visual tokens entering the LLM, TFLOPs, prefill ms (and the paper's)."""
-    hf = architecture_config("llava-onevision-qwen2-7b")
+    hf, adapter, model_cfg = preset("llava_onevision_7b")
     shape = LLMShape.from_text_config(hf.text_config)
-    per_frame = tokens_per_frame(hf.vision_config)
+    _, rows, cols = adapter.feature_grid(hf, model_cfg, frames)
+    per_frame = rows * cols
     paper_setting = (frames, text_tokens, hardware, fused_attention) == (32, 100, "a100_40gb", False)
     rows = []
     for name, ratio, schedule, paper_tflops, paper_ms in ROWS:

@@ -1,6 +1,6 @@
 """Time the LLM prefill with the configured merger and pruner against the unreduced model, in one process.
 
-    python -m aim.bench model=llava_ov_0p5b merger=aim merger.ratio=0.25 pruner=aim pruner.l1=12 pruner.l2=18
+    python -m aim.bench model=llava_onevision_0.5b model.random_init=true merger=aim merger.ratio=0.25 pruner=aim pruner.l1=12 pruner.l2=18
 
 Builds the model from its config (random weights allowed: `model.random_init=true`), synthesizes
 `bench.frames` frames of visual features at the model's tokens per frame and `bench.text_tokens` text
@@ -61,14 +61,17 @@ def elapsed_ms(adapter, fn) -> float:
 
 
 def synthetic_inputs(adapter, frames: int, text_tokens: int, generator: torch.Generator):
-    """Random visual features [frames, tokens per frame, D] and random prompt token ids around them."""
-    grid = adapter.patch_grid // 2 + adapter.patch_grid % 2
+    """Random visual features [frame groups, tokens per group, D] on the adapter's token grid for `frames`
+    frames (LLaVA-OneVision: one group per frame; Qwen2-VL: per temporal patch of 2 frames, at the preset's
+    `frame_size`), the grid (rows, cols), and random prompt token ids around them (one fewer than
+    `text_tokens`: LLaVA-OneVision adds its image-newline token)."""
+    groups, rows, cols = adapter.grid(frames)
     dim = adapter.text_config.hidden_size
-    feats = torch.randn(frames, grid * grid, dim, generator=generator).to(adapter.device, adapter.dtype)
+    feats = torch.randn(groups, rows * cols, dim, generator=generator).to(adapter.device, adapter.dtype)
     vocab = adapter.text_config.vocab_size
     before = max(1, text_tokens // 10)
-    ids = torch.randint(0, vocab, (text_tokens - 1,), generator=generator).tolist()  # + the image newline
-    return feats, ids[:before], ids[before:]
+    ids = torch.randint(0, vocab, (text_tokens - adapter.extra_text_tokens,), generator=generator).tolist()
+    return feats, (rows, cols), ids[:before], ids[before:]
 
 
 def bench(valid) -> dict:
@@ -83,7 +86,7 @@ def bench(valid) -> dict:
     merger = MERGERS.build(valid.merger.name, **asdict(valid.merger))
     pruner = TimedImportance(PRUNERS.build(valid.pruner.name, **asdict(valid.pruner)), adapter.synchronize)
     b = valid.bench
-    feats, before, after = synthetic_inputs(adapter, b.frames, b.text_tokens, torch.Generator().manual_seed(valid.seed))
+    feats, grid_hw, before, after = synthetic_inputs(adapter, b.frames, b.text_tokens, torch.Generator().manual_seed(valid.seed))
     if getattr(merger, "needs", ()):
         raise ConfigError(f"merger.name: {valid.merger.name} needs the vision tower's signals; aim.bench "
                           "synthesizes features without running the tower")
@@ -96,9 +99,10 @@ def bench(valid) -> dict:
         adapter.synchronize()
         return merged, (time.perf_counter() - start) * 1e3
 
-    full_inputs = adapter.assemble(before, *vars(NoMerge()(feats)).values(), after)
+    unmerged = NoMerge()(feats)
+    full_inputs = adapter.assemble(before, unmerged.features, unmerged.token_index, after, grid_hw)
     merged, _ = merge()
-    reduced_inputs = adapter.assemble(before, merged.features, merged.token_index, after)
+    reduced_inputs = adapter.assemble(before, merged.features, merged.token_index, after, grid_hw)
     full_hook, reduced_hook = TokenPruner(adapter.decoder_layers, NoPrune()), TokenPruner(adapter.decoder_layers, pruner)
 
     def prefill(hook, inputs):

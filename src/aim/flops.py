@@ -1,14 +1,17 @@
 """Roofline estimate of the LLM prefill for a configured model, merger and pruner: no weights, no data.
 
-    python -m aim.flops model=llava_ov_7b dataset.num_frames=32 merger=aim merger.ratio=0.25 pruner=aim
-    python -m aim.flops model=llava_ov_7b dataset.num_frames=32 flops.hardware=h100_sxm flops.fused_attention=true
+    python -m aim.flops model=llava_onevision_7b dataset.num_frames=32 merger=aim merger.ratio=0.25 pruner=aim
+    python -m aim.flops model=llava_onevision_7b dataset.num_frames=32 flops.hardware=h100_sxm flops.fused_attention=true
+    python -m aim.flops model=qwen2_vl_7b dataset.num_frames=32 model.frame_size=[448,448]
 
-Takes the same overrides as `aim.run`. Reads only the model's config (an `arch:` architecture, or the
-config.json of `model.pretrained`); the model is never built, so `model.device` and `model.dtype` do
-not matter (the roofline assumes fp16/bf16). Visual tokens per frame come from the vision config
-(patch grid, then LLaVA-OneVision's 2x2 pooling), frames from `dataset.num_frames`, text tokens from
-`flops.text_tokens`; the merger's ratio gives the tokens kept per frame and the pruner's retention
-schedule the visual tokens each decoder layer sees. See `aim.efficiency.roofline` for the accounting.
+Takes the same overrides as `aim.run`. Reads only the model's config (the preset's `architecture`, or
+else the config.json of `model.pretrained`); the model is never built, so `model.device` and
+`model.dtype` do not matter (the roofline assumes fp16/bf16). The visual tokens per frame come from the
+adapter's `feature_grid` (LLaVA-OneVision: the tower's patch grid, then 2x2 pooling; Qwen2-VL: the
+preset's `frame_size` resized within its pixel budget, one token per 28x28 pixels, one group of tokens
+per temporal patch of 2 frames), frames from `dataset.num_frames`, text tokens from `flops.text_tokens`;
+the merger's ratio gives the tokens kept per frame (per group) and the pruner's retention schedule the
+visual tokens each decoder layer sees. See `aim.efficiency.roofline` for the accounting.
 
 Prints a breakdown per operator type and the tokens per layer; the LAST stdout line is one JSON object
 with `tflops`, `prefill_ms`, `hardware`, `visual_tokens`, `text_tokens`, `tokens_per_layer` and more
@@ -29,33 +32,21 @@ from aim.run import CONF_DIR
 
 
 def model_configs(model_cfg):
-    """(text config, vision config) of the configured model, without weights."""
-    from aim.models.llava_onevision import architecture_config, resolve_pretrained
+    """(Hugging Face config, adapter class) of the configured model, without weights."""
+    from aim.models import MODELS
 
-    pretrained = model_cfg.pretrained
+    adapter = MODELS.get(model_cfg.name)
     try:
-        if pretrained.startswith("arch:"):
-            hf_config = architecture_config(pretrained[5:])
-        else:
-            from transformers import AutoConfig
-
-            hf_config = AutoConfig.from_pretrained(resolve_pretrained(pretrained))
-    except ValueError as exc:
-        raise ConfigError(str(exc) if str(exc).startswith("model.") else f"model.pretrained: {exc}") from None
+        hf_config = adapter.hf_config(model_cfg)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"model.architecture: {exc}") from None
     except OSError as exc:
-        raise ConfigError(f"model.pretrained: cannot read the config of {pretrained!r}: {exc}") from None
+        raise ConfigError(f"model.pretrained: cannot read the config of {model_cfg.pretrained!r} (and the preset "
+                          f"has no architecture): {exc}") from None
     if not hasattr(hf_config, "text_config") or not hasattr(hf_config, "vision_config"):
-        raise ConfigError(f"model.pretrained: {pretrained!r} is not a vision-language config "
+        raise ConfigError(f"model.pretrained: {model_cfg.pretrained!r} is not a vision-language config "
                           "(no text_config / vision_config)")
-    return hf_config.text_config, hf_config.vision_config
-
-
-def tokens_per_frame(vision_config) -> int:
-    """LLaVA-OneVision video frames: the tower's patch grid, then 2x2 pooling (ceil per side).
-    384 px / patch 14 -> 27x27 patches -> 14x14 = 196 tokens."""
-    grid = vision_config.image_size // vision_config.patch_size
-    side = math.ceil(grid / 2)
-    return side * side
+    return hf_config, adapter
 
 
 def kept_per_frame(merger_cfg, num_tokens: int) -> int:
@@ -97,16 +88,18 @@ def flops(valid: Validated) -> dict:
     from aim.pruning import PRUNERS
 
     f = valid.flops
-    text_config, vision_config = model_configs(valid.model)
+    hf_config, adapter = model_configs(valid.model)
+    text_config = hf_config.text_config
     shape = LLMShape.from_text_config(text_config)
     hw = hardware_profile(f.hardware, f.peak_tflops, f.bandwidth_gbs)
     frames = valid.dataset.num_frames
-    per_frame = tokens_per_frame(vision_config)
+    groups, rows, cols = adapter.feature_grid(hf_config, valid.model, frames)
+    per_frame = rows * cols
     kept = kept_per_frame(valid.merger, per_frame)
-    visual = frames * kept
+    visual = groups * kept
     retention = PRUNERS.build(valid.pruner.name, **asdict(valid.pruner)).retention_schedule(shape.num_layers)
     visual_per_layer, per_layer = tokens_per_layer(visual, f.text_tokens, retention)
-    full_per_layer = [frames * per_frame + f.text_tokens] * shape.num_layers
+    full_per_layer = [groups * per_frame + f.text_tokens] * shape.num_layers
     est = prefill_estimate(shape, per_layer, hw, f.fused_attention)
     full = prefill_estimate(shape, full_per_layer, hw, f.fused_attention)
     return {
@@ -122,10 +115,12 @@ def flops(valid: Validated) -> dict:
         "bandwidth_gbs": hw.bandwidth_gbs,
         "fused_attention": f.fused_attention,
         "frames": frames,
-        "tokens_per_frame": per_frame,
+        "frame_groups": groups,  # frames, or Qwen2-VL's temporal patches (2 frames each)
+        "token_grid": [rows, cols],
+        "tokens_per_frame": per_frame,  # per frame group
         "kept_per_frame": kept,
         "visual_tokens": visual,
-        "visual_tokens_unmerged": frames * per_frame,
+        "visual_tokens_unmerged": groups * per_frame,
         "visual_tokens_per_layer": visual_per_layer,
         "text_tokens": f.text_tokens,
         "tokens_per_layer": per_layer,
@@ -136,7 +131,8 @@ def flops(valid: Validated) -> dict:
 
 
 def print_breakdown(result: dict) -> None:
-    print(f"{result['model']}: {result['frames']} frames x {result['tokens_per_frame']} -> {result['kept_per_frame']} "
+    groups = "" if result["frame_groups"] == result["frames"] else f" in {result['frame_groups']} temporal patches"
+    print(f"{result['model']}: {result['frames']} frames{groups} x {result['tokens_per_frame']} -> {result['kept_per_frame']} "
           f"visual tokens per frame (merger {result['method']['merger']}), {result['text_tokens']} text tokens, "
           f"pruner {result['method']['pruner']}; {result['hardware']} ({result['peak_tflops']:g} TFLOP/s, "
           f"{result['bandwidth_gbs']:g} GB/s), attention {'fused' if result['fused_attention'] else 'unfused'}")

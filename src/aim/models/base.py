@@ -1,0 +1,323 @@
+"""What every model adapter shares: its config fields, loading (a checkpoint, or an architecture with random
+weights), the prompt (plain, or in the checkpoint's chat format), and the LLM calls (prefill, decoding).
+
+A subclass supplies the visual path: `pixel_values`, `encode_frames`, `prepare`, `assemble` and the
+`feature_grid` of its visual tokens (what `aim.flops` and `aim.bench` use instead of decoding a video).
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+ATTENTION = ("sdpa", "eager")
+VIDEO = "<video>"  # where the video goes in `prompt_template` / `likelihood_template`
+# The lmms-eval multiple-choice instruction (its video tasks' default post-prompt).
+MC_INSTRUCTION = "Answer with the option's letter from the given choices directly."
+
+
+@dataclass
+class AdapterConfig:
+    """Fields every model preset has (`conf/model/*.yaml`)."""
+
+    name: str = ""
+    pretrained: str = ""  # a local dir, a hub id, or aim:<bundled asset>
+    random_init: bool = False  # build the architecture with random weights (nothing downloaded)
+    # Keyword arguments of the Hugging Face config class (LlavaOnevisionConfig, Qwen2VLConfig, with
+    # text_config / vision_config as nested dicts): what `random_init` builds and what `aim.flops` counts,
+    # without reading `pretrained`. When empty, both read the config.json of `pretrained`.
+    architecture: dict[str, Any] | None = None
+    dtype: str = "float32"
+    device: str = "cpu"
+    attn_implementation: str = "sdpa"
+    # false: `prompt_template` is the whole prompt. true: it is the user's turn, wrapped in the checkpoint's
+    # chat template (the processor's, else the tokenizer's; the adapter's built-in format when it has none).
+    chat_template: bool = False
+    prompt_template: str = "<video>\n{question}\n{options}\n" + MC_INSTRUCTION
+    # eval.mode=likelihood: the prompt whose next token is scored against each option's text
+    likelihood_template: str = "<video>\n{question}"
+    option_format: str = "{letter}. {option}"
+    option_separator: str = "\n"
+
+    def __post_init__(self):
+        from aim.config import check_choice
+
+        check_choice("dtype", self.dtype, DTYPES)
+        check_choice("attn_implementation", self.attn_implementation, ATTENTION)
+        for name in ("prompt_template", "likelihood_template"):
+            if getattr(self, name).count(VIDEO) != 1:
+                raise ValueError(f"{name}: must contain the {VIDEO} placeholder once")
+        if self.random_init is False and not self.pretrained:
+            raise ValueError("pretrained: empty; give a checkpoint (local dir or hub id) or set random_init=true "
+                             "with an architecture")
+        if self.random_init and not self.pretrained and not self.architecture:
+            raise ValueError("architecture: random_init needs an architecture or a pretrained config to build")
+
+
+def resolve_pretrained(path: str) -> str:
+    """`aim:<name>` is a model bundled with the package (src/aim/assets/<name>)."""
+    if path.startswith("aim:"):
+        from aim.toy import asset_dir
+
+        return str(asset_dir(path[4:]))
+    return path
+
+
+def checkpoint_file(path: str, filename: str, local_only: bool) -> str | None:
+    """A file of a checkpoint (local dir or hub id, from the cache when `local_only`), or None."""
+    if not path:
+        return None
+    if Path(path).is_dir():
+        f = Path(path) / filename
+        return str(f) if f.is_file() else None
+    from transformers.utils import cached_file
+
+    try:
+        return cached_file(path, filename, local_files_only=local_only, _raise_exceptions_for_missing_entries=False,
+                           _raise_exceptions_for_connection_errors=False)
+    except Exception:  # noqa: BLE001  (offline, gated, malformed id: no file)
+        return None
+
+
+class Adapter:
+    """Base of the model adapters. Subclasses set `config_class` (their dataclass), `hf_model_class` and
+    `hf_config_class` (names in `transformers`), and `chat_fallback`: the chat format used when the
+    checkpoint has no chat template, a format string with `{content}` (the user's turn)."""
+
+    config_class: type = AdapterConfig
+    hf_model_class: str = ""
+    hf_config_class: str = ""
+    chat_fallback: str = "<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n"
+    extra_text_tokens: int = 0  # non-visual tokens the adapter adds around the video (not from the prompt)
+
+    def __init__(self, model, tokenizer, cfg):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.cfg = cfg
+        self.device = torch.device(cfg.device)
+        self.dtype = DTYPES[cfg.dtype]
+        self.model.to(self.device, self.dtype)
+        self._chat_template = None  # looked up on first use
+
+    # --- building -------------------------------------------------------------------------------
+    @classmethod
+    def hf_config(cls, cfg):
+        """The Hugging Face config of a preset without loading weights: its `architecture` if given, else
+        the config.json of `pretrained`."""
+        import transformers
+
+        if cfg.architecture:
+            return getattr(transformers, cls.hf_config_class)(**cfg.architecture)
+        return transformers.AutoConfig.from_pretrained(resolve_pretrained(cfg.pretrained))
+
+    @classmethod
+    def from_config(cls, **kwargs):
+        import transformers
+
+        cfg = cls.config_class(**kwargs)
+        model_class = getattr(transformers, cls.hf_model_class)
+        path = resolve_pretrained(cfg.pretrained)
+        if cfg.random_init:
+            hf_config = cls.hf_config(cfg)
+            hf_config._attn_implementation = cfg.attn_implementation
+            model = model_class(hf_config)
+            tokenizer = cls._local_tokenizer(path)
+        else:
+            model = model_class.from_pretrained(path, dtype=DTYPES[cfg.dtype], attn_implementation=cfg.attn_implementation)
+            if cfg.architecture:
+                cls._check_architecture(cls.hf_config(cfg), model.config, cfg.pretrained)
+            tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+        return cls(model, tokenizer, cfg)
+
+    @staticmethod
+    def _local_tokenizer(path: str):
+        """With random weights, a tokenizer only if one is at hand (a local dir or the hub cache): random
+        weights must not need a download, and benchmarks of the prefill need no tokenizer."""
+        from transformers import AutoTokenizer
+
+        if not path:
+            return None
+        try:
+            return AutoTokenizer.from_pretrained(path, local_files_only=True)
+        except (OSError, ValueError):
+            return None
+
+    @staticmethod
+    def _check_architecture(stored, loaded, pretrained: str) -> None:
+        """The preset's stored architecture is what aim.flops counts: say so when the checkpoint differs."""
+        fields = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads")
+        diffs = [f"text_config.{f}: preset {getattr(stored.text_config, f, None)}, checkpoint "
+                 f"{getattr(loaded.text_config, f, None)}" for f in fields
+                 if getattr(stored.text_config, f, None) != getattr(loaded.text_config, f, None)]
+        if diffs:
+            warnings.warn(f"model.architecture differs from {pretrained}'s config ({'; '.join(diffs)}): "
+                          "aim.flops counts the preset's architecture", stacklevel=3)
+
+    # --- structure -------------------------------------------------------------------------------
+    @property
+    def language_model(self):
+        return self.model.model.language_model
+
+    @property
+    def decoder_layers(self):
+        return self.language_model.layers
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.decoder_layers)
+
+    @property
+    def text_config(self):
+        return self.model.config.text_config
+
+    # --- text ------------------------------------------------------------------------------------
+    @property
+    def video_token(self) -> str:
+        """The string of the model's video placeholder token (what its chat template writes)."""
+        return self.tokenizer.convert_ids_to_tokens(self.model.config.video_token_id)
+
+    def inline_video(self) -> str:
+        """What stands for the video in a text-only chat template's string content."""
+        return self.video_token
+
+    def user_turn(self, question: str, options: list[str], scoring: str = "letter") -> str:
+        """The prompt template filled in (with the <video> placeholder). Likelihood scoring uses the template
+        without the options: each option's text is a candidate continuation."""
+        letters = [chr(ord("A") + i) for i in range(len(options))]
+        opts = self.cfg.option_separator.join(
+            self.cfg.option_format.format(letter=l, option=o) for l, o in zip(letters, options)
+        )
+        template = self.cfg.likelihood_template if scoring == "likelihood" else self.cfg.prompt_template
+        return template.format(question=question, options=opts)
+
+    def prompt_text(self, question: str, options: list[str], scoring: str = "letter") -> tuple[str, str]:
+        """The prompt split at the video: (text before the video, text after it)."""
+        turn = self.user_turn(question, options, scoring)
+        if not self.cfg.chat_template:
+            before, after = turn.split(VIDEO)
+            return before.strip(), after.strip()
+        before, after = self.render_chat(turn).split(self.video_token)
+        return before, after
+
+    def chat_template_source(self) -> tuple[str | None, str]:
+        """(jinja template or None, where it came from). The processor's template of the checkpoint first
+        (the multimodal one: chat_template.jinja, or chat_template.json), then the tokenizer's own;
+        None means the adapter's built-in `chat_fallback`."""
+        if self._chat_template is None:
+            path = resolve_pretrained(self.cfg.pretrained)
+            found = (None, "built-in")
+            for name in ("chat_template.jinja", "chat_template.json"):
+                f = checkpoint_file(path, name, local_only=self.cfg.random_init)
+                if f:
+                    text = Path(f).read_text()
+                    found = (json.loads(text)["chat_template"] if name.endswith(".json") else text, name)
+                    break
+            else:
+                if getattr(self.tokenizer, "chat_template", None):
+                    found = (self.tokenizer.chat_template, "tokenizer")
+            self._chat_template = found
+        return self._chat_template
+
+    def render_chat(self, turn: str) -> str:
+        """One user turn (with <video> where the video goes) as the model's chat prompt, ending where the
+        assistant's answer starts. Multimodal templates take the content as a list of parts ({"type":
+        "video"}, {"type": "text"}); text-only ones (Qwen2's) as a string with the video token inline. The
+        rendering must hold the model's video token exactly once; the prompt is split there."""
+        template, _ = self.chat_template_source()
+        inline = turn.replace(VIDEO, self.inline_video())
+        if template is None:
+            rendered = self.chat_fallback.format(content=inline)
+        else:
+            parts = []
+            for i, text in enumerate(turn.split(VIDEO)):
+                if i:
+                    parts.append({"type": "video"})
+                if text.strip():
+                    parts.append({"type": "text", "text": text.strip()})
+            rendered = None
+            for content in (parts, inline):
+                out = self.tokenizer.apply_chat_template([{"role": "user", "content": content}], chat_template=template,
+                                                         add_generation_prompt=True, tokenize=False)
+                if out.count(self.video_token) == 1:
+                    rendered = out
+                    break
+        if rendered is None or rendered.count(self.video_token) != 1:
+            raise ValueError(f"the chat template does not place the video token {self.video_token!r} once")
+        return rendered
+
+    def token_ids(self, text: str) -> list[int]:
+        if self.tokenizer is None:
+            raise ValueError(f"model.pretrained: {self.cfg.pretrained!r} gave no tokenizer (random weights use one "
+                             "only from a local dir or the hub cache); prompts cannot be tokenized")
+        return self.tokenizer(text, add_special_tokens=False).input_ids if text else []
+
+    def option_text_ids(self, options: list[str]) -> list[int]:
+        """The single token of each option's text, for likelihood scoring."""
+        ids = [self.token_ids(o) for o in options]
+        if any(len(i) != 1 for i in ids):
+            raise ValueError("eval.mode=likelihood scores single-token options only; "
+                             f"these tokenize to {[len(i) for i in ids]} tokens: use eval.mode=letter")
+        return [i[0] for i in ids]
+
+    def option_token_ids(self, num_options: int) -> list[int]:
+        ids = [self.token_ids(chr(ord("A") + i)) for i in range(num_options)]
+        if any(len(i) != 1 for i in ids):
+            raise ValueError(f"option letters must be single tokens for this tokenizer, got {ids}")
+        return [i[0] for i in ids]
+
+    def embed_tokens(self, ids: list[int]) -> torch.Tensor:
+        return self.language_model.embed_tokens(torch.tensor([ids], dtype=torch.long, device=self.device))[0]
+
+    # --- LLM -------------------------------------------------------------------------------------
+    def run_llm(self, embeds: torch.Tensor, position_ids: torch.Tensor, cache=None, use_cache: bool = False):
+        """One call of the decoder stack. The explicit all-ones attention mask matters: without a mask and
+        a cache, transformers 5 reads any jump in 1D position_ids as the start of another packed sequence
+        and attends block-diagonally (masking_utils.find_packed_sequence_indices), which would cut the
+        text off from the video as soon as merging leaves gaps in the positions."""
+        past = cache.get_seq_length() if cache is not None else 0
+        mask = torch.ones((embeds.shape[0], past + embeds.shape[1]), dtype=torch.long, device=self.device)
+        return self.language_model(
+            inputs_embeds=embeds, position_ids=position_ids, attention_mask=mask, cache=cache, use_cache=use_cache
+        )
+
+    @torch.no_grad()
+    def prefill_logits(self, inputs) -> torch.Tensor:
+        """LLM prefill (no cache kept) and the next-token logits at the last position: [vocab]."""
+        out = self.run_llm(inputs.inputs_embeds, inputs.position_ids)
+        return self.model.lm_head(out.last_hidden_state[0, -1]).float()
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def eos_token_ids(self) -> set[int]:
+        ids = {self.tokenizer.eos_token_id} if self.tokenizer is not None else set()
+        gen = getattr(self.model, "generation_config", None)
+        eos = getattr(gen, "eos_token_id", None)
+        ids |= set(eos) if isinstance(eos, (list, tuple)) else {eos}
+        return {i for i in ids if i is not None}
+
+    @torch.no_grad()
+    def generate_ids(self, inputs, max_new_tokens: int) -> list[int]:
+        """Greedy decoding with the KV cache. Positions continue one past the last prompt position (on every
+        axis of a multi-axis RoPE: the last prompt token is text), so they stay right when merging left
+        gaps in the visual positions."""
+        out = self.run_llm(inputs.inputs_embeds, inputs.position_ids, use_cache=True)
+        cache, position = out.cache, inputs.position_ids[..., -1:]
+        next_id = int(self.model.lm_head(out.last_hidden_state[0, -1]).argmax())
+        ids, eos = [next_id], self.eos_token_ids()
+        while len(ids) < max_new_tokens and next_id not in eos:
+            position = position + 1
+            out = self.run_llm(self.embed_tokens([next_id])[None], position, cache, True)
+            cache = out.cache
+            next_id = int(self.model.lm_head(out.last_hidden_state[0, -1]).argmax())
+            ids.append(next_id)
+        return ids
+
+    def generate_text(self, inputs, max_new_tokens: int) -> str:
+        return self.tokenizer.decode(self.generate_ids(inputs, max_new_tokens), skip_special_tokens=True)

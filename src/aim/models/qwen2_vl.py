@@ -1,0 +1,263 @@
+"""Qwen2-VL adapter (`Qwen2VLForConditionalGeneration`: a ViT with 2D RoPE over native-resolution
+patches, a 2x2 patch merger, and a Qwen2 LLM with multi-axis RoPE, M-RoPE).
+
+Video path as in the Hugging Face model: frames are resized so both sides are multiples of 28 within the
+pixel budget (`min_pixels`..`max_pixels` per frame), consecutive frame pairs form one temporal patch
+(a 3D patch of 2 x 14 x 14 pixels; an odd frame count repeats the last frame), the tower attends within
+each temporal patch, and its patch merger turns every 2x2 window into one LLM token. Our merger then
+runs per temporal patch ("frame group", [groups, rows*cols, dim]) and the tokens are spliced between the
+prompt's text embeddings, as for LLaVA-OneVision.
+
+M-RoPE positions (each token has a (t, h, w) position):
+- text advances all three axes together, one per token;
+- the visual token of group g at grid cell (r, c) sits at (s + g, s + r, s + c), s being the position
+  after the text before the video;
+- kept tokens keep their own original (t, h, w); a merged token takes the position of the token that
+  represents its group (the merger's `token_index`), as in the 1D case (positions are integers, a mean
+  position would not be);
+- the text after the video starts at s + max(groups, rows, cols), one past the largest position of the
+  unmerged video, so merging never moves text. This is the rule Qwen2-VL was trained with (its original
+  `get_rope_index`: the next text starts at the video's largest position + 1). transformers 5.24
+  restarts text at s + max(rows, cols), which differs only when a video has more temporal patches than
+  rows and columns; the unreduced adapter equals the Hugging Face forward whenever it does not.
+
+Preprocessing is ours (torch only; the Hugging Face video processor needs torchvision): the same resize
+rule and patch order, bicubic resizing with antialiasing, CLIP normalization. Pixel values are kept as
+[groups, patch rows, patch columns, 3 * 2 * 14 * 14] so the grid travels with the tensor; the tower
+reorders them into the merger-window order the Hugging Face tower expects.
+"""
+from __future__ import annotations
+
+import importlib
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from aim.models import MODELS, PREFIX_TEXT, QUESTION_TEXT, VISUAL, PreparedInputs
+from aim.models.base import Adapter, AdapterConfig
+
+CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+
+
+@dataclass
+class Qwen2VLAdapterConfig(AdapterConfig):
+    name: str = "qwen2_vl"
+    pretrained: str = "Qwen/Qwen2-VL-7B-Instruct"
+    chat_template: bool = True
+    # Pixel budget of one frame, as the Hugging Face video processor's defaults (qwen-vl-utils' video bounds):
+    min_pixels: int = 128 * 28 * 28
+    max_pixels: int = 768 * 28 * 28
+    # Optional budget of the whole video (qwen-vl-utils' total_pixels): each frame then gets at most
+    # total_pixels * 2 / frames pixels (never below 1.05 * min_pixels), so more frames mean smaller ones.
+    total_pixels: int | None = None
+    max_frames: int = 768  # more frames than this are subsampled uniformly (the processor's bound)
+    # Source video size (height, width) assumed where no video is decoded: aim.flops and aim.bench.
+    frame_size: list[int] = field(default_factory=lambda: [360, 640])
+    image_mean: list[float] = field(default_factory=lambda: list(CLIP_MEAN))
+    image_std: list[float] = field(default_factory=lambda: list(CLIP_STD))
+
+    def __post_init__(self):
+        from aim.config import check_range
+
+        super().__post_init__()
+        check_range("min_pixels", self.min_pixels, 1)
+        check_range("max_pixels", self.max_pixels, self.min_pixels)
+        if self.total_pixels is not None:
+            check_range("total_pixels", self.total_pixels, 1)
+        check_range("max_frames", self.max_frames, 1)
+        if len(self.frame_size) != 2 or min(self.frame_size) < 1:
+            raise ValueError(f"frame_size: must be [height, width] in pixels, got {self.frame_size}")
+
+
+def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """Qwen2-VL's resize rule: both sides multiples of `factor` (patch x merge = 28), the aspect ratio
+    kept as closely as possible, the area within [min_pixels, max_pixels]."""
+    h, w = round(height / factor) * factor, round(width / factor) * factor
+    if h * w > max_pixels:
+        scale = math.sqrt(height * width / max_pixels)
+        h = max(factor, math.floor(height / scale / factor) * factor)
+        w = max(factor, math.floor(width / scale / factor) * factor)
+    elif h * w < min_pixels:
+        scale = math.sqrt(min_pixels / (height * width))
+        h, w = math.ceil(height * scale / factor) * factor, math.ceil(width * scale / factor) * factor
+    return h, w
+
+
+def mrope_positions(num_before: int, token_index: torch.Tensor, grid: tuple[int, int, int], num_after: int) -> torch.Tensor:
+    """M-RoPE position ids [3, N] of [text before][kept visual tokens][text after] (rule in the module
+    docstring). `token_index[g, j]`: the original cell (row * cols + col) of kept token j of group g."""
+    groups, rows, cols = grid
+    device = token_index.device
+    s = num_before
+    before = torch.arange(s, device=device).expand(3, -1)
+    t = s + torch.arange(token_index.shape[0], device=device)[:, None].expand_as(token_index)
+    visual = torch.stack([t, s + token_index // cols, s + token_index % cols]).reshape(3, -1)
+    start = s + max(groups, rows, cols)
+    after = torch.arange(start, start + num_after, device=device).expand(3, -1)
+    return torch.cat([before, visual, after], 1)
+
+
+@MODELS.register("qwen2_vl", config=Qwen2VLAdapterConfig)
+class Qwen2VLAdapter(Adapter):
+    config_class = Qwen2VLAdapterConfig
+    hf_model_class = "Qwen2VLForConditionalGeneration"
+    hf_config_class = "Qwen2VLConfig"
+    # Qwen2-VL-Instruct's conversation, for checkpoints without a chat template ({content} holds the video
+    # as <|vision_start|><|video_pad|><|vision_end|>, see `inline_video`).
+    chat_fallback = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+                     "<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n")
+
+    def __init__(self, model, tokenizer, cfg: Qwen2VLAdapterConfig):
+        super().__init__(model, tokenizer, cfg)
+        vc = model.config.vision_config
+        self.patch_size, self.temporal_patch, self.merge = vc.patch_size, vc.temporal_patch_size, vc.spatial_merge_size
+        self.mean = torch.tensor(cfg.image_mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(cfg.image_std).view(1, 3, 1, 1)
+
+    # --- token layout ----------------------------------------------------------------------------
+    @staticmethod
+    def frame_budget(cfg, num_frames: int) -> int:
+        """Pixels allowed per frame for a video of `num_frames` frames."""
+        if cfg.total_pixels is None:
+            return cfg.max_pixels
+        return max(min(cfg.max_pixels, cfg.total_pixels * 2 // num_frames), int(cfg.min_pixels * 1.05))
+
+    @classmethod
+    def resized_size(cls, vision_config, cfg, height: int, width: int, num_frames: int) -> tuple[int, int]:
+        factor = vision_config.patch_size * vision_config.spatial_merge_size
+        return smart_resize(height, width, factor, cfg.min_pixels, cls.frame_budget(cfg, num_frames))
+
+    @classmethod
+    def feature_grid(cls, hf_config, cfg, num_frames: int, frame_size=None) -> tuple[int, int, int]:
+        """(temporal patches, rows, columns) of the LLM tokens of a video of `num_frames` frames of
+        `frame_size` (default: the preset's `frame_size`)."""
+        vc = hf_config.vision_config
+        frames = min(num_frames, cfg.max_frames)
+        h, w = cls.resized_size(vc, cfg, *(frame_size or cfg.frame_size), frames)
+        cell = vc.patch_size * vc.spatial_merge_size
+        return math.ceil(frames / vc.temporal_patch_size), h // cell, w // cell
+
+    def grid(self, num_frames: int) -> tuple[int, int, int]:
+        return self.feature_grid(self.model.config, self.cfg, num_frames)
+
+    # --- visual path -----------------------------------------------------------------------------
+    def pixel_values(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 RGB frames [F, H, W, 3] -> normalized patches [groups, rows*2, cols*2, 3*2*14*14]."""
+        if len(frames) > self.cfg.max_frames:
+            frames = frames[np.linspace(0, len(frames) - 1, self.cfg.max_frames).round().astype(int)]
+        f, height, width, _ = frames.shape
+        h, w = self.resized_size(self.model.config.vision_config, self.cfg, height, width, f)
+        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+        if (h, w) != (height, width):  # resize as uint8 images are: round and clip
+            x = F.interpolate(x, size=(h, w), mode="bicubic", align_corners=False, antialias=True).round().clamp(0, 255)
+        if pad := -f % self.temporal_patch:  # an odd count repeats the last frame, as the processor does
+            x = torch.cat([x, x[-1:].expand(pad, -1, -1, -1)])
+        x = (x / 255.0 - self.mean) / self.std
+        ps, tp = self.patch_size, self.temporal_patch
+        g, hp, wp = x.shape[0] // tp, h // ps, w // ps
+        x = x.view(g, tp, 3, hp, ps, wp, ps).permute(0, 3, 5, 2, 1, 4, 6)  # [g, hp, wp, C, t, ps, ps]
+        return x.reshape(g, hp, wp, 3 * tp * ps * ps).to(self.device, self.dtype)
+
+    def hf_video_inputs(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Our patches as the Hugging Face model takes them: flat, each 2x2 merger window contiguous
+        (`pixel_values_videos` [groups * hp * wp, patch dim]) and `video_grid_thw` [[groups, hp, wp]]."""
+        g, hp, wp, p = pixel_values.shape
+        m = self.merge
+        flat = pixel_values.reshape(g, hp // m, m, wp // m, m, p).permute(0, 1, 3, 2, 4, 5).reshape(-1, p)
+        return flat, torch.tensor([[g, hp, wp]], device=pixel_values.device)
+
+    def tower_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The tower's last hidden state before its patch merger: [groups, hp * wp, embed dim], in
+        merger-window order. The Hugging Face tower runs with its merger set aside for the call, so the
+        merger is neither run twice nor counted with the tower."""
+        visual = self.model.model.visual
+        flat, grid = self.hf_video_inputs(pixel_values)
+        merger, visual.merger = visual.merger, torch.nn.Identity()
+        try:
+            hidden = visual(flat, grid_thw=grid).last_hidden_state
+        finally:
+            visual.merger = merger
+        return hidden.view(pixel_values.shape[0], -1, hidden.shape[-1])
+
+    def project(self, tower_hidden: torch.Tensor) -> torch.Tensor:
+        """The model's 2x2 patch merger (its projector into the LLM): [groups, hp*wp, E] -> [groups, rows*cols, D]."""
+        g, n, e = tower_hidden.shape
+        return self.model.model.visual.merger(tower_hidden.reshape(-1, e)).view(g, n // self.merge**2, -1)
+
+    def visual_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.project(self.tower_features(pixel_values))
+
+    def encode_frames(self, pixel_values: torch.Tensor, needs=()) -> dict[str, torch.Tensor]:
+        """Features [groups, rows*cols, D] and, as a merger asks, signals of the tower's last block pooled
+        to the merger's windows (mean of the 4 patches): `metric`, its keys before RoPE (content, not
+        position), and `attention`, the head-averaged attention each patch receives from the patches of
+        its temporal group (the tower attends within a group; it has no [CLS] token)."""
+        if not needs:
+            return {"features": self.visual_features(pixel_values)}
+        attn = self.model.model.visual.blocks[-1].attn
+        captured = {}
+
+        def grab(_module, args, kwargs):
+            captured["hidden"] = args[0] if args else kwargs["hidden_states"]
+            captured["rope"] = kwargs["position_embeddings"]
+
+        handle = attn.register_forward_pre_hook(grab, with_kwargs=True)
+        try:
+            hidden = self.tower_features(pixel_values)
+        finally:
+            handle.remove()
+        g = pixel_values.shape[0]
+        n = captured["hidden"].shape[0]
+        q, k, _ = attn.qkv(captured["hidden"]).reshape(n, 3, attn.num_heads, -1).unbind(1)  # [n, heads, hd]
+        out = {"features": self.project(hidden)}
+        windows = self.merge**2
+        if "metric" in needs:
+            out["metric"] = k.reshape(g, -1, windows, k.shape[1] * k.shape[2]).mean(2)
+        if "attention" in needs:
+            mod = importlib.import_module(type(attn).__module__)
+            q, k = mod.apply_rotary_pos_emb_vision(q, k, *captured["rope"])
+            received = torch.stack([self._received_attention(qg, kg, attn.scaling)
+                                    for qg, kg in zip(q.view(g, -1, *q.shape[1:]), k.view(g, -1, *k.shape[1:]))])
+            out["attention"] = received.view(g, -1, windows).mean(2)
+        return out
+
+    @staticmethod
+    def _received_attention(q, k, scale):
+        """[p, heads, d] queries and keys of one group -> mean attention each patch receives [p]."""
+        probs = torch.softmax(torch.einsum("qhd,khd->hqk", q.float(), k.float()) * scale, dim=-1)
+        return probs.mean(0).mean(0)
+
+    # --- text ------------------------------------------------------------------------------------
+    def inline_video(self) -> str:
+        config = self.model.config
+        start, end = self.tokenizer.convert_ids_to_tokens([config.vision_start_token_id, config.vision_end_token_id])
+        return start + self.video_token + end
+
+    # --- assembly --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def prepare(self, frames: np.ndarray, question: str, options: list[str], merger, scoring: str = "letter") -> PreparedInputs:
+        before, after = self.prompt_text(question, options, scoring)
+        pixels = self.pixel_values(frames)
+        encoded = self.encode_frames(pixels, needs=getattr(merger, "needs", ()))
+        merged = merger(encoded.pop("features"), **encoded)
+        grid_hw = (pixels.shape[1] // self.merge, pixels.shape[2] // self.merge)
+        return self.assemble(self.token_ids(before), merged.features, merged.token_index, self.token_ids(after), grid_hw)
+
+    def assemble(self, before_ids, visual, token_index, after_ids, grid_hw=None) -> PreparedInputs:
+        """[before text][visual tokens, group by group][after text] with M-RoPE positions [3, 1, N] for
+        the merged layout. `grid_hw`: (rows, cols) of the unmerged token grid of each group (default: the
+        preset's `frame_size`)."""
+        groups, kept, dim = visual.shape
+        if grid_hw is None:
+            grid_hw = self.grid(groups * self.temporal_patch)[1:]
+        embeds = torch.cat([self.embed_tokens(before_ids), visual.reshape(-1, dim), self.embed_tokens(after_ids)])
+        positions = mrope_positions(len(before_ids), token_index.to(self.device), (groups, *grid_hw), len(after_ids))
+        roles = torch.tensor(
+            [PREFIX_TEXT] * len(before_ids) + [VISUAL] * (groups * kept) + [QUESTION_TEXT] * len(after_ids),
+            dtype=torch.int8,
+        )
+        return PreparedInputs(embeds[None], positions[:, None, :], roles)
