@@ -29,3 +29,11 @@ def small_benchmark(tmp_path_factory):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def benchmark_roots(tmp_path_factory):
+    """Tiny copies of the paper's benchmarks in their release layouts, by dataset config name."""
+    from tests.benchmark_fixtures import write_all
+
+    return write_all(tmp_path_factory.mktemp("benchmarks"))

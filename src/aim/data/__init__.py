@@ -1,8 +1,9 @@
 """Datasets yield `Sample`s; decoding (PyAV) and frame sampling live here, not in the models.
 
-Every video benchmark is read from one layout: `<root>/<questions_file>` (a JSON list of
-{id, video, question, options, answer[, question_type]}) and `<root>/<video_dir>/<video>`.
-A video that cannot be decoded fails only its own sample (`VideoDecodeError`), never the run.
+The generic loader (`video_mcq`) reads one common layout: `<root>/<questions_file>` (a JSON list of
+{id, video, question, options, answer[, question_type]}) and `<root>/<video_dir>/<video>`. The paper's
+benchmarks are read in their own release layouts (`aim.data.benchmarks`).
+A video that is missing or cannot be decoded fails only its own sample (`VideoDecodeError`), never the run.
 """
 from __future__ import annotations
 
@@ -13,13 +14,19 @@ from typing import Iterator
 
 import numpy as np
 
-from aim.config import check_range
-from aim.data.video import VideoDecodeError, decode_frames
+from aim.config import check_choice, check_range
+from aim.data.video import VideoDecodeError, decode_frames, decode_frames_with_times
 from aim.registry import Registry
 
 DATASETS = Registry("dataset")
 
-__all__ = ["DATASETS", "Sample", "VideoDecodeError", "VideoMCQDataset", "SyntheticVideoDataset"]
+__all__ = ["DATASETS", "METRICS", "Sample", "VideoDecodeError", "VideoMCQDataset", "SyntheticVideoDataset"]
+
+# The headline metric a dataset declares (`dataset.metric`); `aim.tracking.results` computes it.
+METRICS = {
+    "accuracy": "fraction of the questions answered correctly",
+    "mean_over_types": "mean of the per-question-type accuracies (MLVU's m-avg, MVBench's average over its tasks)",
+}
 
 
 @dataclass
@@ -31,10 +38,26 @@ class Sample:
     video: Path
     num_frames: int
     question_type: str = ""
+    # breakdowns reported beside the per-type accuracy, e.g. {"duration": "short", "domain": "Knowledge"}
+    categories: dict[str, str] = field(default_factory=dict)
+    # an .srt whose lines at the sampled frames' times go into the prompt before the question (a path to
+    # a missing file means the video has no subtitles); None: no subtitles in the prompt
+    subtitles: Path | None = None
 
     def load_frames(self) -> np.ndarray:
         """uint8 RGB [num_frames, H, W, 3], uniformly sampled; raises VideoDecodeError."""
-        return decode_frames(self.video, self.num_frames)
+        return self.load()[0]
+
+    def load(self) -> tuple[np.ndarray, str]:
+        """The sampled frames and the question text to prompt with; raises VideoDecodeError."""
+        if not self.video.is_file():
+            raise VideoDecodeError(f"missing video {self.video}")
+        if self.subtitles is None:
+            return decode_frames(self.video, self.num_frames), self.question
+        from aim.data.subtitles import with_subtitles
+
+        frames, times = decode_frames_with_times(self.video, self.num_frames)
+        return frames, with_subtitles(self.question, self.subtitles, times)
 
 
 @dataclass
@@ -45,18 +68,21 @@ class VideoMCQConfig:
     video_dir: str = "videos"
     num_frames: int = 8
     limit: int | None = None  # evaluate only the first `limit` samples
+    metric: str = "accuracy"  # the headline metric of the summary: one of METRICS
 
     def __post_init__(self):
         check_range("num_frames", self.num_frames, 1)
         if self.limit is not None:
             check_range("limit", self.limit, 0)
+        check_choice("metric", self.metric, METRICS)
 
 
 @DATASETS.register("video_mcq", config=VideoMCQConfig)
 class VideoMCQDataset:
     """Multiple-choice questions over videos, in the layout described in this module's docstring."""
 
-    def __init__(self, root, questions_file="questions.json", video_dir="videos", num_frames=8, limit=None, name="video_mcq"):
+    def __init__(self, root, questions_file="questions.json", video_dir="videos", num_frames=8, limit=None,
+                 name="video_mcq", metric="accuracy"):
         self.root = Path(root)
         path = self.root / questions_file
         if not path.exists():
@@ -102,3 +128,6 @@ class SyntheticVideoDataset(VideoMCQDataset):
         if generate:
             generate_benchmark(Path(root), num_samples=num_samples, seed=seed)
         super().__init__(root, **kwargs)
+
+
+from aim.data import benchmarks as _benchmarks  # noqa: E402,F401  (registers the paper's benchmarks)

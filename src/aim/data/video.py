@@ -25,13 +25,57 @@ def uniform_frame_indices(total_frames: int, num_frames: int) -> list[int]:
 
 def decode_frames(path: str | Path, num_frames: int) -> np.ndarray:
     """Decode a video and return num_frames uniformly sampled RGB frames as uint8 [T, H, W, 3]."""
+    return decode_frames_with_times(path, num_frames)[0]
+
+
+def decode_frames_with_times(path: str | Path, num_frames: int) -> tuple[np.ndarray, list[float]]:
+    """num_frames uniformly sampled RGB frames, uint8 [T, H, W, 3], and each one's time in seconds.
+
+    Only the sampled frames are converted to RGB (a benchmark video can be an hour long), so the frame
+    count comes first: from the container's metadata, else by counting packets. Should fewer frames
+    decode than the metadata promised, the sampling is redone over the frames that do decode.
+    """
     import av
 
     try:
-        with av.open(str(path)) as container:
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+        total = _frame_count(path)
+        frames, times, decoded = _decode_at(path, uniform_frame_indices(total, num_frames) if total else [])
+        if decoded and len(frames) < min(num_frames, decoded):
+            frames, times, _ = _decode_at(path, uniform_frame_indices(decoded, num_frames))
     except (av.FFmpegError, OSError, IndexError, ValueError) as exc:
         raise VideoDecodeError(f"cannot decode {path}: {exc}") from exc
     if not frames:
         raise VideoDecodeError(f"cannot decode {path}: no video frames")
-    return np.stack([frames[i] for i in uniform_frame_indices(len(frames), num_frames)])
+    return np.stack(frames), times
+
+
+def _frame_count(path) -> int:
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        if stream.frames > 0:
+            return int(stream.frames)
+        return sum(1 for packet in container.demux(stream) if packet.size)
+
+
+def _decode_at(path, indices: list[int]) -> tuple[list[np.ndarray], list[float], int]:
+    """The frames at these indices (in decoding order) with their times, and how many frames were
+    decoded: all of them when the video ends before the last index, else up to that index."""
+    import av
+
+    wanted = set(indices)
+    last = max(indices) if indices else -1
+    frames, times, decoded = [], [], 0
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        rate = float(stream.average_rate or 1)
+        for i, frame in enumerate(container.decode(stream)):
+            decoded = i + 1
+            if i in wanted:
+                frames.append(frame.to_ndarray(format="rgb24"))
+                times.append(float(frame.time) if frame.time is not None else i / rate)
+            if i >= last >= 0:
+                break
+    return frames, times, decoded

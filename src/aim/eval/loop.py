@@ -71,12 +71,12 @@ def evaluate(adapter, dataset, merger, pruner, records, mode: str = "letter", ma
     bar = tqdm(total=len(dataset), initial=len(dataset) - len(todo), desc="evaluating", disable=not progress, unit="sample")
     for sample in todo:
         try:
-            frames = sample.load_frames()
+            frames, question = sample.load()  # the question text may carry subtitles at the sampled frames
         except VideoDecodeError as exc:
             records.append({"id": sample.id, "skipped": True, "error": str(exc)})
             bar.update(1)
             continue
-        inputs = adapter.prepare(frames, sample.question, sample.options, merger, scoring=mode)
+        inputs = adapter.prepare(frames, question, sample.options, merger, scoring=mode)
         with pruning.attached(inputs.token_roles) as trace:
             if not warmed:  # the first call pays for allocations and kernel selection: not timed
                 adapter.prefill_logits(inputs)
@@ -97,7 +97,8 @@ def evaluate(adapter, dataset, merger, pruner, records, mode: str = "letter", ma
         per_layer = [inputs.text_tokens + v for v in visual_per_layer]
         counted = flops(inputs, frames, per_layer)
         records.append({
-            "id": sample.id, "question_type": sample.question_type, "answer": sample.answer,
+            "id": sample.id, "question_type": sample.question_type, "categories": sample.categories,
+            "answer": sample.answer,
             "prediction": prediction, "response": response, "correct": prediction == sample.answer,
             "visual_tokens": inputs.visual_tokens, "text_tokens": inputs.text_tokens,
             "tokens_per_layer": per_layer, "visual_tokens_per_layer": visual_per_layer,

@@ -12,18 +12,38 @@ TFLOPS_SOURCE = ("fvcore: traced LLM prefill, decoder layers, 2 FLOPs per multip
 
 
 def summarize(records: list[dict], method: dict, config: dict) -> dict:
+    """`score` is the benchmark's headline metric, named by `metric` (the dataset config's, else plain
+    accuracy): `mean_over_types` averages the per-type accuracies, so every question type weighs the
+    same however many questions it has (MLVU's m-avg, MVBench's average over its tasks)."""
     done = [r for r in records if not r.get("skipped")]
     skipped = [r for r in records if r.get("skipped")]
     by_type: dict[str, list[bool]] = defaultdict(list)
+    by_category: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
     for r in done:
         by_type[r.get("question_type") or "all"].append(bool(r["correct"]))
+        for key, value in (r.get("categories") or {}).items():
+            by_category[key][value].append(bool(r["correct"]))
 
     def mean(key):
         return float(np.mean([r[key] for r in done])) if done else float("nan")
 
+    accuracy_by_type = {k: float(np.mean(v)) for k, v in sorted(by_type.items())}
+    metric = (config.get("dataset") or {}).get("metric") or "accuracy"
+    if metric == "accuracy":
+        score = mean("correct")
+    elif metric == "mean_over_types":
+        score = float(np.mean(list(accuracy_by_type.values()))) if done else float("nan")
+    else:
+        raise ValueError(f"dataset.metric: {metric!r} is not a metric this summary computes")
     return {
+        "metric": metric,
+        "score": score,
         "accuracy": mean("correct"),
-        "accuracy_by_type": {k: float(np.mean(v)) for k, v in sorted(by_type.items())},
+        "accuracy_by_type": accuracy_by_type,
+        "accuracy_by_category": {
+            key: {value: float(np.mean(hits)) for value, hits in sorted(values.items())}
+            for key, values in sorted(by_category.items())
+        },
         "num_samples": len(done),
         "num_skipped": len(skipped),
         "skipped_ids": [r["id"] for r in skipped],
@@ -62,8 +82,12 @@ def print_summary(summary: dict, out_dir: Path) -> None:
     )
     console = Console()
     console.print(table)
+    if summary.get("metric", "accuracy") != "accuracy":
+        console.print(f"{summary['metric']}: {summary['score']:.3f}")
     by_type = "  ".join(f"{k} {v:.3f}" for k, v in summary["accuracy_by_type"].items())
     console.print(f"by question type: {by_type}")
+    for key, values in summary.get("accuracy_by_category", {}).items():
+        console.print(f"by {key}: " + "  ".join(f"{k} {v:.3f}" for k, v in values.items()))
     parts = "  ".join(f"{k} {v:.2e}" for k, v in summary["tflops_breakdown"].items())
     console.print(f"TFLOPs per sample besides the LLM prefill: {parts}")
     console.print(f"results: {out_dir / 'results.json'}")
