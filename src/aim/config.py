@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, ValidationError
+from omegaconf.errors import ConfigKeyError, InterpolationResolutionError, MissingMandatoryValue, ValidationError
 
 
 class ConfigError(ValueError):
@@ -52,11 +52,14 @@ class LoggerConfig:
     mode: str = "offline"  # online | offline | disabled
     tags: list[str] = field(default_factory=list)
     log_every: int = 50  # samples between running-accuracy points
+    group: str | None = None  # W&B run group; None: the sweep dir's name in a multirun, no group otherwise
+    init_timeout_s: float = 90.0  # online mode: wait this long for the server, then log offline instead
 
     def __post_init__(self):
         check_choice("name", self.name, ("none", "wandb"))
         check_choice("mode", self.mode, ("online", "offline", "disabled"))
         check_range("log_every", self.log_every, 1)
+        check_range("init_timeout_s", self.init_timeout_s, 0, low_open=True)
 
 
 @dataclass
@@ -116,8 +119,15 @@ def to_schema(schema: type, node: DictConfig | dict, path: str):
     raise ConfigError naming `path.field`."""
     allowed = ", ".join(f.name for f in fields(schema))
     try:
+        if isinstance(node, DictConfig):  # interpolations resolve in the whole config, as the run sees them
+            node = OmegaConf.to_container(node, resolve=True)
         merged = OmegaConf.merge(OmegaConf.structured(schema), node)
         return OmegaConf.to_object(merged)
+    except MissingMandatoryValue as exc:
+        raise ConfigError(f"{path}.{getattr(exc, 'key', '?')}: missing; this field needs a value") from None
+    except InterpolationResolutionError as exc:
+        key = str(getattr(exc, "full_key", None) or getattr(exc, "key", "?")).removeprefix(f"{path}.")
+        raise ConfigError(f"{path}.{key}: {str(exc).splitlines()[0]}") from None
     except ConfigKeyError as exc:
         key = getattr(exc, "key", None) or str(exc).split("'")[1]
         raise ConfigError(f"{path}.{key}: unknown field; allowed fields: {allowed}") from None

@@ -4,6 +4,7 @@ write results.json (and mirror to W&B).
     python -m aim.run                                  # bundled model and benchmark, default method
     python -m aim.run merger=none pruner=none          # the unreduced model
     python -m aim.run hydra.run.dir=outputs/runs/X     # rerun in X: resumes where it stopped
+    python -m aim.run +exp=ablation_layers             # a sweep (conf/exp/; aim.sweep validates it first)
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from aim.config import ConfigError, Validated, validate
@@ -56,6 +58,13 @@ def _diff(a, b, prefix=""):
         yield prefix.rstrip(".")
 
 
+def sweep_name() -> str | None:
+    """The sweep dir's name when this job is part of a multirun (its W&B group), else None."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return Path(HydraConfig.get().sweep.dir).name
+
+
 def run(cfg: DictConfig, valid: Validated, out_dir: Path) -> dict:
     import torch
 
@@ -76,7 +85,8 @@ def run(cfg: DictConfig, valid: Validated, out_dir: Path) -> dict:
     merger = MERGERS.build(valid.merger.name, **asdict(valid.merger))
     pruner = PRUNERS.build(valid.pruner.name, **asdict(valid.pruner))
     records = SampleRecords(out_dir / "samples.jsonl")
-    logger = make_logger(valid.logger, out_dir, config)
+    method = {"merger": valid.merger.name, "pruner": valid.pruner.name}
+    logger = make_logger(valid.logger, out_dir, config, method, group=sweep_name())
     try:
         evaluate(
             adapter, dataset, merger, pruner, records, mode=valid.eval.mode,
@@ -84,7 +94,6 @@ def run(cfg: DictConfig, valid: Validated, out_dir: Path) -> dict:
         )
     finally:
         records.close()
-    method = {"merger": valid.merger.name, "pruner": valid.pruner.name}
     wanted = {s.id for s in dataset}  # a rerun with a smaller dataset.limit summarizes only those
     evaluated = [r for r in records.records if r["id"] in wanted]
     summary = summarize(evaluated, method, config)

@@ -1,9 +1,18 @@
 """Weights & Biases mirror of a run: config, running accuracy, the summary and the per-sample table.
 
-The run id is derived from the output directory, so a resumed run continues the same W&B run."""
+One W&B run per job. The run id is derived from the output directory, so a resumed or requeued job
+continues the same W&B run. Jobs of a sweep share a group (the sweep dir's name, unless `logger.group`
+says otherwise) and are tagged with their merger and pruner (`merger:aim`, `pruner:fastv`) besides
+`logger.tags`. The summary holds every scalar of results.json, nested ones flattened
+(`accuracy_by_type/colour`, `tflops_breakdown/vision_tower`).
+
+W&B is a mirror, never a dependency of the results: when `mode: online` cannot start (no API key, no
+network, a server that does not answer within `logger.init_timeout_s`), the run is logged offline instead
+and a line on stderr says so; `wandb sync <run dir>/wandb/offline-run-*` uploads it later."""
 from __future__ import annotations
 
 import hashlib
+import sys
 from pathlib import Path
 
 
@@ -13,17 +22,48 @@ class NullLogger:
     def finish(self, summary: dict, records: list[dict]) -> None: ...
 
 
+def flat_summary(summary: dict) -> dict:
+    """results.json without the config; nested dicts also as `key/subkey` scalars (W&B charts them)."""
+    out = {}
+    for key, value in summary.items():
+        if key == "config":
+            continue
+        out[key] = value
+        if isinstance(value, dict):
+            stack = [(key, value)]
+            while stack:
+                prefix, node = stack.pop()
+                for k, v in node.items():
+                    if isinstance(v, dict):
+                        stack.append((f"{prefix}/{k}", v))
+                    else:
+                        out[f"{prefix}/{k}"] = v
+    return out
+
+
 class WandbLogger:
-    def __init__(self, cfg, out_dir: Path, config: dict):
+    def __init__(self, cfg, out_dir: Path, config: dict, method: dict | None = None, group: str | None = None):
         import wandb
 
         self.wandb = wandb
         self.every = cfg.log_every
         run_id = hashlib.sha1(str(Path(out_dir).resolve()).encode()).hexdigest()[:12]
-        self.run = wandb.init(
-            project=cfg.project, entity=cfg.entity, mode=cfg.mode, dir=str(out_dir), config=config,
-            tags=list(cfg.tags), name=Path(out_dir).name, id=run_id, resume="allow",
+        tags = list(cfg.tags) + [f"{k}:{v}" for k, v in (method or {}).items()]
+        kwargs = dict(
+            project=cfg.project, entity=cfg.entity, dir=str(out_dir), config=config, tags=tags,
+            group=cfg.group or group, name=Path(out_dir).name, id=run_id, resume="allow",
+            settings=wandb.Settings(init_timeout=cfg.init_timeout_s),
         )
+        try:
+            self.run = wandb.init(mode=cfg.mode, **kwargs)
+        except Exception as exc:
+            if cfg.mode != "online":
+                raise
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            print(f"aim: W&B online logging unavailable ({type(exc).__name__}: {reason}); logging offline to "
+                  f"{Path(out_dir) / 'wandb'} instead; upload later with `wandb sync {Path(out_dir) / 'wandb'}/offline-run-*`",
+                  file=sys.stderr)
+            self.run = wandb.init(mode="offline", **kwargs)
 
     def log_progress(self, records: list[dict]) -> None:
         done = [r for r in records if not r.get("skipped")]
@@ -32,12 +72,13 @@ class WandbLogger:
             self.run.log({"progress/accuracy": acc, "progress/samples": len(records)})
 
     def finish(self, summary: dict, records: list[dict]) -> None:
-        self.run.summary.update({k: v for k, v in summary.items() if k != "config"})
+        self.run.summary.update(flat_summary(summary))
         cols = ["id", "question_type", "answer", "prediction", "correct", "visual_tokens", "tflops", "prefill_ms"]
         rows = [[r.get(c) for c in cols] for r in records if not r.get("skipped")]
         self.run.log({"samples": self.wandb.Table(columns=cols, data=rows)})
         self.run.finish()
 
 
-def make_logger(cfg, out_dir: Path, config: dict):
-    return WandbLogger(cfg, out_dir, config) if cfg.name == "wandb" else NullLogger()
+def make_logger(cfg, out_dir: Path, config: dict, method: dict | None = None, group: str | None = None):
+    """`method`: {merger, pruner} names, tagged on the run; `group`: the sweep's name in a multirun."""
+    return WandbLogger(cfg, out_dir, config, method, group) if cfg.name == "wandb" else NullLogger()

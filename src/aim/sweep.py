@@ -1,0 +1,323 @@
+"""Sweeps: every job validated before any is launched, a manifest of the expected jobs, each job's state.
+
+Design. A Hydra multirun is a sweeper (which turns the command line and `hydra.sweeper.params` into one
+override list per job) handing batches to a launcher (local, or SLURM through hydra-submitit-launcher).
+The sweeper is the one place that holds the whole job list before anything runs, and it works the same
+whatever the launcher, so the checks live there: `hydra/sweeper=aim` (conf/hydra/sweeper/aim.yaml, the
+default in conf/config.yaml) is Hydra's basic sweeper plus three steps before the first launch:
+
+1. compose every job's config exactly as its launcher will (`load_sweep_config`) and check it with
+   `aim.config.validate`; if any job is invalid, print each bad job's overrides and field and exit with
+   status 2 — nothing is launched, no job directory is made;
+2. write `sweep.json` in the sweep dir: the expected jobs (number, overrides, output subdirectory,
+   merger and pruner) and the overrides that made the sweep, so a status view or the analysis can tell
+   done from missing, and a resubmission can relaunch exactly those jobs;
+3. with `hydra.sweeper.rerun=[i, j, ...]`, launch only those jobs of an existing `sweep.json`, each in
+   its original directory (where `aim.run` resumes from `samples.jsonl`). `launch/sweep.py resubmit`
+   builds that command for the failed and missing jobs.
+
+(A Hydra callback's `on_multirun_start` sees the config but not the job list; a launcher subclass would
+have to wrap each launcher. The sweeper class itself must sit in the `hydra_plugins` namespace, where Hydra
+looks for plugins: src/hydra_plugins/aim_sweeper/ holds that thin subclass; the logic is here.)
+
+Each job also records its own state in `job.json` in its output dir (the `JobState` callback in
+conf/config.yaml: running with host, PID and SLURM job id; done or failed at the end), which `status()`
+combines with `results.json` and, for SLURM jobs, the scheduler's view.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import filter_overrides
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+MANIFEST = "sweep.json"
+JOB_STATE = "job.json"
+RESULTS = "results.json"
+STATES = ("done", "running", "queued", "failed", "missing")
+
+
+class SweepError(ValueError):
+    """A sweep that cannot be launched as asked; the message says why."""
+
+
+class InvalidSweep(SweepError):
+    """One or more jobs of a sweep have invalid configs; the message lists each one."""
+
+    def __init__(self, problems: list[tuple[int, list[str], str]], num_jobs: int):
+        self.problems = problems
+        lines = [f"aim: invalid sweep, nothing was launched: invalid config in {len(problems)} of {num_jobs} jobs"]
+        for num, overrides, message in problems:
+            lines.append(f"  job {num} [{' '.join(filter_overrides(overrides))}]: {message}")
+        super().__init__("\n".join(lines))
+
+
+def sweep_overrides(config_loader, params: dict | None, arguments: Sequence[str]) -> list[list[str]]:
+    """Each job's override list, as Hydra's basic sweeper makes them: `hydra.sweeper.params` then the
+    command line's overrides, the sweeps among them crossed (a later value of a key replaces an earlier)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    lines = [f"{k}={v}" for k, v in (params or {}).items()] + list(arguments)
+    parsed = OverridesParser.create(config_loader=config_loader).parse_overrides(lines)
+    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+def plan_jobs(config_loader, master_config: DictConfig, job_overrides: Sequence[tuple[int, Sequence[str]]]) -> list[dict]:
+    """Compose and validate each (job number, overrides) the way its launcher will; return the
+    manifest's job entries, or raise InvalidSweep naming every bad job."""
+    from aim.config import ConfigError, validate
+
+    jobs, problems = [], []
+    saved = HydraConfig.instance().cfg
+    try:
+        for num, overrides in job_overrides:
+            try:
+                cfg = config_loader.load_sweep_config(master_config, list(overrides))
+                with open_dict(cfg.hydra.job):
+                    cfg.hydra.job.num = num
+                HydraConfig.instance().set_config(cfg)  # as run_job does before resolving the subdir
+                valid = validate(cfg)
+                subdir = str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
+            except ConfigError as exc:
+                problems.append((num, list(overrides), str(exc)))
+                continue
+            except Exception as exc:  # composition: unknown group option, bad override syntax, ...
+                problems.append((num, list(overrides), f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"))
+                continue
+            choices = cfg.hydra.runtime.choices
+            jobs.append({
+                "num": num, "overrides": list(overrides), "subdir": subdir,
+                "merger": valid.merger.name, "pruner": valid.pruner.name,
+                "method": choices.get("method") or f"{choices.get('merger')}+{choices.get('pruner')}",
+            })
+    finally:
+        HydraConfig.instance().cfg = saved
+    first_with: dict[str, int] = {}
+    for job in jobs:  # two jobs in one dir would mix their records (aim.run refuses the second)
+        if job["subdir"] in first_with:
+            problems.append((job["num"], job["overrides"], f"hydra.sweep.subdir: {job['subdir']!r} is job "
+                             f"{first_with[job['subdir']]}'s output dir too; make the subdir tell the jobs apart"))
+        first_with.setdefault(job["subdir"], job["num"])
+    if problems:
+        raise InvalidSweep(problems, len(job_overrides))
+    return jobs
+
+
+def write_manifest(sweep_dir: Path, master_config: DictConfig, jobs: list[dict]) -> dict:
+    """Write `sweep.json`; a sweep dir that already holds a manifest must list the same jobs."""
+    sweep_dir = Path(sweep_dir)
+    path = sweep_dir / MANIFEST
+    manifest = {
+        "sweep_dir": str(sweep_dir.resolve()),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "argv": sys.argv,
+        "task_overrides": list(master_config.hydra.overrides.task),
+        "hydra_overrides": list(master_config.hydra.overrides.hydra),
+        "launcher": master_config.hydra.runtime.choices.get("hydra/launcher"),
+        "num_jobs": len(jobs),
+        "jobs": jobs,
+    }
+    if path.exists():
+        old = json.loads(path.read_text())
+        old_jobs = [(j["overrides"], j["subdir"]) for j in old["jobs"]]
+        if old_jobs != [(j["overrides"], j["subdir"]) for j in jobs]:
+            raise SweepError(f"aim: {path} lists other jobs, nothing was launched; use another hydra.sweep.dir, "
+                             f"or `python launch/sweep.py resubmit {sweep_dir}` to rerun that sweep's jobs")
+        return old  # the same sweep launched again: its jobs resume in their directories
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2))
+    tmp.replace(path)
+    return manifest
+
+
+def read_manifest(sweep_dir: str | Path) -> dict:
+    path = Path(sweep_dir) / MANIFEST
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: not a sweep dir made by `python -m aim.run -m` (hydra/sweeper=aim)")
+    manifest = json.loads(path.read_text())
+    manifest["sweep_dir"] = str(Path(sweep_dir).resolve())  # where it is now, should it have moved
+    return manifest
+
+
+def quote_override_value(value: str) -> str:
+    """A string as a quoted Hydra override value (subdirs hold '=' and ',')."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def rerun_overrides(manifest: dict, nums: Sequence[int]) -> list[list[str]]:
+    """Override lists that relaunch jobs `nums` of a manifest, each in its original subdirectory."""
+    by_num = {j["num"]: j for j in manifest["jobs"]}
+    unknown = [n for n in nums if n not in by_num]
+    if unknown:
+        raise SweepError(f"aim: jobs {unknown} are not in {manifest['sweep_dir']}/{MANIFEST} (jobs 0..{len(by_num) - 1})")
+    return [by_num[n]["overrides"] + [f"hydra.sweep.subdir={quote_override_value(by_num[n]['subdir'])}"] for n in nums]
+
+
+# ---------------------------------------------------------------------------------------------- job state
+
+def slurm_job_id() -> str | None:
+    """This process's SLURM job id as squeue/sacct show it (`<array>_<task>` for an array task)."""
+    if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
+        return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
+
+
+class JobState(Callback):
+    """Writes `job.json` in each job's output dir: running (host, PID, SLURM id) at the start; done or
+    failed (with the error) at the end. A job killed outright stays `running` there; `status()` then asks
+    the scheduler or checks the PID."""
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        out = Path(config.hydra.runtime.output_dir)
+        path = out / JOB_STATE
+        previous = json.loads(path.read_text()) if path.exists() else {}
+        _write_json(path, {
+            "state": "running", "host": socket.gethostname(), "pid": os.getpid(), "slurm_job_id": slurm_job_id(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "attempt": previous.get("attempt", 0) + 1,
+            "overrides": list(config.hydra.overrides.task),
+        })
+
+    def on_job_end(self, config: DictConfig, job_return=None, **kwargs: Any) -> None:
+        from hydra.core.utils import JobStatus
+
+        path = Path(config.hydra.runtime.output_dir) / JOB_STATE
+        state = json.loads(path.read_text()) if path.exists() else {}
+        failed = job_return is not None and job_return.status == JobStatus.FAILED
+        state.update(state="failed" if failed else "done", ended=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        if failed:
+            err = job_return._return_value
+            state["error"] = f"{type(err).__name__}: {err}"[:2000]
+        _write_json(path, state)
+
+
+# ------------------------------------------------------------------------------------------------- status
+
+def scheduler_states(user: str | None = None) -> dict[str, str] | None:
+    """Active SLURM jobs of this user as {job id: state} (array tasks one per line), or None without SLURM."""
+    cmd = ["squeue", "-h", "-r", "-o", "%i|%T"]
+    if user or os.environ.get("USER"):
+        cmd += ["-u", user or os.environ["USER"]]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    states = {}
+    for line in out.stdout.splitlines():
+        if "|" in line:
+            job_id, state = line.strip().split("|", 1)
+            states[job_id] = state
+    return states
+
+
+def submitted_jobs(sweep_dir: Path, manifest: dict) -> dict[int, str]:
+    """Job number -> SLURM job id of every submitit submission under the sweep dir (the pickled call
+    holds the job's overrides), the latest submission winning."""
+    by_key = {(tuple(j["overrides"]), j["subdir"]): j["num"] for j in manifest["jobs"]}
+    by_overrides = {tuple(j["overrides"]): j["num"] for j in manifest["jobs"]}
+    found: dict[int, tuple[float, str]] = {}
+    for pkl in Path(sweep_dir).glob(".submitit/**/*_submitted.pkl"):
+        try:
+            with open(pkl, "rb") as f:
+                delayed = pickle.load(f)
+            overrides = list(delayed.args[0])
+        except Exception:
+            continue
+        subdir = None
+        for o in overrides:
+            if o.startswith("hydra.sweep.subdir="):
+                subdir = o.split("=", 1)[1].strip("'").replace("\\'", "'").replace("\\\\", "\\")
+        plain = tuple(o for o in overrides if not o.startswith("hydra.sweep.subdir="))
+        num = by_key.get((plain, subdir)) if subdir is not None else by_overrides.get(plain)
+        if num is None:
+            continue
+        job_id = pkl.name[: -len("_submitted.pkl")]
+        mtime = pkl.stat().st_mtime
+        if num not in found or found[num][0] < mtime:
+            found[num] = (mtime, job_id)
+    return {num: job_id for num, (_, job_id) in found.items()}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def status(sweep_dir: str | Path, query_scheduler: bool = True) -> list[dict]:
+    """One row per expected job: num, subdir, state (done / running / queued / failed / missing), detail.
+
+    done: results.json written. running: job.json says running and its process is alive (the scheduler
+    lists its SLURM job, or its PID lives on this host). queued: submitted to SLURM, not started yet (or
+    requeued). failed: started, not done, and no longer running. missing: never started, not queued."""
+    sweep_dir = Path(sweep_dir)
+    manifest = read_manifest(sweep_dir)
+    active = scheduler_states() if query_scheduler else None
+    submitted = submitted_jobs(sweep_dir, manifest) if active is not None else {}
+    host = socket.gethostname()
+    rows = []
+    for job in manifest["jobs"]:
+        out = sweep_dir / job["subdir"]
+        state_file = out / JOB_STATE
+        info = json.loads(state_file.read_text()) if state_file.exists() else None
+        slurm_id = (info or {}).get("slurm_job_id") or submitted.get(job["num"])
+        scheduler_state = active.get(slurm_id) if active is not None and slurm_id else None
+        if (out / RESULTS).exists() and (info is None or info.get("state") != "running"):
+            state, detail = "done", ""
+        elif scheduler_state in ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING"):
+            state, detail = "queued", f"slurm {slurm_id} {scheduler_state}"
+        elif scheduler_state is not None:
+            state, detail = "running", f"slurm {slurm_id} {scheduler_state}"
+        elif info is None:
+            state, detail = "missing", ""
+        elif info["state"] == "failed":
+            state, detail = "failed", info.get("error", "")
+        elif info["state"] == "done":  # finished without results.json: something else went wrong
+            state, detail = "failed", "job ended without results.json"
+        elif info.get("slurm_job_id") and active is not None:
+            state, detail = "failed", f"slurm {info['slurm_job_id']} no longer active"
+        elif info.get("slurm_job_id"):
+            state, detail = "running", f"slurm {info['slurm_job_id']} (scheduler not reachable)"
+        elif info.get("host") == host:
+            alive = _pid_alive(int(info["pid"]))
+            state, detail = ("running", f"pid {info['pid']}") if alive else ("failed", f"pid {info['pid']} is gone")
+        else:
+            state, detail = "running", f"on {info.get('host')} (cannot check from here)"
+        samples = out / "samples.jsonl"
+        done_samples = sum(1 for _ in open(samples)) if samples.exists() else 0
+        rows.append({"num": job["num"], "subdir": job["subdir"], "state": state, "samples": done_samples,
+                     "detail": detail, "overrides": job["overrides"]})
+    return rows
+
+
+def resubmit_command(manifest: dict, nums: Sequence[int], extra: Sequence[str] = ()) -> list[str]:
+    """`python -m aim.run -m ...` relaunching jobs `nums` of the sweep in their directories, with the
+    sweep's own task and hydra overrides (the launcher and its settings included) and `extra` last."""
+    keep_hydra = [o for o in manifest["hydra_overrides"]
+                  if not o.startswith(("hydra.sweep.dir=", "hydra.sweeper.rerun=", "hydra.mode="))]
+    return [sys.executable, "-m", "aim.run", "-m", *manifest["task_overrides"], *keep_hydra,
+            f"hydra.sweep.dir={quote_override_value(manifest['sweep_dir'])}",
+            f"hydra.sweeper.rerun=[{','.join(str(n) for n in nums)}]", *extra]

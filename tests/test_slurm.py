@@ -1,0 +1,163 @@
+"""Sweeps on a real one-node SLURM cluster brought up on this machine (launch/local_slurm.py: Debian's
+slurmctld, slurmd, slurmdbd with MariaDB, munged; as root, in a private directory): a 2-job sweep through
+`hydra/launcher=slurm`, an invalid sweep that submits nothing, and a job interrupted twice mid-run that
+requeues and resumes with every sample recorded exactly once. Skipped, with the reason, where the cluster
+cannot be brought up (not root, no apt mirror)."""
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from tests.sweep_helpers import REPO, benchmark_env, multirun
+
+pytestmark = [pytest.mark.slow, pytest.mark.slurm]
+
+# CPU-only jobs sized for a 2-core machine; timeout_min=10 makes submitit count an interruption as a
+# time-out (it guarantees min(80%, limit - 10 min) of the limit), so requeueing relies on the
+# launcher's max_num_timeout, as a long job hitting its time limit would
+SLURM = ["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=null", "hydra.launcher.cpus_per_task=1",
+         "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=10"]
+
+
+def load_local_slurm():
+    spec = importlib.util.spec_from_file_location("local_slurm", REPO / "launch" / "local_slurm.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    local_slurm = load_local_slurm()
+    if os.geteuid() != 0:
+        pytest.skip("the local SLURM cluster runs its daemons as root; these tests do not run as root")
+    root = tempfile.mkdtemp(prefix="aim-slurm-")  # not under pytest's tmp: munge and mysql must reach it
+    cluster = local_slurm.LocalSlurm(root)
+    try:
+        cluster.up(log=lambda message: None)
+    except (local_slurm.ClusterError, subprocess.TimeoutExpired, OSError) as exc:
+        cluster.down(log=lambda message: None)
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.skip(f"cannot bring up a local SLURM cluster: {exc}")
+    yield cluster
+    cluster.down(log=lambda message: None)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def env(cluster, tmp_path_factory):
+    return {**benchmark_env(tmp_path_factory.mktemp("data")), "SLURM_CONF": cluster.env["SLURM_CONF"],
+            "PATH": cluster.client_env()["PATH"]}
+
+
+def slurm(env, *cmd) -> str:
+    return subprocess.run(list(cmd), env=env, capture_output=True, text=True, timeout=30, check=True).stdout
+
+
+def accounted_state(env, job_id: str, deadline_s: float = 20) -> str:
+    """The job's final state in SLURM's accounting (slurmdbd records it a moment after the job ends)."""
+    deadline = time.time() + deadline_s
+    state = ""
+    while time.time() < deadline:
+        state = slurm(env, "sacct", "-j", job_id, "-X", "-n", "-P", "-o", "State").strip()
+        if state and state not in ("RUNNING", "COMPLETING", "PENDING"):
+            return state
+        time.sleep(1)
+    return state
+
+
+def ids_in(path):
+    return [json.loads(line)["id"] for line in path.read_text().splitlines()]
+
+
+@pytest.mark.timeout(300)
+def test_a_two_job_sweep_runs_on_slurm_and_both_results_are_read(tmp_path, env):
+    sweep = tmp_path / "sweep"
+    proc = multirun(sweep, *SLURM, "hydra.launcher.setup=[echo aim-setup-line-ran]", "merger.ratio=0.5,0.25",
+                    "pruner=none", "dataset.limit=2", "logger=none", env=env, timeout=280)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = json.loads((sweep / "sweep.json").read_text())
+    assert manifest["launcher"] == "slurm" and manifest["num_jobs"] == 2
+    tokens = {}
+    for job in manifest["jobs"]:
+        out = sweep / job["subdir"]
+        results = json.loads((out / "results.json").read_text())
+        assert results["num_samples"] == 2
+        tokens[results["config"]["merger"]["ratio"]] = results["visual_tokens"]
+        job_id = json.loads((out / "job.json").read_text())["slurm_job_id"]
+        assert job_id  # it ran as a SLURM job ...
+        assert accounted_state(env, job_id) == "COMPLETED"  # ... that the scheduler saw complete
+    assert tokens[0.25] < tokens[0.5]  # each job ran with its own overrides
+    logs = "".join(p.read_text() for p in sweep.glob(".submitit/**/*_log.out"))
+    assert logs.count("aim-setup-line-ran") == 2  # the launcher's `setup` lines ran before each job
+
+
+@pytest.mark.timeout(120)
+def test_an_invalid_sweep_submits_nothing_to_slurm(tmp_path, env):
+    before = slurm(env, "sacct", "-X", "-n", "-P", "-o", "JobID", "-S", "2000-01-01")
+    sweep = tmp_path / "sweep"
+    proc = multirun(sweep, *SLURM, "merger.ratio=0.5,0", "dataset.limit=1", "logger=none", env=env, timeout=100)
+    assert proc.returncode == 2
+    assert "merger.ratio: must be in (0, 1], got 0" in proc.stderr
+    assert not sweep.exists()
+    assert slurm(env, "squeue", "-h") == ""
+    assert slurm(env, "sacct", "-X", "-n", "-P", "-o", "JobID", "-S", "2000-01-01") == before
+
+
+def wait_until(what, condition, timeout_s, proc):
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if condition():
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"the sweep ended (exit {proc.returncode}) before {what}")
+        time.sleep(0.2)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+@pytest.mark.timeout(420)
+def test_an_interrupted_job_requeues_and_records_every_sample_once(tmp_path, env):
+    sweep = tmp_path / "sweep"
+    out = sweep / "0"
+    samples, job_state = out / "samples.jsonl", out / "job.json"
+    # Enough samples that the job cannot finish them in the KillWait seconds between SLURM's SIGTERM
+    # (ignored by submitit) and its SIGKILL, even on a fast machine: else the requeue finds it done.
+    n = 40
+    cmd = [sys.executable, "-m", "aim.run", "-m", f"hydra.sweep.dir={sweep}", *SLURM, f"dataset.num_samples={n}",
+           f"dataset.limit={n}", "merger.ratio=0.5", "pruner=none", "logger=none", "eval.progress=false"]
+    log = open(tmp_path / "master.log", "w")
+    master = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        def recorded():
+            return len(samples.read_text().splitlines()) if samples.exists() else 0
+
+        def attempt():
+            return json.loads(job_state.read_text()).get("attempt") if job_state.exists() else 0
+
+        # 1. preemption / time-out: SLURM's warning signal; submitit checkpoints and requeues the job
+        wait_until("2 samples", lambda: recorded() >= 2, 240, master)
+        job_id = json.loads(job_state.read_text())["slurm_job_id"]
+        first = recorded()
+        slurm(env, "scancel", "--signal=USR2", job_id)
+        wait_until("the requeued job to record a new sample", lambda: attempt() == 2 and recorded() > first, 240, master)
+        # 2. the scheduler requeues it outright: SIGTERM (ignored by submitit), SIGKILL after KillWait
+        second = recorded()
+        assert second < n - 10, "the job nearly finished before the second interruption"
+        slurm(env, "scontrol", "requeue", job_id)
+        master.wait(timeout=240)
+    finally:
+        if master.poll() is None:
+            master.kill()
+        log.close()
+    assert master.returncode == 0, (tmp_path / "master.log").read_text()[-3000:]
+    ids = ids_in(samples)
+    assert len(ids) == n and len(set(ids)) == n  # every sample once: none lost, none evaluated twice
+    assert json.loads(job_state.read_text())["attempt"] == 3  # it really ran three times
+    assert 2 <= first < second < n
+    assert json.loads((out / "results.json").read_text())["num_samples"] == n
