@@ -37,3 +37,23 @@ def benchmark_roots(tmp_path_factory):
     from tests.benchmark_fixtures import write_all
 
     return write_all(tmp_path_factory.mktemp("benchmarks"))
+
+
+@pytest.fixture(scope="session")
+def bundled_env(tmp_path_factory):
+    """Environment for `python -m aim.run` subprocesses on the bundled benchmark (tests/sweep_helpers.py)."""
+    from tests.sweep_helpers import benchmark_env
+
+    return benchmark_env(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+def layers_sweep(tmp_path_factory, bundled_env):
+    """`python -m aim.run +exp=ablation_layers -m` on one question per job (10 jobs, about a minute); shared by
+    the sweep tests and the report test, which copy it before changing anything in it."""
+    from tests.sweep_helpers import multirun
+
+    sweep = tmp_path_factory.mktemp("ablation_layers") / "sweep"
+    proc = multirun(sweep, "+exp=ablation_layers", "dataset.limit=1", "logger=none", env=bundled_env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return sweep

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from aim.run import CONF_DIR
-from tests.sweep_helpers import REPO, benchmark_env, multirun
+from tests.sweep_helpers import REPO, multirun
 from tests.wandb_records import read_run
 
 # the paper's (l1, l2) pairs for 28 layers, scaled to the bundled 4-layer LLM, and (1, 4)
@@ -19,8 +19,8 @@ BUNDLED_LAYER_PAIRS = {(4, 5), (3, 5), (2, 5), (1, 5), (3, 4), (2, 4), (2, 3), (
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    return benchmark_env(tmp_path_factory.mktemp("data"))
+def env(bundled_env):
+    return bundled_env
 
 
 def expand(exp: str, *overrides: str) -> list[dict]:
@@ -72,15 +72,6 @@ def test_a_sweep_with_one_invalid_job_launches_nothing_and_names_the_job_and_fie
     assert "pruner.l2: must be greater than l1 (3), got 3" in proc.stderr  # ... and the field
     assert "job 0" not in proc.stderr  # the valid job is not blamed
     assert not sweep.exists()  # no manifest, no job directory: job 0 did not start either
-
-
-@pytest.fixture(scope="module")
-def layers_sweep(tmp_path_factory, env):
-    """`python -m aim.run +exp=ablation_layers -m` on one question per job."""
-    sweep = tmp_path_factory.mktemp("ablation_layers") / "sweep"
-    proc = multirun(sweep, "+exp=ablation_layers", "dataset.limit=1", "logger=none", env=env, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return sweep
 
 
 def test_ablation_layers_runs_locally_with_one_results_json_per_job(layers_sweep):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 
 BLOCK = 32 * 1024
@@ -43,24 +44,46 @@ def raw_records(path: str | Path):
 
 
 def read_run(path: str | Path) -> dict:
-    """{"group", "tags", "name", "config": {key: value}, "summary": {key: value}} of one run file
-    (later updates of a key win, as in the W&B UI)."""
+    """{"group", "tags", "name", "job_type", "config": {key: value}, "summary": {key: value}} of one run file
+    (later updates of a key win, as in the W&B UI; nested keys joined with '/', e.g. `_wandb/visualize/<chart>`)."""
     from wandb.proto import wandb_internal_pb2 as pb
 
-    run = {"group": None, "tags": [], "name": None, "config": {}, "summary": {}}
+    run = {"group": None, "tags": [], "name": None, "job_type": None, "config": {}, "summary": {}}
     for payload in raw_records(path):
         record = pb.Record()
         record.ParseFromString(payload)
         kind = record.WhichOneof("record_type")
         if kind == "run":
-            run.update(group=record.run.run_group, tags=list(record.run.tags), name=record.run.display_name)
+            run.update(group=record.run.run_group, tags=list(record.run.tags), name=record.run.display_name,
+                       job_type=record.run.job_type)
             for item in record.run.config.update:
                 run["config"][item.key] = json.loads(item.value_json)
         elif kind == "config":
             for item in record.config.update:
-                run["config"][item.key] = json.loads(item.value_json)
+                run["config"][item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
         elif kind == "summary":
             for item in record.summary.update:
                 key = item.key or "/".join(item.nested_key)
                 run["summary"][key] = json.loads(item.value_json)
     return run
+
+
+def wait_until_complete(path: str | Path, timeout: float = 60) -> Path:
+    """Wait for an offline run file's `exit` record. W&B's service process writes the file; `run.finish()`
+    may return in the logging process before it has flushed (seen with wandb 0.31: a 7-byte file, complete
+    a moment later), so a test that logs in-process reads the file only once it is whole."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    deadline = time.time() + timeout
+    while True:
+        try:
+            for payload in raw_records(path):
+                record = pb.Record()
+                record.ParseFromString(payload)
+                if record.WhichOneof("record_type") == "exit":
+                    return Path(path)
+        except Exception:  # a record still being written
+            pass
+        if time.time() > deadline:
+            raise TimeoutError(f"{path}: no exit record after {timeout:.0f} s")
+        time.sleep(0.2)

@@ -41,32 +41,42 @@ def flat_summary(summary: dict) -> dict:
     return out
 
 
+def run_id(out_dir: Path, suffix: str = "") -> str:
+    """A W&B run id fixed by the output directory: a rerun there continues the same run."""
+    return hashlib.sha1((str(Path(out_dir).resolve()) + suffix).encode()).hexdigest()[:12]
+
+
+def init_run(mode: str, out_dir: Path, init_timeout_s: float = 90.0, **kwargs):
+    """`wandb.init` writing under `out_dir`/wandb; `mode: online` that cannot start (no API key, no network, no
+    answer within `init_timeout_s`) logs offline instead and says so on stderr."""
+    import wandb
+
+    kwargs = dict(dir=str(out_dir), settings=wandb.Settings(init_timeout=init_timeout_s), **kwargs)
+    try:
+        return wandb.init(mode=mode, **kwargs)
+    except Exception as exc:
+        if mode != "online":
+            raise
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"aim: W&B online logging unavailable ({type(exc).__name__}: {reason}); logging offline to "
+              f"{Path(out_dir) / 'wandb'} instead; upload later with `wandb sync {Path(out_dir) / 'wandb'}/offline-run-*`",
+              file=sys.stderr)
+        return wandb.init(mode="offline", **kwargs)
+
+
 class WandbLogger:
     def __init__(self, cfg, out_dir: Path, config: dict, method: dict | None = None, group: str | None = None):
         import wandb
 
         self.wandb = wandb
         self.every = cfg.log_every
-        run_id = hashlib.sha1(str(Path(out_dir).resolve()).encode()).hexdigest()[:12]
         tags = list(cfg.tags) + [f"{k}:{v}" for k, v in (method or {}).items()]
-        kwargs = dict(
-            project=cfg.project, entity=cfg.entity, dir=str(out_dir), config=config, tags=tags,
-            group=cfg.group or group, name=Path(out_dir).name, id=run_id, resume="allow",
-            settings=wandb.Settings(init_timeout=cfg.init_timeout_s),
-        )
-        try:
-            self.run = wandb.init(mode=cfg.mode, **kwargs)
-        except Exception as exc:
-            if cfg.mode != "online":
-                raise
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            print(f"aim: W&B online logging unavailable ({type(exc).__name__}: {reason}); logging offline to "
-                  f"{Path(out_dir) / 'wandb'} instead; upload later with `wandb sync {Path(out_dir) / 'wandb'}/offline-run-*`",
-                  file=sys.stderr)
-            self.run = wandb.init(mode="offline", **kwargs)
+        self.run = init_run(cfg.mode, out_dir, cfg.init_timeout_s, project=cfg.project, entity=cfg.entity,
+                            config=config, tags=tags, group=cfg.group or group, name=Path(out_dir).name,
+                            id=run_id(out_dir), resume="allow")
 
     def log_progress(self, records: list[dict]) -> None:
-        done = [r for r in records if not r.get("skipped")]
+        done = [r for r in records if not r.get("skipped") and r.get("correct") is not None]  # scored ones
         if done and len(records) % self.every == 0:
             acc = sum(r["correct"] for r in done) / len(done)
             self.run.log({"progress/accuracy": acc, "progress/samples": len(records)})

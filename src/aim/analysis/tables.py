@@ -1,0 +1,142 @@
+"""Tables in the paper's layout: one row per method (and setting), its TFLOPs and prefill ms, then one
+column per benchmark with its headline score in percent; as Markdown and LaTeX (booktabs).
+
+Scores that are fractions are shown in percent; a benchmark scored in points (MME) as it is.
+A method's row is keyed by its label (method and the parameters that vary between its jobs), and by
+model and frames where the table holds several. Its TFLOPs and ms are the mean over the benchmarks it
+ran on (they differ a little with each benchmark's prompt lengths; on one benchmark they are its own).
+The best score of each benchmark column is bold. The Markdown and LaTeX writers take any DataFrame, so
+the efficiency table (`aim.analysis.efficiency_table`) uses them too.
+"""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+EFFICIENCY_COLUMNS = {  # tidy-table column -> paper-table header
+    "tflops": "TFLOPs",
+    "prefill_ms": "prefill ms",
+    "roofline_prefill_ms": "prefill ms (roofline)",
+}
+
+
+def paper_table(df: pd.DataFrame, efficiency=("tflops", "prefill_ms", "roofline_prefill_ms")) -> pd.DataFrame:
+    """The done jobs as method rows x benchmark columns (scores in percent where they are fractions)."""
+    done = df[df["status"] == "done"].copy()
+    if done.empty:
+        return pd.DataFrame(columns=["method", *[EFFICIENCY_COLUMNS[c] for c in efficiency]])
+    keys = ["label"]
+    for extra in ("model", "frames"):
+        if done[extra].nunique(dropna=False) > 1:
+            keys.append(extra)
+    efficiency = [c for c in efficiency if done[c].notna().any()]
+    headers = dict(EFFICIENCY_COLUMNS)
+    hardware = done["roofline_hardware"].dropna().unique()
+    if "roofline_prefill_ms" in efficiency and len(hardware) == 1:
+        headers["roofline_prefill_ms"] = f"prefill ms (roofline, {hardware[0]})"
+    # fractions (accuracy, F1, ...) in percent, as the paper prints them; a benchmark scored in points
+    # (MME's perception + cognition) as it is
+    fraction = done.groupby("dataset", dropna=False)["score"].transform(lambda s: s.dropna().between(0, 1).all())
+    done["score_pct"] = done["score"].where(~fraction.astype(bool), 100 * done["score"])
+    scores = done.pivot_table(index=keys, columns="dataset", values="score_pct", aggfunc="mean", dropna=False)
+    cost = done.groupby(keys, dropna=False)[efficiency].mean()
+    unreduced = done.groupby(keys, dropna=False)["unreduced"].any()
+    table = cost.join(scores).join(unreduced)
+    # the unreduced model first, then by cost, most expensive first (as the paper lists them)
+    sort_by = efficiency[0] if efficiency else table.columns[0]
+    table = table.sort_values(["unreduced", sort_by], ascending=[False, False]).drop(columns="unreduced")
+    table = table.reset_index().rename(columns={"label": "method", **headers})
+    table.columns.name = None
+    return table
+
+
+def _fmt(value, column: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        if "TFLOPs" in column or "tflops" in column:
+            return f"{value:.2f}" if abs(value) >= 1 else f"{value:.3g}"
+        if "ms" in column:
+            return f"{value:.2f}" if abs(value) >= 0.01 else f"{value:.3g}"
+        return f"{value:.1f}"  # a score in percent
+    return str(value)
+
+
+def _best(table: pd.DataFrame, score_columns) -> set[tuple[int, str]]:
+    best = set()
+    for col in score_columns:
+        values = pd.to_numeric(table[col], errors="coerce")
+        if values.notna().any():
+            top = values.max()
+            best |= {(i, col) for i in table.index[values == top]}
+    return best
+
+
+def score_columns(table: pd.DataFrame) -> list[str]:
+    fixed = {"method", "model", "frames", *EFFICIENCY_COLUMNS.values()}
+    return [c for c in table.columns if c not in fixed and not str(c).startswith("prefill ms (roofline")]
+
+
+def to_markdown(table: pd.DataFrame, bold=None) -> str:
+    """A GitHub-flavoured Markdown table; numbers right-aligned; `bold`: (row index, column) cells."""
+    bold = _best(table, score_columns(table)) if bold is None else bold
+    cols = list(table.columns)
+    numeric = [pd.api.types.is_numeric_dtype(table[c]) for c in cols]
+    lines = ["| " + " | ".join(str(c) for c in cols) + " |",
+             "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
+    for i, row in table.iterrows():
+        cells = []
+        for c in cols:
+            text = _fmt(row[c], str(c)).replace("|", "\\|")
+            cells.append(f"**{text}**" if (i, c) in bold else text)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+
+
+def to_latex(table: pd.DataFrame, caption: str | None = None, label: str | None = None, bold=None) -> str:
+    """A booktabs table (needs \\usepackage{booktabs})."""
+    bold = _best(table, score_columns(table)) if bold is None else bold
+    cols = list(table.columns)
+    align = "".join("r" if pd.api.types.is_numeric_dtype(table[c]) else "l" for c in cols)
+    out = ["\\begin{table}[t]", "\\centering"]
+    if caption:
+        out.append(f"\\caption{{{latex_escape(caption)}}}")
+    if label:
+        out.append(f"\\label{{{label}}}")
+    out += [f"\\begin{{tabular}}{{{align}}}", "\\toprule", " & ".join(latex_escape(c) for c in cols) + " \\\\",
+            "\\midrule"]
+    for i, row in table.iterrows():
+        cells = []
+        for c in cols:
+            text = latex_escape(_fmt(row[c], str(c)))
+            cells.append(f"\\textbf{{{text}}}" if (i, c) in bold else text)
+        out.append(" & ".join(cells) + " \\\\")
+    out += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
+    return "\n".join(out) + "\n"
+
+
+def to_html(table: pd.DataFrame, bold=None) -> str:
+    """The same table as an HTML <table> (escaped), for the report."""
+    from html import escape
+
+    bold = _best(table, score_columns(table)) if bold is None else bold
+    cols = list(table.columns)
+    head = "".join(f"<th>{escape(str(c))}</th>" for c in cols)
+    body = []
+    for i, row in table.iterrows():
+        cells = []
+        for c in cols:
+            text = escape(_fmt(row[c], str(c)))
+            num = pd.api.types.is_numeric_dtype(table[c])
+            cells.append(f"<td class='{'num' if num else 'txt'}'>{f'<b>{text}</b>' if (i, c) in bold else text}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table class='paper'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
