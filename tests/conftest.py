@@ -33,10 +33,13 @@ def rng():
 
 @pytest.fixture(scope="session")
 def benchmark_roots(tmp_path_factory):
-    """Tiny copies of the paper's benchmarks in their release layouts, by dataset config name."""
+    """Tiny copies of the paper's benchmarks in their release layouts, by dataset config name: the video
+    benchmarks (tests/benchmark_fixtures.py) and the image ones (tests/image_benchmark_fixtures.py)."""
+    from tests import image_benchmark_fixtures
     from tests.benchmark_fixtures import write_all
 
-    return write_all(tmp_path_factory.mktemp("benchmarks"))
+    base = tmp_path_factory.mktemp("benchmarks")
+    return {**write_all(base), **image_benchmark_fixtures.write_all(base / "images")}
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from aim.config import ConfigError, validate
+from aim.data import DATASETS
 from aim.run import CONF_DIR
 
 GROUPS = ["model", "dataset", "merger", "pruner", "logger"]
@@ -25,10 +26,12 @@ def composed(overrides=()):
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
 def test_every_config_file_composes_and_validates(group, option, benchmark_roots):
     overrides = [f"{group}={option}"]
-    if group == "dataset" and option == "video_mcq":
+    if group == "dataset" and option in ("video_mcq", "image_mcq"):
         overrides.append("dataset.root=/some/benchmark")  # the one field a user must always give
     if group == "dataset" and option in benchmark_roots:  # a real benchmark validates only where it is
         overrides.append(f"dataset.root={benchmark_roots[option]}")
+    if group == "dataset" and option in DATASETS and getattr(DATASETS.config_schema(option), "free_form", False):
+        overrides.append("eval.mode=generate")  # free-form answers (VQA, GQA, MME, POPE, ...) are generated
     valid = validate(composed(overrides))
     assert getattr(valid, group).name  # the schema instance of that group
 

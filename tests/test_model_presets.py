@@ -47,6 +47,8 @@ def frames(num=2):
         ("llava_onevision_72b", "llava-hf/llava-onevision-qwen2-72b-ov-hf", 80, 8192, 64, 8, (32, 14, 14)),
         # 360x640 video -> 364x644 px (multiples of 28) -> 13x23 tokens per pair of frames
         ("qwen2_vl_7b", "Qwen/Qwen2-VL-7B-Instruct", 28, 3584, 28, 4, (16, 13, 23)),
+        # an image model: 32 images of 24x24 tokens (336 px, patch 14), no pooling
+        ("llava_1.5_7b", "llava-hf/llava-1.5-7b-hf", 32, 4096, 32, 32, (32, 24, 24)),
     ],
 )
 def test_presets_hold_the_published_architectures(preset, hub_id, layers, hidden, heads, kv_heads, grid):
@@ -83,7 +85,8 @@ def test_flops_of_qwen2_vl_7b_from_its_preset(tmp_path):
 
 
 @pytest.mark.parametrize("preset,model_class", [("llava_onevision_tiny", "LlavaOnevisionForConditionalGeneration"),
-                                                ("qwen2_vl_tiny", "Qwen2VLForConditionalGeneration")])
+                                                ("qwen2_vl_tiny", "Qwen2VLForConditionalGeneration"),
+                                                ("llava_1.5_tiny", "LlavaForConditionalGeneration")])
 def test_random_init_builds_a_preset_from_its_architecture(preset, model_class):
     cfg = model_cfg(preset)
     assert cfg.random_init

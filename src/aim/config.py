@@ -83,6 +83,8 @@ class FlopsConfig:
     """`python -m aim.flops`: the roofline estimate of the LLM prefill (aim.efficiency.roofline)."""
 
     text_tokens: int = 100  # every non-visual token of the prompt (the paper's figures: 100)
+    # frames (or images) per sample; None: 1 image for an image model (LLaVA-1.5), else dataset.num_frames
+    frames: int | None = None
     hardware: str = "a100_40gb"  # a profile of aim.efficiency.roofline.HARDWARE_PROFILES
     fused_attention: bool = False  # FlashAttention-style attention; the paper's figures are unfused
     peak_tflops: float | None = None  # overrides the profile's dense fp16/bf16 peak
@@ -92,6 +94,8 @@ class FlopsConfig:
         from aim.efficiency.roofline import HARDWARE_PROFILES
 
         check_range("text_tokens", self.text_tokens, 0)
+        if self.frames is not None:
+            check_range("frames", self.frames, 1)
         check_choice("hardware", self.hardware, HARDWARE_PROFILES)
         if self.peak_tflops is not None:
             check_range("peak_tflops", self.peak_tflops, 0, low_open=True)
@@ -158,10 +162,15 @@ def validate(cfg: DictConfig) -> Validated:
     seed = cfg.get("seed", 0)
     if not isinstance(seed, int):
         raise ConfigError(f"seed: must be an integer, got {seed!r}")
+    eval_cfg = to_schema(EvalConfig, cfg.get("eval", {}), "eval")
+    if getattr(groups["dataset"], "free_form", False) and eval_cfg.mode != "generate":
+        # free-form answers (VQA, GQA, MME, POPE, ...) are generated and scored as text, not by option logits
+        raise ConfigError(f"eval.mode: dataset {groups['dataset'].name} scores generated free-form answers; "
+                          f"use eval.mode=generate, got {eval_cfg.mode}")
     return Validated(
         **groups,
         logger=to_schema(LoggerConfig, cfg.get("logger", {}), "logger"),
-        eval=to_schema(EvalConfig, cfg.get("eval", {}), "eval"),
+        eval=eval_cfg,
         seed=seed,
         bench=to_schema(BenchConfig, cfg.get("bench", {}), "bench"),
         flops=to_schema(FlopsConfig, cfg.get("flops", {}), "flops"),

@@ -3,19 +3,24 @@
     python -m aim.flops model=llava_onevision_7b dataset.num_frames=32 merger=aim merger.ratio=0.25 pruner=aim
     python -m aim.flops model=llava_onevision_7b dataset.num_frames=32 flops.hardware=h100_sxm flops.fused_attention=true
     python -m aim.flops model=qwen2_vl_7b dataset.num_frames=32 model.frame_size=[448,448]
+    python -m aim.flops model=llava_1.5_7b merger=aim merger.ratio=0.25 pruner=aim pruner.l1=8 pruner.l2=16
 
 Takes the same overrides as `aim.run`. Reads only the model's config (the preset's `architecture`, or
 else the config.json of `model.pretrained`); the model is never built, so `model.device` and
 `model.dtype` do not matter (the roofline assumes fp16/bf16). The visual tokens per frame come from the
 adapter's `feature_grid` (LLaVA-OneVision: the tower's patch grid, then 2x2 pooling; Qwen2-VL: the
 preset's `frame_size` resized within its pixel budget, one token per 28x28 pixels, one group of tokens
-per temporal patch of 2 frames), frames from `dataset.num_frames`, text tokens from `flops.text_tokens`;
+per temporal patch of 2 frames; LLaVA-1.5: 24x24 per image), frames from `flops.frames` (default: one
+image for an image model such as LLaVA-1.5, else `dataset.num_frames`), text tokens from `flops.text_tokens`;
 the merger's ratio gives the tokens kept per frame (per group) and the pruner's retention schedule the
 visual tokens each decoder layer sees. See `aim.efficiency.roofline` for the accounting.
 
 Prints a breakdown per operator type and the tokens per layer; the LAST stdout line is one JSON object
 with `tflops`, `prefill_ms`, `hardware`, `visual_tokens`, `text_tokens`, `tokens_per_layer` and more
-(the same for the unreduced prefill under `tflops_full`, `prefill_ms_full`).
+(the same for the unreduced prefill under `tflops_full`, `prefill_ms_full`). Where the paper publishes
+the unreduced figure for this checkpoint and visual token count (`PUBLISHED_TFLOPS`), it is printed
+beside ours with the text lengths at which our unreduced count rounds to it
+(`published_tflops_full`, `published_text_tokens`).
 """
 from __future__ import annotations
 
@@ -29,6 +34,40 @@ from omegaconf import DictConfig
 
 from aim.config import ConfigError, Validated, validate
 from aim.run import CONF_DIR
+
+
+# The paper's unreduced LLM-prefill TFLOPs, by checkpoint and unmerged visual tokens per sample: its
+# video table (LLaVA-OneVision-7B, 32 frames x 196 tokens, with 100 text tokens) and its image table
+# (LLaVA-1.5-7B, one image of 576 tokens; the paper does not state the text length, see
+# `matching_text_tokens`).
+PUBLISHED_TFLOPS = {
+    ("llava-hf/llava-onevision-qwen2-7b-ov-hf", 32 * 196): 99.63,
+    ("llava-hf/llava-1.5-7b-hf", 576): 8.18,
+}
+
+
+def matching_text_tokens(shape, visual_tokens: int, published_tflops: float, hw, fused_attention: bool,
+                         max_text: int = 8192) -> list[int]:
+    """Text lengths at which the unreduced prefill (visual_tokens + text at every layer) rounds to the
+    published TFLOPs figure (to its two decimals). The count grows with the text, so a bisection finds the
+    first length at or above the lower rounding bound and the run of lengths that follow."""
+    from aim.efficiency.roofline import prefill_estimate
+
+    def tflops(text: int) -> float:
+        return prefill_estimate(shape, [visual_tokens + text] * shape.num_layers, hw, fused_attention).tflops
+
+    low, high = 0, max_text
+    while low < high:
+        mid = (low + high) // 2
+        if tflops(mid) < published_tflops - 0.005:
+            low = mid + 1
+        else:
+            high = mid
+    found = []
+    while low <= max_text and round(tflops(low), 2) == round(published_tflops, 2):
+        found.append(low)
+        low += 1
+    return found
 
 
 def model_configs(model_cfg):
@@ -92,7 +131,12 @@ def flops(valid: Validated) -> dict:
     text_config = hf_config.text_config
     shape = LLMShape.from_text_config(text_config)
     hw = hardware_profile(f.hardware, f.peak_tflops, f.bandwidth_gbs)
-    frames = valid.dataset.num_frames
+    if f.frames is not None:
+        frames = f.frames
+    elif adapter.modalities[0] == "image":  # an image model: one image per sample
+        frames = 1
+    else:
+        frames = getattr(valid.dataset, "num_frames", 1)
     groups, rows, cols = adapter.feature_grid(hf_config, valid.model, frames)
     per_frame = rows * cols
     kept = kept_per_frame(valid.merger, per_frame)
@@ -102,6 +146,7 @@ def flops(valid: Validated) -> dict:
     full_per_layer = [groups * per_frame + f.text_tokens] * shape.num_layers
     est = prefill_estimate(shape, per_layer, hw, f.fused_attention)
     full = prefill_estimate(shape, full_per_layer, hw, f.fused_attention)
+    published = PUBLISHED_TFLOPS.get((valid.model.pretrained, groups * per_frame))
     return {
         "tflops": est.tflops,
         "prefill_ms": est.prefill_ms,
@@ -114,6 +159,10 @@ def flops(valid: Validated) -> dict:
         "peak_tflops": hw.peak_tflops,
         "bandwidth_gbs": hw.bandwidth_gbs,
         "fused_attention": f.fused_attention,
+        "published_tflops_full": published,  # the paper's unreduced figure for this input, if it has one
+        "published_text_tokens": (matching_text_tokens(shape, groups * per_frame, published, hw, f.fused_attention)
+                                  if published is not None else None),
+        "input": "image" if adapter.modalities[0] == "image" else "video",
         "frames": frames,
         "frame_groups": groups,  # frames, or Qwen2-VL's temporal patches (2 frames each)
         "token_grid": [rows, cols],
@@ -132,8 +181,10 @@ def flops(valid: Validated) -> dict:
 
 def print_breakdown(result: dict) -> None:
     groups = "" if result["frame_groups"] == result["frames"] else f" in {result['frame_groups']} temporal patches"
-    print(f"{result['model']}: {result['frames']} frames{groups} x {result['tokens_per_frame']} -> {result['kept_per_frame']} "
-          f"visual tokens per frame (merger {result['method']['merger']}), {result['text_tokens']} text tokens, "
+    unit = "image" if result["input"] == "image" else "frame"
+    plural = "" if result["frames"] == 1 else "s"
+    print(f"{result['model']}: {result['frames']} {unit}{plural}{groups} x {result['tokens_per_frame']} -> {result['kept_per_frame']} "
+          f"visual tokens per {unit} (merger {result['method']['merger']}), {result['text_tokens']} text tokens, "
           f"pruner {result['method']['pruner']}; {result['hardware']} ({result['peak_tflops']:g} TFLOP/s, "
           f"{result['bandwidth_gbs']:g} GB/s), attention {'fused' if result['fused_attention'] else 'unfused'}")
     print(f"{'operator':<16}{'TFLOPs':>10}{'ms':>10}{'GB':>10}  memory-bound layers")
@@ -144,6 +195,13 @@ def print_breakdown(result: dict) -> None:
     print(f"unreduced: {result['tflops_full']:.2f} TFLOPs, {result['prefill_ms_full']:.2f} ms -> "
           f"{result['tflops']:.2f} TFLOPs, {result['prefill_ms']:.2f} ms (speedup {result['speedup']:.2f}x, "
           f"FLOPs ratio {result['flops_ratio']:.2f}x)")
+    if result["published_tflops_full"] is not None:
+        match = result["published_text_tokens"]
+        where = (f"with {match[0]} text tokens" if len(match) == 1 else
+                 f"with {match[0]}-{match[-1]} text tokens" if match else "at no text length up to 8192")
+        print(f"paper, unreduced ({result['visual_tokens_unmerged']} visual tokens): {result['published_tflops_full']:.2f} "
+              f"TFLOPs; ours is {result['tflops_full']:.2f} with {result['text_tokens']} text tokens and rounds to the "
+              f"paper's figure {where}")
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")

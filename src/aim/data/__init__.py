@@ -26,6 +26,11 @@ __all__ = ["DATASETS", "METRICS", "Sample", "VideoDecodeError", "VideoMCQDataset
 METRICS = {
     "accuracy": "fraction of the questions answered correctly",
     "mean_over_types": "mean of the per-question-type accuracies (MLVU's m-avg, MVBench's average over its tasks)",
+    # the image benchmarks' own metrics (aim.eval.scoring), from what each record carries
+    "vqa_accuracy": "mean per-sample VQA soft accuracy (VQA-v2, TextVQA)",
+    "mme_score": "MME: perception + cognition, each subtask's acc*100 + acc+*100 summed",
+    "pope_f1": "POPE: F1 with 'yes' as positive, averaged over its splits",
+    "circular_accuracy": "MMBench CircularEval: a question counts only if all its circular shifts are right",
 }
 
 
@@ -34,7 +39,7 @@ class Sample:
     id: str
     question: str
     options: list[str]
-    answer: str  # option letter
+    answer: str  # option letter (free-form answer formats: the reference answer)
     video: Path
     num_frames: int
     question_type: str = ""
@@ -43,6 +48,17 @@ class Sample:
     # an .srt whose lines at the sampled frames' times go into the prompt before the question (a path to
     # a missing file means the video has no subtitles); None: no subtitles in the prompt
     subtitles: Path | None = None
+    # How a generated response is scored (aim.eval.scoring.ANSWER_FORMATS): "letter" compares an option
+    # letter with `answer`; free-form formats ("vqa", "exact", "mme_yes_no", ...) score the text against
+    # `answer` and `answers` (every reference answer: VQA's ten human answers) and need eval.mode=generate.
+    answer_format: str = "letter"
+    answers: list[str] = field(default_factory=list)
+    # samples a metric scores together (MME: the two questions of an image; MMBench: a question's circular
+    # shifts); empty for none
+    group: str = ""
+    # what `load` returns and the model adapter takes: "video" (frames [T, H, W, 3]) or "image" (the one
+    # image as [1, H, W, 3]; `aim.data.image_source.ImageSample`)
+    modality: str = "video"
 
     def load_frames(self) -> np.ndarray:
         """uint8 RGB [num_frames, H, W, 3], uniformly sampled; raises VideoDecodeError."""
@@ -131,3 +147,5 @@ class SyntheticVideoDataset(VideoMCQDataset):
 
 
 from aim.data import benchmarks as _benchmarks  # noqa: E402,F401  (registers the paper's benchmarks)
+from aim.data import image_benchmarks as _image_benchmarks  # noqa: E402,F401  (and its image benchmarks)
+from aim.data import images as _images  # noqa: E402,F401  (the generic image_mcq layout)

@@ -94,15 +94,16 @@ def count_llm_prefill(adapter, inputs, pruner) -> dict:
             "visual_tokens_per_layer": trace.visual_tokens_per_layer}
 
 
-def count_visual(adapter, frames, merger) -> dict:
+def count_visual(adapter, frames, merger, modality: str = "video") -> dict:
     """fvcore FLOPs of the vision tower, the projector (with the model's pooling) and the merger for one
-    sample's frames (the tower signals a merger may ask for are counted with the tower)."""
+    sample's frames, or its image (`modality="image"`; the tower signals a merger may ask for are counted
+    with the tower)."""
     with torch.no_grad():
-        pixels = adapter.pixel_values(frames)
+        pixels = adapter.pixel_values(frames, modality)
         tower = count_flops(_Call(adapter.tower_features, adapter.model), (pixels,))
         hidden = adapter.tower_features(pixels)
-        projector = count_flops(_Call(adapter.project, adapter.model), (hidden,))
-        signals = adapter.encode_frames(pixels, needs=getattr(merger, "needs", ()))
+        projector = count_flops(_Call(lambda h: adapter.project(h, modality), adapter.model), (hidden,))
+        signals = adapter.encode_frames(pixels, needs=getattr(merger, "needs", ()), modality=modality)
         feats = signals.pop("features")
         names = sorted(signals)
         merge = count_flops(_Call(lambda f, *sig: merger(f, **dict(zip(names, sig))).features, adapter.model),

@@ -39,4 +39,4 @@ class PreparedInputs:
         return self.visual_tokens, self.text_tokens
 
 
-from aim.models import llava_onevision, qwen2_vl  # noqa: E402,F401  (register the adapters)
+from aim.models import llava, llava_onevision, qwen2_vl  # noqa: E402,F401  (register the adapters)

@@ -2,7 +2,9 @@
 weights), the prompt (plain, or in the checkpoint's chat format), and the LLM calls (prefill, decoding).
 
 A subclass supplies the visual path: `pixel_values`, `encode_frames`, `prepare`, `assemble` and the
-`feature_grid` of its visual tokens (what `aim.flops` and `aim.bench` use instead of decoding a video).
+`feature_grid` of its visual tokens (what `aim.flops` and `aim.bench` use instead of decoding a video),
+and names the `modalities` it takes: a sample's visual input is a video (frames [T, H, W, 3]) or an
+image (one image, [1, H, W, 3]); the evaluation loop passes the sample's modality to `prepare`.
 """
 from __future__ import annotations
 
@@ -16,7 +18,11 @@ import torch
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 ATTENTION = ("sdpa", "eager")
-VIDEO = "<video>"  # where the video goes in `prompt_template` / `likelihood_template`
+# Where the visual input goes in `prompt_template` / `likelihood_template`: either spelling, once. The
+# sample's modality (not the spelling) decides which of the model's tokens it becomes.
+VIDEO = "<video>"
+IMAGE = "<image>"
+PLACEHOLDERS = (VIDEO, IMAGE)
 # The lmms-eval multiple-choice instruction (its video tasks' default post-prompt).
 MC_INSTRUCTION = "Answer with the option's letter from the given choices directly."
 
@@ -41,6 +47,9 @@ class AdapterConfig:
     prompt_template: str = "<video>\n{question}\n{options}\n" + MC_INSTRUCTION
     # eval.mode=likelihood: the prompt whose next token is scored against each option's text
     likelihood_template: str = "<video>\n{question}"
+    # a sample without options (a free-form question, e.g. VQA; its benchmark's instruction is already in
+    # the question): no options, no multiple-choice instruction
+    open_template: str = "<video>\n{question}"
     option_format: str = "{letter}. {option}"
     option_separator: str = "\n"
 
@@ -49,9 +58,9 @@ class AdapterConfig:
 
         check_choice("dtype", self.dtype, DTYPES)
         check_choice("attn_implementation", self.attn_implementation, ATTENTION)
-        for name in ("prompt_template", "likelihood_template"):
-            if getattr(self, name).count(VIDEO) != 1:
-                raise ValueError(f"{name}: must contain the {VIDEO} placeholder once")
+        for name in ("prompt_template", "likelihood_template", "open_template"):
+            if sum(getattr(self, name).count(p) for p in PLACEHOLDERS) != 1:
+                raise ValueError(f"{name}: must contain the visual placeholder ({VIDEO} or {IMAGE}) once")
         if self.random_init is False and not self.pretrained:
             raise ValueError("pretrained: empty; give a checkpoint (local dir or hub id) or set random_init=true "
                              "with an architecture")
@@ -94,6 +103,7 @@ class Adapter:
     hf_config_class: str = ""
     chat_fallback: str = "<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n"
     extra_text_tokens: int = 0  # non-visual tokens the adapter adds around the video (not from the prompt)
+    modalities: tuple[str, ...] = ("video",)  # the visual inputs `prepare` takes; the first is the model's own
 
     def __init__(self, model, tokenizer, cfg):
         self.model = model.eval()
@@ -176,33 +186,64 @@ class Adapter:
         return self.model.config.text_config
 
     # --- text ------------------------------------------------------------------------------------
+    def check_modality(self, modality: str) -> None:
+        if modality not in self.modalities:
+            raise ValueError(f"{type(self).__name__} takes {' or '.join(self.modalities)} inputs, not {modality!r}")
+
+    def visual_token(self, modality: str = "video") -> str:
+        """The string of the model's placeholder token for a video or an image (what its chat template writes)."""
+        config = self.model.config
+        return self.tokenizer.convert_ids_to_tokens(config.image_token_id if modality == "image" else config.video_token_id)
+
     @property
     def video_token(self) -> str:
-        """The string of the model's video placeholder token (what its chat template writes)."""
-        return self.tokenizer.convert_ids_to_tokens(self.model.config.video_token_id)
+        return self.visual_token("video")
 
-    def inline_video(self) -> str:
-        """What stands for the video in a text-only chat template's string content."""
-        return self.video_token
+    def inline_visual(self, modality: str = "video") -> str:
+        """What stands for the visual input in a text-only chat template's string content."""
+        return self.visual_token(modality)
 
     def user_turn(self, question: str, options: list[str], scoring: str = "letter") -> str:
-        """The prompt template filled in (with the <video> placeholder). Likelihood scoring uses the template
-        without the options: each option's text is a candidate continuation."""
+        """The prompt template filled in (with its visual placeholder). Likelihood scoring uses the template
+        without the options: each option's text is a candidate continuation. A question without options
+        (free-form) uses `open_template`."""
         letters = [chr(ord("A") + i) for i in range(len(options))]
         opts = self.cfg.option_separator.join(
             self.cfg.option_format.format(letter=l, option=o) for l, o in zip(letters, options)
         )
-        template = self.cfg.likelihood_template if scoring == "likelihood" else self.cfg.prompt_template
+        if scoring == "likelihood":
+            template = self.cfg.likelihood_template
+        else:
+            template = self.cfg.prompt_template if options else self.cfg.open_template
         return template.format(question=question, options=opts)
 
-    def prompt_text(self, question: str, options: list[str], scoring: str = "letter") -> tuple[str, str]:
-        """The prompt split at the video: (text before the video, text after it)."""
+    @staticmethod
+    def split_at_placeholder(turn: str) -> tuple[str, str]:
+        placeholder = next(p for p in PLACEHOLDERS if p in turn)
+        before, after = turn.split(placeholder)
+        return before, after
+
+    def prompt_string(self, question: str, options: list[str], scoring: str = "letter", modality: str = "video") -> str:
+        """The whole prompt as text, with the model's video or image token once where the visual input goes:
+        the filled template (chat_template false), or the user's turn in the checkpoint's chat format."""
         turn = self.user_turn(question, options, scoring)
         if not self.cfg.chat_template:
-            before, after = turn.split(VIDEO)
+            before, after = self.split_at_placeholder(turn)
+            return before + self.visual_token(modality) + after
+        return self.render_chat(turn, modality)
+
+    def prompt_text(self, question: str, options: list[str], scoring: str = "letter", modality: str = "video") -> tuple[str, str]:
+        """The prompt split at the visual input: (text before it, text after it); a plain template's two
+        sides are stripped (they are tokenized apart)."""
+        before, after = self.prompt_string(question, options, scoring, modality).split(self.visual_token(modality))
+        if not self.cfg.chat_template:
             return before.strip(), after.strip()
-        before, after = self.render_chat(turn).split(self.video_token)
         return before, after
+
+    def prompt_ids(self, question: str, options: list[str], scoring: str = "letter", modality: str = "video") -> tuple[list[int], list[int]]:
+        """Token ids of the prompt before and after the visual input."""
+        before, after = self.prompt_text(question, options, scoring, modality)
+        return self.token_ids(before), self.token_ids(after)
 
     def chat_template_source(self) -> tuple[str | None, str]:
         """(jinja template or None, where it came from). The processor's template of the checkpoint first
@@ -223,31 +264,32 @@ class Adapter:
             self._chat_template = found
         return self._chat_template
 
-    def render_chat(self, turn: str) -> str:
-        """One user turn (with <video> where the video goes) as the model's chat prompt, ending where the
+    def render_chat(self, turn: str, modality: str = "video") -> str:
+        """One user turn (with its visual placeholder) as the model's chat prompt, ending where the
         assistant's answer starts. Multimodal templates take the content as a list of parts ({"type":
-        "video"}, {"type": "text"}); text-only ones (Qwen2's) as a string with the video token inline. The
-        rendering must hold the model's video token exactly once; the prompt is split there."""
+        "video"} or {"type": "image"}, {"type": "text"}); text-only ones (Qwen2's) as a string with the
+        visual token inline. The rendering must hold the model's video or image token exactly once; the
+        prompt is split there."""
         template, _ = self.chat_template_source()
-        inline = turn.replace(VIDEO, self.inline_video())
+        token = self.visual_token(modality)
+        before, after = self.split_at_placeholder(turn)
+        inline = before + self.inline_visual(modality) + after
         if template is None:
             rendered = self.chat_fallback.format(content=inline)
         else:
-            parts = []
-            for i, text in enumerate(turn.split(VIDEO)):
-                if i:
-                    parts.append({"type": "video"})
-                if text.strip():
-                    parts.append({"type": "text", "text": text.strip()})
+            parts = [{"type": "text", "text": before.strip()}] if before.strip() else []
+            parts.append({"type": modality})
+            if after.strip():
+                parts.append({"type": "text", "text": after.strip()})
             rendered = None
             for content in (parts, inline):
                 out = self.tokenizer.apply_chat_template([{"role": "user", "content": content}], chat_template=template,
                                                          add_generation_prompt=True, tokenize=False)
-                if out.count(self.video_token) == 1:
+                if out.count(token) == 1:
                     rendered = out
                     break
-        if rendered is None or rendered.count(self.video_token) != 1:
-            raise ValueError(f"the chat template does not place the video token {self.video_token!r} once")
+        if rendered is None or rendered.count(token) != 1:
+            raise ValueError(f"the chat template does not place the {modality} token {token!r} once")
         return rendered
 
     def token_ids(self, text: str) -> list[int]:

@@ -6,6 +6,22 @@ image-newline embedding is appended. The adapter assembles `inputs_embeds` itsel
 pixels to the HF forward) so that merging can sit between the projector and the LLM. Kept tokens keep
 their original (1D) positions; a merged token sits at the position of the token that represents it.
 
+Single-image path (`modality="image"`, anyres as in the Hugging Face model): the Hugging Face image
+processor (PIL backend) gives the base image resized to the tower's resolution plus the crops of the image
+resized into its best grid of `image_grid_pinpoints` (zero-padded to it); the tower and projector run on
+every crop (no pooling: 27x27 = 729 tokens each at 384 px). The crops' grids are joined, the padding rows
+or columns removed (unpadded to the image's aspect), the joined grid bilinearly shrunk when it holds more
+than 9 crops' worth of tokens (`vision_aspect_ratio: anyres_max_9`), and an image-newline embedding ends
+every row; the LLM sees [base image tokens][grid rows, each + newline]. Merging runs per anyres crop: the
+base image is one group, and each crop is one group holding the cells of the final grid that lie in it
+(after unpadding and shrinking, its own rectangle: interior crops 27x27, edge crops smaller), merged on
+its own (the merger is called once per crop, so crops of different sizes keep `ratio` of their own
+tokens). Kept tokens keep their original positions (a merged token at its representative's); every
+newline stays (it is not a visual token and is never pruned). Mergers that need a square grid (`pool`)
+therefore work on the base image and whole crops only, and fail on an edge crop that unpadding cut.
+The tower signals (`metric`, `attention`) are unpadded and shrunk the same way. Only single images:
+multi-image prompts (where each image is one 729-token base without crops) are not wired in.
+
 Prompt: with `chat_template: true` (the real checkpoints' presets) the user's turn is wrapped in the
 checkpoint's own chat template; the llava-hf checkpoints' template writes
 `<|im_start|>user <video>\n{text}<|im_end|>\n<|im_start|>assistant\n`, and `chat_fallback` (used when
@@ -33,6 +49,7 @@ class LlavaOnevisionConfig(AdapterConfig):
     # Defaults: the bundled toy model's plain prompt (the real checkpoints' presets use the chat format).
     prompt_template: str = "<s> user <video> {question} {options} answer :"
     likelihood_template: str = "<s> user <video> {question}"
+    open_template: str = "<s> user <video> {question} answer :"
     option_format: str = "{letter} {option}"
     option_separator: str = " "
     image_mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])  # SigLIP's normalization
@@ -45,6 +62,7 @@ class LlavaOnevisionAdapter(Adapter):
     hf_model_class = "LlavaOnevisionForConditionalGeneration"
     hf_config_class = "LlavaOnevisionConfig"
     extra_text_tokens = 1  # the image-newline embedding after the video
+    modalities = ("video", "image")
     # The Qwen2 ChatML conversation LLaVA-OneVision was trained and evaluated with (LLaVA-NeXT's
     # "qwen_1_5" template, which lmms-eval uses for it), for checkpoints that ship no chat template.
     chat_fallback = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
@@ -70,8 +88,11 @@ class LlavaOnevisionAdapter(Adapter):
         return self.feature_grid(self.model.config, self.cfg, num_frames)
 
     # --- visual path -----------------------------------------------------------------------------
-    def pixel_values(self, frames: np.ndarray) -> torch.Tensor:
-        """uint8 RGB frames [T, H, W, 3] -> normalized [T, 3, S, S] at the tower's resolution."""
+    def pixel_values(self, frames: np.ndarray, modality: str = "video") -> torch.Tensor:
+        """uint8 RGB frames [T, H, W, 3] -> normalized [T, 3, S, S] at the tower's resolution; one image
+        [1, H, W, 3] -> its anyres crops [1 + crops, 3, S, S], the base image first."""
+        if modality == "image":
+            return self.image_pixel_values(frames)
         x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
         if x.shape[-2:] != (self.image_size, self.image_size):
             x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
@@ -86,20 +107,108 @@ class LlavaOnevisionAdapter(Adapter):
             hidden = hidden[:, 1:]
         return hidden
 
-    def project(self, tower_hidden: torch.Tensor) -> torch.Tensor:
-        """Projector then the model's 2x2 bilinear pooling: [N, patches, vd] -> [N, tokens, D]."""
-        return self.model.model.apply_pooling(self.model.model.multi_modal_projector(tower_hidden))
+    def image_pixel_values(self, frames: np.ndarray) -> torch.Tensor:
+        """One image [1, H, W, 3] -> [1 + crops, 3, S, S] by the Hugging Face image processor (PIL backend),
+        with the preset's normalization and the model's grid pinpoints."""
+        from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
+            LlavaOnevisionImageProcessorPil,
+        )
 
-    def visual_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.project(self.tower_features(pixel_values))
+        if frames.ndim != 4 or len(frames) != 1:
+            raise ValueError(f"an image input is one image [1, H, W, 3], got shape {tuple(frames.shape)}")
+        pinpoints = self.model.config.image_grid_pinpoints
+        if any(side % self.image_size for point in pinpoints for side in point):
+            raise ValueError(f"model.architecture.image_grid_pinpoints: anyres grids must be multiples of the tower's "
+                             f"{self.image_size} px, got {pinpoints}")
+        processor = LlavaOnevisionImageProcessorPil(
+            size={"height": self.image_size, "width": self.image_size}, image_mean=list(self.cfg.image_mean),
+            image_std=list(self.cfg.image_std), image_grid_pinpoints=self.model.config.image_grid_pinpoints)
+        pixels = processor(images=[np.ascontiguousarray(frames[0])], return_tensors="pt")["pixel_values"][0]
+        return pixels.to(self.device, self.dtype)
 
-    def encode_frames(self, pixel_values: torch.Tensor, needs=()) -> dict[str, torch.Tensor]:
+    def pool_tokens(self, x: torch.Tensor, modality: str = "video") -> torch.Tensor:
+        """The model's 2x2 bilinear pooling of video frames' token grids [N, patches, C] -> [N, tokens, C];
+        images keep every token."""
+        return self.model.model.apply_pooling(x) if modality == "video" else x
+
+    # --- anyres images ---------------------------------------------------------------------------
+    def anyres_grid(self, crops: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+        """The crops' token maps [crops, side*side, C] joined into the image's grid, unpadded to its
+        aspect and shrunk past `anyres_max_N`, as the Hugging Face model packs them: [C, rows, cols]."""
+        from transformers.models.llava_onevision.modeling_llava_onevision import (
+            get_anyres_image_grid_shape,
+            unpad_image,
+        )
+
+        config, side = self.model.config, self.patch_grid
+        nh, nw = get_anyres_image_grid_shape(list(image_size), config.image_grid_pinpoints, self.image_size)
+        x = crops.reshape(nh, nw, side, side, -1).permute(4, 0, 2, 1, 3).reshape(-1, nh * side, nw * side)
+        x = unpad_image(x, list(image_size))
+        max_crops = int(config.vision_aspect_ratio.strip("anyres_max_"))
+        _, h, w = x.shape
+        ratio = math.sqrt(h * w / (max_crops * side**2))
+        if ratio > 1.1:
+            size = [int(h // ratio), int(w // ratio)]
+            if x.dtype == torch.long:  # crop ids: the crop under each shrunk cell's centre
+                x = F.interpolate(x[None].float(), size, mode="nearest-exact")[0].long()
+            else:
+                x = F.interpolate(x[None], size, mode="bilinear")[0]
+        return x
+
+    def prepare_image(self, image: np.ndarray, question: str, options: list[str], merger,
+                      scoring: str = "letter") -> PreparedInputs:
+        """One image, anyres: [before][base image][grid rows, each + newline][after], merged per crop."""
+        before, after = self.prompt_ids(question, options, scoring, "image")
+        pixels = self.pixel_values(image, "image")
+        enc = self.encode_frames(pixels, needs=getattr(merger, "needs", ()), modality="image")
+        side2 = self.patch_grid**2
+        image_size = tuple(image.shape[1:3])
+        crop_ids = torch.arange(len(pixels) - 1, device=self.device).repeat_interleave(side2)[:, None]
+        owner = self.anyres_grid(crop_ids, image_size)[0]  # [rows, cols]: which crop each cell lies in
+        rows, cols = owner.shape
+        grid = {k: self.anyres_grid(v[1:] if v.dim() == 3 else v[1:, :, None], image_size).flatten(1).T
+                for k, v in enc.items()}  # [rows * cols, C] per signal, cells in raster order
+        p, grid_start = len(before), len(before) + side2
+        feats, positions = [], []
+        merged = merger(enc["features"][:1], **{k: v[:1] for k, v in enc.items() if k != "features"})
+        feats.append(merged.features[0])
+        positions.append(p + merged.token_index[0].to(self.device))
+        cell_pos = grid_start + torch.arange(rows, device=self.device)[:, None] * (cols + 1) + torch.arange(cols, device=self.device)
+        for crop in owner.unique().tolist():
+            cells = (owner.flatten() == crop).nonzero().flatten()
+            signals = {k: v[cells][None] if k != "attention" else v[cells, 0][None] for k, v in grid.items()}
+            merged = merger(signals.pop("features"), **signals)
+            feats.append(merged.features[0])
+            positions.append(cell_pos.flatten()[cells[merged.token_index[0].to(self.device)]])
+        newline_pos = grid_start + torch.arange(rows, device=self.device) * (cols + 1) + cols
+        visual, visual_pos = torch.cat(feats), torch.cat(positions)
+        newline = self.model.model.image_newline[None].to(visual.dtype).expand(rows, -1)
+        middle_pos, order = torch.cat([visual_pos, newline_pos]).sort()
+        middle = torch.cat([visual, newline])[order]
+        is_visual = torch.cat([torch.ones(len(visual), dtype=torch.bool), torch.zeros(rows, dtype=torch.bool)])[order.cpu()]
+        after_start = grid_start + rows * (cols + 1)
+        embeds = torch.cat([self.embed_tokens(before), middle, self.embed_tokens(after)])
+        position_ids = torch.cat([torch.arange(p, device=self.device), middle_pos,
+                                  torch.arange(after_start, after_start + len(after), device=self.device)])
+        middle_roles = torch.where(is_visual, VISUAL, QUESTION_TEXT).to(torch.int8)
+        roles = torch.cat([torch.full((p,), PREFIX_TEXT, dtype=torch.int8), middle_roles,
+                           torch.full((len(after),), QUESTION_TEXT, dtype=torch.int8)])
+        return PreparedInputs(embeds[None], position_ids[None], roles)
+
+    def project(self, tower_hidden: torch.Tensor, modality: str = "video") -> torch.Tensor:
+        """Projector then the pooling: [N, patches, vd] -> [N, tokens, D]."""
+        return self.pool_tokens(self.model.model.multi_modal_projector(tower_hidden), modality)
+
+    def visual_features(self, pixel_values: torch.Tensor, modality: str = "video") -> torch.Tensor:
+        return self.project(self.tower_features(pixel_values), modality)
+
+    def encode_frames(self, pixel_values: torch.Tensor, needs=(), modality: str = "video") -> dict[str, torch.Tensor]:
         """Features [F, T, D] and, as a merger asks (`needs`), signals of the tower layer that produced
         them, pooled to the same token grid: `metric` (its keys, heads concatenated) [F, T, Dk] and
         `attention` [F, T], the attention each patch receives from the [CLS] query, or, for towers
         without a [CLS] token (SigLIP), the mean attention it receives from all patch queries."""
         if not needs:
-            return {"features": self.visual_features(pixel_values)}
+            return {"features": self.visual_features(pixel_values, modality)}
         tower = self.model.model.vision_tower
         layers = getattr(tower, "vision_model", tower).encoder.layers
         producer = layers[self.model.config.vision_feature_layer % (len(layers) + 1) - 1]
@@ -116,8 +225,8 @@ class LlavaOnevisionAdapter(Adapter):
             for h in hooks:
                 h.remove()
         has_cls = self.model.config.vision_feature_select_strategy == "default"
-        out = {"features": self.project(hidden)}
-        pool = self.model.model.apply_pooling
+        out = {"features": self.project(hidden, modality)}
+        pool = lambda x: self.pool_tokens(x, modality)  # noqa: E731
         if "metric" in needs:
             out["metric"] = pool(captured["k"][:, 1:] if has_cls else captured["k"])
         if "attention" in needs:
@@ -139,11 +248,20 @@ class LlavaOnevisionAdapter(Adapter):
 
     # --- assembly --------------------------------------------------------------------------------
     @torch.no_grad()
-    def prepare(self, frames: np.ndarray, question: str, options: list[str], merger, scoring: str = "letter") -> PreparedInputs:
-        before, after = self.prompt_text(question, options, scoring)
-        encoded = self.encode_frames(self.pixel_values(frames), needs=getattr(merger, "needs", ()))
+    def prepare(self, frames: np.ndarray, question: str, options: list[str], merger, scoring: str = "letter",
+                modality: str = "video") -> PreparedInputs:
+        self.check_modality(modality)
+        if modality == "image":
+            return self.prepare_image(frames, question, options, merger, scoring)
+        return self.prepare_frames(frames, question, options, merger, scoring, modality)
+
+    def prepare_frames(self, frames: np.ndarray, question: str, options: list[str], merger, scoring: str = "letter",
+                       modality: str = "video") -> PreparedInputs:
+        """Every frame one merger group of the same token grid."""
+        before, after = self.prompt_ids(question, options, scoring, modality)
+        encoded = self.encode_frames(self.pixel_values(frames, modality), needs=getattr(merger, "needs", ()), modality=modality)
         merged = merger(encoded.pop("features"), **encoded)
-        return self.assemble(self.token_ids(before), merged.features, merged.token_index, self.token_ids(after))
+        return self.assemble(before, merged.features, merged.token_index, after)
 
     def assemble(self, before_ids, visual, token_index, after_ids, grid_hw=None) -> PreparedInputs:
         """[before text][visual tokens of every frame][image newline][after text], with positions that

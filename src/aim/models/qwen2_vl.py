@@ -107,7 +107,7 @@ class Qwen2VLAdapter(Adapter):
     hf_model_class = "Qwen2VLForConditionalGeneration"
     hf_config_class = "Qwen2VLConfig"
     # Qwen2-VL-Instruct's conversation, for checkpoints without a chat template ({content} holds the video
-    # as <|vision_start|><|video_pad|><|vision_end|>, see `inline_video`).
+    # as <|vision_start|><|video_pad|><|vision_end|>, see `inline_visual`).
     chat_fallback = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
                      "<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n")
 
@@ -145,7 +145,7 @@ class Qwen2VLAdapter(Adapter):
         return self.feature_grid(self.model.config, self.cfg, num_frames)
 
     # --- visual path -----------------------------------------------------------------------------
-    def pixel_values(self, frames: np.ndarray) -> torch.Tensor:
+    def pixel_values(self, frames: np.ndarray, modality: str = "video") -> torch.Tensor:
         """uint8 RGB frames [F, H, W, 3] -> normalized patches [groups, rows*2, cols*2, 3*2*14*14]."""
         if len(frames) > self.cfg.max_frames:
             frames = frames[np.linspace(0, len(frames) - 1, self.cfg.max_frames).round().astype(int)]
@@ -183,7 +183,7 @@ class Qwen2VLAdapter(Adapter):
             visual.merger = merger
         return hidden.view(pixel_values.shape[0], -1, hidden.shape[-1])
 
-    def project(self, tower_hidden: torch.Tensor) -> torch.Tensor:
+    def project(self, tower_hidden: torch.Tensor, modality: str = "video") -> torch.Tensor:
         """The model's 2x2 patch merger (its projector into the LLM): [groups, hp*wp, E] -> [groups, rows*cols, D]."""
         g, n, e = tower_hidden.shape
         return self.model.model.visual.merger(tower_hidden.reshape(-1, e)).view(g, n // self.merge**2, -1)
@@ -191,7 +191,7 @@ class Qwen2VLAdapter(Adapter):
     def visual_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.project(self.tower_features(pixel_values))
 
-    def encode_frames(self, pixel_values: torch.Tensor, needs=()) -> dict[str, torch.Tensor]:
+    def encode_frames(self, pixel_values: torch.Tensor, needs=(), modality: str = "video") -> dict[str, torch.Tensor]:
         """Features [groups, rows*cols, D] and, as a merger asks, signals of the tower's last block pooled
         to the merger's windows (mean of the 4 patches): `metric`, its keys before RoPE (content, not
         position), and `attention`, the head-averaged attention each patch receives from the patches of
@@ -232,20 +232,22 @@ class Qwen2VLAdapter(Adapter):
         return probs.mean(0).mean(0)
 
     # --- text ------------------------------------------------------------------------------------
-    def inline_video(self) -> str:
+    def inline_visual(self, modality: str = "video") -> str:
         config = self.model.config
         start, end = self.tokenizer.convert_ids_to_tokens([config.vision_start_token_id, config.vision_end_token_id])
-        return start + self.video_token + end
+        return start + self.visual_token(modality) + end
 
     # --- assembly --------------------------------------------------------------------------------
     @torch.no_grad()
-    def prepare(self, frames: np.ndarray, question: str, options: list[str], merger, scoring: str = "letter") -> PreparedInputs:
-        before, after = self.prompt_text(question, options, scoring)
+    def prepare(self, frames: np.ndarray, question: str, options: list[str], merger, scoring: str = "letter",
+                modality: str = "video") -> PreparedInputs:
+        self.check_modality(modality)
+        before, after = self.prompt_ids(question, options, scoring, modality)
         pixels = self.pixel_values(frames)
         encoded = self.encode_frames(pixels, needs=getattr(merger, "needs", ()))
         merged = merger(encoded.pop("features"), **encoded)
         grid_hw = (pixels.shape[1] // self.merge, pixels.shape[2] // self.merge)
-        return self.assemble(self.token_ids(before), merged.features, merged.token_index, self.token_ids(after), grid_hw)
+        return self.assemble(before, merged.features, merged.token_index, after, grid_hw)
 
     def assemble(self, before_ids, visual, token_index, after_ids, grid_hw=None) -> PreparedInputs:
         """[before text][visual tokens, group by group][after text] with M-RoPE positions [3, 1, N] for

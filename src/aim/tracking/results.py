@@ -7,38 +7,69 @@ from pathlib import Path
 
 import numpy as np
 
+from aim.eval import scoring
+
 TFLOPS_SOURCE = ("fvcore: traced LLM prefill, decoder layers, 2 FLOPs per multiply-add, SDPA counted "
                  "(aim.efficiency.fvcore_count); tflops_analytic: aim.efficiency.analytic at the same counts")
 
 
+def headline(metric: str, records: list[dict], accuracy_by_type: dict[str, float]) -> tuple[float, dict]:
+    """(score, details) of the benchmark's headline metric over the answered records:
+    - `accuracy`: the fraction answered correctly;
+    - `mean_over_types`: the mean of the per-type accuracies, so every question type weighs the same however
+      many questions it has (MLVU's m-avg, MVBench's average over its tasks);
+    - `vqa_accuracy`: the mean per-sample soft score (`score`; VQA-v2, TextVQA), also per type;
+    - `mme_score`: MME's perception + cognition score (acc*100 + acc+*100 per subtask; the records' `group`
+      pairs an image's two questions), with perception, cognition and every subtask's acc and acc+;
+    - `pope_f1`: POPE's F1 ("yes" positive), the mean over its splits (the question types), per split;
+    - `circular_accuracy`: MMBench's CircularEval over the records' `group`s (all shifts right)."""
+    if not records:
+        return float("nan"), {}
+    if metric == "accuracy":
+        return float(np.mean([bool(r["correct"]) for r in records])), {}
+    if metric == "mean_over_types":
+        return float(np.mean(list(accuracy_by_type.values()))), {}
+    if metric == "vqa_accuracy":
+        details = scoring.vqa_accuracy(records)
+        return details.pop("vqa_accuracy"), details
+    if metric == "mme_score":
+        details = scoring.mme_scores(records)
+        return details["total"], details
+    if metric == "pope_f1":
+        details = scoring.pope_scores(records)
+        return details["f1"], details
+    if metric == "circular_accuracy":
+        details = scoring.circular_accuracy(records)
+        return details.pop("circular_accuracy"), details
+    raise ValueError(f"dataset.metric: {metric!r} is not a metric this summary computes")
+
+
 def summarize(records: list[dict], method: dict, config: dict) -> dict:
     """`score` is the benchmark's headline metric, named by `metric` (the dataset config's, else plain
-    accuracy): `mean_over_types` averages the per-type accuracies, so every question type weighs the
-    same however many questions it has (MLVU's m-avg, MVBench's average over its tasks)."""
+    accuracy; see `headline`), with what it is made of in `metric_details`. `accuracy` and its breakdowns
+    count the records' `correct` (for VQA scores: full credit); records without one (VQA-v2 test-dev,
+    answers unknown) are answered but not scored."""
     done = [r for r in records if not r.get("skipped")]
     skipped = [r for r in records if r.get("skipped")]
+    scored = [r for r in done if r.get("correct") is not None]
     by_type: dict[str, list[bool]] = defaultdict(list)
     by_category: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
-    for r in done:
+    for r in scored:
         by_type[r.get("question_type") or "all"].append(bool(r["correct"]))
         for key, value in (r.get("categories") or {}).items():
             by_category[key][value].append(bool(r["correct"]))
 
-    def mean(key):
-        return float(np.mean([r[key] for r in done])) if done else float("nan")
+    def mean(key, among=done):
+        return float(np.mean([r[key] for r in among])) if among else float("nan")
 
     accuracy_by_type = {k: float(np.mean(v)) for k, v in sorted(by_type.items())}
     metric = (config.get("dataset") or {}).get("metric") or "accuracy"
-    if metric == "accuracy":
-        score = mean("correct")
-    elif metric == "mean_over_types":
-        score = float(np.mean(list(accuracy_by_type.values()))) if done else float("nan")
-    else:
-        raise ValueError(f"dataset.metric: {metric!r} is not a metric this summary computes")
+    score, details = headline(metric, scored, accuracy_by_type)
     return {
         "metric": metric,
         "score": score,
-        "accuracy": mean("correct"),
+        "metric_details": details,
+        "accuracy": mean("correct", scored),
         "accuracy_by_type": accuracy_by_type,
         "accuracy_by_category": {
             key: {value: float(np.mean(hits)) for value, hits in sorted(values.items())}
@@ -84,6 +115,12 @@ def print_summary(summary: dict, out_dir: Path) -> None:
     console.print(table)
     if summary.get("metric", "accuracy") != "accuracy":
         console.print(f"{summary['metric']}: {summary['score']:.3f}")
+    details = summary.get("metric_details") or {}
+    for key in ("perception", "cognition"):  # MME's two scores
+        if key in details:
+            console.print(f"{key}: {details[key]:.2f}")
+    for split, values in (details.get("splits") or {}).items():  # POPE's splits
+        console.print(f"{split}: accuracy {values['accuracy']:.3f}  F1 {values['f1']:.3f}  yes {values['yes_ratio']:.3f}")
     by_type = "  ".join(f"{k} {v:.3f}" for k, v in summary["accuracy_by_type"].items())
     console.print(f"by question type: {by_type}")
     for key, values in summary.get("accuracy_by_category", {}).items():

@@ -1,0 +1,441 @@
+"""The paper's image benchmarks, each read in the layout of the Hugging Face release that lmms-eval's task
+definition loads (lmms_eval/tasks/<task>/*.yaml + utils.py), all under one `dataset.root`: parquet
+question files with the image inside each row (`aim.data.image_source`).
+
+| config         | release (Hugging Face dataset)  | question files under root                   | scored as   | metric            |
+|----------------|---------------------------------|---------------------------------------------|-------------|-------------------|
+| vqav2          | lmms-lab/VQAv2                  | data/validation-*.parquet (or testdev-*)    | vqa         | vqa_accuracy      |
+| gqa            | lmms-lab/GQA                    | testdev_balanced_instructions/testdev-*     | exact       | accuracy          |
+|                |                                 |   + testdev_balanced_images/testdev-*       |             |                   |
+| mme            | lmms-lab/MME                    | data/test-*.parquet                         | mme_yes_no  | mme_score         |
+| textvqa_val    | lmms-lab/textvqa                | data/validation-*.parquet                   | textvqa     | vqa_accuracy      |
+| scienceqa_img  | lmms-lab/ScienceQA, ScienceQA-IMG | ScienceQA-IMG/test-*.parquet              | letter      | accuracy          |
+| mmbench_en_dev | lmms-lab/MMBench, config en     | en/dev-*.parquet                            | letter      | circular_accuracy |
+| pope           | lmms-lab/POPE                   | data/test-*.parquet (splits in `category`)  | pope_yes_no | pope_f1           |
+
+("scored as": the answer format, aim.eval.scoring.)
+
+Prompts are lmms-eval's defaults: free-form questions end with the task's post-prompt ("\\nAnswer the
+question using a single word or phrase.", config `post_prompt`) and need `eval.mode=generate`; the
+multiple-choice ones (ScienceQA, MMBench) give their options to the adapter, which writes the letters and
+lmms-eval's "Answer with the option's letter from the given choices directly.", and use letter scoring.
+Every sample is one image (`num_frames` 1); one that is missing or cannot be decoded is skipped and counted.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Iterator
+
+from aim.config import check_choice, check_range
+from aim.data import DATASETS, METRICS
+from aim.data.benchmarks import LETTERS, check_release
+from aim.data.image_source import ImageRef, ImageSample, MissingImage, ParquetImage, image_index, question_rows
+
+SHORT_ANSWER = "\nAnswer the question using a single word or phrase."  # lmms-eval's post_prompt of these tasks
+
+
+def _hf(repo: str, include: str, what: str) -> str:
+    return (f"Download {what} of the Hugging Face dataset {repo} (`hf download {repo} --repo-type dataset "
+            f"--include '{include}' --local-dir {{root}}`); or point dataset.root (or $AIM_DATA_DIR) at an "
+            "existing copy.")
+
+
+def _text(value) -> str:
+    """A text field that parquet may give as None (or NaN, or MMBench's "nan")."""
+    if value is None or (isinstance(value, float) and value != value) or str(value) == "nan":
+        return ""
+    return str(value)
+
+
+# --- the common shape of an image benchmark ----------------------------------------------------------------
+@dataclass
+class ImageBenchmarkConfig:
+    """A benchmark in its release layout: `questions_file` is a glob under root. A root without it fails
+    validation, before any model loads, saying what to download and where to put it."""
+
+    name: str = ""
+    root: str = "???"
+    questions_file: str = ""
+    num_frames: int = 1  # one image per sample (aim.flops reads the frame count from here)
+    limit: int | None = None  # evaluate only the first `limit` questions
+    metric: str = "accuracy"  # the headline metric of the summary: one of aim.data.METRICS
+    download: ClassVar[str] = ""
+    free_form: ClassVar[bool] = False  # answers are generated text, scored as the benchmark does: eval.mode=generate
+
+    def __post_init__(self):
+        if self.num_frames != 1:
+            raise ValueError(f"num_frames: an image benchmark gives one image per sample; must be 1, "
+                             f"got {self.num_frames}")
+        if self.limit is not None:
+            check_range("limit", self.limit, 0)
+        check_choice("metric", self.metric, METRICS)
+        check_release(self.name, Path(self.root), self.questions_file, (), self.download)
+
+
+@dataclass
+class FreeFormConfig(ImageBenchmarkConfig):
+    post_prompt: str = SHORT_ANSWER  # appended to every question
+    free_form: ClassVar[bool] = True
+
+
+class ImageBenchmark:
+    """Samples of one release; subclasses turn the question-file rows into ImageSamples."""
+
+    config: ClassVar[type[ImageBenchmarkConfig]]
+    answer_format: ClassVar[str] = "letter"
+    selects_rows: ClassVar[bool] = False  # make_samples drops rows: read them all before taking `limit` samples
+
+    def __init__(self, **cfg):
+        self.cfg = self.config(**cfg)  # validates, and checks the release is under root, as config validation does
+        self.root = Path(self.cfg.root)
+        limit = self.cfg.limit
+        rows = question_rows(self.root, self.cfg.questions_file, None if self.selects_rows else limit)
+        self.samples = self.make_samples(rows)[:limit]  # `limit`: the first samples (MMBench: shifts included)
+        ids = [s.id for s in self.samples]
+        if len(set(ids)) != len(ids):
+            dup = next(i for i in ids if ids.count(i) > 1)
+            raise ValueError(f"{self.cfg.name}: sample id {dup!r} occurs twice under {self.root}")
+
+    def make_samples(self, rows: list[dict]) -> list[ImageSample]:
+        return [self.make_sample(row) for row in rows]
+
+    def make_sample(self, row: dict) -> ImageSample:
+        raise NotImplementedError
+
+    def image(self, row: dict, column: str = "image") -> ParquetImage:
+        return ParquetImage(row["_file"], row["_row"], column)
+
+    def sample(self, *, id, question, answer, image: ImageRef, options=(), answers=(), question_type="",
+               categories=None, group="") -> ImageSample:
+        return ImageSample(
+            id=str(id), question=str(question), options=list(options), answer=str(answer),
+            video=getattr(image, "path", self.root), num_frames=1, question_type=str(question_type or ""),
+            categories={k: str(v) for k, v in (categories or {}).items() if v not in (None, "")},
+            answer_format=self.answer_format, answers=[str(a) for a in answers], group=str(group), image=image,
+        )
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __iter__(self) -> Iterator[ImageSample]:
+        return iter(self.samples)
+
+
+# --- VQA-v2 -----------------------------------------------------------------------------------------------------
+@dataclass
+class VQAv2Config(FreeFormConfig):
+    name: str = "vqav2"
+    root: str = "data/vqav2"
+    questions_file: str = "data/validation-*.parquet"  # data/testdev-*.parquet: the test-dev questions (no answers)
+    metric: str = "vqa_accuracy"
+    download: ClassVar[str] = _hf("lmms-lab/VQAv2", "data/validation-*", "the validation split (or 'data/testdev-*')")
+
+
+@DATASETS.register("vqav2", config=VQAv2Config)
+class VQAv2(ImageBenchmark):
+    """VQA-v2 (Goyal et al., CVPR 2017). Layout and prompt as lmms-eval's `vqav2_val` / `vqav2_test` tasks
+    (lmms_eval/tasks/vqav2/_default_template_vqav2_yaml, utils.py): rows of data/<split>-*.parquet
+    {question_type, multiple_choice_answer, answers [{answer, answer_confidence, answer_id}] x 10, image_id,
+    answer_type, question_id, question, image}; prompt "<question>\\nAnswer the question using a single word
+    or phrase.". The paper reports test-dev, which only EvalAI scores: the test-dev files read the same
+    way (their answers are empty; records keep the normalised answer for a submission, {question_id:
+    id, answer: prediction}, and no score). Local evaluation uses the validation split, which has the
+    answers: VQA soft accuracy as the official evaluation computes it (aim.eval.scoring.vqa_score), per
+    answer type (yes/no, number, other) as the question type."""
+
+    config = VQAv2Config
+    answer_format = "vqa"
+
+    def make_sample(self, row):
+        answers = [a["answer"] for a in row.get("answers") or [] if a and a.get("answer") is not None]
+        return self.sample(
+            id=row["question_id"], question=f"{row['question']}{self.cfg.post_prompt}",
+            answer=_text(row.get("multiple_choice_answer")), answers=answers, image=self.image(row),
+            question_type=_text(row.get("answer_type")),
+        )
+
+
+# --- GQA ------------------------------------------------------------------------------------------------------
+@dataclass
+class GQAConfig(FreeFormConfig):
+    name: str = "gqa"
+    root: str = "data/gqa"
+    questions_file: str = "testdev_balanced_instructions/testdev-*.parquet"
+    images_file: str = "testdev_balanced_images/testdev-*.parquet"  # {id, image}, joined on the question's imageId
+    download: ClassVar[str] = _hf("lmms-lab/GQA", "testdev_balanced_*", "the testdev_balanced_instructions and "
+                                  "testdev_balanced_images configs")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not any(Path(self.root).glob(self.images_file)):
+            raise ValueError(f"root: no {self.images_file} under {self.root}: the {self.name} images are missing. "
+                             f"{self.download.format(root=self.root)}")
+
+
+@DATASETS.register("gqa", config=GQAConfig)
+class GQA(ImageBenchmark):
+    """GQA, test-dev balanced (Hudson & Manning, CVPR 2019): 12,578 questions on 398 images. Layout and
+    prompt as lmms-eval's `gqa` task (lmms_eval/tasks/gqa/gqa.yaml, utils.py): the questions in
+    testdev_balanced_instructions/testdev-*.parquet {id, imageId, question, answer, fullAnswer, isBalanced,
+    groups, entailed, equivalent, types {structural, semantic, detailed}, annotations, semantic,
+    semanticStr}, the images in testdev_balanced_images/testdev-*.parquet {id, image}; prompt
+    "<question>\\nAnswer the question using a single word or phrase.". Metric: accuracy of an exact match
+    after lower-casing and removing punctuation (lmms-eval's exact_match with ignore_case and
+    ignore_punctuation), reported per structural type (the question type) and semantic type, as GQA's
+    eval.py breaks it down. A question whose imageId has no image is skipped."""
+
+    config = GQAConfig
+    answer_format = "exact"
+
+    def make_samples(self, rows):
+        self.images = image_index(self.root, self.cfg.images_file)
+        return super().make_samples(rows)
+
+    def make_sample(self, row):
+        types = row.get("types") or {}
+        image = self.images.get(str(row["imageId"])) or MissingImage(
+            f"{row['imageId']} (no row in {self.cfg.images_file})")
+        return self.sample(
+            id=row["id"], question=f"{row['question']}{self.cfg.post_prompt}", answer=row["answer"], image=image,
+            question_type=_text(types.get("structural")), categories={"semantic": _text(types.get("semantic"))},
+        )
+
+
+# --- MME ------------------------------------------------------------------------------------------------------
+MME_PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark", "artwork",
+                  "OCR")
+MME_INSTRUCTION = " Please answer yes or no."  # in every released question; lmms-eval swaps it for its post-prompt
+
+
+@dataclass
+class MMEConfig(FreeFormConfig):
+    name: str = "mme"
+    root: str = "data/mme"
+    questions_file: str = "data/test-*.parquet"
+    metric: str = "mme_score"
+    download: ClassVar[str] = _hf("lmms-lab/MME", "data/*", "the test split")
+
+
+@DATASETS.register("mme", config=MMEConfig)
+class MME(ImageBenchmark):
+    """MME (Fu et al., 2023): 2,374 yes/no questions, two per image, in 10 perception and 4 cognition
+    subtasks. Layout and prompt as lmms-eval's `mme` task (lmms_eval/tasks/mme/mme.yaml, utils.py): rows
+    of data/test-*.parquet {question_id (the image's file name), image, question, answer "Yes"/"No",
+    category (the subtask)}; the question with its " Please answer yes or no." replaced by the post-prompt
+    (kept when `post_prompt` is empty). The two questions of an image share a group (<category>/
+    <question_id>); record ids are <group>#0 and <group>#1. Answers are read as MME's eval_tool does
+    (aim.eval.scoring.mme_yes_no); metric: perception + cognition score, each subtask acc*100 + acc+*100
+    (aim.eval.scoring.mme_scores), with every subtask's acc and acc+ in the summary's metric_details."""
+
+    config = MMEConfig
+    answer_format = "mme_yes_no"
+
+    def make_samples(self, rows):
+        seen: Counter[str] = Counter()
+        samples = []
+        for row in rows:
+            group = f"{row['category']}/{row['question_id']}"
+            samples.append(self.make_sample({**row, "_group": group, "_n": seen[group]}))
+            seen[group] += 1
+        return samples
+
+    def make_sample(self, row):
+        question = str(row["question"]).strip()
+        if self.cfg.post_prompt:
+            question = question.replace(MME_INSTRUCTION, "") + self.cfg.post_prompt
+        category = str(row["category"])
+        return self.sample(
+            id=f"{row['_group']}#{row['_n']}", question=question,
+            answer=str(row["answer"]).lower().strip().replace(".", ""),
+            image=self.image(row), question_type=category, group=row["_group"],
+            categories={"task": "perception" if category in MME_PERCEPTION else "cognition"},
+        )
+
+
+# --- TextVQA --------------------------------------------------------------------------------------------------
+@dataclass
+class TextVQAConfig(FreeFormConfig):
+    name: str = "textvqa_val"
+    root: str = "data/textvqa"
+    questions_file: str = "data/validation-*.parquet"
+    metric: str = "vqa_accuracy"
+    # lmms-eval's `ocr` option (default off): add "\nReference OCR token: <the release's OCR tokens>" after
+    # the question, as LLaVA-1.5's own TextVQA prompt does
+    ocr_tokens: bool = False
+    download: ClassVar[str] = _hf("lmms-lab/textvqa", "data/validation-*", "the validation split")
+
+
+@DATASETS.register("textvqa_val", config=TextVQAConfig)
+class TextVQA(ImageBenchmark):
+    """TextVQA, validation (Singh et al., CVPR 2019): 5,000 questions about text in images. Layout and
+    prompt as lmms-eval's `textvqa_val` task (lmms_eval/tasks/textvqa/_default_template_textvqa_yaml,
+    utils.py): rows of data/validation-*.parquet {image_id, question_id, question, question_tokens, image,
+    image_width, image_height, flickr_original_url, flickr_300k_url, answers [10], image_classes, set_name,
+    ocr_tokens}; prompt "<Question capitalised>[\\nReference OCR token: a, b, ...]\\nAnswer the question using
+    a single word or phrase." (`ocr_tokens`). Metric: VQA accuracy with the EvalAI answer processor on the
+    response and on the ten answers (aim.eval.scoring.textvqa_score)."""
+
+    config = TextVQAConfig
+    answer_format = "textvqa"
+
+    def make_sample(self, row):
+        answers = [str(a) for a in row.get("answers") or []]
+        ocr = f"\nReference OCR token: {', '.join(row.get('ocr_tokens') or [])}" if self.cfg.ocr_tokens else ""
+        return self.sample(
+            id=row["question_id"], question=f"{str(row['question']).capitalize()}{ocr}{self.cfg.post_prompt}",
+            answer=Counter(answers).most_common(1)[0][0] if answers else "", answers=answers, image=self.image(row),
+        )
+
+
+# --- ScienceQA-IMG --------------------------------------------------------------------------------------------
+@dataclass
+class ScienceQAConfig(ImageBenchmarkConfig):
+    name: str = "scienceqa_img"
+    root: str = "data/scienceqa"
+    questions_file: str = "ScienceQA-IMG/test-*.parquet"
+    download: ClassVar[str] = _hf("lmms-lab/ScienceQA", "ScienceQA-IMG/test-*", "the ScienceQA-IMG test split")
+
+
+@DATASETS.register("scienceqa_img", config=ScienceQAConfig)
+class ScienceQA(ImageBenchmark):
+    """ScienceQA-IMG, test (Lu et al., NeurIPS 2022): the 2,017 test questions with an image, 2-5 options.
+    Layout and prompt as lmms-eval's `scienceqa_img` task (lmms_eval/tasks/scienceqa/scienceqa_img.yaml,
+    utils.py, format `default`): rows of ScienceQA-IMG/test-*.parquet {image, question, choices, answer
+    (option index), hint, task, grade, subject, topic, category, skill, lecture, solution}; the question is
+    "Context: <hint>\\n<question>" when there is a hint, the choices are the options. The release has no
+    question id: a record's id is the question's position in the split. Metric: accuracy (letter scoring),
+    reported per subject (the question type) and grade band (G1-6, G7-12), as ScienceQA's paper."""
+
+    config = ScienceQAConfig
+
+    def make_samples(self, rows):
+        return [self.make_sample({**row, "_index": i}) for i, row in enumerate(rows)]
+
+    def make_sample(self, row):
+        options = [str(c) for c in row["choices"]]
+        hint = _text(row.get("hint")).strip()
+        grade = _text(row.get("grade"))
+        digits = "".join(ch for ch in grade if ch.isdigit())
+        return self.sample(
+            id=row["_index"], question=f"Context: {hint}\n{row['question']}" if hint else row["question"],
+            options=options, answer=LETTERS[int(row["answer"])], image=self.image(row),
+            question_type=_text(row.get("subject")),
+            categories={"grade": ("G1-6" if int(digits) <= 6 else "G7-12") if digits else ""},
+        )
+
+
+# --- MMBench --------------------------------------------------------------------------------------------------
+CIRCULAR_OFFSET = 1_000_000  # MMBench numbers a question's k-th circular shift index + k * 1e6
+
+
+@dataclass
+class MMBenchConfig(ImageBenchmarkConfig):
+    name: str = "mmbench_en_dev"
+    root: str = "data/mmbench"
+    questions_file: str = "en/dev-*.parquet"
+    metric: str = "circular_accuracy"
+    # CircularEval needs every circular shift of a question's options. The release stores them as rows
+    # (index + k * 1e6); if it does not, they are made here (each shift rotates the options by one).
+    make_shifts: bool = True
+    download: ClassVar[str] = _hf("lmms-lab/MMBench", "en/dev-*", "the English dev split")
+
+
+def circular_shift(options: list[str], answer: str, k: int) -> tuple[list[str], str]:
+    """The options rotated left by k (shift k asks option k first) and the answer's letter there."""
+    n = len(options)
+    shifted = [options[(i + k) % n] for i in range(n)]
+    return shifted, LETTERS[(LETTERS.index(answer) - k) % n]
+
+
+@DATASETS.register("mmbench_en_dev", config=MMBenchConfig)
+class MMBench(ImageBenchmark):
+    """MMBench, English dev (Liu et al., ECCV 2024): 4,329 rows, every question once per circular shift of
+    its 2-4 options. Layout and prompt as lmms-eval's `mmbench_en_dev` task
+    (lmms_eval/tasks/mmbench/_default_template_mmbench_en_yaml, en_utils.py, mmbench_evals.py): rows of
+    en/dev-*.parquet {index, question, hint, A, B, C, D, answer (letter), category, image, source,
+    L2-category, comment, split}; the question is "<hint> <question> There are several options:" (the hint
+    when there is one), then the options and lmms-eval's post-prompt from the adapter. The shifts of a
+    question share a group: index mod 1e6 (lmms-eval's and VLMEvalKit's CircularEval). Letter scoring;
+    metric: circular accuracy (aim.eval.scoring.circular_accuracy), per category as the question type."""
+
+    config = MMBenchConfig
+
+    def make_samples(self, rows):
+        samples = [self.make_sample(row) for row in rows]
+        if self.cfg.make_shifts and samples and all(int(s.id) < CIRCULAR_OFFSET for s in samples):
+            samples = [shifted for s in samples for shifted in self._shifts(s)]
+        return samples
+
+    def make_sample(self, row):
+        index = int(float(row["index"]))
+        options = []
+        for letter in LETTERS[:5]:
+            text = _text(row.get(letter))
+            if not text:
+                break
+            options.append(text)
+        hint = _text(row.get("hint")).strip()
+        question = f"{hint} {row['question']}" if hint else str(row["question"])
+        question += " There are several options:"  # lmms-eval's "{hint} {question} {options prompt}"
+        return self.sample(
+            id=index, question=question, options=options, answer=str(row["answer"]).strip(), image=self.image(row),
+            question_type=_text(row.get("category")), group=index % CIRCULAR_OFFSET,
+            categories={"l2_category": _text(row.get("L2-category") or row.get("l2-category"))},
+        )
+
+    def _shifts(self, s: ImageSample) -> list[ImageSample]:
+        out = [s]
+        for k in range(1, len(s.options)):
+            options, answer = circular_shift(s.options, s.answer, k)
+            out.append(ImageSample(**{**s.__dict__, "id": str(int(s.id) + k * CIRCULAR_OFFSET), "options": options,
+                                      "answer": answer}))
+        return out
+
+
+# --- POPE -----------------------------------------------------------------------------------------------------
+POPE_SPLITS = ("adversarial", "popular", "random")
+
+
+@dataclass
+class POPEConfig(FreeFormConfig):
+    name: str = "pope"
+    root: str = "data/pope"
+    questions_file: str = "data/test-*.parquet"
+    metric: str = "pope_f1"
+    splits: list[str] = field(default_factory=lambda: list(POPE_SPLITS))  # which of the three to evaluate
+    download: ClassVar[str] = _hf("lmms-lab/POPE", "data/*", "the test split (its default config)")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.splits:
+            raise ValueError(f"splits: empty; choose from {', '.join(POPE_SPLITS)}")
+        for s in self.splits:
+            check_choice("splits", s, POPE_SPLITS)
+
+
+@DATASETS.register("pope", config=POPEConfig)
+class POPE(ImageBenchmark):
+    """POPE (Li et al., EMNLP 2023): 9,000 yes/no object-existence questions on 500 COCO val2014 images,
+    3,000 in each of its adversarial, popular and random splits. Layout and prompt as lmms-eval's `pope`
+    task (lmms_eval/tasks/pope/pope.yaml, utils.py): rows of data/test-*.parquet {id, question_id, question,
+    answer "yes"/"no", image_source, image, category (the split)}; prompt "<question>\\nAnswer the question
+    using a single word or phrase.". Answers are read as POPE's evaluate.py does
+    (aim.eval.scoring.pope_yes_no). Metric: F1 with "yes" as positive, the mean over the splits, with each
+    split's accuracy, precision, recall, F1 and yes-ratio in the summary's metric_details. A record's id is
+    <split>_<question_id>."""
+
+    config = POPEConfig
+    answer_format = "pope_yes_no"
+    selects_rows = True
+
+    def make_samples(self, rows):
+        return [self.make_sample(r) for r in rows if str(r["category"]) in self.cfg.splits]
+
+    def make_sample(self, row):
+        return self.sample(
+            id=f"{row['category']}_{row['question_id']}",
+            question=f"{str(row['question']).strip()}{self.cfg.post_prompt}",
+            answer=str(row["answer"]).lower().strip(), image=self.image(row), question_type=row["category"],
+        )

@@ -1,0 +1,62 @@
+"""A generic image multiple-choice dataset (`dataset=image_mcq`), the image counterpart of `video_mcq`.
+
+Layout: `<root>/<questions_file>`, a JSON list of {id, image, question, options, answer[, question_type]}
+(`answer` an option letter), and `<root>/<image_dir>/<image>`, any format PIL reads. Every sample is one
+image: it loads as uint8 RGB [1, H, W, 3] (PIL's convert("RGB"), `aim.data.image_source`) with
+`modality="image"`, so the adapter encodes it as an image (LLaVA-1.5: 576 tokens, merged per image). A
+missing or undecodable image skips its sample (`ImageDecodeError`), never the run. The paper's image
+benchmarks are read in their own release layouts (`aim.data.image_benchmarks`).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from aim.config import check_choice, check_range
+from aim.data import DATASETS, METRICS
+from aim.data.image_source import FileImage, ImageSample
+
+
+@dataclass
+class ImageMCQConfig:
+    name: str = "image_mcq"
+    root: str = "???"
+    questions_file: str = "questions.json"
+    image_dir: str = "images"
+    limit: int | None = None  # evaluate only the first `limit` samples
+    metric: str = "accuracy"  # the headline metric of the summary: one of aim.data.METRICS
+
+    def __post_init__(self):
+        if self.limit is not None:
+            check_range("limit", self.limit, 0)
+        check_choice("metric", self.metric, METRICS)
+
+
+@DATASETS.register("image_mcq", config=ImageMCQConfig)
+class ImageMCQDataset:
+    """Multiple-choice questions over images, in the layout described in this module's docstring."""
+
+    def __init__(self, root, questions_file="questions.json", image_dir="images", limit=None, name="image_mcq",
+                 metric="accuracy"):
+        self.root = Path(root)
+        path = self.root / questions_file
+        if not path.exists():
+            raise FileNotFoundError(f"dataset.root: no {questions_file} under {self.root}")
+        rows = json.loads(path.read_text())
+        rows = rows if limit is None else rows[:limit]
+        self.samples = [
+            ImageSample(
+                id=str(r["id"]), question=r["question"], options=list(r["options"]), answer=r["answer"],
+                video=self.root / image_dir / r["image"], num_frames=1, question_type=r.get("question_type", ""),
+                image=FileImage(self.root / image_dir / r["image"]),
+            )
+            for r in rows
+        ]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __iter__(self) -> Iterator[ImageSample]:
+        return iter(self.samples)

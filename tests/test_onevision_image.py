@@ -1,0 +1,145 @@
+"""LLaVA-OneVision on single images (anyres): unreduced, the adapter is the Hugging Face model (same crops,
+same packing of the crop grid, same logits); merged, each anyres crop (and the base image) is merged on
+its own, kept tokens keep their positions and the row newlines stay. Tiny random models from the
+`llava_onevision_tiny` preset (SigLIP at 112 px, patch 8: 14x14 tokens per crop; grids up to 4x4 crops)."""
+import json
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from aim.config import validate
+from aim.merging import MERGERS, NoMerge
+from aim.models import MODELS, QUESTION_TEXT, VISUAL
+from aim.pruning import PRUNERS
+from aim.run import CONF_DIR
+
+QUESTION, OPTIONS = "what colour is the circle ?", ["red", "blue", "green", "yellow"]
+
+
+def build(attn="sdpa"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = validate(compose("config", overrides=["model=llava_onevision_tiny", f"model.attn_implementation={attn}"])).model
+    torch.manual_seed(0)
+    return MODELS.get("llava_onevision").from_config(**asdict(cfg))
+
+
+@pytest.fixture(scope="module", params=["sdpa", "eager"])
+def adapter(request):
+    return build(request.param)
+
+
+@pytest.fixture(scope="module")
+def sdpa_adapter():
+    return build()
+
+
+def noise(height, width, seed=0):
+    return (np.random.default_rng(seed).random((1, height, width, 3)) * 255).astype(np.uint8)
+
+
+def hf_logits(ad, image, inputs):
+    """LlavaOnevisionForConditionalGeneration with the image token repeated for every image position."""
+    before, after = ad.prompt_ids(QUESTION, OPTIONS, modality="image")
+    n = len(inputs.token_roles) - len(before) - len(after)
+    ids = before + [ad.model.config.image_token_id] * n + after
+    with torch.no_grad():
+        return ad.model(input_ids=torch.tensor([ids]), pixel_values=ad.pixel_values(image, "image")[None],
+                        image_sizes=torch.tensor([image.shape[1:3]])).logits[0, -1]
+
+
+# (image size, crops + base, rows x cols of the packed grid): 1x2 crops unpadded to 14x22; 2x1 to 22x14;
+# one crop; 4x4 crops = 56x56 cells > 9 crops' worth, shrunk to 42x42; a wide strip
+LAYOUTS = [((100, 150), 3, (14, 22)), ((150, 100), 3, (22, 14)), ((112, 112), 2, (14, 14)),
+           ((440, 440), 17, (42, 42)), ((60, 400), 5, (8, 56))]
+
+
+@pytest.mark.parametrize("size,patches,grid", LAYOUTS)
+def test_unreduced_image_inputs_equal_the_hf_forward(adapter, size, patches, grid):
+    image = noise(*size)
+    inputs = adapter.prepare(image, QUESTION, OPTIONS, NoMerge(), modality="image")
+    assert adapter.pixel_values(image, "image").shape == (patches, 3, 112, 112)
+    rows, cols = grid
+    assert inputs.visual_tokens == 196 + rows * cols
+    assert torch.equal(inputs.position_ids[0], torch.arange(len(inputs.token_roles)))
+    torch.testing.assert_close(adapter.prefill_logits(inputs), hf_logits(adapter, image, inputs), atol=1e-4, rtol=1e-4)
+
+
+def test_the_layout_base_image_then_rows_each_ending_in_a_newline(sdpa_adapter):
+    inputs = sdpa_adapter.prepare(noise(100, 150), QUESTION, OPTIONS, NoMerge(), modality="image")
+    roles = inputs.token_roles.tolist()
+    p = roles.index(VISUAL)
+    assert roles[p:p + 196] == [VISUAL] * 196  # the base image, no newline
+    rows = [roles[p + 196 + r * 23: p + 196 + (r + 1) * 23] for r in range(14)]
+    assert all(row == [VISUAL] * 22 + [QUESTION_TEXT] for row in rows)  # 22 cells and the newline
+    newline = sdpa_adapter.model.model.image_newline
+    assert torch.equal(inputs.inputs_embeds[0, p + 196 + 22], newline)
+
+
+def test_each_crop_is_merged_on_its_own(sdpa_adapter):
+    """100x150 px: base image (14x14) and two crops, each 14x11 cells after unpadding. At ratio 0.25 the base
+    keeps 49 and each crop floor(154 / 4) = 38, every kept token inside its own crop's cells, newlines kept."""
+    ad = sdpa_adapter
+    full = ad.prepare(noise(100, 150), QUESTION, OPTIONS, NoMerge(), modality="image")
+    merged = ad.prepare(noise(100, 150), QUESTION, OPTIONS, MERGERS.build("aim", ratio=0.25), modality="image")
+    assert merged.visual_tokens == 49 + 38 + 38
+    p = int((full.token_roles == VISUAL).nonzero()[0])
+    pos = merged.position_ids[0, merged.token_roles == VISUAL] - p
+    base, grid = pos[pos < 196], pos[pos >= 196] - 196
+    row, col = grid // 23, grid % 23
+    assert len(base) == 49 and (col < 22).all()
+    assert (col < 11).sum() == 38 and (col >= 11).sum() == 38  # the left crop's columns, then the right's
+    assert (pos.diff() > 0).all()
+    newlines = lambda x: x.position_ids[0, x.token_roles == QUESTION_TEXT]  # noqa: E731
+    assert torch.equal(newlines(merged), newlines(full))  # every newline and the question stay in place
+
+
+def test_tower_signals_follow_the_crops_for_prumerge(sdpa_adapter):
+    ad = sdpa_adapter
+    for name in ("prumerge", "prumerge_plus"):
+        inputs = ad.prepare(noise(440, 440), QUESTION, OPTIONS, MERGERS.build(name, ratio=0.25), modality="image")
+        assert 17 <= inputs.visual_tokens  # at least one token from the base image and each of the 16 crops
+        assert (inputs.position_ids[0].diff() > 0).all()
+    by_keys = ad.prepare(noise(440, 440), QUESTION, OPTIONS, MERGERS.build("aim", ratio=0.5, metric="keys"), modality="image")
+    # base 98 of 196; the 42x42 grid shrunk from 4x4 crops: every crop's cells halved (rounded down)
+    owner_counts = torch.bincount(ad.anyres_grid(torch.arange(16).repeat_interleave(196)[:, None], (440, 440))[0].flatten())
+    assert by_keys.visual_tokens == 98 + int((owner_counts // 2).sum())
+
+
+def test_pool_needs_square_crops(sdpa_adapter):
+    ok = sdpa_adapter.prepare(noise(112, 112), QUESTION, OPTIONS, MERGERS.build("pool", ratio=0.25), modality="image")
+    assert ok.visual_tokens == 2 * 49  # base and the one crop, each 14x14 pooled to 7x7
+    with pytest.raises(ValueError, match="square token grid"):
+        sdpa_adapter.prepare(noise(100, 150), QUESTION, OPTIONS, MERGERS.build("pool", ratio=0.25), modality="image")
+
+
+def test_images_end_to_end_through_the_evaluation_loop(sdpa_adapter, tmp_path):
+    from PIL import Image
+
+    from aim.data import DATASETS
+    from aim.eval import evaluate
+    from aim.tracking.records import SampleRecords
+
+    root = tmp_path / "bench"
+    (root / "images").mkdir(parents=True)
+    rows = []
+    for i, size in enumerate([(100, 150), (150, 100)]):
+        Image.fromarray(noise(*size, seed=i)[0]).save(root / "images" / f"{i}.png")
+        rows.append({"id": f"q{i}", "image": f"{i}.png", "question": QUESTION, "options": OPTIONS, "answer": "A"})
+    (root / "questions.json").write_text(json.dumps(rows))
+    records = SampleRecords(tmp_path / "samples.jsonl")
+    evaluate(sdpa_adapter, DATASETS.build("image_mcq", root=str(root)), MERGERS.build("aim", ratio=0.25),
+             PRUNERS.build("aim", l1=2, l2=4), records, mode="letter", progress=False)
+    records.close()
+    for r in records.records:
+        assert r["prediction"] in "ABCD" and r["visual_tokens"] == 125
+        assert r["visual_tokens_per_layer"] == [125, 125, 62, 0]
+        assert r["tflops"] == pytest.approx(r["tflops_analytic"], rel=0.01) and r["vision_tower_tflops"] > 0
+
+
+def test_anyres_grids_must_be_multiples_of_the_tower_resolution(tiny_adapter):
+    """The bundled toy model keeps the default 384 px grids with a 112 px tower: a clear error, not a wrong packing."""
+    with pytest.raises(ValueError, match="image_grid_pinpoints: anyres grids must be multiples of the tower's 112 px"):
+        tiny_adapter.prepare(noise(100, 150), QUESTION, OPTIONS, NoMerge(), modality="image")
