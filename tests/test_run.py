@@ -34,9 +34,9 @@ def test_bundled_model_answers_above_chance_and_writes_results(tmp_path, env):
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert results["num_samples"] == 40 and results["num_skipped"] == 0
-    # Chance is 0.25 (a model at chance reaches 0.4 on 40 questions with probability about 0.03); the
-    # bundled model answers about 0.64 by option letter over all 500 questions.
-    assert results["accuracy"] >= 0.4
+    # Chance is 0.25. The bundled model answers 0.96 of all 500 questions by option letter (1.0 of these
+    # 40); 0.85 is the foundation issue's target for the whole benchmark.
+    assert results["accuracy"] >= 0.85
     assert results["visual_tokens"] == 4 * 49
     assert results["method"] == {"merger": "none", "pruner": "none"}
     assert results["tflops"] > 0 and results["prefill_ms"] > 0 and "fvcore" in results["tflops_source"]

@@ -76,6 +76,27 @@ class Sample:
         return frames, with_subtitles(self.question, self.subtitles, times)
 
 
+def read_questions(root: Path, questions_file: str, limit: int | None) -> list[dict]:
+    """The first `limit` rows (all when None) of a questions file: a JSON list under root."""
+    path = Path(root) / questions_file
+    if not path.exists():
+        raise FileNotFoundError(f"dataset.root: no {questions_file} under {root}")
+    rows = json.loads(path.read_text())
+    return rows if limit is None else rows[:limit]
+
+
+class SampleList:
+    """What every dataset is to the evaluation loop: the list `self.samples`, built once, sized and iterable."""
+
+    samples: list
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __iter__(self) -> Iterator:
+        return iter(self.samples)
+
+
 @dataclass
 class VideoMCQConfig:
     name: str = "video_mcq"
@@ -94,17 +115,13 @@ class VideoMCQConfig:
 
 
 @DATASETS.register("video_mcq", config=VideoMCQConfig)
-class VideoMCQDataset:
+class VideoMCQDataset(SampleList):
     """Multiple-choice questions over videos, in the layout described in this module's docstring."""
 
     def __init__(self, root, questions_file="questions.json", video_dir="videos", num_frames=8, limit=None,
                  name="video_mcq", metric="accuracy"):
         self.root = Path(root)
-        path = self.root / questions_file
-        if not path.exists():
-            raise FileNotFoundError(f"dataset.root: no {questions_file} under {self.root}")
-        rows = json.loads(path.read_text())
-        rows = rows if limit is None else rows[:limit]
+        rows = read_questions(self.root, questions_file, limit)
         self.samples = [
             Sample(
                 id=str(r["id"]), question=r["question"], options=list(r["options"]), answer=r["answer"],
@@ -113,12 +130,6 @@ class VideoMCQDataset:
             )
             for r in rows
         ]
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __iter__(self) -> Iterator[Sample]:
-        return iter(self.samples)
 
 
 @dataclass

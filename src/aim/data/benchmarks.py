@@ -26,9 +26,9 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Iterator
+from typing import ClassVar
 
-from aim.data import DATASETS, Sample, VideoMCQConfig
+from aim.data import DATASETS, Sample, SampleList, VideoMCQConfig
 
 LETTERS = "ABCDEFGHIJ"
 VIDEO_SUFFIXES = (".mp4", ".MP4", ".mkv", ".webm", ".avi")
@@ -174,7 +174,7 @@ def check_release(name: str, root: Path, questions_file: str, dirs: tuple[str, .
             raise ValueError(f"root: no {d}/ under {root}: the {name} videos are not unpacked there. {howto}")
 
 
-class Benchmark:
+class Benchmark(SampleList):
     """Samples of one release; subclasses turn a question-file row into a Sample (`make_sample`)."""
 
     config: ClassVar[type[BenchmarkConfig]]
@@ -198,12 +198,6 @@ class Benchmark:
         return Sample(id=str(id), question=str(question).strip(), options=options, answer=answer, video=video,
                       num_frames=self.cfg.num_frames, question_type=str(question_type or ""),
                       categories={k: str(v) for k, v in (categories or {}).items()}, subtitles=subtitles)
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __iter__(self) -> Iterator[Sample]:
-        return iter(self.samples)
 
 
 def _hf(repo: str, then: str) -> str:

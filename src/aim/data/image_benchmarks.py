@@ -26,10 +26,10 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Iterator
+from typing import ClassVar
 
 from aim.config import check_choice, check_range
-from aim.data import DATASETS, METRICS
+from aim.data import DATASETS, METRICS, SampleList
 from aim.data.benchmarks import LETTERS, check_release
 from aim.data.image_source import ImageRef, ImageSample, MissingImage, ParquetImage, image_index, question_rows
 
@@ -80,7 +80,7 @@ class FreeFormConfig(ImageBenchmarkConfig):
     free_form: ClassVar[bool] = True
 
 
-class ImageBenchmark:
+class ImageBenchmark(SampleList):
     """Samples of one release; subclasses turn the question-file rows into ImageSamples."""
 
     config: ClassVar[type[ImageBenchmarkConfig]]
@@ -115,12 +115,6 @@ class ImageBenchmark:
             categories={k: str(v) for k, v in (categories or {}).items() if v not in (None, "")},
             answer_format=self.answer_format, answers=[str(a) for a in answers], group=str(group), image=image,
         )
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __iter__(self) -> Iterator[ImageSample]:
-        return iter(self.samples)
 
 
 # --- VQA-v2 -----------------------------------------------------------------------------------------------------

@@ -9,13 +9,11 @@ benchmarks are read in their own release layouts (`aim.data.image_benchmarks`).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from aim.config import check_choice, check_range
-from aim.data import DATASETS, METRICS
+from aim.data import DATASETS, METRICS, SampleList, read_questions
 from aim.data.image_source import FileImage, ImageSample
 
 
@@ -35,17 +33,13 @@ class ImageMCQConfig:
 
 
 @DATASETS.register("image_mcq", config=ImageMCQConfig)
-class ImageMCQDataset:
+class ImageMCQDataset(SampleList):
     """Multiple-choice questions over images, in the layout described in this module's docstring."""
 
     def __init__(self, root, questions_file="questions.json", image_dir="images", limit=None, name="image_mcq",
                  metric="accuracy"):
         self.root = Path(root)
-        path = self.root / questions_file
-        if not path.exists():
-            raise FileNotFoundError(f"dataset.root: no {questions_file} under {self.root}")
-        rows = json.loads(path.read_text())
-        rows = rows if limit is None else rows[:limit]
+        rows = read_questions(self.root, questions_file, limit)
         self.samples = [
             ImageSample(
                 id=str(r["id"]), question=r["question"], options=list(r["options"]), answer=r["answer"],
@@ -54,9 +48,3 @@ class ImageMCQDataset:
             )
             for r in rows
         ]
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __iter__(self) -> Iterator[ImageSample]:
-        return iter(self.samples)

@@ -4,6 +4,12 @@ Every video and question is a pure function of (seed, index), so the benchmark o
 bit for bit. Answers need the frames: colours, shapes, counts, motion direction and the order in which
 objects appear. Objects are small against a flat background, so most visual tokens are redundant in a way
 that similarity merging can find and random dropping cannot (see TOYMODEL.md in the shared notes).
+
+The questions ask what is on screen, not which attribute belongs to which named object: "which colour is
+there ?" (the distractors are colours that are absent), the shape and the motion of a lone object, how many
+objects, which colour appears first. Version 5 asked "what shape is the red object ?" and "which way does the
+red circle move ?": the 4-layer toy LLM trained here for ~70 min did not learn to bind an attribute to a named
+object (shape 0.27, direction 0.24 by letter, colour-of-the-circle 0.64), which left its accuracy at 0.62.
 """
 from __future__ import annotations
 
@@ -117,7 +123,8 @@ def render(scene: Scene, with_labels: bool = False):
 
 
 def make_scene(rng: np.random.Generator, question_type: str) -> Scene:
-    n = {"count": int(rng.integers(1, 5)), "order": int(rng.integers(2, 4))}.get(
+    # Shape and direction questions show one object; colour, count and order scenes hold several.
+    n = {"count": int(rng.integers(1, 5)), "order": int(rng.integers(2, 4)), "shape": 1, "direction": 1}.get(
         question_type, int(rng.integers(1, 4))
     )
     colours = rng.choice(list(COLOURS), size=n, replace=False)
@@ -165,14 +172,15 @@ def _options(rng: np.random.Generator, answer: str, pool, prefer=()) -> tuple[li
 def make_question(rng: np.random.Generator, scene: Scene, question_type: str, qid: str, video: str) -> Question:
     objs = scene.objects
     target = objs[int(rng.integers(0, len(objs)))]
-    if question_type == "colour":
-        text, answer, pool, prefer = f"what colour is the {target.shape} ?", target.colour, list(COLOURS), [o.colour for o in objs]
+    if question_type == "colour":  # one of the colours on screen; the distractors are colours that are not
+        absent = [c for c in COLOURS if c not in {o.colour for o in objs}]
+        text, answer, pool, prefer = "which colour is there ?", target.colour, absent, []
     elif question_type == "shape":
-        text, answer, pool, prefer = f"what shape is the {target.colour} object ?", target.shape, SHAPES, []
+        text, answer, pool, prefer = "what shape is the object ?", target.shape, SHAPES, []
     elif question_type == "count":
         text, answer, pool, prefer = "how many objects are there ?", COUNT_WORDS[len(objs) - 1], COUNT_WORDS, []
     elif question_type == "direction":
-        text, answer, pool, prefer = f"which way does the {target.colour} {target.shape} move ?", target.direction, list(DIRECTIONS), []
+        text, answer, pool, prefer = "which way does the object move ?", target.direction, list(DIRECTIONS), []
     elif question_type == "order":
         first = min(objs, key=lambda o: o.appears_at)
         text, answer, pool, prefer = "which colour appears first ?", first.colour, list(COLOURS), [o.colour for o in objs]
@@ -218,7 +226,7 @@ def generate_benchmark(root: Path, num_samples: int, seed: int, progress: bool =
     """
     root = Path(root)
     marker = root / "COMPLETE"
-    spec = {"seed": seed, "num_samples": num_samples, "generator": "aim.data.synthetic/v5"}
+    spec = {"seed": seed, "num_samples": num_samples, "generator": "aim.data.synthetic/v6"}
     if marker.exists() and json.loads(marker.read_text()) == spec:
         return root
     from tqdm import tqdm
