@@ -1,8 +1,10 @@
 """Datasets yield `Sample`s; decoding (PyAV) and frame sampling live here, not in the models.
 
 The generic loader (`video_mcq`) reads one common layout: `<root>/<questions_file>` (a JSON list of
-{id, video, question, options, answer[, question_type]}) and `<root>/<video_dir>/<video>`. The paper's
-benchmarks are read in their own release layouts (`aim.data.benchmarks`).
+{id, video, question, options[, answer, question_type]}) and `<root>/<video_dir>/<video>`; without an
+answer (or with null) a sample is unlabeled: it gets no accuracy, only fidelity to the unreduced model
+(`aim.eval.fidelity`), so a setting can be judged on one's own videos. The paper's benchmarks are read
+in their own release layouts (`aim.data.benchmarks`).
 A video that is missing or cannot be decoded fails only its own sample (`VideoDecodeError`), never the run.
 """
 from __future__ import annotations
@@ -39,7 +41,7 @@ class Sample:
     id: str
     question: str
     options: list[str]
-    answer: str  # option letter (free-form answer formats: the reference answer)
+    answer: str | None  # option letter (free-form answer formats: the reference answer); None: unlabeled
     video: Path
     num_frames: int
     question_type: str = ""
@@ -124,7 +126,7 @@ class VideoMCQDataset(SampleList):
         rows = read_questions(self.root, questions_file, limit)
         self.samples = [
             Sample(
-                id=str(r["id"]), question=r["question"], options=list(r["options"]), answer=r["answer"],
+                id=str(r["id"]), question=r["question"], options=list(r["options"]), answer=r.get("answer"),
                 video=self.root / video_dir / r["video"], num_frames=num_frames,
                 question_type=r.get("question_type", ""),
             )

@@ -23,10 +23,13 @@ class ImageMCQConfig:
     root: str = "???"
     questions_file: str = "questions.json"
     image_dir: str = "images"
+    num_frames: int = 1  # one image per sample, as in the image benchmarks (aim.flops reads it)
     limit: int | None = None  # evaluate only the first `limit` samples
     metric: str = "accuracy"  # the headline metric of the summary: one of aim.data.METRICS
 
     def __post_init__(self):
+        if self.num_frames != 1:
+            raise ValueError(f"num_frames: an image dataset gives one image per sample; must be 1, got {self.num_frames}")
         if self.limit is not None:
             check_range("limit", self.limit, 0)
         check_choice("metric", self.metric, METRICS)
@@ -36,13 +39,13 @@ class ImageMCQConfig:
 class ImageMCQDataset(SampleList):
     """Multiple-choice questions over images, in the layout described in this module's docstring."""
 
-    def __init__(self, root, questions_file="questions.json", image_dir="images", limit=None, name="image_mcq",
-                 metric="accuracy"):
+    def __init__(self, root, questions_file="questions.json", image_dir="images", num_frames=1, limit=None,
+                 name="image_mcq", metric="accuracy"):
         self.root = Path(root)
         rows = read_questions(self.root, questions_file, limit)
         self.samples = [
             ImageSample(
-                id=str(r["id"]), question=r["question"], options=list(r["options"]), answer=r["answer"],
+                id=str(r["id"]), question=r["question"], options=list(r["options"]), answer=r.get("answer"),
                 video=self.root / image_dir / r["image"], num_frames=1, question_type=r.get("question_type", ""),
                 image=FileImage(self.root / image_dir / r["image"]),
             )
