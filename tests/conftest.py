@@ -1,8 +1,25 @@
+import os
+
 import numpy as np
 import pytest
 import torch
 
 from aim.models.llava_onevision import LlavaOnevisionAdapter, LlavaOnevisionConfig
+
+
+@pytest.fixture(scope="session", autouse=True)
+def reference_cache(tmp_path_factory):
+    """The unreduced answers that fidelity compares against (aim.eval.fidelity) go to one cache per test
+    session, never the user's ~/.cache; runs in subprocesses inherit it. Tests that count what is computed
+    set their own `fidelity.cache_dir`."""
+    path = tmp_path_factory.mktemp("aim_cache")
+    old = os.environ.get("AIM_CACHE_DIR")
+    os.environ["AIM_CACHE_DIR"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("AIM_CACHE_DIR", None)
+    else:
+        os.environ["AIM_CACHE_DIR"] = old
 
 
 @pytest.fixture(scope="session")

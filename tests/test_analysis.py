@@ -312,6 +312,33 @@ def test_paper_table_shows_fractions_in_percent_and_points_as_they_are(tmp_path)
     assert table[["synthetic_video", "mme"]].iloc[0].tolist() == [56.25, 1502.5]
 
 
+def test_fidelity_sits_beside_accuracy_in_the_table_the_paper_table_and_the_report(tmp_path):
+    root = tmp_path / "runs"
+    for name, merger, score, tflops, visual, agreement, kl in (("full", NONE, 0.56, 4e-4, 196, 1.0, 0.0),
+                                                               ("aim", aim_merger(0.25), 0.54, 1e-4, 48, 0.75, 0.0794)):
+        write_job(root / name, job_config(merger, NONE), score, tflops, 9.0, visual)
+        path = root / name / "results.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "agreement": agreement, "kl": kl}))
+    df = collect([root], roofline=False)
+    columns = list(df.columns)
+    assert columns[columns.index("accuracy") + 1:columns.index("accuracy") + 3] == ["agreement", "kl"]
+    rows = {row["merger"]: row for _, row in df.iterrows()}
+    assert (rows["none"]["agreement"], rows["none"]["kl"]) == (1.0, 0.0)
+    assert rows["aim"]["agreement"] == 0.75 and rows["aim"]["kl"] == pytest.approx(0.0794)
+
+    table = tables.paper_table(df)
+    assert list(table.columns) == ["method", "TFLOPs", "prefill ms", "synthetic_video", "agreement %", "KL"]
+    md = tables.to_markdown(table).splitlines()
+    assert md[2] == "| none+none | 0.0004 | 9.00 | **56.0** | 100.0 | 0 |"  # fidelity is not a score to bold
+    assert md[3] == "| aim+none | 0.0001 | 9.00 | 54.0 | 75.0 | 0.0794 |"
+
+    from aim.analysis import report
+
+    page = report.build(df=df, out_dir=tmp_path / "report")["report"].read_text()
+    assert "<th>agreement %</th><th>KL</th>" in page  # the paper table
+    assert "<th>accuracy</th><th>agreement</th><th>kl</th>" in page  # every job
+
+
 def test_efficiency_table_from_aim_flops_reproduces_the_papers_figures():
     from aim.analysis.efficiency_table import markdown, table
 

@@ -39,10 +39,16 @@ def expand(exp: str, *overrides: str) -> list[dict]:
 
 
 NUM_JOBS = {"ablation_layers": 10, "ablation_ratio": 42, "ablation_frames": 10, "baselines": 8, "compare_methods": 8,
-            "main_video": 2}
+            "main_video": 2, "main_image": 8}
 
 
-@pytest.mark.parametrize("exp", sorted(p.stem for p in (CONF_DIR / "exp").glob("*.yaml")))
+def grid_experiments() -> list[str]:
+    """The experiment files whose sweep is a grid (the aim sweeper); a trade-off search draws its trials
+    from distributions as it goes, and tests/test_search.py validates its space instead."""
+    return sorted(p.stem for p in (CONF_DIR / "exp").glob("*.yaml") if "AimOptunaSweeper" not in p.read_text())
+
+
+@pytest.mark.parametrize("exp", grid_experiments())
 def test_every_experiment_file_names_its_sweep_and_every_job_validates(exp):
     jobs = expand(exp)  # raises InvalidSweep naming any job whose config is invalid
     assert len(jobs) == NUM_JOBS.get(exp, len(jobs)) and len(jobs) > 1
@@ -93,6 +99,46 @@ def test_ablation_layers_runs_locally_with_one_results_json_per_job(layers_sweep
         # the pair really reached the pruner: each layer saw the tokens AIM's schedule keeps
         assert record["visual_tokens_per_layer"] == kept_per_layer(record["visual_tokens"], aim_schedule(4, l1, l2))
         assert json.loads((out / "job.json").read_text())["state"] == "done"
+
+
+# the image table's methods: (merger, pruner) of each job of +exp=main_image (conf/method/*.yaml)
+IMAGE_TABLE = {"unreduced": ("none", "none"), "aim_toy": ("aim", "aim"), "random_toy": ("random", "random"),
+               "fastv_toy": ("none", "fastv"), "pdrop_toy": ("none", "pdrop"), "vtw_toy": ("none", "vtw"),
+               "prumerge_toy": ("prumerge", "none"), "prumerge_plus_toy": ("prumerge_plus", "none")}
+
+
+def test_main_image_runs_the_image_table_on_an_image_model_with_one_results_json_per_job(tmp_path, env):
+    sweep = tmp_path / "sweep"
+    proc = multirun(sweep, "+exp=main_image", "dataset.limit=1", "logger=none", env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = json.loads((sweep / "sweep.json").read_text())
+    assert manifest["launcher"] == "local" and manifest["num_jobs"] == len(IMAGE_TABLE)
+    assert {j["subdir"]: (j["merger"], j["pruner"]) for j in manifest["jobs"]} == IMAGE_TABLE
+    assert {p.parent.name for p in sweep.glob("*/results.json")} == set(IMAGE_TABLE)  # one per expected job
+    results = {j["subdir"]: json.loads((sweep / j["subdir"] / "results.json").read_text()) for j in manifest["jobs"]}
+    for method, summary in results.items():
+        assert summary["num_samples"] == 1 and summary["num_skipped"] == 0
+        assert (summary["method"]["merger"], summary["method"]["pruner"]) == IMAGE_TABLE[method]
+        # the default: LLaVA-1.5's classes with random weights, each question on one frame seen as one image
+        assert summary["config"]["model"]["name"] == "llava" and summary["config"]["model"]["random_init"]
+        assert summary["config"]["dataset"]["num_frames"] == 1
+    unreduced = results["unreduced"]
+    assert unreduced["visual_tokens"] == 24 * 24  # LLaVA-1.5's 576 tokens per image
+    for method, summary in results.items():  # every method spends less of the LLM prefill than the unreduced model
+        if method != "unreduced":
+            assert summary["tflops"] < unreduced["tflops"], method
+
+
+IMAGE_BENCHMARKS = ("vqav2", "gqa", "mme", "textvqa_val", "scienceqa_img", "mmbench_en_dev", "pope")
+FREE_FORM = {"vqav2", "gqa", "mme", "textvqa_val", "pope"}  # generated answers: eval.mode=generate
+
+
+@pytest.mark.parametrize("image_benchmark", IMAGE_BENCHMARKS)
+def test_main_image_takes_the_papers_image_model_and_each_image_benchmark(image_benchmark, benchmark_roots):
+    mode = ["eval.mode=generate"] if image_benchmark in FREE_FORM else []
+    jobs = expand("main_image", "model=llava_1.5_7b", f"dataset={image_benchmark}",
+                  f"dataset.root={benchmark_roots[image_benchmark]}", "+method=unreduced,aim", *mode)
+    assert [(j["subdir"], j["merger"], j["pruner"]) for j in jobs] == [("unreduced", "none", "none"), ("aim", "aim", "aim")]
 
 
 def sweep_cli(*args, env, timeout=300):

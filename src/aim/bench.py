@@ -8,6 +8,9 @@ tokens, then times the reduced and the unreduced prefill alternately after warm-
 is synchronized around each). The vision tower is not run: only the LLM prefill and the reduction's own
 overhead (merging, importance) are timed. The last stdout line is one JSON object with `speedup`,
 `flops_ratio`, `prefill_ms`, `prefill_ms_full`, `overhead_ms`, `merge_ms`, `importance_ms`, `device`.
+With a budget (`budget.tflops`, `budget.fraction` or `budget.prefill_ms`; aim.budget) the merger's and
+pruner's knobs are first chosen to fit it at `bench.frames` and `bench.text_tokens`, and the JSON carries
+a `budget` entry (asked, setting, analytic cost, `chosen_by`).
 """
 from __future__ import annotations
 
@@ -153,11 +156,21 @@ def bench(valid) -> dict:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> None:
+    from aim.budget import apply_budget, print_choice
+
     try:
-        result = bench(validate(cfg))
+        valid = validate(cfg)
+        # budget mode: the knobs that fit, for bench.frames / bench.text_tokens, written into cfg
+        plan = apply_budget(cfg, valid, valid.bench.frames, valid.bench.text_tokens)
+        if plan is not None:
+            valid = validate(cfg)
+            print_choice(plan.record())
+        result = bench(valid)
     except ConfigError as exc:
         print(f"aim.bench: invalid config: {exc}", file=sys.stderr)
         sys.exit(2)
+    if plan is not None:
+        result["budget"] = plan.record()
     print(f"{result['method']['merger']}/{result['method']['pruner']} on {result['device']}: prefill "
           f"{result['prefill_ms_full']:.1f} -> {result['prefill_ms']:.1f} ms (speedup {result['speedup']:.2f}x, "
           f"FLOPs ratio {result['flops_ratio']:.2f}x, speedup/FLOPs ratio {result['speedup_over_flops_ratio']:.2f}); "

@@ -104,6 +104,57 @@ class FlopsConfig:
 
 
 @dataclass
+class FidelityConfig:
+    """Fidelity to the unreduced model (aim.eval.fidelity): per sample, agreement with its answer and
+    KL(full || reduced) over the answer options; needs no labels. The unreduced answers are cached under
+    `cache_dir`, one file per model + dataset + frames + eval mode + seed, shared by every run."""
+
+    enabled: bool = True
+    cache_dir: str = "~/.cache/aim/reference"
+
+    def __post_init__(self):
+        if not str(self.cache_dir).strip():
+            raise ValueError("cache_dir: empty; give a directory for the cached unreduced answers")
+
+
+@dataclass
+class BudgetConfig:
+    """Budget mode (aim.budget): give at most one of tflops / fraction / prefill_ms, and aim.run, aim.flops
+    and aim.bench choose the configured merger's and pruner's knob values (merge ratio, l1, l2, ...) that
+    fit it, by a recorded trade-off or the default policy; none given: the knobs as configured."""
+
+    tflops: float | None = None  # LLM-prefill TFLOPs per sample (the roofline count, aim.flops's `tflops`)
+    fraction: float | None = None  # of the unreduced LLM prefill's TFLOPs at the same input
+    prefill_ms: float | None = None  # roofline prefill time on `hardware`
+    hardware: str | None = None  # a roofline profile for prefill_ms; None: flops.hardware
+    text_tokens: int = 100  # aim.run: the text length planned for (aim.flops / aim.bench: their own)
+    tradeoff: str | None = None  # a trade-off file; None: a bundled one for this model + dataset, else the
+    # policy; "policy": always the policy
+    objective: str | None = None  # accuracy | agreement: what the trade-off ranks by; None: the file's
+    per_sample: bool = False  # aim.run: choose per sample from its own frames and prompt length (tflops only)
+
+    def __post_init__(self):
+        from aim.efficiency.roofline import HARDWARE_PROFILES
+
+        given = [k for k in ("tflops", "fraction", "prefill_ms") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"{given[0]}: give one of tflops, fraction, prefill_ms; got {' and '.join(given)}")
+        for key in ("tflops", "prefill_ms"):
+            if getattr(self, key) is not None:
+                check_range(key, getattr(self, key), 0, low_open=True)
+        if self.fraction is not None:
+            check_range("fraction", self.fraction, 0, 1, low_open=True)
+        if self.hardware is not None:
+            check_choice("hardware", self.hardware, HARDWARE_PROFILES)
+        check_range("text_tokens", self.text_tokens, 0)
+        if self.objective is not None:
+            check_choice("objective", self.objective, ("accuracy", "agreement"))
+        if self.per_sample and self.tflops is None:
+            raise ValueError("per_sample: needs budget.tflops (the same TFLOPs for every sample), "
+                             f"got {given[0] if given else 'no budget'}")
+
+
+@dataclass
 class Validated:
     """The validated, typed view of a run config (one dataclass per group)."""
 
@@ -116,6 +167,8 @@ class Validated:
     seed: int
     bench: BenchConfig
     flops: FlopsConfig
+    fidelity: FidelityConfig
+    budget: BudgetConfig
 
 
 def to_schema(schema: type, node: DictConfig | dict, path: str):
@@ -174,4 +227,6 @@ def validate(cfg: DictConfig) -> Validated:
         seed=seed,
         bench=to_schema(BenchConfig, cfg.get("bench", {}), "bench"),
         flops=to_schema(FlopsConfig, cfg.get("flops", {}), "flops"),
+        fidelity=to_schema(FidelityConfig, cfg.get("fidelity", {}), "fidelity"),
+        budget=to_schema(BudgetConfig, cfg.get("budget", {}), "budget"),
     )

@@ -21,6 +21,13 @@ with `tflops`, `prefill_ms`, `hardware`, `visual_tokens`, `text_tokens`, `tokens
 the unreduced figure for this checkpoint and visual token count (`PUBLISHED_TFLOPS`), it is printed
 beside ours with the text lengths at which our unreduced count rounds to it
 (`published_tflops_full`, `published_text_tokens`).
+
+With a budget (`budget.tflops=15`, `budget.fraction=0.15` or `budget.prefill_ms=60 budget.hardware=h100_sxm`;
+aim.budget) the merger's and pruner's knobs are chosen to fit it for these frames and text tokens first;
+the breakdown is then that setting's, and the JSON carries a `budget` entry (asked, setting, its cost on
+the budget's hardware, `chosen_by`).
+
+    python -m aim.flops model=llava_onevision_7b dataset.num_frames=32 budget.tflops=15
 """
 from __future__ import annotations
 
@@ -121,6 +128,15 @@ def tokens_per_layer(visual_tokens: int, text_tokens: int, retention: list[float
     return visual, [text_tokens + v for v in visual]
 
 
+def sample_frames(valid: Validated, adapter) -> int:
+    """flops.frames, else one image for an image model (LLaVA-1.5), else dataset.num_frames."""
+    if valid.flops.frames is not None:
+        return valid.flops.frames
+    if adapter.modalities[0] == "image":
+        return 1
+    return getattr(valid.dataset, "num_frames", 1)
+
+
 def flops(valid: Validated) -> dict:
     from aim.efficiency.analytic import llm_prefill_flops
     from aim.efficiency.roofline import LLMShape, hardware_profile, prefill_estimate
@@ -131,12 +147,7 @@ def flops(valid: Validated) -> dict:
     text_config = hf_config.text_config
     shape = LLMShape.from_text_config(text_config)
     hw = hardware_profile(f.hardware, f.peak_tflops, f.bandwidth_gbs)
-    if f.frames is not None:
-        frames = f.frames
-    elif adapter.modalities[0] == "image":  # an image model: one image per sample
-        frames = 1
-    else:
-        frames = getattr(valid.dataset, "num_frames", 1)
+    frames = sample_frames(valid, adapter)
     groups, rows, cols = adapter.feature_grid(hf_config, valid.model, frames)
     per_frame = rows * cols
     kept = kept_per_frame(valid.merger, per_frame)
@@ -206,12 +217,22 @@ def print_breakdown(result: dict) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> None:
+    from aim.budget import apply_budget, print_choice
+
     try:
-        result = flops(validate(cfg))
+        valid = validate(cfg)
+        # budget mode: the knobs that fit, for flops.frames / flops.text_tokens, written into cfg
+        plan = apply_budget(cfg, valid, sample_frames(valid, model_configs(valid.model)[1]), valid.flops.text_tokens)
+        if plan is not None:
+            valid = validate(cfg)
+        result = flops(valid)
     except ConfigError as exc:
         print(f"aim.flops: invalid config: {exc}", file=sys.stderr)
         sys.exit(2)
     print_breakdown(result)
+    if plan is not None:
+        result["budget"] = plan.record()
+        print_choice(result["budget"])
     print(json.dumps(result))
 
 

@@ -65,11 +65,14 @@ def sweep_name() -> str | None:
     return Path(HydraConfig.get().sweep.dir).name
 
 
-def run(cfg: DictConfig, valid: Validated, out_dir: Path) -> dict:
+def run(cfg: DictConfig, valid: Validated, out_dir: Path, budget=None) -> dict:
+    """`budget`: the aim.budget.BudgetPlan that chose this config's knobs (its record goes into results.json
+    as `budget`; with budget.per_sample it chooses each sample's own), or None."""
     import torch
 
     from aim.data import DATASETS
     from aim.eval import evaluate
+    from aim.eval.fidelity import build_fidelity
     from aim.merging import MERGERS
     from aim.models import MODELS
     from aim.pruning import PRUNERS
@@ -77,7 +80,9 @@ def run(cfg: DictConfig, valid: Validated, out_dir: Path) -> dict:
     from aim.tracking.results import print_summary, summarize, write_results
     from aim.tracking.wandb_logger import make_logger
 
-    check_resume(out_dir, result_spec(cfg))
+    spec = result_spec(cfg)
+    spec.pop("fidelity", None)  # adds measurements, changes no result: a resume may turn it on or move its cache
+    check_resume(out_dir, spec)
     config = OmegaConf.to_container(cfg, resolve=True)
     torch.manual_seed(valid.seed)
     adapter = MODELS.get(valid.model.name).from_config(**asdict(valid.model))
@@ -85,33 +90,48 @@ def run(cfg: DictConfig, valid: Validated, out_dir: Path) -> dict:
     merger = MERGERS.build(valid.merger.name, **asdict(valid.merger))
     pruner = PRUNERS.build(valid.pruner.name, **asdict(valid.pruner))
     records = SampleRecords(out_dir / "samples.jsonl")
+    fidelity = build_fidelity(valid)
     method = {"merger": valid.merger.name, "pruner": valid.pruner.name}
     logger = make_logger(valid.logger, out_dir, config, method, group=sweep_name())
     try:
         evaluate(
             adapter, dataset, merger, pruner, records, mode=valid.eval.mode,
             max_new_tokens=valid.eval.max_new_tokens, progress=valid.eval.progress, on_record=logger.log_progress,
+            fidelity=fidelity, per_sample=budget.sample_budget() if budget is not None else None,
         )
     finally:
         records.close()
     wanted = {s.id for s in dataset}  # a rerun with a smaller dataset.limit summarizes only those
     evaluated = [r for r in records.records if r["id"] in wanted]
     summary = summarize(evaluated, method, config)
+    if budget is not None:
+        summary["budget"] = budget.record(evaluated)
     write_results(out_dir / "results.json", summary)
     logger.finish(summary, evaluated)
     print_summary(summary, out_dir)
+    if fidelity is not None:
+        print(f"unreduced answers: {fidelity.cache.path} ({fidelity.computed} computed by this run)")
     return summary
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | list[float]:
+    from aim.budget import apply_budget, print_choice
+
     try:
         valid = validate(cfg)
-        summary = run(cfg, valid, Path(HydraConfig.get().runtime.output_dir))
+        budget = apply_budget(cfg, valid)  # budget mode: the chosen knobs written into cfg before anything is built
+        if budget is not None:
+            valid = validate(cfg)
+            print_choice(budget.record())
+        summary = run(cfg, valid, Path(HydraConfig.get().runtime.output_dir), budget)
     except ConfigError as exc:
         print(f"aim: invalid config: {exc}", file=sys.stderr)
         sys.exit(2)
-    return summary["accuracy"]  # the value a Hydra sweeper would optimise
+    from aim.search import task_return
+
+    # what a Hydra sweeper optimises: the accuracy, or [search.objective, tflops] for a trade-off search
+    return task_return(cfg, summary)
 
 
 if __name__ == "__main__":

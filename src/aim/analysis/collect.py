@@ -14,7 +14,9 @@ Sources:
 Columns (metrics named as in results.json, nested ones as the W&B summary names them):
   sweep, job, run, status, detail, overrides, method, merger, pruner, params, label, series, unreduced,
   merger.<field>, pruner.<field> (the configs' parameters), frames, model, dataset, eval_mode,
-  metric, score, accuracy, accuracy_by_type/<type>, accuracy_by_category/<key>/<value>,
+  metric, score, accuracy, agreement and kl (fidelity to the unreduced model: the fraction of samples
+  answered as it answers, mean KL(full || reduced) over the answer options; aim.eval.fidelity),
+  accuracy_by_type/<type>, accuracy_by_category/<key>/<value>,
   num_samples, num_skipped, tflops (fvcore, LLM prefill per sample), tflops_analytic, prefill_ms
   (measured, mean), prefill_ms_median, roofline_tflops, roofline_prefill_ms, roofline_hardware (the
   roofline of `aim.efficiency.roofline` at each sample's own tokens per layer, on the job's
@@ -44,10 +46,10 @@ SUMMARY_JOB_TYPE = "sweep-summary"  # the W&B summary run of a sweep (aim.analys
 
 # the leading columns, in this order; the rest (parameters, per-type accuracies) follow
 LEADING = ["sweep", "job", "run", "status", "method", "params", "label", "series", "unreduced", "merger", "pruner",
-           "frames", "model", "dataset", "eval_mode", "metric", "score", "accuracy", "num_samples", "num_skipped",
-           "tflops", "tflops_analytic", "roofline_tflops", "prefill_ms", "prefill_ms_median", "roofline_prefill_ms",
-           "roofline_hardware", "tflops_unreduced_analytic", "visual_tokens", "text_tokens", "pareto_tflops",
-           "pareto_prefill_ms", "detail", "overrides"]
+           "frames", "model", "dataset", "eval_mode", "metric", "score", "accuracy", "agreement", "kl", "num_samples",
+           "num_skipped", "tflops", "tflops_analytic", "roofline_tflops", "prefill_ms", "prefill_ms_median",
+           "roofline_prefill_ms", "roofline_hardware", "tflops_unreduced_analytic", "visual_tokens", "text_tokens",
+           "pareto_tflops", "pareto_prefill_ms", "detail", "overrides"]
 
 
 # ------------------------------------------------------------------------------------------ one run
@@ -77,8 +79,8 @@ def results_fields(results: dict) -> dict:
         "score": results.get("score", results.get("accuracy")),
         "accuracy": results.get("accuracy"),
     }
-    for key in ("num_samples", "num_skipped", "tflops", "tflops_analytic", "prefill_ms", "prefill_ms_median",
-                "visual_tokens", "text_tokens"):
+    for key in ("agreement", "kl", "num_samples", "num_skipped", "tflops", "tflops_analytic", "prefill_ms",
+                "prefill_ms_median", "visual_tokens", "text_tokens"):
         row[key] = results.get(key)
     for qtype, acc in (results.get("accuracy_by_type") or {}).items():
         row[f"accuracy_by_type/{qtype}"] = acc
@@ -366,7 +368,7 @@ def tidy(rows: list[dict]) -> pd.DataFrame:
         for cost in ("tflops", "prefill_ms"):
             mask = pareto_front(rows_p[cost], rows_p["score"])
             df.loc[rows_p.index[mask], f"pareto_{cost}"] = True
-    for col in ("score", "accuracy", "tflops", "tflops_analytic", "prefill_ms", "prefill_ms_median",
+    for col in ("score", "accuracy", "agreement", "kl", "tflops", "tflops_analytic", "prefill_ms", "prefill_ms_median",
                 "roofline_tflops", "roofline_prefill_ms", "tflops_unreduced_analytic", "visual_tokens", "text_tokens"):
         df[col] = pd.to_numeric(df[col], errors="coerce")
     df["status"] = pd.Categorical(df["status"], categories=list(STATUSES) + sorted(set(df["status"]) - set(STATUSES)))

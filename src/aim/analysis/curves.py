@@ -220,3 +220,96 @@ def write_html(df: pd.DataFrame, path: Path, costs=("tflops", "prefill_ms")) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page)
     return path
+
+
+# ------------------------------------------------------------------------------------------ trade-off search
+
+def tradeoff_frame(data: dict) -> pd.DataFrame:
+    """The points of a search's tradeoff.json (aim.search) as rows: series (merger + pruner), setting label,
+    tflops, the objective as `value`, pareto."""
+    from aim.search import PARAMETER_FIELDS
+
+    rows = []
+    for p in data["points"]:
+        parts = []
+        for group in ("merger", "pruner"):
+            knobs = " ".join(f"{k}={_fmt(p[group][k])}" for k in PARAMETER_FIELDS if k in p[group])
+            parts.append(p[group].get("name", "?") + (f" {knobs}" if knobs else ""))
+        rows.append({"series": f"{p['merger'].get('name')}+{p['pruner'].get('name')}", "setting": " + ".join(parts),
+                     "tflops": p.get("tflops"), "value": p.get(data["objective"]), "pareto": bool(p.get("pareto")),
+                     "run": p.get("run"), "accuracy": p.get("accuracy"), "agreement": p.get("agreement")})
+    df = pd.DataFrame(rows, columns=["series", "setting", "tflops", "value", "pareto", "run", "accuracy", "agreement"])
+    for col in ("tflops", "value", "accuracy", "agreement"):
+        df[col] = pd.to_numeric(df[col], errors="coerce")
+    return df
+
+
+def _fmt(v) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def tradeoff_title(data: dict) -> str:
+    return (f"trade-off search: {data['objective']} vs TFLOPs, {data.get('model')} on {data.get('dataset')}, "
+            f"{data.get('num_frames')} frames")
+
+
+def tradeoff_figure(data: dict):
+    """Every evaluated setting of a search (a colour per merger + pruner), the Pareto set ringed and joined."""
+    import plotly.graph_objects as go
+
+    df = tradeoff_frame(data)
+    fig = go.Figure()
+    for i, (name, rows) in enumerate(df.groupby("series", sort=True)):
+        hover = [f"<b>{r.setting}</b><br>{data['objective']} {r.value:.4g}<br>tflops {r.tflops:.4g}<br>run {r.run}"
+                 for r in rows.itertuples()]
+        fig.add_trace(go.Scatter(x=rows["tflops"], y=rows["value"], mode="markers", name=name,
+                                 marker={"size": 9, "color": PALETTE[i % len(PALETTE)]}, hovertext=hover,
+                                 hoverinfo="text"))
+    front = df[df["pareto"]].sort_values("tflops")
+    if len(front):
+        fig.add_trace(go.Scatter(x=front["tflops"], y=front["value"], mode="lines+markers", name="Pareto set",
+                                 line={"shape": "hv", "dash": "dash", "color": FRONTIER_COLOR, "width": 1},
+                                 marker={"size": 16, "symbol": "circle-open", "color": FRONTIER_COLOR},
+                                 hovertext=list(front["setting"]), hoverinfo="text"))
+    log = use_log_x(list(df["tflops"]))
+    y = df["value"].dropna()
+    fig.update_layout(title=tradeoff_title(data), template="plotly_white", height=480,
+                      xaxis={"title": X_AXES["tflops"], "type": "log" if log else "linear", "exponentformat": "e"},
+                      yaxis={"title": data["objective"],
+                             "range": (-0.02, 1.04) if len(y) and y.between(0, 1).all() else None},
+                      margin={"l": 60, "r": 20, "t": 60, "b": 50})
+    return fig
+
+
+def tradeoff_png(data: dict, path: Path, dpi: int = 150) -> Path | None:
+    """The same plot with matplotlib; None if no point has both coordinates."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    df = tradeoff_frame(data).dropna(subset=["tflops", "value"])
+    if df.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    for i, (name, rows) in enumerate(df.groupby("series", sort=True)):
+        ax.scatter(rows["tflops"], rows["value"], s=28, color=PALETTE[i % len(PALETTE)], label=name)
+    front = df[df["pareto"]].sort_values("tflops")
+    if len(front):
+        ax.step(front["tflops"], front["value"], where="post", ls="--", lw=1, color=FRONTIER_COLOR, label="Pareto set")
+        ax.scatter(front["tflops"], front["value"], s=110, facecolors="none", edgecolors=FRONTIER_COLOR, lw=1.2, zorder=3)
+    if use_log_x(list(df["tflops"])):
+        ax.set_xscale("log")
+    if df["value"].between(0, 1).all():
+        ax.set_ylim(-0.02, 1.04)
+    ax.set_xlabel(X_AXES["tflops"])
+    ax.set_ylabel(data["objective"])
+    ax.set_title(tradeoff_title(data), fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path

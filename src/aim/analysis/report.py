@@ -6,8 +6,10 @@ self-contained page (plotly.js and the PNGs inlined; it opens offline, from a fi
 2. what is missing or failed: every job not done, with its state, error and overrides;
 3. the curves: accuracy vs TFLOPs and vs prefill ms, one line per method, Pareto frontier, unreduced
    reference (interactive; the static PNG beside it);
-4. the paper table, with its Markdown and LaTeX source;
-5. every job in one table.
+4. for a trade-off search (aim.search), its Pareto set: every evaluated setting, the frontier, a table of
+   the Pareto settings;
+5. the paper table, with its Markdown and LaTeX source;
+6. every job in one table.
 """
 from __future__ import annotations
 
@@ -24,8 +26,8 @@ from aim.analysis import curves, tables
 from aim.analysis.collect import STATUSES, collect, save_table, status_counts
 
 COSTS = ("tflops", "prefill_ms")
-JOB_COLUMNS = ["sweep", "job", "run", "status", "label", "frames", "dataset", "score", "accuracy", "num_samples",
-               "tflops", "prefill_ms", "roofline_prefill_ms", "visual_tokens", "pareto_tflops"]
+JOB_COLUMNS = ["sweep", "job", "run", "status", "label", "frames", "dataset", "score", "accuracy", "agreement", "kl",
+               "num_samples", "tflops", "prefill_ms", "roofline_prefill_ms", "visual_tokens", "pareto_tflops"]
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
 h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 1.8em; border-bottom: 1px solid #ddd; }
@@ -113,16 +115,76 @@ def curves_section(df: pd.DataFrame, pngs: dict[str, Path | None]) -> str:
     return "\n".join(parts)
 
 
+def search_tradeoffs(df: pd.DataFrame, out_dir: Path | None = None) -> list[tuple[str, dict, Path | None]]:
+    """(sweep, trade-off, PNG) for every trade-off search in the table (its sweep.json has a `search` block;
+    aim.search): the trade-off rebuilt from the sweep's results (tradeoff.json's objective kept), else the
+    tradeoff.json as written; the PNG drawn into out_dir."""
+    from aim.search import TRADEOFF, tradeoff
+
+    out = []
+    for sweep, rows in df.groupby("sweep", sort=True):
+        sweep_dir = Path(str(rows["sweep_dir"].iloc[0]))
+        manifest = _manifest(str(sweep_dir))
+        if not manifest or "search" not in manifest:
+            continue
+        written = json.loads((sweep_dir / TRADEOFF).read_text()) if (sweep_dir / TRADEOFF).exists() else None
+        try:
+            data = tradeoff(sweep_dir, (written or {}).get("objective"))
+        except Exception:  # e.g. jobs of several models: show what the search wrote, if anything
+            data = written
+        if data is None:
+            continue
+        png = curves.tradeoff_png(data, out_dir / f"pareto_{len(out)}.png") if out_dir is not None else None
+        out.append((str(sweep), data, png))
+    return out
+
+
+def search_section(searches: list[tuple[str, dict, Path | None]]) -> str:
+    """The Pareto set of each trade-off search: every evaluated setting and the frontier, and a table of the
+    Pareto settings (what budget mode chooses from)."""
+    from aim.search import pareto_rows, row_columns
+
+    if not searches:
+        return ""
+    parts = ["<h2 id='pareto'>Trade-off search: the Pareto set</h2>",
+             "<p class='note'>Each point is one evaluated setting of the search (a trial, on the calibration subset); "
+             "ringed and joined: the Pareto set, the settings no other point beats on the objective at lower or equal "
+             "TFLOPs. Budget mode (<code>budget.tradeoff=&lt;sweep dir&gt;/tradeoff.json</code>) chooses from these "
+             "points; <code>python -m aim.search &lt;sweep dir&gt;</code> rewrites the file.</p>"]
+    interactive = curves.plotly_available()
+    for i, (sweep, data, png) in enumerate(searches):
+        rows = pareto_rows(data)
+        limit = data.get("dataset_limit")
+        parts.append(f"<h3>{escape(sweep)}</h3><p>{len(data['points'])} settings evaluated"
+                     + (f" on the first {limit} questions" if limit else "")
+                     + f"; {len(rows)} on the Pareto set of {escape(str(data['objective']))} (max) against TFLOPs (min). "
+                     f"<code>{escape(str(Path(data.get('source') or '') / 'tradeoff.json'))}</code></p>")
+        if interactive and data["points"]:
+            parts.append(curves.figure_div(curves.tradeoff_figure(data), f"pareto-{i}"))
+            img = _png_img(png, f"trade-off {sweep}")
+            if img:
+                parts.append(f"<details><summary>static image (PNG)</summary>{img}</details>")
+        else:
+            parts.append(_png_img(png, f"trade-off {sweep}"))
+        if rows:
+            parts.append(html_table(pd.DataFrame(rows), row_columns(rows), state_column=None))
+    return "\n".join(parts)
+
+
 def table_section(paper: pd.DataFrame) -> str:
     if paper.empty:
         return "<h2 id='table'>Paper table</h2><p>No job is done yet.</p>"
+    fidelity = ("; agreement % and KL: fidelity to the unreduced model (the samples answered as it answers; "
+                "KL(full || reduced) over the answer options, nats), measured without labels"
+                if set(tables.FIDELITY_COLUMNS.values()) & set(paper.columns) else "")
     return ("<h2 id='table'>Paper table</h2><p class='note'>Scores in percent (the best of each benchmark in bold); "
-            "TFLOPs and ms per sample, mean over the benchmarks a method ran on.</p>" + tables.to_html(paper)
+            f"TFLOPs and ms per sample, mean over the benchmarks a method ran on{fidelity}.</p>" + tables.to_html(paper)
             + "<details><summary>Markdown</summary><pre>" + escape(tables.to_markdown(paper)) + "</pre></details>"
             + "<details><summary>LaTeX</summary><pre>" + escape(tables.to_latex(paper)) + "</pre></details>")
 
 
-def render(df: pd.DataFrame, pngs: dict[str, Path | None], title: str) -> str:
+def render(df: pd.DataFrame, pngs: dict[str, Path | None], title: str,
+           searches: list[tuple[str, dict, Path | None]] = ()) -> str:
     sources = []
     for sweep, rows in df.groupby("sweep", sort=True):
         sweep_dir = str(rows["sweep_dir"].iloc[0])
@@ -141,6 +203,7 @@ def render(df: pd.DataFrame, pngs: dict[str, Path | None], title: str) -> str:
 <ul>{''.join(sources)}</ul>
 {status_section(df)}
 {curves_section(df, pngs)}
+{search_section(list(searches))}
 {table_section(tables.paper_table(df))}
 <h2 id="jobs">All jobs</h2>
 <div style="overflow-x:auto">{html_table(df, JOB_COLUMNS + per_type)}</div>
@@ -170,5 +233,7 @@ def build(sources: Iterable[str | Path] = (), out_dir: Path | None = None, title
     (out_dir / "table.tex").write_text(tables.to_latex(paper, caption=title, label="tab:aim-results"))
     paths["markdown"], paths["latex"] = out_dir / "table.md", out_dir / "table.tex"
     paths["report"] = out_dir / "report.html"
-    paths["report"].write_text(render(df, pngs, title))
+    searches = search_tradeoffs(df, out_dir)
+    paths.update({f"png_pareto_{i}": png for i, (_, _, png) in enumerate(searches) if png})
+    paths["report"].write_text(render(df, pngs, title, searches))
     return paths

@@ -5,6 +5,9 @@ Scores that are fractions are shown in percent; a benchmark scored in points (MM
 A method's row is keyed by its label (method and the parameters that vary between its jobs), and by
 model and frames where the table holds several. Its TFLOPs and ms are the mean over the benchmarks it
 ran on (they differ a little with each benchmark's prompt lengths; on one benchmark they are its own).
+Fidelity to the unreduced model, where the jobs measured it (aim.eval.fidelity), follows the scores:
+`agreement %` (samples answered as the unreduced model answers) and `KL` (mean KL(full || reduced) over
+the answer options, nats), both the mean over the benchmarks a method ran on.
 The best score of each benchmark column is bold. The Markdown and LaTeX writers take any DataFrame, so
 the efficiency table (`aim.analysis.efficiency_table`) uses them too.
 """
@@ -19,6 +22,7 @@ EFFICIENCY_COLUMNS = {  # tidy-table column -> paper-table header
     "prefill_ms": "prefill ms",
     "roofline_prefill_ms": "prefill ms (roofline)",
 }
+FIDELITY_COLUMNS = {"agreement": "agreement %", "kl": "KL"}  # tidy-table column -> paper-table header
 
 
 def paper_table(df: pd.DataFrame, efficiency=("tflops", "prefill_ms", "roofline_prefill_ms")) -> pd.DataFrame:
@@ -42,7 +46,14 @@ def paper_table(df: pd.DataFrame, efficiency=("tflops", "prefill_ms", "roofline_
     scores = done.pivot_table(index=keys, columns="dataset", values="score_pct", aggfunc="mean", dropna=False)
     cost = done.groupby(keys, dropna=False)[efficiency].mean()
     unreduced = done.groupby(keys, dropna=False)["unreduced"].any()
-    table = cost.join(scores).join(unreduced)
+    table = cost.join(scores)
+    fidelity = [c for c in FIDELITY_COLUMNS if c in done and done[c].notna().any()]
+    if fidelity:
+        means = done.groupby(keys, dropna=False)[fidelity].mean()
+        if "agreement" in means:
+            means["agreement"] = 100 * means["agreement"]
+        table = table.join(means.rename(columns=FIDELITY_COLUMNS))
+    table = table.join(unreduced)
     # the unreduced model first, then by cost, most expensive first (as the paper lists them)
     sort_by = efficiency[0] if efficiency else table.columns[0]
     table = table.sort_values(["unreduced", sort_by], ascending=[False, False]).drop(columns="unreduced")
@@ -59,6 +70,8 @@ def _fmt(value, column: str) -> str:
             return f"{value:.2f}" if abs(value) >= 1 else f"{value:.3g}"
         if "ms" in column:
             return f"{value:.2f}" if abs(value) >= 0.01 else f"{value:.3g}"
+        if column == FIDELITY_COLUMNS["kl"]:
+            return f"{value:.3g}"
         return f"{value:.1f}"  # a score in percent
     return str(value)
 
@@ -74,7 +87,7 @@ def _best(table: pd.DataFrame, score_columns) -> set[tuple[int, str]]:
 
 
 def score_columns(table: pd.DataFrame) -> list[str]:
-    fixed = {"method", "model", "frames", *EFFICIENCY_COLUMNS.values()}
+    fixed = {"method", "model", "frames", *EFFICIENCY_COLUMNS.values(), *FIDELITY_COLUMNS.values()}
     return [c for c in table.columns if c not in fixed and not str(c).startswith("prefill ms (roofline")]
 
 

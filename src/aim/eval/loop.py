@@ -7,7 +7,10 @@ the way its benchmark does, e.g. VQA soft accuracy); `likelihood` leaves the opt
 and compares the next-token logits of each option's text (lmms-eval's log-likelihood multiple choice, for
 single-token options). Free-form samples need `generate`. A record carries `correct` and, when generated,
 the per-sample `score`; samples scored together (MME's image pairs, MMBench's circular shifts) carry their
-`group`.
+`group`. A sample without an answer (unlabeled data) is answered but not scored: `correct` is None.
+With a `Fidelity` (aim.eval.fidelity), a record also carries `agreement` with the unreduced model's answer,
+`kl` (KL(full || reduced) over the answer options) and `reference_prediction`; the unreduced answer comes
+from the reference cache, computed here (outside the timed prefill) when the cache lacks it.
 Every sample becomes one record in `samples.jsonl` as soon as it is scored; samples already recorded
 are skipped, so a rerun in the same output directory resumes.
 """
@@ -21,10 +24,15 @@ from tqdm import tqdm
 from aim.data import VideoDecodeError
 from aim.efficiency.analytic import llm_prefill_flops
 from aim.efficiency.fvcore_count import count_llm_prefill, count_visual
+from aim.eval.fidelity import option_log_probs
 from aim.eval.scoring import parse_letter, score_response
+from aim.merging import NoMerge
 from aim.pruning.hooks import TokenPruner
 
-__all__ = ["FlopsCache", "evaluate", "parse_letter"]
+__all__ = ["FlopsCache", "evaluate", "parse_letter", "predict"]
+
+
+UNREDUCED = NoMerge()  # the reference answer: every visual token, no pruning hooks attached
 
 
 class FlopsCache:
@@ -59,10 +67,33 @@ class FlopsCache:
         return {**self._llm[key], **self._visual[visual_key]}
 
 
+def predict(adapter, sample, mode: str, logits=None, response: str | None = None) -> dict:
+    """What a model answered, without the label: {"prediction", "log_probs"}. Scoring by logits (letter,
+    likelihood): the option with the highest logit and the options' log-softmax; generated: the response
+    as the sample's answer format reads it (a letter, a normalised VQA answer, yes / no), no log_probs."""
+    if mode == "generate":
+        answer_format = getattr(sample, "answer_format", "letter")
+        read = score_response(answer_format, response, "", [], len(sample.options))["prediction"]
+        return {"prediction": read, "log_probs": None}
+    ids = adapter.option_token_ids(len(sample.options)) if mode == "letter" else adapter.option_text_ids(sample.options)
+    option_logits = logits[ids]
+    return {"prediction": chr(ord("A") + int(torch.argmax(option_logits))),
+            "log_probs": option_log_probs(option_logits)}
+
+
+def labelled(sample) -> bool:
+    """Whether the sample has a reference answer to score against (unlabeled data: `answer` None or "")."""
+    return bool(sample.answer) or bool(getattr(sample, "answers", None))
+
+
 def evaluate(adapter, dataset, merger, pruner, records, mode: str = "letter", max_new_tokens: int = 8,
-             progress: bool = True, on_record=None) -> None:
+             progress: bool = True, on_record=None, fidelity=None, per_sample=None) -> None:
+    """`fidelity`: an aim.eval.fidelity.Fidelity, or None to measure none. `per_sample`: budget mode per
+    sample (aim.budget.SampleBudget), which gives each sample its own merger and pruner (in place of
+    `merger`, `pruner`) and a `budget` field for its record; None: the same for every sample."""
     flops = FlopsCache(adapter, merger, pruner)
     pruning = TokenPruner(adapter.decoder_layers, pruner)
+    per_setting = {}  # per_sample: each chosen (merger, pruner)'s FLOPs cache and hook, built once
     warmed = False
     todo = [s for s in dataset if s.id not in records]
     bar = tqdm(total=len(dataset), initial=len(dataset) - len(todo), desc="evaluating", disable=not progress, unit="sample")
@@ -78,6 +109,12 @@ def evaluate(adapter, dataset, merger, pruner, records, mode: str = "letter", ma
             bar.update(1)
             continue
         modality = sample.modality  # "image": frames is the one image, [1, H, W, 3]
+        budget_fields = {}
+        if per_sample is not None:  # chosen for this sample's own frames and prompt length
+            merger, pruner, budget_fields["budget"] = per_sample(adapter, frames, question, sample.options, mode, modality)
+            if (merger, pruner) not in per_setting:
+                per_setting[merger, pruner] = FlopsCache(adapter, merger, pruner), TokenPruner(adapter.decoder_layers, pruner)
+            flops, pruning = per_setting[merger, pruner]
         inputs = adapter.prepare(frames, question, sample.options, merger, scoring=mode, modality=modality)
         with pruning.attached(inputs.token_roles) as trace:
             if not warmed:  # the first call pays for allocations and kernel selection: not timed
@@ -90,14 +127,26 @@ def evaluate(adapter, dataset, merger, pruner, records, mode: str = "letter", ma
             prefill_ms = (time.perf_counter() - start) * 1e3
             response = adapter.generate_text(inputs, max_new_tokens) if mode == "generate" else None
         visual_per_layer = trace.visual_tokens_per_layer or [inputs.visual_tokens] * adapter.num_layers
+        answer = predict(adapter, sample, mode, logits, response)
         if mode in ("letter", "likelihood"):
-            ids = adapter.option_token_ids(len(sample.options)) if mode == "letter" else adapter.option_text_ids(sample.options)
-            prediction = chr(ord("A") + int(torch.argmax(logits[ids])))
-            response = prediction
-            scored = {"prediction": prediction, "correct": prediction == sample.answer}
+            response = answer["prediction"]
+            scored = {"prediction": answer["prediction"], "correct": answer["prediction"] == sample.answer}
         else:
-            scored = score_response(answer_format, response, sample.answer, getattr(sample, "answers", []),
+            scored = score_response(answer_format, response, sample.answer or "", getattr(sample, "answers", []),
                                     len(sample.options))
+        if not labelled(sample):
+            scored = {**scored, "correct": None, **({"score": None} if "score" in scored else {})}
+        fidelity_fields = {}
+        if fidelity is not None:
+            def reference(sample=sample, frames=frames, question=question, modality=modality):
+                full = adapter.prepare(frames, question, sample.options, UNREDUCED, scoring=mode, modality=modality)
+                if mode == "generate":
+                    text = adapter.generate_text(full, max_new_tokens)
+                    return {**predict(adapter, sample, mode, response=text), "response": text}
+                return predict(adapter, sample, mode, adapter.prefill_logits(full))
+
+            own = {**answer, **({"response": response} if mode == "generate" else {})}
+            fidelity_fields = fidelity.measure(sample.id, own, reference)
         group = getattr(sample, "group", "")
         per_layer = [inputs.text_tokens + v for v in visual_per_layer]
         counted = flops(inputs, frames, per_layer, modality)
@@ -108,7 +157,7 @@ def evaluate(adapter, dataset, merger, pruner, records, mode: str = "letter", ma
             **({"score": scored["score"]} if "score" in scored else {}), **({"group": group} if group else {}),
             "visual_tokens": inputs.visual_tokens, "text_tokens": inputs.text_tokens,
             "tokens_per_layer": per_layer, "visual_tokens_per_layer": visual_per_layer,
-            **counted, "prefill_ms": prefill_ms,
+            **counted, "prefill_ms": prefill_ms, **fidelity_fields, **budget_fields,
         })
         bar.update(1)
         if on_record is not None:

@@ -48,7 +48,10 @@ def summarize(records: list[dict], method: dict, config: dict) -> dict:
     """`score` is the benchmark's headline metric, named by `metric` (the dataset config's, else plain
     accuracy; see `headline`), with what it is made of in `metric_details`. `accuracy` and its breakdowns
     count the records' `correct` (for VQA scores: full credit); records without one (VQA-v2 test-dev,
-    answers unknown) are answered but not scored."""
+    unlabeled data) are answered but not scored. Fidelity to the unreduced model (aim.eval.fidelity), which
+    needs no labels: `agreement` (the fraction of samples answered as the unreduced model answers) and `kl`
+    (mean KL(full || reduced) over the answer options, nats) over the `fidelity_samples` records that carry
+    them; None where none does (fidelity off; `kl` also when answers are generated)."""
     done = [r for r in records if not r.get("skipped")]
     skipped = [r for r in records if r.get("skipped")]
     scored = [r for r in done if r.get("correct") is not None]
@@ -62,6 +65,10 @@ def summarize(records: list[dict], method: dict, config: dict) -> dict:
     def mean(key, among=done):
         return float(np.mean([r[key] for r in among])) if among else float("nan")
 
+    def mean_of(key):
+        values = [r[key] for r in done if r.get(key) is not None]
+        return float(np.mean(values)) if values else None
+
     accuracy_by_type = {k: float(np.mean(v)) for k, v in sorted(by_type.items())}
     metric = (config.get("dataset") or {}).get("metric") or "accuracy"
     score, details = headline(metric, scored, accuracy_by_type)
@@ -70,6 +77,9 @@ def summarize(records: list[dict], method: dict, config: dict) -> dict:
         "score": score,
         "metric_details": details,
         "accuracy": mean("correct", scored),
+        "agreement": mean_of("agreement"),
+        "kl": mean_of("kl"),
+        "fidelity_samples": sum(r.get("agreement") is not None for r in done),
         "accuracy_by_type": accuracy_by_type,
         "accuracy_by_category": {
             key: {value: float(np.mean(hits)) for value, hits in sorted(values.items())}
@@ -105,11 +115,14 @@ def print_summary(summary: dict, out_dir: Path) -> None:
     from rich.table import Table
 
     table = Table(title=f"aim run: merger={summary['method']['merger']} pruner={summary['method']['pruner']}")
-    for col in ("accuracy", "samples", "skipped", "visual tokens", "TFLOPs", "prefill ms"):
+    fidelity = {"agreement": summary.get("agreement"), "KL": summary.get("kl")}
+    fidelity = {k: v for k, v in fidelity.items() if v is not None}
+    for col in ("accuracy", *fidelity, "samples", "skipped", "visual tokens", "TFLOPs", "prefill ms"):
         table.add_column(col, justify="right")
     table.add_row(
-        f"{summary['accuracy']:.3f}", str(summary["num_samples"]), str(summary["num_skipped"]),
-        f"{summary['visual_tokens']:.1f}", f"{summary['tflops']:.3e}", f"{summary['prefill_ms']:.2f}",
+        f"{summary['accuracy']:.3f}", *(f"{v:.4g}" for v in fidelity.values()), str(summary["num_samples"]),
+        str(summary["num_skipped"]), f"{summary['visual_tokens']:.1f}", f"{summary['tflops']:.3e}",
+        f"{summary['prefill_ms']:.2f}",
     )
     console = Console()
     console.print(table)

@@ -4,7 +4,8 @@ One W&B run per job. The run id is derived from the output directory, so a resum
 continues the same W&B run. Jobs of a sweep share a group (the sweep dir's name, unless `logger.group`
 says otherwise) and are tagged with their merger and pruner (`merger:aim`, `pruner:fastv`) besides
 `logger.tags`. The summary holds every scalar of results.json, nested ones flattened
-(`accuracy_by_type/colour`, `tflops_breakdown/vision_tower`).
+(`accuracy_by_type/colour`, `tflops_breakdown/vision_tower`), fidelity to the unreduced model (`agreement`,
+`kl`) included; the per-sample table has both beside `correct`.
 
 W&B is a mirror, never a dependency of the results: when `mode: online` cannot start (no API key, no
 network, a server that does not answer within `logger.init_timeout_s`), the run is logged offline instead
@@ -76,14 +77,22 @@ class WandbLogger:
                             id=run_id(out_dir), resume="allow")
 
     def log_progress(self, records: list[dict]) -> None:
+        if not records or len(records) % self.every:
+            return
         done = [r for r in records if not r.get("skipped") and r.get("correct") is not None]  # scored ones
-        if done and len(records) % self.every == 0:
-            acc = sum(r["correct"] for r in done) / len(done)
-            self.run.log({"progress/accuracy": acc, "progress/samples": len(records)})
+        compared = [r for r in records if r.get("agreement") is not None]  # fidelity needs no label
+        point = {"progress/samples": len(records)}
+        if done:
+            point["progress/accuracy"] = sum(r["correct"] for r in done) / len(done)
+        if compared:
+            point["progress/agreement"] = sum(r["agreement"] for r in compared) / len(compared)
+        if len(point) > 1:
+            self.run.log(point)
 
     def finish(self, summary: dict, records: list[dict]) -> None:
         self.run.summary.update(flat_summary(summary))
-        cols = ["id", "question_type", "answer", "prediction", "correct", "visual_tokens", "tflops", "prefill_ms"]
+        cols = ["id", "question_type", "answer", "prediction", "correct", "reference_prediction", "agreement", "kl",
+                "visual_tokens", "tflops", "prefill_ms"]
         rows = [[r.get(c) for c in cols] for r in records if not r.get("skipped")]
         self.run.log({"samples": self.wandb.Table(columns=cols, data=rows)})
         self.run.finish()

@@ -1,0 +1,651 @@
+"""Budget mode: pick the merger and pruner knob values that fit a compute budget, before anything runs.
+
+    python -m aim.flops model=llava_onevision_7b dataset.num_frames=32 budget.tflops=15
+    python -m aim.flops model=llava_onevision_7b dataset.num_frames=32 budget.fraction=0.15
+    python -m aim.flops model=llava_onevision_7b dataset.num_frames=32 budget.prefill_ms=60 budget.hardware=h100_sxm
+    python -m aim.run budget.tflops=3e-4                      # the bundled model: the default method's knobs
+    python -m aim.run merger=none pruner=fastv budget.fraction=0.5   # FastV's k and keep chosen
+    python -m aim.run budget.tflops=3e-4 budget.per_sample=true      # a setting per sample (its own token counts)
+
+The user picks the method family as always (`merger=`, `pruner=`); budget mode picks its knobs (`KNOBS`:
+merger.ratio; aim/random: pruner.l1, l2; fastv: k, keep; pdrop: boundaries, lam; vtw: k). The budget is one
+of `budget.tflops` (LLM-prefill TFLOPs per sample), `budget.fraction` (of the unreduced LLM prefill's
+TFLOPs at the same input) or `budget.prefill_ms` (the roofline prefill time on `budget.hardware`). Costs
+come from the analytic roofline model (aim.efficiency.roofline, as `python -m aim.flops` reports them:
+`tflops` counts every operator, the paper's convention, so its 14.76 TFLOPs setting costs 14.76 here;
+runs record the matmul-only `tflops_analytic` beside it, which is at most this) for the model's LLM, the
+frame count and the text length:
+- `aim.run`: the dataset's `num_frames` (an image model on an image dataset: one image), and
+  `budget.text_tokens` (default 100, the paper's figure) text tokens; with `budget.per_sample` each
+  sample's own frames and prompt length instead (below);
+- `aim.flops`: `flops.frames` (else as aim.flops counts them) and `flops.text_tokens`;
+- `aim.bench`: `bench.frames` and `bench.text_tokens`.
+The roofline for `prefill_ms` runs on `budget.hardware` (null: `flops.hardware`) with `flops.fused_attention`
+and the `flops.peak_tflops` / `flops.bandwidth_gbs` overrides.
+
+How the setting is chosen (`choose`):
+1. A recorded trade-off (`budget.tradeoff`: a path; null: a bundled file under `src/aim/assets/tradeoffs/`
+   recorded for this checkpoint and dataset, if there is one; "policy": never): among its points of the
+   configured merger and pruner families, each one's cost re-evaluated for the current model, frames and
+   text (the file may come from another frame count), the fitting point with the highest objective
+   (`budget.objective`, else the file's, else accuracy; ties: the cheaper). `chosen_by`: "tradeoff <file>".
+   No fitting point: the policy, with a note saying so.
+2. The default policy (`policy_order`), the first setting in this order that fits (`chosen_by`: "policy"):
+   merge first (ratio 1, 0.75, 0.5, 0.375, 0.25; no pruning), then prune from the deepest layers at ratio
+   0.25 (the family's `path`: for aim, a window of w = ceil(2L/7) layers, the paper's 8 of 28, moving
+   earlier, l1 = L-1 ... 1, then narrowing at l1 = 1 down to l2 = 2), then merge further at the strongest
+   pruning (ratio 0.2, 0.15, 0.125, 0.1, 0.075, 0.05). Every step removes tokens from some layer and
+   adds none, so the costs fall along the order and the first fit is the mildest reduction that fits.
+   If none of the order fits, the costliest fitting setting of the whole candidate grid (`candidates`).
+A budget nothing meets raises ConfigError before anything is built, with the cheapest setting of the grid
+and its cost. The chosen knob values are written into the run's config (`apply_budget`), so results.json's
+`config` holds them, and `budget_record` is the `budget` entry of results.json and of aim.flops/aim.bench's
+JSON: what was asked, the setting, its cost, how it was chosen.
+
+Per-sample adaptivity (`budget.per_sample`, with `budget.tflops` only): `SampleBudget` chooses per sample
+from its own frames and prompt length (the same rule, cached per token layout), so longer prompts and more
+frames get more reduction and every sample fits the same TFLOPs; the loop (aim.eval.loop) asks it for each
+sample's merger and pruner and records `budget` (setting, predicted TFLOPs, within_budget) in samples.jsonl.
+
+Trade-off file (JSON, written by the trade-off search; `load_tradeoff` checks it):
+    {"model": <model config name>, "pretrained": <model.pretrained>, "dataset": <dataset name>,
+     "num_frames": int, "objective": "accuracy" | "agreement", "source": <sweep dir>,
+     "points": [{"merger": {"name": .., "ratio": .., ...}, "pruner": {"name": .., "l1": .., "l2": .., ...},
+                 "tflops": float, "accuracy": float|null, "agreement": float|null, "kl": float|null,
+                 "num_samples": int, "pareto": bool}, ...]}
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from aim.config import ConfigError
+
+BUDGET_FIELDS = ("tflops", "fraction", "prefill_ms")
+TRADEOFF_DIR = Path(__file__).resolve().parent / "assets" / "tradeoffs"
+POLICY = "policy"  # budget.tradeoff=policy: never use a recorded trade-off
+OBJECTIVES = ("accuracy", "agreement")
+
+# The candidate grid. Merge ratios: the policy's first stage, then its last.
+MERGE_RATIOS = (1.0, 0.75, 0.5, 0.375, 0.25)
+FURTHER_RATIOS = (0.2, 0.15, 0.125, 0.1, 0.075, 0.05)
+FASTV_KEEPS = (1.0, 0.75, 0.5, 0.375, 0.25, 0.2, 0.15, 0.1, 0.05, 0.0)
+PDROP_LAMS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0)
+PDROP_STAGES = (2, 3, 4, 5, 6, 7, 8)  # equal stages of the LLM, as PDrop's default 4
+
+# The knobs budget mode sets, per family. A merger not listed here is a ratio merger if it has `ratio`.
+MERGER_KNOBS = {"none": (), "prumerge": None}  # prumerge: adaptive count, cannot be budgeted
+PRUNER_KNOBS = {"none": (), "aim": ("l1", "l2"), "random": ("l1", "l2"), "fastv": ("k", "keep"),
+                "pdrop": ("boundaries", "lam"), "vtw": ("k",)}
+REL_TOL = 1e-9  # a cost equal to the budget up to float rounding fits
+
+
+def merger_knobs(merger: dict) -> tuple[str, ...]:
+    name = merger["name"]
+    knobs = MERGER_KNOBS.get(name, ("ratio",) if "ratio" in merger else ())
+    if knobs is None:
+        raise ConfigError(f"merger.name: budget mode needs a merger with a known token count; {name} keeps an "
+                          "adaptive number of tokens per frame; use merger=prumerge_plus or another merger")
+    return knobs
+
+
+def pruner_knobs(pruner: dict) -> tuple[str, ...]:
+    name = pruner["name"]
+    if name not in PRUNER_KNOBS:
+        raise ConfigError(f"pruner.name: budget mode does not know the knobs of pruner {name!r}; it knows: "
+                          f"{', '.join(sorted(PRUNER_KNOBS))}")
+    return PRUNER_KNOBS[name]
+
+
+# --- settings and their cost -------------------------------------------------------------------------
+def _frozen(d: dict) -> tuple:
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in d.items()))
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One candidate: the full merger and pruner config fields (the configured ones with knobs replaced)."""
+
+    merger_items: tuple
+    pruner_items: tuple
+
+    @classmethod
+    def of(cls, merger: dict, pruner: dict) -> "Setting":
+        return cls(_frozen(merger), _frozen(pruner))
+
+    @property
+    def merger(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.merger_items}
+
+    @property
+    def pruner(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.pruner_items}
+
+    def knobs(self) -> dict:
+        """The part budget mode chooses: each family's name and knob values."""
+        m, p = self.merger, self.pruner
+        return {"merger": {"name": m["name"], **{k: m[k] for k in merger_knobs(m)}},
+                "pruner": {"name": p["name"], **{k: p[k] for k in pruner_knobs(p)}}}
+
+    def label(self) -> str:
+        return _label(self.knobs())
+
+
+@dataclass(frozen=True)
+class Cost:
+    tflops: float  # every operator of the roofline (aim.flops's `tflops`)
+    tflops_analytic: float  # matmuls only (aim.efficiency.analytic; runs record it as tflops_analytic)
+    prefill_ms: float  # roofline time on the budget's hardware
+    visual_tokens: int  # after merging
+    tokens_per_layer: tuple[int, ...]
+
+
+class LayerCosts:
+    """Roofline cost of one decoder layer with n tokens, memoized by n (a grid has few distinct n)."""
+
+    def __init__(self, text_config, hw, fused_attention: bool):
+        from aim.efficiency.roofline import LLMShape, lm_head_operator
+
+        self.text_config, self.hw, self.fused = text_config, hw, fused_attention
+        self.shape = LLMShape.from_text_config(text_config)
+        head = lm_head_operator(self.shape)
+        self.head = (head.flops, head.seconds(hw))
+        self._memo: dict[int, tuple[float, float, float]] = {}
+
+    def __call__(self, n: int) -> tuple[float, float, float]:
+        """(all FLOPs, seconds, matmul FLOPs) of a layer with n tokens."""
+        if n not in self._memo:
+            from aim.efficiency.analytic import layer_flops
+            from aim.efficiency.roofline import layer_operators
+
+            s = self.shape
+            ops = layer_operators(n, s, self.fused, self.hw.onchip_buffer_bytes)
+            self._memo[n] = (sum(op.flops for op in ops), sum(op.seconds(self.hw) for op in ops),
+                             layer_flops(n, s.hidden, s.intermediate, s.heads, s.kv_heads, s.head_dim))
+        return self._memo[n]
+
+
+class CostModel:
+    """The analytic cost of any setting for one model and one input: `groups` merge groups (frames, or
+    Qwen2-VL's temporal patches) of `per_group` tokens, and `text_tokens` non-visual tokens."""
+
+    def __init__(self, layers: LayerCosts, groups: int, per_group: int, text_tokens: int):
+        self.layers, self.groups, self.per_group, self.text_tokens = layers, groups, per_group, text_tokens
+        self.num_layers = layers.shape.num_layers
+        self._retention: dict[tuple, list[float]] = {}
+        self._kept: dict[tuple, int] = {}
+
+    def kept_per_group(self, setting: Setting) -> int:
+        from types import SimpleNamespace
+
+        from aim.flops import kept_per_frame
+
+        key = setting.merger_items
+        if key not in self._kept:
+            self._kept[key] = kept_per_frame(SimpleNamespace(**{"ratio": None, **setting.merger}), self.per_group)
+        return self._kept[key]
+
+    def retention(self, setting: Setting) -> list[float]:
+        from aim.pruning import PRUNERS
+
+        key = setting.pruner_items
+        if key not in self._retention:
+            pruner = setting.pruner
+            self._retention[key] = PRUNERS.build(pruner["name"], **pruner).retention_schedule(self.num_layers)
+        return self._retention[key]
+
+    def tokens_per_layer(self, setting: Setting) -> tuple[int, list[int]]:
+        from aim.pruning.schedule import kept_per_layer
+
+        visual = self.groups * self.kept_per_group(setting)
+        return visual, [self.text_tokens + v for v in kept_per_layer(visual, self.retention(setting))]
+
+    def cost(self, setting: Setting) -> Cost:
+        visual, per_layer = self.tokens_per_layer(setting)
+        return self._cost(visual, per_layer)
+
+    def _cost(self, visual: int, per_layer: list[int]) -> Cost:
+        flops, seconds, matmuls = self.layers.head[0], self.layers.head[1], 0.0
+        for n in per_layer:
+            f, s, m = self.layers(n)
+            flops, seconds, matmuls = flops + f, seconds + s, matmuls + m
+        return Cost(flops / 1e12, matmuls / 1e12, seconds * 1e3, visual, tuple(per_layer))
+
+    def amounts(self, settings: list[Setting], limit: "Limit") -> list[float]:
+        """`limit.amount` of each setting, vectorized over a grid (the same numbers as `cost`)."""
+        import numpy as np
+
+        visual = np.array([self.groups * self.kept_per_group(s) for s in settings], dtype=np.int64)
+        retention = np.array([self.retention(s) for s in settings], dtype=np.float64)
+        counts = np.floor(visual[:, None] * retention + 1e-9).astype(np.int64)  # as kept_per_layer
+        counts = np.minimum(np.minimum.accumulate(counts, axis=1), visual[:, None]) + self.text_tokens
+        distinct, where = np.unique(counts, return_inverse=True)
+        table = np.array([self.layers(int(n)) for n in distinct])  # [distinct n, (flops, seconds, matmuls)]
+        per_layer = table[where.reshape(counts.shape)]
+        tflops = (per_layer[..., 0].sum(1) + self.layers.head[0]) / 1e12
+        ms = (per_layer[..., 1].sum(1) + self.layers.head[1]) * 1e3
+        if limit.unit == "tflops":
+            return tflops.tolist()
+        if limit.unit == "fraction":
+            return (tflops / self.full.tflops).tolist()
+        return ms.tolist()
+
+    @cached_property
+    def full(self) -> Cost:
+        """The unreduced prefill of this input."""
+        visual = self.groups * self.per_group
+        return self._cost(visual, [visual + self.text_tokens] * self.num_layers)
+
+
+# --- the budget ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Limit:
+    """A budget in one unit: `amount(cost)` is what it limits."""
+
+    unit: str  # tflops | fraction | prefill_ms
+    value: float
+
+    @classmethod
+    def of(cls, budget) -> "Limit | None":
+        asked = [(k, getattr(budget, k)) for k in BUDGET_FIELDS if getattr(budget, k) is not None]
+        return cls(*asked[0]) if asked else None
+
+    def amount(self, cost: Cost, model: CostModel) -> float:
+        if self.unit == "tflops":
+            return cost.tflops
+        if self.unit == "fraction":
+            return cost.tflops / model.full.tflops
+        return cost.prefill_ms
+
+    def fits(self, cost: Cost, model: CostModel) -> bool:
+        return self.amount(cost, model) <= self.value * (1 + REL_TOL)
+
+    def describe(self, amount: float) -> str:
+        return {"tflops": f"{amount:.4g} TFLOPs", "fraction": f"{amount:.4g} of the unreduced TFLOPs",
+                "prefill_ms": f"{amount:.4g} ms"}[self.unit]
+
+
+# --- candidates: the grid and the policy order ---------------------------------------------------------
+def window(num_layers: int) -> int:
+    """The policy's pruning window l2 - l1: the paper's 8 of 28 layers, scaled (4 layers: 2)."""
+    return max(1, math.ceil(2 * num_layers / 7))
+
+
+def pruner_moves(pruner: dict, num_layers: int) -> tuple[dict, list[dict], list[dict]]:
+    """(no pruning, the policy's path from mild to strong, the grid) as knob values of the pruner's family.
+    Knobs the path does not move keep their configured values (FastV's keep, PDrop's boundaries)."""
+    name, L = pruner["name"], num_layers
+    if name == "none":
+        return {}, [], [{}]
+    if name in ("aim", "random"):  # l1 = L never prunes (layers >= l1 are pruned; there are none)
+        w = window(L)
+        path = [{"l1": l1, "l2": l1 + w} for l1 in range(L - 1, 0, -1)]
+        path += [{"l1": 1, "l2": l2} for l2 in range(w, 1, -1)]
+        grid = [{"l1": L, "l2": L + 1}] + [{"l1": l1, "l2": l2} for l1 in range(1, L) for l2 in range(l1 + 1, L + w + 1)]
+        return {"l1": L, "l2": L + 1}, path, grid
+    if name == "fastv":
+        keep = pruner["keep"]
+        path = [{"k": k, "keep": keep} for k in range(L - 1, 0, -1)]
+        path += [{"k": 1, "keep": x} for x in FASTV_KEEPS if x < keep]
+        keeps = sorted(set(FASTV_KEEPS) | {keep}, reverse=True)
+        return {"k": L, "keep": keep}, path, [{"k": k, "keep": x} for k in range(1, L + 1) for x in keeps]
+    if name == "pdrop":
+        b = pruner["boundaries"]
+        path = [{"boundaries": b, "lam": lam} for lam in PDROP_LAMS if lam < 1.0]
+        splits = [b] + [sorted({L * s // n for s in range(1, n)} - {0}) for n in PDROP_STAGES]
+        splits = [s for i, s in enumerate(splits) if s not in splits[:i] and s != []]
+        return {"boundaries": b, "lam": 1.0}, path, [{"boundaries": s, "lam": lam} for s in splits for lam in PDROP_LAMS]
+    if name == "vtw":
+        return {"k": L}, [{"k": k} for k in range(L - 1, 0, -1)], [{"k": k} for k in range(1, L + 1)]
+    pruner_knobs(pruner)  # raises: an unknown family
+    raise AssertionError(name)
+
+
+def _settings(merger: dict, pruner: dict, pairs) -> list[Setting]:
+    """Settings of (merge ratio or None, pruner knobs) pairs, without repeats, in order."""
+    out, seen, mergers, pruners = [], set(), {}, {}
+    for ratio, knobs in pairs:
+        if ratio not in mergers:
+            mergers[ratio] = _frozen({**merger, **({} if ratio is None else {"ratio": ratio})})
+        key = _frozen(knobs)
+        if key not in pruners:
+            pruners[key] = _frozen({**pruner, **knobs})
+        s = Setting(mergers[ratio], pruners[key])
+        if s not in seen:
+            seen.add(s)
+            out.append(s)
+    return out
+
+
+def policy_order(merger: dict, pruner: dict, num_layers: int) -> list[Setting]:
+    """The default policy's candidates, mildest first: merge to 25%, prune from the deepest layers
+    earlier, merge further (module docstring)."""
+    ratios = MERGE_RATIOS if merger_knobs(merger) else (None,)
+    no_prune, path, _ = pruner_moves(pruner, num_layers)
+    pairs = [(r, no_prune) for r in ratios]
+    pairs += [(ratios[-1], p) for p in path]
+    if merger_knobs(merger):
+        pairs += [(r, path[-1] if path else no_prune) for r in FURTHER_RATIOS]
+    return _settings(merger, pruner, pairs)
+
+
+def candidates(merger: dict, pruner: dict, num_layers: int) -> list[Setting]:
+    """The whole grid of the families' knobs: every merge ratio of the policy with every pruner grid point
+    (aim/random: all 1 <= l1 < l2 <= L + w, and no pruning; fastv: k in 1..L x keep in FASTV_KEEPS;
+    pdrop: the configured and 2..8 equal stages x lam in PDROP_LAMS; vtw: k in 1..L)."""
+    ratios = MERGE_RATIOS + FURTHER_RATIOS if merger_knobs(merger) else (None,)
+    _, _, grid = pruner_moves(pruner, num_layers)
+    return _settings(merger, pruner, [(r, p) for r in ratios for p in grid])
+
+
+# --- recorded trade-offs -------------------------------------------------------------------------------
+@dataclass
+class Tradeoff:
+    path: Path
+    data: dict
+
+    @property
+    def points(self) -> list[dict]:
+        return self.data["points"]
+
+
+def load_tradeoff(path: str | Path) -> Tradeoff:
+    """Read and check a trade-off file (format in the module docstring); problems raise ConfigError."""
+    path = Path(path).expanduser()
+    where = f"budget.tradeoff: {path}"
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read it ({exc.strerror or exc})") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{where}: not JSON ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("points"), list):
+        raise ConfigError(f"{where}: expected an object with a `points` list")
+    if data.get("objective", "accuracy") not in OBJECTIVES:
+        raise ConfigError(f"{where}: objective {data.get('objective')!r}; one of {', '.join(OBJECTIVES)}")
+    for i, p in enumerate(data["points"]):
+        if not (isinstance(p, dict) and isinstance(p.get("merger"), dict) and isinstance(p.get("pruner"), dict)
+                and "name" in p["merger"] and "name" in p["pruner"]):
+            raise ConfigError(f"{where}: points[{i}] needs `merger` and `pruner` objects with a `name`")
+    return Tradeoff(path, data)
+
+
+def find_tradeoff(pretrained: str, dataset: str, num_frames: int | None, directory: Path = TRADEOFF_DIR) -> Path | None:
+    """A bundled trade-off recorded for this checkpoint and dataset: the one at the same frame count,
+    else the nearest; None if there is none."""
+    found = []
+    for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(data, dict) and data.get("pretrained") == pretrained and data.get("dataset") == dataset:
+            frames = data.get("num_frames")
+            distance = abs(frames - num_frames) if isinstance(frames, int) and num_frames else 0
+            found.append((distance, str(path)))
+    return Path(min(found)[1]) if found else None
+
+
+def _point_setting(point: dict, merger: dict, pruner: dict, index: int, where: str) -> Setting:
+    """The configured fields with the point's own (those of the schema) on top, validated."""
+    from aim.merging import MERGERS
+    from aim.pruning import PRUNERS
+
+    out = []
+    for group, base, registry in (("merger", merger, MERGERS), ("pruner", pruner, PRUNERS)):
+        fields = {**base, **{k: v for k, v in point[group].items() if k in base}}
+        schema = registry.config_schema(base["name"])
+        try:
+            if schema is not None:
+                schema(**fields)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{where}: points[{index}].{group}.{exc}") from None
+        out.append(fields)
+    return Setting.of(*out)
+
+
+# --- choosing ----------------------------------------------------------------------------------------
+@dataclass
+class Choice:
+    setting: Setting
+    cost: Cost
+    chosen_by: str  # "tradeoff <file>" or "policy"
+    recorded: dict | None = None  # the trade-off point's measurements
+    note: str | None = None
+    within_budget: bool = True
+
+
+def choose(limit: Limit, model: CostModel, merger: dict, pruner: dict, tradeoff: Tradeoff | None = None,
+           objective: str | None = None, strict: bool = True) -> Choice:
+    """The setting for this budget (module docstring). `strict`: a budget nothing meets raises ConfigError;
+    else the cheapest setting, with `within_budget` False."""
+    note = None
+    if tradeoff is not None:
+        objective = objective or tradeoff.data.get("objective") or "accuracy"
+        where = f"budget.tradeoff: {tradeoff.path}"
+        ranked = []
+        for i, point in enumerate(tradeoff.points):
+            if (point["merger"]["name"], point["pruner"]["name"]) != (merger["name"], pruner["name"]):
+                continue
+            value = point.get(objective)
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                continue
+            setting = _point_setting(point, merger, pruner, i, where)
+            cost = model.cost(setting)
+            if limit.fits(cost, model):
+                ranked.append((-value, cost.tflops, i, setting, cost, point))
+        if ranked:
+            *_, setting, cost, point = min(ranked, key=lambda t: t[:3])
+            recorded = {k: point.get(k) for k in ("tflops", "accuracy", "agreement", "kl", "num_samples", "pareto")}
+            recorded.update(objective=objective, num_frames=tradeoff.data.get("num_frames"))
+            return Choice(setting, cost, f"tradeoff {tradeoff.path}", recorded)
+        note = (f"tradeoff {tradeoff.path} has no {objective}-scored point of merger {merger['name']} + pruner "
+                f"{pruner['name']} within the budget; chose by policy")
+    for setting in policy_order(merger, pruner, model.num_layers):
+        cost = model.cost(setting)
+        if limit.fits(cost, model):
+            return Choice(setting, cost, POLICY, note=note)
+    grid = candidates(merger, pruner, model.num_layers)
+    amounts = model.amounts(grid, limit)
+    fitting = [i for i, a in enumerate(amounts) if a <= limit.value * (1 + REL_TOL)]
+    if fitting:
+        setting = grid[max(fitting, key=lambda i: (amounts[i], -i))]
+        cost = model.cost(setting)
+        extra = "no setting of the policy order fits; the costliest fitting setting of the grid"
+        return Choice(setting, cost, POLICY, note=f"{note}; {extra}" if note else extra)
+    setting = grid[min(range(len(grid)), key=amounts.__getitem__)]
+    cost = model.cost(setting)
+    if strict:
+        raise ConfigError(
+            f"budget.{limit.unit}: no setting of merger {merger['name']} + pruner {pruner['name']} meets "
+            f"{limit.describe(limit.value)} ({model.groups} x {model.per_group} visual tokens, {model.text_tokens} "
+            f"text tokens); the smallest achievable is {limit.describe(limit.amount(cost, model))} "
+            f"({cost.tflops:.4g} TFLOPs, {cost.prefill_ms:.4g} ms on {model.layers.hw.name}) with {setting.label()}")
+    return Choice(setting, cost, POLICY, note="nothing fits: the cheapest setting", within_budget=False)
+
+
+# --- applying it to a run config ------------------------------------------------------------------------
+def input_size(valid, frames: int | None = None) -> tuple:
+    """(hf config, adapter class, frames) for the configured model: `frames` if given, else the dataset's
+    `num_frames` (an image dataset: one image, on image models only)."""
+    from aim.flops import model_configs
+
+    hf_config, adapter = model_configs(valid.model)
+    if frames is None:
+        frames = getattr(valid.dataset, "num_frames", None)
+        if frames is None:
+            if adapter.modalities[0] != "image":
+                raise ConfigError(f"dataset.name: {valid.dataset.name} holds images; their token count on "
+                                  f"{valid.model.pretrained} (anyres crops) is not modelled by budget mode, "
+                                  "which takes video datasets on this model")
+            frames = 1
+    return hf_config, adapter, frames
+
+
+def hardware(valid):
+    from aim.efficiency.roofline import hardware_profile
+
+    f = valid.flops
+    return hardware_profile(valid.budget.hardware or f.hardware, f.peak_tflops, f.bandwidth_gbs)
+
+
+def _tradeoff(valid) -> Tradeoff | None:
+    b = valid.budget
+    if b.tradeoff == POLICY:
+        return None
+    if b.tradeoff is not None:
+        return load_tradeoff(b.tradeoff)
+    found = find_tradeoff(valid.model.pretrained, valid.dataset.name, getattr(valid.dataset, "num_frames", None))
+    return load_tradeoff(found) if found else None
+
+
+class BudgetPlan:
+    """Budget mode for one configured run: the cost model of its input, its trade-off, its choice."""
+
+    def __init__(self, valid, frames: int | None = None, text_tokens: int | None = None):
+        self.valid = valid
+        self.limit = Limit.of(valid.budget)
+        self.hf_config, self.adapter_class, self.frames = input_size(valid, frames)
+        self.text_tokens = valid.budget.text_tokens if text_tokens is None else text_tokens
+        self.layers = LayerCosts(self.hf_config.text_config, hardware(valid), valid.flops.fused_attention)
+        self.merger, self.pruner = asdict(valid.merger), asdict(valid.pruner)
+        merger_knobs(self.merger), pruner_knobs(self.pruner)
+        self.tradeoff = _tradeoff(valid)
+        self._models: dict[tuple, CostModel] = {}
+
+    def model(self, frames: int, text_tokens: int, frame_size=None) -> CostModel:
+        groups, rows, cols = grid(self.adapter_class, self.hf_config, self.valid.model, frames, frame_size)
+        key = (groups, rows * cols, text_tokens)
+        if key not in self._models:
+            self._models[key] = CostModel(self.layers, *key)
+        return self._models[key]
+
+    def choose(self, frames: int, text_tokens: int, frame_size=None, strict: bool = True) -> Choice:
+        return choose(self.limit, self.model(frames, text_tokens, frame_size), self.merger, self.pruner,
+                      self.tradeoff, self.valid.budget.objective, strict)
+
+    @cached_property
+    def choice(self) -> Choice:
+        return self.choose(self.frames, self.text_tokens)
+
+    def sample_budget(self) -> "SampleBudget | None":
+        """The per-sample chooser for the evaluation loop, with budget.per_sample; else None."""
+        return SampleBudget(self) if self.valid.budget.per_sample else None
+
+    def record(self, records: list[dict] | None = None) -> dict:
+        """The `budget` entry of results.json and of aim.flops / aim.bench's JSON. With per-sample choices,
+        `samples` sums up the records' `budget` fields: how many fit, the costliest, the settings used."""
+        c, model = self.choice, self.model(self.frames, self.text_tokens)
+        b = self.valid.budget
+        chosen = [r["budget"] for r in records or () if r.get("budget")]
+        samples = {
+            "num_samples": len(chosen),
+            "within_budget": sum(bool(r["within_budget"]) for r in chosen),
+            "max_tflops": max((r["tflops"] for r in chosen), default=None),
+            "settings": {label: sum(1 for r in chosen if _label(r["setting"]) == label)
+                         for label in dict.fromkeys(_label(r["setting"]) for r in chosen)},
+        } if chosen else None
+        return {
+            "asked": {self.limit.unit: self.limit.value},
+            "setting": c.setting.knobs(),
+            "tflops": c.cost.tflops,
+            "tflops_analytic": c.cost.tflops_analytic,
+            "prefill_ms": c.cost.prefill_ms,
+            "fraction": c.cost.tflops / model.full.tflops,
+            "tflops_full": model.full.tflops,
+            "prefill_ms_full": model.full.prefill_ms,
+            "hardware": self.layers.hw.name,
+            "fused_attention": self.layers.fused,
+            "frames": self.frames,
+            "text_tokens": self.text_tokens,
+            "visual_tokens": c.cost.visual_tokens,
+            "tokens_per_layer": list(c.cost.tokens_per_layer),
+            "chosen_by": c.chosen_by,
+            **({"recorded": c.recorded} if c.recorded else {}),
+            **({"note": c.note} if c.note else {}),
+            "per_sample": b.per_sample,
+            **({"samples": samples} if samples else {}),
+        }
+
+
+def grid(adapter_class, hf_config, model_cfg, frames: int, frame_size=None) -> tuple[int, int, int]:
+    """The adapter's (groups, rows, cols) of `frames` frames, at `frame_size` where the adapter's token
+    count depends on it (Qwen2-VL)."""
+    if frame_size is not None and "frame_size" in inspect.signature(adapter_class.feature_grid).parameters:
+        return adapter_class.feature_grid(hf_config, model_cfg, frames, frame_size=tuple(frame_size))
+    return adapter_class.feature_grid(hf_config, model_cfg, frames)
+
+
+def apply_budget(cfg, valid, frames: int | None = None, text_tokens: int | None = None) -> BudgetPlan | None:
+    """Budget mode for a composed config: choose the setting (ConfigError if nothing fits) and write its
+    knob values into `cfg`'s merger and pruner groups, so everything built from `cfg` and the config
+    recorded with the results hold them. None when no budget is set. Re-validate `cfg` afterwards."""
+    from omegaconf import open_dict
+
+    if Limit.of(valid.budget) is None:
+        return None
+    plan = BudgetPlan(valid, frames, text_tokens)
+    setting = plan.choice.setting
+    with open_dict(cfg):
+        for group, fields in (("merger", setting.merger), ("pruner", setting.pruner)):
+            for key, value in fields.items():
+                if key != "name" and cfg[group].get(key) != value:
+                    cfg[group][key] = value
+    return plan
+
+
+def _label(knobs: dict) -> str:
+    return ", ".join(" ".join([f"{g} {v['name']}"] + [f"{k}={x}" for k, x in v.items() if k != "name"])
+                     for g, v in knobs.items())
+
+
+def print_choice(record: dict, file=None) -> None:
+    asked = ", ".join(f"{k}={v:g}" for k, v in record["asked"].items())
+    label = _label(record["setting"])
+    print(f"budget {asked}: {label} ({record['chosen_by']}): {record['tflops']:.4g} TFLOPs "
+          f"({record['fraction']:.1%} of {record['tflops_full']:.4g}), {record['prefill_ms']:.4g} ms on "
+          f"{record['hardware']}, {record['frames']} frames, {record['text_tokens']} text tokens"
+          + (f"; {record['note']}" if record.get("note") else ""), file=file)
+
+
+# --- per sample ----------------------------------------------------------------------------------------
+@dataclass
+class SampleBudget:
+    """Per-sample adaptivity: `(adapter, frames, question, options, scoring, modality) -> (merger, pruner,
+    record)`, the setting chosen for this sample's own frames and prompt length (the plan's rule, never
+    failing: a sample nothing fits gets the cheapest setting and `within_budget: false`). Mergers and
+    pruners are built once per setting and reused, so the loop's per-setting caches stay warm."""
+
+    plan: BudgetPlan
+    _built: dict = field(default_factory=dict)
+    _choices: dict = field(default_factory=dict)
+
+    def counts(self, adapter, frames, question: str, options, scoring: str, modality: str) -> tuple[int, int, tuple | None]:
+        """(frames, text tokens, frame size) of a sample as the adapter will lay it out."""
+        if modality == "image" and adapter.modalities[0] != "image":
+            raise ConfigError(f"budget.per_sample: {type(adapter).__name__} splits images into anyres crops, "
+                              "whose token count budget mode does not model; per-sample budgets take videos here")
+        before, after = adapter.prompt_ids(question, options, scoring, modality)
+        return len(frames), len(before) + len(after) + adapter.extra_text_tokens, tuple(frames.shape[1:3])
+
+    def __call__(self, adapter, frames, question, options, scoring: str, modality: str):
+        from aim.merging import MERGERS
+        from aim.pruning import PRUNERS
+
+        num_frames, text, size = self.counts(adapter, frames, question, options, scoring, modality)
+        key = (num_frames, text, size)
+        if key not in self._choices:
+            self._choices[key] = self.plan.choose(num_frames, text, size, strict=False)
+        c = self._choices[key]
+        if c.setting not in self._built:
+            self._built[c.setting] = (MERGERS.build(c.setting.merger["name"], **c.setting.merger),
+                                      PRUNERS.build(c.setting.pruner["name"], **c.setting.pruner))
+        merger, pruner = self._built[c.setting]
+        record = {"setting": c.setting.knobs(), "tflops": c.cost.tflops, "tflops_analytic": c.cost.tflops_analytic,
+                  "frames": num_frames, "visual_tokens": c.cost.visual_tokens, "text_tokens": text,
+                  "within_budget": c.within_budget, "chosen_by": c.chosen_by}
+        return merger, pruner, record

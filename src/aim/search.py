@@ -1,0 +1,725 @@
+"""Automatic trade-off search (issue #11): multi-objective search over the reduction settings, the Pareto set
+written for budget mode.
+
+    python -m aim.run +exp=search_tradeoff -m            # NSGA-II over merge ratio, pruner, l1, l2 (or k, keep)
+    python -m aim.search outputs/sweeps/<time>           # (re)write <sweep dir>/tradeoff.json, print the Pareto set
+
+Design. The search sweeper (set in conf/exp/search_tradeoff.yaml; the plugin class is a thin shell in
+src/hydra_plugins/aim_optuna_sweeper/, the logic is `TradeoffSearch` here) drives an Optuna study with two
+objectives: maximize `search.objective` (`accuracy`, or `agreement`, the fidelity to the unreduced model, which
+needs no labels) and minimize `tflops` (fvcore, LLM prefill per sample), each job on a
+calibration subset (`dataset.limit`). It reads the search space as hydra-optuna-sweeper does (`params`:
+`choice(...)`, `int(interval(a, b))`, `tag(log, interval(a, b))`; note that `range(a, b)` includes b there)
+and uses its samplers (NSGA-II by default), with these differences, each for a reason:
+
+- **Every trial is a valid config, by construction.** Optuna samples each parameter on its own, and NSGA-II's
+  crossover copies a parent's value without checking it against a range that depends on another parameter, so
+  a conditional range (l2 in (l1, L]) can still yield l2 <= l1. Hence `offsets`: `{pruner.l2: pruner.l1}` means
+  the value sampled for `pruner.l2` is a gap added to `pruner.l1` (l2 = l1 + gap, gap >= 1), so l1 < l2
+  always holds and every parameter keeps one fixed distribution. With a group choice searched
+  (`pruner: choice(aim, fastv, none)`) or fixed (`pruner=none` on the command line), a sampled
+  `pruner.<field>` goes only to the trials whose pruner has that field (l1/l2 to aim, k/keep to fastv, nothing
+  to none); a field that no registered pruner has (a typo) is passed on, so that validation names it.
+- **Nothing invalid is launched.** Before the first trial, the search space's corners (every choice of the
+  categorical parameters, with all numeric parameters at their lows, then at their highs) are composed and
+  validated (`aim.config.validate`); one bad corner stops the search, naming the setting and the field, before
+  any job exists. Each batch is composed and validated again before it is launched (`aim.sweep.plan_jobs`).
+- **`sweep.json` grows with the search**: the jobs of each batch are added before the batch is launched, so
+  `launch/sweep.py status`, `resubmit` (`hydra.sweeper.rerun`) and `analysis/collect.py` see a search sweep as
+  any other sweep.
+- **Known settings can seed the search** (`enqueue`: settings in config terms, run first; e.g. the default
+  job's, or the paper's for a 7B model), as Optuna's `enqueue_trial` does, each checked to lie in the space.
+- **Each job is a new setting.** NSGA-II often proposes a setting again (its crossover copies parents' values,
+  and the fields that a trial's pruner lacks do not matter): such a proposal is told the values already
+  measured and another is asked for, so `n_trials` counts jobs, i.e. distinct settings evaluated.
+- **A failed trial does not end the search** (it is told to the study as failed, and the search goes on); a
+  batch in which every trial failed does, and the command exits non-zero when any trial failed, after
+  `tradeoff.json` is written.
+- **`tradeoff.json`** (the Pareto set that budget mode reads) is written from the sweep dir's `results.json`
+  files after every batch and at the end (and by `python -m aim.search SWEEP_DIR`), not from the study, so
+  resubmitted jobs and a study kept in memory only give the same file.
+
+tradeoff.json: {"model": <model config name>, "pretrained", "dataset", "num_frames", "objective", "source":
+<sweep dir>, "points": [{"merger": {...}, "pruner": {...}, "tflops", "accuracy", "agreement", "kl",
+"num_samples", "pareto", "run", "tflops_analytic"}, ...], "eval_mode", "dataset_limit", "created"}: every
+evaluated (done) job in job order, `pareto` marking those that no other point beats on (objective max, tflops
+min) (`aim.analysis.collect.pareto_front`; of two equal points only the first is marked).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import math
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+TRADEOFF = "tradeoff.json"
+OBJECTIVES = ("accuracy", "agreement")  # maximized; the cost is always COST
+COST = "tflops"
+GROUP_FIELD_GROUPS = ("merger", "pruner")  # groups whose fields follow the group's searched choice
+MAX_ASKS_PER_JOB = 50  # proposals of settings already run, per job of a batch, before the search stops
+
+log = logging.getLogger(__name__)
+
+
+class SearchError(ValueError):
+    """A search that cannot run as asked; the message says why."""
+
+
+# ------------------------------------------------------------------------------------- the task's return
+
+@dataclass
+class SearchConfig:
+    """The `search` node of a search experiment (conf/exp/search_tradeoff.yaml). `objective` is maximized and
+    `tflops` minimized; `layers`, `l2_gap`, `ratio` and `keep` are the bounds its sweeper params read."""
+
+    objective: str = "accuracy"
+    layers: list[float] = field(default_factory=lambda: [1, 3])
+    l2_gap: list[float] = field(default_factory=lambda: [1, 4])
+    ratio: list[float] = field(default_factory=lambda: [0.02, 1.0])
+    keep: list[float] = field(default_factory=lambda: [0.05, 0.9])
+
+    def __post_init__(self):
+        from aim.config import check_choice
+
+        check_choice("objective", self.objective, OBJECTIVES)
+        for name in ("layers", "l2_gap", "ratio", "keep"):
+            bounds = getattr(self, name)
+            if len(bounds) != 2 or bounds[0] > bounds[1]:
+                raise ValueError(f"{name}: must be [low, high] with low <= high, got {list(bounds)}")
+
+
+def search_config(cfg: DictConfig) -> SearchConfig | None:
+    """The validated `search` node, or None where the config has none."""
+    from aim.config import to_schema
+
+    node = cfg.get("search") if isinstance(cfg, DictConfig) else None
+    return None if node is None else to_schema(SearchConfig, node, "search")
+
+
+def metric(summary: dict, name: str):
+    """A results.json metric (fidelity's `agreement` / `kl` may sit in a `fidelity` block)."""
+    value = summary.get(name)
+    if value is None and isinstance(summary.get("fidelity"), dict):
+        value = summary["fidelity"].get(name)
+    return value
+
+
+def task_return(cfg: DictConfig, summary: dict):
+    """What `aim.run`'s task function returns to a Hydra sweeper: `[objective, tflops]` for a search config
+    (hydra-optuna-sweeper casts each element with float() and needs as many as the study has directions),
+    else the accuracy (a single-objective sweeper's float)."""
+    search = search_config(cfg)
+    if search is None:
+        return summary["accuracy"]
+    values = []
+    for name in (search.objective, COST):
+        value = metric(summary, name)
+        if value is None or not math.isfinite(float(value)):
+            hint = " (fidelity to the unreduced model: is fidelity.enabled true?)" if name == "agreement" else ""
+            raise ValueError(f"search: results.json has no finite {name!r} to optimise, got {value!r}{hint}")
+        values.append(float(value))
+    return values
+
+
+# ------------------------------------------------------------------------------------- the search space
+
+@dataclass
+class GroupFields:
+    """What a searched `<group>.<field>` needs to know about its group: the fields of each option the search
+    can pick (searched choices, or the one fixed choice), that fixed choice, and every field any registered
+    plugin of the family has (a field outside those is a typo, passed on so that validation names it)."""
+
+    options: dict[str, set[str]]
+    fixed_choice: str | None
+    known: set[str]
+
+
+def registered_fields(group: str) -> set[str]:
+    """Every config field of every registered plugin of a family (merger, pruner)."""
+    import dataclasses
+
+    from aim.merging import MERGERS
+    from aim.pruning import PRUNERS
+
+    registry = {"merger": MERGERS, "pruner": PRUNERS}[group]
+    out = set()
+    for name in registry.names():
+        schema = registry.config_schema(name)
+        if schema is not None:
+            out |= {f.name for f in dataclasses.fields(schema)}
+    return out
+
+
+def option_fields(loader, master: DictConfig, group: str, options: Sequence[str], fixed: Sequence[str] = ()
+                  ) -> dict[str, set[str]]:
+    """The fields of each option of a config group, as a job composes it (with the sweep's fixed overrides)."""
+    return {str(o): set(loader.load_sweep_config(master, [*fixed, f"{group}={o}"])[group].keys()) for o in options}
+
+
+def import_optuna():
+    """optuna, imported without alembic's start-up log lines (they would show in a sweep's log at INFO) and
+    without SQLAlchemy 2's deprecation warning about optuna 2.10's database models."""
+    quiet = logging.getLogger("alembic")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():  # optuna 2.10's database models use an API SQLAlchemy 2 moved
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import optuna
+    finally:
+        quiet.setLevel(level)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the sweeper logs each batch itself
+    return optuna
+
+
+def assignment_overrides(values: dict[str, Any], fixed: Sequence[str], offsets: dict[str, str],
+                         fields: dict[str, GroupFields]) -> list[str]:
+    """One job's override list from sampled values: offsets added to their base; a `<group>.<field>` that the
+    trial's option of that group lacks, but another plugin of the family has, dropped (fastv's k for a trial
+    that chose aim); the sweep's fixed overrides (the command line's) last, as the user wrote them."""
+    values = dict(values)
+    for key, base in offsets.items():
+        if key in values and base in values:
+            values[key] = values[key] + values[base]
+    out = []
+    for key, value in values.items():
+        group, _, name = key.partition(".")
+        info = fields.get(group)
+        if info is not None and name:
+            chosen = str(values[group]) if group in values else info.fixed_choice
+            if name not in info.options.get(chosen, set()) and name in info.known:
+                continue
+        out.append(f"{key}={value}")
+    return out + list(fixed)
+
+
+def corners(distributions: dict) -> list[dict[str, Any]]:
+    """The search space's corners: every combination of the categorical choices, with all numeric
+    parameters at their lows, then all at their highs (the bounds are what a config range check catches)."""
+    from optuna.distributions import CategoricalDistribution
+
+    categorical = {k: d.choices for k, d in distributions.items() if isinstance(d, CategoricalDistribution)}
+    numeric = {k: d for k, d in distributions.items() if k not in categorical}
+    out = []
+    for combo in itertools.product(*categorical.values()) if categorical else [()]:
+        chosen = dict(zip(categorical, combo))
+        for end in ("low", "high"):
+            point = dict(chosen)
+            for k, d in numeric.items():
+                point[k] = getattr(d, end)
+            out.append({k: point[k] for k in distributions})  # in the params' order
+            if not numeric:
+                break
+    return out
+
+
+def distribution_text(d) -> str:
+    name = type(d).__name__.replace("Distribution", "")
+    if hasattr(d, "choices"):
+        return f"{name}{list(d.choices)}"
+    step = getattr(d, "step", None) or getattr(d, "q", None)
+    return f"{name}[{d.low}, {d.high}" + (f", step {step}" if step not in (None, 1) else "") + "]"
+
+
+# ------------------------------------------------------------------------------------- sweep.json
+
+def extend_manifest(sweep_dir: Path, master: DictConfig, jobs: list[dict], search: dict) -> dict:
+    """Add a batch's jobs to `sweep.json` (made with the first batch). A job number already listed must have
+    the same overrides (the same search launched again into its dir resumes its jobs)."""
+    from aim.sweep import MANIFEST, SweepError, write_manifest
+
+    path = Path(sweep_dir) / MANIFEST
+    if not path.exists():
+        manifest = write_manifest(sweep_dir, master, jobs)
+        manifest["search"] = search
+    else:
+        manifest = json.loads(path.read_text())
+        listed = {j["num"]: j for j in manifest["jobs"]}
+        for job in jobs:
+            old = listed.get(job["num"])
+            if old is not None and (old["overrides"], old["subdir"]) != (job["overrides"], job["subdir"]):
+                raise SweepError(f"aim: {path} lists another job {job['num']} ({' '.join(old['overrides'])}); "
+                                 "nothing was launched; use another hydra.sweep.dir")
+            listed[job["num"]] = job
+        manifest["jobs"] = [listed[n] for n in sorted(listed)]
+        manifest["num_jobs"] = len(manifest["jobs"])
+        manifest.setdefault("search", search)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2))
+    tmp.replace(path)
+    return manifest
+
+
+# ------------------------------------------------------------------------------------- tradeoff.json
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _model_choice(sweep_dir: Path, manifest: dict) -> str | None:
+    """The model's config name (`model=<name>`) the sweep was composed with."""
+    search = manifest.get("search") or {}
+    if search.get("model"):
+        return search["model"]
+    multirun = Path(sweep_dir) / "multirun.yaml"
+    if multirun.exists():
+        return OmegaConf.select(OmegaConf.load(multirun), "hydra.runtime.choices.model", default=None)
+    return None
+
+
+def tradeoff(sweep_dir: str | Path, objective: str | None = None) -> dict:
+    """The trade-off of a sweep dir: every done job as a point, the non-dominated ones on (objective max,
+    tflops min) marked `pareto`. `objective` defaults to the jobs' `search.objective` (else accuracy)."""
+    from aim.analysis.collect import pareto_front
+    from aim.sweep import RESULTS, read_manifest, status
+
+    sweep_dir = Path(sweep_dir)
+    manifest = read_manifest(sweep_dir)
+    done = {row["num"] for row in status(sweep_dir, query_scheduler=False) if row["state"] == "done"}
+    points, configs = [], []
+    for job in manifest["jobs"]:
+        if job["num"] not in done:
+            continue
+        results = _read_json(sweep_dir / job["subdir"] / RESULTS)
+        if results is None:
+            continue
+        config = results.get("config") or {}
+        configs.append(config)
+        points.append({
+            "merger": config.get("merger") or {"name": (results.get("method") or {}).get("merger")},
+            "pruner": config.get("pruner") or {"name": (results.get("method") or {}).get("pruner")},
+            "tflops": metric(results, "tflops"), "accuracy": metric(results, "accuracy"),
+            "agreement": metric(results, "agreement"), "kl": metric(results, "kl"),
+            "num_samples": results.get("num_samples"), "pareto": False,
+            "run": job["subdir"], "tflops_analytic": results.get("tflops_analytic"),
+        })
+    if objective is None:
+        chosen = {((c.get("search") or {}).get("objective")) for c in configs} - {None}
+        objective = chosen.pop() if len(chosen) == 1 else (manifest.get("search") or {}).get("objective", "accuracy")
+    if objective not in OBJECTIVES:
+        raise SearchError(f"objective: {objective!r} is not allowed; choose one of: {', '.join(OBJECTIVES)}")
+    settings = {(json.dumps((c.get("model") or {}).get("pretrained")), (c.get("dataset") or {}).get("name"),
+                 (c.get("dataset") or {}).get("num_frames")) for c in configs}
+    if len(settings) > 1:
+        raise SearchError(f"{sweep_dir}: the jobs differ in model, dataset or frames ({sorted(map(str, settings))}); "
+                          "a trade-off holds one (model, dataset, num_frames)")
+    first = configs[0] if configs else {}
+
+    def value(p, key):
+        v = metric(p, key)
+        return float("nan") if v is None else float(v)
+
+    mask = pareto_front([float("nan") if p["tflops"] is None else p["tflops"] for p in points],
+                        [value(p, objective) for p in points])
+    for p, on in zip(points, mask):
+        p["pareto"] = bool(on)
+    return {
+        "model": _model_choice(sweep_dir, manifest) or (first.get("model") or {}).get("name"),
+        "pretrained": (first.get("model") or {}).get("pretrained"),
+        "dataset": (first.get("dataset") or {}).get("name"),
+        "num_frames": (first.get("dataset") or {}).get("num_frames"),
+        "objective": objective,
+        "source": str(sweep_dir.resolve()),
+        "eval_mode": (first.get("eval") or {}).get("mode"),
+        "dataset_limit": (first.get("dataset") or {}).get("limit"),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "points": points,
+    }
+
+
+def write_tradeoff(sweep_dir: str | Path, objective: str | None = None) -> Path:
+    sweep_dir = Path(sweep_dir)
+    data = tradeoff(sweep_dir, objective)
+    path = sweep_dir / TRADEOFF
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
+    return path
+
+
+PARAMETER_FIELDS = ("ratio", "l1", "l2", "k", "keep", "lam", "boundaries")  # shown in the Pareto tables
+METRIC_COLUMNS = ("tflops", "accuracy", "agreement", "kl", "num_samples", "run")
+
+
+def pareto_rows(data: dict) -> list[dict]:
+    """The Pareto points of a tradeoff.json as flat rows, cheapest first: the merger and pruner with the
+    parameters the search varies (PARAMETER_FIELDS), then the metrics."""
+    rows = []
+    for p in sorted((p for p in data["points"] if p["pareto"]), key=lambda p: p["tflops"]):
+        row = {}
+        for group in ("merger", "pruner"):
+            row[group] = p[group].get("name")
+            row.update({f"{group}.{k}": p[group][k] for k in PARAMETER_FIELDS if k in p[group]})
+        row.update({k: p.get(k) for k in METRIC_COLUMNS})
+        rows.append(row)
+    return rows
+
+
+def row_columns(rows: list[dict]) -> list[str]:
+    """The columns of `pareto_rows`, in a fixed order whatever the first row holds."""
+    present = {k for r in rows for k in r}
+    order = ["merger"] + [f"merger.{k}" for k in PARAMETER_FIELDS] + ["pruner"] + \
+        [f"pruner.{k}" for k in PARAMETER_FIELDS] + list(METRIC_COLUMNS)
+    return [c for c in order if c in present]
+
+
+def format_rows(rows: list[dict]) -> str:
+    if not rows:
+        return "(no Pareto point: no job is done, or none has the objective)"
+    cols = row_columns(rows)
+
+    def fmt(v):
+        return "" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    cells = [[fmt(r.get(c)) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------- the sweeper
+
+class TradeoffSearch:
+    """The logic of the search sweeper (hydra_plugins.aim_optuna_sweeper.AimOptunaSweeper)."""
+
+    def __init__(self, sampler: Any, n_trials: int = 20, n_jobs: int = 2, storage: Any = None,
+                 study_name: str | None = None, params: DictConfig | dict | None = None,
+                 offsets: DictConfig | dict | None = None, enqueue: Sequence[Any] | None = None,
+                 rerun: Sequence[int] | None = None) -> None:
+        self.sampler = sampler
+        self.n_trials, self.n_jobs = int(n_trials), int(n_jobs)
+        self.storage, self.study_name = storage, study_name
+        self.params = dict(params or {})
+        self.offsets = {str(k): str(v) for k, v in dict(offsets or {}).items()}
+        self.enqueue = [dict(e) for e in (enqueue or [])]
+        self.rerun = None if rerun is None else [int(n) for n in rerun]
+        self.trial_jobs: dict[int, int] = {}  # Optuna trial number -> job number
+        self.trial_overrides: dict[int, list[str]] = {}
+
+    def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
+        from hydra.core.plugins import Plugins
+
+        self.config, self.hydra_context = config, hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(
+            config=config, hydra_context=hydra_context, task_function=task_function)
+        self.sweep_dir = Path(str(config.hydra.sweep.dir))
+        self.loader = hydra_context.config_loader
+
+    # -- checks before anything runs
+
+    def search_space(self, arguments: Sequence[str]) -> tuple[dict, list[str]]:
+        """(distributions by key, fixed override lines): `params`, then the command line's overrides, a later
+        value of a key replacing an earlier one; fixed overrides keep the text they were given in."""
+        import_optuna()
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+        from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
+
+        lines = [f"{k}={v}" for k, v in self.params.items()] + list(arguments)
+        parser = OverridesParser.create()
+        distributions, fixed, verbatim = {}, {}, {}
+        for line in lines:  # one at a time, so that an error names its parameter; a later key replaces an earlier
+            try:
+                dist, value = create_params_from_overrides([line])
+                override = parser.parse_overrides([line])[0]
+            except Exception as exc:
+                raise SearchError(f"aim: invalid search space: {line}: {str(exc).strip().splitlines()[0]}") from None
+            for key in {**dist, **value}:
+                distributions.pop(key, None)
+                fixed.pop(key, None)
+            distributions.update(dist)
+            fixed.update(value)
+            if value:
+                verbatim[override.get_key_element()] = line
+        for key in fixed:
+            distributions.pop(key, None)
+        if not distributions:
+            raise SearchError("aim: nothing to search: hydra.sweeper.params has no choice(...) or interval(...)")
+        for key, base in self.offsets.items():
+            for name in (key, base):
+                if name not in distributions:
+                    raise SearchError(f"aim: hydra.sweeper.offsets: {name!r} is not a searched parameter; "
+                                      f"searched: {', '.join(distributions)}")
+        return distributions, [verbatim[k] for k in fixed]
+
+    def seeds(self, distributions: dict) -> list[dict]:
+        """`enqueue`'s settings (in config terms: l2 itself) as the study's parameters (an offsets key as its gap);
+        Optuna runs them first and samples the parameters they omit. A setting outside the search space (say,
+        the exp file's seed after `pruner=none` or narrower bounds on the command line) is skipped, with a
+        warning that says why."""
+        out = []
+        for i, entry in enumerate(self.enqueue):
+            try:
+                out.append(self._seed(entry, distributions))
+            except SearchError as exc:
+                log.warning(f"aim search: hydra.sweeper.enqueue[{i}] {entry} not run: {exc}")
+        return out
+
+    def _seed(self, entry: dict, distributions: dict) -> dict:
+        params = {}
+        for key, value in entry.items():
+            if key not in distributions:
+                raise SearchError(f"{key!r} is not a searched parameter (searched: {', '.join(distributions)})")
+            if key in self.offsets:
+                base = self.offsets[key]
+                if base not in entry:
+                    raise SearchError(f"{key} needs {base} beside it ({key} - {base} is searched)")
+                value = value - entry[base]
+            d = distributions[key]
+            try:
+                inside = d._contains(d.to_internal_repr(value))
+            except (ValueError, TypeError):
+                inside = False
+            if not inside:
+                shown = f"{key} - {self.offsets[key]} = {value}" if key in self.offsets else f"{key} = {value!r}"
+                raise SearchError(f"{shown} is outside the search space ({distribution_text(d)})")
+            params[key] = value
+        return params
+
+    def check(self, distributions: dict, fixed: list[str]) -> dict[str, GroupFields]:
+        """Validate before any job: the search node, the counts, and every corner of the space composed and
+        validated as its job would be. Returns what assignment_overrides needs about the groups."""
+        from aim.config import ConfigError
+        from aim.sweep import InvalidSweep, plan_jobs
+
+        try:
+            search = search_config(self.config)
+        except ConfigError as exc:
+            raise SearchError(f"aim: invalid search: {exc}") from None
+        if search is None:
+            raise SearchError("aim: the search sweeper needs a `search` node (search.objective: "
+                              f"{' | '.join(OBJECTIVES)}); use +exp=search_tradeoff")
+        if search.objective == "agreement" and OmegaConf.select(self.config, "fidelity.enabled", default=None) is False:
+            raise SearchError("aim: search.objective=agreement needs fidelity.enabled=true")
+        budget = [k for k in ("tflops", "fraction", "prefill_ms")
+                  if OmegaConf.select(self.config, f"budget.{k}", default=None) is not None]
+        if budget:  # budget mode would replace the sampled knobs in every trial
+            raise SearchError(f"aim: budget.{budget[0]}: a search sets the merger's and pruner's knobs itself; "
+                              "leave budget.tflops, budget.fraction and budget.prefill_ms null")
+        if self.storage is not None:
+            import sqlalchemy
+
+            if int(sqlalchemy.__version__.split(".")[0]) >= 2:  # optuna 2.10's RDB storage fails an assertion
+                raise SearchError(f"aim: hydra.sweeper.storage: optuna 2.10's database storage needs SQLAlchemy < 2, "
+                                  f"found {sqlalchemy.__version__}; leave storage null (tradeoff.json does not need it)")
+        if self.n_trials < 1 or self.n_jobs < 1:
+            raise SearchError(f"aim: hydra.sweeper.n_trials and n_jobs must be >= 1, got {self.n_trials}, {self.n_jobs}")
+        optuna = import_optuna()
+        fields = {}
+        for group in GROUP_FIELD_GROUPS:
+            if not any(k.startswith(f"{group}.") for k in distributions):
+                continue
+            d = distributions.get(group)
+            searched = isinstance(d, optuna.distributions.CategoricalDistribution)
+            fixed_choice = None if searched else OmegaConf.select(self.config, f"hydra.runtime.choices.{group}")
+            options = [str(c) for c in d.choices] if searched else [fixed_choice]
+            try:
+                fields[group] = GroupFields(option_fields(self.loader, self.config, group, options, fixed),
+                                            fixed_choice, registered_fields(group))
+            except Exception as exc:
+                raise SearchError(f"aim: invalid search space: {group}: {str(exc).strip().splitlines()[0]}") from None
+        settings = [assignment_overrides(c, fixed, self.offsets, fields) for c in corners(distributions)]
+        try:
+            plan_jobs(self.loader, self.config, list(enumerate(settings)))
+        except InvalidSweep as exc:
+            lines = [f"aim: invalid search space, nothing was launched: {len(exc.problems)} of {len(settings)} "
+                     "corner settings are invalid"]
+            lines += [f"  [{' '.join(o for o in overrides if o not in fixed)}]: {msg}" for _, overrides, msg in exc.problems]
+            raise SearchError("\n".join(lines)) from None
+        return fields
+
+    # -- the search
+
+    def sweep(self, arguments: list[str]) -> Any:
+        from aim.sweep import SweepError
+
+        try:
+            if self.rerun is not None:
+                return self._rerun()
+            distributions, fixed = self.search_space(arguments)
+            fields = self.check(distributions, fixed)
+        except (SearchError, SweepError, FileNotFoundError) as exc:
+            print(exc, file=sys.stderr)
+            sys.exit(2)
+        return self._search(distributions, fixed, fields)
+
+    def _search(self, distributions: dict, fixed: list[str], fields: dict[str, GroupFields]) -> Any:
+        optuna = import_optuna()
+        from aim.sweep import InvalidSweep, SweepError, plan_jobs
+
+        search = search_config(self.config)
+        info = {"sweeper": "aim_optuna", "objective": search.objective, "cost": COST,
+                "directions": ["maximize", "minimize"], "n_trials": self.n_trials, "n_jobs": self.n_jobs,
+                "sampler": type(self.sampler).__name__, "offsets": self.offsets, "enqueue": self.enqueue,
+                "params": {k: distribution_text(d) for k, d in distributions.items()},
+                "model": OmegaConf.select(self.config, "hydra.runtime.choices.model", default=None)}
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
+        study = optuna.create_study(study_name=self.study_name, storage=self.storage, sampler=self.sampler,
+                                    directions=info["directions"], load_if_exists=True)
+        for params in self.seeds(distributions):
+            with warnings.catch_warnings():  # enqueue_trial is "experimental" in optuna 2.10
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.enqueue_trial(params)
+        log.info(f"aim search: {search.objective} (max) vs {COST} (min), {self.n_trials} jobs in batches of "
+                 f"{self.n_jobs}, {type(self.sampler).__name__}; space: {info['params']}")
+        job_idx, failures, returns = 0, [], []
+        evaluated: dict[tuple, list[float] | None] = {}  # a setting's overrides -> its values (None: failed)
+        evaluated_jobs: dict[tuple, int] = {}  # a setting's overrides -> the job that ran it
+
+        def tell(trial, values):
+            if values is None:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            else:
+                study.tell(trial, values)
+
+        while job_idx < self.n_trials:
+            size = min(self.n_jobs, self.n_trials - job_idx)
+            trials, batch, keys, twins = [], [], [], []
+            for _ in range(MAX_ASKS_PER_JOB * size):
+                if len(trials) == size:
+                    break
+                trial = study.ask()
+                values = {name: trial._suggest(name, d) for name, d in distributions.items()}
+                overrides = assignment_overrides(values, fixed, self.offsets, fields)
+                key = tuple(o for o in overrides if o not in fixed)  # the setting the job would run
+                self.trial_overrides[trial.number] = list(key)
+                # NSGA-II often proposes a setting again (crossover copies values, and the fields a trial's pruner
+                # lacks do not matter): it gets the values already measured, and the batch a new setting instead
+                if key in evaluated:
+                    self.trial_jobs[trial.number] = evaluated_jobs[key]
+                    tell(trial, evaluated[key])
+                elif key in keys:
+                    self.trial_jobs[trial.number] = job_idx + keys.index(key)
+                    twins.append((trial, key))  # told after the batch, with its twin's values
+                else:
+                    self.trial_jobs[trial.number] = job_idx + len(trials)
+                    trials.append(trial)
+                    batch.append(overrides)
+                    keys.append(key)
+            if not trials:
+                log.info(f"aim search: {MAX_ASKS_PER_JOB * size} proposals in a row were settings already run; "
+                         f"stopping after {job_idx} jobs")
+                break
+            size = len(trials)
+            numbered = list(zip(range(job_idx, job_idx + size), batch))
+            try:
+                jobs = plan_jobs(self.loader, self.config, numbered)
+                for job, trial in zip(jobs, trials):
+                    job["trial"] = trial.number
+                extend_manifest(self.sweep_dir, self.config, jobs, info)
+            except (InvalidSweep, SweepError) as exc:
+                for trial in trials + [t for t, _ in twins]:
+                    tell(trial, None)
+                print(f"{exc}\naim: search stopped before job {job_idx}", file=sys.stderr)
+                self._write_tradeoff()
+                sys.exit(2)
+            results = self.launcher.launch([list(o) for o in batch], initial_job_idx=job_idx)
+            returns.append(results)
+            batch_failures = []
+            for num, trial, key, ret in zip(range(job_idx, job_idx + size), trials, keys, results):
+                try:
+                    values = [float(v) for v in ret.return_value]
+                    if len(values) != 2 or not all(math.isfinite(v) for v in values):
+                        raise ValueError(f"expected [{search.objective}, {COST}], got {ret.return_value!r}")
+                except Exception as exc:  # the job failed (its error is in its job.json), or returned no objectives
+                    values = None
+                    batch_failures.append((num, exc))
+                tell(trial, values)
+                evaluated[key], evaluated_jobs[key] = values, num
+            for trial, key in twins:
+                tell(trial, evaluated[key])
+            failures += batch_failures
+            job_idx += size
+            self._write_tradeoff()
+            if batch_failures and len(batch_failures) == size:
+                log.error(f"aim search: every job of the batch {job_idx - size}..{job_idx - 1} failed; stopping")
+                break
+        self._finish(study, failures)
+        return returns
+
+    def _rerun(self) -> Any:
+        """`hydra.sweeper.rerun=[...]` (launch/sweep.py resubmit): relaunch those jobs of sweep.json in their
+        own dirs, with no study (the trade-off is read back from the results files), then tradeoff.json."""
+        from aim.sweep import plan_jobs, read_manifest, rerun_overrides
+
+        manifest = read_manifest(self.sweep_dir)
+        numbered = list(zip(self.rerun, rerun_overrides(manifest, self.rerun)))
+        plan_jobs(self.loader, self.config, numbered)
+        results = self.launcher.launch([list(o) for _, o in numbered], initial_job_idx=0)
+        self._write_tradeoff()
+        for r in results:
+            _ = r.return_value  # raise the first failure, as the basic sweeper does
+        return [results]
+
+    def _write_tradeoff(self) -> None:
+        try:
+            path = write_tradeoff(self.sweep_dir)
+            log.info(f"aim search: {path}")
+        except (SearchError, FileNotFoundError) as exc:
+            log.error(f"aim search: no {TRADEOFF}: {exc}")
+
+    def _finish(self, study, failures: list) -> None:
+        path = self.sweep_dir / TRADEOFF
+        if path.exists():
+            data = json.loads(path.read_text())
+            log.info(f"aim search: {len(study.trials)} proposals, {len(data['points'])} settings evaluated, Pareto set "
+                     f"({data['objective']} vs {COST}):\n"
+                     + format_rows(pareto_rows(data)))
+        # as hydra-optuna-sweeper writes it, plus each solution's job and the overrides it ran with (the params
+        # are as sampled: an offsets key holds the gap added to its base, and every trial has every param)
+        solutions = {}  # one per job: a setting proposed twice is one solution
+        for t in study.best_trials:
+            solutions.setdefault(self.trial_jobs.get(t.number), {
+                "job": self.trial_jobs.get(t.number), "params": dict(t.params), "values": list(t.values),
+                "overrides": self.trial_overrides.get(t.number)})
+        OmegaConf.save(OmegaConf.create({"name": "optuna", "directions": ["maximize", "minimize"],
+                                         "solutions": list(solutions.values())}),
+                       self.sweep_dir / "optimization_results.yaml")
+        if failures:
+            nums = [n for n, _ in failures]
+            print(f"aim search: {len(failures)} trial(s) failed: jobs {nums}; `python launch/sweep.py resubmit "
+                  f"{self.sweep_dir}` reruns them. First error: {failures[0][1]}", file=sys.stderr)
+            raise failures[0][1]
+
+
+# ------------------------------------------------------------------------------------- command line
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Write <sweep dir>/tradeoff.json (every done job; the Pareto set on "
+                                 "objective max vs TFLOPs min) and print the Pareto set.")
+    ap.add_argument("sweep_dir", type=Path, help="a sweep dir with sweep.json (e.g. from +exp=search_tradeoff)")
+    ap.add_argument("--objective", choices=OBJECTIVES,
+                    help="default: the jobs' search.objective, else accuracy")
+    ap.add_argument("--json", action="store_true", help="print tradeoff.json instead of the table")
+    args = ap.parse_args(argv)
+    try:
+        path = write_tradeoff(args.sweep_dir, args.objective)
+    except (SearchError, FileNotFoundError) as exc:
+        print(f"aim: {exc}", file=sys.stderr)
+        return 2
+    data = json.loads(path.read_text())
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        n_pareto = sum(p["pareto"] for p in data["points"])
+        print(f"{path}: {len(data['points'])} points, {n_pareto} on the Pareto front ({data['objective']} max, "
+              f"{COST} min), {data['model']} on {data['dataset']}, {data['num_frames']} frames")
+        print(format_rows(pareto_rows(data)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
