@@ -325,6 +325,21 @@ def test_the_command_rewrites_tradeoff_json_and_prints_the_pareto_set(tmp_path):
     assert json.loads((sweep / TRADEOFF).read_text())["objective"] == "agreement"
 
 
+def test_the_command_compares_a_search_with_a_grid_at_equal_or_lower_tflops(tmp_path):
+    search = fake_sweep(tmp_path / "search", POINTS)
+    grid = fake_sweep(tmp_path / "grid", [(0.25, 1, 2, 1.2, 0.5, 0.6),    # the search has 0.5 at 1.0: matched
+                                          (0.25, 1, 3, 2.5, 0.8, 0.8),    # the best at <= 2.5 is 0.7: not matched
+                                          (0.25, 2, 4, 5.0, 0.9, 0.9)])   # 0.9 at 4.0: matched
+    proc = subprocess.run([sys.executable, "-m", "aim.search", str(search), "--against", str(grid)],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    table = [line for line in proc.stdout.splitlines() if line.startswith("| aim")]
+    assert [line.rsplit("|", 2)[1].strip() for line in table] == ["yes", "no", "yes"]
+    assert "aim ratio=0.3 + aim l1=2 l2=3 | 2 | 0.7 | no" in table[1]  # the best search setting, shown
+    assert "2 of 3 settings matched or beaten by a search setting at equal or lower TFLOPs" in proc.stdout
+    assert not (grid / TRADEOFF).exists()  # the grid is read, not written to
+
+
 def test_the_report_shows_the_pareto_set_of_a_search(tmp_path):
     from aim.analysis.report import build
 

@@ -3,6 +3,7 @@ written for budget mode.
 
     python -m aim.run +exp=search_tradeoff -m            # NSGA-II over merge ratio, pruner, l1, l2 (or k, keep)
     python -m aim.search outputs/sweeps/<time>           # (re)write <sweep dir>/tradeoff.json, print the Pareto set
+    python -m aim.search outputs/sweeps/<time> --against outputs/sweeps/<grid>   # the search vs a hand-written grid
 
 Design. The search sweeper (set in conf/exp/search_tradeoff.yaml; the plugin class is a thin shell in
 src/hydra_plugins/aim_optuna_sweeper/, the logic is `TradeoffSearch` here) drives an Optuna study with two
@@ -436,9 +437,10 @@ class TradeoffSearch:
                 override = parser.parse_overrides([line])[0]
             except Exception as exc:
                 raise SearchError(f"aim: invalid search space: {line}: {str(exc).strip().splitlines()[0]}") from None
-            for key in {**dist, **value}:
-                distributions.pop(key, None)
+            for key in dist:  # a key keeps its place when a later line replaces it with the same kind
                 fixed.pop(key, None)
+            for key in value:
+                distributions.pop(key, None)
             distributions.update(dist)
             fixed.update(value)
             if value:
@@ -695,6 +697,48 @@ class TradeoffSearch:
             raise failures[0][1]
 
 
+def setting_text(point: dict) -> str:
+    """`aim ratio=0.25 + aim l1=2 l2=4`: a point's merger and pruner with the parameters a search varies."""
+    parts = []
+    for group in ("merger", "pruner"):
+        node = point[group]
+        knobs = " ".join(f"{k}={node[k]:.3g}" if isinstance(node[k], float) else f"{k}={node[k]}"
+                         for k in PARAMETER_FIELDS if k in node)
+        parts.append(f"{node.get('name')} {knobs}".strip())
+    return " + ".join(parts)
+
+
+def compare(search: dict, other: dict) -> tuple[list[dict], int]:
+    """For each point of `other` (e.g. a hand-written grid's trade-off), the search's best point at no more
+    TFLOPs, and whether it matches or beats it on the search's objective. Returns (rows, points matched)."""
+    objective = search["objective"]
+    scored = [p for p in search["points"] if p.get(objective) is not None and p.get("tflops") is not None]
+    rows, matched = [], 0
+    for q in sorted(other["points"], key=lambda p: (p["tflops"] is None, p["tflops"] or 0)):
+        if q.get(objective) is None or q.get("tflops") is None:
+            continue
+        cheaper = [p for p in scored if p["tflops"] <= q["tflops"] * (1 + 1e-9)]
+        best = max(cheaper, key=lambda p: (p[objective], -p["tflops"])) if cheaper else None
+        ok = best is not None and best[objective] >= q[objective]
+        matched += ok
+        rows.append({"other": setting_text(q), "other_tflops": q["tflops"], f"other_{objective}": q[objective],
+                     "search": setting_text(best) if best else None, "search_tflops": best and best["tflops"],
+                     f"search_{objective}": best and best[objective], "matched": ok})
+    return rows, matched
+
+
+def compare_markdown(rows: list[dict], objective: str) -> str:
+    def fmt(v):
+        return "" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)
+
+    lines = [f"| setting | TFLOPs | {objective} | best search setting at <= TFLOPs | TFLOPs | {objective} | search >= |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['other']} | {fmt(r['other_tflops'])} | {fmt(r[f'other_{objective}'])} | {fmt(r['search'])} | "
+                     f"{fmt(r['search_tflops'])} | {fmt(r[f'search_{objective}'])} | {'yes' if r['matched'] else 'no'} |")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------- command line
 
 def main(argv=None) -> int:
@@ -704,13 +748,17 @@ def main(argv=None) -> int:
     ap.add_argument("--objective", choices=OBJECTIVES,
                     help="default: the jobs' search.objective, else accuracy")
     ap.add_argument("--json", action="store_true", help="print tradeoff.json instead of the table")
+    ap.add_argument("--against", type=Path, metavar="SWEEP_DIR",
+                    help="another sweep on the same model, data and frames (e.g. +exp=ablation_layers with the same "
+                         "dataset.limit): for each of its jobs, the search's best setting at no more TFLOPs")
     args = ap.parse_args(argv)
     try:
         path = write_tradeoff(args.sweep_dir, args.objective)
+        data = json.loads(path.read_text())
+        other = tradeoff(args.against, data["objective"]) if args.against else None
     except (SearchError, FileNotFoundError) as exc:
         print(f"aim: {exc}", file=sys.stderr)
         return 2
-    data = json.loads(path.read_text())
     if args.json:
         print(json.dumps(data, indent=2))
     else:
@@ -718,6 +766,15 @@ def main(argv=None) -> int:
         print(f"{path}: {len(data['points'])} points, {n_pareto} on the Pareto front ({data['objective']} max, "
               f"{COST} min), {data['model']} on {data['dataset']}, {data['num_frames']} frames")
         print(format_rows(pareto_rows(data)))
+    if other is not None:
+        if (other["pretrained"], other["dataset"], other["num_frames"]) != (data["pretrained"], data["dataset"],
+                                                                          data["num_frames"]):
+            print(f"aim: {args.against} is another model, dataset or frame count", file=sys.stderr)
+            return 2
+        rows, matched = compare(data, other)
+        print(f"\nagainst {args.against} ({other.get('dataset_limit') or 'all'} questions per job; the search's: "
+              f"{data.get('dataset_limit') or 'all'}):\n" + compare_markdown(rows, data["objective"]))
+        print(f"{matched} of {len(rows)} settings matched or beaten by a search setting at equal or lower TFLOPs")
     return 0
 
 
