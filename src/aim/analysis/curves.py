@@ -122,6 +122,13 @@ def png(df: pd.DataFrame, x: str, path: Path, dpi: int = 150) -> Path | None:
         ax.legend(fontsize=8, loc="best")
     for ax in list(axes.flat)[len(groups):]:
         ax.set_visible(False)
+    return save_figure(fig, path, dpi)
+
+
+def save_figure(fig, path, dpi: int) -> Path:
+    """Lay out, write (creating the folder) and close a matplotlib figure; the path written."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -307,9 +314,4 @@ def tradeoff_png(data: dict, path: Path, dpi: int = 150) -> Path | None:
     ax.set_title(tradeoff_title(data), fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi)
