@@ -1,10 +1,10 @@
 """Peak memory and time of AIM's PageRank importance at the paper's size, on this machine.
 
-    python benchmarks/importance_memory.py [--tokens 6372] [--heads 28] [--head-dim 128] [--head-chunk 4]
+    python benchmarks/importance_memory.py [--tokens 6372] [--heads 28] [--head-dim 128] [--block-mib 1024]
 
 Runs `pagerank_from_qk` once on random queries and keys (fp32) and reports the process's peak resident
 memory above the inputs (CPU) or torch's peak allocation (CUDA), against the estimate of two
-[chunk, N, N] fp32 blocks (the logits, then the transition matrix) that the head chunking bounds it to.
+[heads per block, N, N] fp32 blocks (the logits, then the transition matrix) that `block_mib` bounds it to.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from aim.pruning.importance import pagerank_from_qk
+from aim.pruning.importance import heads_per_block, pagerank_from_qk
 
 
 def rss_mb() -> float:
@@ -27,7 +27,7 @@ def main():
     ap.add_argument("--tokens", type=int, default=6372)
     ap.add_argument("--heads", type=int, default=28)
     ap.add_argument("--head-dim", type=int, default=128)
-    ap.add_argument("--head-chunk", type=int, default=4)
+    ap.add_argument("--block-mib", type=int, default=1024)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
     n, h, d = args.tokens, args.heads, args.head_dim
@@ -39,17 +39,18 @@ def main():
     else:
         base = rss_mb()
     start = time.perf_counter()
-    pagerank_from_qk(q, k, head_chunk=args.head_chunk)
+    pagerank_from_qk(q, k, block_mib=args.block_mib)
     if args.device == "cuda":
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() / 2**20 - base
     else:
         peak = rss_mb() - base
     seconds = time.perf_counter() - start
-    estimate = 2 * args.head_chunk * n * n * 4 / 2**20
-    result = {"tokens": n, "heads": h, "head_chunk": args.head_chunk, "device": args.device,
+    chunk = heads_per_block(1, n, h, args.block_mib)
+    estimate = 2 * chunk * n * n * 4 / 2**20
+    result = {"tokens": n, "heads": h, "block_mib": args.block_mib, "heads_per_block": chunk, "device": args.device,
               "peak_mb_above_inputs": peak, "two_block_estimate_mb": estimate, "seconds": seconds}
-    print(f"PageRank importance, {n} tokens, {h} heads in chunks of {args.head_chunk}: peak {peak:.0f} MiB "
+    print(f"PageRank importance, {n} tokens, {h} heads in blocks of {chunk}: peak {peak:.0f} MiB "
           f"above the inputs (estimate {estimate:.0f} MiB), {seconds:.1f} s on {args.device}")
     print(json.dumps(result))
 

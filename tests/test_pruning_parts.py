@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from aim.pruning.importance import causal_softmax, pagerank, pagerank_from_qk, query_attention
+from aim.pruning.importance import causal_softmax, heads_per_block, pagerank, pagerank_from_qk, query_attention
 from aim.pruning.schedule import (aim_schedule, explicit_schedule, fastv_schedule, kept_per_layer,
                                   pdrop_schedule, vtw_schedule)
 
@@ -52,11 +52,15 @@ def test_pagerank_favours_the_token_everyone_attends_to():
     assert scores.argmax() == 1
 
 
-def test_head_chunked_scores_equal_the_full_computation():
+def test_scores_in_blocks_of_heads_equal_the_full_computation():
     torch.manual_seed(1)
-    q, k = torch.randn(1, 6, 20, 8), torch.randn(1, 6, 20, 8)
+    q, k = torch.randn(1, 6, 300, 8), torch.randn(1, 6, 300, 8)
     logits = q @ k.transpose(-1, -2) / 8**0.5
-    torch.testing.assert_close(pagerank_from_qk(q, k, head_chunk=4), pagerank(logits), atol=1e-6, rtol=1e-5)
+    assert heads_per_block(1, 300, 6, block_mib=1) == 2  # 1 MiB holds two heads' 300 x 300 fp32 attention
+    assert heads_per_block(1, 300, 6, block_mib=1024) == 6
+    assert heads_per_block(1, 3000, 6, block_mib=1) == 1  # one head at least, even over the budget
+    for block_mib in (1, 1024):
+        torch.testing.assert_close(pagerank_from_qk(q, k, block_mib=block_mib), pagerank(logits), atol=1e-6, rtol=1e-5)
 
 
 def test_query_attention_is_the_row_of_one_query():

@@ -5,8 +5,10 @@
 Builds the model from its config (random weights allowed: `model.random_init=true`), synthesizes
 `bench.frames` frames of visual features at the model's tokens per frame and `bench.text_tokens` text
 tokens, then times the reduced and the unreduced prefill alternately after warm-up (medians; the device
-is synchronized around each). The vision tower is not run: only the LLM prefill and the reduction's own
-overhead (merging, importance) are timed. The last stdout line is one JSON object with `speedup`,
+is synchronized around each, never inside). The vision tower is not run: only the LLM prefill and the
+reduction's own overhead (merging, importance) are timed. The importance scoring runs inside the reduced
+prefill; its share is measured in extra reduced prefills that synchronize around each scoring call (so
+that share is not taken from the timed prefills, which would then wait on the device between layers). The last stdout line is one JSON object with `speedup`,
 `flops_ratio`, `prefill_ms`, `prefill_ms_full`, `overhead_ms`, `merge_ms`, `importance_ms`, `device`.
 With a budget (`budget.tflops`, `budget.fraction` or `budget.prefill_ms`; aim.budget) the merger's and
 pruner's knobs are first chosen to fit it at `bench.frames` and `bench.text_tokens`, and the JSON carries
@@ -37,10 +39,10 @@ class TimedImportance:
     def retention_schedule(self, num_layers):
         return self.pruner.retention_schedule(num_layers)
 
-    def importance(self, q, k, roles):
+    def importance(self, q, k, valid):
         self.sync()
         start = time.perf_counter()
-        scores = self.pruner.importance(q, k, roles)
+        scores = self.pruner.importance(q, k, valid)
         self.sync()
         self.ms += (time.perf_counter() - start) * 1e3
         return scores
@@ -87,7 +89,8 @@ def bench(valid) -> dict:
     torch.manual_seed(valid.seed)
     adapter = MODELS.get(valid.model.name).from_config(**asdict(valid.model))
     merger = MERGERS.build(valid.merger.name, **asdict(valid.merger))
-    pruner = TimedImportance(PRUNERS.build(valid.pruner.name, **asdict(valid.pruner)), adapter.synchronize)
+    pruner = PRUNERS.build(valid.pruner.name, **asdict(valid.pruner))
+    timed_pruner = TimedImportance(pruner, adapter.synchronize)
     b = valid.bench
     feats, grid_hw, before, after = synthetic_inputs(adapter, b.frames, b.text_tokens, torch.Generator().manual_seed(valid.seed))
     if getattr(merger, "needs", ()):
@@ -107,6 +110,7 @@ def bench(valid) -> dict:
     merged, _ = merge()
     reduced_inputs = adapter.assemble(before, merged.features, merged.token_index, after, grid_hw)
     full_hook, reduced_hook = TokenPruner(adapter.decoder_layers, NoPrune()), TokenPruner(adapter.decoder_layers, pruner)
+    timed_hook = TokenPruner(adapter.decoder_layers, timed_pruner)
 
     def prefill(hook, inputs):
         with hook.attached(inputs.token_roles) as trace:
@@ -118,10 +122,12 @@ def bench(valid) -> dict:
     for _ in range(b.repeats):  # alternate, so drift and thermal state hit both alike
         full_ms.append(prefill(full_hook, full_inputs)[0])
         merge_ms.append(merge()[1])
-        pruner.ms = 0.0
         ms, trace = prefill(reduced_hook, reduced_inputs)
         reduced_ms.append(ms)
-        importance_ms.append(pruner.ms)
+    for _ in range(b.repeats):
+        timed_pruner.ms = 0.0
+        prefill(timed_hook, reduced_inputs)
+        importance_ms.append(timed_pruner.ms)
     layers = adapter.num_layers
     visual_per_layer = trace.visual_tokens_per_layer or [reduced_inputs.visual_tokens] * layers
     text = reduced_inputs.text_tokens

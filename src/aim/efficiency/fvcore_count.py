@@ -125,11 +125,11 @@ class _ReplayScores:
     def retention_schedule(self, num_layers):
         return self.retention
 
-    def importance(self, q, k, roles):
+    def importance(self, q, k, valid):
         layer = self.drops[self.calls]
         self.calls += 1
         kept_next = self.kept[layer]  # original indices kept at `layer`
         current = self.current
-        scores = torch.isin(current.to(roles.device), kept_next.to(roles.device)).float()
+        scores = torch.isin(current.to(kept_next.device), kept_next).float()
         self.current = kept_next
         return scores

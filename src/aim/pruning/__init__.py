@@ -2,8 +2,9 @@
 in `aim.pruning.hooks` that physically removes tokens.
 
 A pruner exposes `retention_schedule(num_layers) -> list[float]` (the fraction of the original visual
-tokens each decoder layer sees) and `importance(q, k, roles) -> [B, n]` (from the queries and keys of
-the layer before a drop; higher is kept first). Text tokens are never pruned.
+tokens each decoder layer sees) and `importance(q, k, valid) -> [B, n]` (from the queries and keys of
+the layer before a drop; higher is kept first; `valid` [B, n] is False at the pad tokens of a padded
+batch, None when nothing is padded). Text tokens are never pruned.
 """
 from __future__ import annotations
 
@@ -12,19 +13,11 @@ from dataclasses import dataclass, field
 import torch
 
 from aim.config import check_range
-from aim.models import PADDING
 from aim.pruning import importance as imp
 from aim.pruning import schedule as sched
 from aim.registry import Registry
 
 PRUNERS = Registry("pruner")
-
-
-def _valid(roles: torch.Tensor | None) -> torch.Tensor | None:
-    """Where the tokens are not padding, or None when nothing is padded (the common, faster case)."""
-    if roles is None or not (roles == PADDING).any():
-        return None
-    return roles != PADDING
 
 
 @dataclass
@@ -50,7 +43,7 @@ class AimPrunerConfig:
     l2: int = 22  # layers >= l2 see none
     tau: float = 0.1  # softmax temperature of the PageRank transition matrix
     iters: int = 5
-    head_chunk: int = 4  # heads per block when computing the N x N attention for the score
+    block_mib: int = 1024  # memory for one block of heads' fp32 N x N attention when scoring (two exist at once)
 
     def __post_init__(self):
         check_range("l1", self.l1, 1)
@@ -58,21 +51,21 @@ class AimPrunerConfig:
             raise ValueError(f"l2: must be greater than l1 ({self.l1}), got {self.l2}")
         check_range("tau", self.tau, 0, low_open=True)
         check_range("iters", self.iters, 1)
-        check_range("head_chunk", self.head_chunk, 1)
+        check_range("block_mib", self.block_mib, 1)
 
 
 @PRUNERS.register("aim", config=AimPrunerConfig)
 class AimPruner:
     """AIM: PageRank importance over the layer's attention, linear retention from l1 down to 0 at l2."""
 
-    def __init__(self, l1=14, l2=22, tau=0.1, iters=5, head_chunk=4, name="aim"):
-        self.l1, self.l2, self.tau, self.iters, self.head_chunk = l1, l2, tau, iters, head_chunk
+    def __init__(self, l1=14, l2=22, tau=0.1, iters=5, block_mib=1024, name="aim"):
+        self.l1, self.l2, self.tau, self.iters, self.block_mib = l1, l2, tau, iters, block_mib
 
     def retention_schedule(self, num_layers):
         return sched.aim_schedule(num_layers, self.l1, self.l2)
 
-    def importance(self, q, k, roles):
-        return imp.pagerank_from_qk(q, k, self.tau, self.iters, self.head_chunk, valid=_valid(roles))
+    def importance(self, q, k, valid):
+        return imp.pagerank_from_qk(q, k, self.tau, self.iters, self.block_mib, valid=valid)
 
 
 @dataclass
@@ -96,8 +89,8 @@ class FastVPruner:
     def retention_schedule(self, num_layers):
         return sched.fastv_schedule(num_layers, self.k, self.keep)
 
-    def importance(self, q, k, roles):
-        return imp.query_attention(q, k, -1, valid=_valid(roles))
+    def importance(self, q, k, valid):
+        return imp.query_attention(q, k, -1, valid=valid)
 
 
 @dataclass
@@ -123,8 +116,8 @@ class PDropPruner:
     def retention_schedule(self, num_layers):
         return sched.pdrop_schedule(num_layers, self.boundaries, self.lam)
 
-    def importance(self, q, k, roles):
-        return imp.query_attention(q, k, -1, valid=_valid(roles))
+    def importance(self, q, k, valid):
+        return imp.query_attention(q, k, -1, valid=valid)
 
 
 @dataclass
@@ -144,7 +137,7 @@ class VTWPruner:
     def retention_schedule(self, num_layers):
         return sched.vtw_schedule(num_layers, self.k)
 
-    def importance(self, q, k, roles):  # all visual tokens go at once: any score will do
+    def importance(self, q, k, valid):  # all visual tokens go at once: any score will do
         return torch.zeros(q.shape[0], q.shape[2], device=q.device)
 
 
@@ -172,5 +165,5 @@ class RandomPruner:
     def retention_schedule(self, num_layers):
         return sched.aim_schedule(num_layers, self.l1, self.l2)
 
-    def importance(self, q, k, roles):
+    def importance(self, q, k, valid):
         return torch.rand(q.shape[0], q.shape[2], generator=self.generator).to(q.device)

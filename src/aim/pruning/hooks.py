@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from aim.models import VISUAL
+from aim.models import PADDING, VISUAL
 
 
 @dataclass
@@ -50,6 +50,9 @@ class _State:
         self.prefill_len = 0
         self.layer_kept: dict[int, torch.Tensor] = {}  # each layer's kept prefill indices (for decoding)
         self.scores = None  # importance of the current tokens, from the layer before a pruning step
+        # host-side counts, so the prefill never waits on the device between layers
+        self.visual_total = self.visual_now = self.text_now = 0
+        self.padded = False
         self.decoding = False
         self.trace = PruningTrace()
 
@@ -73,8 +76,10 @@ def layer_qk(attn, hidden: torch.Tensor, position_embeddings) -> tuple[torch.Ten
 class TokenPruner:
     """Attach with `with TokenPruner(adapter, pruner).attached(token_roles) as trace: ...`.
 
-    `pruner` supplies `retention_schedule(num_layers)` and `importance(q, k, roles) -> [B, n]` (higher
-    is kept first); `roles` are the token roles of the current tokens.
+    `pruner` supplies `retention_schedule(num_layers)` and `importance(q, k, valid) -> [B, n]` (higher
+    is kept first); `valid` [B, n] is False at the current pad tokens, None when nothing is padded.
+    Token counts are kept on the host: apart from the start of a prefill, the hooks never wait on the
+    device, so the CPU can queue later (cheap, pruned) layers while the GPU runs earlier ones.
     """
 
     def __init__(self, decoder_layers, pruner):
@@ -119,18 +124,19 @@ class TokenPruner:
                 given = state.given
                 if given.shape[-1] != n or (given.dim() == 2 and given.shape[0] != b):
                     raise ValueError(f"token roles of shape {tuple(given.shape)} do not describe a prefill of {b} x {n} tokens")
+                per_row = (given.expand(b, n) == VISUAL).sum(1).tolist()  # the caller's roles, often on the host
+                if len(set(per_row)) > 1:
+                    raise ValueError(
+                        f"the rows of a padded batch hold different numbers of visual tokens ({per_row}); "
+                        "prune such samples in separate batches"
+                    )
+                visual = per_row[0]
+                state.padded = bool((given == PADDING).any())
                 state.roles = given.to(hidden.device).expand(b, n)
                 state.decoding, state.prefill_len = False, n
                 state.kept = torch.arange(n, device=hidden.device).expand(b, n)
                 state.layer_kept.clear()
-                per_row = (state.roles == VISUAL).sum(1)
-                if (per_row != per_row[0]).any():
-                    raise ValueError(
-                        f"the rows of a padded batch hold different numbers of visual tokens ({per_row.tolist()}); "
-                        "prune such samples in separate batches"
-                    )
-                visual = int(per_row[0])
-                state.visual_total = visual
+                state.visual_total, state.visual_now, state.text_now = visual, visual, n - visual
                 state.trace.visual_tokens_per_layer = [visual] * self.first_pruned
                 state.trace.kept_indices = {}
             else:
@@ -147,12 +153,12 @@ class TokenPruner:
                 return None
             hidden = args[0] if args else kwargs["hidden_states"]
             with torch.no_grad():
-                roles = state.roles.gather(1, state.kept)
+                valid = state.roles.gather(1, state.kept) != PADDING if state.padded else None
                 if getattr(self.pruner, "needs_qk", True):
                     q, k = layer_qk(attn, hidden, kwargs["position_embeddings"])
                 else:  # a pruner that scores without attention (FLOP counting replays choices)
                     q = k = None
-                state.scores = self.pruner.importance(q, k, roles)
+                state.scores = self.pruner.importance(q, k, valid)
             return None
 
         return hook
@@ -164,8 +170,7 @@ class TokenPruner:
                 if self._drops_at(i):
                     hidden = self._gather(state, hidden, i)
                 state.layer_kept[i] = state.kept
-                visual_now = int((state.roles[0, state.kept[0]] == VISUAL).sum())  # equal in every row
-                state.trace.visual_tokens_per_layer.append(visual_now)
+                state.trace.visual_tokens_per_layer.append(state.visual_now)
                 state.trace.kept_indices[i] = state.kept
                 queries, keys = state.kept, state.kept
             else:
@@ -179,13 +184,14 @@ class TokenPruner:
     def _gather(self, state: _State, hidden: torch.Tensor, i: int) -> torch.Tensor:
         roles = state.roles.gather(1, state.kept)  # [B, n]
         is_visual = roles == VISUAL
-        target = min(int(is_visual[0].sum()), int(state.visual_total * self.retention[i] + 1e-9))
+        target = min(state.visual_now, int(state.visual_total * self.retention[i] + 1e-9))
         scores = state.scores.float().masked_fill(~is_visual, float("-inf"))
         top_visual = scores.topk(target, dim=1).indices if target else scores[:, :0].long()
-        n_text = int((~is_visual[0]).sum())  # the same in every row
-        text = is_visual.to(torch.uint8).sort(dim=1, stable=True).indices[:, :n_text]  # each row's non-visual tokens
+        # each row's non-visual tokens (equally many in every row)
+        text = is_visual.to(torch.uint8).sort(dim=1, stable=True).indices[:, : state.text_now]
         sel = torch.cat([text, top_visual], 1).sort(dim=1).values  # keep causal order
         state.kept = state.kept.gather(1, sel)
+        state.visual_now = target
         state.scores = None
         return hidden.gather(1, sel.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
 
