@@ -20,6 +20,7 @@ from aim.models.llava import CLIP_MEAN, CLIP_STD, preprocess_image
 from aim.pruning import PRUNERS
 from aim.pruning.hooks import TokenPruner
 from aim.run import CONF_DIR
+from tests.pruning_reference import masked_logits
 
 QUESTION, OPTIONS = "what colour is the circle ?", ["red", "blue", "green", "yellow"]
 MC_TEXT = ("what colour is the circle ?\nA. red\nB. blue\nC. green\nD. yellow\n"
@@ -218,32 +219,6 @@ def test_prumerge_keeps_the_cls_attention_outliers(sdpa_adapter):
 
 
 # --- pruning on the Llama LLM -----------------------------------------------------------------------------
-def masked_logits(ad, embeds, positions, kept_indices, prefill_len):
-    """Every token stays; from the layer a prefill token is pruned at on, it is masked out as a key."""
-    n = embeds.shape[1]
-    handles = []
-    for i, layer in enumerate(ad.decoder_layers):
-        mask = torch.full((n, n), float("-inf")).triu(1)
-        if i in kept_indices:
-            dropped = torch.ones(n, dtype=torch.bool)
-            dropped[kept_indices[i][0]] = False
-            dropped[prefill_len:] = False
-            mask[:, dropped] = float("-inf")
-
-        def set_mask(_layer, args, kwargs, m=mask[None, None]):
-            kwargs["attention_mask"] = m
-            return args, kwargs
-
-        handles.append(layer.register_forward_pre_hook(set_mask, with_kwargs=True))
-    try:
-        with torch.no_grad():
-            out = ad.language_model(inputs_embeds=embeds, position_ids=positions, use_cache=False)
-    finally:
-        for h in handles:
-            h.remove()
-    return ad.model.lm_head(out.last_hidden_state[0, -1])
-
-
 @pytest.mark.parametrize("pruner,per_layer", [(dict(name="aim", l1=2, l2=4), [144, 144, 72, 0]),
                                               (dict(name="fastv", k=2, keep=0.5), [144, 144, 72, 72])])
 def test_pruning_the_llama_equals_the_masked_reference(adapter, pruner, per_layer):

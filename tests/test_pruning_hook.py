@@ -9,6 +9,8 @@ from aim.models import VISUAL
 from aim.pruning import PRUNERS
 from aim.pruning.hooks import TokenPruner
 
+from tests.pruning_reference import masked_logits
+
 
 @pytest.fixture(scope="module", params=["sdpa", "eager"])
 def adapter(request):
@@ -30,34 +32,6 @@ def sample_inputs(adapter, frames=2):
     return adapter.prepare(syn.render(scene)[:frames], q.question, q.options, NoMerge())
 
 
-def masked_reference(adapter, embeds, positions, kept_indices, num_layers):
-    """Every token stays in the sequence; from each layer on, the tokens pruned there are masked out as
-    keys (so nothing attends to them). Returns the last position's logits."""
-    n = embeds.shape[1]
-    causal = torch.full((n, n), float("-inf")).triu(1)
-    handles = []
-    for i, layer in enumerate(adapter.decoder_layers[:num_layers]):
-        mask = causal.clone()
-        if i in kept_indices:
-            dropped = torch.ones(n, dtype=torch.bool)
-            dropped[kept_indices[i][0]] = False
-            mask[:, dropped] = float("-inf")
-        m = mask[None, None]
-
-        def hook(_l, args, kwargs, m=m):
-            kwargs["attention_mask"] = m
-            return args, kwargs
-
-        handles.append(layer.register_forward_pre_hook(hook, with_kwargs=True))
-    try:
-        with torch.no_grad():
-            out = adapter.language_model(inputs_embeds=embeds, position_ids=positions, use_cache=False)
-    finally:
-        for h in handles:
-            h.remove()
-    return adapter.model.lm_head(out.last_hidden_state[0, -1])
-
-
 def test_a_schedule_that_keeps_everything_changes_nothing(adapter):
     inputs = sample_inputs(adapter)
     plain = adapter.prefill_logits(inputs)
@@ -77,7 +51,7 @@ def test_physical_pruning_equals_the_masked_reference(adapter, pruner):
     p = PRUNERS.build(pruner.pop("name"), **pruner)
     with TokenPruner(adapter.decoder_layers, p).attached(inputs.token_roles) as trace:
         pruned = adapter.prefill_logits(inputs)
-    ref = masked_reference(adapter, inputs.inputs_embeds, inputs.position_ids, trace.kept_indices, 6)
+    ref = masked_logits(adapter, inputs.inputs_embeds, inputs.position_ids, trace.kept_indices, len(inputs.token_roles))
     torch.testing.assert_close(pruned, ref, atol=1e-4, rtol=1e-4)
     assert min(trace.visual_tokens_per_layer) < inputs.visual_tokens  # tokens really went
     assert (pruned - adapter.prefill_logits(inputs)).abs().max() > 1e-3  # and that changed the answer
@@ -105,7 +79,7 @@ def test_greedy_decoding_after_a_pruned_prefill_equals_recomputation(adapter):
     kept = dict(trace.kept_indices)
     embeds, positions = inputs.inputs_embeds, inputs.position_ids
     for step, token in enumerate(ids):
-        logits = masked_reference(adapter, embeds, positions, kept, 6)
+        logits = masked_logits(adapter, embeds, positions, kept, len(inputs.token_roles))
         assert int(logits.argmax()) == token, f"step {step}"
         embeds = torch.cat([embeds, adapter.embed_tokens([token])[None]], 1)
         positions = torch.cat([positions, positions[:, -1:] + 1], 1)

@@ -8,6 +8,8 @@ from aim.models import QUESTION_TEXT, VISUAL
 from aim.pruning import PRUNERS
 from aim.pruning.hooks import TokenPruner
 
+from tests.pruning_reference import reference_masks
+
 LAYERS, PREFIX, VISUAL_TOKENS, TEXT = 6, 3, 40, 9
 
 
@@ -94,15 +96,7 @@ def test_pruned_prefill_and_decoding_equal_the_masked_reference(kind, attn):
     ref_embeds = embeds
     for step, token in enumerate(ids):
         m = ref_embeds.shape[1]
-        masks = []
-        for i in range(LAYERS):
-            mask = torch.full((m, m), float("-inf")).triu(1)
-            if i in kept:
-                dropped = torch.ones(m, dtype=torch.bool)
-                dropped[kept[i][0]] = False
-                dropped[n:] = False  # decoded tokens are never pruned
-                mask[:, dropped] = float("-inf")
-            masks.append(mask[None, None])
+        masks = reference_masks(m, kept, n, LAYERS)
         ref_logits, _ = run(llm, head, ref_embeds, ref_positions, masks=masks)
         torch.testing.assert_close(step_logits[step], ref_logits, atol=1e-4, rtol=1e-4)
         assert int(ref_logits.argmax()) == token, f"step {step}"

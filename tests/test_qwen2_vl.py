@@ -16,6 +16,7 @@ from aim.models.qwen2_vl import Qwen2VLAdapter, mrope_positions, smart_resize
 from aim.pruning import PRUNERS
 from aim.pruning.hooks import TokenPruner
 from aim.run import CONF_DIR
+from tests.pruning_reference import masked_logits
 
 QUESTION, OPTIONS = "what colour is the circle ?", ["red", "blue", "green", "yellow"]
 
@@ -169,33 +170,6 @@ def test_frame_count_options(sdpa_adapter):
     # the whole video may hold 64*64*2 pixels, each of 4 frames total * 2 / 4 = 64x64 px: 8x8 patches
     assert budget.pixel_values(video[:4]).shape[1:3] == (8, 8)
     assert budget.grid(4) == (2, 4, 4) and budget.grid(8) == (4, 2, 2)  # twice the frames, a quarter the area
-
-
-def masked_logits(ad, embeds, positions, kept_indices, prefill_len):
-    """The reference for pruning: every token stays in the sequence, and from the layer a prefill token is
-    pruned at on, it is masked out as a key (tokens after the prefill, decoded ones, are never pruned)."""
-    n = embeds.shape[1]
-    handles = []
-    for i, layer in enumerate(ad.decoder_layers):
-        mask = torch.full((n, n), float("-inf")).triu(1)
-        if i in kept_indices:
-            dropped = torch.ones(n, dtype=torch.bool)
-            dropped[kept_indices[i][0]] = False
-            dropped[prefill_len:] = False
-            mask[:, dropped] = float("-inf")
-
-        def set_mask(_layer, args, kwargs, m=mask[None, None]):
-            kwargs["attention_mask"] = m
-            return args, kwargs
-
-        handles.append(layer.register_forward_pre_hook(set_mask, with_kwargs=True))
-    try:
-        with torch.no_grad():
-            out = ad.language_model(inputs_embeds=embeds, position_ids=positions, use_cache=False)
-    finally:
-        for h in handles:
-            h.remove()
-    return ad.model.lm_head(out.last_hidden_state[0, -1])
 
 
 def test_pruning_removes_tokens_under_mrope_and_equals_the_masked_reference(adapter):
