@@ -1,7 +1,7 @@
 """Sweeps on a real one-node SLURM cluster brought up on this machine (launch/local_slurm.py: Debian's
 slurmctld, slurmd, slurmdbd with MariaDB, munged; as root, in a private directory): a 2-job sweep through
-`hydra/launcher=slurm`, an invalid sweep that submits nothing, and a job interrupted twice mid-run that
-requeues and resumes with every sample recorded exactly once. Skipped, with the reason, where the cluster
+`hydra/launcher=slurm`, the trade-off search with its trials as SLURM jobs, an invalid sweep that submits
+nothing, and a job interrupted twice mid-run that requeues and resumes with every sample recorded exactly once. Skipped, with the reason, where the cluster
 cannot be brought up (not root, no apt mirror)."""
 import importlib.util
 import json
@@ -98,6 +98,22 @@ def test_a_two_job_sweep_runs_on_slurm_and_both_results_are_read(tmp_path, env):
     assert tokens[0.25] < tokens[0.5]  # each job ran with its own overrides
     logs = "".join(p.read_text() for p in sweep.glob(".submitit/**/*_log.out"))
     assert logs.count("aim-setup-line-ran") == 2  # the launcher's `setup` lines ran before each job
+
+
+@pytest.mark.timeout(420)
+def test_the_trade_off_search_runs_its_trials_as_slurm_jobs(tmp_path, env):
+    sweep = tmp_path / "search"
+    proc = multirun(sweep, *SLURM, "+exp=search_tradeoff", "dataset.limit=2", "logger=none", "hydra.sweeper.n_trials=2",
+                    "hydra.sweeper.n_jobs=2", "hydra.sweeper.sampler.population_size=2", env=env, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = json.loads((sweep / "sweep.json").read_text())
+    assert manifest["launcher"] == "slurm" and manifest["num_jobs"] == 2
+    for job in manifest["jobs"]:
+        job_id = json.loads((sweep / job["subdir"] / "job.json").read_text())["slurm_job_id"]
+        assert job_id and accounted_state(env, job_id) == "COMPLETED"
+    points = json.loads((sweep / "tradeoff.json").read_text())["points"]
+    assert len(points) == 2 and all(p["tflops"] > 0 and p["num_samples"] == 2 for p in points)
+    assert any(p["pareto"] for p in points)
 
 
 @pytest.mark.timeout(120)
