@@ -11,8 +11,8 @@ import time
 import pytest
 from hydra import compose, initialize_config_dir
 
-from aim.budget import (BudgetPlan, Limit, SampleBudget, apply_budget, candidates, find_tradeoff, load_tradeoff,
-                        policy_order, window)
+from aim.budget import (BudgetPlan, Limit, SampleBudget, Setting, apply_budget, candidates, find_tradeoff,
+                        load_tradeoff, policy_order, window)
 from aim.config import ConfigError, validate
 from aim.run import CONF_DIR
 
@@ -157,8 +157,6 @@ def test_the_most_accurate_fitting_recorded_point_is_chosen(tradeoff_file, budge
 
 
 def plan_setting(plan, ratio, l1, l2):
-    from aim.budget import Setting
-
     return Setting.of({**plan.merger, "ratio": ratio}, {**plan.pruner, "l1": l1, "l2": l2})
 
 
@@ -169,6 +167,24 @@ def test_a_tradeoff_with_no_fitting_point_falls_back_to_the_policy(tradeoff_file
     plan = plan_for(*OV7B, "budget.tflops=2", f"budget.tradeoff={tradeoff_file}")
     assert plan.choice.chosen_by == "policy" and "no accuracy-scored point" in plan.choice.note
     assert plan.choice.cost.tflops <= 2
+
+
+def test_the_bundled_model_chooses_from_its_bundled_tradeoff_by_default():
+    """The search's trade-off for the bundled model and benchmark ships with aim: a budget picks its most
+    accurate recorded setting that fits (re-costed for this input), and `budget.tradeoff=policy` opts out."""
+    bundled = find_tradeoff("aim:toy_llava_ov", "synthetic_video", 4)
+    assert bundled is not None and bundled.parent.name == "tradeoffs"
+    plan = plan_for("budget.fraction=0.2", text_tokens=19)
+    choice = plan.choice
+    assert choice.chosen_by == f"tradeoff {bundled}"
+    model = plan.model(4, 19)
+    assert choice.cost.tflops <= 0.2 * model.full.tflops
+    same_family = [p for p in load_tradeoff(bundled).points if (p["merger"]["name"], p["pruner"]["name"]) == ("aim", "aim")]
+    fitting = [p["accuracy"] for p in same_family
+               if model.cost(Setting.of({**plan.merger, **p["merger"]}, {**plan.pruner, **p["pruner"]})).tflops
+               <= 0.2 * model.full.tflops]
+    assert len(fitting) < len(same_family) and choice.recorded["accuracy"] == max(fitting)
+    assert plan_for("budget.fraction=0.2", "budget.tradeoff=policy", text_tokens=19).choice.chosen_by == "policy"
 
 
 def test_tradeoff_files_are_found_by_checkpoint_and_dataset(tradeoff_file, tmp_path):
