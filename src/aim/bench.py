@@ -7,9 +7,10 @@ Builds the model from its config (random weights allowed: `model.random_init=tru
 tokens, then times the reduced and the unreduced prefill alternately after warm-up (medians; the device
 is synchronized around each, never inside). The vision tower is not run: only the LLM prefill and the
 reduction's own overhead (merging, importance) are timed. The importance scoring runs inside the reduced
-prefill; its share is measured in extra reduced prefills that synchronize around each scoring call (so
-that share is not taken from the timed prefills, which would then wait on the device between layers). The last stdout line is one JSON object with `speedup`,
-`flops_ratio`, `prefill_ms`, `prefill_ms_full`, `overhead_ms`, `merge_ms`, `importance_ms`, `device`.
+prefill; its share is measured in extra reduced prefills that synchronize around each scoring call (not
+in the timed ones, which would then wait on the device between layers). The last stdout line is one
+JSON object with `speedup`, `flops_ratio`, `prefill_ms`, `prefill_ms_full`, `overhead_ms`, `merge_ms`,
+`importance_ms`, `device`.
 With a budget (`budget.tflops`, `budget.fraction` or `budget.prefill_ms`; aim.budget) the merger's and
 pruner's knobs are first chosen to fit it at `bench.frames` and `bench.text_tokens`, and the JSON carries
 a `budget` entry (asked, setting, analytic cost, `chosen_by`).
