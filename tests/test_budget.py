@@ -169,6 +169,24 @@ def test_a_tradeoff_with_no_fitting_point_falls_back_to_the_policy(tradeoff_file
     assert plan.choice.cost.tflops <= 2
 
 
+def test_the_bundled_model_chooses_from_its_bundled_tradeoff_by_default():
+    """The search's trade-off for the bundled model and benchmark ships with aim: a budget picks its most
+    accurate recorded setting that fits (re-costed for this input), and `budget.tradeoff=policy` opts out."""
+    bundled = find_tradeoff("aim:toy_llava_ov", "synthetic_video", 4)
+    assert bundled is not None and bundled.parent.name == "tradeoffs"
+    plan = plan_for("budget.fraction=0.2", text_tokens=19)
+    choice = plan.choice
+    assert choice.chosen_by == f"tradeoff {bundled}"
+    model = plan.model(4, 19)
+    assert choice.cost.tflops <= 0.2 * model.full.tflops
+    same_family = [p for p in load_tradeoff(bundled).points if (p["merger"]["name"], p["pruner"]["name"]) == ("aim", "aim")]
+    fitting = [p["accuracy"] for p in same_family
+               if model.cost(Setting.of({**plan.merger, **p["merger"]}, {**plan.pruner, **p["pruner"]})).tflops
+               <= 0.2 * model.full.tflops]
+    assert len(fitting) < len(same_family) and choice.recorded["accuracy"] == max(fitting)
+    assert plan_for("budget.fraction=0.2", "budget.tradeoff=policy", text_tokens=19).choice.chosen_by == "policy"
+
+
 def test_tradeoff_files_are_found_by_checkpoint_and_dataset(tradeoff_file, tmp_path):
     pretrained = "llava-hf/llava-onevision-qwen2-7b-ov-hf"
     assert find_tradeoff(pretrained, "videomme", 32, tmp_path) == tradeoff_file
