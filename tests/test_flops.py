@@ -119,6 +119,8 @@ def test_flops_config_defaults():
                                   r"h100_sxm, h100_pcie, h200"),
         ("flops.peak_tflops=0", r"flops.peak_tflops: must be in \(0, inf\), got 0"),
         ("flops.text_tokens=-1", r"flops.text_tokens: must be in \[0, inf\), got -1"),
+        ("flops.image_size=[0,640]", r"flops.image_size: \[height, width\] in pixels, got \[0, 640\]"),
+        ("flops.image_size=[480]", r"flops.image_size: \[height, width\] in pixels, got \[480\]"),
     ],
 )
 def test_bad_flops_config_names_the_field_and_what_is_allowed(override, message):
@@ -138,6 +140,29 @@ def test_kept_tokens_per_frame_from_the_merger_config(overrides, per_frame):
     hf_config, adapter = model_configs(valid.model)
     assert adapter.feature_grid(hf_config, valid.model, 32) == (32, 14, 14)
     assert kept_per_frame(valid.merger, 196) == per_frame
+
+
+def test_an_image_size_counts_one_image_llava_onevision_by_its_anyres_layout(tmp_path):
+    """480 x 640 on LLaVA-OneVision-7B: the 729-token base image, a 2 x 2 crop grid unpadded to 40 x 54 cells
+    (2,160 tokens, 540 per crop), and a newline after each of the 40 rows; 25% merging keeps 182 + 4 x 135."""
+    from aim.flops import flops
+
+    result = flops(validate(composed(["model=llava_onevision_7b", "flops.image_size=[480,640]", "merger=aim",
+                                      "merger.ratio=0.25", "pruner=none"])))
+    assert result["input"] == "image" and result["frames"] == 1
+    assert result["image"]["crop_cells"] == [540] * 4 and result["image"]["token_grid"] == [40, 54]
+    assert result["visual_tokens_unmerged"] == 729 + 2160 and result["visual_tokens"] == 182 + 4 * 135
+    assert result["text_tokens"] == 100 + 40  # the row newlines are never pruned, like text
+    llava = flops(validate(composed(["model=llava_1.5_7b", "flops.image_size=[480,640]", "merger=none"])))
+    assert llava["visual_tokens"] == 576 and llava["text_tokens"] == 100  # a fixed 24 x 24 grid at any size
+    with pytest.raises(ConfigError, match=r"flops.image_size: model qwen2_vl takes video inputs, not images"):
+        flops(validate(composed(["model=qwen2_vl_7b", "flops.image_size=[480,640]"])))
+    with pytest.raises(ConfigError, match=r"flops.frames: image_size counts one image, got frames=4"):
+        validate(composed(["flops.image_size=[480,640]", "flops.frames=4"]))
+    proc = subprocess.run([sys.executable, "-m", "aim.flops", "model=llava_onevision_7b", "flops.image_size=[480,640]",
+                           "budget.tflops=5", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 2 and "flops.image_size: budgets are planned for video frames" in proc.stderr
 
 
 def test_prumerge_count_is_adaptive_so_it_is_refused():

@@ -143,3 +143,23 @@ def test_anyres_grids_must_be_multiples_of_the_tower_resolution(tiny_adapter):
     """The bundled toy model keeps the default 384 px grids with a 112 px tower: a clear error, not a wrong packing."""
     with pytest.raises(ValueError, match="image_grid_pinpoints: anyres grids must be multiples of the tower's 112 px"):
         tiny_adapter.prepare(noise(100, 150), QUESTION, OPTIONS, NoMerge(), modality="image")
+
+
+@pytest.mark.parametrize("size,patches,grid", LAYOUTS)
+@pytest.mark.parametrize("merger", ["none", "aim"])
+def test_aim_flops_counts_the_tokens_the_adapter_builds_for_an_image(sdpa_adapter, size, patches, grid, merger):
+    """`aim.flops flops.image_size=[H,W]` (config only, no weights) counts what `prepare` builds: the visual
+    tokens after merging each crop apart, plus one newline per row of the packed grid as non-visual tokens."""
+    from aim.flops import flops
+
+    merger_overrides = ["merger=none"] if merger == "none" else ["merger=aim", "merger.ratio=0.25"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        valid = validate(compose("config", overrides=["model=llava_onevision_tiny", f"flops.image_size=[{size[0]},{size[1]}]",
+                                                      "pruner=none", *merger_overrides]))
+    counted = flops(valid)
+    built = sdpa_adapter.prepare(noise(*size), QUESTION, OPTIONS,
+                                 NoMerge() if merger == "none" else MERGERS.build("aim", ratio=0.25), modality="image")
+    before, after = sdpa_adapter.prompt_ids(QUESTION, OPTIONS, modality="image")
+    assert counted["visual_tokens"] == built.visual_tokens
+    assert counted["image"]["token_grid"] == list(grid) and len(counted["image"]["crop_cells"]) <= patches - 1
+    assert built.text_tokens == len(before) + len(after) + counted["image"]["newline_tokens"]

@@ -85,6 +85,9 @@ class FlopsConfig:
     text_tokens: int = 100  # every non-visual token of the prompt (the paper's figures: 100)
     # frames (or images) per sample; None: 1 image for an image model (LLaVA-1.5), else dataset.num_frames
     frames: int | None = None
+    # [height, width]: count one image of this size instead of video frames. LLaVA-OneVision's image tokens
+    # depend on it (anyres crops); LLaVA-1.5's do not (576 either way)
+    image_size: list[int] | None = None
     hardware: str = "a100_40gb"  # a profile of aim.efficiency.roofline.HARDWARE_PROFILES
     fused_attention: bool = False  # FlashAttention-style attention; the paper's figures are unfused
     peak_tflops: float | None = None  # overrides the profile's dense fp16/bf16 peak
@@ -96,6 +99,11 @@ class FlopsConfig:
         check_range("text_tokens", self.text_tokens, 0)
         if self.frames is not None:
             check_range("frames", self.frames, 1)
+        if self.image_size is not None:
+            if len(self.image_size) != 2 or min(self.image_size) < 1:
+                raise ValueError(f"image_size: [height, width] in pixels, got {list(self.image_size)}")
+            if self.frames not in (None, 1):
+                raise ValueError(f"frames: image_size counts one image, got frames={self.frames}")
         check_choice("hardware", self.hardware, HARDWARE_PROFILES)
         if self.peak_tflops is not None:
             check_range("peak_tflops", self.peak_tflops, 0, low_open=True)

@@ -13,7 +13,9 @@ preset's `frame_size` resized within its pixel budget, one token per 28x28 pixel
 per temporal patch of 2 frames; LLaVA-1.5: 24x24 per image), frames from `flops.frames` (default: one
 image for an image model such as LLaVA-1.5, else `dataset.num_frames`), text tokens from `flops.text_tokens`;
 the merger's ratio gives the tokens kept per frame (per group) and the pruner's retention schedule the
-visual tokens each decoder layer sees. See `aim.efficiency.roofline` for the accounting.
+visual tokens each decoder layer sees. See `aim.efficiency.roofline` for the accounting. With
+`flops.image_size=[H,W]` one image of that size is counted instead (LLaVA-OneVision: the base image and the
+anyres crops, each merged on its own, plus a newline token per grid row; LLaVA-1.5: 24x24 at any size).
 
 Prints a breakdown per operator type and the tokens per layer; the LAST stdout line is one JSON object
 with `tflops`, `prefill_ms`, `hardware`, `visual_tokens`, `text_tokens`, `tokens_per_layer` and more
@@ -128,6 +130,24 @@ def tokens_per_layer(visual_tokens: int, text_tokens: int, retention: list[float
     return visual, [text_tokens + v for v in visual]
 
 
+def image_tokens(valid: Validated, hf_config, adapter) -> dict:
+    """One image of `flops.image_size`: its visual tokens before and after the merger, and the non-visual
+    tokens the image adds (LLaVA-OneVision: a newline after each row of the anyres grid)."""
+    size = tuple(valid.flops.image_size)
+    if "image" not in adapter.modalities:
+        raise ConfigError(f"flops.image_size: model {valid.model.name} takes {' or '.join(adapter.modalities)} "
+                          "inputs, not images")
+    if getattr(adapter, "image_layout", None) is None:  # a fixed grid whatever the size (LLaVA-1.5: 24 x 24)
+        _, rows, cols = adapter.feature_grid(hf_config, valid.model, 1)
+        kept = kept_per_frame(valid.merger, rows * cols)
+        return {"size": list(size), "unmerged": rows * cols, "visual": kept, "newline_tokens": 0,
+                "token_grid": [rows, cols]}
+    base, cells, (rows, cols) = adapter.image_layout(hf_config, size)
+    return {"size": list(size), "unmerged": base + sum(cells),
+            "visual": kept_per_frame(valid.merger, base) + sum(kept_per_frame(valid.merger, c) for c in cells),
+            "newline_tokens": rows, "token_grid": [rows, cols], "base_tokens": base, "crop_cells": cells}
+
+
 def sample_frames(valid: Validated, adapter) -> int:
     """flops.frames, else one image for an image model (LLaVA-1.5), else dataset.num_frames."""
     if valid.flops.frames is not None:
@@ -151,13 +171,19 @@ def flops(valid: Validated) -> dict:
     groups, rows, cols = adapter.feature_grid(hf_config, valid.model, frames)
     per_frame = rows * cols
     kept = kept_per_frame(valid.merger, per_frame)
-    visual = groups * kept
+    visual, unmerged, text = groups * kept, groups * per_frame, f.text_tokens
+    image = None
+    if f.image_size is not None:
+        image, frames, groups = image_tokens(valid, hf_config, adapter), 1, 1
+        visual, unmerged, per_frame, kept = image["visual"], image["unmerged"], image["unmerged"], image["visual"]
+        text += image["newline_tokens"]  # never pruned, like text
+        rows, cols = image["token_grid"]
     retention = PRUNERS.build(valid.pruner.name, **asdict(valid.pruner)).retention_schedule(shape.num_layers)
-    visual_per_layer, per_layer = tokens_per_layer(visual, f.text_tokens, retention)
-    full_per_layer = [groups * per_frame + f.text_tokens] * shape.num_layers
+    visual_per_layer, per_layer = tokens_per_layer(visual, text, retention)
+    full_per_layer = [unmerged + text] * shape.num_layers
     est = prefill_estimate(shape, per_layer, hw, f.fused_attention)
     full = prefill_estimate(shape, full_per_layer, hw, f.fused_attention)
-    published = PUBLISHED_TFLOPS.get((valid.model.pretrained, groups * per_frame))
+    published = PUBLISHED_TFLOPS.get((valid.model.pretrained, unmerged)) if image is None else None
     return {
         "tflops": est.tflops,
         "prefill_ms": est.prefill_ms,
@@ -171,18 +197,19 @@ def flops(valid: Validated) -> dict:
         "bandwidth_gbs": hw.bandwidth_gbs,
         "fused_attention": f.fused_attention,
         "published_tflops_full": published,  # the paper's unreduced figure for this input, if it has one
-        "published_text_tokens": (matching_text_tokens(shape, groups * per_frame, published, hw, f.fused_attention)
+        "published_text_tokens": (matching_text_tokens(shape, unmerged, published, hw, f.fused_attention)
                                   if published is not None else None),
-        "input": "image" if adapter.modalities[0] == "image" else "video",
+        "input": "image" if adapter.modalities[0] == "image" or image is not None else "video",
+        "image": image,  # with flops.image_size: the image's token layout
         "frames": frames,
         "frame_groups": groups,  # frames, or Qwen2-VL's temporal patches (2 frames each)
         "token_grid": [rows, cols],
         "tokens_per_frame": per_frame,  # per frame group
         "kept_per_frame": kept,
         "visual_tokens": visual,
-        "visual_tokens_unmerged": groups * per_frame,
+        "visual_tokens_unmerged": unmerged,
         "visual_tokens_per_layer": visual_per_layer,
-        "text_tokens": f.text_tokens,
+        "text_tokens": text,
         "tokens_per_layer": per_layer,
         "by_operator": est.by_operator(),  # per operator type: tflops, ms, gb, memory_bound_layers
         "method": {"merger": valid.merger.name, "pruner": valid.pruner.name},
@@ -221,6 +248,11 @@ def main(cfg: DictConfig) -> None:
 
     try:
         valid = validate(cfg)
+        budget = valid.budget
+        if valid.flops.image_size is not None and any(v is not None for v in (budget.tflops, budget.fraction,
+                                                                              budget.prefill_ms)):
+            raise ConfigError("flops.image_size: budgets are planned for video frames; leave budget.tflops, "
+                              "budget.fraction and budget.prefill_ms null to count an image")
         # budget mode: the knobs that fit, for flops.frames / flops.text_tokens, written into cfg
         plan = apply_budget(cfg, valid, sample_frames(valid, model_configs(valid.model)[1]), valid.flops.text_tokens)
         if plan is not None:

@@ -91,6 +91,7 @@ class LlavaAdapter(LlavaOnevisionAdapter):
     hf_config_class = "LlavaConfig"
     extra_text_tokens = 0
     modalities = ("image", "video")
+    image_layout = None  # one fixed token grid whatever the image size (no anyres crops)
     chat_fallback = "USER: {content} ASSISTANT:"  # llava-hf's LLaVA-1.5 conversation
 
     def __init__(self, model, tokenizer, cfg: LlavaAdapterConfig):

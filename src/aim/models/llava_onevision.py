@@ -133,27 +133,23 @@ class LlavaOnevisionAdapter(Adapter):
 
     # --- anyres images ---------------------------------------------------------------------------
     def anyres_grid(self, crops: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
-        """The crops' token maps [crops, side*side, C] joined into the image's grid, unpadded to its
-        aspect and shrunk past `anyres_max_N`, as the Hugging Face model packs them: [C, rows, cols]."""
-        from transformers.models.llava_onevision.modeling_llava_onevision import (
-            get_anyres_image_grid_shape,
-            unpad_image,
-        )
+        return pack_anyres(self.model.config, crops, image_size)
 
-        config, side = self.model.config, self.patch_grid
-        nh, nw = get_anyres_image_grid_shape(list(image_size), config.image_grid_pinpoints, self.image_size)
-        x = crops.reshape(nh, nw, side, side, -1).permute(4, 0, 2, 1, 3).reshape(-1, nh * side, nw * side)
-        x = unpad_image(x, list(image_size))
-        max_crops = int(config.vision_aspect_ratio.strip("anyres_max_"))
-        _, h, w = x.shape
-        ratio = math.sqrt(h * w / (max_crops * side**2))
-        if ratio > 1.1:
-            size = [int(h // ratio), int(w // ratio)]
-            if x.dtype == torch.long:  # crop ids: the crop under each shrunk cell's centre
-                x = F.interpolate(x[None].float(), size, mode="nearest-exact")[0].long()
-            else:
-                x = F.interpolate(x[None], size, mode="bilinear")[0]
-        return x
+    @staticmethod
+    def image_layout(hf_config, image_size: tuple[int, int]) -> tuple[int, list[int], tuple[int, int]]:
+        """The tokens of one image of `image_size` (H, W), from the config alone: (the base image's tokens,
+        the packed grid's cells in each crop that has any, (rows, cols) of that grid). The LLM sees the base
+        tokens, then the grid row by row, each row followed by a newline token; merging runs on the base
+        image and on each crop's cells apart (`prepare_image`)."""
+        from transformers.models.llava_onevision.modeling_llava_onevision import get_anyres_image_grid_shape
+
+        vc = hf_config.vision_config
+        side = vc.image_size // vc.patch_size
+        nh, nw = get_anyres_image_grid_shape(list(image_size), hf_config.image_grid_pinpoints, vc.image_size)
+        crop_ids = torch.arange(nh * nw).repeat_interleave(side * side)[:, None]
+        owner = pack_anyres(hf_config, crop_ids, image_size)[0]
+        cells = [c for c in torch.bincount(owner.flatten()).tolist() if c]
+        return side * side, cells, tuple(owner.shape)
 
     def prepare_image(self, image: np.ndarray, question: str, options: list[str], merger,
                       scoring: str = "letter") -> PreparedInputs:
@@ -294,3 +290,29 @@ class LlavaOnevisionAdapter(Adapter):
             dtype=torch.int8,
         )
         return PreparedInputs(embeds[None], positions[None], roles)
+
+
+def pack_anyres(config, crops: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+    """The crops' token maps [crops, side*side, C] joined into the image's grid, unpadded to its aspect and
+    shrunk past `anyres_max_N`, as the Hugging Face model packs them: [C, rows, cols]. Long tensors (crop
+    ids) are shrunk by nearest cell, so each cell of the result names the crop it came from."""
+    from transformers.models.llava_onevision.modeling_llava_onevision import (
+        get_anyres_image_grid_shape,
+        unpad_image,
+    )
+
+    vc = config.vision_config
+    side = vc.image_size // vc.patch_size
+    nh, nw = get_anyres_image_grid_shape(list(image_size), config.image_grid_pinpoints, vc.image_size)
+    x = crops.reshape(nh, nw, side, side, -1).permute(4, 0, 2, 1, 3).reshape(-1, nh * side, nw * side)
+    x = unpad_image(x, list(image_size))
+    max_crops = int(config.vision_aspect_ratio.strip("anyres_max_"))
+    _, h, w = x.shape
+    ratio = math.sqrt(h * w / (max_crops * side**2))
+    if ratio > 1.1:
+        size = [int(h // ratio), int(w // ratio)]
+        if x.dtype == torch.long:  # crop ids: the crop under each shrunk cell's centre
+            x = F.interpolate(x[None].float(), size, mode="nearest-exact")[0].long()
+        else:
+            x = F.interpolate(x[None], size, mode="bilinear")[0]
+    return x
