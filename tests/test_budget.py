@@ -233,6 +233,14 @@ def test_an_impossible_budget_names_the_smallest_achievable_cost_and_its_setting
 
 
 @pytest.mark.slow
+def test_a_budget_on_anyres_images_is_refused_and_on_fixed_grid_images_planned_for_one_image(tmp_path):
+    with pytest.raises(ConfigError, match=r"dataset.name: image_mcq holds images; their token count on .* is not "
+                                          r"modelled by budget mode"):
+        plan_for("model=llava_onevision_7b", "dataset=image_mcq", f"dataset.root={tmp_path}", "budget.tflops=5")
+    plan = plan_for("model=llava_1.5_7b", "dataset=image_mcq", f"dataset.root={tmp_path}", "budget.fraction=0.5")
+    assert plan.frames == 1 and plan.choice.cost.tflops <= 0.5 * plan.model(1, 100).full.tflops
+
+
 def test_aim_run_fails_fast_on_an_impossible_budget(tmp_path):
     start = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "aim.run", "budget.tflops=1e-12", f"hydra.run.dir={tmp_path / 'run'}",

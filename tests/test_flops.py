@@ -159,6 +159,12 @@ def test_an_image_size_counts_one_image_llava_onevision_by_its_anyres_layout(tmp
         flops(validate(composed(["model=qwen2_vl_7b", "flops.image_size=[480,640]"])))
     with pytest.raises(ConfigError, match=r"flops.frames: image_size counts one image, got frames=4"):
         validate(composed(["flops.image_size=[480,640]", "flops.frames=4"]))
+    with pytest.raises(ConfigError, match=r"flops.image_size: dataset image_mcq holds images, and .* depend on the "
+                                          r"image size \(anyres crops\); give flops.image_size=\[height,width\]"):
+        flops(validate(composed(["model=llava_onevision_7b", "dataset=image_mcq", f"dataset.root={tmp_path}"])))
+    image_mcq = flops(validate(composed(["model=llava_onevision_7b", "dataset=image_mcq", f"dataset.root={tmp_path}",
+                                         "flops.image_size=[480,640]", "merger=aim", "merger.ratio=0.25", "pruner=none"])))
+    assert image_mcq["visual_tokens"] == result["visual_tokens"]
     proc = subprocess.run([sys.executable, "-m", "aim.flops", "model=llava_onevision_7b", "flops.image_size=[480,640]",
                            "budget.tflops=5", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "HF_HUB_OFFLINE": "1"})

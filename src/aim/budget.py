@@ -476,14 +476,17 @@ def input_size(valid, frames: int | None = None) -> tuple:
 
     hf_config, adapter = model_configs(valid.model)
     if frames is None:
-        frames = getattr(valid.dataset, "num_frames", None)
-        if frames is None:
-            if adapter.modalities[0] != "image":
-                raise ConfigError(f"dataset.name: {valid.dataset.name} holds images; their token count on "
-                                  f"{valid.model.pretrained} (anyres crops) is not modelled by budget mode, "
-                                  "which takes video datasets on this model")
-            frames = 1
+        if image_dataset(valid) and adapter.modalities[0] != "image":
+            raise ConfigError(f"dataset.name: {valid.dataset.name} holds images; their token count on "
+                              f"{valid.model.pretrained} (anyres crops, by image size) is not modelled by budget "
+                              "mode, which takes video datasets on this model")
+        frames = getattr(valid.dataset, "num_frames", 1)
     return hf_config, adapter, frames
+
+
+def image_dataset(valid) -> bool:
+    """Whether the configured dataset's samples are images (its config class says so)."""
+    return getattr(valid.dataset, "modality", "video") == "image"
 
 
 def hardware(valid):

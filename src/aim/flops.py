@@ -149,7 +149,14 @@ def image_tokens(valid: Validated, hf_config, adapter) -> dict:
 
 
 def sample_frames(valid: Validated, adapter) -> int:
-    """flops.frames, else one image for an image model (LLaVA-1.5), else dataset.num_frames."""
+    """flops.frames, else one image for an image model (LLaVA-1.5), else dataset.num_frames. An image
+    dataset on a model whose image tokens depend on the image's size needs flops.image_size."""
+    from aim.budget import image_dataset
+
+    if (valid.flops.image_size is None and image_dataset(valid) and valid.flops.frames is None
+            and getattr(adapter, "image_layout", None) is not None):
+        raise ConfigError(f"flops.image_size: dataset {valid.dataset.name} holds images, and {valid.model.pretrained}'s "
+                          "image tokens depend on the image size (anyres crops); give flops.image_size=[height,width]")
     if valid.flops.frames is not None:
         return valid.flops.frames
     if adapter.modalities[0] == "image":

@@ -63,6 +63,7 @@ class ImageBenchmarkConfig:
     metric: str = "accuracy"  # the headline metric of the summary: one of aim.data.METRICS
     download: ClassVar[str] = ""
     free_form: ClassVar[bool] = False  # answers are generated text, scored as the benchmark does: eval.mode=generate
+    modality: ClassVar[str] = "image"  # what its samples hold (config-only tools read it)
 
     def __post_init__(self):
         if self.num_frames != 1:

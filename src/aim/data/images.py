@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from aim.config import check_choice, check_range
 from aim.data import DATASETS, METRICS, SampleList, read_questions
@@ -26,6 +27,7 @@ class ImageMCQConfig:
     num_frames: int = 1  # one image per sample, as in the image benchmarks (aim.flops reads it)
     limit: int | None = None  # evaluate only the first `limit` samples
     metric: str = "accuracy"  # the headline metric of the summary: one of aim.data.METRICS
+    modality: ClassVar[str] = "image"  # what its samples hold (config-only tools read it)
 
     def __post_init__(self):
         if self.num_frames != 1:
