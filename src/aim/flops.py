@@ -190,7 +190,7 @@ def flops(valid: Validated) -> dict:
     full_per_layer = [unmerged + text] * shape.num_layers
     est = prefill_estimate(shape, per_layer, hw, f.fused_attention)
     full = prefill_estimate(shape, full_per_layer, hw, f.fused_attention)
-    published = PUBLISHED_TFLOPS.get((valid.model.pretrained, unmerged)) if image is None else None
+    published = PUBLISHED_TFLOPS.get((valid.model.pretrained, unmerged))
     return {
         "tflops": est.tflops,
         "prefill_ms": est.prefill_ms,
