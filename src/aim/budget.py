@@ -63,12 +63,10 @@ from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from aim.config import ConfigError
+from aim.config import BUDGET_LIMITS, OBJECTIVES, ConfigError
 
-BUDGET_FIELDS = ("tflops", "fraction", "prefill_ms")
 TRADEOFF_DIR = Path(__file__).resolve().parent / "assets" / "tradeoffs"
 POLICY = "policy"  # budget.tradeoff=policy: never use a recorded trade-off
-OBJECTIVES = ("accuracy", "agreement")
 
 # The candidate grid. Merge ratios: the policy's first stage, then its last.
 MERGE_RATIOS = (1.0, 0.75, 0.5, 0.375, 0.25)
@@ -251,7 +249,7 @@ class Limit:
 
     @classmethod
     def of(cls, budget) -> "Limit | None":
-        asked = [(k, getattr(budget, k)) for k in BUDGET_FIELDS if getattr(budget, k) is not None]
+        asked = [(k, getattr(budget, k)) for k in BUDGET_LIMITS if getattr(budget, k) is not None]
         return cls(*asked[0]) if asked else None
 
     def amount(self, cost: Cost, model: CostModel) -> float:

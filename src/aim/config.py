@@ -125,6 +125,10 @@ class FidelityConfig:
             raise ValueError("cache_dir: empty; give a directory for the cached unreduced answers")
 
 
+BUDGET_LIMITS = ("tflops", "fraction", "prefill_ms")  # the units a budget is given in (one at a time)
+OBJECTIVES = ("accuracy", "agreement")  # what a trade-off ranks by (maximized against TFLOPs)
+
+
 @dataclass
 class BudgetConfig:
     """Budget mode (aim.budget): give at most one of tflops / fraction / prefill_ms, and aim.run, aim.flops
@@ -144,7 +148,7 @@ class BudgetConfig:
     def __post_init__(self):
         from aim.efficiency.roofline import HARDWARE_PROFILES
 
-        given = [k for k in ("tflops", "fraction", "prefill_ms") if getattr(self, k) is not None]
+        given = [k for k in BUDGET_LIMITS if getattr(self, k) is not None]
         if len(given) > 1:
             raise ValueError(f"{given[0]}: give one of tflops, fraction, prefill_ms; got {' and '.join(given)}")
         for key in ("tflops", "prefill_ms"):
@@ -156,7 +160,7 @@ class BudgetConfig:
             check_choice("hardware", self.hardware, HARDWARE_PROFILES)
         check_range("text_tokens", self.text_tokens, 0)
         if self.objective is not None:
-            check_choice("objective", self.objective, ("accuracy", "agreement"))
+            check_choice("objective", self.objective, OBJECTIVES)
         if self.per_sample and self.tflops is None:
             raise ValueError("per_sample: needs budget.tflops (the same TFLOPs for every sample), "
                              f"got {given[0] if given else 'no budget'}")

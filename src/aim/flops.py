@@ -251,13 +251,11 @@ def print_breakdown(result: dict) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> None:
-    from aim.budget import apply_budget, print_choice
+    from aim.budget import Limit, apply_budget, print_choice
 
     try:
         valid = validate(cfg)
-        budget = valid.budget
-        if valid.flops.image_size is not None and any(v is not None for v in (budget.tflops, budget.fraction,
-                                                                              budget.prefill_ms)):
+        if valid.flops.image_size is not None and Limit.of(valid.budget) is not None:
             raise ConfigError("flops.image_size: budgets are planned for video frames; leave budget.tflops, "
                               "budget.fraction and budget.prefill_ms null to count an image")
         # budget mode: the knobs that fit, for flops.frames / flops.text_tokens, written into cfg

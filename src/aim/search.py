@@ -62,8 +62,9 @@ from typing import Any, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
+from aim.config import BUDGET_LIMITS, OBJECTIVES
+
 TRADEOFF = "tradeoff.json"
-OBJECTIVES = ("accuracy", "agreement")  # maximized; the cost is always COST
 COST = "tflops"
 GROUP_FIELD_GROUPS = ("merger", "pruner")  # groups whose fields follow the group's searched choice
 MAX_ASKS_PER_JOB = 50  # proposals of settings already run, per job of a batch, before the search stops
@@ -505,7 +506,7 @@ class TradeoffSearch:
                               f"{' | '.join(OBJECTIVES)}); use +exp=search_tradeoff")
         if search.objective == "agreement" and OmegaConf.select(self.config, "fidelity.enabled", default=None) is False:
             raise SearchError("aim: search.objective=agreement needs fidelity.enabled=true")
-        budget = [k for k in ("tflops", "fraction", "prefill_ms")
+        budget = [k for k in BUDGET_LIMITS
                   if OmegaConf.select(self.config, f"budget.{k}", default=None) is not None]
         if budget:  # budget mode would replace the sampled knobs in every trial
             raise SearchError(f"aim: budget.{budget[0]}: a search sets the merger's and pruner's knobs itself; "
