@@ -141,15 +141,10 @@ class LlavaOnevisionAdapter(Adapter):
         the packed grid's cells in each crop that has any, (rows, cols) of that grid). The LLM sees the base
         tokens, then the grid row by row, each row followed by a newline token; merging runs on the base
         image and on each crop's cells apart (`prepare_image`)."""
-        from transformers.models.llava_onevision.modeling_llava_onevision import get_anyres_image_grid_shape
-
         vc = hf_config.vision_config
-        side = vc.image_size // vc.patch_size
-        nh, nw = get_anyres_image_grid_shape(list(image_size), hf_config.image_grid_pinpoints, vc.image_size)
-        crop_ids = torch.arange(nh * nw).repeat_interleave(side * side)[:, None]
-        owner = pack_anyres(hf_config, crop_ids, image_size)[0]
+        owner = anyres_owner(hf_config, image_size)
         cells = [c for c in torch.bincount(owner.flatten()).tolist() if c]
-        return side * side, cells, tuple(owner.shape)
+        return (vc.image_size // vc.patch_size) ** 2, cells, tuple(owner.shape)
 
     def prepare_image(self, image: np.ndarray, question: str, options: list[str], merger,
                       scoring: str = "letter") -> PreparedInputs:
@@ -159,8 +154,7 @@ class LlavaOnevisionAdapter(Adapter):
         enc = self.encode_frames(pixels, needs=getattr(merger, "needs", ()), modality="image")
         side2 = self.patch_grid**2
         image_size = tuple(image.shape[1:3])
-        crop_ids = torch.arange(len(pixels) - 1, device=self.device).repeat_interleave(side2)[:, None]
-        owner = self.anyres_grid(crop_ids, image_size)[0]  # [rows, cols]: which crop each cell lies in
+        owner = anyres_owner(self.model.config, image_size).to(self.device)  # [rows, cols]: each cell's crop
         rows, cols = owner.shape
         grid = {k: self.anyres_grid(v[1:] if v.dim() == 3 else v[1:, :, None], image_size).flatten(1).T
                 for k, v in enc.items()}  # [rows * cols, C] per signal, cells in raster order
@@ -290,6 +284,16 @@ class LlavaOnevisionAdapter(Adapter):
             dtype=torch.int8,
         )
         return PreparedInputs(embeds[None], positions[None], roles)
+
+
+def anyres_owner(config, image_size: tuple[int, int]) -> torch.Tensor:
+    """Which anyres crop each cell of an image's packed grid comes from: [rows, cols] crop indices."""
+    from transformers.models.llava_onevision.modeling_llava_onevision import get_anyres_image_grid_shape
+
+    vc = config.vision_config
+    side = vc.image_size // vc.patch_size
+    nh, nw = get_anyres_image_grid_shape(list(image_size), config.image_grid_pinpoints, vc.image_size)
+    return pack_anyres(config, torch.arange(nh * nw).repeat_interleave(side * side)[:, None], image_size)[0]
 
 
 def pack_anyres(config, crops: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
