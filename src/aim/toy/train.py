@@ -31,8 +31,8 @@ The heads are training scaffolding and are not saved: the checkpoint is a plain
 `LlavaOnevisionForConditionalGeneration`.
 
 What did not work (measured here): letters after their options ("red A"), which a text-only probe (a
-4-layer x 128 Qwen2 on the lookup alone, 2,500 steps) also failed to learn; plain outline shapes, which the 3-layer tower did not tell
-apart (object-level accuracy about 0.4 after 550 stage-1 steps; the benchmark now fills each shape with
+4-layer x 128 Qwen2 on the lookup alone, 2,500 steps) also failed to learn; plain outline shapes, which
+the 3-layer tower did not tell apart (object-level accuracy about 0.4 after 550 stage-1 steps; the benchmark now fills each shape with
 its own pattern, learned in under 100 steps).
 """
 from __future__ import annotations
