@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 
 PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge", "slurmdbd", "mariadb-server"]
-BINARIES = ["slurmctld", "slurmd", "slurmdbd", "sbatch", "sacctmgr", "munged", "mariadbd", "mariadb-install-db"]
+BINARIES = ["slurmctld", "slurmd", "slurmdbd", "sbatch", "sacctmgr", "munged", "munge", "unmunge", "mariadbd",
+            "mariadb-install-db"]
 SBIN = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
 DAEMONS = ["slurmd", "slurmctld", "slurmdbd", "mariadbd", "munged"]  # stop order
 CLUSTER = "aimlocal"
@@ -92,6 +93,23 @@ def wait_for(what: str, check, timeout: float, log_file: Path | None = None, pro
     raise ClusterError(f"{what} not ready after {timeout:.0f} s{died}; log: {log_file}{tail}")
 
 
+MUNGE_READY_S = 120  # munged can be slow to start on a busy machine (it seeds its PRNG first)
+
+
+def munge_round_trip(socket_path: Path) -> bool:
+    """True when munged answers on `socket_path`: a credential made through it decodes through it."""
+    try:
+        cred = subprocess.run([which("munge") or "munge", "-n", f"--socket={socket_path}"], capture_output=True,
+                              timeout=10)
+        if cred.returncode != 0:
+            return False
+        back = subprocess.run([which("unmunge") or "unmunge", f"--socket={socket_path}"], input=cred.stdout,
+                              capture_output=True, timeout=10)
+        return back.returncode == 0
+    except (subprocess.TimeoutExpired, OSError):
+        return False
+
+
 def port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)
@@ -136,6 +154,12 @@ class LocalSlurm:
             raise ClusterError(f"{what} failed ({' '.join(cmd)}):\n{proc.stdout[-1500:]}{proc.stderr[-1500:]}")
         return proc.stdout
 
+    def wait_for_munge(self, munged: subprocess.Popen | None, timeout: float = MUNGE_READY_S) -> None:
+        """Until a credential round-trips through the socket (its file exists before munged answers), for
+        up to `timeout` s; ClusterError with munged's log if it does not, or if munged exits."""
+        log_file = self.root / "munge" / "munged.log"
+        wait_for("munged (a credential round trip)", lambda: munge_round_trip(self.munge_socket), timeout, log_file, munged)
+
     def up(self, log=print) -> None:
         ensure_packages(log)
         if os.geteuid() != 0:
@@ -168,7 +192,7 @@ class LocalSlurm:
             f"--seed-file={munge_dir / 'munged.seed'}",
         ], user="munge")
         os.chmod(munge_dir, 0o755)  # clients (root) connect to the socket
-        wait_for("munged", self.munge_socket.exists, 20, munge_dir / "munged.log", munged)
+        self.wait_for_munge(munged)
 
         # MariaDB for slurmdbd, on a private port and socket
         mysql = self.root / "mysql"

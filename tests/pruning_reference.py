@@ -1,9 +1,41 @@
 """The reference that physical pruning is checked against, shared by the pruning tests: every token stays
 in the sequence, and from the layer a prefill token is pruned at on, it is masked out as a key (so nothing
-attends to it). Tokens after the prefill (decoded ones) are never pruned."""
+attends to it). Tokens after the prefill (decoded ones) are never pruned.
+
+Also AIM's token importance written out from the paper's definition (Sec. 3.2), independently of
+`aim.pruning.importance`, so the tests can check the module against it."""
 from __future__ import annotations
 
+import math
+
 import torch
+
+
+def reference_pagerank(attn_logits: torch.Tensor, tau: float, iters: int = 5) -> torch.Tensor:
+    """AIM's importance, in plain float64 loops: [B, H, N, N] pre-softmax attention logits -> [B, N].
+
+    Per head, the attention is a Markov chain over tokens: M[q][k] = exp(l[q][k] / tau) / sum over k' <= q
+    of exp(l[q][k'] / tau) for keys k <= q (causal), 0 for later keys. A uniform start (1/N each) takes
+    `iters` steps s[k] <- sum over q of s[q] M[q][k]; the heads combine as sqrt(mean over heads of s[k]^2)."""
+    b, h, n, _ = attn_logits.shape
+    logits = attn_logits.double().tolist()
+    out = torch.zeros(b, n, dtype=torch.float64)
+    for bi in range(b):
+        for hi in range(h):
+            m = [[0.0] * n for _ in range(n)]
+            for q in range(n):
+                row = [logits[bi][hi][q][k] / tau for k in range(q + 1)]
+                top = max(row)
+                e = [math.exp(x - top) for x in row]
+                total = sum(e)
+                for k in range(q + 1):
+                    m[q][k] = e[k] / total
+            s = [1.0 / n] * n
+            for _ in range(iters):
+                s = [sum(s[q] * m[q][k] for q in range(n)) for k in range(n)]
+            for k in range(n):
+                out[bi, k] += s[k] ** 2 / h
+    return out.sqrt()
 
 
 def reference_masks(n: int, kept_indices: dict, prefill_len: int, num_layers: int) -> list[torch.Tensor]:

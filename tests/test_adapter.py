@@ -1,7 +1,11 @@
 """The LLaVA-OneVision adapter builds exactly the sequence the Hugging Face model builds, and keeps
 merged-away tokens' positions as gaps."""
+import copy
+
 import numpy as np
+import pytest
 import torch
+import torch.nn.functional as F
 
 from aim.data import synthetic as syn
 from aim.merging import Merged, NoMerge
@@ -22,17 +26,74 @@ class KeepEven:
         return Merged(features[:, idx], idx.expand(features.shape[0], -1))
 
 
-def test_unmerged_inputs_match_the_hf_video_forward(tiny_adapter):
-    """Same logits as LlavaOnevisionForConditionalGeneration given input_ids with video placeholders."""
-    ad = tiny_adapter
+@pytest.fixture(scope="module")
+def adapter64(tiny_adapter):
+    """The tiny model in float64: its random weights are small, so a wrong position or token moves its
+    outputs little (5e-5 for every text position shifted by one), but far above float64 rounding."""
+    from aim.models.llava_onevision import LlavaOnevisionAdapter
+
+    ad = LlavaOnevisionAdapter(copy.deepcopy(tiny_adapter.model), tiny_adapter.tokenizer, tiny_adapter.cfg)
+    ad.model.double()
+    ad.dtype = torch.float64  # not a preset dtype: set here, after the adapter cast the model to float32
+    return ad
+
+
+def test_unmerged_inputs_match_the_hf_video_forward(adapter64):
+    """Every layer's hidden states at every position, and the logits, equal those of
+    LlavaOnevisionForConditionalGeneration given input_ids with video placeholders, to float64 rounding."""
+    ad = adapter64
     inputs = ad.prepare(frames(), QUESTION, OPTIONS, NoMerge())
     before, after = ad.prompt_text(QUESTION, OPTIONS)
     video_id = ad.model.config.video_token_id
     ids = ad.token_ids(before) + [video_id] * (inputs.visual_tokens + 1) + ad.token_ids(after)
     pixels = ad.pixel_values(frames())[None]
+    assert inputs.inputs_embeds.dtype == pixels.dtype == torch.float64
     with torch.no_grad():
-        ref = ad.model(input_ids=torch.tensor([ids]), pixel_values_videos=pixels).logits[0, -1]
-    torch.testing.assert_close(ad.prefill_logits(inputs), ref, atol=1e-4, rtol=1e-4)
+        ref = ad.model(input_ids=torch.tensor([ids]), pixel_values_videos=pixels, output_hidden_states=True)
+        ours = ad.language_model(inputs_embeds=inputs.inputs_embeds, position_ids=inputs.position_ids,
+                                 output_hidden_states=True)
+    assert len(ours.hidden_states) == len(ref.hidden_states) == len(ad.decoder_layers) + 1
+    for layer, (h, r) in enumerate(zip(ours.hidden_states, ref.hidden_states)):
+        torch.testing.assert_close(h, r, atol=1e-10, rtol=0, msg=lambda m: f"layer {layer}: {m}")
+    # the adapter returns float32 logits (rounded from the float64 model's)
+    torch.testing.assert_close(ad.prefill_logits(inputs), ref.logits[0, -1].float(), atol=1e-6, rtol=0)
+
+
+def hf_video_processor_pixels(frames: np.ndarray, size: int) -> torch.Tensor:
+    """The llava-hf LLaVA-OneVision checkpoints' video preprocessing, written out: their
+    video_preprocessor_config gives LlavaOnevisionVideoProcessor size {384, 384} (here the tower's size),
+    resample 3 (bicubic) and SigLIP's mean = std = [0.5, 0.5, 0.5]. That processor (a torchvision backend)
+    resizes the uint8 [T, 3, H, W] frames with torchvision's resize(BICUBIC, antialias=True), which on CPU
+    interpolates uint8 natively (torchvision.transforms.v2.functional.resize_image) and returns uint8;
+    then it rescales by 1/255 and normalizes."""
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=[size, size], mode="bicubic", align_corners=False, antialias=True)
+    mean, std = torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1), torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1)
+    return (x.float() / 255 - mean) / std
+
+
+@pytest.mark.parametrize("shape", [(112, 112), (64, 80), (240, 180)])
+def test_video_preprocessing_equals_the_hf_video_processor(tiny_adapter, shape):
+    """Frames at the tower's size, smaller (upsampled) and larger (downsampled, where antialiasing
+    matters): the same pixel values as the checkpoints' video processor. Where torchvision is installed,
+    the written-out processor is checked against the Hugging Face one itself."""
+    rng = np.random.default_rng(0)
+    h, w = shape
+    smooth = np.stack(np.meshgrid(np.linspace(0, 255, w), np.linspace(0, 255, h)), -1).sum(-1) / 2
+    video = np.clip(smooth[None, :, :, None] + rng.normal(0, 40, (3, h, w, 3)), 0, 255).astype(np.uint8)
+    expected = hf_video_processor_pixels(video, tiny_adapter.image_size)
+    torch.testing.assert_close(tiny_adapter.pixel_values(video), expected, atol=1e-6, rtol=0)
+    try:
+        import torchvision  # noqa: F401
+    except Exception:  # not a dependency of the project
+        return
+    from transformers.models.llava_onevision.video_processing_llava_onevision import LlavaOnevisionVideoProcessor
+
+    processor = LlavaOnevisionVideoProcessor(size={"height": tiny_adapter.image_size, "width": tiny_adapter.image_size},
+                                             resample=3, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    hf = processor(videos=[video], return_tensors="pt")["pixel_values_videos"][0]
+    torch.testing.assert_close(hf, expected, atol=1e-6, rtol=0)
 
 
 def test_roles_and_positions_of_the_unmerged_sequence(tiny_adapter):

@@ -137,3 +137,29 @@ def test_rows_with_different_visual_counts_are_refused(adapter):
     with TokenPruner(adapter.decoder_layers, PRUNERS.build("aim", l1=2, l2=5)).attached(roles):
         with pytest.raises(ValueError, match="different numbers of visual tokens"):
             adapter.language_model(inputs_embeds=embeds, position_ids=s.position_ids.expand(2, -1), use_cache=False)
+
+
+@pytest.mark.parametrize("adapter", ["eager"], indirect=True)
+def test_the_kept_visual_tokens_are_the_top_scored_by_the_papers_pagerank(adapter):
+    """At AIM's first drop (layer l1 = 2, scored from layer 1's attention, which no pruning has touched
+    yet) the kept visual tokens are exactly the top ones by the paper's PageRank at tau = 0.1, computed
+    independently (tests/pruning_reference.py) from the attention weights of an unpruned forward: the
+    log of a row's softmax is its logits up to a constant per row, which the softmax at any tau ignores."""
+    from tests.pruning_reference import reference_pagerank
+
+    inputs = sample_inputs(adapter)
+    with torch.no_grad():
+        out = adapter.language_model(inputs_embeds=inputs.inputs_embeds, position_ids=inputs.position_ids,
+                                     use_cache=False, output_attentions=True)
+    scores = reference_pagerank(out.attentions[1].double().log(), tau=0.1)[0]
+    p = PRUNERS.build("aim", l1=2, l2=5)  # the configured tau, 0.1
+    with TokenPruner(adapter.decoder_layers, p).attached(inputs.token_roles) as trace:
+        adapter.prefill_logits(inputs)
+    visual = (inputs.token_roles == VISUAL).nonzero().flatten()
+    kept = set(trace.kept_indices[2][0].tolist()) & set(visual.tolist())
+    n = trace.visual_tokens_per_layer[2]
+    assert len(kept) == n == 65
+    ranked = visual[scores[visual].argsort(descending=True)]
+    gap = scores[ranked[n - 1]] - scores[ranked[n]]
+    assert gap > 1e-4 * scores[ranked[n - 1]]  # the cut is clear of float noise
+    assert kept == set(ranked[:n].tolist())

@@ -2,9 +2,12 @@
 import pytest
 import torch
 
+from aim.pruning import PRUNERS, AimPrunerConfig
 from aim.pruning.importance import causal_softmax, heads_per_block, pagerank, pagerank_from_qk, query_attention
 from aim.pruning.schedule import (aim_schedule, explicit_schedule, fastv_schedule, kept_per_layer,
                                   pdrop_schedule, vtw_schedule)
+
+from tests.pruning_reference import reference_pagerank
 
 
 def test_aim_schedule_of_the_paper_tables():
@@ -33,23 +36,43 @@ def test_kept_counts_round_down_and_never_grow():
     assert kept_per_layer(10, [1.0, 0.55, 0.6, 0.0]) == [10, 5, 5, 0]
 
 
-def test_pagerank_is_the_specified_power_iteration():
+def test_pagerank_equals_the_papers_definition_at_tau_0_1():
+    """Against the paper's PageRank written out independently (tests/pruning_reference.py), at the
+    paper's temperature: logits / 0.1 and logits * 0.1 give different chains, so the temperature is
+    applied the right way round, by the function on logits and by the hook's query/key path alike."""
     torch.manual_seed(0)
-    logits = torch.randn(2, 3, 5, 5)
-    m = causal_softmax(logits, 0.1)
-    dist = torch.full((2, 3, 1, 5), 0.2)
-    for _ in range(5):
-        dist = dist @ m
-    expected = dist.squeeze(2).pow(2).mean(1).sqrt()
-    torch.testing.assert_close(pagerank(logits), expected)
-    assert pagerank(logits).shape == (2, 5)
+    q, k = torch.randn(2, 3, 7, 4), torch.randn(2, 3, 7, 4)
+    logits = q @ k.transpose(-1, -2) / 2.0
+    expected = reference_pagerank(logits, tau=0.1).float()
+    torch.testing.assert_close(pagerank(logits, tau=0.1), expected, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(pagerank_from_qk(q, k, tau=0.1), expected, atol=1e-6, rtol=1e-5)
+    assert pagerank(logits).shape == (2, 7)
+    # the temperature matters on these inputs (else the check above could not see it applied wrongly)
+    assert not torch.allclose(reference_pagerank(logits, tau=10.0).float(), expected, atol=1e-3)
 
 
-def test_pagerank_favours_the_token_everyone_attends_to():
-    logits = torch.zeros(1, 2, 6, 6)
-    logits[..., 1] = 3.0  # every query looks at token 1
-    scores = pagerank(logits, tau=1.0)
-    assert scores.argmax() == 1
+def sink_qk(n=8, sink=2, heads=2, d=4):
+    """Queries and keys where every query from `sink` on attends to token `sink` (the earlier ones cannot
+    see it): all queries along one axis, the sink's key along it too, the other keys orthogonal."""
+    q = torch.zeros(1, heads, n, d)
+    q[..., 0] = 1.0
+    k = 0.1 * torch.randn(1, heads, n, d, generator=torch.Generator().manual_seed(0))
+    k[..., 0] = 0.0
+    k[:, :, sink, 0] = 2.0
+    return q, k
+
+
+def test_the_token_every_query_attends_to_ranks_first_in_aim_importance():
+    """What the hook keeps first: the AIM pruner's importance (at its default, the paper's tau = 0.1)
+    ranks the token that every later query attends to above all others, and equals the reference."""
+    q, k = sink_qk(sink=2)
+    aim = PRUNERS.build("aim", **{f: v for f, v in vars(AimPrunerConfig()).items() if f != "name"})
+    assert aim.tau == 0.1
+    scores = aim.importance(q, k, None)
+    assert scores.argmax() == 2
+    assert scores[0, 2] > 2 * scores[0, [0, 1, 3, 4, 5, 6, 7]].max()
+    torch.testing.assert_close(scores, reference_pagerank(q @ k.transpose(-1, -2) / 2.0, tau=0.1).float(),
+                               atol=1e-6, rtol=1e-5)
 
 
 def test_scores_in_blocks_of_heads_equal_the_full_computation():

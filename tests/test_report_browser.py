@@ -2,7 +2,8 @@
 bundled model (one question per job; the sweep the sweep tests also use), then `python analysis/report.py`;
 the page is rendered in headless Chromium (Debian's `chromium`, installed by .ci/run through
 `python src/aim/analysis/browser.py install`), its plots must be drawn with a point per job, and a
-screenshot is saved (beside the report; also copied into $AIM_TEST_ARTIFACTS when that is set)."""
+screenshot is saved (beside the report; also copied into $AIM_TEST_ARTIFACTS when that is set). Without
+Chromium the browser check skips, and under CI=true fails (tests/ci.py)."""
 from __future__ import annotations
 
 import os
@@ -13,6 +14,7 @@ import sys
 import pytest
 
 from aim.analysis import browser
+from tests.ci import require_or_skip
 from tests.sweep_helpers import REPO
 
 pytestmark = pytest.mark.slow
@@ -46,7 +48,7 @@ def test_the_report_of_ablation_layers_shows_the_trade_off(report):
 
 def test_the_report_renders_in_headless_chromium_with_its_plots_drawn(report):
     if browser.find() is None:
-        pytest.skip("chromium is not installed (python src/aim/analysis/browser.py install: needs root and apt-get)")
+        require_or_skip("chromium is not installed (python src/aim/analysis/browser.py install: needs root and apt-get)")
     page = report / "report.html"
     dom = browser.render_dom(page)  # the DOM after plotly ran
     plots = {p["id"]: p for p in browser.plots_drawn(dom)}

@@ -2,7 +2,7 @@
 slurmctld, slurmd, slurmdbd with MariaDB, munged; as root, in a private directory): a 2-job sweep through
 `hydra/launcher=slurm`, the trade-off search with its trials as SLURM jobs, an invalid sweep that submits
 nothing, and a job interrupted twice mid-run that requeues and resumes with every sample recorded exactly once. Skipped, with the reason, where the cluster
-cannot be brought up (not root, no apt mirror)."""
+cannot be brought up (not root, no apt mirror); under CI=true that fails instead (tests/ci.py)."""
 import importlib.util
 import json
 import os
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.ci import require_or_skip
 from tests.sweep_helpers import REPO, benchmark_env, multirun
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
@@ -38,7 +39,7 @@ def load_local_slurm():
 def cluster():
     local_slurm = load_local_slurm()
     if os.geteuid() != 0:
-        pytest.skip("the local SLURM cluster runs its daemons as root; these tests do not run as root")
+        require_or_skip("the local SLURM cluster runs its daemons as root; these tests do not run as root")
     root = tempfile.mkdtemp(prefix="aim-slurm-")  # not under pytest's tmp: munge and mysql must reach it
     cluster = local_slurm.LocalSlurm(root)
     try:
@@ -46,7 +47,7 @@ def cluster():
     except (local_slurm.ClusterError, subprocess.TimeoutExpired, OSError) as exc:
         cluster.down(log=lambda message: None)
         shutil.rmtree(root, ignore_errors=True)
-        pytest.skip(f"cannot bring up a local SLURM cluster: {exc}")
+        require_or_skip(f"cannot bring up a local SLURM cluster: {exc}")
     yield cluster
     cluster.down(log=lambda message: None)
     shutil.rmtree(root, ignore_errors=True)

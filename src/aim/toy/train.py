@@ -30,9 +30,9 @@ A tiny model trained from scratch gets stuck at chance if it is only asked for t
 The heads are training scaffolding and are not saved: the checkpoint is a plain
 `LlavaOnevisionForConditionalGeneration`.
 
-What did not work (measured here): letters after their options ("red A"), which a text-only probe
-(`aim.toy.probe_lookup`) also fails to learn; plain outline shapes, which the 3-layer tower did not tell
-apart (object-level accuracy about 0.4 after 550 stage-1 steps; the benchmark now fills each shape with
+What did not work (measured here): letters after their options ("red A"), which a text-only probe (a
+4-layer x 128 Qwen2 on the lookup alone, 2,500 steps) also failed to learn; plain outline shapes, which
+the 3-layer tower did not tell apart (object-level accuracy about 0.4 after 550 stage-1 steps; the benchmark now fills each shape with
 its own pattern, learned in under 100 steps).
 """
 from __future__ import annotations
@@ -59,7 +59,8 @@ TRAIN_SEED, VALID_SEED = 1, 2  # the bundled benchmark uses another seed (conf/d
 NUM_FRAMES = 4
 # Each option's letter before its word ("A red B blue ..."): the word's position reads its letter from the
 # token just before it and learns "this option is right"; answering then copies the letter held there.
-# A text-only probe (`aim.toy.probe_lookup`) learns this order; it did not learn the reverse order.
+# A text-only probe (a 4-layer x 128 Qwen2 on this lookup alone) learned this order in ~1,500 steps; it did not
+# learn the reverse order.
 OPTION_FORMAT = "{letter} {option}"
 
 
