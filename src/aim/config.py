@@ -92,6 +92,7 @@ class FlopsConfig:
     fused_attention: bool = False  # FlashAttention-style attention; the paper's figures are unfused
     peak_tflops: float | None = None  # overrides the profile's dense fp16/bf16 peak
     bandwidth_gbs: float | None = None  # overrides the profile's memory bandwidth
+    json: bool = False  # also print the whole result as one JSON line, the last line of stdout (for scripts)
 
     def __post_init__(self):
         from aim.efficiency.roofline import HARDWARE_PROFILES
