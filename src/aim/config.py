@@ -208,6 +208,17 @@ def to_schema(schema: type, node: DictConfig | dict, path: str):
         raise ConfigError(f"{path}.{exc}") from None
 
 
+def check_weights(valid: Validated) -> None:
+    """For the jobs that load the model (aim.run, aim.bench, every job of a sweep; not aim.flops, which reads
+    the preset alone): its weights are at hand or can be downloaded now."""
+    from aim.models.base import check_weights as check
+
+    try:
+        check(valid.model)
+    except ValueError as exc:
+        raise ConfigError(f"model.{exc}") from None
+
+
 def validate(cfg: DictConfig) -> Validated:
     """Check every group of a composed run config; the first problem raises ConfigError."""
     from aim.data import DATASETS
