@@ -37,7 +37,6 @@ class EvalConfig:
     # parse the letter; likelihood: next-token logits of each option's text after the question
     max_new_tokens: int = 8
     progress: bool = True
-    device_sync: bool = True  # synchronize the accelerator around timed prefills
 
     def __post_init__(self):
         check_choice("mode", self.mode, ("letter", "generate", "likelihood"))

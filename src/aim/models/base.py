@@ -241,10 +241,6 @@ class Adapter:
         config = self.model.config
         return self.tokenizer.convert_ids_to_tokens(config.image_token_id if modality == "image" else config.video_token_id)
 
-    @property
-    def video_token(self) -> str:
-        return self.visual_token("video")
-
     def inline_visual(self, modality: str = "video") -> str:
         """What stands for the visual input in a text-only chat template's string content."""
         return self.visual_token(modality)
