@@ -208,8 +208,9 @@ def to_schema(schema: type, node: DictConfig | dict, path: str):
 
 
 def check_weights(valid: Validated) -> None:
-    """For the jobs that load the model (aim.run, aim.bench, every job of a sweep; not aim.flops, which reads
-    the preset alone): its weights are at hand or can be downloaded now."""
+    """For the jobs that load the model (aim.run, aim.bench; not aim.flops, which reads the preset alone, nor
+    a sweep's validation, which may run where the jobs' weights are not): its weights are at hand or can be
+    downloaded now."""
     from aim.models.base import check_weights as check
 
     try:
