@@ -115,7 +115,7 @@ def check_weights(cfg: AdapterConfig) -> None:
         except Exception as exc:  # noqa: BLE001  (no network, unknown or gated repo: said in the message)
             reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
     raise ValueError(f"pretrained: {path}'s weights are not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and "
-                     f"the hub cannot be reached ({reason}); download them with `hf download {path}` where the hub "
+                     f"cannot be fetched from the hub ({reason}); download them with `hf download {path}` where the hub "
                      "is reachable (the cache follows HF_HOME / HF_HUB_CACHE), or set model.pretrained=<dir> to a "
                      "local copy of the checkpoint (or model.random_init=true for random weights)")
 
