@@ -258,7 +258,7 @@ def test_aim_run_fails_fast_on_an_impossible_budget(tmp_path):
 @pytest.mark.slow
 def test_aim_flops_with_the_papers_budget_on_llava_onevision_7b():
     proc = subprocess.run([sys.executable, "-m", "aim.flops", "model=llava_onevision_7b", "dataset.num_frames=32",
-                           "budget.tflops=15"], capture_output=True, text=True, timeout=300)
+                           "budget.tflops=15", "flops.json=true"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["tflops"] <= 15 and result["budget"]["tflops"] == pytest.approx(result["tflops"])

@@ -94,3 +94,10 @@ def test_cli_bad_field_fails_before_loading_anything(tmp_path):
     assert "dataset.num_frames: must be in [1, inf), got 0" in proc.stderr
     assert seconds < 30
     assert not (tmp_path / "samples.jsonl").exists()
+
+
+def test_a_setting_nothing_reads_is_refused_not_silently_ignored():
+    """`eval.device_sync` was validated but never read (the loop always synchronises around timed prefills)."""
+    with pytest.raises(ConfigError, match=r"eval.device_sync: unknown field; allowed fields: mode, max_new_tokens, "
+                                          r"progress$"):
+        validate(composed(["+eval.device_sync=false"]))

@@ -178,13 +178,30 @@ def test_prumerge_count_is_adaptive_so_it_is_refused():
         kept_per_frame(validate(composed(["merger=prumerge"])).merger, 196)
 
 
-def test_cli_prints_a_breakdown_and_a_last_line_json(tmp_path):
-    """The issue's command: the paper's AIM figure for LLaVA-OneVision-7B, from the preset alone."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "aim.flops", "model=llava_onevision_7b", "dataset.num_frames=32", "merger=aim",
-         "merger.ratio=0.25", "pruner=aim", "pruner.l1=14", "pruner.l2=22", f"hydra.run.dir={tmp_path}"],
+AIM_7B_32F = ["model=llava_onevision_7b", "dataset.num_frames=32", "merger=aim", "merger.ratio=0.25", "pruner=aim",
+              "pruner.l1=14", "pruner.l2=22"]
+
+
+def aim_flops(tmp_path, *overrides):
+    return subprocess.run(
+        [sys.executable, "-m", "aim.flops", *overrides, f"hydra.run.dir={tmp_path}"],
         capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"},  # nothing downloaded
     )
+
+
+def test_cli_prints_a_readable_breakdown_without_json_by_default(tmp_path):
+    proc = aim_flops(tmp_path, *AIM_7B_32F)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert any(line.startswith("down_proj") for line in lines)  # the per-operator table
+    assert lines[-1].startswith("unreduced:") or lines[-1].startswith("paper, unreduced")
+    assert not any(line.lstrip().startswith("{") for line in lines)
+    assert max(map(len, lines)) < 300  # no multi-kilobyte JSON line
+
+
+def test_cli_with_flops_json_ends_with_the_result_as_one_json_line(tmp_path):
+    """The issue's command: the paper's AIM figure for LLaVA-OneVision-7B, from the preset alone."""
+    proc = aim_flops(tmp_path, *AIM_7B_32F, "flops.json=true")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     result = json.loads(lines[-1])

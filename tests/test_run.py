@@ -3,6 +3,7 @@ W&B offline, a kill half way and a resume that records every sample exactly once
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -44,6 +45,27 @@ def test_bundled_model_answers_above_chance_and_writes_results(tmp_path, env):
     assert results["config"]["dataset"]["num_frames"] == 4
     assert "accuracy" in proc.stdout  # the summary table
     assert list((out / "wandb").glob("offline-run-*/run-*.wandb"))  # the W&B run, offline
+
+
+def closed_port():
+    with socket.socket() as sock:  # bound, then closed: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_wandb_online_without_network_logs_offline_and_the_run_finishes(tmp_path, env):
+    """A valid-looking API key but no server: online init times out, then the run logs offline (the failed
+    online attempt must not keep the run id busy) and writes its results."""
+    out = tmp_path / "run"
+    no_network = {**env, "HOME": str(tmp_path / "home"), "WANDB_API_KEY": "k" * 40,
+                  "WANDB_BASE_URL": f"http://127.0.0.1:{closed_port()}"}
+    proc = subprocess.run(aim_cmd(out, "dataset.limit=2", "logger=wandb", "logger.mode=online",
+                                  "logger.init_timeout_s=2"),
+                          env=no_network, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "W&B online logging unavailable" in proc.stderr and "logging offline" in proc.stderr
+    assert json.loads((out / "results.json").read_text())["num_samples"] == 2
+    assert list((out / "wandb").glob("offline-run-*/run-*.wandb"))
 
 
 def test_a_killed_run_resumes_and_records_each_sample_once(tmp_path, env):

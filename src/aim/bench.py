@@ -27,7 +27,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from aim.config import ConfigError, validate
+from aim.config import ConfigError, check_weights, validate
 from aim.run import CONF_DIR
 
 
@@ -167,6 +167,7 @@ def main(cfg: DictConfig) -> None:
 
     try:
         valid = validate(cfg)
+        check_weights(valid)
         # budget mode: the knobs that fit, for bench.frames / bench.text_tokens, written into cfg
         plan = apply_budget(cfg, valid, valid.bench.frames, valid.bench.text_tokens)
         if plan is not None:

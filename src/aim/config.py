@@ -37,7 +37,6 @@ class EvalConfig:
     # parse the letter; likelihood: next-token logits of each option's text after the question
     max_new_tokens: int = 8
     progress: bool = True
-    device_sync: bool = True  # synchronize the accelerator around timed prefills
 
     def __post_init__(self):
         check_choice("mode", self.mode, ("letter", "generate", "likelihood"))
@@ -92,6 +91,7 @@ class FlopsConfig:
     fused_attention: bool = False  # FlashAttention-style attention; the paper's figures are unfused
     peak_tflops: float | None = None  # overrides the profile's dense fp16/bf16 peak
     bandwidth_gbs: float | None = None  # overrides the profile's memory bandwidth
+    json: bool = False  # also print the whole result as one JSON line, the last line of stdout (for scripts)
 
     def __post_init__(self):
         from aim.efficiency.roofline import HARDWARE_PROFILES
@@ -205,6 +205,18 @@ def to_schema(schema: type, node: DictConfig | dict, path: str):
         raise ConfigError(f"{path}.{key}: {exc.msg if hasattr(exc, 'msg') else exc}".split("\n")[0]) from None
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{path}.{exc}") from None
+
+
+def check_weights(valid: Validated) -> None:
+    """For the jobs that load the model (aim.run, aim.bench; not aim.flops, which reads the preset alone, nor
+    a sweep's validation, which may run where the jobs' weights are not): its weights are at hand or can be
+    downloaded now."""
+    from aim.models.base import check_weights as check
+
+    try:
+        check(valid.model)
+    except ValueError as exc:
+        raise ConfigError(f"model.{exc}") from None
 
 
 def validate(cfg: DictConfig) -> Validated:

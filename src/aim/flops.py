@@ -17,8 +17,8 @@ visual tokens each decoder layer sees. See `aim.efficiency.roofline` for the acc
 `flops.image_size=[H,W]` one image of that size is counted instead (LLaVA-OneVision: the base image and the
 anyres crops, each merged on its own, plus a newline token per grid row; LLaVA-1.5: 24x24 at any size).
 
-Prints a breakdown per operator type and the tokens per layer; the LAST stdout line is one JSON object
-with `tflops`, `prefill_ms`, `hardware`, `visual_tokens`, `text_tokens`, `tokens_per_layer` and more
+Prints a breakdown per operator type and the tokens per layer. With `flops.json=true` the LAST stdout line
+is also the whole result as one JSON object (for scripts; long, so not printed by default), with `tflops`, `prefill_ms`, `hardware`, `visual_tokens`, `text_tokens`, `tokens_per_layer` and more
 (the same for the unreduced prefill under `tflops_full`, `prefill_ms_full`). Where the paper publishes
 the unreduced figure for this checkpoint and visual token count (`PUBLISHED_TFLOPS`), it is printed
 beside ours with the text lengths at which our unreduced count rounds to it
@@ -270,7 +270,8 @@ def main(cfg: DictConfig) -> None:
     if plan is not None:
         result["budget"] = plan.record()
         print_choice(result["budget"])
-    print(json.dumps(result))
+    if valid.flops.json:
+        print(json.dumps(result))
 
 
 if __name__ == "__main__":

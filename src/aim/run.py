@@ -18,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from aim.config import ConfigError, Validated, validate
+from aim.config import ConfigError, Validated, check_weights, validate
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 RUN_SPEC = "run_spec.json"
@@ -120,6 +120,7 @@ def main(cfg: DictConfig) -> float | list[float]:
 
     try:
         valid = validate(cfg)
+        check_weights(valid)
         budget = apply_budget(cfg, valid)  # budget mode: the chosen knobs written into cfg before anything is built
         if budget is not None:
             valid = validate(cfg)

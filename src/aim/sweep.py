@@ -229,18 +229,75 @@ def scheduler_states(user: str | None = None) -> dict[str, str] | None:
     return states
 
 
+class _Named:
+    """Whatever a pickle names (a class, a function) stands in as this inert record: built, filled and
+    read, never looked up or called, so reading a pickle runs none of its code."""
+
+    def __new__(cls, *args, **kwargs):
+        return object.__new__(cls)
+
+    def __init__(self, *args, **kwargs):  # a call in the pickle (REDUCE) only records its arguments
+        self._call = (args, kwargs)
+
+    def __call__(self, *args, **kwargs):  # what a call returned (cloudpickle calls what it rebuilt)
+        return _Named(*args, **kwargs)
+
+    def __setstate__(self, state):
+        dict_state, slot_state = state if isinstance(state, tuple) and len(state) == 2 else (state, None)
+        for part in (dict_state, slot_state):
+            if isinstance(part, dict):
+                self.__dict__.update({k: v for k, v in part.items() if isinstance(k, str)})
+
+    def __setitem__(self, key, value): ...
+
+    def append(self, value): ...
+
+    def extend(self, values): ...
+
+
+class _InertUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its opcodes can be overridden
+    """Rebuilds a pickle's plain data (lists, dicts, strings, numbers) with every class and function it names
+    replaced by an inert `_Named` (the "restricting globals" of the pickle docs: every global and extension
+    code goes through find_class, so nothing the file names is imported or run)."""
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def find_class(self, module, name):
+        return type(name, (_Named,), {"_global": f"{module}.{name}"})
+
+    def _new_object(self, args_on_stack: int):
+        """NEWOBJ / NEWOBJ_EX: an inert object, also where the "class" was rebuilt by a call in the pickle
+        (cloudpickle's classes defined at run time)."""
+        del self.stack[-args_on_stack:]
+        cls = self.stack.pop()
+        self.append(cls.__new__(cls) if isinstance(cls, type) and issubclass(cls, _Named) else _Named())
+
+    dispatch[pickle.NEWOBJ[0]] = lambda self: self._new_object(1)
+    dispatch[pickle.NEWOBJ_EX[0]] = lambda self: self._new_object(2)
+
+
+def read_submission(path: Path) -> list[str]:
+    """The Hydra overrides of a submitit submission (`<job id>_submitted.pkl`: a pickled
+    `DelayedSubmission` of the launcher's call, whose first argument is the job's overrides), read
+    without running any code from the file."""
+    with open(path, "rb") as f:
+        delayed = _InertUnpickler(f).load()
+    overrides = delayed.__dict__["args"][0]
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        raise ValueError(f"{path}: no override list in its first argument")
+    return overrides
+
+
 def submitted_jobs(sweep_dir: Path, manifest: dict) -> dict[int, str]:
     """Job number -> SLURM job id of every submitit submission under the sweep dir (the pickled call
-    holds the job's overrides), the latest submission winning."""
+    holds the job's overrides; read inertly, see `read_submission`), the latest submission winning."""
     by_key = {(tuple(j["overrides"]), j["subdir"]): j["num"] for j in manifest["jobs"]}
     by_overrides = {tuple(j["overrides"]): j["num"] for j in manifest["jobs"]}
     found: dict[int, tuple[float, str]] = {}
     for pkl in Path(sweep_dir).glob(".submitit/**/*_submitted.pkl"):
         try:
-            with open(pkl, "rb") as f:
-                delayed = pickle.load(f)
-            overrides = list(delayed.args[0])
-        except Exception:
+            overrides = read_submission(pkl)
+        except Exception:  # noqa: BLE001  (a torn or foreign file names no job)
             continue
         subdir = None
         for o in overrides:

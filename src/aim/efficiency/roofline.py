@@ -79,11 +79,6 @@ class HardwareProfile:
     def bandwidth_bytes_per_s(self) -> float:
         return self.bandwidth_gbs * 1e9
 
-    @property
-    def ridge_flops_per_byte(self) -> float:
-        """Arithmetic intensity above which an operator is compute-bound."""
-        return self.peak_flops_per_s / self.bandwidth_bytes_per_s
-
 
 KIB = 1024
 HARDWARE_PROFILES: dict[str, HardwareProfile] = {
@@ -255,10 +250,6 @@ class PrefillEstimate:
     def prefill_ms(self) -> float:
         return sum(c.seconds for c in self.costs) * 1e3
 
-    @property
-    def memory_gb(self) -> float:
-        return sum(c.bytes for c in self.costs) / 1e9
-
     def by_operator(self) -> dict[str, dict]:
         """Totals per operator type over all layers, in execution order."""
         out: dict[str, dict] = {}
@@ -269,13 +260,6 @@ class PrefillEstimate:
             row["gb"] += c.bytes / 1e9
             row["memory_bound_layers"] += c.bound == "memory"
         return out
-
-    def per_layer_ms(self) -> list[float]:
-        ms = [0.0] * len(self.tokens_per_layer)
-        for c in self.costs:
-            if c.layer is not None:
-                ms[c.layer] += c.seconds * 1e3
-        return ms
 
 
 def prefill_estimate(shape: LLMShape, tokens_per_layer: list[int], hardware: HardwareProfile | str = "a100_40gb",

@@ -33,10 +33,5 @@ class PreparedInputs:
     def text_tokens(self) -> int:
         return int((self.token_roles != VISUAL).sum())
 
-    @property
-    def layout(self) -> tuple[int, int]:
-        """Samples with equal layouts cost the same FLOPs."""
-        return self.visual_tokens, self.text_tokens
-
 
 from aim.models import llava, llava_onevision, qwen2_vl  # noqa: E402,F401  (register the adapters)

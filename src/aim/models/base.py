@@ -34,6 +34,9 @@ class AdapterConfig:
     name: str = ""
     pretrained: str = ""  # a local dir, a hub id, or aim:<bundled asset>
     random_init: bool = False  # build the architecture with random weights (nothing downloaded)
+    # load only safetensors weights; false also accepts pickled PyTorch weights (pytorch_model.bin), which
+    # can run code when unpickled: only for a checkpoint you trust that has no safetensors
+    use_safetensors: bool = True
     # Keyword arguments of the Hugging Face config class (LlavaOnevisionConfig, Qwen2VLConfig, with
     # text_config / vision_config as nested dicts): what `random_init` builds and what `aim.flops` counts,
     # without reading `pretrained`. When empty, both read the config.json of `pretrained`.
@@ -75,6 +78,46 @@ def resolve_pretrained(path: str) -> str:
 
         return str(asset_dir(path[4:]))
     return path
+
+
+SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")
+PICKLED_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def check_weights(cfg: AdapterConfig) -> None:
+    """Raise ValueError (naming the field) unless loading this preset's weights can start: nothing to load
+    (`random_init`), a local dir holding them, a hub id whose weights are in the Hugging Face cache, or a
+    hub that answers (they are downloaded then). Reads no weights: a missing checkpoint fails in a second,
+    not after minutes of retries."""
+    if cfg.random_init:
+        return
+    path = resolve_pretrained(cfg.pretrained)
+    names = SAFETENSORS_FILES if cfg.use_safetensors else SAFETENSORS_FILES + PICKLED_FILES
+    pickled_only = "; it holds pickled weights only: set model.use_safetensors=false if you trust it"
+    if Path(path).is_dir():
+        if not any((Path(path) / n).is_file() for n in names):
+            has_pickled = any((Path(path) / n).is_file() for n in PICKLED_FILES)
+            raise ValueError(f"pretrained: the directory {path} holds no {' or '.join(names)}"
+                             + (pickled_only if has_pickled else ""))
+        return
+    if path.startswith(("/", "./", "../", "~")):
+        raise ValueError(f"pretrained: {path} is no directory; give a checkpoint dir or a hub id (org/name)")
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+
+    if any(isinstance(try_to_load_from_cache(path, n), str) for n in names):
+        return
+    if constants.is_offline_mode():
+        reason = "HF_HUB_OFFLINE is set"
+    else:
+        try:
+            get_hf_file_metadata(hf_hub_url(path, "config.json"), timeout=10)
+            return  # reachable: from_pretrained downloads it
+        except Exception as exc:  # noqa: BLE001  (no network, unknown or gated repo: said in the message)
+            reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    raise ValueError(f"pretrained: {path}'s weights are not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and "
+                     f"cannot be fetched from the hub ({reason}); download them with `hf download {path}` where the hub "
+                     "is reachable (the cache follows HF_HOME / HF_HUB_CACHE), or set model.pretrained=<dir> to a "
+                     "local copy of the checkpoint (or model.random_init=true for random weights)")
 
 
 def checkpoint_file(path: str, filename: str, local_only: bool) -> str | None:
@@ -140,7 +183,8 @@ class Adapter:
                                                  attn_implementation=cfg.attn_implementation)
             tokenizer = cls._local_tokenizer(path)
         else:
-            model = model_class.from_pretrained(path, dtype=DTYPES[cfg.dtype], attn_implementation=cfg.attn_implementation)
+            model = model_class.from_pretrained(path, dtype=DTYPES[cfg.dtype], attn_implementation=cfg.attn_implementation,
+                                                use_safetensors=cfg.use_safetensors)
             if cfg.architecture:
                 cls._check_architecture(cls.hf_config(cfg), model.config, cfg.pretrained)
             tokenizer = transformers.AutoTokenizer.from_pretrained(path)
@@ -196,10 +240,6 @@ class Adapter:
         """The string of the model's placeholder token for a video or an image (what its chat template writes)."""
         config = self.model.config
         return self.tokenizer.convert_ids_to_tokens(config.image_token_id if modality == "image" else config.video_token_id)
-
-    @property
-    def video_token(self) -> str:
-        return self.visual_token("video")
 
     def inline_visual(self, modality: str = "video") -> str:
         """What stands for the visual input in a text-only chat template's string content."""

@@ -293,7 +293,7 @@ def main(argv=None):
 
     tokenizer = build_tokenizer()
     if args.resume or args.init:
-        model = LlavaOnevisionForConditionalGeneration.from_pretrained(args.init or args.out)
+        model = LlavaOnevisionForConditionalGeneration.from_pretrained(args.init or args.out, use_safetensors=True)
         args.stage1_steps = 0
     else:
         model = LlavaOnevisionForConditionalGeneration(toy_config(tokenizer, args.text_layers))

@@ -110,6 +110,9 @@ def write_results(path: Path, summary: dict) -> None:
     tmp.replace(path)
 
 
+LOG_WIDTH = 1000  # columns of a non-terminal output: wide enough that no table cell or line is cut or wrapped
+
+
 def print_summary(summary: dict, out_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -125,6 +128,8 @@ def print_summary(summary: dict, out_dir: Path) -> None:
         f"{summary['prefill_ms']:.2f}",
     )
     console = Console()
+    if not console.is_terminal:  # a log file or SLURM output: rich would cut the table at 80 columns
+        console = Console(width=LOG_WIDTH)
     console.print(table)
     if summary.get("metric", "accuracy") != "accuracy":
         console.print(f"{summary['metric']}: {summary['score']:.3f}")

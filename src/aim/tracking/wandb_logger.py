@@ -62,6 +62,9 @@ def init_run(mode: str, out_dir: Path, init_timeout_s: float = 90.0, **kwargs):
         print(f"aim: W&B online logging unavailable ({type(exc).__name__}: {reason}); logging offline to "
               f"{Path(out_dir) / 'wandb'} instead; upload later with `wandb sync {Path(out_dir) / 'wandb'}/offline-run-*`",
               file=sys.stderr)
+        # the failed online attempt still holds its run id in W&B's service process; without tearing it
+        # down the offline retry with the same id (a resume continues it) fails with "run ID ... is in use"
+        wandb.teardown()
         return wandb.init(mode="offline", **kwargs)
 
 
