@@ -95,7 +95,8 @@ def load_json(path: Path, field: str = "questions_file", lines: bool = False):
     try:
         text = Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{field}: {path} is not valid JSON: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        reason = f"not UTF-8 text ({exc.reason} at byte {exc.start})"
+        raise ValueError(f"{field}: {path} is not valid JSON: {reason}") from None
     numbered = enumerate(text.splitlines(), 1) if lines else [(1, text)]
     rows = []
     for first_line, chunk in numbered:
@@ -150,7 +151,7 @@ def unaskable(row: dict, media_key: str) -> str:
         return f"'options' must be a list of 1 to {len(LETTERS)} option texts, got {options!r}"
     letters = list(LETTERS[: len(options)])
     answer = row.get("answer")
-    if answer is not None and answer not in letters:
+    if answer not in (None, "") and answer not in letters:  # none: unlabeled (`aim.eval.loop.labelled`)
         return f"'answer' {answer!r} is not one of its option letters {', '.join(letters)} (or null: unlabeled)"
     return ""
 
@@ -180,8 +181,10 @@ def build_dataset(cfg) -> SampleList:
     that cannot be read, or a selection that holds no samples, raises ConfigError naming the field."""
     try:
         dataset = DATASETS.build(cfg.name, **asdict(cfg))
-    except ValueError as exc:
+    except ValueError as exc:  # the messages start with the field at fault, as config checks' do
         raise ConfigError(f"dataset.{exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"dataset.root: cannot read {cfg.name} under {cfg.root}: {exc}") from None
     if not len(dataset):
         selection = ", ".join(f"{k}={v!r}" for k, v in asdict(cfg).items() if k not in NOT_SELECTION)
         raise ConfigError(f"dataset: {cfg.name} under {cfg.root} selects no samples ({selection})")
@@ -245,7 +248,8 @@ class SyntheticVideoConfig(VideoMCQConfig):
         super().__post_init__()
         check_range("num_samples", self.num_samples, 1)
         root = Path(self.root)
-        if not generates_synthetic(root, self.seed, self.num_samples, self.generate) and not (root / self.questions_file).is_file():
+        there = (root / self.questions_file).is_file()
+        if not there and not generates_synthetic(root, self.seed, self.num_samples, self.generate):
             raise ValueError(
                 f"root: no {self.questions_file} under {root}: the bundled benchmark is generated only at its default "
                 f"root {default_synthetic_root(self.seed, self.num_samples)}, or at another root with "
