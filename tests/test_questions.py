@@ -187,8 +187,9 @@ def test_a_release_with_no_rows_is_a_config_error_naming_the_selection(tmp_path)
 @pytest.mark.slow
 def test_a_run_whose_every_sample_is_skipped_fails_instead_of_scoring_nan(bench, tmp_path):
     rows = questions(bench)[:3]
-    for r in rows:
-        r["options"] = []
+    (bench / "videos" / rows[0]["video"]).write_bytes(b"not a video")  # skipped when decoded
+    for r in rows[1:]:
+        r["options"] = []  # skipped before
     write_questions(bench, rows)
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "aim.run", f"hydra.run.dir={out}", "dataset=video_mcq",
