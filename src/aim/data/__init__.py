@@ -156,6 +156,15 @@ def unaskable(row: dict, media_key: str) -> str:
     return ""
 
 
+def question_fields(row: dict, media_key: str) -> dict:
+    """The Sample fields of a questions-file entry (id, question, options, answer, question_type,
+    skip_reason); one that cannot be asked (`unaskable`) gets its reason and no question."""
+    reason = unaskable(row, media_key)
+    asked = {"question": "", "options": [], "answer": None} if reason else {
+        "question": row["question"], "options": [str(o) for o in row["options"]], "answer": row.get("answer")}
+    return {"id": str(row["id"]), **asked, "question_type": str(row.get("question_type") or ""), "skip_reason": reason}
+
+
 def check_limit(limit: int | None) -> None:
     if limit is not None and (isinstance(limit, bool) or limit < 1):
         raise ValueError(f"limit: must be >= 1 (the first `limit` samples) or null (every sample), got {limit!r}")
@@ -214,15 +223,11 @@ class VideoMCQDataset(SampleList):
     def __init__(self, root, questions_file="questions.json", video_dir="videos", num_frames=8, limit=None,
                  name="video_mcq", metric="accuracy"):
         self.root = Path(root)
-        self.samples = []
-        for r in read_questions(self.root, questions_file, limit):
-            reason = unaskable(r, "video")
-            self.samples.append(Sample(
-                id=str(r["id"]), question="" if reason else r["question"],
-                options=[] if reason else [str(o) for o in r["options"]], answer=None if reason else r.get("answer"),
-                video=self.root / video_dir / str(r.get("video") or ""), num_frames=num_frames,
-                question_type=str(r.get("question_type") or ""), skip_reason=reason,
-            ))
+        self.samples = [
+            Sample(**question_fields(r, "video"), video=self.root / video_dir / str(r.get("video") or ""),
+                   num_frames=num_frames)
+            for r in read_questions(self.root, questions_file, limit)
+        ]
 
 
 def default_synthetic_root(seed: int, num_samples: int) -> Path:

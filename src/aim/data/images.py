@@ -2,8 +2,8 @@
 
 Layout: `<root>/<questions_file>`, a JSON list of {id, image, question, options, answer[, question_type]}
 (`answer` an option letter, or none: unlabeled), and `<root>/<image_dir>/<image>`, any format PIL reads;
-the questions file is read and checked as `video_mcq`'s is (`aim.data.read_questions`, `unaskable`). Every sample is one
-image: it loads as uint8 RGB [1, H, W, 3] (PIL's convert("RGB"), `aim.data.image_source`) with
+the questions file is read and checked as `video_mcq`'s is (`aim.data.read_questions`, `unaskable`). Every
+sample is one image: it loads as uint8 RGB [1, H, W, 3] (PIL's convert("RGB"), `aim.data.image_source`) with
 `modality="image"`, so the adapter encodes it as an image (LLaVA-1.5: 576 tokens, merged per image). A
 missing or undecodable image skips its sample (`ImageDecodeError`), never the run. The paper's image
 benchmarks are read in their own release layouts (`aim.data.image_benchmarks`).
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from aim.config import check_choice
-from aim.data import DATASETS, METRICS, SampleList, check_limit, read_questions, unaskable
+from aim.data import DATASETS, METRICS, SampleList, check_limit, question_fields, read_questions
 from aim.data.image_source import FileImage, ImageSample
 
 
@@ -46,11 +46,7 @@ class ImageMCQDataset(SampleList):
         self.root = Path(root)
         self.samples = []
         for r in read_questions(self.root, questions_file, limit):
-            reason = unaskable(r, "image")
+            fields = question_fields(r, "image")
             path = self.root / image_dir / str(r.get("image") or "")
-            self.samples.append(ImageSample(
-                id=str(r["id"]), question="" if reason else r["question"],
-                options=[] if reason else [str(o) for o in r["options"]], answer=None if reason else r.get("answer"),
-                video=path, num_frames=1, question_type=str(r.get("question_type") or ""),
-                image=None if reason else FileImage(path), skip_reason=reason,
-            ))
+            image = None if fields["skip_reason"] else FileImage(path)
+            self.samples.append(ImageSample(**fields, video=path, num_frames=1, image=image))
