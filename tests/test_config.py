@@ -62,7 +62,7 @@ def test_the_default_is_the_bundled_model_on_the_bundled_benchmark():
         ("pruner=aim pruner.l1=20 pruner.l2=10", r"pruner.l2: must be greater than l1 \(20\), got 10"),
         ("pruner=fastv pruner.keep=2", r"pruner.keep: must be in \[0, 1\], got 2"),
         ("dataset.num_frames=0", r"dataset.num_frames: must be in \[1, inf\), got 0"),
-        ("dataset.limit=-5", r"dataset.limit: must be in \[0, inf\), got -5"),
+        ("dataset.limit=0", r"dataset.limit: must be >= 1 \(the first `limit` samples\) or null \(every sample\), got 0"),
         ("+merger.ratoi=0.5", r"merger.ratoi: unknown field; allowed fields: name"),
         ("dataset.num_frames=many", r"dataset.num_frames: .*could not be converted to Integer"),
         ("eval.mode=vibes", r"eval.mode: 'vibes' is not allowed; choose one of: letter, generate, likelihood"),

@@ -89,8 +89,3 @@ def test_a_corrupt_video_raises_a_per_sample_error(tmp_path):
         decode_frames(bad, 4)
     with pytest.raises(VideoDecodeError):
         decode_frames(tmp_path / "missing.mp4", 4)
-
-
-def test_missing_questions_file_names_the_root(tmp_path):
-    with pytest.raises(FileNotFoundError, match="dataset.root"):
-        VideoMCQDataset(tmp_path)

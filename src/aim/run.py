@@ -70,7 +70,7 @@ def run(cfg: DictConfig, valid: Validated, out_dir: Path, budget=None) -> dict:
     as `budget`; with budget.per_sample it chooses each sample's own), or None."""
     import torch
 
-    from aim.data import DATASETS
+    from aim.data import build_dataset
     from aim.eval import evaluate
     from aim.eval.fidelity import build_fidelity
     from aim.merging import MERGERS
@@ -80,13 +80,13 @@ def run(cfg: DictConfig, valid: Validated, out_dir: Path, budget=None) -> dict:
     from aim.tracking.results import print_summary, summarize, write_results
     from aim.tracking.wandb_logger import make_logger
 
+    dataset = build_dataset(valid.dataset)  # a questions file that cannot be read, or no samples: ConfigError
     spec = result_spec(cfg)
     spec.pop("fidelity", None)  # adds measurements, changes no result: a resume may turn it on or move its cache
     check_resume(out_dir, spec)
     config = OmegaConf.to_container(cfg, resolve=True)
     torch.manual_seed(valid.seed)
     adapter = MODELS.get(valid.model.name).from_config(**asdict(valid.model))
-    dataset = DATASETS.build(valid.dataset.name, **asdict(valid.dataset))
     merger = MERGERS.build(valid.merger.name, **asdict(valid.merger))
     pruner = PRUNERS.build(valid.pruner.name, **asdict(valid.pruner))
     records = SampleRecords(out_dir / "samples.jsonl")
@@ -111,7 +111,18 @@ def run(cfg: DictConfig, valid: Validated, out_dir: Path, budget=None) -> dict:
     print_summary(summary, out_dir)
     if fidelity is not None:
         print(f"unreduced answers: {fidelity.cache.path} ({fidelity.computed} computed by this run)")
+    if not summary["num_samples"]:
+        raise NothingEvaluated(evaluated, out_dir / "samples.jsonl")
     return summary
+
+
+class NothingEvaluated(RuntimeError):
+    """Every sample of the run was skipped: its score would be NaN, so the run fails (exit 1)."""
+
+    def __init__(self, skipped: list[dict], path: Path):
+        reasons = "; ".join(f"{r['id']}: {r.get('error')}" for r in skipped[:3])
+        super().__init__(f"every one of the {len(skipped)} samples was skipped, nothing was evaluated "
+                         f"(first: {reasons}; every reason in {path})")
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -129,6 +140,9 @@ def main(cfg: DictConfig) -> float | list[float]:
     except ConfigError as exc:
         print(f"aim: invalid config: {exc}", file=sys.stderr)
         sys.exit(2)
+    except NothingEvaluated as exc:
+        print(f"aim: {exc}", file=sys.stderr)
+        sys.exit(1)
     from aim.search import task_return
 
     # what a Hydra sweeper optimises: the accuracy, or [search.objective, tflops] for a trade-off search

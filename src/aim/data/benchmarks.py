@@ -21,16 +21,14 @@ into every record (`Sample.categories`).
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from aim.data import DATASETS, Sample, SampleList, VideoMCQConfig
+from aim.data import DATASETS, LETTERS, Sample, SampleList, VideoMCQConfig, load_json
 
-LETTERS = "ABCDEFGHIJ"
 VIDEO_SUFFIXES = (".mp4", ".MP4", ".mkv", ".webm", ".avi")
 _LETTER_PREFIX = re.compile(r"^\s*\(?([A-J])[.):]\s*")
 _EMBEDDED_OPTION = re.compile(r"^\s*\(([A-J])\)\s*(.*)$")
@@ -47,10 +45,8 @@ def read_rows(root: Path, pattern: str) -> list[dict]:
             import pandas as pd
 
             table = pd.read_parquet(path).to_dict("records")
-        elif path.suffix == ".jsonl":
-            table = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         else:
-            table = json.loads(path.read_text())
+            table = load_json(path, "questions_file", lines=path.suffix == ".jsonl")
         rows += [{**row, "_file": path.stem, "_row": i} for i, row in enumerate(table)]
     return rows
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from aim.config import check_choice, check_range
-from aim.data import DATASETS, METRICS, SampleList
+from aim.config import check_choice
+from aim.data import DATASETS, METRICS, SampleList, check_limit
 from aim.data.benchmarks import LETTERS, check_release
 from aim.data.image_source import ImageRef, ImageSample, MissingImage, ParquetImage, image_index, question_rows
 
@@ -69,8 +69,7 @@ class ImageBenchmarkConfig:
         if self.num_frames != 1:
             raise ValueError(f"num_frames: an image benchmark gives one image per sample; must be 1, "
                              f"got {self.num_frames}")
-        if self.limit is not None:
-            check_range("limit", self.limit, 0)
+        check_limit(self.limit)
         check_choice("metric", self.metric, METRICS)
         check_release(self.name, Path(self.root), self.questions_file, (), self.download)
 
@@ -426,7 +425,12 @@ class POPE(ImageBenchmark):
     selects_rows = True
 
     def make_samples(self, rows):
-        return [self.make_sample(r) for r in rows if str(r["category"]) in self.cfg.splits]
+        chosen = [r for r in rows if str(r["category"]) in self.cfg.splits]
+        if rows and not chosen:
+            found = sorted({str(r["category"]) for r in rows})
+            raise ValueError(f"splits: no row of {self.cfg.questions_file} under {self.root} is in the splits "
+                             f"{list(self.cfg.splits)}; its `category` values are {found}")
+        return [self.make_sample(r) for r in chosen]
 
     def make_sample(self, row):
         return self.sample(

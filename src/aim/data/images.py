@@ -1,8 +1,9 @@
 """A generic image multiple-choice dataset (`dataset=image_mcq`), the image counterpart of `video_mcq`.
 
 Layout: `<root>/<questions_file>`, a JSON list of {id, image, question, options, answer[, question_type]}
-(`answer` an option letter), and `<root>/<image_dir>/<image>`, any format PIL reads. Every sample is one
-image: it loads as uint8 RGB [1, H, W, 3] (PIL's convert("RGB"), `aim.data.image_source`) with
+(`answer` an option letter, or none: unlabeled), and `<root>/<image_dir>/<image>`, any format PIL reads;
+the questions file is read and checked as `video_mcq`'s is (`aim.data.read_questions`, `unaskable`). Every
+sample is one image: it loads as uint8 RGB [1, H, W, 3] (PIL's convert("RGB"), `aim.data.image_source`) with
 `modality="image"`, so the adapter encodes it as an image (LLaVA-1.5: 576 tokens, merged per image). A
 missing or undecodable image skips its sample (`ImageDecodeError`), never the run. The paper's image
 benchmarks are read in their own release layouts (`aim.data.image_benchmarks`).
@@ -13,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from aim.config import check_choice, check_range
-from aim.data import DATASETS, METRICS, SampleList, read_questions
+from aim.config import check_choice
+from aim.data import DATASETS, METRICS, SampleList, check_limit, question_fields, read_questions
 from aim.data.image_source import FileImage, ImageSample
 
 
@@ -32,8 +33,7 @@ class ImageMCQConfig:
     def __post_init__(self):
         if self.num_frames != 1:
             raise ValueError(f"num_frames: an image dataset gives one image per sample; must be 1, got {self.num_frames}")
-        if self.limit is not None:
-            check_range("limit", self.limit, 0)
+        check_limit(self.limit)
         check_choice("metric", self.metric, METRICS)
 
 
@@ -44,12 +44,9 @@ class ImageMCQDataset(SampleList):
     def __init__(self, root, questions_file="questions.json", image_dir="images", num_frames=1, limit=None,
                  name="image_mcq", metric="accuracy"):
         self.root = Path(root)
-        rows = read_questions(self.root, questions_file, limit)
-        self.samples = [
-            ImageSample(
-                id=str(r["id"]), question=r["question"], options=list(r["options"]), answer=r.get("answer"),
-                video=self.root / image_dir / r["image"], num_frames=1, question_type=r.get("question_type", ""),
-                image=FileImage(self.root / image_dir / r["image"]),
-            )
-            for r in rows
-        ]
+        self.samples = []
+        for r in read_questions(self.root, questions_file, limit):
+            fields = question_fields(r, "image")
+            path = self.root / image_dir / str(r.get("image") or "")
+            image = None if fields["skip_reason"] else FileImage(path)
+            self.samples.append(ImageSample(**fields, video=path, num_frames=1, image=image))

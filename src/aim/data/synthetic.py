@@ -89,16 +89,14 @@ def _shape_mask(shape: str, cx: float, cy: float, r: int, size: int) -> np.ndarr
     raise ValueError(f"unknown shape {shape!r}; allowed: {', '.join(SHAPES)}")
 
 
-# Each shape is filled with its own pattern (stripes of 2 px in the colour and a darker shade of it).
-# A shape's outline spans 3-4 patches of 8 px, so telling outlines apart needs a whole object's worth
-# of context; a 3-layer vision tower trained from scratch here did not learn it (object-level shape
-# accuracy about 0.4 after 550 steps of dense supervision). The pattern makes the shape visible in
-# every patch of the object, as colour is, and keeps a shape question a question about the pixels.
-FILLS = {"circle": "solid", "square": "horizontal stripes", "triangle": "vertical stripes", "cross": "checks"}
-
-
 def _fill(shape: str, colour: tuple[int, int, int], size: int) -> np.ndarray:
-    """The [size, size, 3] texture an object of this shape and colour is painted with."""
+    """The [size, size, 3] texture an object of this shape and colour is painted with: each shape has its own
+    pattern of 2 px stripes in the colour and a darker shade of it (circle solid, square horizontal stripes,
+    triangle vertical stripes, cross checks). A shape's outline spans 3-4 patches of 8 px, so telling
+    outlines apart needs a whole object's worth of context; a 3-layer vision tower trained from scratch here
+    did not learn it (object-level shape accuracy about 0.4 after 550 steps of dense supervision). The
+    pattern makes the shape visible in every patch of the object, as colour is, and keeps a shape question a
+    question about the pixels."""
     ys, xs = np.mgrid[0:size, 0:size]
     dark = {"circle": np.zeros_like(ys, dtype=bool), "square": (ys // 2) % 2 == 1,
             "triangle": (xs // 2) % 2 == 1, "cross": (ys // 2 + xs // 2) % 2 == 1}[shape]
@@ -220,7 +218,7 @@ def write_video(path: Path, frames: np.ndarray, fps: int = FPS) -> None:
 def generate_benchmark(root: Path, num_samples: int, seed: int, progress: bool = True) -> Path:
     """Write `questions.json` and `videos/*.mp4` under root; a `COMPLETE` marker is written last.
 
-    The layout is the one the generic multiple-choice video loader reads (`aim.data.mcq`), the same as a
+    The layout is the one the generic multiple-choice video loader reads (`dataset=video_mcq`), the same as a
     real benchmark converted to it. Regeneration is idempotent: an existing complete benchmark with the
     same seed and size is left as it is.
     """

@@ -7,7 +7,9 @@ the way its benchmark does, e.g. VQA soft accuracy); `likelihood` leaves the opt
 and compares the next-token logits of each option's text (lmms-eval's log-likelihood multiple choice, for
 single-token options). Free-form samples need `generate`. A record carries `correct` and, when generated,
 the per-sample `score`; samples scored together (MME's image pairs, MMBench's circular shifts) carry their
-`group`. A sample without an answer (unlabeled data) is answered but not scored: `correct` is None.
+`group`. A sample without an answer (unlabeled data) is answered but not scored: `correct` is None. A sample
+that cannot be asked (`Sample.skip_reason`) or whose video cannot be decoded is recorded as skipped, with
+the reason as its `error`. A record's `num_frames` is how many frames were sampled (at most the video's).
 With a `Fidelity` (aim.eval.fidelity), a record also carries `agreement` with the unreduced model's answer,
 `kl` (KL(full || reduced) over the answer options) and `reference_prediction`; the unreduced answer comes
 from the reference cache, computed here (outside the timed prefill) when the cache lacks it.
@@ -102,10 +104,14 @@ def evaluate(adapter, dataset, merger, pruner, records, mode: str = "letter", ma
         if answer_format != "letter" and mode != "generate":
             raise ValueError(f"sample {sample.id}: {answer_format!r} answers are free-form text, scored after "
                              f"generating; use eval.mode=generate, not {mode}")
-        try:
-            frames, question = sample.load()  # the question text may carry subtitles at the sampled frames
-        except VideoDecodeError as exc:
-            records.append({"id": sample.id, "skipped": True, "error": str(exc)})
+        skip = getattr(sample, "skip_reason", "")  # a question that cannot be asked; or, below, an undecodable video
+        if not skip:
+            try:
+                frames, question = sample.load()  # the question text may carry subtitles at the sampled frames
+            except VideoDecodeError as exc:
+                skip = str(exc)
+        if skip:
+            records.append({"id": sample.id, "skipped": True, "error": skip})
             bar.update(1)
             continue
         modality = sample.modality  # "image": frames is the one image, [1, H, W, 3]
@@ -155,6 +161,7 @@ def evaluate(adapter, dataset, merger, pruner, records, mode: str = "letter", ma
             "answer": sample.answer,
             "prediction": scored["prediction"], "response": response, "correct": scored["correct"],
             **({"score": scored["score"]} if "score" in scored else {}), **({"group": group} if group else {}),
+            "num_frames": len(frames),  # sampled: fewer than dataset.num_frames when the video has fewer
             "visual_tokens": inputs.visual_tokens, "text_tokens": inputs.text_tokens,
             "tokens_per_layer": per_layer, "visual_tokens_per_layer": visual_per_layer,
             **counted, "prefill_ms": prefill_ms, **fidelity_fields, **budget_fields,

@@ -51,7 +51,9 @@ def summarize(records: list[dict], method: dict, config: dict) -> dict:
     unlabeled data) are answered but not scored. Fidelity to the unreduced model (aim.eval.fidelity), which
     needs no labels: `agreement` (the fraction of samples answered as the unreduced model answers) and `kl`
     (mean KL(full || reduced) over the answer options, nats) over the `fidelity_samples` records that carry
-    them; None where none does (fidelity off; `kl` also when answers are generated)."""
+    them; None where none does (fidelity off; `kl` also when answers are generated). `num_frames`: the mean
+    number of frames sampled per sample (records before it was recorded: None), `num_frames_asked` the
+    config's `dataset.num_frames` (`frames_note`)."""
     done = [r for r in records if not r.get("skipped")]
     skipped = [r for r in records if r.get("skipped")]
     scored = [r for r in done if r.get("correct") is not None]
@@ -99,9 +101,20 @@ def summarize(records: list[dict], method: dict, config: dict) -> dict:
         "prefill_ms_median": float(np.median([r["prefill_ms"] for r in done])) if done else float("nan"),
         "visual_tokens": mean("visual_tokens"),
         "text_tokens": mean("text_tokens"),
+        "num_frames": mean_of("num_frames"),  # the mean frames sampled per sample: fewer when videos are shorter
+        "num_frames_asked": (config.get("dataset") or {}).get("num_frames"),
         "method": method,
         "config": config,
     }
+
+
+def frames_note(summary: dict) -> str | None:
+    """A line for the summary when the videos had fewer frames than dataset.num_frames asked for."""
+    sampled, asked = summary.get("num_frames"), summary.get("num_frames_asked")
+    if sampled is None or asked is None or sampled >= asked:
+        return None
+    return (f"frames: {sampled:.1f} sampled per sample on average, fewer than the {asked} asked for "
+            "(dataset.num_frames): some videos have fewer frames, and each of their frames was used once")
 
 
 def write_results(path: Path, summary: dict) -> None:
@@ -131,6 +144,8 @@ def print_summary(summary: dict, out_dir: Path) -> None:
     if not console.is_terminal:  # a log file or SLURM output: rich would cut the table at 80 columns
         console = Console(width=LOG_WIDTH)
     console.print(table)
+    if frames_note(summary):
+        console.print(frames_note(summary))
     if summary.get("metric", "accuracy") != "accuracy":
         console.print(f"{summary['metric']}: {summary['score']:.3f}")
     details = summary.get("metric_details") or {}
