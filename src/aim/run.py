@@ -104,6 +104,7 @@ def run(cfg: DictConfig, valid: Validated, out_dir: Path, budget=None) -> dict:
     wanted = {s.id for s in dataset}  # a rerun with a smaller dataset.limit summarizes only those
     evaluated = [r for r in records.records if r["id"] in wanted]
     summary = summarize(evaluated, method, config)
+    summary["records_dropped"] = records.dropped  # unreadable samples.jsonl lines, in samples.jsonl.dropped
     if budget is not None:
         summary["budget"] = budget.record(evaluated)
     write_results(out_dir / "results.json", summary)

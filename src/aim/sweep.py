@@ -41,6 +41,8 @@ from hydra.core.utils import filter_overrides
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from aim.tracking.records import read_samples
+
 MANIFEST = "sweep.json"
 JOB_STATE = "job.json"
 RESULTS = "results.json"
@@ -306,8 +308,7 @@ def status(sweep_dir: str | Path, query_scheduler: bool = True) -> list[dict]:
             state, detail = ("running", f"pid {info['pid']}") if alive else ("failed", f"pid {info['pid']} is gone")
         else:
             state, detail = "running", f"on {info.get('host')} (cannot check from here)"
-        samples = out / "samples.jsonl"
-        done_samples = sum(1 for _ in open(samples)) if samples.exists() else 0
+        done_samples = len(read_samples(out / "samples.jsonl").records)
         rows.append({"num": job["num"], "subdir": job["subdir"], "state": state, "samples": done_samples,
                      "detail": detail, "overrides": job["overrides"]})
     return rows
