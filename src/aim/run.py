@@ -25,17 +25,20 @@ RUN_SPEC = "run_spec.json"
 
 
 def result_spec(cfg: DictConfig) -> dict:
-    """The part of the config that determines each sample's result: not logging, progress display, or
-    how many samples to evaluate (a rerun may extend `dataset.limit`)."""
+    """The part of the config that determines each sample's result: not logging, progress display, the
+    fidelity measurement, how the run dir is shared, or how many samples to evaluate (a rerun may extend
+    `dataset.limit`)."""
     spec = OmegaConf.to_container(cfg, resolve=True)
-    spec.pop("logger", None)
+    for key in ("logger", "run", "fidelity"):  # fidelity adds measurements, changes no result
+        spec.pop(key, None)
     spec.get("eval", {}).pop("progress", None)
     spec.get("dataset", {}).pop("limit", None)
     return spec
 
 
 def check_resume(out_dir: Path, spec: dict) -> None:
-    """A rerun in an existing output dir must ask for the same results, or its records would mix."""
+    """A rerun in an existing output dir must ask for the same results, or its records would mix. Reads only:
+    a refused rerun leaves the dir as it was."""
     path = out_dir / RUN_SPEC
     if path.exists():
         old = json.loads(path.read_text())
@@ -45,9 +48,22 @@ def check_resume(out_dir: Path, spec: dict) -> None:
                 f"{out_dir} holds a run with a different config ({', '.join(diffs)}); "
                 "use another hydra.run.dir or the same overrides to resume"
             )
-    else:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(spec, indent=2))
+
+
+def start_run(cfg: DictConfig, out_dir: Path, spec: dict) -> None:
+    """Once every check has passed and the dir's lock is held: run_spec.json, what Hydra's output_subdir
+    would have written (.hydra/, turned off in conf/config.yaml so that a refused run writes nothing), and
+    job.json `running`."""
+    from aim.sweep import mark_running
+
+    (out_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+    if not (out_dir / RUN_SPEC).exists():
+        (out_dir / RUN_SPEC).write_text(json.dumps(spec, indent=2))
+    hydra_cfg = HydraConfig.get()
+    OmegaConf.save(cfg, out_dir / ".hydra" / "config.yaml")
+    OmegaConf.save(OmegaConf.create({"hydra": hydra_cfg}), out_dir / ".hydra" / "hydra.yaml")
+    OmegaConf.save(hydra_cfg.overrides.task, out_dir / ".hydra" / "overrides.yaml")
+    mark_running(out_dir, hydra_cfg.overrides.task)
 
 
 def _diff(a, b, prefix=""):
@@ -80,9 +96,6 @@ def run(cfg: DictConfig, valid: Validated, out_dir: Path, budget=None) -> dict:
     from aim.tracking.results import print_summary, summarize, write_results
     from aim.tracking.wandb_logger import make_logger
 
-    spec = result_spec(cfg)
-    spec.pop("fidelity", None)  # adds measurements, changes no result: a resume may turn it on or move its cache
-    check_resume(out_dir, spec)
     config = OmegaConf.to_container(cfg, resolve=True)
     torch.manual_seed(valid.seed)
     adapter = MODELS.get(valid.model.name).from_config(**asdict(valid.model))
@@ -118,17 +131,29 @@ def run(cfg: DictConfig, valid: Validated, out_dir: Path, budget=None) -> dict:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> float | list[float]:
     from aim.budget import apply_budget, print_choice
+    from aim.sweep import mark_ended
+    from aim.tracking.rundir import RunDirBusy, RunDirLock
 
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         valid = validate(cfg)
         budget = apply_budget(cfg, valid)  # budget mode: the chosen knobs written into cfg before anything is built
         if budget is not None:
             valid = validate(cfg)
             print_choice(budget.record())
-        summary = run(cfg, valid, Path(HydraConfig.get().runtime.output_dir), budget)
+        spec = result_spec(cfg)
+        check_resume(out_dir, spec)  # before the lock: a refused rerun does not even make run.lock
+        with RunDirLock(out_dir, wait=valid.run.wait_for_lock):
+            check_resume(out_dir, spec)  # again: the process that held the lock may have started a run here
+            start_run(cfg, out_dir, spec)
+            summary = run(cfg, valid, out_dir, budget)
     except ConfigError as exc:
+        mark_ended(out_dir, exc)
         print(f"aim: invalid config: {exc}", file=sys.stderr)
         sys.exit(2)
+    except RunDirBusy as exc:
+        print(f"aim: {exc}", file=sys.stderr)
+        sys.exit(3)
     from aim.search import task_return
 
     # what a Hydra sweeper optimises: the accuracy, or [search.objective, tflops] for a trade-off search
