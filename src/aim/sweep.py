@@ -20,8 +20,9 @@ default in conf/config.yaml) is Hydra's basic sweeper plus three steps before th
 have to wrap each launcher. The sweeper class itself must sit in the `hydra_plugins` namespace, where Hydra
 looks for plugins: src/hydra_plugins/aim_sweeper/ holds that thin subclass; the logic is here.)
 
-Each job also records its own state in `job.json` in its output dir (the `JobState` callback in
-conf/config.yaml: running with host, PID and SLURM job id; done or failed at the end), which `status()`
+Each job also records its own state in `job.json` in its output dir (running with host, PID and SLURM job id,
+written by aim.run once its checks pass: `mark_running`; done or failed at the end: the `JobState` callback
+in conf/config.yaml), which `status()`
 combines with `results.json` and, for SLURM jobs, the scheduler's view.
 """
 from __future__ import annotations
