@@ -105,6 +105,49 @@ def test_the_cache_survives_concurrent_writers_and_a_torn_line(tmp_path):
     assert len(again) == 401 and again.get("after")["prediction"] == "B" and again.get("b199")["prediction"] == "A"
 
 
+# another job that claims sample s1, says so, and computes its entry when the test lets it (a line on stdin)
+CLAIMER = """
+import sys
+from aim.eval.fidelity import ReferenceCache
+cache = ReferenceCache(sys.argv[1])
+with cache.claim("s1"):
+    print("claimed", flush=True)
+    sys.stdin.readline()
+    cache.add({"id": "s1", "prediction": "B", "log_probs": None})
+"""
+
+
+def test_a_sample_another_job_is_computing_is_waited_for_not_computed_again(tmp_path):
+    import threading
+
+    path = tmp_path / "ref.jsonl"
+    other = subprocess.Popen([sys.executable, "-c", CLAIMER, str(path)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "claimed"
+        computed, measured = [], []
+
+        def compute():
+            computed.append(1)
+            return {"prediction": "A", "log_probs": None}
+
+        fidelity = Fidelity(ReferenceCache(path))
+        waiter = threading.Thread(target=lambda: measured.append(fidelity.measure("s1", {"prediction": "B"}, compute)))
+        waiter.start()
+        waiter.join(timeout=2)
+        assert waiter.is_alive() and not computed  # it waits for the job holding the claim
+        other.stdin.write("\n")
+        other.stdin.flush()
+        waiter.join(timeout=60)
+        assert other.wait(timeout=60) == 0
+    finally:
+        other.kill()
+    assert not computed and fidelity.computed == 0
+    assert measured == [{"agreement": True, "kl": None, "reference_prediction": "B"}]  # the other job's entry
+    assert fidelity.measure("s2", {"prediction": "A"}, compute)["reference_prediction"] == "A"  # nobody claims s2
+    assert computed == [1] and fidelity.computed == 1
+
+
 # ------------------------------------------------------------------------------------------ the loop
 
 def aim_reduction():

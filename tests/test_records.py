@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from aim.tracking.records import SampleRecords
+from aim.tracking.records import SampleRecords, read_samples
 
 
 def test_records_are_flushed_and_reloaded(tmp_path):
@@ -33,3 +33,45 @@ def test_a_torn_last_line_is_cut_and_appends_continue_cleanly(tmp_path):
     recs.append({"id": "c"})
     recs.close()
     assert [json.loads(l)["id"] for l in path.read_text().splitlines()] == ["a", "b", "c"]
+
+
+def test_a_torn_line_in_the_middle_drops_only_that_line(tmp_path):
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"id": "a"}\n{"id": "b", "corr\n{"id": "c"}\n{"id": "d"}\n')
+    recs = SampleRecords(path)
+    assert [r["id"] for r in recs.records] == ["a", "c", "d"]  # the records after the torn line are kept
+
+
+def test_lines_without_an_id_or_not_utf8_are_dropped_on_every_resume_without_error(tmp_path):
+    path = tmp_path / "s.jsonl"
+    path.write_bytes(b'{"id": "a"}\n{"correct": true}\n\xff\xfe{"id": "x"}\n[1, 2]\n{"id": "b"}\n')
+    for _ in range(2):
+        recs = SampleRecords(path)
+        assert [r["id"] for r in recs.records] == ["a", "b"]
+        recs.close()
+
+
+def test_dropped_lines_are_moved_to_the_dropped_file_counted_and_reported(tmp_path, capsys):
+    path = tmp_path / "s.jsonl"
+    path.write_bytes(b'{"id": "a"}\n{"id": "b", "corr\n\xff\n{"id": "a", "again": 1}\n{"id": "c"}\n')
+    recs = SampleRecords(path)
+    assert recs.dropped == 3
+    assert "dropped 3 unreadable line(s)" in capsys.readouterr().err
+    assert (tmp_path / "s.jsonl.dropped").read_bytes() == b'{"id": "b", "corr\n\xff\n{"id": "a", "again": 1}\n'
+    assert path.read_bytes() == b'{"id": "a"}\n{"id": "c"}\n'  # the records alone, as they were written
+    recs.append({"id": "d"})
+    recs.close()
+    again = SampleRecords(path)
+    assert [r["id"] for r in again.records] == ["a", "c", "d"]
+    assert again.dropped == 3 and capsys.readouterr().err == ""  # counted over all resumes, reported once
+
+
+def test_reading_for_analysis_keeps_every_valid_line_and_changes_nothing(tmp_path):
+    from aim.analysis.collect import read_records
+
+    path = tmp_path / "s.jsonl"
+    content = b'{"id": "a"}\n{"id": "b", "corr\n{"no": "id"}\n{"id": "c"}\n{"id": "d", "in fli'
+    path.write_bytes(content)
+    assert [r["id"] for r in read_samples(path).records] == ["a", "c"]
+    assert [r["id"] for r in read_records(path)] == ["a", "c"]
+    assert path.read_bytes() == content and not (tmp_path / "s.jsonl.dropped").exists()

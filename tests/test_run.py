@@ -1,5 +1,6 @@
 """`python -m aim.run` end to end, as a user runs it: the bundled model on a few bundled questions,
-W&B offline, a kill half way and a resume that records every sample exactly once."""
+W&B offline, a kill half way and a resume that records every sample exactly once, a refused rerun that
+leaves the run dir as it was, and two processes in one run dir."""
 import json
 import os
 import signal
@@ -25,6 +26,34 @@ def env(tmp_path):
 
 def ids_in(path):
     return [json.loads(line)["id"] for line in path.read_text().splitlines()]
+
+
+# aim.run in a process that stops itself (SIGSTOP) right after it has recorded its Nth sample, so a test acts
+# on it at a known point, however fast or slow the machine
+STOPPING = """
+import os, runpy, signal, sys
+from aim.tracking.records import SampleRecords
+stop_after, append, appended = int(sys.argv.pop(1)), SampleRecords.append, []
+def append_then_stop(self, record):
+    append(self, record)
+    appended.append(record["id"])
+    if len(appended) == stop_after:
+        os.kill(os.getpid(), signal.SIGSTOP)
+SampleRecords.append = append_then_stop
+runpy.run_module("aim.run", run_name="__main__", alter_sys=True)
+"""
+
+
+def start_stopping_after(records, cmd, env, **kwargs):
+    """Start `cmd` (an aim_cmd) and return its Popen once it has stopped after recording `records` samples."""
+    proc = subprocess.Popen([sys.executable, "-c", STOPPING, str(records), *cmd[3:]], env=env, **kwargs)
+    _, status = os.waitpid(proc.pid, os.WUNTRACED)
+    assert os.WIFSTOPPED(status), f"aim.run ended (status {status}) before it recorded {records} samples"
+    return proc
+
+
+def snapshot(directory):
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
 def test_bundled_model_answers_above_chance_and_writes_results(tmp_path, env):
@@ -71,23 +100,24 @@ def test_wandb_online_without_network_logs_offline_and_the_run_finishes(tmp_path
 def test_a_killed_run_resumes_and_records_each_sample_once(tmp_path, env):
     out = tmp_path / "run"
     cmd = aim_cmd(out, "dataset.limit=40", "logger=none")
-    first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    samples = out / "samples.jsonl"
-    deadline = time.time() + 240
-    while time.time() < deadline and first.poll() is None:
-        if samples.exists() and len(samples.read_text().splitlines()) >= 5:
-            first.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.02)
+    first = start_stopping_after(5, cmd, env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first.send_signal(signal.SIGKILL)
     first.wait(timeout=60)
-    assert first.returncode == -signal.SIGKILL, "the run finished before it could be interrupted"
-    recorded = len(ids_in(samples))
-    assert 5 <= recorded < 40
+    assert first.returncode == -signal.SIGKILL
+    samples = out / "samples.jsonl"
+    lines = samples.read_text().splitlines(keepends=True)
+    assert len(lines) == 5
+    # a line torn in the middle of the file costs only its own sample: the records after it are kept
+    samples.write_text("".join(lines[:2]) + '{"id": "torn\n' + "".join(lines[2:]))
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "dropped 1 unreadable line(s)" in proc.stderr
     ids = ids_in(samples)
     assert len(ids) == 40 and len(set(ids)) == 40
-    assert json.loads((out / "results.json").read_text())["num_samples"] == 40
+    assert ids[:5] == [json.loads(line)["id"] for line in lines]  # the 5 recorded before the kill, not redone
+    results = json.loads((out / "results.json").read_text())
+    assert results["num_samples"] == 40 and results["records_dropped"] == 1
+    assert (out / "samples.jsonl.dropped").read_text() == '{"id": "torn\n'
 
 
 def test_reusing_a_run_dir_with_another_config_is_refused(tmp_path, env):
@@ -97,6 +127,47 @@ def test_reusing_a_run_dir_with_another_config_is_refused(tmp_path, env):
     proc = subprocess.run(aim_cmd(out, "logger=none"), env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "holds a run with a different config" in proc.stderr
+
+
+def test_a_refused_or_invalid_invocation_leaves_a_finished_run_dir_as_it_was(tmp_path, env):
+    out = tmp_path / "run"
+    cmd = aim_cmd(out, "dataset.limit=2", "logger=none")
+    assert subprocess.run(cmd, env=env, capture_output=True, timeout=300).returncode == 0
+    before = snapshot(out)
+    assert json.loads(before["job.json"])["state"] == "done" and ".hydra/overrides.yaml" in before
+    for overrides, says in ((["merger=none"], "holds a run with a different config"),
+                            (["dataset.num_frames=0"], "dataset.num_frames: must be in"),
+                            (["run.wait_for_lock=maybe"], "run.wait_for_lock")):
+        proc = subprocess.run(cmd + overrides, env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and says in proc.stderr, proc.stderr[-3000:]
+        assert snapshot(out) == before, overrides
+
+
+def test_a_second_process_in_a_run_dir_in_use_fails_at_once_or_waits_when_asked(tmp_path, env):
+    out = tmp_path / "run"
+    cmd = aim_cmd(out, "dataset.limit=3", "logger=none")
+    holder = start_stopping_after(1, cmd, env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 3, second.stderr[-3000:]
+        assert f"in use by pid {holder.pid} on host {socket.gethostname()}" in second.stderr
+        assert "run.wait_for_lock=true" in second.stderr
+        assert len(ids_in(out / "samples.jsonl")) == 1  # the second process recorded nothing
+        waiting = subprocess.Popen(cmd + ["run.wait_for_lock=true"], env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, text=True)
+        for line in waiting.stderr:  # it says whom it waits for, then waits
+            if "waiting for" in line:
+                assert f"pid {holder.pid}" in line
+                break
+        assert waiting.poll() is None
+        holder.send_signal(signal.SIGCONT)
+        assert holder.wait(timeout=300) == 0
+        assert waiting.wait(timeout=300) == 0  # it resumed the finished run: nothing left to evaluate
+    finally:
+        holder.kill()
+    ids = ids_in(out / "samples.jsonl")
+    assert len(ids) == 3 and len(set(ids)) == 3
+    assert json.loads((out / "job.json").read_text())["state"] == "done"
 
 
 def test_bench_times_reduced_against_unreduced_and_ends_with_json(tmp_path):

@@ -125,6 +125,13 @@ class FidelityConfig:
             raise ValueError("cache_dir: empty; give a directory for the cached unreduced answers")
 
 
+@dataclass
+class RunConfig:
+    """aim.run's hold on its output dir (aim.tracking.rundir): one process at a time evaluates in it."""
+
+    wait_for_lock: bool = False  # another process holds the dir: wait for it to end, or (false) fail at once, exit 3
+
+
 BUDGET_LIMITS = ("tflops", "fraction", "prefill_ms")  # the units a budget is given in (one at a time)
 OBJECTIVES = ("accuracy", "agreement")  # what a trade-off ranks by (maximized against TFLOPs)
 
@@ -181,6 +188,7 @@ class Validated:
     flops: FlopsConfig
     fidelity: FidelityConfig
     budget: BudgetConfig
+    run: RunConfig = field(default_factory=RunConfig)
 
 
 def to_schema(schema: type, node: DictConfig | dict, path: str):
@@ -253,4 +261,5 @@ def validate(cfg: DictConfig) -> Validated:
         flops=to_schema(FlopsConfig, cfg.get("flops", {}), "flops"),
         fidelity=to_schema(FidelityConfig, cfg.get("fidelity", {}), "fidelity"),
         budget=to_schema(BudgetConfig, cfg.get("budget", {}), "budget"),
+        run=to_schema(RunConfig, cfg.get("run", {}), "run"),
     )

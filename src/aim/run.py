@@ -25,17 +25,20 @@ RUN_SPEC = "run_spec.json"
 
 
 def result_spec(cfg: DictConfig) -> dict:
-    """The part of the config that determines each sample's result: not logging, progress display, or
-    how many samples to evaluate (a rerun may extend `dataset.limit`)."""
+    """The part of the config that determines each sample's result: not logging, progress display, the
+    fidelity measurement, how the run dir is shared, or how many samples to evaluate (a rerun may extend
+    `dataset.limit`)."""
     spec = OmegaConf.to_container(cfg, resolve=True)
-    spec.pop("logger", None)
+    for key in ("logger", "run", "fidelity"):  # fidelity adds measurements, changes no result
+        spec.pop(key, None)
     spec.get("eval", {}).pop("progress", None)
     spec.get("dataset", {}).pop("limit", None)
     return spec
 
 
 def check_resume(out_dir: Path, spec: dict) -> None:
-    """A rerun in an existing output dir must ask for the same results, or its records would mix."""
+    """A rerun in an existing output dir must ask for the same results, or its records would mix. Reads only:
+    a refused rerun leaves the dir as it was."""
     path = out_dir / RUN_SPEC
     if path.exists():
         old = json.loads(path.read_text())
@@ -45,9 +48,22 @@ def check_resume(out_dir: Path, spec: dict) -> None:
                 f"{out_dir} holds a run with a different config ({', '.join(diffs)}); "
                 "use another hydra.run.dir or the same overrides to resume"
             )
-    else:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(spec, indent=2))
+
+
+def start_run(cfg: DictConfig, out_dir: Path, spec: dict) -> None:
+    """Once every check has passed and the dir's lock is held: run_spec.json, what Hydra's output_subdir
+    would have written (.hydra/, turned off in conf/config.yaml so that a refused run writes nothing), and
+    job.json `running`."""
+    from aim.sweep import mark_running
+
+    (out_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+    if not (out_dir / RUN_SPEC).exists():
+        (out_dir / RUN_SPEC).write_text(json.dumps(spec, indent=2))
+    hydra_cfg = HydraConfig.get()
+    OmegaConf.save(cfg, out_dir / ".hydra" / "config.yaml")
+    OmegaConf.save(OmegaConf.create({"hydra": hydra_cfg}), out_dir / ".hydra" / "hydra.yaml")
+    OmegaConf.save(hydra_cfg.overrides.task, out_dir / ".hydra" / "overrides.yaml")
+    mark_running(out_dir, hydra_cfg.overrides.task)
 
 
 def _diff(a, b, prefix=""):
@@ -65,9 +81,10 @@ def sweep_name() -> str | None:
     return Path(HydraConfig.get().sweep.dir).name
 
 
-def run(cfg: DictConfig, valid: Validated, out_dir: Path, budget=None) -> dict:
+def run(cfg: DictConfig, valid: Validated, out_dir: Path, budget=None, dataset=None) -> dict:
     """`budget`: the aim.budget.BudgetPlan that chose this config's knobs (its record goes into results.json
-    as `budget`; with budget.per_sample it chooses each sample's own), or None."""
+    as `budget`; with budget.per_sample it chooses each sample's own), or None. `dataset`: the one main built
+    while checking the config (built here when not given)."""
     import torch
 
     from aim.data import build_dataset
@@ -80,10 +97,8 @@ def run(cfg: DictConfig, valid: Validated, out_dir: Path, budget=None) -> dict:
     from aim.tracking.results import print_summary, summarize, write_results
     from aim.tracking.wandb_logger import make_logger
 
-    dataset = build_dataset(valid.dataset)  # a questions file that cannot be read, or no samples: ConfigError
-    spec = result_spec(cfg)
-    spec.pop("fidelity", None)  # adds measurements, changes no result: a resume may turn it on or move its cache
-    check_resume(out_dir, spec)
+    if dataset is None:
+        dataset = build_dataset(valid.dataset)  # a questions file that cannot be read, or no samples: ConfigError
     config = OmegaConf.to_container(cfg, resolve=True)
     torch.manual_seed(valid.seed)
     adapter = MODELS.get(valid.model.name).from_config(**asdict(valid.model))
@@ -104,6 +119,7 @@ def run(cfg: DictConfig, valid: Validated, out_dir: Path, budget=None) -> dict:
     wanted = {s.id for s in dataset}  # a rerun with a smaller dataset.limit summarizes only those
     evaluated = [r for r in records.records if r["id"] in wanted]
     summary = summarize(evaluated, method, config)
+    summary["records_dropped"] = records.dropped  # unreadable samples.jsonl lines, in samples.jsonl.dropped
     if budget is not None:
         summary["budget"] = budget.record(evaluated)
     write_results(out_dir / "results.json", summary)
@@ -128,21 +144,36 @@ class NothingEvaluated(RuntimeError):
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> float | list[float]:
     from aim.budget import apply_budget, print_choice
+    from aim.data import build_dataset
+    from aim.sweep import mark_ended
+    from aim.tracking.rundir import RunDirBusy, RunDirLock
 
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         valid = validate(cfg)
         check_weights(valid)
+        dataset = build_dataset(valid.dataset)  # the questions file read and the selection checked: before any run dir change
         budget = apply_budget(cfg, valid)  # budget mode: the chosen knobs written into cfg before anything is built
         if budget is not None:
             valid = validate(cfg)
             print_choice(budget.record())
-        summary = run(cfg, valid, Path(HydraConfig.get().runtime.output_dir), budget)
+        spec = result_spec(cfg)
+        check_resume(out_dir, spec)  # before the lock: a refused rerun does not even make run.lock
+        with RunDirLock(out_dir, wait=valid.run.wait_for_lock):
+            check_resume(out_dir, spec)  # again: the process that held the lock may have started a run here
+            start_run(cfg, out_dir, spec)
+            summary = run(cfg, valid, out_dir, budget, dataset)
     except ConfigError as exc:
+        mark_ended(out_dir, exc)
         print(f"aim: invalid config: {exc}", file=sys.stderr)
         sys.exit(2)
     except NothingEvaluated as exc:
+        mark_ended(out_dir, exc)
         print(f"aim: {exc}", file=sys.stderr)
         sys.exit(1)
+    except RunDirBusy as exc:
+        print(f"aim: {exc}", file=sys.stderr)
+        sys.exit(3)
     from aim.search import task_return
 
     # what a Hydra sweeper optimises: the accuracy, or [search.objective, tflops] for a trade-off search

@@ -20,8 +20,9 @@ default in conf/config.yaml) is Hydra's basic sweeper plus three steps before th
 have to wrap each launcher. The sweeper class itself must sit in the `hydra_plugins` namespace, where Hydra
 looks for plugins: src/hydra_plugins/aim_sweeper/ holds that thin subclass; the logic is here.)
 
-Each job also records its own state in `job.json` in its output dir (the `JobState` callback in
-conf/config.yaml: running with host, PID and SLURM job id; done or failed at the end), which `status()`
+Each job also records its own state in `job.json` in its output dir (running with host, PID and SLURM job id,
+written by aim.run once its checks pass: `mark_running`; done or failed at the end: the `JobState` callback
+in conf/config.yaml), which `status()`
 combines with `results.json` and, for SLURM jobs, the scheduler's view.
 """
 from __future__ import annotations
@@ -40,6 +41,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import filter_overrides
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from aim.tracking.records import read_samples
+from aim.tracking.rundir import slurm_job_id
 
 MANIFEST = "sweep.json"
 JOB_STATE = "job.json"
@@ -167,45 +171,52 @@ def rerun_overrides(manifest: dict, nums: Sequence[int]) -> list[list[str]]:
 
 # ---------------------------------------------------------------------------------------------- job state
 
-def slurm_job_id() -> str | None:
-    """This process's SLURM job id as squeue/sacct show it (`<array>_<task>` for an array task)."""
-    if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
-        return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
-    return os.environ.get("SLURM_JOB_ID")
-
-
 def _write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2))
     tmp.replace(path)
 
 
-class JobState(Callback):
-    """Writes `job.json` in each job's output dir: running (host, PID, SLURM id) at the start; done or
-    failed (with the error) at the end. A job killed outright stays `running` there; `status()` then asks
-    the scheduler or checks the PID."""
+_STARTED: set[Path] = set()  # output dirs whose job.json this process marked running
 
-    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        out = Path(config.hydra.runtime.output_dir)
-        path = out / JOB_STATE
-        previous = json.loads(path.read_text()) if path.exists() else {}
-        _write_json(path, {
-            "state": "running", "host": socket.gethostname(), "pid": os.getpid(), "slurm_job_id": slurm_job_id(),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "attempt": previous.get("attempt", 0) + 1,
-            "overrides": list(config.hydra.overrides.task),
-        })
+
+def mark_running(out_dir: Path, overrides: Sequence[str]) -> None:
+    """job.json says running (host, PID, SLURM id, attempt). aim.run calls it once its checks pass and it holds
+    the dir's lock, so an invocation that is refused (invalid config, another run's dir, a dir in use) leaves
+    an existing job.json as it was."""
+    path = Path(out_dir) / JOB_STATE
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    _write_json(path, {
+        "state": "running", "host": socket.gethostname(), "pid": os.getpid(), "slurm_job_id": slurm_job_id(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "attempt": previous.get("attempt", 0) + 1,
+        "overrides": list(overrides),
+    })
+    _STARTED.add(Path(out_dir))
+
+
+def mark_ended(out_dir: Path, error: BaseException | None = None) -> None:
+    """job.json says done, or failed with the error, if this process marked it running."""
+    if Path(out_dir) not in _STARTED:
+        return
+    _STARTED.discard(Path(out_dir))
+    path = Path(out_dir) / JOB_STATE
+    state = json.loads(path.read_text()) if path.exists() else {}
+    state.update(state="failed" if error is not None else "done", ended=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    if error is not None:
+        state["error"] = f"{type(error).__name__}: {error}"[:2000]
+    _write_json(path, state)
+
+
+class JobState(Callback):
+    """Ends `job.json` in each job's output dir: done or failed (with the error) for a job that marked itself
+    running (`mark_running`). A job killed outright stays `running` there; `status()` then asks the scheduler
+    or checks the PID."""
 
     def on_job_end(self, config: DictConfig, job_return=None, **kwargs: Any) -> None:
         from hydra.core.utils import JobStatus
 
-        path = Path(config.hydra.runtime.output_dir) / JOB_STATE
-        state = json.loads(path.read_text()) if path.exists() else {}
         failed = job_return is not None and job_return.status == JobStatus.FAILED
-        state.update(state="failed" if failed else "done", ended=time.strftime("%Y-%m-%dT%H:%M:%S"))
-        if failed:
-            err = job_return._return_value
-            state["error"] = f"{type(err).__name__}: {err}"[:2000]
-        _write_json(path, state)
+        mark_ended(Path(config.hydra.runtime.output_dir), job_return._return_value if failed else None)
 
 
 # ------------------------------------------------------------------------------------------------- status
@@ -363,8 +374,7 @@ def status(sweep_dir: str | Path, query_scheduler: bool = True) -> list[dict]:
             state, detail = ("running", f"pid {info['pid']}") if alive else ("failed", f"pid {info['pid']} is gone")
         else:
             state, detail = "running", f"on {info.get('host')} (cannot check from here)"
-        samples = out / "samples.jsonl"
-        done_samples = sum(1 for _ in open(samples)) if samples.exists() else 0
+        done_samples = len(read_samples(out / "samples.jsonl").records)
         rows.append({"num": job["num"], "subdir": job["subdir"], "state": state, "samples": done_samples,
                      "detail": detail, "overrides": job["overrides"]})
     return rows

@@ -156,16 +156,10 @@ def efficiency_fields(config: dict, records: list[dict] | None, text_tokens: flo
 
 
 def read_records(path: Path) -> list[dict]:
-    """samples.jsonl; a line torn by a kill is dropped, as aim.run does."""
-    records = []
-    if not path.exists():
-        return records
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
+    """samples.jsonl's records, read as aim.run reads them (aim.tracking.records.read_samples)."""
+    from aim.tracking.records import read_samples
+
+    return read_samples(path).records
 
 
 def run_fields(run_dir: Path, roofline: bool = True) -> dict:

@@ -12,7 +12,9 @@ Per sample, a reduced run records
 The unreduced answers are computed once per model, dataset (all its settings but `limit`; frames
 included), eval mode and seed, and cached under `fidelity.cache_dir` in one append-only JSONL file per
 such key, shared by every run, sweep job and resume. A run needing a sample the cache lacks computes it
-on the spot with the model already loaded (no merger, no pruner), appends it, and goes on. A run with
+on the spot with the model already loaded (no merger, no pruner), appends it, and goes on; while it does,
+it holds that sample's claim, so a concurrent run that needs the same sample waits for the entry instead
+of computing it again (`ReferenceCache.claim`). A run with
 merger=none and pruner=none is the reference itself: it appends its own answers and records agreement
 True and KL 0 exactly.
 """
@@ -22,6 +24,7 @@ import fcntl
 import hashlib
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Callable
@@ -99,12 +102,17 @@ class ReferenceCache:
     entry is one write() of one whole line on a descriptor opened with O_APPEND, under an exclusive
     flock. A line torn by a killed job is ended before the next one is written, and a reader skips any
     line that is not a complete JSON object; the first entry of an id wins. A sample whose entry is lost
-    is only computed again."""
+    is only computed again.
+
+    A job about to compute an entry claims its sample first (`claim`): a byte-range lock (lockf) on
+    `<key>.claims` at an offset given by the id's hash, one file however many samples, released by the
+    kernel should the job die. A job that finds the claim taken waits for it and then reads the entry."""
 
     def __init__(self, path: str | Path, spec: dict | None = None):
         self.path = Path(path)
         self._entries: dict[str, dict] = {}
         self._offset = 0  # bytes of the file already read
+        self._claims_fd: int | None = None  # kept open: closing any descriptor of the file drops our locks
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if spec is not None:
             self._write_spec(spec)
@@ -151,6 +159,18 @@ class ReferenceCache:
         finally:
             os.close(fd)  # releases the lock
         self._entries.setdefault(str(entry["id"]), entry)
+
+    @contextmanager
+    def claim(self, sample_id: str):
+        """Hold the claim on computing `sample_id`'s entry; waits while another job holds it."""
+        if self._claims_fd is None:
+            self._claims_fd = os.open(self.path.with_suffix(".claims"), os.O_RDWR | os.O_CREAT, 0o644)
+        offset = int(hashlib.sha256(str(sample_id).encode()).hexdigest()[:12], 16)  # beyond the (empty) file's end
+        fcntl.lockf(self._claims_fd, fcntl.LOCK_EX, 1, offset)
+        try:
+            yield
+        finally:
+            fcntl.lockf(self._claims_fd, fcntl.LOCK_UN, 1, offset)
 
     def __contains__(self, sample_id: str) -> bool:
         return self.get(sample_id) is not None
@@ -209,9 +229,12 @@ class Fidelity:
                     "reference_prediction": answer["prediction"]}
         reference = self.cache.get(sample_id)
         if reference is None:
-            reference = {"id": sample_id, **compute_reference()}
-            self.cache.add(reference)
-            self.computed += 1
+            with self.cache.claim(sample_id):
+                reference = self.cache.get(sample_id)  # computed by the job that held the claim, if any
+                if reference is None:
+                    reference = {"id": sample_id, **compute_reference()}
+                    self.cache.add(reference)
+                    self.computed += 1
         return compare(reference, answer)
 
 

@@ -1,42 +1,107 @@
 """Per-sample records in `samples.jsonl`: appended and flushed one line at a time, so a run that is killed
-loses at most the sample in flight and a rerun in the same directory resumes without duplicates."""
+loses at most the sample in flight and a rerun in the same directory resumes without duplicates.
+
+`read_samples` is the one reader of the file (the resume, the analysis, the sweep status): every line that
+is a JSON object with a string `id` is a record, wherever it stands; any other line (torn by a kill, not
+UTF-8, not JSON, no `id`, an id already recorded above it) is dropped and reported, never the lines after
+it. A resume (`SampleRecords`) moves the dropped lines to `samples.jsonl.dropped`, so nothing is lost, and
+rewrites the file with the records alone."""
 from __future__ import annotations
 
 import json
 import os
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
+
+DROPPED_SUFFIX = ".dropped"
+
+
+@dataclass
+class SamplesFile:
+    """What `read_samples` found: the records (the first of each id, in file order) and the dropped lines
+    as (line number from 1, raw bytes without the newline, why)."""
+
+    records: list[dict] = field(default_factory=list)
+    lines: list[bytes] = field(default_factory=list)  # each record's line as read
+    dropped: list[tuple[int, bytes, str]] = field(default_factory=list)
+    clean_end: bool = True  # the file is empty or ends with a newline
+
+
+def _why_unreadable(line: bytes, seen: set) -> tuple[dict | None, str]:
+    try:
+        record = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None, "not UTF-8"
+    except json.JSONDecodeError:
+        return None, "not JSON (torn or corrupt)"
+    if not isinstance(record, dict) or not isinstance(record.get("id"), str):
+        return None, "no string `id`"
+    if record["id"] in seen:
+        return None, f"id {record['id']!r} already recorded above"
+    return record, ""
+
+
+def read_samples(path: str | Path) -> SamplesFile:
+    """Read samples.jsonl without changing it (a missing file has no records)."""
+    path = Path(path)
+    if not path.exists():
+        return SamplesFile()
+    data = path.read_bytes()
+    out = SamplesFile(clean_end=not data or data.endswith(b"\n"))
+    seen: set[str] = set()
+    for number, line in enumerate(data.split(b"\n")[:-1] if out.clean_end else data.split(b"\n"), start=1):
+        if not line.strip():
+            continue  # a blank line carries nothing to lose
+        record, why = _why_unreadable(line, seen)
+        if record is None:
+            out.dropped.append((number, line, why))
+        else:
+            out.records.append(record)
+            out.lines.append(line)
+            seen.add(record["id"])
+    return out
+
+
+def count_dropped(path: str | Path) -> int:
+    """How many lines of this samples.jsonl have been moved to its `.dropped` file, over all resumes."""
+    dropped = Path(str(path) + DROPPED_SUFFIX)
+    return dropped.read_bytes().count(b"\n") if dropped.exists() else 0
 
 
 class SampleRecords:
+    """The records of one run dir, opened for appending. Opening repairs the file (see the module doc) and
+    says on stderr how many lines it dropped; `dropped` counts every line ever dropped from it."""
+
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.records: list[dict] = self._load()
+        found = read_samples(self.path)
+        if found.dropped or not found.clean_end:
+            self._repair(found)
+        self.records: list[dict] = found.records
+        self.dropped = count_dropped(self.path)
         self._ids = {r["id"] for r in self.records}
         self._file = None
 
-    def _load(self) -> list[dict]:
-        """Read complete lines; a torn last line (no newline, or not JSON) is cut off the file."""
-        if not self.path.exists():
-            return []
-        data = self.path.read_bytes()
-        records, kept = [], 0
-        for line in data.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-            kept += len(line)
-        if kept != len(data):
-            with open(self.path, "r+b") as f:
-                f.truncate(kept)
-        seen, unique = set(), []
-        for r in records:  # keep the first record of an id, should a file ever hold two
-            if r["id"] not in seen:
-                seen.add(r["id"])
-                unique.append(r)
-        return unique
+    def _repair(self, found: SamplesFile) -> None:
+        """Append the dropped lines to the .dropped file (synced first: killed in between, they are only
+        dropped again), then replace samples.jsonl by its records, atomically."""
+        if found.dropped:
+            with open(str(self.path) + DROPPED_SUFFIX, "ab") as f:
+                f.write(b"".join(line + b"\n" for _, line, _ in found.dropped))
+                f.flush()
+                os.fsync(f.fileno())
+            lines = ", ".join(f"{n} ({why})" for n, _, why in found.dropped[:10])
+            more = f" and {len(found.dropped) - 10} more" if len(found.dropped) > 10 else ""
+            print(f"aim: {self.path}: dropped {len(found.dropped)} unreadable line(s), moved to "
+                  f"{self.path.name}{DROPPED_SUFFIX}: line {lines}{more}; samples left without a record are evaluated again",
+                  file=sys.stderr)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            f.write(b"".join(line + b"\n" for line in found.lines))
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(self.path)
 
     def __contains__(self, sample_id: str) -> bool:
         return sample_id in self._ids
@@ -60,4 +125,3 @@ class SampleRecords:
         if self._file is not None:
             self._file.close()
             self._file = None
-
