@@ -65,10 +65,26 @@ def test_policy_order_merges_first_then_prunes_later_layers_first_and_costs_only
 def test_policy_for_the_bundled_4_layer_model():
     plan = plan_for("budget.tflops=1", "budget.tradeoff=policy")
     order = [s.knobs() for s in policy_order(plan.merger, plan.pruner, 4)]
-    assert [(k["merger"]["ratio"], k["pruner"]["l1"], k["pruner"]["l2"]) for k in order] == [
-        (1.0, 4, 5), (0.75, 4, 5), (0.5, 4, 5), (0.375, 4, 5), (0.25, 4, 5),  # merge, no pruning (l1 = L)
+    assert [(k["merger"]["ratio"], k["pruner"].get("l1"), k["pruner"].get("l2")) for k in order] == [
+        (1.0, None, None), (0.75, None, None), (0.5, None, None), (0.375, None, None), (0.25, None, None),  # merge only
         (0.25, 3, 5), (0.25, 2, 4), (0.25, 1, 3), (0.25, 1, 2),  # a 2-layer window moving earlier, narrowed
         (0.2, 1, 2), (0.15, 1, 2), (0.125, 1, 2), (0.1, 1, 2), (0.075, 1, 2), (0.05, 1, 2)]  # merge further
+    assert all(k["pruner"] == {"name": "none"} for k in order[:5])  # no pruning is pruner none, not aim l1=4
+
+
+@pytest.mark.parametrize("pruner", ["aim", "random", "fastv", "pdrop", "vtw"])
+def test_budget_mode_never_chooses_a_pruner_setting_that_removes_nothing(pruner):
+    """Every setting of the policy and of the grid either is pruner none or removes visual tokens on the
+    model's LLM, so a budget run is never labelled pruned while pruning nothing."""
+    from aim.pruning import PRUNERS, removes_tokens
+
+    plan = plan_for("merger=aim", f"pruner={pruner}", "budget.fraction=0.9", "budget.tradeoff=policy")
+    for setting in policy_order(plan.merger, plan.pruner, 4) + candidates(plan.merger, plan.pruner, 4):
+        p = setting.pruner
+        assert p["name"] == "none" or removes_tokens(PRUNERS.build(p["name"], **p), 4), setting.label()
+    cfg = composed("merger=aim", f"pruner={pruner}", "budget.fraction=0.95", "budget.tradeoff=policy", "budget.text_tokens=100")
+    apply_budget(cfg, validate(cfg))  # merging alone fits 95%: the run says pruner none
+    assert cfg.pruner == {"name": "none"} and validate(cfg).pruner.name == "none"
 
 
 @pytest.mark.parametrize("unit", ["tflops", "fraction", "prefill_ms"])
@@ -153,7 +169,10 @@ def test_the_most_accurate_fitting_recorded_point_is_chosen(tradeoff_file, budge
                if value is not None and model.cost(plan_setting(plan, *knobs)).tflops <= budget]
     best = max(fitting, key=lambda t: t[1])[0]
     knobs = choice.setting.knobs()
-    assert (knobs["merger"]["ratio"], knobs["pruner"]["l1"], knobs["pruner"]["l2"]) == best
+    if best[1] >= 28:  # a recorded point that prunes nothing on 28 layers (l1=28) is chosen as pruner none
+        assert knobs["pruner"] == {"name": "none"} and knobs["merger"]["ratio"] == best[0]
+    else:
+        assert (knobs["merger"]["ratio"], knobs["pruner"]["l1"], knobs["pruner"]["l2"]) == best
 
 
 def plan_setting(plan, ratio, l1, l2):

@@ -31,7 +31,7 @@ How the setting is chosen (`choose`):
    (`budget.objective`, else the file's, else accuracy; ties: the cheaper). `chosen_by`: "tradeoff <file>".
    No fitting point: the policy, with a note saying so.
 2. The default policy (`policy_order`), the first setting in this order that fits (`chosen_by`: "policy"):
-   merge first (ratio 1, 0.75, 0.5, 0.375, 0.25; no pruning), then prune from the deepest layers at ratio
+   merge first (ratio 1, 0.75, 0.5, 0.375, 0.25; no pruning: pruner none), then prune from the deepest layers at ratio
    0.25 (the family's `path`: for aim, a window of w = ceil(2L/7) layers, the paper's 8 of 28, moving
    earlier, l1 = L-1 ... 1, then narrowing at l1 = 1 down to l2 = 2), then merge further at the strongest
    pruning (ratio 0.2, 0.15, 0.125, 0.1, 0.075, 0.05). Every step removes tokens from some layer and
@@ -275,7 +275,8 @@ def window(num_layers: int) -> int:
 
 def pruner_moves(pruner: dict, num_layers: int) -> tuple[dict, list[dict], list[dict]]:
     """(no pruning, the policy's path from mild to strong, the grid) as knob values of the pruner's family.
-    Knobs the path does not move keep their configured values (FastV's keep, PDrop's boundaries)."""
+    Knobs the path does not move keep their configured values (FastV's keep, PDrop's boundaries). Knob values
+    that remove nothing (no pruning, FastV's keep 1, ...) become pruner none in the settings (`_settings`)."""
     name, L = pruner["name"], num_layers
     if name == "none":
         return {}, [], [{}]
@@ -303,15 +304,26 @@ def pruner_moves(pruner: dict, num_layers: int) -> tuple[dict, list[dict], list[
     raise AssertionError(name)
 
 
-def _settings(merger: dict, pruner: dict, pairs) -> list[Setting]:
-    """Settings of (merge ratio or None, pruner knobs) pairs, without repeats, in order."""
+def pruning_or_none(pruner: dict, num_layers: int) -> dict:
+    """The pruner's fields, or pruner `none` where they remove no visual token on this LLM (l1 >= L, FastV's
+    keep 1, ...): budget mode never labels a setting that prunes nothing as a pruned one."""
+    from aim.pruning import PRUNERS, removes_tokens
+
+    if pruner["name"] == "none" or removes_tokens(PRUNERS.build(pruner["name"], **pruner), num_layers):
+        return pruner
+    return {"name": "none"}
+
+
+def _settings(merger: dict, pruner: dict, pairs, num_layers: int) -> list[Setting]:
+    """Settings of (merge ratio or None, pruner knobs) pairs, without repeats, in order; pruner knobs that
+    remove nothing on this LLM become pruner none (`pruning_or_none`)."""
     out, seen, mergers, pruners = [], set(), {}, {}
     for ratio, knobs in pairs:
         if ratio not in mergers:
             mergers[ratio] = _frozen({**merger, **({} if ratio is None else {"ratio": ratio})})
         key = _frozen(knobs)
         if key not in pruners:
-            pruners[key] = _frozen({**pruner, **knobs})
+            pruners[key] = _frozen(pruning_or_none({**pruner, **knobs}, num_layers))
         s = Setting(mergers[ratio], pruners[key])
         if s not in seen:
             seen.add(s)
@@ -328,7 +340,7 @@ def policy_order(merger: dict, pruner: dict, num_layers: int) -> list[Setting]:
     pairs += [(ratios[-1], p) for p in path]
     if merger_knobs(merger):
         pairs += [(r, path[-1] if path else no_prune) for r in FURTHER_RATIOS]
-    return _settings(merger, pruner, pairs)
+    return _settings(merger, pruner, pairs, num_layers)
 
 
 def candidates(merger: dict, pruner: dict, num_layers: int) -> list[Setting]:
@@ -337,7 +349,7 @@ def candidates(merger: dict, pruner: dict, num_layers: int) -> list[Setting]:
     pdrop: the configured and 2..8 equal stages x lam in PDROP_LAMS; vtw: k in 1..L)."""
     ratios = MERGE_RATIOS + FURTHER_RATIOS if merger_knobs(merger) else (None,)
     _, _, grid = pruner_moves(pruner, num_layers)
-    return _settings(merger, pruner, [(r, p) for r in ratios for p in grid])
+    return _settings(merger, pruner, [(r, p) for r in ratios for p in grid], num_layers)
 
 
 # --- recorded trade-offs -------------------------------------------------------------------------------
@@ -388,8 +400,9 @@ def find_tradeoff(pretrained: str, dataset: str, num_frames: int | None, directo
     return Path(min(found)[1]) if found else None
 
 
-def _point_setting(point: dict, merger: dict, pruner: dict, index: int, where: str) -> Setting:
-    """The configured fields with the point's own (those of the schema) on top, validated."""
+def _point_setting(point: dict, merger: dict, pruner: dict, index: int, where: str, num_layers: int) -> Setting:
+    """The configured fields with the point's own (those of the schema) on top, validated; a pruner that
+    removes nothing on this LLM becomes pruner none."""
     from aim.merging import MERGERS
     from aim.pruning import PRUNERS
 
@@ -403,7 +416,7 @@ def _point_setting(point: dict, merger: dict, pruner: dict, index: int, where: s
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{where}: points[{index}].{group}.{exc}") from None
         out.append(fields)
-    return Setting.of(*out)
+    return Setting.of(out[0], pruning_or_none(out[1], num_layers))
 
 
 # --- choosing ----------------------------------------------------------------------------------------
@@ -432,7 +445,7 @@ def choose(limit: Limit, model: CostModel, merger: dict, pruner: dict, tradeoff:
             value = point.get(objective)
             if value is None or (isinstance(value, float) and math.isnan(value)):
                 continue
-            setting = _point_setting(point, merger, pruner, i, where)
+            setting = _point_setting(point, merger, pruner, i, where, model.num_layers)
             cost = model.cost(setting)
             if limit.fits(cost, model):
                 ranked.append((-value, cost.tflops, i, setting, cost, point))
@@ -593,6 +606,9 @@ def apply_budget(cfg, valid, frames: int | None = None, text_tokens: int | None 
     setting = plan.choice.setting
     with open_dict(cfg):
         for group, fields in (("merger", setting.merger), ("pruner", setting.pruner)):
+            if cfg[group].name != fields["name"]:  # a pruner that would remove nothing: pruner none
+                cfg[group] = fields
+                continue
             for key, value in fields.items():
                 if key != "name" and cfg[group].get(key) != value:
                     cfg[group][key] = value

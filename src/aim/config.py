@@ -232,6 +232,9 @@ def validate(cfg: DictConfig) -> Validated:
         # free-form answers (VQA, GQA, MME, POPE, ...) are generated and scored as text, not by option logits
         raise ConfigError(f"eval.mode: dataset {groups['dataset'].name} scores generated free-form answers; "
                           f"use eval.mode=generate, got {eval_cfg.mode}")
+    budget = to_schema(BudgetConfig, cfg.get("budget", {}), "budget")
+    if not any(getattr(budget, k) is not None for k in BUDGET_LIMITS):  # budget mode chooses pruner knobs itself
+        check_pruner_prunes(groups["model"], groups["pruner"])
     return Validated(
         **groups,
         logger=to_schema(LoggerConfig, cfg.get("logger", {}), "logger"),
@@ -240,5 +243,20 @@ def validate(cfg: DictConfig) -> Validated:
         bench=to_schema(BenchConfig, cfg.get("bench", {}), "bench"),
         flops=to_schema(FlopsConfig, cfg.get("flops", {}), "flops"),
         fidelity=to_schema(FidelityConfig, cfg.get("fidelity", {}), "fidelity"),
-        budget=to_schema(BudgetConfig, cfg.get("budget", {}), "budget"),
+        budget=budget,
     )
+
+
+def check_pruner_prunes(model, pruner) -> None:
+    """A configured pruner must remove visual tokens on the configured model's LLM (its layer count read
+    from the model's config, no weights); ConfigError naming the field otherwise (aim.pruning)."""
+    from dataclasses import asdict, is_dataclass
+
+    from aim.flops import model_configs
+    from aim.pruning import check_removes_tokens
+
+    fields = asdict(pruner) if is_dataclass(pruner) else dict(pruner)
+    if fields["name"] == "none":
+        return
+    hf_config, adapter = model_configs(model)
+    check_removes_tokens(fields["name"], fields, adapter.llm_layers(hf_config), model.pretrained or model.name)

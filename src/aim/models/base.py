@@ -125,6 +125,11 @@ class Adapter:
             return getattr(transformers, cls.hf_config_class)(**cfg.architecture)
         return transformers.AutoConfig.from_pretrained(resolve_pretrained(cfg.pretrained))
 
+    @staticmethod
+    def llm_layers(hf_config) -> int:
+        """The LLM's decoder layers, from the Hugging Face config (`hf_config`), without weights."""
+        return hf_config.text_config.num_hidden_layers
+
     @classmethod
     def from_config(cls, **kwargs):
         import transformers
