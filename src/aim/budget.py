@@ -15,9 +15,11 @@ come from the analytic roofline model (aim.efficiency.roofline, as `python -m ai
 `tflops` counts every operator, the paper's convention, so its 14.76 TFLOPs setting costs 14.76 here;
 runs record the matmul-only `tflops_analytic` beside it, which is at most this) for the model's LLM, the
 frame count and the text length:
-- `aim.run`: the dataset's `num_frames` (an image model on an image dataset: one image), and
-  `budget.text_tokens` (default 100, the paper's figure) text tokens; with `budget.per_sample` each
-  sample's own frames and prompt length instead (below);
+- `aim.run`: the dataset's `num_frames` (an image model on an image dataset: one image), and the dataset's
+  own text length: the median text tokens of its first PROMPTS_MEASURED prompts, laid out and tokenized as
+  the run does (`dataset_text_tokens`, with the model's tokenizer, no weights; subtitles are not counted),
+  unless `budget.text_tokens` gives it (the paper's figures: 100); with `budget.per_sample` each sample's
+  own frames and prompt length instead (below). The record says which (`text_tokens_from`);
 - `aim.flops`: `flops.frames` (else as aim.flops counts them) and `flops.text_tokens`;
 - `aim.bench`: `bench.frames` and `bench.text_tokens`.
 The roofline for `prefill_ms` runs on `budget.hardware` (null: `flops.hardware`) with `flops.fused_attention`
@@ -80,6 +82,7 @@ MERGER_KNOBS = {"none": (), "prumerge": None}  # prumerge: adaptive count, canno
 PRUNER_KNOBS = {"none": (), "aim": ("l1", "l2"), "random": ("l1", "l2"), "fastv": ("k", "keep"),
                 "pdrop": ("boundaries", "lam"), "vtw": ("k",)}
 REL_TOL = 1e-9  # a cost equal to the budget up to float rounding fits
+PROMPTS_MEASURED = 100  # aim.run without budget.text_tokens: the median text length of this many prompts
 
 
 def merger_knobs(merger: dict) -> tuple[str, ...]:
@@ -517,14 +520,66 @@ def _tradeoff(valid) -> Tradeoff | None:
     return load_tradeoff(found) if found else None
 
 
+def prompt_tokens(adapter, question: str, options, scoring: str, modality: str) -> int:
+    """A prompt's text tokens as the run lays it out: the prompt around the visual input and the tokens
+    the adapter adds itself (LLaVA-OneVision's image newline); none of them is pruned."""
+    before, after = adapter.prompt_ids(question, options, scoring, modality)
+    return len(before) + len(after) + adapter.extra_text_tokens
+
+
+def dataset_text_tokens(valid, count: int = PROMPTS_MEASURED) -> tuple[int, dict]:
+    """(median text tokens, how they were measured) of the configured dataset's first `count` prompts, laid
+    out for the configured model and eval mode and tokenized by its tokenizer (no weights are loaded).
+    Samples that cannot be asked (a letter-scored question without options, a free-form one outside
+    generate mode, a prompt the tokenizer refuses) are skipped and counted; none left is a ConfigError."""
+    import itertools
+    import statistics
+
+    from aim.data import DATASETS
+    from aim.models import MODELS
+
+    where = "budget.text_tokens: null plans for the dataset's own prompt lengths"
+    try:
+        adapter = MODELS.get(valid.model.name).for_prompts(**asdict(valid.model))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{where}, but model.pretrained {valid.model.pretrained!r} gave no tokenizer "
+                          f"({str(exc).splitlines()[0]}); give budget.text_tokens") from None
+    dataset = DATASETS.build(valid.dataset.name, **asdict(valid.dataset))
+    mode, counts, skipped, reason = valid.eval.mode, [], 0, None
+    for sample in itertools.islice(dataset, count):
+        free_form = getattr(sample, "answer_format", "letter") != "letter"
+        try:
+            if free_form and mode != "generate":
+                raise ValueError(f"a free-form answer needs eval.mode=generate, not {mode}")
+            if not free_form and not sample.options:
+                raise ValueError("no options to choose a letter from")
+            counts.append(prompt_tokens(adapter, sample.question, sample.options, mode, sample.modality))
+        except (ValueError, KeyError, IndexError) as exc:
+            skipped, reason = skipped + 1, reason or f"{sample.id}: {exc}"
+    if not counts:
+        raise ConfigError(f"{where}, but none of the first {count} prompts of dataset {valid.dataset.name} could be "
+                          f"laid out ({skipped} skipped; {reason or 'the dataset is empty'}); give budget.text_tokens")
+    tokens = math.ceil(statistics.median(counts))
+    return tokens, {"dataset": valid.dataset.name, "median_of": len(counts), "skipped": skipped,
+                    "min": min(counts), "max": max(counts)}
+
+
 class BudgetPlan:
-    """Budget mode for one configured run: the cost model of its input, its trade-off, its choice."""
+    """Budget mode for one configured run: the cost model of its input, its trade-off, its choice.
+    `text_tokens`: the caller's text length (aim.flops, aim.bench); None: `budget.text_tokens`, and where that
+    is null the dataset's own (`dataset_text_tokens`). `text_tokens_from` says which."""
 
     def __init__(self, valid, frames: int | None = None, text_tokens: int | None = None):
         self.valid = valid
         self.limit = Limit.of(valid.budget)
         self.hf_config, self.adapter_class, self.frames = input_size(valid, frames)
-        self.text_tokens = valid.budget.text_tokens if text_tokens is None else text_tokens
+        if text_tokens is not None:
+            self.text_tokens, self.text_tokens_from = text_tokens, "the tool's text_tokens"
+        elif valid.budget.text_tokens is not None:
+            self.text_tokens, self.text_tokens_from = valid.budget.text_tokens, "budget.text_tokens"
+        else:
+            self.text_tokens, measured = dataset_text_tokens(valid)
+            self.text_tokens_from = {"median of the prompts": measured}
         self.layers = LayerCosts(self.hf_config.text_config, hardware(valid), valid.flops.fused_attention)
         self.merger, self.pruner = asdict(valid.merger), asdict(valid.pruner)
         merger_knobs(self.merger), pruner_knobs(self.pruner)
@@ -576,6 +631,7 @@ class BudgetPlan:
             "fused_attention": self.layers.fused,
             "frames": self.frames,
             "text_tokens": self.text_tokens,
+            "text_tokens_from": self.text_tokens_from,
             "visual_tokens": c.cost.visual_tokens,
             "tokens_per_layer": list(c.cost.tokens_per_layer),
             "chosen_by": c.chosen_by,
@@ -626,6 +682,7 @@ def print_choice(record: dict, file=None) -> None:
     print(f"budget {asked}: {label} ({record['chosen_by']}): {record['tflops']:.4g} TFLOPs "
           f"({record['fraction']:.1%} of {record['tflops_full']:.4g}), {record['prefill_ms']:.4g} ms on "
           f"{record['hardware']}, {record['frames']} frames, {record['text_tokens']} text tokens"
+          + (" (the dataset's median prompt)" if isinstance(record.get("text_tokens_from"), dict) else "")
           + (f"; {record['note']}" if record.get("note") else ""), file=file)
 
 
@@ -646,8 +703,7 @@ class SampleBudget:
         if modality == "image" and adapter.modalities[0] != "image":
             raise ConfigError(f"budget.per_sample: {type(adapter).__name__} splits images into anyres crops, "
                               "whose token count budget mode does not model; per-sample budgets take videos here")
-        before, after = adapter.prompt_ids(question, options, scoring, modality)
-        return len(frames), len(before) + len(after) + adapter.extra_text_tokens, tuple(frames.shape[1:3])
+        return len(frames), prompt_tokens(adapter, question, options, scoring, modality), tuple(frames.shape[1:3])
 
     def __call__(self, adapter, frames, question, options, scoring: str, modality: str):
         from aim.merging import MERGERS

@@ -139,7 +139,9 @@ class BudgetConfig:
     fraction: float | None = None  # of the unreduced LLM prefill's TFLOPs at the same input
     prefill_ms: float | None = None  # roofline prefill time on `hardware`
     hardware: str | None = None  # a roofline profile for prefill_ms; None: flops.hardware
-    text_tokens: int = 100  # aim.run: the text length planned for (aim.flops / aim.bench: their own)
+    # aim.run: the text length planned for; None: the median of the dataset's first 100 prompts, tokenized by
+    # the model's tokenizer (aim.flops / aim.bench: their own text_tokens)
+    text_tokens: int | None = None
     tradeoff: str | None = None  # a trade-off file; None: a bundled one for this model + dataset, else the
     # policy; "policy": always the policy
     objective: str | None = None  # accuracy | agreement: what the trade-off ranks by; None: the file's
@@ -158,7 +160,8 @@ class BudgetConfig:
             check_range("fraction", self.fraction, 0, 1, low_open=True)
         if self.hardware is not None:
             check_choice("hardware", self.hardware, HARDWARE_PROFILES)
-        check_range("text_tokens", self.text_tokens, 0)
+        if self.text_tokens is not None:
+            check_range("text_tokens", self.text_tokens, 0)
         if self.objective is not None:
             check_choice("objective", self.objective, OBJECTIVES)
         if self.per_sample and self.tflops is None:

@@ -151,6 +151,20 @@ class Adapter:
             tokenizer = transformers.AutoTokenizer.from_pretrained(path)
         return cls(model, tokenizer, cfg)
 
+    @classmethod
+    def for_prompts(cls, **kwargs):
+        """The adapter without weights: the model's config (no tensors) and its tokenizer, enough to lay out
+        and count a prompt (`prompt_ids`) before anything heavy loads (budget mode measures the dataset's
+        prompts with it). Its LLM and vision calls do not work."""
+        import transformers
+
+        cfg = cls.config_class(**kwargs)
+        path = resolve_pretrained(cfg.pretrained)
+        shell = torch.nn.Module()
+        shell.config = cls.hf_config(cfg)
+        tokenizer = cls._local_tokenizer(path) if cfg.random_init else transformers.AutoTokenizer.from_pretrained(path)
+        return cls(shell, tokenizer, cfg)
+
     @staticmethod
     def _local_tokenizer(path: str):
         """With random weights, a tokenizer only if one is at hand (a local dir or the hub cache): random
