@@ -559,7 +559,7 @@ def dataset_text_tokens(valid, count: int = PROMPTS_MEASURED) -> tuple[int, dict
     if not counts:
         raise ConfigError(f"{where}, but none of the first {count} prompts of dataset {valid.dataset.name} could be "
                           f"laid out ({skipped} skipped; {reason or 'the dataset is empty'}); give budget.text_tokens")
-    tokens = math.ceil(statistics.median(counts))
+    tokens = statistics.median_high(counts)  # a real prompt's length; of two middle ones, the longer
     return tokens, {"dataset": valid.dataset.name, "median_of": len(counts), "skipped": skipped,
                     "min": min(counts), "max": max(counts)}
 
