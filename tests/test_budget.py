@@ -419,7 +419,7 @@ def test_aim_run_records_the_budget_and_per_sample_choices(tmp_path, bundled_env
     budget = model.cost(policy_order(plan.merger, plan.pruner, 4)[6]).tflops
     proc = subprocess.run([sys.executable, "-m", "aim.run", f"hydra.run.dir={out}", "dataset.num_samples=8",
                            "dataset.limit=2", "eval.progress=false", "logger=none", f"budget.tflops={budget!r}",
-                           "budget.tradeoff=policy", "budget.per_sample=true"],
+                           "budget.tradeoff=policy", "budget.per_sample=true", "budget.text_tokens=100"],
                           env={**bundled_env, "AIM_CACHE_DIR": str(tmp_path / "cache")}, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
