@@ -531,7 +531,8 @@ def dataset_text_tokens(valid, count: int = PROMPTS_MEASURED) -> tuple[int, dict
     """(median text tokens, how they were measured) of the configured dataset's first `count` prompts, laid
     out for the configured model and eval mode and tokenized by its tokenizer (no weights are loaded).
     Samples that cannot be asked (a letter-scored question without options, a free-form one outside
-    generate mode, a prompt the tokenizer refuses) are skipped and counted; none left is a ConfigError."""
+    generate mode, a prompt the tokenizer refuses) are skipped and counted; none left is a ConfigError.
+    `dataset.limit` is not applied: the plan, and so the run's config, stays the same when a rerun extends it."""
     import itertools
     import statistics
 
@@ -544,7 +545,10 @@ def dataset_text_tokens(valid, count: int = PROMPTS_MEASURED) -> tuple[int, dict
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{where}, but model.pretrained {valid.model.pretrained!r} gave no tokenizer "
                           f"({str(exc).splitlines()[0]}); give budget.text_tokens") from None
-    dataset = DATASETS.build(valid.dataset.name, **asdict(valid.dataset))
+    fields = asdict(valid.dataset)
+    if "limit" in fields:
+        fields["limit"] = None
+    dataset = DATASETS.build(valid.dataset.name, **fields)
     mode, counts, skipped, reason = valid.eval.mode, [], 0, None
     for sample in itertools.islice(dataset, count):
         free_form = getattr(sample, "answer_format", "letter") != "letter"
