@@ -69,7 +69,7 @@ def bundled_env(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def layers_sweep(tmp_path_factory, bundled_env):
-    """`python -m aim.run +exp=ablation_layers -m` on one question per job (10 jobs, about a minute); shared by
+    """`python -m aim.run +exp=ablation_layers -m` on one question per job (9 jobs, about a minute); shared by
     the sweep tests and the report test, which copy it before changing anything in it."""
     from tests.sweep_helpers import multirun
 

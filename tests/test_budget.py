@@ -24,7 +24,8 @@ def composed(*overrides):
         return compose("config", overrides=list(overrides))
 
 
-def plan_for(*overrides, frames=None, text_tokens=None) -> BudgetPlan:
+def plan_for(*overrides, frames=None, text_tokens=100) -> BudgetPlan:
+    """A plan for 100 text tokens (the paper's figure) unless told otherwise."""
     return BudgetPlan(validate(composed(*overrides)), frames, text_tokens)
 
 
@@ -65,10 +66,26 @@ def test_policy_order_merges_first_then_prunes_later_layers_first_and_costs_only
 def test_policy_for_the_bundled_4_layer_model():
     plan = plan_for("budget.tflops=1", "budget.tradeoff=policy")
     order = [s.knobs() for s in policy_order(plan.merger, plan.pruner, 4)]
-    assert [(k["merger"]["ratio"], k["pruner"]["l1"], k["pruner"]["l2"]) for k in order] == [
-        (1.0, 4, 5), (0.75, 4, 5), (0.5, 4, 5), (0.375, 4, 5), (0.25, 4, 5),  # merge, no pruning (l1 = L)
+    assert [(k["merger"]["ratio"], k["pruner"].get("l1"), k["pruner"].get("l2")) for k in order] == [
+        (1.0, None, None), (0.75, None, None), (0.5, None, None), (0.375, None, None), (0.25, None, None),  # merge only
         (0.25, 3, 5), (0.25, 2, 4), (0.25, 1, 3), (0.25, 1, 2),  # a 2-layer window moving earlier, narrowed
         (0.2, 1, 2), (0.15, 1, 2), (0.125, 1, 2), (0.1, 1, 2), (0.075, 1, 2), (0.05, 1, 2)]  # merge further
+    assert all(k["pruner"] == {"name": "none"} for k in order[:5])  # no pruning is pruner none, not aim l1=4
+
+
+@pytest.mark.parametrize("pruner", ["aim", "random", "fastv", "pdrop", "vtw"])
+def test_budget_mode_never_chooses_a_pruner_setting_that_removes_nothing(pruner):
+    """Every setting of the policy and of the grid either is pruner none or removes visual tokens on the
+    model's LLM, so a budget run is never labelled pruned while pruning nothing."""
+    from aim.pruning import PRUNERS, removes_tokens
+
+    plan = plan_for("merger=aim", f"pruner={pruner}", "budget.fraction=0.9", "budget.tradeoff=policy")
+    for setting in policy_order(plan.merger, plan.pruner, 4) + candidates(plan.merger, plan.pruner, 4):
+        p = setting.pruner
+        assert p["name"] == "none" or removes_tokens(PRUNERS.build(p["name"], **p), 4), setting.label()
+    cfg = composed("merger=aim", f"pruner={pruner}", "budget.fraction=0.95", "budget.tradeoff=policy", "budget.text_tokens=100")
+    apply_budget(cfg, validate(cfg))  # merging alone fits 95%: the run says pruner none
+    assert cfg.pruner == {"name": "none"} and validate(cfg).pruner.name == "none"
 
 
 @pytest.mark.parametrize("unit", ["tflops", "fraction", "prefill_ms"])
@@ -153,7 +170,10 @@ def test_the_most_accurate_fitting_recorded_point_is_chosen(tradeoff_file, budge
                if value is not None and model.cost(plan_setting(plan, *knobs)).tflops <= budget]
     best = max(fitting, key=lambda t: t[1])[0]
     knobs = choice.setting.knobs()
-    assert (knobs["merger"]["ratio"], knobs["pruner"]["l1"], knobs["pruner"]["l2"]) == best
+    if best[1] >= 28:  # a recorded point that prunes nothing on 28 layers (l1=28) is chosen as pruner none
+        assert knobs["pruner"] == {"name": "none"} and knobs["merger"]["ratio"] == best[0]
+    else:
+        assert (knobs["merger"]["ratio"], knobs["pruner"]["l1"], knobs["pruner"]["l2"]) == best
 
 
 def plan_setting(plan, ratio, l1, l2):
@@ -243,8 +263,8 @@ def test_a_budget_on_anyres_images_is_refused_and_on_fixed_grid_images_planned_f
 
 def test_aim_run_fails_fast_on_an_impossible_budget(tmp_path):
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "aim.run", "budget.tflops=1e-12", f"hydra.run.dir={tmp_path / 'run'}",
-                           "logger=none"], env={**os.environ, "AIM_DATA_DIR": str(tmp_path / "data")},
+    proc = subprocess.run([sys.executable, "-m", "aim.run", "budget.tflops=1e-12", "budget.text_tokens=100",
+                           f"hydra.run.dir={tmp_path / 'run'}", "logger=none"], env={**os.environ, "AIM_DATA_DIR": str(tmp_path / "data")},
                           capture_output=True, text=True, timeout=300)
     elapsed = time.monotonic() - start
     assert proc.returncode == 2, proc.stderr[-2000:]
@@ -252,6 +272,66 @@ def test_aim_run_fails_fast_on_an_impossible_budget(tmp_path):
     assert "the smallest achievable is 0.0001835 TFLOPs" in proc.stderr  # the bundled model, 4 frames, 100 text
     assert not (tmp_path / "run" / "run_spec.json").exists() and not (tmp_path / "data").exists()  # nothing ran
     assert elapsed < 120  # imports and the model's config only (about 5 s of CPU)
+
+
+# --- the text length planned for -------------------------------------------------------------------------
+def test_aim_run_plans_for_the_datasets_own_prompt_length_measured_as_the_run_lays_it_out(small_benchmark):
+    """budget.text_tokens null: the median text tokens of the dataset's prompts, as the loop counts them
+    (inputs.text_tokens of the real adapter), not the paper's 100."""
+    import statistics
+
+    from aim.budget import dataset_text_tokens
+    from aim.data import VideoMCQDataset
+    from aim.merging import MERGERS
+    from aim.models import MODELS
+
+    valid = validate(composed("dataset=video_mcq", f"dataset.root={small_benchmark}", "budget.fraction=0.5"))
+    assert valid.budget.text_tokens is None  # the default
+    tokens, measured = dataset_text_tokens(valid)
+    adapter = MODELS.get(valid.model.name).from_config(**dataclasses.asdict(valid.model))
+    laid_out = [adapter.prepare(s.load()[0], s.question, s.options, MERGERS.build("none")).text_tokens
+                for s in VideoMCQDataset(small_benchmark, num_frames=4)]
+    assert tokens == statistics.median_high(laid_out) and 10 < tokens < 40  # ~20 tokens: far from 100
+    assert measured == {"dataset": "video_mcq", "median_of": 10, "skipped": 0, "min": min(laid_out), "max": max(laid_out)}
+    plan = BudgetPlan(valid)
+    record = plan.record()
+    assert record["text_tokens"] == tokens and record["text_tokens_from"] == {"median of the prompts": measured}
+    explicit = BudgetPlan(validate(composed("dataset=video_mcq", f"dataset.root={small_benchmark}", "budget.fraction=0.5",
+                                            "budget.text_tokens=100")))
+    assert (explicit.text_tokens, explicit.record()["text_tokens_from"]) == (100, "budget.text_tokens")
+
+
+def test_prompts_that_cannot_be_asked_are_skipped_when_measuring(small_benchmark, tmp_path):
+    import shutil
+
+    from aim.budget import dataset_text_tokens
+
+    root = tmp_path / "bench"
+    shutil.copytree(small_benchmark, root)
+    rows = json.loads((root / "questions.json").read_text())
+    rows[0]["options"] = []  # a letter question without options cannot be asked
+    (root / "questions.json").write_text(json.dumps(rows))
+    valid = validate(composed("dataset=video_mcq", f"dataset.root={root}", "budget.fraction=0.5"))
+    _, measured = dataset_text_tokens(valid)
+    assert measured["skipped"] == 1 and measured["median_of"] == len(rows) - 1
+    for row in rows:
+        row["options"] = []
+    (root / "questions.json").write_text(json.dumps(rows))
+    with pytest.raises(ConfigError, match=r"budget.text_tokens: .*none of the first 100 prompts of dataset video_mcq .*"
+                                          r"10 skipped.*options.*give budget.text_tokens"):
+        dataset_text_tokens(valid)
+
+
+def test_the_bundled_budgets_fit_once_planned_for_the_bundled_prompts(bundled_env, monkeypatch):
+    """With the bundled prompts' ~19 tokens (not 100), fraction 0.2 is achievable and tflops=1e-4 fits the
+    default setting; planned for 100 tokens, 0.2 is refused (smallest achievable: 0.2803)."""
+    monkeypatch.setenv("AIM_DATA_DIR", bundled_env["AIM_DATA_DIR"])
+    for budget in ("budget.fraction=0.2", "budget.fraction=0.3", "budget.tflops=1e-4"):
+        plan = BudgetPlan(validate(composed(budget, "dataset.num_samples=8")))
+        assert isinstance(plan.text_tokens_from, dict) and plan.text_tokens < 25
+        assert plan.limit.fits(plan.choice.cost, plan.model(4, plan.text_tokens))
+    with pytest.raises(ConfigError, match="the smallest achievable is 0.2803 of the unreduced TFLOPs"):
+        BudgetPlan(validate(composed("budget.fraction=0.2", "budget.text_tokens=100"))).choice
 
 
 # --- aim.flops, aim.bench, aim.run ---------------------------------------------------------------------
@@ -314,6 +394,26 @@ def test_apply_budget_writes_the_knobs_into_the_config_and_leaves_it_alone_witho
     assert apply_budget(plain, validate(plain)) is None and plain.merger.ratio == 0.5
 
 
+def test_aim_run_meets_a_fraction_of_0_2_on_the_bundled_model_and_records_the_text_length(tmp_path, bundled_env):
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "aim.run", "budget.fraction=0.2", f"hydra.run.dir={out}",
+                           "dataset.num_samples=8", "dataset.limit=2", "eval.progress=false", "logger=none"],
+                          env={**bundled_env, "AIM_CACHE_DIR": str(tmp_path / "cache")}, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    entry = results["budget"]
+    assert entry["fraction"] <= 0.2 and entry["asked"] == {"fraction": 0.2}
+    assert entry["text_tokens_from"]["median of the prompts"]["dataset"] == "synthetic_video"
+    measured = entry["text_tokens_from"]["median of the prompts"]
+    assert measured["median_of"] == 8  # every prompt of the 8-question benchmark, not only the 2 of dataset.limit
+    records = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert all(measured["min"] <= r["text_tokens"] <= measured["max"] for r in records)  # measured as the run counts
+    assert measured["min"] <= entry["text_tokens"] <= measured["max"] < 25
+    assert results["config"]["budget"]["text_tokens"] is None
+    assert "text tokens (the dataset's median prompt)" in proc.stdout
+
+
 @pytest.mark.slow
 def test_aim_run_records_the_budget_and_per_sample_choices(tmp_path, bundled_env):
     out = tmp_path / "run"
@@ -322,7 +422,7 @@ def test_aim_run_records_the_budget_and_per_sample_choices(tmp_path, bundled_env
     budget = model.cost(policy_order(plan.merger, plan.pruner, 4)[6]).tflops
     proc = subprocess.run([sys.executable, "-m", "aim.run", f"hydra.run.dir={out}", "dataset.num_samples=8",
                            "dataset.limit=2", "eval.progress=false", "logger=none", f"budget.tflops={budget!r}",
-                           "budget.tradeoff=policy", "budget.per_sample=true"],
+                           "budget.tradeoff=policy", "budget.per_sample=true", "budget.text_tokens=100"],
                           env={**bundled_env, "AIM_CACHE_DIR": str(tmp_path / "cache")}, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

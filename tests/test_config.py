@@ -32,6 +32,8 @@ def test_every_config_file_composes_and_validates(group, option, benchmark_roots
         overrides.append(f"dataset.root={benchmark_roots[option]}")
     if group == "dataset" and option in DATASETS and getattr(DATASETS.config_schema(option), "free_form", False):
         overrides.append("eval.mode=generate")  # free-form answers (VQA, GQA, MME, POPE, ...) are generated
+    if group == "pruner":  # the pruner files hold the papers' defaults for 28-layer LLMs (aim_toy: the bundled model's)
+        overrides.append("model=llava_onevision_7b")
     valid = validate(composed(overrides))
     assert getattr(valid, group).name  # the schema instance of that group
 
@@ -40,8 +42,42 @@ def test_every_config_file_composes_and_validates(group, option, benchmark_roots
 def test_experiment_and_method_files_compose(group):
     files = sorted((CONF_DIR / group).glob("*.yaml"))
     assert files
-    for f in files:
-        validate(composed([f"+{group}={f.stem}"]))
+    for f in files:  # method=aim is the paper's setting for 28-layer LLMs; the rest are for the bundled model
+        validate(composed([f"+{group}={f.stem}"] + (["model=llava_onevision_7b"] if f.stem == "aim" else [])))
+
+
+@pytest.mark.parametrize("overrides,field,prunes", [
+    ("pruner=aim", "l1", "l1 in 1..3"),  # the paper's l1=14, l2=22
+    ("pruner.l1=10 pruner.l2=12", "l1", "l1 in 1..3"),
+    ("pruner=random", "l1", "l1 in 1..3"),
+    ("pruner=vtw", "k", "k in 1..3"),
+    ("pruner=fastv pruner.k=100", "k", "k in 1..3"),
+    ("pruner=fastv pruner.keep=1.0", "keep", "keep < 1"),
+    ("pruner=pdrop pruner.lam=1.0", "lam", "lam < 1"),
+    ("pruner=pdrop pruner.boundaries=[4,9]", "boundaries", "a boundary in 1..3"),
+])
+def test_a_pruner_that_removes_nothing_on_the_models_llm_fails_naming_the_field_layers_and_values(overrides, field, prunes):
+    with pytest.raises(ConfigError) as error:
+        validate(composed(overrides.split()))
+    message = str(error.value)
+    assert message.startswith(f"pruner.{field}: ") and "removes no visual token on aim:toy_llava_ov" in message
+    assert "has 4 decoder layers" in message and f"it prunes with {prunes}" in message and "pruner=none" in message
+
+
+def test_the_same_pruner_settings_are_valid_where_they_prune_and_pruner_none_stays_valid():
+    assert validate(composed(["pruner=aim", "model=llava_onevision_7b"])).pruner.l1 == 14  # 28 layers: prunes
+    assert validate(composed(["pruner=none"])).pruner.name == "none"
+    assert validate(composed(["pruner=fastv", "pruner.k=3"])).pruner.k == 3  # the last layer loses half
+    # in budget mode the configured knobs are replaced by chosen ones, which never prune nothing (test_budget)
+    assert validate(composed(["pruner=aim", "budget.fraction=0.5"])).pruner.l1 == 14
+
+
+def test_cli_pruner_that_removes_nothing_exits_2_before_the_model_loads(tmp_path):
+    proc, seconds = run_aim("pruner=vtw", f"hydra.run.dir={tmp_path}", "logger=none")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "aim: invalid config: pruner.k: pruner vtw (k=14) removes no visual token" in proc.stderr
+    assert not (tmp_path / "samples.jsonl").exists() and not (tmp_path / "run_spec.json").exists()
+    assert seconds < 30
 
 
 def test_the_default_is_the_bundled_model_on_the_bundled_benchmark():

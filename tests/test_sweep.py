@@ -15,7 +15,7 @@ from tests.sweep_helpers import REPO, multirun
 from tests.wandb_records import read_run
 
 # the paper's (l1, l2) pairs for 28 layers, scaled to the bundled 4-layer LLM, and (1, 4)
-BUNDLED_LAYER_PAIRS = {(4, 5), (3, 5), (2, 5), (1, 5), (3, 4), (2, 4), (2, 3), (1, 3), (1, 2), (1, 4)}
+BUNDLED_LAYER_PAIRS = {(3, 5), (2, 5), (1, 5), (3, 4), (2, 4), (2, 3), (1, 3), (1, 2), (1, 4)}
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def expand(exp: str, *overrides: str) -> list[dict]:
         return plan_jobs(loader, master, list(enumerate(sweep_overrides(loader, master.hydra.sweeper.params, args))))
 
 
-NUM_JOBS = {"ablation_layers": 10, "ablation_ratio": 42, "ablation_frames": 10, "baselines": 8, "compare_methods": 8,
+NUM_JOBS = {"ablation_layers": 9, "ablation_ratio": 42, "ablation_frames": 10, "baselines": 8, "compare_methods": 8,
             "main_video": 2, "main_image": 8}
 
 
@@ -63,9 +63,18 @@ def test_ablation_layers_covers_the_papers_pairs_scaled_to_the_bundled_model():
     jobs = expand("ablation_layers")
     pairs = {tuple(int(x) for x in j["subdir"].removeprefix("l1=").split("_l2=")) for j in jobs}
     assert pairs == BUNDLED_LAYER_PAIRS
-    # the paper's own pairs for a 28-layer LLM are one override away
-    paper = expand("ablation_layers", "pruner_layers=[28,29],[21,29],[14,29],[7,29],[21,22],[14,22],[14,15],[7,15],[7,8]")
-    assert [j["subdir"] for j in paper][:2] == ["l1=28_l2=29", "l1=21_l2=29"] and len(paper) == 9
+    # the paper's own pairs for a 28-layer LLM are one override away (its (28, 29) prunes nothing: pruner=none)
+    paper = expand("ablation_layers", "model=llava_onevision_7b",
+                   "pruner_layers=[21,29],[14,29],[7,29],[21,22],[14,22],[14,15],[7,15],[7,8]")
+    assert [j["subdir"] for j in paper][:2] == ["l1=21_l2=29", "l1=14_l2=29"] and len(paper) == 8
+
+
+def test_a_sweep_with_a_job_that_prunes_nothing_is_refused_naming_the_job():
+    """(4, 5) on the bundled 4-layer LLM removes no visual token: the sweep says so before launching."""
+    from aim.sweep import InvalidSweep
+
+    with pytest.raises(InvalidSweep, match=r"pruner_layers=\[4,5\].*pruner.l1: pruner aim .* has 4 decoder layers"):
+        expand("ablation_layers", "pruner_layers=[2,4],[4,5]")
 
 
 def test_a_sweep_with_one_invalid_job_launches_nothing_and_names_the_job_and_field(tmp_path, env):
@@ -84,10 +93,10 @@ def test_ablation_layers_runs_locally_with_one_results_json_per_job(layers_sweep
     from aim.pruning.schedule import aim_schedule, kept_per_layer
 
     manifest = json.loads((layers_sweep / "sweep.json").read_text())
-    assert manifest["num_jobs"] == 10 and manifest["launcher"] == "local"
+    assert manifest["num_jobs"] == 9 and manifest["launcher"] == "local"
     assert "+exp=ablation_layers" in manifest["task_overrides"]
     results = sorted(layers_sweep.glob("*/results.json"))
-    assert len(results) == 10
+    assert len(results) == 9
     assert {p.parent.name for p in results} == {j["subdir"] for j in manifest["jobs"]}
     for job in manifest["jobs"]:
         out = layers_sweep / job["subdir"]
@@ -164,7 +173,7 @@ def test_status_tells_states_apart_and_resubmit_reruns_only_failed_and_missing_j
     assert status.returncode == 0, status.stderr
     states = {row["subdir"]: row["state"] for row in json.loads(status.stdout)}
     assert states[failed] == "failed" and states[missing] == "missing" and states[running] == "running"
-    assert sum(s == "done" for s in states.values()) == 7
+    assert sum(s == "done" for s in states.values()) == len(jobs) - 3
 
     proc = sweep_cli("resubmit", sweep, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -15,9 +15,11 @@ come from the analytic roofline model (aim.efficiency.roofline, as `python -m ai
 `tflops` counts every operator, the paper's convention, so its 14.76 TFLOPs setting costs 14.76 here;
 runs record the matmul-only `tflops_analytic` beside it, which is at most this) for the model's LLM, the
 frame count and the text length:
-- `aim.run`: the dataset's `num_frames` (an image model on an image dataset: one image), and
-  `budget.text_tokens` (default 100, the paper's figure) text tokens; with `budget.per_sample` each
-  sample's own frames and prompt length instead (below);
+- `aim.run`: the dataset's `num_frames` (an image model on an image dataset: one image), and the dataset's
+  own text length: the median text tokens of its first PROMPTS_MEASURED prompts, laid out and tokenized as
+  the run does (`dataset_text_tokens`, with the model's tokenizer, no weights; subtitles are not counted),
+  unless `budget.text_tokens` gives it (the paper's figures: 100); with `budget.per_sample` each sample's
+  own frames and prompt length instead (below). The record says which (`text_tokens_from`);
 - `aim.flops`: `flops.frames` (else as aim.flops counts them) and `flops.text_tokens`;
 - `aim.bench`: `bench.frames` and `bench.text_tokens`.
 The roofline for `prefill_ms` runs on `budget.hardware` (null: `flops.hardware`) with `flops.fused_attention`
@@ -31,7 +33,7 @@ How the setting is chosen (`choose`):
    (`budget.objective`, else the file's, else accuracy; ties: the cheaper). `chosen_by`: "tradeoff <file>".
    No fitting point: the policy, with a note saying so.
 2. The default policy (`policy_order`), the first setting in this order that fits (`chosen_by`: "policy"):
-   merge first (ratio 1, 0.75, 0.5, 0.375, 0.25; no pruning), then prune from the deepest layers at ratio
+   merge first (ratio 1, 0.75, 0.5, 0.375, 0.25; no pruning: pruner none), then prune from the deepest layers at ratio
    0.25 (the family's `path`: for aim, a window of w = ceil(2L/7) layers, the paper's 8 of 28, moving
    earlier, l1 = L-1 ... 1, then narrowing at l1 = 1 down to l2 = 2), then merge further at the strongest
    pruning (ratio 0.2, 0.15, 0.125, 0.1, 0.075, 0.05). Every step removes tokens from some layer and
@@ -80,6 +82,7 @@ MERGER_KNOBS = {"none": (), "prumerge": None}  # prumerge: adaptive count, canno
 PRUNER_KNOBS = {"none": (), "aim": ("l1", "l2"), "random": ("l1", "l2"), "fastv": ("k", "keep"),
                 "pdrop": ("boundaries", "lam"), "vtw": ("k",)}
 REL_TOL = 1e-9  # a cost equal to the budget up to float rounding fits
+PROMPTS_MEASURED = 100  # aim.run without budget.text_tokens: the median text length of this many prompts
 
 
 def merger_knobs(merger: dict) -> tuple[str, ...]:
@@ -275,7 +278,8 @@ def window(num_layers: int) -> int:
 
 def pruner_moves(pruner: dict, num_layers: int) -> tuple[dict, list[dict], list[dict]]:
     """(no pruning, the policy's path from mild to strong, the grid) as knob values of the pruner's family.
-    Knobs the path does not move keep their configured values (FastV's keep, PDrop's boundaries)."""
+    Knobs the path does not move keep their configured values (FastV's keep, PDrop's boundaries). Knob values
+    that remove nothing (no pruning, FastV's keep 1, ...) become pruner none in the settings (`_settings`)."""
     name, L = pruner["name"], num_layers
     if name == "none":
         return {}, [], [{}]
@@ -303,15 +307,26 @@ def pruner_moves(pruner: dict, num_layers: int) -> tuple[dict, list[dict], list[
     raise AssertionError(name)
 
 
-def _settings(merger: dict, pruner: dict, pairs) -> list[Setting]:
-    """Settings of (merge ratio or None, pruner knobs) pairs, without repeats, in order."""
+def pruning_or_none(pruner: dict, num_layers: int) -> dict:
+    """The pruner's fields, or pruner `none` where they remove no visual token on this LLM (l1 >= L, FastV's
+    keep 1, ...): budget mode never labels a setting that prunes nothing as a pruned one."""
+    from aim.pruning import PRUNERS, removes_tokens
+
+    if pruner["name"] == "none" or removes_tokens(PRUNERS.build(pruner["name"], **pruner), num_layers):
+        return pruner
+    return {"name": "none"}
+
+
+def _settings(merger: dict, pruner: dict, pairs, num_layers: int) -> list[Setting]:
+    """Settings of (merge ratio or None, pruner knobs) pairs, without repeats, in order; pruner knobs that
+    remove nothing on this LLM become pruner none (`pruning_or_none`)."""
     out, seen, mergers, pruners = [], set(), {}, {}
     for ratio, knobs in pairs:
         if ratio not in mergers:
             mergers[ratio] = _frozen({**merger, **({} if ratio is None else {"ratio": ratio})})
         key = _frozen(knobs)
         if key not in pruners:
-            pruners[key] = _frozen({**pruner, **knobs})
+            pruners[key] = _frozen(pruning_or_none({**pruner, **knobs}, num_layers))
         s = Setting(mergers[ratio], pruners[key])
         if s not in seen:
             seen.add(s)
@@ -328,7 +343,7 @@ def policy_order(merger: dict, pruner: dict, num_layers: int) -> list[Setting]:
     pairs += [(ratios[-1], p) for p in path]
     if merger_knobs(merger):
         pairs += [(r, path[-1] if path else no_prune) for r in FURTHER_RATIOS]
-    return _settings(merger, pruner, pairs)
+    return _settings(merger, pruner, pairs, num_layers)
 
 
 def candidates(merger: dict, pruner: dict, num_layers: int) -> list[Setting]:
@@ -337,7 +352,7 @@ def candidates(merger: dict, pruner: dict, num_layers: int) -> list[Setting]:
     pdrop: the configured and 2..8 equal stages x lam in PDROP_LAMS; vtw: k in 1..L)."""
     ratios = MERGE_RATIOS + FURTHER_RATIOS if merger_knobs(merger) else (None,)
     _, _, grid = pruner_moves(pruner, num_layers)
-    return _settings(merger, pruner, [(r, p) for r in ratios for p in grid])
+    return _settings(merger, pruner, [(r, p) for r in ratios for p in grid], num_layers)
 
 
 # --- recorded trade-offs -------------------------------------------------------------------------------
@@ -388,8 +403,9 @@ def find_tradeoff(pretrained: str, dataset: str, num_frames: int | None, directo
     return Path(min(found)[1]) if found else None
 
 
-def _point_setting(point: dict, merger: dict, pruner: dict, index: int, where: str) -> Setting:
-    """The configured fields with the point's own (those of the schema) on top, validated."""
+def _point_setting(point: dict, merger: dict, pruner: dict, index: int, where: str, num_layers: int) -> Setting:
+    """The configured fields with the point's own (those of the schema) on top, validated; a pruner that
+    removes nothing on this LLM becomes pruner none."""
     from aim.merging import MERGERS
     from aim.pruning import PRUNERS
 
@@ -403,7 +419,7 @@ def _point_setting(point: dict, merger: dict, pruner: dict, index: int, where: s
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{where}: points[{index}].{group}.{exc}") from None
         out.append(fields)
-    return Setting.of(*out)
+    return Setting.of(out[0], pruning_or_none(out[1], num_layers))
 
 
 # --- choosing ----------------------------------------------------------------------------------------
@@ -432,7 +448,7 @@ def choose(limit: Limit, model: CostModel, merger: dict, pruner: dict, tradeoff:
             value = point.get(objective)
             if value is None or (isinstance(value, float) and math.isnan(value)):
                 continue
-            setting = _point_setting(point, merger, pruner, i, where)
+            setting = _point_setting(point, merger, pruner, i, where, model.num_layers)
             cost = model.cost(setting)
             if limit.fits(cost, model):
                 ranked.append((-value, cost.tflops, i, setting, cost, point))
@@ -504,14 +520,72 @@ def _tradeoff(valid) -> Tradeoff | None:
     return load_tradeoff(found) if found else None
 
 
+def prompt_tokens(adapter, question: str, options, scoring: str, modality: str) -> int:
+    """A prompt's text tokens as the run lays it out: the prompt around the visual input and the tokens
+    the adapter adds itself (LLaVA-OneVision's image newline); none of them is pruned."""
+    before, after = adapter.prompt_ids(question, options, scoring, modality)
+    return len(before) + len(after) + adapter.extra_text_tokens
+
+
+def dataset_text_tokens(valid, count: int = PROMPTS_MEASURED) -> tuple[int, dict]:
+    """(median text tokens, how they were measured) of the configured dataset's first `count` prompts, laid
+    out for the configured model and eval mode and tokenized by its tokenizer (no weights are loaded).
+    Samples that cannot be asked (one the run skips, a letter-scored question without options, a free-form one
+    outside generate mode, a prompt the tokenizer refuses) are skipped and counted; none left is a ConfigError.
+    `dataset.limit` is not applied: the plan, and so the run's config, stays the same when a rerun extends it."""
+    import itertools
+    import statistics
+
+    from aim.data import DATASETS
+    from aim.models import MODELS
+
+    where = "budget.text_tokens: null plans for the dataset's own prompt lengths"
+    try:
+        adapter = MODELS.get(valid.model.name).for_prompts(**asdict(valid.model))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{where}, but model.pretrained {valid.model.pretrained!r} gave no tokenizer "
+                          f"({str(exc).splitlines()[0]}); give budget.text_tokens") from None
+    fields = asdict(valid.dataset)
+    if "limit" in fields:
+        fields["limit"] = None
+    dataset = DATASETS.build(valid.dataset.name, **fields)
+    mode, counts, skipped, reason = valid.eval.mode, [], 0, None
+    for sample in itertools.islice(dataset, count):
+        free_form = getattr(sample, "answer_format", "letter") != "letter"
+        try:
+            if sample.skip_reason:  # the run records it as skipped (aim.data.unaskable)
+                raise ValueError(sample.skip_reason)
+            if free_form and mode != "generate":
+                raise ValueError(f"a free-form answer needs eval.mode=generate, not {mode}")
+            if not free_form and not sample.options:
+                raise ValueError("no options to choose a letter from")
+            counts.append(prompt_tokens(adapter, sample.question, sample.options, mode, sample.modality))
+        except (ValueError, KeyError, IndexError) as exc:
+            skipped, reason = skipped + 1, reason or f"{sample.id}: {exc}"
+    if not counts:
+        raise ConfigError(f"{where}, but none of the first {count} prompts of dataset {valid.dataset.name} could be "
+                          f"laid out ({skipped} skipped; {reason or 'the dataset is empty'}); give budget.text_tokens")
+    tokens = statistics.median_high(counts)  # a real prompt's length; of two middle ones, the longer
+    return tokens, {"dataset": valid.dataset.name, "median_of": len(counts), "skipped": skipped,
+                    "min": min(counts), "max": max(counts)}
+
+
 class BudgetPlan:
-    """Budget mode for one configured run: the cost model of its input, its trade-off, its choice."""
+    """Budget mode for one configured run: the cost model of its input, its trade-off, its choice.
+    `text_tokens`: the caller's text length (aim.flops, aim.bench); None: `budget.text_tokens`, and where that
+    is null the dataset's own (`dataset_text_tokens`). `text_tokens_from` says which."""
 
     def __init__(self, valid, frames: int | None = None, text_tokens: int | None = None):
         self.valid = valid
         self.limit = Limit.of(valid.budget)
         self.hf_config, self.adapter_class, self.frames = input_size(valid, frames)
-        self.text_tokens = valid.budget.text_tokens if text_tokens is None else text_tokens
+        if text_tokens is not None:
+            self.text_tokens, self.text_tokens_from = text_tokens, "the tool's text_tokens"
+        elif valid.budget.text_tokens is not None:
+            self.text_tokens, self.text_tokens_from = valid.budget.text_tokens, "budget.text_tokens"
+        else:
+            self.text_tokens, measured = dataset_text_tokens(valid)
+            self.text_tokens_from = {"median of the prompts": measured}
         self.layers = LayerCosts(self.hf_config.text_config, hardware(valid), valid.flops.fused_attention)
         self.merger, self.pruner = asdict(valid.merger), asdict(valid.pruner)
         merger_knobs(self.merger), pruner_knobs(self.pruner)
@@ -563,6 +637,7 @@ class BudgetPlan:
             "fused_attention": self.layers.fused,
             "frames": self.frames,
             "text_tokens": self.text_tokens,
+            "text_tokens_from": self.text_tokens_from,
             "visual_tokens": c.cost.visual_tokens,
             "tokens_per_layer": list(c.cost.tokens_per_layer),
             "chosen_by": c.chosen_by,
@@ -593,6 +668,9 @@ def apply_budget(cfg, valid, frames: int | None = None, text_tokens: int | None 
     setting = plan.choice.setting
     with open_dict(cfg):
         for group, fields in (("merger", setting.merger), ("pruner", setting.pruner)):
+            if cfg[group].name != fields["name"]:  # a pruner that would remove nothing: pruner none
+                cfg[group] = fields
+                continue
             for key, value in fields.items():
                 if key != "name" and cfg[group].get(key) != value:
                     cfg[group][key] = value
@@ -610,6 +688,7 @@ def print_choice(record: dict, file=None) -> None:
     print(f"budget {asked}: {label} ({record['chosen_by']}): {record['tflops']:.4g} TFLOPs "
           f"({record['fraction']:.1%} of {record['tflops_full']:.4g}), {record['prefill_ms']:.4g} ms on "
           f"{record['hardware']}, {record['frames']} frames, {record['text_tokens']} text tokens"
+          + (" (the dataset's median prompt)" if isinstance(record.get("text_tokens_from"), dict) else "")
           + (f"; {record['note']}" if record.get("note") else ""), file=file)
 
 
@@ -630,8 +709,7 @@ class SampleBudget:
         if modality == "image" and adapter.modalities[0] != "image":
             raise ConfigError(f"budget.per_sample: {type(adapter).__name__} splits images into anyres crops, "
                               "whose token count budget mode does not model; per-sample budgets take videos here")
-        before, after = adapter.prompt_ids(question, options, scoring, modality)
-        return len(frames), len(before) + len(after) + adapter.extra_text_tokens, tuple(frames.shape[1:3])
+        return len(frames), prompt_tokens(adapter, question, options, scoring, modality), tuple(frames.shape[1:3])
 
     def __call__(self, adapter, frames, question, options, scoring: str, modality: str):
         from aim.merging import MERGERS

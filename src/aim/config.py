@@ -146,7 +146,9 @@ class BudgetConfig:
     fraction: float | None = None  # of the unreduced LLM prefill's TFLOPs at the same input
     prefill_ms: float | None = None  # roofline prefill time on `hardware`
     hardware: str | None = None  # a roofline profile for prefill_ms; None: flops.hardware
-    text_tokens: int = 100  # aim.run: the text length planned for (aim.flops / aim.bench: their own)
+    # aim.run: the text length planned for; None: the median of the dataset's first 100 prompts, tokenized by
+    # the model's tokenizer (aim.flops / aim.bench: their own text_tokens)
+    text_tokens: int | None = None
     tradeoff: str | None = None  # a trade-off file; None: a bundled one for this model + dataset, else the
     # policy; "policy": always the policy
     objective: str | None = None  # accuracy | agreement: what the trade-off ranks by; None: the file's
@@ -165,7 +167,8 @@ class BudgetConfig:
             check_range("fraction", self.fraction, 0, 1, low_open=True)
         if self.hardware is not None:
             check_choice("hardware", self.hardware, HARDWARE_PROFILES)
-        check_range("text_tokens", self.text_tokens, 0)
+        if self.text_tokens is not None:
+            check_range("text_tokens", self.text_tokens, 0)
         if self.objective is not None:
             check_choice("objective", self.objective, OBJECTIVES)
         if self.per_sample and self.tflops is None:
@@ -252,6 +255,9 @@ def validate(cfg: DictConfig) -> Validated:
         # free-form answers (VQA, GQA, MME, POPE, ...) are generated and scored as text, not by option logits
         raise ConfigError(f"eval.mode: dataset {groups['dataset'].name} scores generated free-form answers; "
                           f"use eval.mode=generate, got {eval_cfg.mode}")
+    budget = to_schema(BudgetConfig, cfg.get("budget", {}), "budget")
+    if not any(getattr(budget, k) is not None for k in BUDGET_LIMITS):  # budget mode chooses pruner knobs itself
+        check_pruner_prunes(groups["model"], groups["pruner"])
     return Validated(
         **groups,
         logger=to_schema(LoggerConfig, cfg.get("logger", {}), "logger"),
@@ -260,6 +266,21 @@ def validate(cfg: DictConfig) -> Validated:
         bench=to_schema(BenchConfig, cfg.get("bench", {}), "bench"),
         flops=to_schema(FlopsConfig, cfg.get("flops", {}), "flops"),
         fidelity=to_schema(FidelityConfig, cfg.get("fidelity", {}), "fidelity"),
-        budget=to_schema(BudgetConfig, cfg.get("budget", {}), "budget"),
+        budget=budget,
         run=to_schema(RunConfig, cfg.get("run", {}), "run"),
     )
+
+
+def check_pruner_prunes(model, pruner) -> None:
+    """A configured pruner must remove visual tokens on the configured model's LLM (its layer count read
+    from the model's config, no weights); ConfigError naming the field otherwise (aim.pruning)."""
+    from dataclasses import asdict, is_dataclass
+
+    from aim.flops import model_configs
+    from aim.pruning import check_removes_tokens
+
+    fields = asdict(pruner) if is_dataclass(pruner) else dict(pruner)
+    if fields["name"] == "none":
+        return
+    hf_config, adapter = model_configs(model)
+    check_removes_tokens(fields["name"], fields, adapter.llm_layers(hf_config), model.pretrained or model.name)

@@ -168,6 +168,11 @@ class Adapter:
             return getattr(transformers, cls.hf_config_class)(**cfg.architecture)
         return transformers.AutoConfig.from_pretrained(resolve_pretrained(cfg.pretrained))
 
+    @staticmethod
+    def llm_layers(hf_config) -> int:
+        """The LLM's decoder layers, from the Hugging Face config (`hf_config`), without weights."""
+        return hf_config.text_config.num_hidden_layers
+
     @classmethod
     def from_config(cls, **kwargs):
         import transformers
@@ -189,6 +194,20 @@ class Adapter:
                 cls._check_architecture(cls.hf_config(cfg), model.config, cfg.pretrained)
             tokenizer = transformers.AutoTokenizer.from_pretrained(path)
         return cls(model, tokenizer, cfg)
+
+    @classmethod
+    def for_prompts(cls, **kwargs):
+        """The adapter without weights: the model's config (no tensors) and its tokenizer, enough to lay out
+        and count a prompt (`prompt_ids`) before anything heavy loads (budget mode measures the dataset's
+        prompts with it). Its LLM and vision calls do not work."""
+        import transformers
+
+        cfg = cls.config_class(**kwargs)
+        path = resolve_pretrained(cfg.pretrained)
+        shell = torch.nn.Module()
+        shell.config = cls.hf_config(cfg)
+        tokenizer = cls._local_tokenizer(path) if cfg.random_init else transformers.AutoTokenizer.from_pretrained(path)
+        return cls(shell, tokenizer, cfg)
 
     @staticmethod
     def _local_tokenizer(path: str):

@@ -4,7 +4,9 @@ in `aim.pruning.hooks` that physically removes tokens.
 A pruner exposes `retention_schedule(num_layers) -> list[float]` (the fraction of the original visual
 tokens each decoder layer sees) and `importance(q, k, valid) -> [B, n]` (from the queries and keys of
 the layer before a drop; higher is kept first; `valid` [B, n] is False at the pad tokens of a padded
-batch, None when nothing is padded). Text tokens are never pruned.
+batch, None when nothing is padded). Text tokens are never pruned. A pruner that can be configured to prune
+nothing on a given LLM also names, in `pruning_values(num_layers) -> (field, values)`, the field and the
+values that would prune there: a run whose pruner removes nothing fails validation (`check_removes_tokens`).
 """
 from __future__ import annotations
 
@@ -12,12 +14,35 @@ from dataclasses import dataclass, field
 
 import torch
 
-from aim.config import check_range
+from aim.config import ConfigError, check_range
 from aim.pruning import importance as imp
 from aim.pruning import schedule as sched
 from aim.registry import Registry
 
 PRUNERS = Registry("pruner")
+
+
+def removes_tokens(pruner, num_layers: int) -> bool:
+    """Whether a pruner removes visual tokens at some decoder layer of an LLM of `num_layers` layers: its
+    retention schedule falls below 1 somewhere. The one test of "does this setting prune at all"."""
+    return any(r < 1.0 for r in pruner.retention_schedule(num_layers))
+
+
+def check_removes_tokens(name: str, fields: dict, num_layers: int, model: str) -> None:
+    """ConfigError for a configured pruner that removes no visual token on this LLM (e.g. the paper's
+    l1=14, l2=22 on a 4-layer model), naming the field, the layer count and the values that would prune.
+    `pruner=none` is how to prune nothing on purpose."""
+    if name == "none":
+        return
+    pruner = PRUNERS.build(name, **fields)
+    if removes_tokens(pruner, num_layers):
+        return
+    field_name, prunes = (pruner.pruning_values(num_layers) if hasattr(pruner, "pruning_values")
+                          else ("name", "a retention schedule below 1 at some layer"))
+    values = ", ".join(f"{k}={v}" for k, v in fields.items() if k != "name")
+    raise ConfigError(f"pruner.{field_name}: pruner {name} ({values}) removes no visual token on {model}, whose LLM "
+                      f"has {num_layers} decoder layers (0..{num_layers - 1}); it prunes with {prunes}; "
+                      "pruner=none prunes nothing on purpose")
 
 
 @dataclass
@@ -64,6 +89,9 @@ class AimPruner:
     def retention_schedule(self, num_layers):
         return sched.aim_schedule(num_layers, self.l1, self.l2)
 
+    def pruning_values(self, num_layers):
+        return "l1", f"l1 in 1..{num_layers - 1} (layers >= l1 lose visual tokens) and l2 > l1"
+
     def importance(self, q, k, valid):
         return imp.pagerank_from_qk(q, k, self.tau, self.iters, self.block_mib, valid=valid)
 
@@ -88,6 +116,9 @@ class FastVPruner:
 
     def retention_schedule(self, num_layers):
         return sched.fastv_schedule(num_layers, self.k, self.keep)
+
+    def pruning_values(self, num_layers):
+        return ("keep", "keep < 1") if self.keep >= 1 else ("k", f"k in 1..{num_layers - 1}")
 
     def importance(self, q, k, valid):
         return imp.query_attention(q, k, -1, valid=valid)
@@ -116,6 +147,9 @@ class PDropPruner:
     def retention_schedule(self, num_layers):
         return sched.pdrop_schedule(num_layers, self.boundaries, self.lam)
 
+    def pruning_values(self, num_layers):
+        return ("lam", "lam < 1") if self.lam >= 1 else ("boundaries", f"a boundary in 1..{num_layers - 1}")
+
     def importance(self, q, k, valid):
         return imp.query_attention(q, k, -1, valid=valid)
 
@@ -136,6 +170,9 @@ class VTWPruner:
 
     def retention_schedule(self, num_layers):
         return sched.vtw_schedule(num_layers, self.k)
+
+    def pruning_values(self, num_layers):
+        return "k", f"k in 1..{num_layers - 1}"
 
     def importance(self, q, k, valid):  # all visual tokens go at once: any score will do
         return torch.zeros(q.shape[0], q.shape[2], device=q.device)
@@ -164,6 +201,9 @@ class RandomPruner:
 
     def retention_schedule(self, num_layers):
         return sched.aim_schedule(num_layers, self.l1, self.l2)
+
+    def pruning_values(self, num_layers):
+        return "l1", f"l1 in 1..{num_layers - 1} (layers >= l1 lose visual tokens) and l2 > l1"
 
     def importance(self, q, k, valid):
         return torch.rand(q.shape[0], q.shape[2], generator=self.generator).to(q.device)
