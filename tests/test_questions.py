@@ -95,12 +95,12 @@ def test_the_questions_file_is_read_before_the_model_loads(bench, monkeypatch, t
     from aim import run as aim_run
     from aim.models import MODELS
 
-    def no_model(name):
+    def no_model(*args, **kwargs):
         raise AssertionError("the model was loaded before the questions file was checked")
 
-    monkeypatch.setattr(MODELS, "get", no_model)
     write_questions(bench, "[")
     cfg = composed("dataset=video_mcq", f"dataset.root={bench}", "logger=none")
+    monkeypatch.setattr(MODELS.get(cfg.model.name), "from_config", no_model)
     with pytest.raises(ConfigError, match="dataset.questions_file: .* is not valid JSON"):
         aim_run.run(cfg, validate(cfg), tmp_path / "run")
     assert not (tmp_path / "run").exists()  # nothing written for a run that was never valid

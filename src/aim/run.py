@@ -152,11 +152,11 @@ def main(cfg: DictConfig) -> float | list[float]:
     try:
         valid = validate(cfg)
         check_weights(valid)
-        dataset = build_dataset(valid.dataset)  # the questions file read and the selection checked: before any run dir change
         budget = apply_budget(cfg, valid)  # budget mode: the chosen knobs written into cfg before anything is built
         if budget is not None:
             valid = validate(cfg)
             print_choice(budget.record())
+        dataset = build_dataset(valid.dataset)  # the questions file read and the selection checked: before any run dir change
         spec = result_spec(cfg)
         check_resume(out_dir, spec)  # before the lock: a refused rerun does not even make run.lock
         with RunDirLock(out_dir, wait=valid.run.wait_for_lock):
