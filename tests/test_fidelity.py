@@ -5,6 +5,7 @@ import json
 import math
 import multiprocessing
 import os
+import shutil
 import subprocess
 import sys
 
@@ -19,6 +20,7 @@ from aim.eval.fidelity import Fidelity, ReferenceCache, build_fidelity, kl_diver
 from aim.merging import MERGERS, NoMerge
 from aim.pruning import PRUNERS, NoPrune
 from aim.run import CONF_DIR
+from aim.toy import asset_dir
 from aim.tracking.records import SampleRecords
 from aim.tracking.results import summarize
 from tests.sweep_helpers import NUM_SAMPLES
@@ -62,6 +64,7 @@ def test_the_cache_key_holds_what_decides_the_unreduced_answer_and_nothing_else(
 def test_weights_retrained_in_the_same_place_get_new_reference_answers(tmp_path):
     checkpoint = tmp_path / "checkpoint"
     checkpoint.mkdir()
+    shutil.copy(asset_dir("toy_llava_ov") / "config.json", checkpoint)  # validation reads the LLM's layer count
     weights = checkpoint / "model.safetensors"
     weights.write_bytes(bytes(3_000_000))
     first = key_of(f"model.pretrained={checkpoint}")

@@ -84,9 +84,15 @@ def closed_port():
 
 def test_wandb_online_without_network_logs_offline_and_the_run_finishes(tmp_path, env):
     """A valid-looking API key but no server: online init times out, then the run logs offline (the failed
-    online attempt must not keep the run id busy) and writes its results."""
+    online attempt must not keep the run id busy, also in a W&B service inherited from a parent process) and
+    writes its results."""
+    import wandb
+
+    parent = wandb.init(mode="offline", dir=str(tmp_path))  # this process now runs a W&B service ...
+    parent.finish()
     out = tmp_path / "run"
-    no_network = {**env, "HOME": str(tmp_path / "home"), "WANDB_API_KEY": "k" * 40,
+    no_network = {**env, "WANDB_SERVICE": os.environ["WANDB_SERVICE"],  # ... which the run inherits
+                  "HOME": str(tmp_path / "home"), "WANDB_API_KEY": "k" * 40,
                   "WANDB_BASE_URL": f"http://127.0.0.1:{closed_port()}"}
     proc = subprocess.run(aim_cmd(out, "dataset.limit=2", "logger=wandb", "logger.mode=online",
                                   "logger.init_timeout_s=2"),

@@ -83,7 +83,14 @@ def model_configs(model_cfg):
     """(Hugging Face config, adapter class) of the configured model, without weights."""
     from aim.models import MODELS
 
+    from aim.models.base import check_local_dir, resolve_pretrained
+
     adapter = MODELS.get(model_cfg.name)
+    try:
+        if not model_cfg.architecture:
+            check_local_dir(resolve_pretrained(model_cfg.pretrained))
+    except ValueError as exc:
+        raise ConfigError(f"model.{exc}") from None
     try:
         hf_config = adapter.hf_config(model_cfg)
     except (TypeError, ValueError) as exc:

@@ -80,6 +80,12 @@ def resolve_pretrained(path: str) -> str:
     return path
 
 
+def check_local_dir(path: str) -> None:
+    """A `pretrained` written as a path (not a hub id `org/name`) must be a directory: ValueError naming it."""
+    if path.startswith(("/", "./", "../", "~")) and not Path(path).expanduser().is_dir():
+        raise ValueError(f"pretrained: {path} is no directory; give a checkpoint dir or a hub id (org/name)")
+
+
 SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")
 PICKLED_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 
@@ -100,8 +106,7 @@ def check_weights(cfg: AdapterConfig) -> None:
             raise ValueError(f"pretrained: the directory {path} holds no {' or '.join(names)}"
                              + (pickled_only if has_pickled else ""))
         return
-    if path.startswith(("/", "./", "../", "~")):
-        raise ValueError(f"pretrained: {path} is no directory; give a checkpoint dir or a hub id (org/name)")
+    check_local_dir(path)
     from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
 
     if any(isinstance(try_to_load_from_cache(path, n), str) for n in names):

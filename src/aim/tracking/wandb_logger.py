@@ -13,6 +13,7 @@ and a line on stderr says so; `wandb sync <run dir>/wandb/offline-run-*` uploads
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from pathlib import Path
 
@@ -63,8 +64,11 @@ def init_run(mode: str, out_dir: Path, init_timeout_s: float = 90.0, **kwargs):
               f"{Path(out_dir) / 'wandb'} instead; upload later with `wandb sync {Path(out_dir) / 'wandb'}/offline-run-*`",
               file=sys.stderr)
         # the failed online attempt still holds its run id in W&B's service process; without tearing it
-        # down the offline retry with the same id (a resume continues it) fails with "run ID ... is in use"
+        # down the offline retry with the same id (a resume continues it) fails with "run ID ... is in use".
+        # A service inherited from a parent process (WANDB_SERVICE, set by any process that ran W&B) outlives
+        # this one's teardown: the retry starts a service of its own instead.
         wandb.teardown()
+        os.environ.pop("WANDB_SERVICE", None)
         return wandb.init(mode="offline", **kwargs)
 
 
