@@ -15,7 +15,7 @@ from aim.data import DATASETS
 from aim.data.benchmarks import answer_letter, split_embedded_options, strip_letters
 from aim.data.subtitles import NO_SUBTITLES, SUBTITLE_HEADER, lines_at, parse_srt
 from aim.data.video import decode_frames_with_times
-from aim.run import CONF_DIR
+from aim.paths import CONF_DIR
 from aim.tracking.results import summarize
 from tests.benchmark_fixtures import SRT
 

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from aim.config import ConfigError, check_weights, validate
 from aim.models import MODELS
-from aim.run import CONF_DIR
+from aim.paths import CONF_DIR
 from aim.toy import asset_dir
 
 HUB_ID = "llava-hf/llava-onevision-qwen2-7b-ov-hf"

@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 
 from aim.config import ConfigError, validate
 from aim.data import DATASETS
-from aim.run import CONF_DIR
+from aim.paths import CONF_DIR
 
 GROUPS = ["model", "dataset", "merger", "pruner", "logger"]
 

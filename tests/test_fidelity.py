@@ -19,7 +19,7 @@ from aim.eval import evaluate
 from aim.eval.fidelity import Fidelity, ReferenceCache, build_fidelity, kl_divergence, reference_key, reference_spec
 from aim.merging import MERGERS, NoMerge
 from aim.pruning import PRUNERS, NoPrune
-from aim.run import CONF_DIR
+from aim.paths import CONF_DIR
 from aim.toy import asset_dir
 from aim.tracking.records import SampleRecords
 from aim.tracking.results import summarize

@@ -14,7 +14,7 @@ from aim.config import ConfigError, FlopsConfig, validate
 from aim.efficiency.analytic import llm_prefill_flops
 from aim.efficiency.roofline import HARDWARE_PROFILES, LLMShape, hardware_profile, prefill_estimate
 from aim.pruning.schedule import aim_schedule, kept_per_layer
-from aim.run import CONF_DIR
+from aim.paths import CONF_DIR
 
 QWEN2_7B = Qwen2Config(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
                        num_key_value_heads=4, vocab_size=152064)

@@ -17,7 +17,7 @@ from aim.data import DATASETS
 from aim.data.image_benchmarks import circular_shift
 from aim.data.image_source import ImageDecodeError
 from aim.eval import scoring
-from aim.run import CONF_DIR
+from aim.paths import CONF_DIR
 from aim.tracking.results import summarize
 from tests import image_benchmark_fixtures as fx
 

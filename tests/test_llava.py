@@ -19,7 +19,7 @@ from aim.models import MODELS, PREFIX_TEXT, QUESTION_TEXT, VISUAL
 from aim.models.llava import CLIP_MEAN, CLIP_STD, preprocess_image
 from aim.pruning import PRUNERS
 from aim.pruning.hooks import TokenPruner
-from aim.run import CONF_DIR
+from aim.paths import CONF_DIR
 from tests.pruning_reference import masked_logits
 
 QUESTION, OPTIONS = "what colour is the circle ?", ["red", "blue", "green", "yellow"]

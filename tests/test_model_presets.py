@@ -13,7 +13,7 @@ from aim.data import synthetic as syn
 from aim.merging import NoMerge
 from aim.models import MODELS
 from aim.models.base import Adapter
-from aim.run import CONF_DIR
+from aim.paths import CONF_DIR
 
 QUESTION, OPTIONS = "what colour is the circle ?", ["red", "blue", "green", "yellow"]
 MC_TEXT = ("what colour is the circle ?\nA. red\nB. blue\nC. green\nD. yellow\n"

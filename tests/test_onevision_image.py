@@ -14,7 +14,7 @@ from aim.config import validate
 from aim.merging import MERGERS, NoMerge
 from aim.models import MODELS, QUESTION_TEXT, VISUAL
 from aim.pruning import PRUNERS
-from aim.run import CONF_DIR
+from aim.paths import CONF_DIR
 
 QUESTION, OPTIONS = "what colour is the circle ?", ["red", "blue", "green", "yellow"]
 

@@ -18,7 +18,7 @@ from aim.data import build_dataset, default_synthetic_root
 from aim.eval import evaluate
 from aim.merging import NoMerge
 from aim.pruning import NoPrune
-from aim.run import CONF_DIR
+from aim.paths import CONF_DIR
 from aim.tracking.records import SampleRecords
 from aim.tracking.results import frames_note, summarize
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from aim.run import CONF_DIR
+from aim.paths import CONF_DIR
 from aim.search import TRADEOFF, SearchError, TradeoffSearch, assignment_overrides, corners, task_return
 from tests.sweep_helpers import REPO, multirun
 

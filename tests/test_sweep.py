@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from aim.run import CONF_DIR
+from aim.paths import CONF_DIR
 from tests.sweep_helpers import REPO, multirun
 from tests.wandb_records import read_run
 

@@ -19,7 +19,7 @@ def submit(sweep_dir, job_id, overrides):
     from hydra.core.singleton import Singleton
     from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 
-    from aim.run import CONF_DIR
+    from aim.paths import CONF_DIR
 
     folder = sweep_dir / ".submitit" / job_id
     folder.mkdir(parents=True)

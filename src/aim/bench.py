@@ -28,7 +28,7 @@ import torch
 from omegaconf import DictConfig
 
 from aim.config import ConfigError, check_weights, validate
-from aim.run import CONF_DIR
+from aim.paths import CONF_DIR
 
 
 class TimedImportance:

@@ -42,7 +42,7 @@ import hydra
 from omegaconf import DictConfig
 
 from aim.config import ConfigError, Validated, validate
-from aim.run import CONF_DIR
+from aim.paths import CONF_DIR
 
 
 # The paper's unreduced LLM-prefill TFLOPs, by checkpoint and unmerged visual tokens per sample: its

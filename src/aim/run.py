@@ -19,8 +19,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from aim.config import ConfigError, Validated, check_weights, validate
+from aim.paths import CONF_DIR
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 RUN_SPEC = "run_spec.json"
 
 

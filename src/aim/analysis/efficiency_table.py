@@ -36,7 +36,7 @@ def table(frames: int = 32, text_tokens: int = 100, hardware: str = "a100_40gb",
 
     from aim.config import validate
     from aim.flops import flops
-    from aim.run import CONF_DIR
+    from aim.paths import CONF_DIR
 
     setting = setting_overrides(frames, text_tokens, hardware, fused_attention, model)
     paper = (model == "llava_onevision_7b"
