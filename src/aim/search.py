@@ -90,7 +90,7 @@ class SearchConfig:
     keep: list[float] = field(default_factory=lambda: [0.05, 0.9])
 
     def __post_init__(self):
-        from aim.config import check_choice
+        from aim.checks import check_choice
 
         check_choice("objective", self.objective, OBJECTIVES)
         for name in ("layers", "l2_gap", "ratio", "keep"):
@@ -101,7 +101,7 @@ class SearchConfig:
 
 def search_config(cfg: DictConfig) -> SearchConfig | None:
     """The validated `search` node, or None where the config has none."""
-    from aim.config import to_schema
+    from aim.checks import to_schema
 
     node = cfg.get("search") if isinstance(cfg, DictConfig) else None
     return None if node is None else to_schema(SearchConfig, node, "search")
@@ -494,7 +494,7 @@ class TradeoffSearch:
     def check(self, distributions: dict, fixed: list[str]) -> dict[str, GroupFields]:
         """Validate before any job: the search node, the counts, and every corner of the space composed and
         validated as its job would be. Returns what assignment_overrides needs about the groups."""
-        from aim.config import ConfigError
+        from aim.checks import ConfigError
         from aim.sweep import InvalidSweep, plan_jobs
 
         try:

@@ -103,7 +103,7 @@ def _model_geometry(model_json: str):
 
 
 def _read_model_geometry(model_json: str):
-    from aim.config import to_schema
+    from aim.checks import to_schema
     from aim.efficiency.roofline import LLMShape
     from aim.flops import model_configs
     from aim.models import MODELS

@@ -21,7 +21,7 @@ from typing import Iterator
 
 import numpy as np
 
-from aim.config import ConfigError, check_choice, check_range
+from aim.checks import ConfigError, check_choice, check_range
 from aim.data.video import VideoDecodeError, decode_frames, decode_frames_with_times
 from aim.registry import Registry
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from aim.config import check_choice
+from aim.checks import check_choice
 from aim.data import DATASETS, METRICS, SampleList, check_limit, question_fields, read_questions
 from aim.data.image_source import FileImage, ImageSample
 

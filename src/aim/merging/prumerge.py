@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from aim.config import check_range
+from aim.checks import check_range
 from aim.merging import MERGERS, Merged, kept_tokens
 
 

@@ -57,7 +57,7 @@ class AdapterConfig:
     option_separator: str = "\n"
 
     def __post_init__(self):
-        from aim.config import check_choice
+        from aim.checks import check_choice
 
         check_choice("dtype", self.dtype, DTYPES)
         check_choice("attn_implementation", self.attn_implementation, ATTENTION)

@@ -56,7 +56,7 @@ class LlavaAdapterConfig(AdapterConfig):
     image_std: list[float] = field(default_factory=lambda: list(CLIP_STD))
 
     def __post_init__(self):
-        from aim.config import check_choice
+        from aim.checks import check_choice
 
         super().__post_init__()
         check_choice("image_aspect", self.image_aspect, IMAGE_ASPECTS)

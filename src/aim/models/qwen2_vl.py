@@ -61,7 +61,7 @@ class Qwen2VLAdapterConfig(AdapterConfig):
     image_std: list[float] = field(default_factory=lambda: list(CLIP_STD))
 
     def __post_init__(self):
-        from aim.config import check_range
+        from aim.checks import check_range
 
         super().__post_init__()
         check_range("min_pixels", self.min_pixels, 1)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from aim.config import ConfigError, check_range
+from aim.checks import ConfigError, check_range
 from aim.pruning import importance as imp
 from aim.pruning import schedule as sched
 from aim.registry import Registry
