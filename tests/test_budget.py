@@ -352,7 +352,7 @@ def test_aim_flops_with_the_papers_budget_on_llava_onevision_7b():
     ("budget.prefill_ms=60", lambda r: r["budget"]["prefill_ms"] <= 60 and r["budget"]["hardware"] == "h100_sxm"),
 ])
 def test_aim_flops_budgets_in_other_units(budget, check):
-    from aim.flops import flops, model_configs, sample_frames
+    from aim.efficiency.cost import flops, model_configs, sample_frames
 
     cfg = composed("model=llava_onevision_7b", "dataset.num_frames=32", budget, "budget.hardware=h100_sxm")
     valid = validate(cfg)

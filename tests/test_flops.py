@@ -134,7 +134,7 @@ def test_bad_flops_config_names_the_field_and_what_is_allowed(override, message)
      (["merger=pool"], 49), (["merger=random", "merger.ratio=0.1"], 19), (["merger=prumerge_plus"], 49)],
 )
 def test_kept_tokens_per_frame_from_the_merger_config(overrides, per_frame):
-    from aim.flops import kept_per_frame, model_configs
+    from aim.efficiency.cost import kept_per_frame, model_configs
 
     valid = validate(composed(["model=llava_onevision_7b", *overrides]))
     hf_config, adapter = model_configs(valid.model)
@@ -145,7 +145,7 @@ def test_kept_tokens_per_frame_from_the_merger_config(overrides, per_frame):
 def test_an_image_size_counts_one_image_llava_onevision_by_its_anyres_layout(tmp_path):
     """480 x 640 on LLaVA-OneVision-7B: the 729-token base image, a 2 x 2 crop grid unpadded to 40 x 54 cells
     (2,160 tokens, 540 per crop), and a newline after each of the 40 rows; 25% merging keeps 182 + 4 x 135."""
-    from aim.flops import flops
+    from aim.efficiency.cost import flops
 
     result = flops(validate(composed(["model=llava_onevision_7b", "flops.image_size=[480,640]", "merger=aim",
                                       "merger.ratio=0.25", "pruner=none"])))
@@ -172,7 +172,7 @@ def test_an_image_size_counts_one_image_llava_onevision_by_its_anyres_layout(tmp
 
 
 def test_prumerge_count_is_adaptive_so_it_is_refused():
-    from aim.flops import kept_per_frame
+    from aim.efficiency.cost import kept_per_frame
 
     with pytest.raises(ConfigError, match=r"merger.name: prumerge keeps an adaptive number"):
         kept_per_frame(validate(composed(["merger=prumerge"])).merger, 196)

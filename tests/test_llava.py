@@ -370,7 +370,8 @@ def test_flops_of_llava_1_5_7b_next_to_the_papers_unreduced_figure(capsys):
     """One image of 576 tokens by default (an image model). The paper's 8.18 TFLOPs for the unreduced
     LLaVA-1.5-7B prefill is our accounting with 40 text tokens (616 tokens in all); the same search finds
     the 100 text tokens the paper states for its LLaVA-OneVision-7B figure."""
-    from aim.flops import flops, print_breakdown
+    from aim.efficiency.cost import flops
+    from aim.flops import print_breakdown
 
     result = flops(composed(["model=llava_1.5_7b", "merger=aim", "merger.ratio=0.25", "pruner=aim", "pruner.l1=8",
                              "pruner.l2=16"]))

@@ -73,7 +73,7 @@ def test_qwen2_vl_preset_frame_options_change_its_token_grid():
 
 
 def test_flops_of_qwen2_vl_7b_from_its_preset(tmp_path):
-    from aim.flops import flops
+    from aim.efficiency.cost import flops
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         valid = validate(compose("config", overrides=["model=qwen2_vl_7b", "dataset.num_frames=32", "merger=aim",

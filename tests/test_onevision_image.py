@@ -150,7 +150,7 @@ def test_anyres_grids_must_be_multiples_of_the_tower_resolution(tiny_adapter):
 def test_aim_flops_counts_the_tokens_the_adapter_builds_for_an_image(sdpa_adapter, size, patches, grid, merger):
     """`aim.flops flops.image_size=[H,W]` (config only, no weights) counts what `prepare` builds: the visual
     tokens after merging each crop apart, plus one newline per row of the packed grid as non-visual tokens."""
-    from aim.flops import flops
+    from aim.efficiency.cost import flops
 
     merger_overrides = ["merger=none"] if merger == "none" else ["merger=aim", "merger.ratio=0.25"]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -66,6 +66,7 @@ from functools import cached_property
 from pathlib import Path
 
 from aim.config import BUDGET_LIMITS, OBJECTIVES, ConfigError
+from aim.efficiency.cost import image_dataset, kept_per_frame, model_configs
 
 TRADEOFF_DIR = Path(__file__).resolve().parent / "assets" / "tradeoffs"
 POLICY = "policy"  # budget.tradeoff=policy: never use a recorded trade-off
@@ -182,8 +183,6 @@ class CostModel:
 
     def kept_per_group(self, setting: Setting) -> int:
         from types import SimpleNamespace
-
-        from aim.flops import kept_per_frame
 
         key = setting.merger_items
         if key not in self._kept:
@@ -486,8 +485,6 @@ def choose(limit: Limit, model: CostModel, merger: dict, pruner: dict, tradeoff:
 def input_size(valid, frames: int | None = None) -> tuple:
     """(hf config, adapter class, frames) for the configured model: `frames` if given, else the dataset's
     `num_frames` (an image dataset: one image, on image models only)."""
-    from aim.flops import model_configs
-
     hf_config, adapter = model_configs(valid.model)
     if frames is None:
         if image_dataset(valid) and adapter.modalities[0] != "image":
@@ -496,11 +493,6 @@ def input_size(valid, frames: int | None = None) -> tuple:
                               "mode, which takes video datasets on this model")
         frames = getattr(valid.dataset, "num_frames", 1)
     return hf_config, adapter, frames
-
-
-def image_dataset(valid) -> bool:
-    """Whether the configured dataset's samples are images (its config class says so)."""
-    return getattr(valid.dataset, "modality", "video") == "image"
 
 
 def hardware(valid):

@@ -232,7 +232,7 @@ def check_pruner_prunes(model, pruner) -> None:
     from the model's config, no weights); ConfigError naming the field otherwise (aim.pruning)."""
     from dataclasses import asdict, is_dataclass
 
-    from aim.flops import model_configs
+    from aim.efficiency.cost import model_configs
     from aim.pruning import check_removes_tokens
 
     fields = asdict(pruner) if is_dataclass(pruner) else dict(pruner)

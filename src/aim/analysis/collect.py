@@ -104,8 +104,8 @@ def _model_geometry(model_json: str):
 
 def _read_model_geometry(model_json: str):
     from aim.checks import to_schema
+    from aim.efficiency.cost import model_configs
     from aim.efficiency.roofline import LLMShape
-    from aim.flops import model_configs
     from aim.models import MODELS
 
     node = json.loads(model_json)

@@ -35,7 +35,7 @@ def table(frames: int = 32, text_tokens: int = 100, hardware: str = "a100_40gb",
     from hydra import compose, initialize_config_dir
 
     from aim.config import validate
-    from aim.flops import flops
+    from aim.efficiency.cost import flops
     from aim.paths import CONF_DIR
 
     setting = setting_overrides(frames, text_tokens, hardware, fused_attention, model)

@@ -1,2 +1,2 @@
-"""FLOPs and timing. For now an analytic count of the LLM prefill from the architecture and the actual
-per-layer token counts; fvcore counting and the roofline model come with the efficiency issue."""
+"""The cost model: analytic FLOPs of the LLM prefill (analytic), its roofline time (roofline), the tokens each
+layer sees for a configured model, merger and pruner (cost), and fvcore's measured count (fvcore_count)."""

@@ -1,0 +1,203 @@
+"""The analytic cost of a configured LLM prefill, from the model's config alone (no weights, no data): the
+visual tokens per frame after the merger (`kept_per_frame`), the tokens each decoder layer sees under the
+pruner's retention schedule (`tokens_per_layer`), and their roofline FLOPs and time (`flops`, the numbers
+`python -m aim.flops` prints). Used by aim.flops (the CLI), aim.config (a pruner must prune on the model),
+the budget planner (aim.budget), the search and the analysis.
+
+`valid` below is a validated run config (aim.config.Validated); this module reads its groups and never
+imports aim.config, which sits above it.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from aim.checks import ConfigError
+
+
+# The paper's unreduced LLM-prefill TFLOPs, by checkpoint and unmerged visual tokens per sample: its
+# video table (LLaVA-OneVision-7B, 32 frames x 196 tokens, with 100 text tokens) and its image table
+# (LLaVA-1.5-7B, one image of 576 tokens; the paper does not state the text length, see
+# `matching_text_tokens`).
+PUBLISHED_TFLOPS = {
+    ("llava-hf/llava-onevision-qwen2-7b-ov-hf", 32 * 196): 99.63,
+    ("llava-hf/llava-1.5-7b-hf", 576): 8.18,
+}
+
+
+def matching_text_tokens(shape, visual_tokens: int, published_tflops: float, hw, fused_attention: bool,
+                         max_text: int = 8192) -> list[int]:
+    """Text lengths at which the unreduced prefill (visual_tokens + text at every layer) rounds to the
+    published TFLOPs figure (to its two decimals). The count grows with the text, so a bisection finds the
+    first length at or above the lower rounding bound and the run of lengths that follow."""
+    from aim.efficiency.roofline import prefill_estimate
+
+    def tflops(text: int) -> float:
+        return prefill_estimate(shape, [visual_tokens + text] * shape.num_layers, hw, fused_attention).tflops
+
+    low, high = 0, max_text
+    while low < high:
+        mid = (low + high) // 2
+        if tflops(mid) < published_tflops - 0.005:
+            low = mid + 1
+        else:
+            high = mid
+    found = []
+    while low <= max_text and round(tflops(low), 2) == round(published_tflops, 2):
+        found.append(low)
+        low += 1
+    return found
+
+
+def model_configs(model_cfg):
+    """(Hugging Face config, adapter class) of the configured model, without weights."""
+    from aim.models import MODELS
+
+    from aim.models.base import check_local_dir, resolve_pretrained
+
+    adapter = MODELS.get(model_cfg.name)
+    try:
+        if not model_cfg.architecture:
+            check_local_dir(resolve_pretrained(model_cfg.pretrained))
+    except ValueError as exc:
+        raise ConfigError(f"model.{exc}") from None
+    try:
+        hf_config = adapter.hf_config(model_cfg)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"model.architecture: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"model.pretrained: cannot read the config of {model_cfg.pretrained!r} (and the preset "
+                          f"has no architecture): {exc}") from None
+    if not hasattr(hf_config, "text_config") or not hasattr(hf_config, "vision_config"):
+        raise ConfigError(f"model.pretrained: {model_cfg.pretrained!r} is not a vision-language config "
+                          "(no text_config / vision_config)")
+    return hf_config, adapter
+
+
+def kept_per_frame(merger_cfg, num_tokens: int) -> int:
+    """Tokens per frame after the merger, from its config alone. PruMerge keeps an adaptive count
+    (the IQR outliers of the tower's attention), which cannot be known without running the tower."""
+    from aim.merging import kept_tokens
+    from aim.merging.baselines import PoolMerger, grid_side
+
+    name = merger_cfg.name
+    if name == "none":
+        return num_tokens
+    if name == "prumerge":
+        raise ConfigError("merger.name: prumerge keeps an adaptive number of tokens per frame (attention "
+                          "outliers), unknown without running the vision tower; use merger=prumerge_plus "
+                          "(at least merger.ratio of each frame) or another merger")
+    ratio = getattr(merger_cfg, "ratio", None)
+    if ratio is None:
+        raise ConfigError(f"merger.name: {name} has no ratio; aim.flops cannot count its tokens per frame")
+    if name == "pool":  # pooling keeps the nearest grid, not floor(ratio * T)
+        try:
+            h, w = PoolMerger(ratio=ratio).output_grid(grid_side(num_tokens))
+        except ValueError as exc:
+            raise ConfigError(f"merger.name: {exc}") from None
+        return h * w
+    return kept_tokens(num_tokens, ratio)
+
+
+def tokens_per_layer(visual_tokens: int, text_tokens: int, retention: list[float]) -> tuple[list[int], list[int]]:
+    """(visual tokens per layer, all tokens per layer): text tokens are never pruned."""
+    from aim.pruning.schedule import kept_per_layer
+
+    visual = kept_per_layer(visual_tokens, retention)
+    return visual, [text_tokens + v for v in visual]
+
+
+def image_tokens(valid, hf_config, adapter) -> dict:
+    """One image of `flops.image_size`: its visual tokens before and after the merger, and the non-visual
+    tokens the image adds (LLaVA-OneVision: a newline after each row of the anyres grid)."""
+    size = tuple(valid.flops.image_size)
+    if "image" not in adapter.modalities:
+        raise ConfigError(f"flops.image_size: model {valid.model.name} takes {' or '.join(adapter.modalities)} "
+                          "inputs, not images")
+    if getattr(adapter, "image_layout", None) is None:  # a fixed grid whatever the size (LLaVA-1.5: 24 x 24)
+        _, rows, cols = adapter.feature_grid(hf_config, valid.model, 1)
+        kept = kept_per_frame(valid.merger, rows * cols)
+        return {"size": list(size), "unmerged": rows * cols, "visual": kept, "newline_tokens": 0,
+                "token_grid": [rows, cols]}
+    base, cells, (rows, cols) = adapter.image_layout(hf_config, size)
+    return {"size": list(size), "unmerged": base + sum(cells),
+            "visual": kept_per_frame(valid.merger, base) + sum(kept_per_frame(valid.merger, c) for c in cells),
+            "newline_tokens": rows, "token_grid": [rows, cols], "base_tokens": base, "crop_cells": cells}
+
+
+def sample_frames(valid, adapter) -> int:
+    """flops.frames, else one image for an image model (LLaVA-1.5), else dataset.num_frames. An image
+    dataset on a model whose image tokens depend on the image's size needs flops.image_size."""
+    if (valid.flops.image_size is None and image_dataset(valid) and valid.flops.frames is None
+            and getattr(adapter, "image_layout", None) is not None):
+        raise ConfigError(f"flops.image_size: dataset {valid.dataset.name} holds images, and {valid.model.pretrained}'s "
+                          "image tokens depend on the image size (anyres crops); give flops.image_size=[height,width]")
+    if valid.flops.frames is not None:
+        return valid.flops.frames
+    if adapter.modalities[0] == "image":
+        return 1
+    return getattr(valid.dataset, "num_frames", 1)
+
+
+def flops(valid) -> dict:
+    from aim.efficiency.analytic import llm_prefill_flops
+    from aim.efficiency.roofline import LLMShape, hardware_profile, prefill_estimate
+    from aim.pruning import PRUNERS
+
+    f = valid.flops
+    hf_config, adapter = model_configs(valid.model)
+    text_config = hf_config.text_config
+    shape = LLMShape.from_text_config(text_config)
+    hw = hardware_profile(f.hardware, f.peak_tflops, f.bandwidth_gbs)
+    frames = sample_frames(valid, adapter)
+    groups, rows, cols = adapter.feature_grid(hf_config, valid.model, frames)
+    per_frame = rows * cols
+    kept = kept_per_frame(valid.merger, per_frame)
+    visual, unmerged, text = groups * kept, groups * per_frame, f.text_tokens
+    image = None
+    if f.image_size is not None:
+        image, frames, groups = image_tokens(valid, hf_config, adapter), 1, 1
+        visual, unmerged, per_frame, kept = image["visual"], image["unmerged"], image["unmerged"], image["visual"]
+        text += image["newline_tokens"]  # never pruned, like text
+        rows, cols = image["token_grid"]
+    retention = PRUNERS.build(valid.pruner.name, **asdict(valid.pruner)).retention_schedule(shape.num_layers)
+    visual_per_layer, per_layer = tokens_per_layer(visual, text, retention)
+    full_per_layer = [unmerged + text] * shape.num_layers
+    est = prefill_estimate(shape, per_layer, hw, f.fused_attention)
+    full = prefill_estimate(shape, full_per_layer, hw, f.fused_attention)
+    published = PUBLISHED_TFLOPS.get((valid.model.pretrained, unmerged))
+    return {
+        "tflops": est.tflops,
+        "prefill_ms": est.prefill_ms,
+        "tflops_full": full.tflops,
+        "prefill_ms_full": full.prefill_ms,
+        "speedup": full.prefill_ms / est.prefill_ms,
+        "flops_ratio": full.tflops / est.tflops,
+        "tflops_analytic": llm_prefill_flops(text_config, per_layer) / 1e12,  # matmuls only, as runs record it
+        "hardware": hw.name,
+        "peak_tflops": hw.peak_tflops,
+        "bandwidth_gbs": hw.bandwidth_gbs,
+        "fused_attention": f.fused_attention,
+        "published_tflops_full": published,  # the paper's unreduced figure for this input, if it has one
+        "published_text_tokens": (matching_text_tokens(shape, unmerged, published, hw, f.fused_attention)
+                                  if published is not None else None),
+        "input": "image" if adapter.modalities[0] == "image" or image is not None else "video",
+        "image": image,  # with flops.image_size: the image's token layout
+        "frames": frames,
+        "frame_groups": groups,  # frames, or Qwen2-VL's temporal patches (2 frames each)
+        "token_grid": [rows, cols],
+        "tokens_per_frame": per_frame,  # per frame group
+        "kept_per_frame": kept,
+        "visual_tokens": visual,
+        "visual_tokens_unmerged": unmerged,
+        "visual_tokens_per_layer": visual_per_layer,
+        "text_tokens": text,
+        "tokens_per_layer": per_layer,
+        "by_operator": est.by_operator(),  # per operator type: tflops, ms, gb, memory_bound_layers
+        "method": {"merger": valid.merger.name, "pruner": valid.pruner.name},
+        "model": valid.model.pretrained,
+    }
+
+
+def image_dataset(valid) -> bool:
+    """Whether the configured dataset's samples are images (its config class says so)."""
+    return getattr(valid.dataset, "modality", "video") == "image"
