@@ -1,8 +1,8 @@
 """The package's import layers point one way only (issue #18), read statically from the source: every `import`
 and `from ... import` of `src/aim`, including those inside functions (a lazy import is still a dependency).
 
-    entry points    aim.run  aim.flops  aim.bench  (aim.search's CLI)
-    library         aim.budget  aim.search  aim.sweep  aim.analysis  aim.eval  aim.tracking
+    entry points    aim.run  aim.flops  aim.bench  aim.search (the search sweeper's logic and its CLI)
+    library         aim.budget  aim.tradeoff  aim.sweep  aim.analysis  aim.eval  aim.tracking
     validation      aim.config  (looks the schemas up in the families' registries)
     cost model      aim.efficiency  (tokens per layer, analytic FLOPs, roofline)
     families        aim.models  aim.data  aim.merging  aim.pruning
@@ -108,7 +108,7 @@ def test_the_cycle_check_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": set()}) == []
 
 
-@pytest.mark.parametrize("entry_point", ["aim.run", "aim.flops", "aim.bench"])
+@pytest.mark.parametrize("entry_point", ["aim.run", "aim.flops", "aim.bench", "aim.search"])
 def test_no_library_module_imports_an_entry_point(entry_point):
     importers = sorted(m for m, edges in import_graph().items() if entry_point in edges)
     assert importers == [], f"{entry_point} is a command-line entry point, imported by {importers}"
@@ -120,8 +120,8 @@ def test_the_leaf_modules_import_nothing_of_the_package(leaf):
 
 
 FAMILIES = ("aim.models", "aim.data", "aim.merging", "aim.pruning")
-ABOVE_FAMILIES = ("aim.config", "aim.efficiency", "aim.budget", "aim.search", "aim.sweep", "aim.analysis",
-                  "aim.eval", "aim.tracking", "aim.run", "aim.flops", "aim.bench")
+ABOVE_FAMILIES = ("aim.config", "aim.efficiency", "aim.budget", "aim.tradeoff", "aim.sweep", "aim.analysis", "aim.eval",
+                  "aim.tracking", "aim.run", "aim.flops", "aim.bench", "aim.search")
 
 
 def test_the_plugin_families_import_nothing_above_them():

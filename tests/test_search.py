@@ -11,7 +11,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from aim.paths import CONF_DIR
-from aim.search import TRADEOFF, SearchError, TradeoffSearch, assignment_overrides, corners, task_return
+from aim.search import SearchError, TradeoffSearch, assignment_overrides, corners
+from aim.tradeoff import TRADEOFF, task_return
 from tests.sweep_helpers import REPO, multirun
 
 TINY = ["+exp=search_tradeoff", "dataset.limit=2", "logger=none", "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=3",
@@ -300,7 +301,7 @@ POINTS = [(0.1, 1, 2, 1.0, 0.50, 0.60),   # cheapest: on the set
 
 
 def test_tradeoff_marks_exactly_the_non_dominated_points(tmp_path):
-    from aim.search import write_tradeoff
+    from aim.tradeoff import write_tradeoff
 
     sweep = fake_sweep(tmp_path / "sweep", POINTS)
     data = json.loads(write_tradeoff(sweep).read_text())

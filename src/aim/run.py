@@ -174,7 +174,7 @@ def main(cfg: DictConfig) -> float | list[float]:
     except RunDirBusy as exc:
         print(f"aim: {exc}", file=sys.stderr)
         sys.exit(3)
-    from aim.search import task_return
+    from aim.tradeoff import task_return
 
     # what a Hydra sweeper optimises: the accuracy, or [search.objective, tflops] for a trade-off search
     return task_return(cfg, summary)

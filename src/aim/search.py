@@ -40,11 +40,8 @@ and uses its samplers (NSGA-II by default), with these differences, each for a r
   files after every batch and at the end (and by `python -m aim.search SWEEP_DIR`), not from the study, so
   resubmitted jobs and a study kept in memory only give the same file.
 
-tradeoff.json: {"model": <model config name>, "pretrained", "dataset", "num_frames", "objective", "source":
-<sweep dir>, "points": [{"merger": {...}, "pruner": {...}, "tflops", "accuracy", "agreement", "kl",
-"num_samples", "pareto", "run", "tflops_analytic"}, ...], "eval_mode", "dataset_limit", "created"}: every
-evaluated (done) job in job order, `pareto` marking those that no other point beats on (objective max, tflops
-min) (`aim.analysis.collect.pareto_front`; of two equal points only the first is marked).
+`tradeoff.json`'s format, the task's return and the Pareto tables are in `aim.tradeoff` (a library module: aim.run
+and the analysis import it, not this module, whose `main` is a command line).
 """
 from __future__ import annotations
 
@@ -54,82 +51,21 @@ import json
 import logging
 import math
 import sys
-import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
 from aim.config import BUDGET_LIMITS, OBJECTIVES
+from aim.tradeoff import (COST, TRADEOFF, SearchError, compare, compare_markdown, format_rows, pareto_rows, search_config,
+                          tradeoff, write_tradeoff)
 
-TRADEOFF = "tradeoff.json"
-COST = "tflops"
 GROUP_FIELD_GROUPS = ("merger", "pruner")  # groups whose fields follow the group's searched choice
 MAX_ASKS_PER_JOB = 50  # proposals of settings already run, per job of a batch, before the search stops
 
 log = logging.getLogger(__name__)
-
-
-class SearchError(ValueError):
-    """A search that cannot run as asked; the message says why."""
-
-
-# ------------------------------------------------------------------------------------- the task's return
-
-@dataclass
-class SearchConfig:
-    """The `search` node of a search experiment (conf/exp/search_tradeoff.yaml). `objective` is maximized and
-    `tflops` minimized; `layers`, `l2_gap`, `ratio` and `keep` are the bounds its sweeper params read."""
-
-    objective: str = "accuracy"
-    layers: list[float] = field(default_factory=lambda: [1, 3])
-    l2_gap: list[float] = field(default_factory=lambda: [1, 4])
-    ratio: list[float] = field(default_factory=lambda: [0.02, 1.0])
-    keep: list[float] = field(default_factory=lambda: [0.05, 0.9])
-
-    def __post_init__(self):
-        from aim.checks import check_choice
-
-        check_choice("objective", self.objective, OBJECTIVES)
-        for name in ("layers", "l2_gap", "ratio", "keep"):
-            bounds = getattr(self, name)
-            if len(bounds) != 2 or bounds[0] > bounds[1]:
-                raise ValueError(f"{name}: must be [low, high] with low <= high, got {list(bounds)}")
-
-
-def search_config(cfg: DictConfig) -> SearchConfig | None:
-    """The validated `search` node, or None where the config has none."""
-    from aim.checks import to_schema
-
-    node = cfg.get("search") if isinstance(cfg, DictConfig) else None
-    return None if node is None else to_schema(SearchConfig, node, "search")
-
-
-def metric(summary: dict, name: str):
-    """A results.json metric (fidelity's `agreement` / `kl` may sit in a `fidelity` block)."""
-    value = summary.get(name)
-    if value is None and isinstance(summary.get("fidelity"), dict):
-        value = summary["fidelity"].get(name)
-    return value
-
-
-def task_return(cfg: DictConfig, summary: dict):
-    """What `aim.run`'s task function returns to a Hydra sweeper: `[objective, tflops]` for a search config
-    (hydra-optuna-sweeper casts each element with float() and needs as many as the study has directions),
-    else the accuracy (a single-objective sweeper's float)."""
-    search = search_config(cfg)
-    if search is None:
-        return summary["accuracy"]
-    values = []
-    for name in (search.objective, COST):
-        value = metric(summary, name)
-        if value is None or not math.isfinite(float(value)):
-            hint = " (fidelity to the unreduced model: is fidelity.enabled true?)" if name == "agreement" else ""
-            raise ValueError(f"search: results.json has no finite {name!r} to optimise, got {value!r}{hint}")
-        values.append(float(value))
-    return values
 
 
 # ------------------------------------------------------------------------------------- the search space
@@ -259,137 +195,6 @@ def extend_manifest(sweep_dir: Path, master: DictConfig, jobs: list[dict], searc
     tmp.write_text(json.dumps(manifest, indent=2))
     tmp.replace(path)
     return manifest
-
-
-# ------------------------------------------------------------------------------------- tradeoff.json
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def _model_choice(sweep_dir: Path, manifest: dict) -> str | None:
-    """The model's config name (`model=<name>`) the sweep was composed with."""
-    search = manifest.get("search") or {}
-    if search.get("model"):
-        return search["model"]
-    multirun = Path(sweep_dir) / "multirun.yaml"
-    if multirun.exists():
-        return OmegaConf.select(OmegaConf.load(multirun), "hydra.runtime.choices.model", default=None)
-    return None
-
-
-def tradeoff(sweep_dir: str | Path, objective: str | None = None) -> dict:
-    """The trade-off of a sweep dir: every done job as a point, the non-dominated ones on (objective max,
-    tflops min) marked `pareto`. `objective` defaults to the jobs' `search.objective` (else accuracy)."""
-    from aim.analysis.collect import pareto_front
-    from aim.sweep import RESULTS, read_manifest, status
-
-    sweep_dir = Path(sweep_dir)
-    manifest = read_manifest(sweep_dir)
-    done = {row["num"] for row in status(sweep_dir, query_scheduler=False) if row["state"] == "done"}
-    points, configs = [], []
-    for job in manifest["jobs"]:
-        if job["num"] not in done:
-            continue
-        results = _read_json(sweep_dir / job["subdir"] / RESULTS)
-        if results is None:
-            continue
-        config = results.get("config") or {}
-        configs.append(config)
-        points.append({
-            "merger": config.get("merger") or {"name": (results.get("method") or {}).get("merger")},
-            "pruner": config.get("pruner") or {"name": (results.get("method") or {}).get("pruner")},
-            "tflops": metric(results, "tflops"), "accuracy": metric(results, "accuracy"),
-            "agreement": metric(results, "agreement"), "kl": metric(results, "kl"),
-            "num_samples": results.get("num_samples"), "pareto": False,
-            "run": job["subdir"], "tflops_analytic": results.get("tflops_analytic"),
-        })
-    if objective is None:
-        chosen = {((c.get("search") or {}).get("objective")) for c in configs} - {None}
-        objective = chosen.pop() if len(chosen) == 1 else (manifest.get("search") or {}).get("objective", "accuracy")
-    if objective not in OBJECTIVES:
-        raise SearchError(f"objective: {objective!r} is not allowed; choose one of: {', '.join(OBJECTIVES)}")
-    settings = {(json.dumps((c.get("model") or {}).get("pretrained")), (c.get("dataset") or {}).get("name"),
-                 (c.get("dataset") or {}).get("num_frames")) for c in configs}
-    if len(settings) > 1:
-        raise SearchError(f"{sweep_dir}: the jobs differ in model, dataset or frames ({sorted(map(str, settings))}); "
-                          "a trade-off holds one (model, dataset, num_frames)")
-    first = configs[0] if configs else {}
-
-    def value(p, key):
-        v = metric(p, key)
-        return float("nan") if v is None else float(v)
-
-    mask = pareto_front([float("nan") if p["tflops"] is None else p["tflops"] for p in points],
-                        [value(p, objective) for p in points])
-    for p, on in zip(points, mask):
-        p["pareto"] = bool(on)
-    return {
-        "model": _model_choice(sweep_dir, manifest) or (first.get("model") or {}).get("name"),
-        "pretrained": (first.get("model") or {}).get("pretrained"),
-        "dataset": (first.get("dataset") or {}).get("name"),
-        "num_frames": (first.get("dataset") or {}).get("num_frames"),
-        "objective": objective,
-        "source": str(sweep_dir.resolve()),
-        "eval_mode": (first.get("eval") or {}).get("mode"),
-        "dataset_limit": (first.get("dataset") or {}).get("limit"),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "points": points,
-    }
-
-
-def write_tradeoff(sweep_dir: str | Path, objective: str | None = None) -> Path:
-    sweep_dir = Path(sweep_dir)
-    data = tradeoff(sweep_dir, objective)
-    path = sweep_dir / TRADEOFF
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
-    return path
-
-
-PARAMETER_FIELDS = ("ratio", "l1", "l2", "k", "keep", "lam", "boundaries")  # shown in the Pareto tables
-METRIC_COLUMNS = ("tflops", "accuracy", "agreement", "kl", "num_samples", "run")
-
-
-def pareto_rows(data: dict) -> list[dict]:
-    """The Pareto points of a tradeoff.json as flat rows, cheapest first: the merger and pruner with the
-    parameters the search varies (PARAMETER_FIELDS), then the metrics."""
-    rows = []
-    for p in sorted((p for p in data["points"] if p["pareto"]), key=lambda p: p["tflops"]):
-        row = {}
-        for group in ("merger", "pruner"):
-            row[group] = p[group].get("name")
-            row.update({f"{group}.{k}": p[group][k] for k in PARAMETER_FIELDS if k in p[group]})
-        row.update({k: p.get(k) for k in METRIC_COLUMNS})
-        rows.append(row)
-    return rows
-
-
-def row_columns(rows: list[dict]) -> list[str]:
-    """The columns of `pareto_rows`, in a fixed order whatever the first row holds."""
-    present = {k for r in rows for k in r}
-    order = ["merger"] + [f"merger.{k}" for k in PARAMETER_FIELDS] + ["pruner"] + \
-        [f"pruner.{k}" for k in PARAMETER_FIELDS] + list(METRIC_COLUMNS)
-    return [c for c in order if c in present]
-
-
-def format_rows(rows: list[dict]) -> str:
-    if not rows:
-        return "(no Pareto point: no job is done, or none has the objective)"
-    cols = row_columns(rows)
-
-    def fmt(v):
-        return "" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
-
-    cells = [[fmt(r.get(c)) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip()]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells]
-    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------- the sweeper
@@ -696,48 +501,6 @@ class TradeoffSearch:
             print(f"aim search: {len(failures)} trial(s) failed: jobs {nums}; `python launch/sweep.py resubmit "
                   f"{self.sweep_dir}` reruns them. First error: {failures[0][1]}", file=sys.stderr)
             raise failures[0][1]
-
-
-def setting_text(point: dict) -> str:
-    """`aim ratio=0.25 + aim l1=2 l2=4`: a point's merger and pruner with the parameters a search varies."""
-    parts = []
-    for group in ("merger", "pruner"):
-        node = point[group]
-        knobs = " ".join(f"{k}={node[k]:.3g}" if isinstance(node[k], float) else f"{k}={node[k]}"
-                         for k in PARAMETER_FIELDS if k in node)
-        parts.append(f"{node.get('name')} {knobs}".strip())
-    return " + ".join(parts)
-
-
-def compare(search: dict, other: dict) -> tuple[list[dict], int]:
-    """For each point of `other` (e.g. a hand-written grid's trade-off), the search's best point at no more
-    TFLOPs, and whether it matches or beats it on the search's objective. Returns (rows, points matched)."""
-    objective = search["objective"]
-    scored = [p for p in search["points"] if p.get(objective) is not None and p.get("tflops") is not None]
-    rows, matched = [], 0
-    for q in sorted(other["points"], key=lambda p: (p["tflops"] is None, p["tflops"] or 0)):
-        if q.get(objective) is None or q.get("tflops") is None:
-            continue
-        cheaper = [p for p in scored if p["tflops"] <= q["tflops"] * (1 + 1e-9)]
-        best = max(cheaper, key=lambda p: (p[objective], -p["tflops"])) if cheaper else None
-        ok = best is not None and best[objective] >= q[objective]
-        matched += ok
-        rows.append({"other": setting_text(q), "other_tflops": q["tflops"], f"other_{objective}": q[objective],
-                     "search": setting_text(best) if best else None, "search_tflops": best and best["tflops"],
-                     f"search_{objective}": best and best[objective], "matched": ok})
-    return rows, matched
-
-
-def compare_markdown(rows: list[dict], objective: str) -> str:
-    def fmt(v):
-        return "" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)
-
-    lines = [f"| setting | TFLOPs | {objective} | best search setting at <= TFLOPs | TFLOPs | {objective} | search >= |",
-             "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['other']} | {fmt(r['other_tflops'])} | {fmt(r[f'other_{objective}'])} | {fmt(r['search'])} | "
-                     f"{fmt(r['search_tflops'])} | {fmt(r[f'search_{objective}'])} | {'yes' if r['matched'] else 'no'} |")
-    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------- command line

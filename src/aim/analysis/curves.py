@@ -234,7 +234,7 @@ def write_html(df: pd.DataFrame, path: Path, costs=("tflops", "prefill_ms")) -> 
 def tradeoff_frame(data: dict) -> pd.DataFrame:
     """The points of a search's tradeoff.json (aim.search) as rows: series (merger + pruner), setting label,
     tflops, the objective as `value`, pareto."""
-    from aim.search import PARAMETER_FIELDS
+    from aim.tradeoff import PARAMETER_FIELDS
 
     rows = []
     for p in data["points"]:

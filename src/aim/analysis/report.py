@@ -119,7 +119,7 @@ def search_tradeoffs(df: pd.DataFrame, out_dir: Path | None = None) -> list[tupl
     """(sweep, trade-off, PNG) for every trade-off search in the table (its sweep.json has a `search` block;
     aim.search): the trade-off rebuilt from the sweep's results (tradeoff.json's objective kept), else the
     tradeoff.json as written; the PNG drawn into out_dir."""
-    from aim.search import TRADEOFF, tradeoff
+    from aim.tradeoff import TRADEOFF, tradeoff
 
     out = []
     for sweep, rows in df.groupby("sweep", sort=True):
@@ -142,7 +142,7 @@ def search_tradeoffs(df: pd.DataFrame, out_dir: Path | None = None) -> list[tupl
 def search_section(searches: list[tuple[str, dict, Path | None]]) -> str:
     """The Pareto set of each trade-off search: every evaluated setting and the frontier, and a table of the
     Pareto settings (what budget mode chooses from)."""
-    from aim.search import pareto_rows, row_columns
+    from aim.tradeoff import pareto_rows, row_columns
 
     if not searches:
         return ""
