@@ -6,7 +6,7 @@ and `from ... import` of `src/aim`, including those inside functions (a lazy imp
     validation      aim.config  (looks the schemas up in the families' registries)
     cost model      aim.efficiency  (tokens per layer, analytic FLOPs, roofline)
     families        aim.models  aim.data  aim.merging  aim.pruning
-    leaves          aim.checks  aim.registry  aim.paths
+    leaves          aim.checks  aim.registry  aim.paths  aim.tokens
 """
 from __future__ import annotations
 
@@ -114,7 +114,7 @@ def test_no_library_module_imports_an_entry_point(entry_point):
     assert importers == [], f"{entry_point} is a command-line entry point, imported by {importers}"
 
 
-@pytest.mark.parametrize("leaf", ["aim.checks", "aim.registry", "aim.paths"])
+@pytest.mark.parametrize("leaf", ["aim.checks", "aim.registry", "aim.paths", "aim.tokens"])
 def test_the_leaf_modules_import_nothing_of_the_package(leaf):
     assert import_graph()[leaf] == set()
 
@@ -129,6 +129,14 @@ def test_the_plugin_families_import_nothing_above_them():
     upward = sorted(f"{m} -> {t}" for m, edges in import_graph().items() if in_family(m, FAMILIES)
                     for t in edges if in_family(t, ABOVE_FAMILIES))
     assert upward == []
+
+
+def test_no_plugin_family_imports_another():
+    """Models, datasets, mergers and pruners are independent plugin families (the pruning hooks read the token
+    roles from the leaf aim.tokens, not from the model family)."""
+    sideways = sorted(f"{m} -> {t}" for m, edges in import_graph().items() for t in edges
+                      if in_family(m, FAMILIES) and in_family(t, FAMILIES) and t.split(".")[1] != m.split(".")[1])
+    assert sideways == []
 
 
 def test_the_cost_model_imports_no_validation_and_no_entry_point():

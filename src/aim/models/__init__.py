@@ -7,12 +7,9 @@ from dataclasses import dataclass
 import torch
 
 from aim.registry import Registry
+from aim.tokens import PADDING, PREFIX_TEXT, QUESTION_TEXT, VISUAL  # noqa: F401  (the adapters import them here)
 
 MODELS = Registry("model")
-
-# Token roles in the LLM sequence. Text (prefix or question) is never pruned; PADDING marks the pad
-# positions of a padded batch (never pruned, never counted as a key by the importance scores).
-PREFIX_TEXT, VISUAL, QUESTION_TEXT, PADDING = 0, 1, 2, 3
 
 
 @dataclass

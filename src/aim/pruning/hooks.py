@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from aim.models import PADDING, VISUAL
+from aim.tokens import PADDING, VISUAL
 
 
 @dataclass
