@@ -4,7 +4,7 @@ import torch
 
 from aim.pruning import PRUNERS, AimPrunerConfig
 from aim.pruning.importance import causal_softmax, heads_per_block, pagerank, pagerank_from_qk, query_attention
-from aim.pruning.schedule import (aim_schedule, explicit_schedule, fastv_schedule, kept_per_layer,
+from aim.pruning.schedule import (aim_schedule, explicit_schedule, fastv_schedule, kept_counts, kept_per_layer,
                                   pdrop_schedule, vtw_schedule)
 
 from tests.pruning_reference import reference_pagerank
@@ -34,6 +34,26 @@ def test_baseline_schedules():
 
 def test_kept_counts_round_down_and_never_grow():
     assert kept_per_layer(10, [1.0, 0.55, 0.6, 0.0]) == [10, 5, 5, 0]
+
+
+def test_kept_counts_of_a_grid_are_each_rows_own_counts():
+    """The budget planner counts a grid of settings at once with the same rule as one input: each row of
+    `kept_counts` is that row's visual tokens under that row's schedule, written out independently here
+    (floor(original * retention), never above the layer before; 0.3 * 10 is 2.9999999999999996 in floats)."""
+    visual = [1568, 10, 10, 0, 7]
+    retention = [aim_schedule(6, 2, 5), [1.0, 0.3, 0.3, 0.7, 0.2, 0.0], fastv_schedule(6, 1, 0.55),
+                 [1.0] * 6, pdrop_schedule(6, [2, 4], 0.5)]
+
+    def written_out(v, r):
+        counts = []
+        for x in r:
+            counts.append(min(counts[-1] if counts else v, int(v * x + 1e-9)))
+        return counts
+
+    grid = kept_counts(visual, retention)
+    assert grid.shape == (5, 6)
+    assert grid.tolist() == [written_out(v, r) for v, r in zip(visual, retention)]
+    assert grid[1].tolist() == [10, 3, 3, 3, 2, 0]
 
 
 def test_pagerank_equals_the_papers_definition_at_tau_0_1():

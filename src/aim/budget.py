@@ -66,7 +66,7 @@ from functools import cached_property
 from pathlib import Path
 
 from aim.config import BUDGET_LIMITS, OBJECTIVES, ConfigError
-from aim.efficiency.cost import image_dataset, kept_per_frame, model_configs
+from aim.efficiency.cost import image_dataset, kept_per_frame, model_configs, tokens_per_layer
 
 TRADEOFF_DIR = Path(__file__).resolve().parent / "assets" / "tradeoffs"
 POLICY = "policy"  # budget.tradeoff=policy: never use a recorded trade-off
@@ -199,10 +199,8 @@ class CostModel:
         return self._retention[key]
 
     def tokens_per_layer(self, setting: Setting) -> tuple[int, list[int]]:
-        from aim.pruning.schedule import kept_per_layer
-
         visual = self.groups * self.kept_per_group(setting)
-        return visual, [self.text_tokens + v for v in kept_per_layer(visual, self.retention(setting))]
+        return visual, tokens_per_layer(visual, self.text_tokens, self.retention(setting))[1]
 
     def cost(self, setting: Setting) -> Cost:
         visual, per_layer = self.tokens_per_layer(setting)
@@ -219,10 +217,10 @@ class CostModel:
         """`limit.amount` of each setting, vectorized over a grid (the same numbers as `cost`)."""
         import numpy as np
 
-        visual = np.array([self.groups * self.kept_per_group(s) for s in settings], dtype=np.int64)
-        retention = np.array([self.retention(s) for s in settings], dtype=np.float64)
-        counts = np.floor(visual[:, None] * retention + 1e-9).astype(np.int64)  # as kept_per_layer
-        counts = np.minimum(np.minimum.accumulate(counts, axis=1), visual[:, None]) + self.text_tokens
+        from aim.pruning.schedule import kept_counts
+
+        visual = [self.groups * self.kept_per_group(s) for s in settings]
+        counts = kept_counts(visual, [self.retention(s) for s in settings]) + self.text_tokens
         distinct, where = np.unique(counts, return_inverse=True)
         table = np.array([self.layers(int(n)) for n in distinct])  # [distinct n, (flops, seconds, matmuls)]
         per_layer = table[where.reshape(counts.shape)]

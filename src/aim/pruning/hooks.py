@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from aim.pruning.schedule import kept_per_layer
 from aim.tokens import PADDING, VISUAL
 
 
@@ -51,7 +52,8 @@ class _State:
         self.layer_kept: dict[int, torch.Tensor] = {}  # each layer's kept prefill indices (for decoding)
         self.scores = None  # importance of the current tokens, from the layer before a pruning step
         # host-side counts, so the prefill never waits on the device between layers
-        self.visual_total = self.visual_now = self.text_now = 0
+        self.visual_now = self.text_now = 0
+        self.visual_per_layer: list[int] = []  # the schedule's counts for this prefill (kept_per_layer)
         self.padded = False
         self.decoding = False
         self.trace = PruningTrace()
@@ -136,7 +138,8 @@ class TokenPruner:
                 state.decoding, state.prefill_len = False, n
                 state.kept = torch.arange(n, device=hidden.device).expand(b, n)
                 state.layer_kept.clear()
-                state.visual_total, state.visual_now, state.text_now = visual, visual, n - visual
+                state.visual_now, state.text_now = visual, n - visual
+                state.visual_per_layer = kept_per_layer(visual, self.retention)
                 state.trace.visual_tokens_per_layer = [visual] * self.first_pruned
                 state.trace.kept_indices = {}
             else:
@@ -184,7 +187,7 @@ class TokenPruner:
     def _gather(self, state: _State, hidden: torch.Tensor, i: int) -> torch.Tensor:
         roles = state.roles.gather(1, state.kept)  # [B, n]
         is_visual = roles == VISUAL
-        target = min(state.visual_now, int(state.visual_total * self.retention[i] + 1e-9))
+        target = state.visual_per_layer[i]
         scores = state.scores.float().masked_fill(~is_visual, float("-inf"))
         top_visual = scores.topk(target, dim=1).indices if target else scores[:, :0].long()
         # each row's non-visual tokens (equally many in every row)

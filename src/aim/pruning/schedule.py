@@ -6,6 +6,8 @@ always sees everything.
 """
 from __future__ import annotations
 
+import numpy as np
+
 
 def aim_schedule(num_layers: int, l1: int, l2: int) -> list[float]:
     """AIM (paper Sec. 3.2): layers 0..l1-1 see all visual tokens; layer i in [l1, l2) sees
@@ -42,10 +44,16 @@ def explicit_schedule(num_layers: int, retention: list[float]) -> list[float]:
     return [float(retention[min(i, len(retention) - 1)]) for i in range(num_layers)]
 
 
+def kept_counts(visual_tokens, retention) -> np.ndarray:
+    """The token-count rule: the visual tokens each layer sees are floor(retention * original) (up to float
+    rounding), never growing from layer to layer. Vectorized: `visual_tokens` [...] and `retention`
+    [..., layers] broadcast to int64 counts [..., layers] (the budget planner's grid of settings); the pruning
+    hooks, aim.flops and the planner all count with it."""
+    visual = np.asarray(visual_tokens, dtype=np.int64)[..., None]
+    counts = np.floor(visual * np.asarray(retention, dtype=np.float64) + 1e-9).astype(np.int64)
+    return np.minimum(np.minimum.accumulate(counts, axis=-1), visual)
+
+
 def kept_per_layer(visual_tokens: int, retention: list[float]) -> list[int]:
-    """Visual tokens each layer sees: floor(retention * original), never growing from layer to layer."""
-    counts, last = [], visual_tokens
-    for r in retention:
-        last = min(last, int(visual_tokens * r + 1e-9))
-        counts.append(last)
-    return counts
+    """Visual tokens each layer sees, for one input (`kept_counts`)."""
+    return kept_counts(visual_tokens, retention).tolist()
