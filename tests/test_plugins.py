@@ -165,12 +165,18 @@ def test_a_pip_installed_plugin_merger_runs_with_aim_run(tmp_path):
                           "--target", str(site), str(source)], capture_output=True, text=True, timeout=300)
     assert pip.returncode == 0, pip.stderr[-3000:]
 
-    out = tmp_path / "run"
     env = {**os.environ, "AIM_DATA_DIR": str(tmp_path / "data"), "WANDB_SILENT": "true",
            "PYTHONPATH": os.pathsep.join([str(site), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    proc = subprocess.run([sys.executable, "-m", "aim.run", f"hydra.run.dir={out}", "merger=stride",
-                           "dataset.num_samples=8", "dataset.limit=2", "logger=none", "eval.progress=false"],
-                          env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+
+    def aim_run(out, *overrides):
+        return subprocess.run([sys.executable, "-m", "aim.run", f"hydra.run.dir={out}", "merger=stride",
+                               "dataset.num_samples=8", "dataset.limit=2", "logger=none", "eval.progress=false",
+                               *overrides], env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+
+    refused = aim_run(tmp_path / "refused", "merger.stride=0")
+    assert refused.returncode == 2 and "aim: invalid config: merger.stride: must be in [1, inf), got 0" in refused.stderr
+    out = tmp_path / "run"
+    proc = aim_run(out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert results["method"]["merger"] == "stride" and results["config"]["merger"] == {"name": "stride", "stride": 2}
