@@ -117,6 +117,14 @@ def test_installed_flops_estimates_a_preset_from_outside_the_repository(venv_pyt
     assert 0 < result["tflops"] < result["tflops_full"]
 
 
+def test_installed_bench_times_the_bundled_model_from_outside_the_repository(venv_python, tmp_path):
+    proc = run_installed(venv_python, tmp_path / "work", "-m", "aim.bench", "bench.repeats=1", "bench.warmup=0",
+                         timeout=120)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["method"] == {"merger": "aim", "pruner": "aim"}
+    assert result["prefill_ms"] > 0 and result["visual_tokens_merged"] < result["visual_tokens"]
+
+
 def test_installed_sweep_uses_the_aim_sweeper_from_the_wheel(venv_python, tmp_path):
     work = tmp_path / "work"
     run_installed(venv_python, work, "-m", "aim.run", "-m", "dataset.num_samples=8", "dataset.limit=1",
