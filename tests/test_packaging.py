@@ -63,9 +63,10 @@ def venv_python(wheel, tmp_path_factory) -> Path:
     return python
 
 
-def clean_env(**extra: str) -> dict[str, str]:
+def clean_env() -> dict[str, str]:
+    """The test's environment without PYTHONPATH (a test run may point it at src/) and W&B quiet."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("WANDB_")}
-    return {**env, "WANDB_SILENT": "true", **extra}
+    return {**env, "WANDB_SILENT": "true"}
 
 
 def run_installed(python: Path, cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -86,6 +87,7 @@ def test_wheel_carries_the_config_tree_the_bundled_model_and_the_hydra_plugins(w
     assert {"aim/assets/toy_llava_ov/model.safetensors", "aim/assets/toy_llava_ov/tokenizer.json",
             "aim/assets/toy_llava_ov/config.json"} <= names
     assert {"hydra_plugins/aim_sweeper/__init__.py", "hydra_plugins/aim_optuna_sweeper/__init__.py"} <= names
+    assert "hydra_plugins/__init__.py" not in names  # a namespace package, shared with Hydra's other plugins
 
 
 def test_installed_package_is_imported_from_the_virtual_environment(venv_python, tmp_path):
