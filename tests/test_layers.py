@@ -6,7 +6,8 @@ and `from ... import` of `src/aim`, including those inside functions (a lazy imp
     validation      aim.config  (looks the schemas up in the families' registries)
     cost model      aim.efficiency  (tokens per layer, analytic FLOPs, roofline)
     families        aim.models  aim.data  aim.merging  aim.pruning
-    leaves          aim.checks  aim.registry  aim.paths  aim.tokens
+    registry        aim.registry  aim.plugins (loads the plugins installed from outside the repo)
+    leaves          aim.checks  aim.paths  aim.tokens
 """
 from __future__ import annotations
 
@@ -114,9 +115,18 @@ def test_no_library_module_imports_an_entry_point(entry_point):
     assert importers == [], f"{entry_point} is a command-line entry point, imported by {importers}"
 
 
-@pytest.mark.parametrize("leaf", ["aim.checks", "aim.registry", "aim.paths", "aim.tokens"])
+LEAVES = ("aim.checks", "aim.paths", "aim.tokens")
+
+
+@pytest.mark.parametrize("leaf", LEAVES)
 def test_the_leaf_modules_import_nothing_of_the_package(leaf):
     assert import_graph()[leaf] == set()
+
+
+def test_the_registry_and_its_plugin_loader_import_only_leaves():
+    graph = import_graph()
+    allowed = set(LEAVES) | {"aim.registry", "aim.plugins"}
+    assert {m: graph[m] - allowed for m in ("aim.registry", "aim.plugins")} == {"aim.registry": set(), "aim.plugins": set()}
 
 
 FAMILIES = ("aim.models", "aim.data", "aim.merging", "aim.pruning")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from aim.config import check_range
+from aim.checks import check_range
 from aim.merging import MERGERS, Merged
 
 

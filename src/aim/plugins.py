@@ -19,7 +19,7 @@ import traceback
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
-from aim.config import ConfigError
+from aim.checks import ConfigError
 
 GROUP = "aim.plugins"
 
