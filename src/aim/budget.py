@@ -66,7 +66,7 @@ from functools import cached_property
 from pathlib import Path
 
 from aim.config import BUDGET_LIMITS, OBJECTIVES, ConfigError
-from aim.efficiency.cost import image_dataset, kept_per_frame, model_configs, tokens_per_layer
+from aim.efficiency.cost import LayerCosts, image_dataset, kept_per_frame, model_configs, tokens_per_layer
 
 TRADEOFF_DIR = Path(__file__).resolve().parent / "assets" / "tradeoffs"
 POLICY = "policy"  # budget.tradeoff=policy: never use a recorded trade-off
@@ -144,31 +144,6 @@ class Cost:
     prefill_ms: float  # roofline time on the budget's hardware
     visual_tokens: int  # after merging
     tokens_per_layer: tuple[int, ...]
-
-
-class LayerCosts:
-    """Roofline cost of one decoder layer with n tokens, memoized by n (a grid has few distinct n)."""
-
-    def __init__(self, text_config, hw, fused_attention: bool):
-        from aim.efficiency.roofline import LLMShape, lm_head_operator
-
-        self.text_config, self.hw, self.fused = text_config, hw, fused_attention
-        self.shape = LLMShape.from_text_config(text_config)
-        head = lm_head_operator(self.shape)
-        self.head = (head.flops, head.seconds(hw))
-        self._memo: dict[int, tuple[float, float, float]] = {}
-
-    def __call__(self, n: int) -> tuple[float, float, float]:
-        """(all FLOPs, seconds, matmul FLOPs) of a layer with n tokens."""
-        if n not in self._memo:
-            from aim.efficiency.analytic import layer_flops
-            from aim.efficiency.roofline import layer_operators
-
-            s = self.shape
-            ops = layer_operators(n, s, self.fused, self.hw.onchip_buffer_bytes)
-            self._memo[n] = (sum(op.flops for op in ops), sum(op.seconds(self.hw) for op in ops),
-                             layer_flops(n, s.hidden, s.intermediate, s.heads, s.kv_heads, s.head_dim))
-        return self._memo[n]
 
 
 class CostModel:

@@ -1,8 +1,9 @@
 """The analytic cost of a configured LLM prefill, from the model's config alone (no weights, no data): the
 visual tokens per frame after the merger (`kept_per_frame`), the tokens each decoder layer sees under the
 pruner's retention schedule (`tokens_per_layer`), and their roofline FLOPs and time (`flops`, the numbers
-`python -m aim.flops` prints). Used by aim.flops (the CLI), aim.config (a pruner must prune on the model),
-the budget planner (aim.budget), the search and the analysis.
+`python -m aim.flops` prints; `LayerCosts`: one layer's, memoized, for the budget planner's grids). Used by
+aim.flops (the CLI), aim.config (a pruner must prune on the model), the budget planner (aim.budget), the search
+and the analysis.
 
 `valid` below is a validated run config (aim.config.Validated); this module reads its groups and never
 imports aim.config, which sits above it.
@@ -196,6 +197,31 @@ def flops(valid) -> dict:
         "method": {"merger": valid.merger.name, "pruner": valid.pruner.name},
         "model": valid.model.pretrained,
     }
+
+
+class LayerCosts:
+    """Roofline cost of one decoder layer with n tokens, memoized by n (a grid has few distinct n)."""
+
+    def __init__(self, text_config, hw, fused_attention: bool):
+        from aim.efficiency.roofline import LLMShape, lm_head_operator
+
+        self.text_config, self.hw, self.fused = text_config, hw, fused_attention
+        self.shape = LLMShape.from_text_config(text_config)
+        head = lm_head_operator(self.shape)
+        self.head = (head.flops, head.seconds(hw))
+        self._memo: dict[int, tuple[float, float, float]] = {}
+
+    def __call__(self, n: int) -> tuple[float, float, float]:
+        """(all FLOPs, seconds, matmul FLOPs) of a layer with n tokens."""
+        if n not in self._memo:
+            from aim.efficiency.analytic import layer_flops
+            from aim.efficiency.roofline import layer_operators
+
+            s = self.shape
+            ops = layer_operators(n, s, self.fused, self.hw.onchip_buffer_bytes)
+            self._memo[n] = (sum(op.flops for op in ops), sum(op.seconds(self.hw) for op in ops),
+                             layer_flops(n, s.hidden, s.intermediate, s.heads, s.kv_heads, s.head_dim))
+        return self._memo[n]
 
 
 def image_dataset(valid) -> bool:
