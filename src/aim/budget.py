@@ -49,26 +49,20 @@ from its own frames and prompt length (the same rule, cached per token layout), 
 frames get more reduction and every sample fits the same TFLOPs; the loop (aim.eval.loop) asks it for each
 sample's merger and pruner and records `budget` (setting, predicted TFLOPs, within_budget) in samples.jsonl.
 
-Trade-off file (JSON, written by the trade-off search; `load_tradeoff` checks it):
-    {"model": <model config name>, "pretrained": <model.pretrained>, "dataset": <dataset name>,
-     "num_frames": int, "objective": "accuracy" | "agreement", "source": <sweep dir>,
-     "points": [{"merger": {"name": .., "ratio": .., ...}, "pruner": {"name": .., "l1": .., "l2": .., ...},
-                 "tflops": float, "accuracy": float|null, "agreement": float|null, "kl": float|null,
-                 "num_samples": int, "pareto": bool}, ...]}
+Trade-off files (tradeoff.json, written by the trade-off search): format, reading and the bundled ones in
+`aim.tradeoff` (`load_tradeoff`, `find_tradeoff`).
 """
 from __future__ import annotations
 
 import inspect
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
-from pathlib import Path
 
-from aim.config import BUDGET_LIMITS, OBJECTIVES, ConfigError
+from aim.config import BUDGET_LIMITS, ConfigError
 from aim.efficiency.cost import LayerCosts, image_dataset, kept_per_frame, model_configs, tokens_per_layer
+from aim.tradeoff import Tradeoff, find_tradeoff, load_tradeoff
 
-TRADEOFF_DIR = Path(__file__).resolve().parent / "assets" / "tradeoffs"
 POLICY = "policy"  # budget.tradeoff=policy: never use a recorded trade-off
 
 # The candidate grid. Merge ratios: the policy's first stage, then its last.
@@ -327,54 +321,7 @@ def candidates(merger: dict, pruner: dict, num_layers: int) -> list[Setting]:
     return _settings(merger, pruner, [(r, p) for r in ratios for p in grid], num_layers)
 
 
-# --- recorded trade-offs -------------------------------------------------------------------------------
-@dataclass
-class Tradeoff:
-    path: Path
-    data: dict
-
-    @property
-    def points(self) -> list[dict]:
-        return self.data["points"]
-
-
-def load_tradeoff(path: str | Path) -> Tradeoff:
-    """Read and check a trade-off file (format in the module docstring); problems raise ConfigError."""
-    path = Path(path).expanduser()
-    where = f"budget.tradeoff: {path}"
-    try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"{where}: cannot read it ({exc.strerror or exc})") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{where}: not JSON ({exc})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("points"), list):
-        raise ConfigError(f"{where}: expected an object with a `points` list")
-    if data.get("objective", "accuracy") not in OBJECTIVES:
-        raise ConfigError(f"{where}: objective {data.get('objective')!r}; one of {', '.join(OBJECTIVES)}")
-    for i, p in enumerate(data["points"]):
-        if not (isinstance(p, dict) and isinstance(p.get("merger"), dict) and isinstance(p.get("pruner"), dict)
-                and "name" in p["merger"] and "name" in p["pruner"]):
-            raise ConfigError(f"{where}: points[{i}] needs `merger` and `pruner` objects with a `name`")
-    return Tradeoff(path, data)
-
-
-def find_tradeoff(pretrained: str, dataset: str, num_frames: int | None, directory: Path = TRADEOFF_DIR) -> Path | None:
-    """A bundled trade-off recorded for this checkpoint and dataset: the one at the same frame count,
-    else the nearest; None if there is none."""
-    found = []
-    for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if isinstance(data, dict) and data.get("pretrained") == pretrained and data.get("dataset") == dataset:
-            frames = data.get("num_frames")
-            distance = abs(frames - num_frames) if isinstance(frames, int) and num_frames else 0
-            found.append((distance, str(path)))
-    return Path(min(found)[1]) if found else None
-
-
+# --- recorded trade-offs (read by aim.tradeoff.load_tradeoff) -----------------------------------------
 def _point_setting(point: dict, merger: dict, pruner: dict, index: int, where: str, num_layers: int) -> Setting:
     """The configured fields with the point's own (those of the schema) on top, validated; a pruner that
     removes nothing on this LLM becomes pruner none."""

@@ -9,8 +9,10 @@ import it; it imports no entry point.
 tradeoff.json: {"model": <model config name>, "pretrained", "dataset", "num_frames", "objective", "source":
 <sweep dir>, "points": [{"merger": {...}, "pruner": {...}, "tflops", "accuracy", "agreement", "kl",
 "num_samples", "pareto", "run", "tflops_analytic"}, ...], "eval_mode", "dataset_limit", "created"}
-(`aim.analysis.collect.pareto_front`; of two equal points only the first is marked). Budget mode reads it
-(aim.budget.load_tradeoff).
+(`aim.analysis.collect.pareto_front`; of two equal points only the first is marked). Budget mode reads one
+(`load_tradeoff`: the fields it needs are `objective` and each point's `merger` and `pruner` objects with a `name`,
+`tflops` and the objectives), given by `budget.tradeoff` or bundled under src/aim/assets/tradeoffs/
+(`find_tradeoff`).
 """
 from __future__ import annotations
 
@@ -22,10 +24,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from aim.checks import check_choice, to_schema
+from aim.checks import ConfigError, check_choice, to_schema
 from aim.config import OBJECTIVES
 
 TRADEOFF = "tradeoff.json"
+TRADEOFF_DIR = Path(__file__).resolve().parent / "assets" / "tradeoffs"  # the bundled ones
 COST = "tflops"
 
 
@@ -259,3 +262,53 @@ def compare_markdown(rows: list[dict], objective: str) -> str:
         lines.append(f"| {r['other']} | {fmt(r['other_tflops'])} | {fmt(r[f'other_{objective}'])} | {fmt(r['search'])} | "
                      f"{fmt(r['search_tflops'])} | {fmt(r[f'search_{objective}'])} | {'yes' if r['matched'] else 'no'} |")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------- reading one (budget mode)
+
+@dataclass
+class Tradeoff:
+    path: Path
+    data: dict
+
+    @property
+    def points(self) -> list[dict]:
+        return self.data["points"]
+
+
+def load_tradeoff(path: str | Path) -> Tradeoff:
+    """Read and check a trade-off file for budget mode (format in the module docstring); problems raise
+    ConfigError naming budget.tradeoff."""
+    path = Path(path).expanduser()
+    where = f"budget.tradeoff: {path}"
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read it ({exc.strerror or exc})") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{where}: not JSON ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("points"), list):
+        raise ConfigError(f"{where}: expected an object with a `points` list")
+    if data.get("objective", "accuracy") not in OBJECTIVES:
+        raise ConfigError(f"{where}: objective {data.get('objective')!r}; one of {', '.join(OBJECTIVES)}")
+    for i, p in enumerate(data["points"]):
+        if not (isinstance(p, dict) and isinstance(p.get("merger"), dict) and isinstance(p.get("pruner"), dict)
+                and "name" in p["merger"] and "name" in p["pruner"]):
+            raise ConfigError(f"{where}: points[{i}] needs `merger` and `pruner` objects with a `name`")
+    return Tradeoff(path, data)
+
+
+def find_tradeoff(pretrained: str, dataset: str, num_frames: int | None, directory: Path = TRADEOFF_DIR) -> Path | None:
+    """A bundled trade-off recorded for this checkpoint and dataset: the one at the same frame count,
+    else the nearest; None if there is none."""
+    found = []
+    for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(data, dict) and data.get("pretrained") == pretrained and data.get("dataset") == dataset:
+            frames = data.get("num_frames")
+            distance = abs(frames - num_frames) if isinstance(frames, int) and num_frames else 0
+            found.append((distance, str(path)))
+    return Path(min(found)[1]) if found else None
