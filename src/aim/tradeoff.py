@@ -8,8 +8,8 @@ import it; it imports no entry point.
 
 tradeoff.json: {"model": <model config name>, "pretrained", "dataset", "num_frames", "objective", "source":
 <sweep dir>, "points": [{"merger": {...}, "pruner": {...}, "tflops", "accuracy", "agreement", "kl",
-"num_samples", "pareto", "run", "tflops_analytic"}, ...], "eval_mode", "dataset_limit", "created"}
-(`aim.analysis.collect.pareto_front`; of two equal points only the first is marked). Budget mode reads one
+"num_samples", "pareto", "run", "tflops_analytic"}, ...], "eval_mode", "dataset_limit", "created"}; `pareto`
+by `aim.analysis.collect.pareto_front` (of two equal points only the first is marked). Budget mode reads one
 (`load_tradeoff`: the fields it needs are `objective` and each point's `merger` and `pruner` objects with a `name`,
 `tflops` and the objectives), given by `budget.tradeoff` or bundled under src/aim/assets/tradeoffs/
 (`find_tradeoff`).

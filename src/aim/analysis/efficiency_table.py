@@ -3,7 +3,7 @@ LLaVA-OneVision-7B, unreduced, with 50% merging, and with AIM (25% merging + pru
 FastV (k=2, keep 0.5) and PyramidDrop (its four stages, lambda 0.5) without merging for context.
 
 Each row is the config a user would pass to `python -m aim.flops` (the same overrides), composed and
-validated like a run's and estimated by `aim.flops.flops`: no weights, no data, no GPU. The paper's
+validated like a run's and estimated by `aim.efficiency.cost.flops`: no weights, no data, no GPU. The paper's
 figures stand beside ours where it gives them (its own setting only: 32 frames, 100 text tokens,
 A100-40GB, unfused attention).
 """
