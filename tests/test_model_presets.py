@@ -45,6 +45,8 @@ def frames(num=2):
         ("llava_onevision_0.5b", "llava-hf/llava-onevision-qwen2-0.5b-ov-hf", 24, 896, 14, 2, (32, 14, 14)),
         ("llava_onevision_7b", "llava-hf/llava-onevision-qwen2-7b-ov-hf", 28, 3584, 28, 4, (32, 14, 14)),
         ("llava_onevision_72b", "llava-hf/llava-onevision-qwen2-72b-ov-hf", 80, 8192, 64, 8, (32, 14, 14)),
+        # LLaVA-Video: OneVision-7B's architecture; the Hugging Face classes pool its frames 2x2 (ceil) too
+        ("llava_video_7b", "llava-hf/LLaVA-Video-7B-Qwen2-hf", 28, 3584, 28, 4, (32, 14, 14)),
         # 360x640 video -> 364x644 px (multiples of 28) -> 13x23 tokens per pair of frames
         ("qwen2_vl_7b", "Qwen/Qwen2-VL-7B-Instruct", 28, 3584, 28, 4, (16, 13, 23)),
         # an image model: 32 images of 24x24 tokens (336 px, patch 14), no pooling
@@ -82,6 +84,25 @@ def test_flops_of_qwen2_vl_7b_from_its_preset(tmp_path):
     assert (result["frame_groups"], result["token_grid"], result["tokens_per_frame"]) == (16, [13, 23], 299)
     assert result["visual_tokens_unmerged"] == 16 * 299 and result["visual_tokens"] == 16 * 74
     assert result["tokens_per_layer"] == [16 * 74 + 100] * 28
+
+
+def test_flops_of_llava_video_7b_from_its_preset_unreduced_and_with_the_papers_reduction():
+    """196 visual tokens per frame (the Hugging Face classes' 2x2 bilinear pooling of 27x27 patches), one
+    newline after the video: the same token layout, and so the same TFLOPs, as LLaVA-OneVision-7B."""
+    from aim.efficiency.cost import flops
+
+    def run(*overrides):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return flops(validate(compose("config", overrides=["model=llava_video_7b", "dataset.num_frames=32",
+                                                               *overrides])))
+
+    full = run("merger=none", "pruner=none")
+    assert (full["frame_groups"], full["token_grid"], full["tokens_per_frame"]) == (32, [14, 14], 196)
+    assert full["visual_tokens"] == 32 * 196 and full["model"] == "llava-hf/LLaVA-Video-7B-Qwen2-hf"
+    assert round(full["tflops"], 2) == 99.63
+    reduced = run("merger=aim", "merger.ratio=0.25", "pruner=aim", "pruner.l1=14", "pruner.l2=22")
+    assert (reduced["kept_per_frame"], reduced["visual_tokens"]) == (49, 32 * 49)
+    assert round(reduced["tflops_full"], 2) == 99.63 and round(reduced["tflops"], 2) == 14.76
 
 
 @pytest.mark.parametrize("preset,model_class", [("llava_onevision_tiny", "LlavaOnevisionForConditionalGeneration"),
