@@ -105,6 +105,27 @@ def test_flops_of_llava_video_7b_from_its_preset_unreduced_and_with_the_papers_r
     assert round(reduced["tflops_full"], 2) == 99.63 and round(reduced["tflops"], 2) == 14.76
 
 
+def test_llava_onevision_video_tokens_per_frame_are_the_hugging_face_models_own():
+    """The adapter's video features (tower, projector, 2x2 pooling) equal `get_video_features` of the Hugging
+    Face class that LLaVA-OneVision and LLaVA-Video checkpoints both run, frame by frame, less the one
+    newline the model appends after the video: tiny preset, fp32, at 120 px for an odd patch grid as the
+    real towers' 27x27 (15x15 patches -> 8x8 tokens: bilinear to the ceiling, not 2x2 average pooling's 7x7)."""
+    cfg = model_cfg("llava_onevision_tiny", ["model.architecture.vision_config.image_size=120"])
+    torch.manual_seed(0)
+    adapter = MODELS.get(cfg.name).from_config(**asdict(cfg))
+    clip = frames(3)
+    pixels = adapter.pixel_values(clip)
+    ours = adapter.visual_features(pixels)
+    hf = adapter.model.model.get_video_features(
+        pixels[None], vision_feature_layer=adapter.model.config.vision_feature_layer,
+        vision_feature_select_strategy=adapter.model.config.vision_feature_select_strategy).pooler_output[0]
+    _, rows, cols = adapter.grid(len(clip))
+    assert ours.shape[:2] == (3, rows * cols) == (3, 8 * 8)
+    assert hf.shape[0] == 3 * rows * cols + 1
+    torch.testing.assert_close(ours.reshape(-1, ours.shape[-1]), hf[:-1])
+    torch.testing.assert_close(hf[-1], adapter.model.model.image_newline)
+
+
 @pytest.mark.parametrize("preset,model_class", [("llava_onevision_tiny", "LlavaOnevisionForConditionalGeneration"),
                                                 ("qwen2_vl_tiny", "Qwen2VLForConditionalGeneration"),
                                                 ("llava_1.5_tiny", "LlavaForConditionalGeneration")])
