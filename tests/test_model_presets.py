@@ -75,11 +75,12 @@ def test_qwen2_vl_preset_frame_options_change_its_token_grid():
         model_cfg("qwen2_vl_7b", ["model.max_pixels=1000"])
 
 
-def test_flops_of_qwen2_vl_7b_from_its_preset(tmp_path):
+@pytest.mark.parametrize("preset", ["qwen2_vl_7b", "qwen2_5_vl_7b"])
+def test_flops_of_qwen2_vl_7b_from_its_preset(tmp_path, preset):
     from aim.efficiency.cost import flops
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        valid = validate(compose("config", overrides=["model=qwen2_vl_7b", "dataset.num_frames=32", "merger=aim",
+        valid = validate(compose("config", overrides=[f"model={preset}", "dataset.num_frames=32", "merger=aim",
                                                       "merger.ratio=0.25", "pruner=none"]))
     result = flops(valid)
     assert (result["frame_groups"], result["token_grid"], result["tokens_per_frame"]) == (16, [13, 23], 299)
