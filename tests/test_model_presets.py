@@ -30,7 +30,8 @@ def real_prompt():
     """The prompt fields of the real checkpoints' presets (the same in all four)."""
     fields = ("prompt_template", "likelihood_template", "option_format", "option_separator")
     prompts = {name: tuple(getattr(model_cfg(name), f) for f in fields)
-               for name in ("llava_onevision_0.5b", "llava_onevision_7b", "llava_onevision_72b", "qwen2_vl_7b")}
+               for name in ("llava_onevision_0.5b", "llava_onevision_7b", "llava_onevision_72b", "qwen2_vl_7b",
+                                 "qwen2_5_vl_7b", "qwen2_5_vl_3b")}
     assert len(set(prompts.values())) == 1
     return dict(zip(fields, prompts["llava_onevision_7b"]))
 
@@ -49,6 +50,8 @@ def frames(num=2):
         ("llava_video_7b", "llava-hf/LLaVA-Video-7B-Qwen2-hf", 28, 3584, 28, 4, (32, 14, 14)),
         # 360x640 video -> 364x644 px (multiples of 28) -> 13x23 tokens per pair of frames
         ("qwen2_vl_7b", "Qwen/Qwen2-VL-7B-Instruct", 28, 3584, 28, 4, (16, 13, 23)),
+        ("qwen2_5_vl_7b", "Qwen/Qwen2.5-VL-7B-Instruct", 28, 3584, 28, 4, (16, 13, 23)),
+        ("qwen2_5_vl_3b", "Qwen/Qwen2.5-VL-3B-Instruct", 36, 2048, 16, 2, (16, 13, 23)),
         # an image model: 32 images of 24x24 tokens (336 px, patch 14), no pooling
         ("llava_1.5_7b", "llava-hf/llava-1.5-7b-hf", 32, 4096, 32, 32, (32, 24, 24)),
     ],
@@ -74,11 +77,12 @@ def test_qwen2_vl_preset_frame_options_change_its_token_grid():
         model_cfg("qwen2_vl_7b", ["model.max_pixels=1000"])
 
 
-def test_flops_of_qwen2_vl_7b_from_its_preset(tmp_path):
+@pytest.mark.parametrize("preset", ["qwen2_vl_7b", "qwen2_5_vl_7b"])
+def test_flops_of_qwen2_vl_7b_from_its_preset(tmp_path, preset):
     from aim.efficiency.cost import flops
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        valid = validate(compose("config", overrides=["model=qwen2_vl_7b", "dataset.num_frames=32", "merger=aim",
+        valid = validate(compose("config", overrides=[f"model={preset}", "dataset.num_frames=32", "merger=aim",
                                                       "merger.ratio=0.25", "pruner=none"]))
     result = flops(valid)
     assert (result["frame_groups"], result["token_grid"], result["tokens_per_frame"]) == (16, [13, 23], 299)
@@ -128,6 +132,7 @@ def test_llava_onevision_video_tokens_per_frame_are_the_hugging_face_models_own(
 
 @pytest.mark.parametrize("preset,model_class", [("llava_onevision_tiny", "LlavaOnevisionForConditionalGeneration"),
                                                 ("qwen2_vl_tiny", "Qwen2VLForConditionalGeneration"),
+                                                ("qwen2_5_vl_tiny", "Qwen2_5_VLForConditionalGeneration"),
                                                 ("llava_1.5_tiny", "LlavaForConditionalGeneration")])
 def test_random_init_builds_a_preset_from_its_architecture(preset, model_class):
     cfg = model_cfg(preset)

@@ -87,16 +87,22 @@ def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixe
     return h, w
 
 
-def mrope_positions(num_before: int, token_index: torch.Tensor, grid: tuple[int, int, int], num_after: int) -> torch.Tensor:
+def mrope_positions(num_before: int, token_index: torch.Tensor, grid: tuple[int, int, int], num_after: int,
+                    group_times: torch.Tensor | None = None) -> torch.Tensor:
     """M-RoPE position ids [3, N] of [text before][kept visual tokens][text after] (rule in the module
-    docstring). `token_index[g, j]`: the original cell (row * cols + col) of kept token j of group g."""
+    docstring). `token_index[g, j]`: the original cell (row * cols + col) of kept token j of group g.
+    `group_times[g]`: the temporal position of group g relative to the video's start (integers; default g,
+    Qwen2-VL's; Qwen2.5-VL's grow with the frames' time stamps). The text after starts one past the
+    largest position of the unmerged video on every axis."""
     groups, rows, cols = grid
     device = token_index.device
+    if group_times is None:
+        group_times = torch.arange(groups, device=device)
     s = num_before
     before = torch.arange(s, device=device).expand(3, -1)
-    t = s + torch.arange(token_index.shape[0], device=device)[:, None].expand_as(token_index)
+    t = s + group_times.to(device)[:, None].expand_as(token_index)
     visual = torch.stack([t, s + token_index // cols, s + token_index % cols]).reshape(3, -1)
-    start = s + max(groups, rows, cols)
+    start = s + max(int(group_times.max()) + 1, rows, cols)
     after = torch.arange(start, start + num_after, device=device).expand(3, -1)
     return torch.cat([before, visual, after], 1)
 
@@ -176,12 +182,19 @@ class Qwen2VLAdapter(Adapter):
         merger is neither run twice nor counted with the tower."""
         visual = self.model.model.visual
         flat, grid = self.hf_video_inputs(pixel_values)
-        merger, visual.merger = visual.merger, torch.nn.Identity()
+        # The stand-in merger only groups each window's patches, so the tower's own reordering of merger
+        # outputs (Qwen2.5-VL's, undoing its window-attention order) brings the patches back in order.
+        merger, visual.merger = visual.merger, _GroupWindows(self.merge**2)
         try:
-            hidden = visual(flat, grid_thw=grid).last_hidden_state
+            hidden = visual(flat, grid_thw=grid).pooler_output
         finally:
             visual.merger = merger
-        return hidden.view(pixel_values.shape[0], -1, hidden.shape[-1])
+        return hidden.reshape(pixel_values.shape[0], -1, hidden.shape[-1] // self.merge**2)
+
+    def window_order(self, grid: torch.Tensor) -> torch.Tensor | None:
+        """The order in which the tower's blocks hold the merger windows (indices of windows in merger-window
+        order), or None where they are held in that order (Qwen2-VL; Qwen2.5-VL's window attention permutes)."""
+        return None
 
     def project(self, tower_hidden: torch.Tensor, modality: str = "video") -> torch.Tensor:
         """The model's 2x2 patch merger (its projector into the LLM): [groups, hp*wp, E] -> [groups, rows*cols, D]."""
@@ -213,13 +226,18 @@ class Qwen2VLAdapter(Adapter):
         g = pixel_values.shape[0]
         n = captured["hidden"].shape[0]
         q, k, _ = attn.qkv(captured["hidden"]).reshape(n, 3, attn.num_heads, -1).unbind(1)  # [n, heads, hd]
-        out = {"features": self.project(hidden)}
+        mod = importlib.import_module(type(attn).__module__)
+        q_rope, k_rope = mod.apply_rotary_pos_emb_vision(q, k, *captured["rope"])
         windows = self.merge**2
+        order = self.window_order(self.hf_video_inputs(pixel_values)[1])
+        if order is not None:  # back to merger-window order (attention within a group does not depend on it)
+            back = torch.argsort(order.to(k.device))
+            k, q_rope, k_rope = (x.view(-1, windows, *x.shape[1:])[back].reshape(x.shape) for x in (k, q_rope, k_rope))
+        out = {"features": self.project(hidden)}
         if "metric" in needs:
             out["metric"] = k.reshape(g, -1, windows, k.shape[1] * k.shape[2]).mean(2)
         if "attention" in needs:
-            mod = importlib.import_module(type(attn).__module__)
-            q, k = mod.apply_rotary_pos_emb_vision(q, k, *captured["rope"])
+            q, k = q_rope, k_rope
             received = torch.stack([self._received_attention(qg, kg, attn.scaling)
                                     for qg, kg in zip(q.view(g, -1, *q.shape[1:]), k.view(g, -1, *k.shape[1:]))])
             out["attention"] = received.view(g, -1, windows).mean(2)
@@ -230,6 +248,10 @@ class Qwen2VLAdapter(Adapter):
         """[p, heads, d] queries and keys of one group -> mean attention each patch receives [p]."""
         probs = torch.softmax(torch.einsum("qhd,khd->hqk", q.float(), k.float()) * scale, dim=-1)
         return probs.mean(0).mean(0)
+
+    def group_times(self, groups: int) -> torch.Tensor:
+        """Temporal M-RoPE position of each temporal patch, from the video's start: one per patch."""
+        return torch.arange(groups)
 
     # --- text ------------------------------------------------------------------------------------
     def inline_visual(self, modality: str = "video") -> str:
@@ -257,9 +279,22 @@ class Qwen2VLAdapter(Adapter):
         if grid_hw is None:
             grid_hw = self.grid(groups * self.temporal_patch)[1:]
         embeds = torch.cat([self.embed_tokens(before_ids), visual.reshape(-1, dim), self.embed_tokens(after_ids)])
-        positions = mrope_positions(len(before_ids), token_index.to(self.device), (groups, *grid_hw), len(after_ids))
+        positions = mrope_positions(len(before_ids), token_index.to(self.device), (groups, *grid_hw), len(after_ids),
+                                    self.group_times(groups))
         roles = torch.tensor(
             [PREFIX_TEXT] * len(before_ids) + [VISUAL] * (groups * kept) + [QUESTION_TEXT] * len(after_ids),
             dtype=torch.int8,
         )
         return PreparedInputs(embeds[None], positions[:, None, :], roles)
+
+
+class _GroupWindows(torch.nn.Module):
+    """Stands in for the tower's patch merger: [patches, E] -> [windows, unit * E], each merger window's
+    patches side by side, so the tower's output is per window, as the merger's is."""
+
+    def __init__(self, unit: int):
+        super().__init__()
+        self.unit = unit
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(-1, self.unit * x.shape[-1])

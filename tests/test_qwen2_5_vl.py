@@ -1,0 +1,187 @@
+"""The Qwen2.5-VL adapter: unreduced, it is the Hugging Face model (same logits, same absolute-time M-RoPE
+positions as the processor's `second_per_grid_ts` gives); merged, kept tokens keep their own (t, h, w)
+positions; pruning, decoding, FLOP counting and the evaluation loop work on it. Tiny random models from
+the `qwen2_5_vl_tiny` preset (window attention in the tower's first block, full attention in its last)."""
+from dataclasses import asdict, replace
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from aim.config import validate
+from aim.data import synthetic as syn
+from aim.merging import MERGERS, NoMerge
+from aim.models import MODELS, QUESTION_TEXT, VISUAL
+from aim.models.qwen2_5_vl import Qwen2_5VLAdapter
+from aim.paths import CONF_DIR
+from aim.pruning import PRUNERS
+from aim.pruning.hooks import TokenPruner
+from tests.pruning_reference import masked_logits
+from tests.test_qwen2_vl import KeepEven
+
+QUESTION, OPTIONS = "what colour is the circle ?", ["red", "blue", "green", "yellow"]
+
+
+def preset(name="qwen2_5_vl_tiny", overrides=()):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return validate(compose("config", overrides=[f"model={name}", *overrides])).model
+
+
+def build(overrides=()):
+    torch.manual_seed(0)
+    return MODELS.get("qwen2_5_vl").from_config(**asdict(preset(overrides=overrides)))
+
+
+@pytest.fixture(scope="module", params=["sdpa", "eager"])
+def adapter(request):
+    return build([f"model.attn_implementation={request.param}"])
+
+
+@pytest.fixture(scope="module")
+def sdpa_adapter():
+    return build()
+
+
+def frames(num=4):
+    return syn.render(syn.sample_item(0, 0)[0])[:num]
+
+
+def hf_reference(ad, video):
+    """Logits at the last position and M-RoPE positions of Qwen2_5_VLForConditionalGeneration given
+    input_ids with video placeholders, the processor-layout pixels and `second_per_grid_ts`."""
+    inputs = ad.prepare(video, QUESTION, OPTIONS, NoMerge())
+    before, after = ad.prompt_text(QUESTION, OPTIONS)
+    vid = ad.model.config.video_token_id
+    ids = ad.token_ids(before) + [vid] * inputs.visual_tokens + ad.token_ids(after)
+    types = torch.tensor([[2 if i == vid else 0 for i in ids]])
+    flat, grid = ad.hf_video_inputs(ad.pixel_values(video))
+    seconds = torch.tensor([ad.seconds_per_group])
+    with torch.no_grad():
+        logits = ad.model(input_ids=torch.tensor([ids]), pixel_values_videos=flat, video_grid_thw=grid,
+                          second_per_grid_ts=seconds, mm_token_type_ids=types).logits[0, -1]
+    positions, _ = ad.model.model.get_rope_index(torch.tensor([ids]), types, video_grid_thw=grid,
+                                                 second_per_grid_ts=seconds)
+    return inputs, logits, positions
+
+
+@pytest.mark.parametrize("num_frames", [2, 4, 5])
+def test_unreduced_logits_and_positions_equal_the_hf_forward(adapter, num_frames):
+    inputs, ref_logits, ref_positions = hf_reference(adapter, frames(num_frames))
+    assert inputs.visual_tokens == -(-num_frames // 2) * 49
+    assert torch.equal(inputs.position_ids, ref_positions)
+    torch.testing.assert_close(adapter.prefill_logits(inputs), ref_logits, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("fps", [2.0, 4.0, 0.5])
+def test_video_temporal_positions_follow_the_frame_rate_as_the_processor_s(sdpa_adapter, fps):
+    """Temporal patch g sits at g * tokens_per_second * 2 / fps (2 frames per patch): at 2 fps, 0, 2, 4;
+    at 0.5 fps, 0, 8, 16. The unreduced positions equal Hugging Face's get_rope_index given
+    second_per_grid_ts = 2 / fps, up to the text after the video, and there too while the video's last
+    time stays below its rows and columns (past them transformers 5.24 restarts the text inside the
+    video's times; the adapter starts it one past them, see the next test)."""
+    ad = Qwen2_5VLAdapter(sdpa_adapter.model, sdpa_adapter.tokenizer, replace(sdpa_adapter.cfg, fps=fps))
+    inputs, _, ref_positions = hf_reference(ad, frames(6))
+    up_to_video = inputs.token_roles != QUESTION_TEXT
+    assert torch.equal(inputs.position_ids[..., up_to_video], ref_positions[..., up_to_video])
+    if fps >= 2.0:  # last time 4 or 2 < 7 rows
+        assert torch.equal(inputs.position_ids, ref_positions)
+    t = inputs.position_ids[0, 0, inputs.token_roles == VISUAL].view(3, 49)[:, 0]
+    step = int(2 * 2 / fps)
+    assert t.tolist() == [2, 2 + step, 2 + 2 * step]
+
+
+def test_text_after_the_video_starts_past_its_largest_time(sdpa_adapter):
+    """At 0.25 fps the last temporal patch of 3 sits at time 2 * 16 = 32 > 7 rows: the text starts one past
+    it (Qwen2-VL's rule: one past the video's largest position), so it never overlaps the video's times."""
+    ad = Qwen2_5VLAdapter(sdpa_adapter.model, sdpa_adapter.tokenizer, replace(sdpa_adapter.cfg, fps=0.25))
+    inputs = ad.prepare(frames(6), QUESTION, OPTIONS, NoMerge())
+    text_after = inputs.position_ids[:, 0, inputs.token_roles == QUESTION_TEXT]
+    assert text_after[:, 0].tolist() == [2 + 32 + 1] * 3
+
+
+def test_kept_tokens_keep_their_own_3d_positions_and_text_does_not_move(sdpa_adapter):
+    ad = sdpa_adapter
+    full = ad.prepare(frames(4), QUESTION, OPTIONS, NoMerge())
+    for merger in (KeepEven(), MERGERS.build("aim", ratio=0.25)):
+        merged = ad.prepare(frames(4), QUESTION, OPTIONS, merger)
+        index = merger(ad.encode_frames(ad.pixel_values(frames(4)))["features"]).token_index
+        full_visual = full.position_ids[:, 0, full.token_roles == VISUAL].view(3, 2, 49)
+        expected = torch.stack([full_visual[:, g, index[g]] for g in range(2)], 1).reshape(3, -1)
+        assert torch.equal(merged.position_ids[:, 0, merged.token_roles == VISUAL], expected)
+        after = lambda x: x.position_ids[:, 0, x.token_roles == QUESTION_TEXT]  # noqa: E731
+        assert torch.equal(after(merged), after(full))
+
+
+def test_tower_features_are_in_merger_window_order_despite_window_attention(sdpa_adapter):
+    """The projected tower features are the Hugging Face tower's own merged output (which undoes its
+    window order), and the tower signals are in the same order: a token's key metric is the mean over its
+    own 4 patches."""
+    ad = sdpa_adapter
+    pixels = ad.pixel_values(frames(4))
+    flat, grid = ad.hf_video_inputs(pixels)
+    with torch.no_grad():
+        hf = ad.model.model.visual(flat, grid_thw=grid).pooler_output
+    torch.testing.assert_close(ad.visual_features(pixels).reshape(hf.shape), hf)
+    order = ad.window_order(grid)
+    assert not torch.equal(order, torch.arange(len(order)))  # the tiny tower really permutes
+    enc = ad.encode_frames(pixels, needs=("metric", "attention"))
+    torch.testing.assert_close(enc["features"], ad.visual_features(pixels))
+    attn = ad.model.model.visual.blocks[-1].attn
+    captured = {}
+    handle = attn.register_forward_pre_hook(lambda m, a, k: captured.update(h=a[0] if a else k["hidden_states"]),
+                                            with_kwargs=True)
+    with torch.no_grad():
+        ad.tower_features(pixels)
+    handle.remove()
+    keys = attn.qkv(captured["h"])[:, 32:64].view(-1, 4, 32)[torch.argsort(order)].mean(1)
+    torch.testing.assert_close(enc["metric"].reshape(-1, 32), keys)
+    torch.testing.assert_close(enc["attention"].mean(1), torch.full((2,), 1 / 196), atol=1e-6, rtol=0)
+
+
+def test_a_keep_all_schedule_is_bit_exact(adapter):
+    inputs = adapter.prepare(frames(4), QUESTION, OPTIONS, MERGERS.build("aim", ratio=0.5))
+    plain = adapter.prefill_logits(inputs)
+    with TokenPruner(adapter.decoder_layers, PRUNERS.build("aim", l1=4, l2=5)).attached(inputs.token_roles):
+        hooked = adapter.prefill_logits(inputs)  # l1 >= 4 layers: no layer prunes
+    assert torch.equal(hooked, plain)
+
+
+def test_pruning_equals_the_masked_reference(adapter):
+    inputs = adapter.prepare(frames(4), QUESTION, OPTIONS, MERGERS.build("aim", ratio=0.5))
+    with TokenPruner(adapter.decoder_layers, PRUNERS.build("aim", l1=2, l2=4)).attached(inputs.token_roles) as trace:
+        pruned = adapter.prefill_logits(inputs)
+    assert trace.visual_tokens_per_layer == [48, 48, 24, 0]
+    reference = masked_logits(adapter, inputs.inputs_embeds, inputs.position_ids, trace.kept_indices, len(inputs.token_roles))
+    torch.testing.assert_close(pruned, reference, atol=1e-4, rtol=1e-4)
+
+
+def test_cached_greedy_decoding_after_a_pruned_prefill_equals_recomputation(adapter):
+    ad = adapter
+    inputs = ad.prepare(frames(4), QUESTION, OPTIONS, KeepEven())
+    with TokenPruner(ad.decoder_layers, PRUNERS.build("aim", l1=2, l2=4)).attached(inputs.token_roles) as trace:
+        ids = ad.generate_ids(inputs, max_new_tokens=4)
+    embeds, positions, expected = inputs.inputs_embeds, inputs.position_ids, []
+    for _ in range(len(ids)):
+        nxt = int(masked_logits(ad, embeds, positions, trace.kept_indices, len(inputs.token_roles)).argmax())
+        expected.append(nxt)
+        embeds = torch.cat([embeds, ad.embed_tokens([nxt])[None]], 1)
+        positions = torch.cat([positions, positions[..., -1:] + 1], -1)
+    assert ids == expected
+
+
+def test_fvcore_counts_agree_with_the_analytic_model(sdpa_adapter):
+    from aim.efficiency.analytic import llm_prefill_flops
+    from aim.efficiency.fvcore_count import count_llm_prefill
+
+    ad = sdpa_adapter
+    inputs = ad.prepare(frames(4), QUESTION, OPTIONS, MERGERS.build("aim", ratio=0.5))
+    for pruner in (PRUNERS.build("none"), PRUNERS.build("aim", l1=2, l2=4)):
+        counted = count_llm_prefill(ad, inputs, pruner)
+        visual = counted["visual_tokens_per_layer"] or [inputs.visual_tokens] * 4  # empty: nothing pruned
+        per_layer = [inputs.text_tokens + v for v in visual]
+        assert counted["llm_prefill_flops"] == pytest.approx(llm_prefill_flops(ad.text_config, per_layer), rel=0.01)
+
+
+def test_fps_must_be_positive():
+    with pytest.raises(Exception, match=r"fps: must be in \(0, inf\)"):
+        preset(overrides=["model.fps=0"])
