@@ -195,9 +195,11 @@ class Qwen2VLAdapter(Adapter):
         """Features [groups, rows*cols, D] and, as a merger asks, signals of the tower's last block pooled
         to the merger's windows (mean of the 4 patches): `metric`, its keys before RoPE (content, not
         position), and `attention`, the head-averaged attention each patch receives from the patches of
-        its temporal group (the tower attends within a group; it has no [CLS] token)."""
-        if not needs:
-            return {"features": self.visual_features(pixel_values)}
+        its temporal group (the tower attends within a group; it has no [CLS] token), and `grid`, the
+        (rows, cols) of each group's tokens."""
+        grid = {"grid": (pixel_values.shape[1] // self.merge, pixel_values.shape[2] // self.merge)} if "grid" in needs else {}
+        if not {"metric", "attention"} & set(needs):
+            return {"features": self.visual_features(pixel_values), **grid}
         attn = self.model.model.visual.blocks[-1].attn
         captured = {}
 
@@ -213,7 +215,7 @@ class Qwen2VLAdapter(Adapter):
         g = pixel_values.shape[0]
         n = captured["hidden"].shape[0]
         q, k, _ = attn.qkv(captured["hidden"]).reshape(n, 3, attn.num_heads, -1).unbind(1)  # [n, heads, hd]
-        out = {"features": self.project(hidden)}
+        out = {"features": self.project(hidden), **grid}
         windows = self.merge**2
         if "metric" in needs:
             out["metric"] = k.reshape(g, -1, windows, k.shape[1] * k.shape[2]).mean(2)
