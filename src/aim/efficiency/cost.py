@@ -120,9 +120,10 @@ def image_tokens(valid, hf_config, adapter) -> dict:
         kept = kept_per_frame(valid.merger, rows * cols, (rows, cols))
         return {"size": list(size), "unmerged": rows * cols, "visual": kept, "newline_tokens": 0,
                 "token_grid": [rows, cols]}
-    base, cells, (rows, cols) = adapter.image_layout(hf_config, size)
+    base, crops, (rows, cols) = adapter.image_layout(hf_config, size)
+    cells = [r * c for r, c in crops]
     return {"size": list(size), "unmerged": base + sum(cells),
-            "visual": kept_per_frame(valid.merger, base) + sum(kept_per_frame(valid.merger, c) for c in cells),
+            "visual": kept_per_frame(valid.merger, base) + sum(kept_per_frame(valid.merger, r * c, (r, c)) for r, c in crops),
             "newline_tokens": rows, "token_grid": [rows, cols], "base_tokens": base, "crop_cells": cells}
 
 

@@ -139,15 +139,15 @@ class LlavaOnevisionAdapter(Adapter):
         return pack_anyres(self.model.config, crops, image_size)
 
     @staticmethod
-    def image_layout(hf_config, image_size: tuple[int, int]) -> tuple[int, list[int], tuple[int, int]]:
+    def image_layout(hf_config, image_size: tuple[int, int]) -> tuple[int, list[tuple[int, int]], tuple[int, int]]:
         """The tokens of one image of `image_size` (H, W), from the config alone: (the base image's tokens,
-        the packed grid's cells in each crop that has any, (rows, cols) of that grid). The LLM sees the base
-        tokens, then the grid row by row, each row followed by a newline token; merging runs on the base
-        image and on each crop's cells apart (`prepare_image`)."""
+        the (rows, cols) of the packed grid's cells in each crop that has any (a rectangle), (rows, cols) of
+        that grid). The LLM sees the base tokens, then the grid row by row, each row followed by a newline
+        token; merging runs on the base image and on each crop's cells apart (`prepare_image`)."""
         vc = hf_config.vision_config
         owner = anyres_owner(hf_config, image_size)
-        cells = [c for c in torch.bincount(owner.flatten()).tolist() if c]
-        return (vc.image_size // vc.patch_size) ** 2, cells, tuple(owner.shape)
+        crops = [(int((owner == c).any(1).sum()), int((owner == c).any(0).sum())) for c in owner.unique().tolist()]
+        return (vc.image_size // vc.patch_size) ** 2, crops, tuple(owner.shape)
 
     def prepare_image(self, image: np.ndarray, question: str, options: list[str], merger,
                       scoring: str = "letter") -> PreparedInputs:
