@@ -475,3 +475,12 @@ def test_per_sample_budgets_reduce_longer_prompts_more_and_every_sample_fits(tin
     assert reduced["long"] < reduced[base[0].id]  # the longer prompt is reduced more
     rank = {k: order.index(plan.choose(r["budget"]["frames"], r["budget"]["text_tokens"]).setting) for k, r in by_id.items()}
     assert rank["long"] > rank[base[0].id] and rank["more_frames"] >= rank[base[0].id]
+
+
+def test_pooling_on_a_non_square_frame_is_costed_on_its_own_grid():
+    """Qwen2-VL frames of 112 x 208 px: 5 x 9 tokens per temporal patch, pooled at 0.25 to 2 x 6."""
+    plan = plan_for("model=qwen2_vl_tiny", "model.frame_size=[112,208]", "merger=pool", "merger.ratio=0.25",
+                    "pruner=none", "budget.tflops=1", "budget.tradeoff=policy", frames=4)
+    model = plan.model(4, 100, (112, 208))
+    assert (model.groups, model.per_group) == (2, 45)
+    assert model.kept_per_group(Setting.of({"name": "pool", "ratio": 0.25}, {"name": "none"})) == 12

@@ -212,3 +212,14 @@ def test_cli_with_flops_json_ends_with_the_result_as_one_json_line(tmp_path):
     assert result["tokens_per_layer"] == [100 + v for v in AIM_VISUAL_PER_LAYER]
     assert result["tflops_full"] == pytest.approx(99.63, rel=0.005)
     assert any(line.startswith("down_proj") for line in lines[:-1])  # the per-operator table
+
+
+def test_pooling_counts_each_anyres_crop_on_its_own_grid():
+    """480 x 640 on LLaVA-OneVision-7B at pool 0.25: the 27 x 27 base image pools to 14 x 13 = 182, each
+    20 x 27 crop to 10 x 14 = 140 (the nearest grid of the ratio, as aim.merging.baselines.PoolMerger pools)."""
+    from aim.efficiency.cost import flops
+
+    result = flops(validate(composed(["model=llava_onevision_7b", "flops.image_size=[480,640]", "merger=pool",
+                                      "merger.ratio=0.25", "pruner=none"])))
+    assert result["image"]["crop_cells"] == [540] * 4
+    assert result["visual_tokens"] == 182 + 4 * 140

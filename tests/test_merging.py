@@ -168,3 +168,54 @@ def test_prumerge_plus_adds_uniform_tokens_up_to_the_ratio():
 def test_prumerge_without_tower_signals_is_a_clear_error():
     with pytest.raises(ValueError, match="prumerge needs the vision tower's keys and attention"):
         MERGERS.build("prumerge")(torch.randn(1, 49, 8))
+
+
+# --- non-square token grids (Qwen2-VL: rows x cols from the frame's aspect ratio) ------------------
+
+def coordinate_features(frames, rows, cols):
+    """[F, rows * cols, 2] features holding each token's (row, col) in raster order."""
+    r, c = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
+    return torch.stack([r, c], -1).reshape(1, rows * cols, 2).float().expand(frames, -1, -1)
+
+
+@pytest.mark.parametrize("grid, ratio, pooled", [((13, 23), 0.25, (6, 12)), ((7, 5), 0.25, (4, 2)),
+                                                  ((5, 7), 0.25, (2, 4)), ((13, 23), 0.5, (9, 17))])
+def test_pool_on_a_non_square_grid_keeps_the_nearest_grid_of_the_ratio(grid, ratio, pooled):
+    rows, cols = grid
+    out = MERGERS.build("pool", ratio=ratio)(coordinate_features(2, rows, cols), grid=grid)
+    h, w = pooled  # round(rows * sqrt(ratio)) x round(floor(ratio * rows * cols) / h), as the docstring says
+    assert out.features.shape == (2, h * w, 2) and out.token_index.shape == (2, h * w)
+    # each pooled token is the mean (row, col) of its cell and stands at the token at the cell's centre
+    # (rounded down), in raster order of the pooled grid
+    assert torch.equal(out.token_index // cols, out.features[..., 0].floor().long())
+    assert torch.equal(out.token_index % cols, out.features[..., 1].floor().long())
+    assert (out.token_index.diff(dim=1) > 0).all()
+    assert len((out.token_index[0] // cols).unique()) == h and len((out.token_index[0] % cols).unique()) == w
+
+
+def test_pool_token_positions_on_a_7_by_5_grid():
+    out = MERGERS.build("pool", ratio=0.25)(torch.randn(1, 35, 4), grid=(7, 5))
+    # rows 0..6 in 4 cells [0,2) [1,4) [3,6) [5,7) -> 0, 2, 4, 5; columns 0..4 in 2 cells [0,3) [2,5) -> 1, 3
+    assert out.token_index[0].tolist() == [r * 5 + c for r in (0, 2, 4, 5) for c in (1, 3)]
+
+
+def test_pool_and_prumerge_plus_ask_the_adapter_for_the_grid():
+    assert "grid" in MERGERS.build("pool").needs and "grid" in MERGERS.build("prumerge_plus").needs
+    assert "grid" not in MERGERS.build("prumerge").needs
+
+
+def test_pool_without_a_grid_needs_a_square_frame():
+    with pytest.raises(ValueError, match="299 tokens per frame form no square grid"):
+        MERGERS.build("pool")(torch.randn(1, 299, 4))
+    with pytest.raises(ValueError, match="a 13 x 22 token grid does not hold 299 tokens"):
+        MERGERS.build("pool")(torch.randn(1, 299, 4), grid=(13, 22))
+
+
+def test_prumerge_plus_spreads_its_uniform_tokens_over_a_non_square_grid():
+    x, keys = torch.randn(2, 299, 8), torch.randn(2, 299, 4)
+    flat = torch.full((2, 299), 1 / 299)  # no outliers: only the uniform tokens are kept
+    out = MERGERS.build("prumerge_plus", ratio=0.25, neighbors=0)(x, metric=keys, attention=flat, grid=(13, 23))
+    # 74 wanted: s = sqrt(74 / 299), round(13 s) = 6 rows x round(23 s) = 11 columns, from edge to edge
+    rows = torch.linspace(0, 12, 6).round().long().tolist()
+    cols = torch.linspace(0, 22, 11).round().long().tolist()
+    assert out.token_index.tolist() == [[r * 23 + c for r in rows for c in cols]] * 2

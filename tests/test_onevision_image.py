@@ -108,11 +108,18 @@ def test_tower_signals_follow_the_crops_for_prumerge(sdpa_adapter):
     assert by_keys.visual_tokens == 98 + int((owner_counts // 2).sum())
 
 
-def test_pool_needs_square_crops(sdpa_adapter):
-    ok = sdpa_adapter.prepare(noise(112, 112), QUESTION, OPTIONS, MERGERS.build("pool", ratio=0.25), modality="image")
+def test_pool_pools_each_crop_on_its_own_grid(sdpa_adapter):
+    from aim.models.llava_onevision import anyres_owner
+
+    pool = MERGERS.build("pool", ratio=0.25)
+    ok = sdpa_adapter.prepare(noise(112, 112), QUESTION, OPTIONS, pool, modality="image")
     assert ok.visual_tokens == 2 * 49  # base and the one crop, each 14x14 pooled to 7x7
-    with pytest.raises(ValueError, match="square token grid"):
-        sdpa_adapter.prepare(noise(100, 150), QUESTION, OPTIONS, MERGERS.build("pool", ratio=0.25), modality="image")
+    # an unpadded crop of a wide image is a non-square rectangle of cells: pooled to the nearest grid of its own
+    owner = anyres_owner(sdpa_adapter.model.config, (100, 150))
+    crops = [((owner == c).any(1).sum().item(), (owner == c).any(0).sum().item()) for c in owner.unique().tolist()]
+    assert any(r != c for r, c in crops)
+    wide = sdpa_adapter.prepare(noise(100, 150), QUESTION, OPTIONS, pool, modality="image")
+    assert wide.visual_tokens == 49 + sum(h * w for h, w in (pool.output_grid(r, c) for r, c in crops))
 
 
 def test_images_end_to_end_through_the_evaluation_loop(sdpa_adapter, tmp_path):

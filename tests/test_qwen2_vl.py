@@ -260,3 +260,34 @@ def test_bench_times_qwen2_vl_on_its_token_grid():
     assert (result["visual_tokens"], result["visual_tokens_merged"], result["text_tokens"]) == (98, 24, 20)
     assert result["visual_tokens_per_layer"] == [24, 24, 12, 0]
     assert result["prefill_ms"] > 0 and result["flops_ratio"] > 1
+
+
+def wide_frames(num=4):
+    """Frames of 112 x 208 px: resized within the tiny preset's 112 * 112 pixel budget to 80 x 144, a 5 x 9 grid."""
+    return np.random.default_rng(0).integers(0, 256, (num, 112, 208, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("name", ["pool", "prumerge_plus"])
+def test_grid_mergers_on_a_non_square_frame_keep_their_tokens_own_positions(sdpa_adapter, name):
+    ad, merger = sdpa_adapter, MERGERS.build(name, ratio=0.25)
+    full = ad.prepare(wide_frames(), QUESTION, OPTIONS, NoMerge())
+    merged = ad.prepare(wide_frames(), QUESTION, OPTIONS, merger)
+    enc = ad.encode_frames(ad.pixel_values(wide_frames()), needs=merger.needs)
+    assert enc["grid"] == (5, 9)
+    index = merger(enc.pop("features"), **enc).token_index
+    if name == "pool":  # 2 x 6 of the 5 x 9 grid (floor(0.25 * 45) = 11 wanted), per temporal patch
+        assert index.shape == (2, 12)
+    full_visual = full.position_ids[:, 0, full.token_roles == VISUAL].view(3, 2, 45)
+    expected = torch.stack([full_visual[:, g, index[g]] for g in range(2)], 1).reshape(3, -1)
+    assert torch.equal(merged.position_ids[:, 0, merged.token_roles == VISUAL], expected)
+
+
+def test_flops_counts_pooling_on_a_non_square_frame():
+    from aim.efficiency.cost import flops
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        valid = validate(compose("config", overrides=["model=qwen2_vl_tiny", "model.frame_size=[112,208]",
+                                                      "merger=pool", "merger.ratio=0.25", "pruner=none",
+                                                      "dataset.num_frames=4"]))
+    result = flops(valid)
+    assert (result["tokens_per_frame"], result["kept_per_frame"]) == (45, 12)

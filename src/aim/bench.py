@@ -94,7 +94,8 @@ def bench(valid) -> dict:
     timed_pruner = TimedImportance(pruner, adapter.synchronize)
     b = valid.bench
     feats, grid_hw, before, after = synthetic_inputs(adapter, b.frames, b.text_tokens, torch.Generator().manual_seed(valid.seed))
-    if getattr(merger, "needs", ()):
+    layout = {"grid": grid_hw} if "grid" in getattr(merger, "needs", ()) else {}
+    if set(getattr(merger, "needs", ())) - {"grid"}:
         raise ConfigError(f"merger.name: {valid.merger.name} needs the vision tower's signals; aim.bench "
                           "synthesizes features without running the tower")
 
@@ -102,7 +103,7 @@ def bench(valid) -> dict:
         adapter.synchronize()
         start = time.perf_counter()
         with torch.no_grad():
-            merged = merger(feats)
+            merged = merger(feats, **layout)
         adapter.synchronize()
         return merged, (time.perf_counter() - start) * 1e3
 

@@ -142,10 +142,13 @@ class Cost:
 
 class CostModel:
     """The analytic cost of any setting for one model and one input: `groups` merge groups (frames, or
-    Qwen2-VL's temporal patches) of `per_group` tokens, and `text_tokens` non-visual tokens."""
+    Qwen2-VL's temporal patches) of `per_group` tokens on a (rows, cols) `grid` (default: square), and
+    `text_tokens` non-visual tokens."""
 
-    def __init__(self, layers: LayerCosts, groups: int, per_group: int, text_tokens: int):
+    def __init__(self, layers: LayerCosts, groups: int, per_group: int, text_tokens: int,
+                 grid: tuple[int, int] | None = None):
         self.layers, self.groups, self.per_group, self.text_tokens = layers, groups, per_group, text_tokens
+        self.grid = grid
         self.num_layers = layers.shape.num_layers
         self._retention: dict[tuple, list[float]] = {}
         self._kept: dict[tuple, int] = {}
@@ -155,7 +158,8 @@ class CostModel:
 
         key = setting.merger_items
         if key not in self._kept:
-            self._kept[key] = kept_per_frame(SimpleNamespace(**{"ratio": None, **setting.merger}), self.per_group)
+            self._kept[key] = kept_per_frame(SimpleNamespace(**{"ratio": None, **setting.merger}), self.per_group,
+                                           self.grid)
         return self._kept[key]
 
     def retention(self, setting: Setting) -> list[float]:
@@ -506,7 +510,7 @@ class BudgetPlan:
 
     def model(self, frames: int, text_tokens: int, frame_size=None) -> CostModel:
         groups, rows, cols = grid(self.adapter_class, self.hf_config, self.valid.model, frames, frame_size)
-        key = (groups, rows * cols, text_tokens)
+        key = (groups, rows * cols, text_tokens, (rows, cols))
         if key not in self._models:
             self._models[key] = CostModel(self.layers, *key)
         return self._models[key]

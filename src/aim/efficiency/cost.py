@@ -74,11 +74,12 @@ def model_configs(model_cfg):
     return hf_config, adapter
 
 
-def kept_per_frame(merger_cfg, num_tokens: int) -> int:
-    """Tokens per frame after the merger, from its config alone. PruMerge keeps an adaptive count
-    (the IQR outliers of the tower's attention), which cannot be known without running the tower."""
+def kept_per_frame(merger_cfg, num_tokens: int, grid: tuple[int, int] | None = None) -> int:
+    """Tokens per frame after the merger, from its config alone; `grid`: the frame's (rows, cols) of tokens
+    (default: a square one). PruMerge keeps an adaptive count (the IQR outliers of the tower's attention),
+    which cannot be known without running the tower."""
     from aim.merging import kept_tokens
-    from aim.merging.baselines import PoolMerger, grid_side
+    from aim.merging.baselines import PoolMerger, token_grid
 
     name = merger_cfg.name
     if name == "none":
@@ -92,7 +93,7 @@ def kept_per_frame(merger_cfg, num_tokens: int) -> int:
         raise ConfigError(f"merger.name: {name} has no ratio; aim.flops cannot count its tokens per frame")
     if name == "pool":  # pooling keeps the nearest grid, not floor(ratio * T)
         try:
-            h, w = PoolMerger(ratio=ratio).output_grid(grid_side(num_tokens))
+            h, w = PoolMerger(ratio=ratio).output_grid(*token_grid(num_tokens, grid))
         except ValueError as exc:
             raise ConfigError(f"merger.name: {exc}") from None
         return h * w
@@ -116,12 +117,13 @@ def image_tokens(valid, hf_config, adapter) -> dict:
                           "inputs, not images")
     if getattr(adapter, "image_layout", None) is None:  # a fixed grid whatever the size (LLaVA-1.5: 24 x 24)
         _, rows, cols = adapter.feature_grid(hf_config, valid.model, 1)
-        kept = kept_per_frame(valid.merger, rows * cols)
+        kept = kept_per_frame(valid.merger, rows * cols, (rows, cols))
         return {"size": list(size), "unmerged": rows * cols, "visual": kept, "newline_tokens": 0,
                 "token_grid": [rows, cols]}
-    base, cells, (rows, cols) = adapter.image_layout(hf_config, size)
+    base, crops, (rows, cols) = adapter.image_layout(hf_config, size)
+    cells = [r * c for r, c in crops]
     return {"size": list(size), "unmerged": base + sum(cells),
-            "visual": kept_per_frame(valid.merger, base) + sum(kept_per_frame(valid.merger, c) for c in cells),
+            "visual": kept_per_frame(valid.merger, base) + sum(kept_per_frame(valid.merger, r * c, (r, c)) for r, c in crops),
             "newline_tokens": rows, "token_grid": [rows, cols], "base_tokens": base, "crop_cells": cells}
 
 
@@ -152,7 +154,7 @@ def flops(valid) -> dict:
     frames = sample_frames(valid, adapter)
     groups, rows, cols = adapter.feature_grid(hf_config, valid.model, frames)
     per_frame = rows * cols
-    kept = kept_per_frame(valid.merger, per_frame)
+    kept = kept_per_frame(valid.merger, per_frame, (rows, cols))
     visual, unmerged, text = groups * kept, groups * per_frame, f.text_tokens
     image = None
     if f.image_size is not None:

@@ -105,8 +105,9 @@ def count_visual(adapter, frames, merger, modality: str = "video") -> dict:
         projector = count_flops(_Call(lambda h: adapter.project(h, modality), adapter.model), (hidden,))
         signals = adapter.encode_frames(pixels, needs=getattr(merger, "needs", ()), modality=modality)
         feats = signals.pop("features")
+        layout = {"grid": signals.pop("grid")} if "grid" in signals else {}  # not a tensor: not traced
         names = sorted(signals)
-        merge = count_flops(_Call(lambda f, *sig: merger(f, **dict(zip(names, sig))).features, adapter.model),
+        merge = count_flops(_Call(lambda f, *sig: merger(f, **dict(zip(names, sig)), **layout).features, adapter.model),
                             (feats, *[signals[n] for n in names]))
     return {"vision_tower_flops": tower, "projector_flops": projector, "merge_flops": merge}
 

@@ -12,11 +12,25 @@ from aim.checks import check_range
 from aim.merging import MERGERS, Merged, kept_tokens
 
 
-def grid_side(num_tokens: int) -> int:
-    side = math.isqrt(num_tokens)
-    if side * side != num_tokens:
-        raise ValueError(f"pooling needs a square token grid per frame, got {num_tokens} tokens")
-    return side
+def token_grid(num_tokens: int, grid: tuple[int, int] | None = None) -> tuple[int, int]:
+    """(rows, cols) of a frame's `num_tokens` tokens in raster order: `grid` as the adapter gives it, else the
+    square grid (ValueError if `num_tokens` is no square or `grid` does not hold `num_tokens` tokens)."""
+    if grid is None:
+        side = math.isqrt(num_tokens)
+        if side * side != num_tokens:
+            raise ValueError(f"{num_tokens} tokens per frame form no square grid, and the model adapter gave no "
+                             "(rows, cols) grid")
+        return side, side
+    rows, cols = int(grid[0]), int(grid[1])
+    if rows * cols != num_tokens:
+        raise ValueError(f"a {rows} x {cols} token grid does not hold {num_tokens} tokens")
+    return rows, cols
+
+
+def cell_centres(size: int, cells: int) -> list[int]:
+    """Adaptive pooling of `size` positions into `cells`: cell i spans [floor(i*size/cells),
+    ceil((i+1)*size/cells)); the position at its centre, rounded down."""
+    return [(math.floor(i * size / cells) + math.ceil((i + 1) * size / cells) - 1) // 2 for i in range(cells)]
 
 
 @dataclass
@@ -30,30 +44,34 @@ class PoolMergerConfig:
 
 @MERGERS.register("pool", config=PoolMergerConfig)
 class PoolMerger:
-    """Average pooling of each frame's square grid to an h x w grid with h*w as close to the target as
-    a grid allows (49 tokens at 0.25 -> 4x3 = 12). A pooled token stands at the original position of
-    the token nearest its cell's centre."""
+    """Average pooling of each frame's rows x cols token grid to the nearest grid of the ratio: h x w cells,
+    h = round(rows * sqrt(ratio)) (1..rows), w = round(target / h) (1..cols), target = floor(ratio * rows *
+    cols). Both sides shrink by about sqrt(ratio), so the pooled grid keeps the frame's aspect ratio, and h * w
+    is as close to the target as a grid with that h allows: 7 x 7 at 0.25 -> 4 x 3 = 12 of 12; Qwen2-VL's
+    13 x 23 at 0.25 -> 6 x 12 = 72 of 74. A pooled token stands at the original position of the token
+    nearest its cell's centre. The adapter gives the grid (`needs` "grid"); without one the frame's
+    tokens must form a square."""
 
     def __init__(self, ratio: float = 0.25, name: str = "pool"):
         self.ratio = ratio
 
-    def output_grid(self, side: int) -> tuple[int, int]:
-        target = kept_tokens(side * side, self.ratio)
-        h = min(side, max(1, round(side * math.sqrt(self.ratio))))
-        return h, min(side, max(1, round(target / h)))
+    def output_grid(self, rows: int, cols: int | None = None) -> tuple[int, int]:
+        """(h, w) of the pooled grid of a rows x cols grid (a square one when `cols` is None)."""
+        cols = rows if cols is None else cols
+        target = kept_tokens(rows * cols, self.ratio)
+        h = min(rows, max(1, round(rows * math.sqrt(self.ratio))))
+        return h, min(cols, max(1, round(target / h)))
 
-    needs = ()
+    needs = ("grid",)
 
-    def __call__(self, features: torch.Tensor, metric=None, attention=None) -> Merged:
+    def __call__(self, features: torch.Tensor, metric=None, attention=None, grid=None) -> Merged:
         f, t, d = features.shape
-        side = grid_side(t)
-        h, w = self.output_grid(side)
-        grid = features.transpose(1, 2).reshape(f, d, side, side)
-        pooled = F.adaptive_avg_pool2d(grid.float(), (h, w)).to(features.dtype).reshape(f, d, h * w).transpose(1, 2)
-        # adaptive pooling cell i spans [floor(i*side/h), ceil((i+1)*side/h)); its centre, rounded down
-        rows = [(math.floor(i * side / h) + math.ceil((i + 1) * side / h) - 1) // 2 for i in range(h)]
-        cols = [(math.floor(j * side / w) + math.ceil((j + 1) * side / w) - 1) // 2 for j in range(w)]
-        index = torch.tensor([r * side + c for r in rows for c in cols], device=features.device)
+        rows, cols = token_grid(t, grid)
+        h, w = self.output_grid(rows, cols)
+        cells = features.transpose(1, 2).reshape(f, d, rows, cols)
+        pooled = F.adaptive_avg_pool2d(cells.float(), (h, w)).to(features.dtype).reshape(f, d, h * w).transpose(1, 2)
+        index = torch.tensor([r * cols + c for r in cell_centres(rows, h) for c in cell_centres(cols, w)],
+                             device=features.device)
         return Merged(pooled, index.expand(f, -1))
 
 

@@ -4,7 +4,8 @@ PruMerge keeps the tokens whose attention from the vision tower's [CLS] query is
 IQR rule (above Q3 + 1.5 * IQR of the frame's attention), then folds the information of the others
 into them: each kept token becomes the attention-weighted mean of itself and its `neighbors` most
 key-similar tokens. PruMerge+ adds spatially uniform tokens to the outliers until `ratio` of the
-frame's tokens are kept, so flat regions keep some coverage.
+frame's tokens are kept, so flat regions keep some coverage; on a non-square frame the uniform tokens
+form a sub-grid of the frame's aspect ratio (`uniform_grid_indices`), the adapter giving the grid.
 
 SigLIP towers (LLaVA-OneVision) have no [CLS] token. The adapter then supplies, as the documented
 fallback, the mean attention each patch receives from all patch queries of the same layer, which also
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 
 from aim.checks import check_range
 from aim.merging import MERGERS, Merged, kept_tokens
+from aim.merging.baselines import token_grid
 
 
 def iqr_outliers(attention: torch.Tensor) -> torch.Tensor:
@@ -31,12 +33,15 @@ def iqr_outliers(attention: torch.Tensor) -> torch.Tensor:
     return attention > (q3 + 1.5 * (q3 - q1)).unsqueeze(1)
 
 
-def uniform_grid_indices(num_tokens: int, count: int) -> torch.Tensor:
-    """About `count` indices spread evenly over a square grid of num_tokens (row-major)."""
-    side = math.isqrt(num_tokens)
-    per_side = max(1, min(side, round(math.sqrt(count))))
-    coords = torch.linspace(0, side - 1, per_side).round().long()
-    return (coords[:, None] * side + coords[None, :]).flatten().unique()
+def uniform_grid_indices(rows: int, cols: int, count: int) -> torch.Tensor:
+    """About `count` indices spread evenly over a rows x cols grid (row-major): a sub-grid whose sides
+    shrink alike, round(rows * s) x round(cols * s) with s = sqrt(count / (rows * cols)), so a non-square
+    frame (Qwen2-VL's 13 x 23) is covered with its aspect ratio; on a square grid, round(sqrt(count)) a side."""
+    scale = math.sqrt(count / (rows * cols))
+    per_row, per_col = (max(1, min(n, round(n * scale))) for n in (rows, cols))
+    r = torch.linspace(0, rows - 1, per_row).round().long()
+    c = torch.linspace(0, cols - 1, per_col).round().long()
+    return (r[:, None] * cols + c[None, :]).flatten().unique()
 
 
 @dataclass
@@ -51,29 +56,29 @@ class PruMergeConfig:
 
 
 class PruMerge:
-    needs = ("metric", "attention")
-
     def __init__(self, neighbors: int = 32, ratio: float = 0.25, plus: bool = False, name: str = "prumerge"):
         self.neighbors, self.ratio, self.plus = neighbors, ratio, plus
+        # PruMerge+ spreads its extra tokens over the frame's (rows, cols) grid
+        self.needs = ("metric", "attention", "grid") if plus else ("metric", "attention")
 
-    def select(self, attention: torch.Tensor) -> torch.Tensor:
+    def select(self, attention: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
         """Kept token indices [F, K], sorted, per frame."""
         f, t = attention.shape
         keep = iqr_outliers(attention)
         if self.plus:
-            extra = uniform_grid_indices(t, max(0, kept_tokens(t, self.ratio) - int(keep.sum(1).max())))
+            extra = uniform_grid_indices(*token_grid(t, grid), max(0, kept_tokens(t, self.ratio) - int(keep.sum(1).max())))
             keep[:, extra.to(attention.device)] = True
         count = max(1, int(keep.sum(1).max()))
         # rank kept tokens first, then the rest by attention; take `count` per frame
         rank = attention.float() + keep.float() * (attention.abs().max() + 1) * 2
         return rank.topk(count, dim=1).indices.sort(dim=1).values
 
-    def __call__(self, features: torch.Tensor, metric=None, attention=None) -> Merged:
+    def __call__(self, features: torch.Tensor, metric=None, attention=None, grid=None) -> Merged:
         if metric is None or attention is None:
             raise ValueError("prumerge needs the vision tower's keys and attention; this model adapter "
                              "does not provide them")
         f, t, d = features.shape
-        kept = self.select(attention)  # [F, K]
+        kept = self.select(attention, grid)  # [F, K]
         keys = F.normalize(metric.float(), dim=-1)
         sim = keys.gather(1, kept.unsqueeze(-1).expand(-1, -1, keys.shape[-1])) @ keys.transpose(1, 2)  # [F, K, T]
         k = min(self.neighbors, t - 1)

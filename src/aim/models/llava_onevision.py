@@ -139,15 +139,15 @@ class LlavaOnevisionAdapter(Adapter):
         return pack_anyres(self.model.config, crops, image_size)
 
     @staticmethod
-    def image_layout(hf_config, image_size: tuple[int, int]) -> tuple[int, list[int], tuple[int, int]]:
+    def image_layout(hf_config, image_size: tuple[int, int]) -> tuple[int, list[tuple[int, int]], tuple[int, int]]:
         """The tokens of one image of `image_size` (H, W), from the config alone: (the base image's tokens,
-        the packed grid's cells in each crop that has any, (rows, cols) of that grid). The LLM sees the base
-        tokens, then the grid row by row, each row followed by a newline token; merging runs on the base
-        image and on each crop's cells apart (`prepare_image`)."""
+        the (rows, cols) of the packed grid's cells in each crop that has any (a rectangle), (rows, cols) of
+        that grid). The LLM sees the base tokens, then the grid row by row, each row followed by a newline
+        token; merging runs on the base image and on each crop's cells apart (`prepare_image`)."""
         vc = hf_config.vision_config
         owner = anyres_owner(hf_config, image_size)
-        cells = [c for c in torch.bincount(owner.flatten()).tolist() if c]
-        return (vc.image_size // vc.patch_size) ** 2, cells, tuple(owner.shape)
+        crops = [(int((owner == c).any(1).sum()), int((owner == c).any(0).sum())) for c in owner.unique().tolist()]
+        return (vc.image_size // vc.patch_size) ** 2, crops, tuple(owner.shape)
 
     def prepare_image(self, image: np.ndarray, question: str, options: list[str], merger,
                       scoring: str = "letter") -> PreparedInputs:
@@ -155,6 +155,7 @@ class LlavaOnevisionAdapter(Adapter):
         before, after = self.prompt_ids(question, options, scoring, "image")
         pixels = self.pixel_values(image, "image")
         enc = self.encode_frames(pixels, needs=getattr(merger, "needs", ()), modality="image")
+        base_grid = {"grid": enc.pop("grid")} if "grid" in enc else {}
         side2 = self.patch_grid**2
         image_size = tuple(image.shape[1:3])
         owner = anyres_owner(self.model.config, image_size).to(self.device)  # [rows, cols]: each cell's crop
@@ -163,13 +164,16 @@ class LlavaOnevisionAdapter(Adapter):
                 for k, v in enc.items()}  # [rows * cols, C] per signal, cells in raster order
         p, grid_start = len(before), len(before) + side2
         feats, positions = [], []
-        merged = merger(enc["features"][:1], **{k: v[:1] for k, v in enc.items() if k != "features"})
+        merged = merger(enc["features"][:1], **{k: v[:1] for k, v in enc.items() if k != "features"}, **base_grid)
         feats.append(merged.features[0])
         positions.append(p + merged.token_index[0].to(self.device))
         cell_pos = grid_start + torch.arange(rows, device=self.device)[:, None] * (cols + 1) + torch.arange(cols, device=self.device)
         for crop in owner.unique().tolist():
             cells = (owner.flatten() == crop).nonzero().flatten()
             signals = {k: v[cells][None] if k != "attention" else v[cells, 0][None] for k, v in grid.items()}
+            if base_grid:  # the crop's cells form a rectangle of the packed grid
+                crop_rows, crop_cols = (owner == crop).nonzero().unbind(1)
+                signals["grid"] = (len(crop_rows.unique()), len(crop_cols.unique()))
             merged = merger(signals.pop("features"), **signals)
             feats.append(merged.features[0])
             positions.append(cell_pos.flatten()[cells[merged.token_index[0].to(self.device)]])
@@ -199,9 +203,12 @@ class LlavaOnevisionAdapter(Adapter):
         """Features [F, T, D] and, as a merger asks (`needs`), signals of the tower layer that produced
         them, pooled to the same token grid: `metric` (its keys, heads concatenated) [F, T, Dk] and
         `attention` [F, T], the attention each patch receives from the [CLS] query, or, for towers
-        without a [CLS] token (SigLIP), the mean attention it receives from all patch queries."""
-        if not needs:
-            return {"features": self.visual_features(pixel_values, modality)}
+        without a [CLS] token (SigLIP), the mean attention it receives from all patch queries; `grid`, the
+        (rows, cols) of each frame's tokens (video: after the pooling)."""
+        side = self.grid(1)[1] if modality == "video" else self.patch_grid
+        grid = {"grid": (side, side)} if "grid" in needs else {}
+        if not {"metric", "attention"} & set(needs):
+            return {"features": self.visual_features(pixel_values, modality), **grid}
         tower = self.model.model.vision_tower
         layers = getattr(tower, "vision_model", tower).encoder.layers
         producer = layers[self.model.config.vision_feature_layer % (len(layers) + 1) - 1]
@@ -218,7 +225,7 @@ class LlavaOnevisionAdapter(Adapter):
             for h in hooks:
                 h.remove()
         has_cls = self.model.config.vision_feature_select_strategy == "default"
-        out = {"features": self.project(hidden, modality)}
+        out = {"features": self.project(hidden, modality), **grid}
         pool = lambda x: self.pool_tokens(x, modality)  # noqa: E731
         if "metric" in needs:
             out["metric"] = pool(captured["k"][:, 1:] if has_cls else captured["k"])

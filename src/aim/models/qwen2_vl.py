@@ -208,9 +208,11 @@ class Qwen2VLAdapter(Adapter):
         """Features [groups, rows*cols, D] and, as a merger asks, signals of the tower's last block pooled
         to the merger's windows (mean of the 4 patches): `metric`, its keys before RoPE (content, not
         position), and `attention`, the head-averaged attention each patch receives from the patches of
-        its temporal group (the tower attends within a group; it has no [CLS] token)."""
-        if not needs:
-            return {"features": self.visual_features(pixel_values)}
+        its temporal group (the tower attends within a group; it has no [CLS] token), and `grid`, the
+        (rows, cols) of each group's tokens."""
+        grid = {"grid": (pixel_values.shape[1] // self.merge, pixel_values.shape[2] // self.merge)} if "grid" in needs else {}
+        if not {"metric", "attention"} & set(needs):
+            return {"features": self.visual_features(pixel_values), **grid}
         attn = self.model.model.visual.blocks[-1].attn
         captured = {}
 
@@ -233,7 +235,7 @@ class Qwen2VLAdapter(Adapter):
         if order is not None:  # back to merger-window order (attention within a group does not depend on it)
             back = torch.argsort(order.to(k.device))
             k, q_rope, k_rope = (x.view(-1, windows, *x.shape[1:])[back].reshape(x.shape) for x in (k, q_rope, k_rope))
-        out = {"features": self.project(hidden)}
+        out = {"features": self.project(hidden), **grid}
         if "metric" in needs:
             out["metric"] = k.reshape(g, -1, windows, k.shape[1] * k.shape[2]).mean(2)
         if "attention" in needs:
