@@ -6,30 +6,21 @@ from dataclasses import asdict, replace
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from aim.config import validate
-from aim.data import synthetic as syn
 from aim.merging import MERGERS, NoMerge
 from aim.models import MODELS, QUESTION_TEXT, VISUAL
 from aim.models.qwen2_5_vl import Qwen2_5VLAdapter
-from aim.paths import CONF_DIR
 from aim.pruning import PRUNERS
 from aim.pruning.hooks import TokenPruner
 from tests.pruning_reference import masked_logits
-from tests.test_qwen2_vl import KeepEven
+from tests.test_qwen2_vl import KeepEven, frames, preset  # the Qwen2-VL tests' preset and inputs
 
 QUESTION, OPTIONS = "what colour is the circle ?", ["red", "blue", "green", "yellow"]
 
 
-def preset(name="qwen2_5_vl_tiny", overrides=()):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return validate(compose("config", overrides=[f"model={name}", *overrides])).model
-
-
 def build(overrides=()):
     torch.manual_seed(0)
-    return MODELS.get("qwen2_5_vl").from_config(**asdict(preset(overrides=overrides)))
+    return MODELS.get("qwen2_5_vl").from_config(**asdict(preset("qwen2_5_vl_tiny", overrides)))
 
 
 @pytest.fixture(scope="module", params=["sdpa", "eager"])
@@ -40,10 +31,6 @@ def adapter(request):
 @pytest.fixture(scope="module")
 def sdpa_adapter():
     return build()
-
-
-def frames(num=4):
-    return syn.render(syn.sample_item(0, 0)[0])[:num]
 
 
 def hf_reference(ad, video):
@@ -184,4 +171,4 @@ def test_fvcore_counts_agree_with_the_analytic_model(sdpa_adapter):
 
 def test_fps_must_be_positive():
     with pytest.raises(Exception, match=r"fps: must be in \(0, inf\)"):
-        preset(overrides=["model.fps=0"])
+        preset("qwen2_5_vl_tiny", ["model.fps=0"])
