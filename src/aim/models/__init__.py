@@ -31,4 +31,4 @@ class PreparedInputs:
         return int((self.token_roles != VISUAL).sum())
 
 
-from aim.models import llava, llava_onevision, qwen2_vl, qwen2_5_vl  # noqa: E402,F401  (register the adapters)
+from aim.models import internvl, llava, llava_onevision, qwen2_vl, qwen2_5_vl  # noqa: E402,F401  (register the adapters)

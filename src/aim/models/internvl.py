@@ -1,0 +1,215 @@
+"""InternVL3 adapter (`InternVLForConditionalGeneration`, the `-hf` checkpoints: InternViT tower, pixel
+shuffle, MLP projector, Qwen2.5 LLM).
+
+Video path as in the Hugging Face model and processor: every frame is one 448 px tile (resized, no
+tiling, as the processor does for video); the tower's last hidden state without its [CLS] token is a
+32 x 32 patch grid, the pixel shuffle (`downsample_ratio` 0.5) folds each 2x2 window of patches into one
+token of 4x the width, and the projector (LayerNorm, Linear, GELU, Linear) maps it into the LLM: a 16 x 16
+grid of 256 tokens per frame, in raster order. Our merger runs here, per frame, on that [frames, 256, D]
+grid (`grid` = (16, 16)). Only video: single images (dynamic tiling with a thumbnail) are not wired in.
+
+Prompt: the processor replaces the prompt's `<video>` by one line per frame,
+`Frame{i}: <img><IMG_CONTEXT> x 256</img>` (i from 1, lines joined by a newline). The adapter writes the
+same text and tokenizes the whole prompt at once, so the unreduced ids are the processor's; the context
+tokens' embeddings are then replaced by the frames' (merged) tokens. The frame labels and <img> / </img>
+markers are text: never merged, never pruned. With `chat_template: true` the user's turn is wrapped in the
+checkpoint's chat template (which writes `<video>\\n` for a video part).
+
+Positions: the LLM has 1-D RoPE. Unreduced, a token's position is its index in the processor's sequence;
+kept visual tokens keep their original positions (a merged token sits at its representative's), text keeps
+its own, so merging leaves gaps and moves nothing, as for LLaVA-OneVision.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from aim.models import MODELS, PREFIX_TEXT, QUESTION_TEXT, VISUAL, PreparedInputs
+from aim.models.base import VIDEO, Adapter, AdapterConfig
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+@dataclass
+class InternVLAdapterConfig(AdapterConfig):
+    name: str = "internvl"
+    pretrained: str = "OpenGVLab/InternVL3-8B-hf"
+    chat_template: bool = True
+    image_mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    image_std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+
+
+def frame_text(num_frames: int, tokens_per_frame: int, context: str, start: str = "<img>", end: str = "</img>") -> str:
+    """What the InternVL processor writes for a video of `num_frames` frames (its `replace_video_token`)."""
+    return "\n".join(f"Frame{i + 1}: {start}{context * tokens_per_frame}{end}" for i in range(num_frames))
+
+
+@MODELS.register("internvl", config=InternVLAdapterConfig)
+class InternVLAdapter(Adapter):
+    config_class = InternVLAdapterConfig
+    hf_model_class = "InternVLForConditionalGeneration"
+    hf_config_class = "InternVLConfig"
+    modalities = ("video",)
+
+    def __init__(self, model, tokenizer, cfg: InternVLAdapterConfig):
+        super().__init__(model, tokenizer, cfg)
+        self.image_size = self.tower_resolution(model.config)
+        self.mean = torch.tensor(cfg.image_mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(cfg.image_std).view(1, 3, 1, 1)
+
+    # --- token layout ----------------------------------------------------------------------------
+    @staticmethod
+    def tower_resolution(hf_config) -> int:
+        size = hf_config.vision_config.image_size
+        size = size if isinstance(size, int) else size[0]
+        return size
+
+    @classmethod
+    def feature_grid(cls, hf_config, cfg, num_frames: int) -> tuple[int, int, int]:
+        """(frames, rows, columns) of the LLM tokens: the tower's patch grid shrunk by the pixel shuffle.
+        448 px / patch 14 -> 32 x 32 patches -> 16 x 16 = 256 tokens per frame."""
+        patch = hf_config.vision_config.patch_size
+        patch = patch if isinstance(patch, int) else patch[0]
+        side = round(cls.tower_resolution(hf_config) // patch * hf_config.downsample_ratio)
+        return num_frames, side, side
+
+    def grid(self, num_frames: int) -> tuple[int, int, int]:
+        return self.feature_grid(self.model.config, self.cfg, num_frames)
+
+    @property
+    def tokens_per_frame(self) -> int:
+        _, rows, cols = self.grid(1)
+        return rows * cols
+
+    # --- visual path -----------------------------------------------------------------------------
+    def pixel_values(self, frames: np.ndarray, modality: str = "video") -> torch.Tensor:
+        """uint8 RGB frames [T, H, W, 3] -> normalized [T, 3, S, S], one tile per frame: bicubic resize with
+        antialias of the uint8 frames (as torchvision's, which the Hugging Face video processor uses)."""
+        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).contiguous()
+        if x.shape[-2:] != (self.image_size, self.image_size):
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False,
+                              antialias=True)
+        return ((x.float() / 255.0 - self.mean) / self.std).to(self.device, self.dtype)
+
+    def tower_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The tower's hidden state at `vision_feature_layer`, without [CLS] under the "default" strategy:
+        [T, patches, vision width]."""
+        mcfg = self.model.config
+        out = self.model.model.vision_tower(pixel_values=pixel_values, output_hidden_states=mcfg.vision_feature_layer != -1)
+        hidden = out.last_hidden_state if mcfg.vision_feature_layer == -1 else out.hidden_states[mcfg.vision_feature_layer]
+        return hidden[:, 1:] if mcfg.vision_feature_select_strategy == "default" else hidden
+
+    def project(self, tower_hidden: torch.Tensor, modality: str = "video") -> torch.Tensor:
+        """The model's pixel shuffle and projector: [T, patches, vd] -> [T, tokens, D], tokens in raster order."""
+        model = self.model.model
+        t, patches, dim = tower_hidden.shape
+        side = int(patches**0.5)
+        shuffled = model.pixel_shuffle(tower_hidden.reshape(t, side, side, dim), scale_factor=self.model.config.downsample_ratio)
+        return model.multi_modal_projector(shuffled.reshape(t, -1, shuffled.shape[-1]))
+
+    def visual_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.project(self.tower_features(pixel_values))
+
+    def encode_frames(self, pixel_values: torch.Tensor, needs=(), modality: str = "video") -> dict[str, torch.Tensor]:
+        """Features [T, 256, D] and, as a merger asks (`needs`), `grid` (rows, cols) of each frame's tokens and
+        signals of the tower layer that produced the features, averaged over each token's 2x2 patches:
+        `metric`, its keys (heads concatenated) [T, 256, vd], and `attention` [T, 256], the head-averaged
+        attention each patch receives from the [CLS] query."""
+        _, rows, cols = self.grid(1)
+        grid = {"grid": (rows, cols)} if "grid" in needs else {}
+        if not {"metric", "attention"} & set(needs):
+            return {"features": self.visual_features(pixel_values), **grid}
+        layers = self.model.model.vision_tower.encoder.layer
+        producer = layers[self.model.config.vision_feature_layer].attention
+        captured = {}
+        hooks = [getattr(producer, f"{name}_norm").register_forward_hook(
+                     lambda _m, _i, out, name=name: captured.__setitem__(name, out)) for name in ("q", "k")]
+        try:
+            hidden = self.tower_features(pixel_values)
+        finally:
+            for h in hooks:
+                h.remove()
+        out = {"features": self.project(hidden), **grid}
+        if "metric" in needs:
+            out["metric"] = self._pool_windows(captured["k"][:, 1:])
+        if "attention" in needs:
+            q, k, heads = captured["q"], captured["k"], producer.num_heads
+            n, p, d = k.shape
+            qh = q[:, :1].view(n, 1, heads, d // heads).transpose(1, 2)  # the [CLS] query
+            kh = k.view(n, p, heads, d // heads).transpose(1, 2)
+            probs = torch.softmax((qh @ kh.transpose(-1, -2)).float() * producer.scale, -1).mean(1)[:, 0, 1:]
+            out["attention"] = self._pool_windows(probs[..., None].to(k.dtype))[..., 0]
+        return out
+
+    def _pool_windows(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-patch values [T, patches, C] -> the mean over each token's patch window [T, tokens, C]."""
+        t, patches, c = x.shape
+        side = int(patches**0.5)
+        _, rows, _ = self.grid(1)
+        pooled = F.avg_pool2d(x.transpose(1, 2).reshape(t, c, side, side), side // rows)
+        return pooled.flatten(2).transpose(1, 2)
+
+    # --- text ------------------------------------------------------------------------------------
+    def visual_token(self, modality: str = "video") -> str:
+        """The processor's video placeholder (its tokenizer's `video_token`), which it expands per frame."""
+        return getattr(self.tokenizer, "video_token", None) or VIDEO
+
+    def context_token(self) -> str:
+        """The token that stands for one visual token in the sequence (the config's `image_token_id`)."""
+        return self.tokenizer.convert_ids_to_tokens(self.model.config.image_token_id)
+
+    def video_text(self, num_frames: int) -> str:
+        tok = self.tokenizer
+        return frame_text(num_frames, self.tokens_per_frame, self.context_token(),
+                          getattr(tok, "start_image_token", None) or "<img>", getattr(tok, "end_image_token", None) or "</img>")
+
+    def input_ids(self, question: str, options: list[str], num_frames: int, scoring: str = "letter") -> list[int]:
+        """The unreduced prompt's token ids: the prompt's video token replaced by the frames' text, as the
+        processor replaces it, and the whole string tokenized at once."""
+        prompt = self.prompt_string(question, options, scoring)
+        return self.token_ids(prompt.replace(self.visual_token(), self.video_text(num_frames)))
+
+    # --- assembly --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def prepare(self, frames: np.ndarray, question: str, options: list[str], merger, scoring: str = "letter",
+                modality: str = "video") -> PreparedInputs:
+        self.check_modality(modality)
+        ids = self.input_ids(question, options, len(frames), scoring)
+        encoded = self.encode_frames(self.pixel_values(frames), needs=getattr(merger, "needs", ()))
+        merged = merger(encoded.pop("features"), **encoded)
+        return self.splice(ids, merged.features, merged.token_index)
+
+    def assemble(self, before_ids, visual, token_index, after_ids, grid_hw=None) -> PreparedInputs:
+        """[before text][the frames, each `Frame{i}: <img>` tokens `</img>`][after text] (aim.bench's
+        synthetic inputs). Without a tokenizer (random weights, none cached) the frames' text is left out."""
+        frames = visual.shape[0]
+        if self.tokenizer is None:
+            video = [self.model.config.image_token_id] * (frames * self.tokens_per_frame)
+        else:
+            video = self.token_ids(self.video_text(frames))
+        return self.splice(list(before_ids) + video + list(after_ids), visual, token_index)
+
+    def splice(self, ids: list[int], visual: torch.Tensor, token_index: torch.Tensor) -> PreparedInputs:
+        """The unreduced sequence `ids` (context tokens where the frames' tokens go, frame by frame) with the
+        kept tokens `visual` [frames, kept, D] in place of its context tokens: kept token j of frame f at
+        the position of that frame's context token `token_index[f, j]`; the other context tokens are
+        dropped and every other token stays, at its own position."""
+        ids_t = torch.tensor(ids, device=self.device)
+        context = ids_t == self.model.config.image_token_id
+        frames, kept, dim = visual.shape
+        if int(context.sum()) != frames * self.tokens_per_frame:
+            raise ValueError(f"the prompt holds {int(context.sum())} visual tokens, the frames "
+                             f"{frames} x {self.tokens_per_frame}: does the prompt text contain the context token?")
+        slots = context.nonzero().flatten().view(frames, -1)  # [frames, tokens per frame]
+        visual_pos = slots.gather(1, token_index.to(self.device)).flatten()
+        text_pos = (~context).nonzero().flatten()
+        positions, order = torch.cat([text_pos, visual_pos]).sort()
+        embeds = torch.cat([self.embed_tokens(ids_t[text_pos].tolist()), visual.reshape(-1, dim)])[order]
+        first_visual = int(slots[0, 0])
+        text_roles = torch.where(text_pos < first_visual, PREFIX_TEXT, QUESTION_TEXT).to(torch.int8).cpu()
+        roles = torch.cat([text_roles, torch.full((len(visual_pos),), VISUAL, dtype=torch.int8)])[order.cpu()]
+        return PreparedInputs(embeds[None], positions[None], roles)

@@ -1,0 +1,254 @@
+"""The InternVL3 adapter: unreduced, it is the Hugging Face model (same logits, the processor's own input ids
+for the same frames); merged, kept tokens keep their own positions and the text does not move; pruning,
+decoding, FLOP counting and the evaluation loop work on it. Tiny random models from the `internvl3_tiny`
+preset (112 px tiles, patch 7: 16x16 patches, pixel shuffle to 8x8 = 64 tokens per frame)."""
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+import torch
+
+from aim.merging import MERGERS, Merged, NoMerge
+from aim.models import MODELS, PREFIX_TEXT, QUESTION_TEXT, VISUAL
+from aim.models.internvl import InternVLAdapter
+from aim.pruning import PRUNERS
+from aim.pruning.hooks import TokenPruner
+from tests.pruning_reference import masked_logits
+from tests.test_qwen2_vl import KeepEven, frames, preset
+
+QUESTION, OPTIONS = "what colour is the circle ?", ["red", "blue", "green", "yellow"]
+TOKENS = 64  # per frame: 112 px / 7 = 16x16 patches -> 8x8 after the pixel shuffle
+
+
+def build(overrides=()):
+    torch.manual_seed(0)
+    return MODELS.get("internvl").from_config(**asdict(preset("internvl3_tiny", overrides)))
+
+
+@pytest.fixture(scope="module", params=["sdpa", "eager"])
+def adapter(request):
+    return build([f"model.attn_implementation={request.param}"])
+
+
+@pytest.fixture(scope="module")
+def sdpa_adapter():
+    return build()
+
+
+def hf_logits(ad, video):
+    """Logits at the last position of InternVLForConditionalGeneration given the unreduced input ids and
+    the frames' pixels (it splices the tower's tokens in at the context tokens itself)."""
+    ids = ad.input_ids(QUESTION, OPTIONS, len(video))
+    with torch.no_grad():
+        return ad.model(input_ids=torch.tensor([ids]), pixel_values=ad.pixel_values(video)).logits[0, -1]
+
+
+@pytest.mark.parametrize("num_frames", [1, 4])
+def test_unreduced_logits_equal_the_hf_forward(adapter, num_frames):
+    inputs = adapter.prepare(frames(num_frames), QUESTION, OPTIONS, NoMerge())
+    assert inputs.visual_tokens == num_frames * TOKENS
+    assert torch.equal(inputs.position_ids[0], torch.arange(inputs.inputs_embeds.shape[1]))
+    torch.testing.assert_close(adapter.prefill_logits(inputs), hf_logits(adapter, frames(num_frames)), atol=1e-4, rtol=1e-4)
+
+
+def processor_tokenizer():
+    """The toy tokenizer with the InternVL processor's special tokens: <img> and </img> added (ids 48, 49,
+    within the tiny preset's 52), <image> as the context token, <video> as the video token."""
+    from aim.toy.tokenizer import build_tokenizer
+
+    tok = build_tokenizer()
+    tok.add_special_tokens({"additional_special_tokens": ["<img>", "</img>"]})
+    for name, token in {"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<image>",
+                        "video_token": "<video>"}.items():
+        setattr(tok, name, token)
+        setattr(tok, f"{name}_id", tok.convert_tokens_to_ids(token))
+    return tok
+
+
+def hf_processor(tok, tokens_per_frame):
+    """InternVLProcessor over `tok`. Its video processor needs torchvision (not a dependency here): where it
+    is missing, a stand-in passes the frames through, which is all the prompt expansion reads of it (the
+    frame count)."""
+    from transformers import BatchFeature, InternVLProcessor
+    from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
+    from transformers.processing_utils import ProcessorMixin
+
+    try:
+        from transformers.models.internvl.video_processing_internvl import InternVLVideoProcessor
+
+        return InternVLProcessor(image_processor=GotOcr2ImageProcessorPil(), tokenizer=tok,
+                                 video_processor=InternVLVideoProcessor(), image_seq_length=tokens_per_frame)
+    except ImportError:
+        pass
+
+    class Frames:
+        model_input_names = ["pixel_values_videos"]
+
+        def __call__(self, videos=None, **kwargs):
+            return BatchFeature({"pixel_values_videos": torch.stack([torch.as_tensor(v).permute(0, 3, 1, 2) for v in videos])})
+
+    check = ProcessorMixin.check_argument_for_proper_class
+    ProcessorMixin.check_argument_for_proper_class = lambda self, name, arg: None if name == "video_processor" else check(self, name, arg)
+    try:
+        return InternVLProcessor(image_processor=GotOcr2ImageProcessorPil(), tokenizer=tok, video_processor=Frames(),
+                                 image_seq_length=tokens_per_frame)
+    finally:
+        ProcessorMixin.check_argument_for_proper_class = check
+
+
+@pytest.mark.parametrize("num_frames", [1, 3])
+def test_video_input_ids_are_the_hf_processor_s(sdpa_adapter, num_frames):
+    """The processor writes `Frame{i}: <img>` + 64 context tokens + `</img>` per frame, lines joined by a
+    newline, in place of <video>; the adapter's unreduced ids are exactly its ids for the same prompt, and
+    its sequence holds the frames' tokens where the context tokens are."""
+    tok = processor_tokenizer()
+    ad = InternVLAdapter(sdpa_adapter.model, tok, sdpa_adapter.cfg)
+    video = frames(num_frames)
+    ref = hf_processor(tok, TOKENS)(text=ad.prompt_string(QUESTION, OPTIONS), videos=[video], return_tensors="pt")
+    ids = ad.input_ids(QUESTION, OPTIONS, num_frames)
+    assert ids == ref["input_ids"][0].tolist()
+    assert ids.count(48) == ids.count(49) == num_frames and ids.count(4) == num_frames * TOKENS
+    inputs = ad.prepare(video, QUESTION, OPTIONS, NoMerge())
+    assert torch.equal(inputs.token_roles == VISUAL, torch.tensor(ids) == 4)
+    with torch.no_grad():
+        logits = ad.model(input_ids=ref["input_ids"], pixel_values=ad.pixel_values(video)).logits[0, -1]
+    torch.testing.assert_close(ad.prefill_logits(inputs), logits, atol=1e-4, rtol=1e-4)
+
+
+def test_the_layout_of_the_unmerged_sequence(sdpa_adapter):
+    """<s> user, then per frame the label's text (Frame{i}: <img>: <unk> tokens with the toy tokenizer),
+    64 visual tokens, </img> and the next label; the question after the last frame."""
+    inputs = sdpa_adapter.prepare(frames(2), QUESTION, OPTIONS, NoMerge())
+    roles = inputs.token_roles.tolist()
+    first = roles.index(VISUAL)
+    assert roles[:first] == [PREFIX_TEXT] * first and first == 4  # <s> user Frame1: <img>
+    assert roles[first:first + TOKENS] == [VISUAL] * TOKENS
+    between = roles[first + TOKENS:].index(VISUAL)
+    assert between == 3 and roles[first + TOKENS:first + TOKENS + 3] == [QUESTION_TEXT] * 3  # </img> \nFrame2: <img>
+    assert inputs.visual_tokens == 2 * TOKENS and set(roles[-10:]) == {QUESTION_TEXT}
+
+
+def test_kept_tokens_keep_their_own_positions_and_text_does_not_move(sdpa_adapter):
+    ad = sdpa_adapter
+    full = ad.prepare(frames(4), QUESTION, OPTIONS, NoMerge())
+    for merger in (KeepEven(), MERGERS.build("aim", ratio=0.25)):
+        merged = ad.prepare(frames(4), QUESTION, OPTIONS, merger)
+        index = merger(ad.encode_frames(ad.pixel_values(frames(4)))["features"]).token_index
+        full_visual = full.position_ids[0, full.token_roles == VISUAL].view(4, TOKENS)
+        expected = torch.stack([full_visual[f, index[f]] for f in range(4)]).flatten().sort().values
+        assert torch.equal(merged.position_ids[0, merged.token_roles == VISUAL], expected)
+        text = lambda x: x.position_ids[0, x.token_roles != VISUAL]  # noqa: E731
+        assert torch.equal(text(merged), text(full))
+    assert merged.visual_tokens == 4 * 16
+
+
+def test_tower_signals_and_grid_for_mergers_that_ask(sdpa_adapter):
+    ad = sdpa_adapter
+    pixels = ad.pixel_values(frames(2))
+    enc = ad.encode_frames(pixels, needs=("metric", "attention", "grid"))
+    torch.testing.assert_close(enc["features"], ad.visual_features(pixels))
+    assert enc["grid"] == (8, 8)
+    assert enc["metric"].shape == (2, TOKENS, 32)  # tower width 32, each token's 2x2 patches averaged
+    # the [CLS] query's attention over the 256 patches sums to 1 less what it gives itself
+    assert enc["attention"].shape == (2, TOKENS) and (enc["attention"] > 0).all()
+    assert (enc["attention"].sum(1) * 4 <= 1 + 1e-6).all()
+    for name in ("pool", "prumerge_plus"):
+        out = ad.prepare(frames(2), QUESTION, OPTIONS, MERGERS.build(name, ratio=0.25))
+        assert out.visual_tokens == 2 * 16
+
+
+def test_a_keep_all_schedule_is_bit_exact(adapter):
+    inputs = adapter.prepare(frames(2), QUESTION, OPTIONS, MERGERS.build("aim", ratio=0.5))
+    plain = adapter.prefill_logits(inputs)
+    with TokenPruner(adapter.decoder_layers, PRUNERS.build("aim", l1=4, l2=5)).attached(inputs.token_roles):
+        hooked = adapter.prefill_logits(inputs)  # l1 >= 4 layers: no layer prunes
+    assert torch.equal(hooked, plain)
+
+
+def test_pruning_equals_the_masked_reference(adapter):
+    inputs = adapter.prepare(frames(2), QUESTION, OPTIONS, MERGERS.build("aim", ratio=0.5))
+    with TokenPruner(adapter.decoder_layers, PRUNERS.build("aim", l1=2, l2=4)).attached(inputs.token_roles) as trace:
+        pruned = adapter.prefill_logits(inputs)
+    assert trace.visual_tokens_per_layer == [64, 64, 32, 0]
+    reference = masked_logits(adapter, inputs.inputs_embeds, inputs.position_ids, trace.kept_indices, len(inputs.token_roles))
+    torch.testing.assert_close(pruned, reference, atol=1e-4, rtol=1e-4)
+
+
+def test_cached_greedy_decoding_after_a_pruned_prefill_equals_recomputation(adapter):
+    ad = adapter
+    inputs = ad.prepare(frames(2), QUESTION, OPTIONS, KeepEven())  # gaps in the positions too
+    with TokenPruner(ad.decoder_layers, PRUNERS.build("aim", l1=2, l2=4)).attached(inputs.token_roles) as trace:
+        ids = ad.generate_ids(inputs, max_new_tokens=4)
+    embeds, positions, expected = inputs.inputs_embeds, inputs.position_ids, []
+    for _ in range(len(ids)):
+        nxt = int(masked_logits(ad, embeds, positions, trace.kept_indices, len(inputs.token_roles)).argmax())
+        expected.append(nxt)
+        embeds = torch.cat([embeds, ad.embed_tokens([nxt])[None]], 1)
+        positions = torch.cat([positions, positions[..., -1:] + 1], -1)
+    assert ids == expected
+
+
+def test_fvcore_counts_agree_with_the_analytic_model(sdpa_adapter):
+    from aim.efficiency.analytic import llm_prefill_flops
+    from aim.efficiency.fvcore_count import count_llm_prefill, count_visual
+
+    ad = sdpa_adapter
+    inputs = ad.prepare(frames(2), QUESTION, OPTIONS, MERGERS.build("aim", ratio=0.5))
+    for pruner in (PRUNERS.build("none"), PRUNERS.build("aim", l1=2, l2=4)):
+        counted = count_llm_prefill(ad, inputs, pruner)
+        visual = counted["visual_tokens_per_layer"] or [inputs.visual_tokens] * 4  # empty: nothing pruned
+        per_layer = [inputs.text_tokens + v for v in visual]
+        assert counted["llm_prefill_flops"] == pytest.approx(llm_prefill_flops(ad.text_config, per_layer), rel=0.01)
+    visual = count_visual(ad, frames(2), MERGERS.build("aim", ratio=0.5))
+    # 2 frames x 257 tokens ([CLS] + 256 patches), width 32, 2 layers: q, k, v, projection and MLP (64) at least
+    assert visual["vision_tower_flops"] >= 2 * 514 * 2 * (4 * 32**2 + 2 * 32 * 64)
+    # the projector: LayerNorm over 128 (fvcore: 5 per element), Linear(128, 64), Linear(64, 64) per token
+    assert visual["projector_flops"] == 2 * 128 * (128 * 5 + 128 * 64 + 64 * 64)
+    assert visual["merge_flops"] > 0
+
+
+def test_merging_and_pruning_end_to_end_through_the_evaluation_loop(sdpa_adapter, small_benchmark, tmp_path):
+    from aim.data import VideoMCQDataset
+    from aim.eval import evaluate
+    from aim.tracking.records import SampleRecords
+
+    records = SampleRecords(tmp_path / "samples.jsonl")
+    evaluate(sdpa_adapter, VideoMCQDataset(small_benchmark, num_frames=4, limit=2), MERGERS.build("aim", ratio=0.25),
+             PRUNERS.build("aim", l1=2, l2=4), records, mode="letter", progress=False)
+    records.close()
+    assert len(records.records) == 2
+    for r in records.records:
+        assert r["prediction"] in "ABCD"
+        assert r["visual_tokens"] == 4 * 16 and r["visual_tokens_per_layer"] == [64, 64, 32, 0]
+        assert r["tflops"] == pytest.approx(r["tflops_analytic"], rel=0.01)
+
+
+def test_flops_of_the_tiny_preset_count_its_token_grid():
+    from hydra import compose, initialize_config_dir
+
+    from aim.config import validate
+    from aim.efficiency.cost import flops
+    from aim.paths import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        valid = validate(compose("config", overrides=["model=internvl3_tiny", "merger=aim", "merger.ratio=0.25",
+                                                      "pruner=aim", "pruner.l1=2", "pruner.l2=4", "dataset.num_frames=4"]))
+    result = flops(valid)
+    assert (result["frames"], result["tokens_per_frame"], result["kept_per_frame"]) == (4, 64, 16)
+    assert result["token_grid"] == [8, 8] and result["visual_tokens_per_layer"] == [64, 64, 32, 0]
+
+
+def test_bench_times_internvl_on_its_token_grid():
+    from hydra import compose, initialize_config_dir
+
+    from aim.bench import bench
+    from aim.config import validate
+    from aim.paths import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        valid = validate(compose("config", overrides=["model=internvl3_tiny", "merger=aim", "merger.ratio=0.25",
+                                                      "pruner=aim", "pruner.l1=2", "pruner.l2=4", "bench.frames=4",
+                                                      "bench.repeats=1", "bench.warmup=0", "bench.text_tokens=20"]))
+    result = bench(valid)
+    assert (result["visual_tokens"], result["visual_tokens_merged"]) == (256, 64)
+    assert result["visual_tokens_per_layer"] == [64, 64, 32, 0]
