@@ -52,8 +52,8 @@ def test_unreduced_logits_equal_the_hf_forward(adapter, num_frames):
 
 
 def processor_tokenizer():
-    """The toy tokenizer with the InternVL processor's special tokens: <img> and </img> added (ids 48, 49,
-    within the tiny preset's 52), <image> as the context token, <video> as the video token."""
+    """The toy tokenizer with the InternVL processor's special tokens: <img> and </img> added (ids 48, 49),
+    <image> as the context token, <video> as the video token."""
     from aim.toy.tokenizer import build_tokenizer
 
     tok = build_tokenizer()
@@ -97,12 +97,13 @@ def hf_processor(tok, tokens_per_frame):
 
 
 @pytest.mark.parametrize("num_frames", [1, 3])
-def test_video_input_ids_are_the_hf_processor_s(sdpa_adapter, num_frames):
+def test_video_input_ids_are_the_hf_processor_s(num_frames):
     """The processor writes `Frame{i}: <img>` + 64 context tokens + `</img>` per frame, lines joined by a
     newline, in place of <video>; the adapter's unreduced ids are exactly its ids for the same prompt, and
     its sequence holds the frames' tokens where the context tokens are."""
     tok = processor_tokenizer()
-    ad = InternVLAdapter(sdpa_adapter.model, tok, sdpa_adapter.cfg)
+    ad = build(["model.architecture.text_config.vocab_size=50"])  # room for <img> and </img>
+    ad = InternVLAdapter(ad.model, tok, ad.cfg)
     video = frames(num_frames)
     ref = hf_processor(tok, TOKENS)(text=ad.prompt_string(QUESTION, OPTIONS), videos=[video], return_tensors="pt")
     ids = ad.input_ids(QUESTION, OPTIONS, num_frames)

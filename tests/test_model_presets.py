@@ -31,7 +31,7 @@ def real_prompt():
     fields = ("prompt_template", "likelihood_template", "option_format", "option_separator")
     prompts = {name: tuple(getattr(model_cfg(name), f) for f in fields)
                for name in ("llava_onevision_0.5b", "llava_onevision_7b", "llava_onevision_72b", "qwen2_vl_7b",
-                                 "qwen2_5_vl_7b", "qwen2_5_vl_3b")}
+                                 "qwen2_5_vl_7b", "qwen2_5_vl_3b", "internvl3_8b")}
     assert len(set(prompts.values())) == 1
     return dict(zip(fields, prompts["llava_onevision_7b"]))
 
@@ -52,6 +52,8 @@ def frames(num=2):
         ("qwen2_vl_7b", "Qwen/Qwen2-VL-7B-Instruct", 28, 3584, 28, 4, (16, 13, 23)),
         ("qwen2_5_vl_7b", "Qwen/Qwen2.5-VL-7B-Instruct", 28, 3584, 28, 4, (16, 13, 23)),
         ("qwen2_5_vl_3b", "Qwen/Qwen2.5-VL-3B-Instruct", 36, 2048, 16, 2, (16, 13, 23)),
+        # one 448 px tile per frame: 32x32 patches of 14 px, pixel shuffle -> 16x16 tokens
+        ("internvl3_8b", "OpenGVLab/InternVL3-8B-hf", 28, 3584, 28, 4, (32, 16, 16)),
         # an image model: 32 images of 24x24 tokens (336 px, patch 14), no pooling
         ("llava_1.5_7b", "llava-hf/llava-1.5-7b-hf", 32, 4096, 32, 32, (32, 24, 24)),
     ],
@@ -109,6 +111,24 @@ def test_flops_of_llava_video_7b_from_its_preset_unreduced_and_with_the_papers_r
     assert round(reduced["tflops_full"], 2) == 99.63 and round(reduced["tflops"], 2) == 14.76
 
 
+def test_flops_of_internvl3_8b_from_its_preset_unreduced_and_with_the_papers_reduction():
+    """256 visual tokens per frame (a 448 px tile, 32x32 patches, pixel shuffle to 16x16) into Qwen2.5-7B."""
+    from aim.efficiency.cost import flops
+
+    def run(*overrides):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return flops(validate(compose("config", overrides=["model=internvl3_8b", "dataset.num_frames=32",
+                                                               *overrides])))
+
+    full = run("merger=none", "pruner=none")
+    assert (full["frame_groups"], full["token_grid"], full["tokens_per_frame"]) == (32, [16, 16], 256)
+    assert full["tokens_per_layer"] == [32 * 256 + 100] * 28
+    reduced = run("merger=aim", "merger.ratio=0.25", "pruner=aim", "pruner.l1=14", "pruner.l2=22")
+    assert (reduced["kept_per_frame"], reduced["visual_tokens"]) == (64, 32 * 64)
+    assert round(reduced["tflops_full"], 2) == round(full["tflops"], 2) == 136.10
+    assert round(reduced["tflops"], 2) == 19.10
+
+
 def test_llava_onevision_video_tokens_per_frame_are_the_hugging_face_models_own():
     """The adapter's video features (tower, projector, 2x2 pooling) equal `get_video_features` of the Hugging
     Face class that LLaVA-OneVision and LLaVA-Video checkpoints both run, frame by frame, less the one
@@ -133,6 +153,7 @@ def test_llava_onevision_video_tokens_per_frame_are_the_hugging_face_models_own(
 @pytest.mark.parametrize("preset,model_class", [("llava_onevision_tiny", "LlavaOnevisionForConditionalGeneration"),
                                                 ("qwen2_vl_tiny", "Qwen2VLForConditionalGeneration"),
                                                 ("qwen2_5_vl_tiny", "Qwen2_5_VLForConditionalGeneration"),
+                                                ("internvl3_tiny", "InternVLForConditionalGeneration"),
                                                 ("llava_1.5_tiny", "LlavaForConditionalGeneration")])
 def test_random_init_builds_a_preset_from_its_architecture(preset, model_class):
     cfg = model_cfg(preset)
