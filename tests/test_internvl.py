@@ -116,6 +116,34 @@ def test_video_input_ids_are_the_hf_processor_s(num_frames):
     torch.testing.assert_close(ad.prefill_logits(inputs), logits, atol=1e-4, rtol=1e-4)
 
 
+# The chat template transformers' InternVL conversion writes into the -hf checkpoints (a video part is `<video>\n`).
+INTERNVL_CHAT = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n'}}{% if message['content'] is string %}"
+                 "{{ message['content'] }}{% else %}{% for content in message['content'] %}{% if content['type'] == 'image' %}"
+                 "{{ '<image>\n' }}{% elif content['type'] == 'video' %}{{ '<video>\n' }}{% elif content['type'] == 'text' %}"
+                 "{{ content['text'] }}{% endif %}{% endfor %}{% endif %}{{'<|im_end|>\n'}}{% endfor %}"
+                 "{% if add_generation_prompt %}{{'<|im_start|>assistant\n' }}{% endif %}")
+
+
+def test_the_chat_prompt_is_the_checkpoint_template_s_with_the_frames_in_place_of_the_video():
+    """The real preset's prompt fields in the checkpoints' chat template: `<|im_start|>user\n<video>\n` and the
+    multiple-choice text; the processor's ids for that prompt are the adapter's."""
+    from dataclasses import replace
+
+    from tests.test_model_presets import MC_TEXT, real_prompt
+
+    tok = processor_tokenizer()
+    tok.add_tokens(["<|im_start|>", "<|im_end|>"], special_tokens=True)  # ids 50, 51
+    tok.chat_template = INTERNVL_CHAT
+    ad = build(["model.architecture.text_config.vocab_size=52"])
+    ad = InternVLAdapter(ad.model, tok, replace(ad.cfg, chat_template=True, **real_prompt()))
+    prompt = ad.prompt_string(QUESTION, OPTIONS)
+    assert prompt == "<|im_start|>user\n<video>\n" + MC_TEXT + "<|im_end|>\n<|im_start|>assistant\n"
+    ref = hf_processor(tok, TOKENS)(text=prompt, videos=[frames(2)], return_tensors="pt")
+    assert ad.input_ids(QUESTION, OPTIONS, 2) == ref["input_ids"][0].tolist()
+    inputs = ad.prepare(frames(2), QUESTION, OPTIONS, NoMerge())
+    assert inputs.visual_tokens == 2 * TOKENS and len(inputs.token_roles) == len(ref["input_ids"][0])
+
+
 def test_the_layout_of_the_unmerged_sequence(sdpa_adapter):
     """<s> user, then per frame the label's text (Frame{i}: <img>: <unk> tokens with the toy tokenizer),
     64 visual tokens, </img> and the next label; the question after the last frame."""
