@@ -186,6 +186,25 @@ def test_tower_signals_and_grid_for_mergers_that_ask(sdpa_adapter):
         assert out.visual_tokens == 2 * 16
 
 
+@pytest.mark.parametrize("feature_layer,producer", [(-1, 2), (-2, 1), (1, 0)])
+def test_the_key_metric_is_that_of_the_tower_layer_that_gives_the_features(feature_layer, producer):
+    """`metric`: the keys of the layer whose output the features come from (of 3 layers, hidden_states[-2] is
+    layer 1's output, hidden_states[1] layer 0's: hidden_states[0] holds the embeddings), [CLS] left out,
+    averaged over each token's 2x2 patches."""
+    ad = build(["model.architecture.vision_config.num_hidden_layers=3",
+                f"model.architecture.vision_feature_layer={feature_layer}"])
+    pixels = ad.pixel_values(frames(2))
+    layer = ad.model.model.vision_tower.encoder.layer[producer]
+    keys = []
+    handle = layer.attention.k_proj.register_forward_hook(lambda _m, _i, out: keys.append(out))
+    with torch.no_grad():
+        ad.tower_features(pixels)
+    handle.remove()
+    patches = keys[0][:, 1:].reshape(2, 8, 2, 8, 2, 32)  # [frames, token row, 2, token col, 2, width]
+    expected = patches.mean((2, 4)).reshape(2, TOKENS, 32)
+    torch.testing.assert_close(ad.encode_frames(pixels, needs=("metric",))["metric"], expected)
+
+
 def test_a_keep_all_schedule_is_bit_exact(adapter):
     inputs = adapter.prepare(frames(2), QUESTION, OPTIONS, MERGERS.build("aim", ratio=0.5))
     plain = adapter.prefill_logits(inputs)

@@ -124,7 +124,8 @@ class InternVLAdapter(Adapter):
         if not {"metric", "attention"} & set(needs):
             return {"features": self.visual_features(pixel_values), **grid}
         layers = self.model.model.vision_tower.encoder.layer
-        producer = layers[self.model.config.vision_feature_layer].attention
+        # hidden_states[i] is the output of layer i - 1 (hidden_states[0]: the embeddings)
+        producer = layers[self.model.config.vision_feature_layer % (len(layers) + 1) - 1].attention
         captured = {}
         hooks = [getattr(producer, f"{name}_norm").register_forward_hook(
                      lambda _m, _i, out, name=name: captured.__setitem__(name, out)) for name in ("q", "k")]
