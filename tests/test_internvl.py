@@ -144,6 +144,31 @@ def test_the_chat_prompt_is_the_checkpoint_template_s_with_the_frames_in_place_o
     assert inputs.visual_tokens == 2 * TOKENS and len(inputs.token_roles) == len(ref["input_ids"][0])
 
 
+@pytest.mark.parametrize("shape", [(112, 112), (64, 80), (240, 180)])
+def test_video_preprocessing_equals_the_hf_video_processor(sdpa_adapter, shape):
+    """One tile per frame at the tower's size: the -hf checkpoints' video processor resizes the uint8 frames
+    with torchvision's bicubic resize (antialias), rescales by 1/255 and normalizes with InternVL's (ImageNet)
+    mean and std; written out here (the same arithmetic as the LLaVA-OneVision test's reference), and
+    checked against InternVLVideoProcessor itself where torchvision is installed."""
+    from tests.test_adapter import hf_video_processor_pixels
+
+    rng = np.random.default_rng(0)
+    h, w = shape
+    smooth = np.stack(np.meshgrid(np.linspace(0, 255, w), np.linspace(0, 255, h)), -1).sum(-1) / 2
+    video = np.clip(smooth[None, :, :, None] + rng.normal(0, 40, (3, h, w, 3)), 0, 255).astype(np.uint8)
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]))
+    expected = (hf_video_processor_pixels(video, 112) * 0.5 + 0.5 - mean) / std  # undo its SigLIP normalization
+    torch.testing.assert_close(sdpa_adapter.pixel_values(video), expected, atol=1e-5, rtol=0)
+    try:
+        from transformers.models.internvl.video_processing_internvl import InternVLVideoProcessor
+    except ImportError:  # torchvision is not a dependency of the project
+        return
+    processor = InternVLVideoProcessor(size={"height": 112, "width": 112}, image_mean=[0.485, 0.456, 0.406],
+                                       image_std=[0.229, 0.224, 0.225])
+    hf = processor(videos=[video], return_tensors="pt")["pixel_values_videos"][0]
+    torch.testing.assert_close(hf, expected, atol=1e-5, rtol=0)
+
+
 def test_the_layout_of_the_unmerged_sequence(sdpa_adapter):
     """<s> user, then per frame the label's text (Frame{i}: <img>: <unk> tokens with the toy tokenizer),
     64 visual tokens, </img> and the next label; the question after the last frame."""
