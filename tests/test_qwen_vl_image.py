@@ -49,8 +49,9 @@ def hf_processor(ad, monkeypatch):
     monkeypatch.setattr(ad.tokenizer, "image_token", ad.visual_token("image"), raising=False)
     cfg = ad.cfg
     images = Qwen2VLImageProcessorPil(min_pixels=cfg.image_min_pixels, max_pixels=cfg.image_max_pixels,
-                                      patch_size=ad.patch_size, temporal_patch_size=ad.temporal_patch, merge_size=ad.merge,
-                                      image_mean=list(cfg.image_mean), image_std=list(cfg.image_std))
+                                      patch_size=ad.patch_size, temporal_patch_size=ad.temporal_patch,
+                                      merge_size=ad.merge, image_mean=list(cfg.image_mean),
+                                      image_std=list(cfg.image_std))
     return Qwen2VLProcessor(image_processor=images, tokenizer=ad.tokenizer)
 
 

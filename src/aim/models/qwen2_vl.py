@@ -297,8 +297,9 @@ class Qwen2VLAdapter(Adapter):
         probs = torch.softmax(torch.einsum("qhd,khd->hqk", q.float(), k.float()) * scale, dim=-1)
         return probs.mean(0).mean(0)
 
-    def group_times(self, groups: int) -> torch.Tensor:
-        """Temporal M-RoPE position of each temporal patch, from the video's start: one per patch."""
+    def group_times(self, groups: int, frame_times=None) -> torch.Tensor:
+        """Temporal M-RoPE position of each temporal patch, from the video's start: one per patch (whenever
+        the frames were shown: `frame_times` is not read)."""
         return torch.arange(groups)
 
     # --- text ------------------------------------------------------------------------------------
@@ -310,25 +311,27 @@ class Qwen2VLAdapter(Adapter):
     # --- assembly --------------------------------------------------------------------------------
     @torch.no_grad()
     def prepare(self, frames: np.ndarray, question: str, options: list[str], merger, scoring: str = "letter",
-                modality: str = "video") -> PreparedInputs:
+                modality: str = "video", frame_times=None) -> PreparedInputs:
+        """`frame_times`: when the frames were shown (`aim.data.video.FrameTimes`, None: unknown), read by
+        `group_times` (Qwen2.5-VL's absolute time; Qwen2-VL's temporal positions are patch indices)."""
         self.check_modality(modality)
         before, after = self.prompt_ids(question, options, scoring, modality)
         pixels = self.pixel_values(frames, modality)  # an image: one temporal patch, one merger group
         encoded = self.encode_frames(pixels, needs=getattr(merger, "needs", ()))
         merged = merger(encoded.pop("features"), **encoded)
         grid_hw = (pixels.shape[1] // self.merge, pixels.shape[2] // self.merge)
-        return self.assemble(before, merged.features, merged.token_index, after, grid_hw)
+        return self.assemble(before, merged.features, merged.token_index, after, grid_hw, frame_times)
 
-    def assemble(self, before_ids, visual, token_index, after_ids, grid_hw=None) -> PreparedInputs:
+    def assemble(self, before_ids, visual, token_index, after_ids, grid_hw=None, frame_times=None) -> PreparedInputs:
         """[before text][visual tokens, group by group][after text] with M-RoPE positions [3, 1, N] for
         the merged layout. `grid_hw`: (rows, cols) of the unmerged token grid of each group (default: the
-        preset's `frame_size`)."""
+        preset's `frame_size`); `frame_times`: when the frames were shown (None: unknown)."""
         groups, kept, dim = visual.shape
         if grid_hw is None:
             grid_hw = self.grid(groups * self.temporal_patch)[1:]
         embeds = torch.cat([self.embed_tokens(before_ids), visual.reshape(-1, dim), self.embed_tokens(after_ids)])
         positions = mrope_positions(len(before_ids), token_index.to(self.device), (groups, *grid_hw), len(after_ids),
-                                    self.group_times(groups))
+                                    self.group_times(groups, frame_times))
         roles = torch.tensor(
             [PREFIX_TEXT] * len(before_ids) + [VISUAL] * (groups * kept) + [QUESTION_TEXT] * len(after_ids),
             dtype=torch.int8,
