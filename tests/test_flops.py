@@ -155,8 +155,8 @@ def test_an_image_size_counts_one_image_llava_onevision_by_its_anyres_layout(tmp
     assert result["text_tokens"] == 100 + 40  # the row newlines are never pruned, like text
     llava = flops(validate(composed(["model=llava_1.5_7b", "flops.image_size=[480,640]", "merger=none"])))
     assert llava["visual_tokens"] == 576 and llava["text_tokens"] == 100  # a fixed 24 x 24 grid at any size
-    with pytest.raises(ConfigError, match=r"flops.image_size: model qwen2_vl takes video inputs, not images"):
-        flops(validate(composed(["model=qwen2_vl_7b", "flops.image_size=[480,640]"])))
+    qwen = flops(validate(composed(["model=qwen2_vl_7b", "flops.image_size=[480,640]", "merger=none"])))
+    assert qwen["image"]["token_grid"] == [17, 23] and qwen["visual_tokens"] == 391  # 476 x 644 px, 28 px a token
     with pytest.raises(ConfigError, match=r"flops.frames: image_size counts one image, got frames=4"):
         validate(composed(["flops.image_size=[480,640]", "flops.frames=4"]))
     with pytest.raises(ConfigError, match=r"flops.image_size: dataset image_mcq holds images, and .* depend on the "

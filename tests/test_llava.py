@@ -328,8 +328,12 @@ def test_the_same_image_input_costs_the_same_tower_flops_whatever_its_size(sdpa_
 def test_an_adapter_without_an_image_path_refuses_an_image_clearly():
     torch.manual_seed(0)
     qwen = MODELS.get("qwen2_vl").from_config(**asdict(composed(["model=qwen2_vl_tiny"]).model))
-    with pytest.raises(ValueError, match="Qwen2VLAdapter takes video inputs, not 'image'"):
-        qwen.prepare(picture(), QUESTION, OPTIONS, NoMerge(), modality="image")
+
+    class VideoOnly(type(qwen)):  # every bundled adapter takes images now: one that declares video only
+        modalities = ("video",)
+
+    with pytest.raises(ValueError, match="VideoOnly takes video inputs, not 'image'"):
+        VideoOnly(qwen.model, qwen.tokenizer, qwen.cfg).prepare(picture(), QUESTION, OPTIONS, NoMerge(), modality="image")
 
 
 # --- prompts -------------------------------------------------------------------------------------------

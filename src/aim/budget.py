@@ -60,7 +60,8 @@ from dataclasses import asdict, dataclass, field
 from functools import cached_property
 
 from aim.config import BUDGET_LIMITS, ConfigError
-from aim.efficiency.cost import LayerCosts, image_dataset, kept_per_frame, model_configs, tokens_per_layer
+from aim.efficiency.cost import (LayerCosts, image_dataset, image_size_dependent, kept_per_frame, model_configs,
+                                 tokens_per_layer)
 from aim.tradeoff import Tradeoff, find_tradeoff, load_tradeoff
 
 POLICY = "policy"  # budget.tradeoff=policy: never use a recorded trade-off
@@ -413,8 +414,8 @@ def input_size(valid, frames: int | None = None) -> tuple:
     if frames is None:
         if image_dataset(valid) and adapter.modalities[0] != "image":
             raise ConfigError(f"dataset.name: {valid.dataset.name} holds images; their token count on "
-                              f"{valid.model.pretrained} (anyres crops, by image size) is not modelled by budget "
-                              "mode, which takes video datasets on this model")
+                              f"{valid.model.pretrained} ({image_size_dependent(adapter)}, by image size) is not "
+                              "modelled by budget mode, which takes video datasets on this model")
         frames = getattr(valid.dataset, "num_frames", 1)
     return hf_config, adapter, frames
 
@@ -623,8 +624,9 @@ class SampleBudget:
     def counts(self, adapter, frames, question: str, options, scoring: str, modality: str) -> tuple[int, int, tuple | None]:
         """(frames, text tokens, frame size) of a sample as the adapter will lay it out."""
         if modality == "image" and adapter.modalities[0] != "image":
-            raise ConfigError(f"budget.per_sample: {type(adapter).__name__} splits images into anyres crops, "
-                              "whose token count budget mode does not model; per-sample budgets take videos here")
+            raise ConfigError(f"budget.per_sample: {type(adapter).__name__} lays images out in "
+                              f"{image_size_dependent(adapter)}, whose token count budget mode does not model; "
+                              "per-sample budgets take videos here")
         return len(frames), prompt_tokens(adapter, question, options, scoring, modality), tuple(frames.shape[1:3])
 
     def __call__(self, adapter, frames, question, options, scoring: str, modality: str):

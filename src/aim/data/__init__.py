@@ -22,7 +22,7 @@ from typing import Iterator
 import numpy as np
 
 from aim.checks import ConfigError, check_choice, check_range
-from aim.data.video import VideoDecodeError, decode_frames, decode_frames_with_times
+from aim.data.video import FrameTimes, VideoDecodeError, decode_frames, decode_frames_with_times
 from aim.registry import Registry
 
 DATASETS = Registry("dataset")
@@ -72,21 +72,26 @@ class Sample:
     # why the sample cannot be asked (`unaskable`); the evaluation loop records it as skipped with this
     # reason, as it does a video that cannot be decoded. Empty: it can be asked
     skip_reason: str = ""
+    # when the sampled frames were shown (`aim.data.video.FrameTimes`): set by `load` from the decoded video,
+    # passed to the model adapter's `prepare` (Qwen2.5-VL's temporal positions); None until loaded, and for
+    # images
+    frame_times: FrameTimes | None = None
 
     def load_frames(self) -> np.ndarray:
         """uint8 RGB [num_frames, H, W, 3], uniformly sampled; raises VideoDecodeError."""
         return self.load()[0]
 
     def load(self) -> tuple[np.ndarray, str]:
-        """The sampled frames and the question text to prompt with; raises VideoDecodeError."""
+        """The sampled frames and the question text to prompt with; keeps their times in `frame_times`.
+        Raises VideoDecodeError."""
         if not self.video.is_file():
             raise VideoDecodeError(f"missing video {self.video}")
+        frames, self.frame_times = decode_frames_with_times(self.video, self.num_frames)
         if self.subtitles is None:
-            return decode_frames(self.video, self.num_frames), self.question
+            return frames, self.question
         from aim.data.subtitles import with_subtitles
 
-        frames, times = decode_frames_with_times(self.video, self.num_frames)
-        return frames, with_subtitles(self.question, self.subtitles, times)
+        return frames, with_subtitles(self.question, self.subtitles, self.frame_times.seconds)
 
 
 def load_json(path: Path, field: str = "questions_file", lines: bool = False):

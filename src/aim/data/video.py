@@ -1,6 +1,7 @@
 """Video decoding with PyAV and uniform frame sampling. Errors surface as VideoDecodeError, per video."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +9,18 @@ import numpy as np
 
 class VideoDecodeError(RuntimeError):
     """A video that cannot be opened or decoded; the evaluation records the sample as skipped."""
+
+
+@dataclass(frozen=True)
+class FrameTimes:
+    """When the sampled frames of a video were shown: what models with absolute time read (Qwen2.5-VL's
+    temporal M-RoPE) and what picks the subtitle lines at the frames."""
+
+    seconds: list[float]  # each sampled frame's time in the video
+    # frames sampled per second of video: the sampled frames over the video's duration (its decoded frame
+    # count / its average frame rate), as Hugging Face's VideoMetadata.sampled_fps, which Qwen2.5-VL's
+    # processor turns into second_per_grid_ts = temporal_patch_size / sampled_fps
+    sampled_fps: float
 
 
 def uniform_frame_indices(total_frames: int, num_frames: int) -> list[int]:
@@ -28,8 +41,8 @@ def decode_frames(path: str | Path, num_frames: int) -> np.ndarray:
     return decode_frames_with_times(path, num_frames)[0]
 
 
-def decode_frames_with_times(path: str | Path, num_frames: int) -> tuple[np.ndarray, list[float]]:
-    """num_frames uniformly sampled RGB frames, uint8 [T, H, W, 3], and each one's time in seconds.
+def decode_frames_with_times(path: str | Path, num_frames: int) -> tuple[np.ndarray, FrameTimes]:
+    """num_frames uniformly sampled RGB frames, uint8 [T, H, W, 3], and their times (`FrameTimes`).
 
     Only the sampled frames are converted to RGB (a benchmark video can be an hour long), so the frame
     count comes first: from the container's metadata, else by counting packets. Should fewer frames
@@ -39,14 +52,15 @@ def decode_frames_with_times(path: str | Path, num_frames: int) -> tuple[np.ndar
 
     try:
         total = _frame_count(path)
-        frames, times, decoded = _decode_at(path, uniform_frame_indices(total, num_frames) if total else [])
+        frames, times, decoded, rate = _decode_at(path, uniform_frame_indices(total, num_frames) if total else [])
         if decoded and len(frames) < min(num_frames, decoded):
-            frames, times, _ = _decode_at(path, uniform_frame_indices(decoded, num_frames))
+            total = decoded
+            frames, times, _, rate = _decode_at(path, uniform_frame_indices(decoded, num_frames))
     except (av.FFmpegError, OSError, IndexError, ValueError) as exc:
         raise VideoDecodeError(f"cannot decode {path}: {exc}") from exc
     if not frames:
         raise VideoDecodeError(f"cannot decode {path}: no video frames")
-    return np.stack(frames), times
+    return np.stack(frames), FrameTimes(seconds=times, sampled_fps=len(frames) / total * rate)
 
 
 def _frame_count(path) -> int:
@@ -59,9 +73,10 @@ def _frame_count(path) -> int:
         return sum(1 for packet in container.demux(stream) if packet.size)
 
 
-def _decode_at(path, indices: list[int]) -> tuple[list[np.ndarray], list[float], int]:
-    """The frames at these indices (in decoding order) with their times, and how many frames were
-    decoded: all of them when the video ends before the last index, else up to that index."""
+def _decode_at(path, indices: list[int]) -> tuple[list[np.ndarray], list[float], int, float]:
+    """The frames at these indices (in decoding order) with their times, how many frames were decoded
+    (all of them when the video ends before the last index, else up to that index), and the stream's
+    average frame rate."""
     import av
 
     wanted = set(indices)
@@ -78,4 +93,4 @@ def _decode_at(path, indices: list[int]) -> tuple[list[np.ndarray], list[float],
                 times.append(float(frame.time) if frame.time is not None else i / rate)
             if i >= last >= 0:
                 break
-    return frames, times, decoded
+    return frames, times, decoded, rate

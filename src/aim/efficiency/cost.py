@@ -115,8 +115,13 @@ def image_tokens(valid, hf_config, adapter) -> dict:
     if "image" not in adapter.modalities:
         raise ConfigError(f"flops.image_size: model {valid.model.name} takes {' or '.join(adapter.modalities)} "
                           "inputs, not images")
-    if getattr(adapter, "image_layout", None) is None:  # a fixed grid whatever the size (LLaVA-1.5: 24 x 24)
-        _, rows, cols = adapter.feature_grid(hf_config, valid.model, 1)
+    if getattr(adapter, "image_layout", None) is None:
+        # one token grid per image: the image resized within the model's pixel budget (Qwen2-VL's
+        # `image_grid`), or a fixed grid whatever the size (LLaVA-1.5: 24 x 24)
+        if hasattr(adapter, "image_grid"):
+            rows, cols = adapter.image_grid(hf_config, valid.model, size)
+        else:
+            _, rows, cols = adapter.feature_grid(hf_config, valid.model, 1)
         kept = kept_per_frame(valid.merger, rows * cols, (rows, cols))
         return {"size": list(size), "unmerged": rows * cols, "visual": kept, "newline_tokens": 0,
                 "token_grid": [rows, cols]}
@@ -127,13 +132,21 @@ def image_tokens(valid, hf_config, adapter) -> dict:
             "newline_tokens": rows, "token_grid": [rows, cols], "base_tokens": base, "crop_cells": cells}
 
 
+def image_size_dependent(adapter) -> str | None:
+    """How a model's image tokens depend on the image's size (anyres crops, a grid that follows the image), or
+    None where every image gets the same tokens (LLaVA-1.5)."""
+    if hasattr(adapter, "image_grid"):
+        return "a grid that follows the image's aspect and size"
+    return "anyres crops" if getattr(adapter, "image_layout", None) is not None else None
+
+
 def sample_frames(valid, adapter) -> int:
     """flops.frames, else one image for an image model (LLaVA-1.5), else dataset.num_frames. An image
     dataset on a model whose image tokens depend on the image's size needs flops.image_size."""
-    if (valid.flops.image_size is None and image_dataset(valid) and valid.flops.frames is None
-            and getattr(adapter, "image_layout", None) is not None):
+    how = image_size_dependent(adapter)
+    if valid.flops.image_size is None and image_dataset(valid) and valid.flops.frames is None and how is not None:
         raise ConfigError(f"flops.image_size: dataset {valid.dataset.name} holds images, and {valid.model.pretrained}'s "
-                          "image tokens depend on the image size (anyres crops); give flops.image_size=[height,width]")
+                          f"image tokens depend on the image size ({how}); give flops.image_size=[height,width]")
     if valid.flops.frames is not None:
         return valid.flops.frames
     if adapter.modalities[0] == "image":

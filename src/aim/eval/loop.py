@@ -115,13 +115,15 @@ def evaluate(adapter, dataset, merger, pruner, records, mode: str = "letter", ma
             bar.update(1)
             continue
         modality = sample.modality  # "image": frames is the one image, [1, H, W, 3]
+        frame_times = getattr(sample, "frame_times", None)  # when the loaded frames were shown (Qwen2.5-VL reads it)
         budget_fields = {}
         if per_sample is not None:  # chosen for this sample's own frames and prompt length
             merger, pruner, budget_fields["budget"] = per_sample(adapter, frames, question, sample.options, mode, modality)
             if (merger, pruner) not in per_setting:
                 per_setting[merger, pruner] = FlopsCache(adapter, merger, pruner), TokenPruner(adapter.decoder_layers, pruner)
             flops, pruning = per_setting[merger, pruner]
-        inputs = adapter.prepare(frames, question, sample.options, merger, scoring=mode, modality=modality)
+        inputs = adapter.prepare(frames, question, sample.options, merger, scoring=mode, modality=modality,
+                                 frame_times=frame_times)
         with pruning.attached(inputs.token_roles) as trace:
             if not warmed:  # the first call pays for allocations and kernel selection: not timed
                 adapter.prefill_logits(inputs)
@@ -144,8 +146,9 @@ def evaluate(adapter, dataset, merger, pruner, records, mode: str = "letter", ma
             scored = {**scored, "correct": None, **({"score": None} if "score" in scored else {})}
         fidelity_fields = {}
         if fidelity is not None:
-            def reference(sample=sample, frames=frames, question=question, modality=modality):
-                full = adapter.prepare(frames, question, sample.options, UNREDUCED, scoring=mode, modality=modality)
+            def reference(sample=sample, frames=frames, question=question, modality=modality, times=frame_times):
+                full = adapter.prepare(frames, question, sample.options, UNREDUCED, scoring=mode, modality=modality,
+                                       frame_times=times)
                 if mode == "generate":
                     text = adapter.generate_text(full, max_new_tokens)
                     return {**predict(adapter, sample, mode, response=text), "response": text}

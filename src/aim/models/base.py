@@ -4,7 +4,9 @@ weights), the prompt (plain, or in the checkpoint's chat format), and the LLM ca
 A subclass supplies the visual path: `pixel_values`, `encode_frames`, `prepare`, `assemble` and the
 `feature_grid` of its visual tokens (what `aim.flops` and `aim.bench` use instead of decoding a video),
 and names the `modalities` it takes: a sample's visual input is a video (frames [T, H, W, 3]) or an
-image (one image, [1, H, W, 3]); the evaluation loop passes the sample's modality to `prepare`.
+image (one image, [1, H, W, 3]); the evaluation loop passes the sample's modality to `prepare`, and its
+`frame_times` (when a decoded video's frames were shown, `aim.data.video.FrameTimes`; None for images and
+frames of unknown time), which models with absolute time read (Qwen2.5-VL) and the others ignore.
 """
 from __future__ import annotations
 

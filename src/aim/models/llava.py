@@ -138,8 +138,9 @@ class LlavaAdapter(LlavaOnevisionAdapter):
     # --- assembly --------------------------------------------------------------------------------
     @torch.no_grad()
     def prepare(self, frames: np.ndarray, question: str, options: list[str], merger, scoring: str = "letter",
-                modality: str = "image") -> PreparedInputs:
-        """An image or a video's frames alike: every image one merger group of 576 tokens."""
+                modality: str = "image", frame_times=None) -> PreparedInputs:
+        """An image or a video's frames alike: every image one merger group of 576 tokens (`frame_times`
+        is not read)."""
         self.check_modality(modality)
         return self.prepare_frames(frames, question, options, merger, scoring, modality)
 

@@ -249,7 +249,8 @@ class LlavaOnevisionAdapter(Adapter):
     # --- assembly --------------------------------------------------------------------------------
     @torch.no_grad()
     def prepare(self, frames: np.ndarray, question: str, options: list[str], merger, scoring: str = "letter",
-                modality: str = "video") -> PreparedInputs:
+                modality: str = "video", frame_times=None) -> PreparedInputs:
+        """`frame_times` (when the frames were shown) is not read: positions here do not encode time."""
         self.check_modality(modality)
         if modality == "image":
             return self.prepare_image(frames, question, options, merger, scoring)

@@ -21,10 +21,18 @@ M-RoPE positions (each token has a (t, h, w) position):
   restarts text at s + max(rows, cols), which differs only when a video has more temporal patches than
   rows and columns; the unreduced adapter equals the Hugging Face forward whenever it does not.
 
-Preprocessing is ours (torch only; the Hugging Face video processor needs torchvision): the same resize
-rule and patch order, bicubic resizing with antialiasing, CLIP normalization. Pixel values are kept as
-[groups, patch rows, patch columns, 3 * 2 * 14 * 14] so the grid travels with the tensor; the tower
-reorders them into the merger-window order the Hugging Face tower expects.
+Single images (`modality="image"`, as the Hugging Face model takes them): the image is resized within
+its own pixel budget (`image_min_pixels`..`image_max_pixels`, the checkpoints' image processor bounds) and
+is one temporal patch of itself twice (the image processor duplicates it along time), so it is one merger
+group of rows x cols tokens in place of `<|image_pad|>`. Its M-RoPE positions are a video's of one temporal
+patch: every token at time s, (s + r, s + c) for cell (r, c), the text after at s + max(rows, cols);
+kept and merged tokens keep their representative's (t, h, w) as in a video.
+
+Preprocessing of video frames is ours (torch only; the Hugging Face video processor needs torchvision):
+the same resize rule and patch order, bicubic resizing with antialiasing, CLIP normalization. An image
+goes through the Hugging Face image processor itself (PIL backend, `Qwen2VLImageProcessorPil`). Pixel
+values are kept as [groups, patch rows, patch columns, 3 * 2 * 14 * 14] so the grid travels with the
+tensor; the tower reorders them into the merger-window order the Hugging Face tower expects.
 """
 from __future__ import annotations
 
@@ -55,6 +63,10 @@ class Qwen2VLAdapterConfig(AdapterConfig):
     # total_pixels * 2 / frames pixels (never below 1.05 * min_pixels), so more frames mean smaller ones.
     total_pixels: int | None = None
     max_frames: int = 768  # more frames than this are subsampled uniformly (the processor's bound)
+    # Pixel budget of a single image (`modality="image"`): the checkpoints' image processor bounds
+    # (preprocessor_config.json of Qwen2-VL / Qwen2.5-VL-Instruct: min_pixels 3136, max_pixels 12845056).
+    image_min_pixels: int = 56 * 56
+    image_max_pixels: int = 16384 * 28 * 28
     # Source video size (height, width) assumed where no video is decoded: aim.flops and aim.bench.
     frame_size: list[int] = field(default_factory=lambda: [360, 640])
     image_mean: list[float] = field(default_factory=lambda: list(CLIP_MEAN))
@@ -69,6 +81,8 @@ class Qwen2VLAdapterConfig(AdapterConfig):
         if self.total_pixels is not None:
             check_range("total_pixels", self.total_pixels, 1)
         check_range("max_frames", self.max_frames, 1)
+        check_range("image_min_pixels", self.image_min_pixels, 1)
+        check_range("image_max_pixels", self.image_max_pixels, self.image_min_pixels)
         if len(self.frame_size) != 2 or min(self.frame_size) < 1:
             raise ValueError(f"frame_size: must be [height, width] in pixels, got {self.frame_size}")
 
@@ -116,6 +130,7 @@ class Qwen2VLAdapter(Adapter):
     # as <|vision_start|><|video_pad|><|vision_end|>, see `inline_visual`).
     chat_fallback = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
                      "<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n")
+    modalities = ("video", "image")
 
     def __init__(self, model, tokenizer, cfg: Qwen2VLAdapterConfig):
         super().__init__(model, tokenizer, cfg)
@@ -150,9 +165,21 @@ class Qwen2VLAdapter(Adapter):
     def grid(self, num_frames: int) -> tuple[int, int, int]:
         return self.feature_grid(self.model.config, self.cfg, num_frames)
 
+    @staticmethod
+    def image_grid(hf_config, cfg, image_size: tuple[int, int]) -> tuple[int, int]:
+        """(rows, columns) of the LLM tokens of one image of `image_size` (H, W): the image resized within
+        the image pixel budget, one token per 28 x 28 pixels. What `aim.flops` counts for `flops.image_size`."""
+        vc = hf_config.vision_config
+        cell = vc.patch_size * vc.spatial_merge_size
+        h, w = smart_resize(*image_size, cell, cfg.image_min_pixels, cfg.image_max_pixels)
+        return h // cell, w // cell
+
     # --- visual path -----------------------------------------------------------------------------
     def pixel_values(self, frames: np.ndarray, modality: str = "video") -> torch.Tensor:
-        """uint8 RGB frames [F, H, W, 3] -> normalized patches [groups, rows*2, cols*2, 3*2*14*14]."""
+        """uint8 RGB frames [F, H, W, 3] -> normalized patches [groups, rows*2, cols*2, 3*2*14*14]; one image
+        [1, H, W, 3] -> [1, rows*2, cols*2, 3*2*14*14] (`image_pixel_values`)."""
+        if modality == "image":
+            return self.image_pixel_values(frames)
         if len(frames) > self.cfg.max_frames:
             frames = frames[np.linspace(0, len(frames) - 1, self.cfg.max_frames).round().astype(int)]
         f, height, width, _ = frames.shape
@@ -167,6 +194,25 @@ class Qwen2VLAdapter(Adapter):
         g, hp, wp = x.shape[0] // tp, h // ps, w // ps
         x = x.view(g, tp, 3, hp, ps, wp, ps).permute(0, 3, 5, 2, 1, 4, 6)  # [g, hp, wp, C, t, ps, ps]
         return x.reshape(g, hp, wp, 3 * tp * ps * ps).to(self.device, self.dtype)
+
+    def image_pixel_values(self, image: np.ndarray) -> torch.Tensor:
+        """One image [1, H, W, 3] -> [1, hp, wp, 3*2*14*14] by the Hugging Face image processor (PIL backend)
+        with the preset's image pixel budget and normalization and the model's patch sizes: its patches (the
+        image twice along time), taken back from its merger-window order to the grid."""
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+        if image.ndim != 4 or len(image) != 1:
+            raise ValueError(f"an image input is one image [1, H, W, 3], got shape {tuple(image.shape)}")
+        cfg = self.cfg
+        processor = Qwen2VLImageProcessorPil(
+            min_pixels=cfg.image_min_pixels, max_pixels=cfg.image_max_pixels, patch_size=self.patch_size,
+            temporal_patch_size=self.temporal_patch, merge_size=self.merge, image_mean=list(cfg.image_mean),
+            image_std=list(cfg.image_std))
+        out = processor(images=[np.ascontiguousarray(image[0])], return_tensors="pt")
+        _, hp, wp = out["image_grid_thw"][0].tolist()
+        m, flat = self.merge, out["pixel_values"]
+        grid = flat.view(1, hp // m, wp // m, m, m, -1).permute(0, 1, 3, 2, 4, 5).reshape(1, hp, wp, -1)
+        return grid.to(self.device, self.dtype)
 
     def hf_video_inputs(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Our patches as the Hugging Face model takes them: flat, each 2x2 merger window contiguous
@@ -251,8 +297,9 @@ class Qwen2VLAdapter(Adapter):
         probs = torch.softmax(torch.einsum("qhd,khd->hqk", q.float(), k.float()) * scale, dim=-1)
         return probs.mean(0).mean(0)
 
-    def group_times(self, groups: int) -> torch.Tensor:
-        """Temporal M-RoPE position of each temporal patch, from the video's start: one per patch."""
+    def group_times(self, groups: int, frame_times=None) -> torch.Tensor:
+        """Temporal M-RoPE position of each temporal patch, from the video's start: one per patch (whenever
+        the frames were shown: `frame_times` is not read)."""
         return torch.arange(groups)
 
     # --- text ------------------------------------------------------------------------------------
@@ -264,25 +311,27 @@ class Qwen2VLAdapter(Adapter):
     # --- assembly --------------------------------------------------------------------------------
     @torch.no_grad()
     def prepare(self, frames: np.ndarray, question: str, options: list[str], merger, scoring: str = "letter",
-                modality: str = "video") -> PreparedInputs:
+                modality: str = "video", frame_times=None) -> PreparedInputs:
+        """`frame_times`: when the frames were shown (`aim.data.video.FrameTimes`, None: unknown), read by
+        `group_times` (Qwen2.5-VL's absolute time; Qwen2-VL's temporal positions are patch indices)."""
         self.check_modality(modality)
         before, after = self.prompt_ids(question, options, scoring, modality)
-        pixels = self.pixel_values(frames)
+        pixels = self.pixel_values(frames, modality)  # an image: one temporal patch, one merger group
         encoded = self.encode_frames(pixels, needs=getattr(merger, "needs", ()))
         merged = merger(encoded.pop("features"), **encoded)
         grid_hw = (pixels.shape[1] // self.merge, pixels.shape[2] // self.merge)
-        return self.assemble(before, merged.features, merged.token_index, after, grid_hw)
+        return self.assemble(before, merged.features, merged.token_index, after, grid_hw, frame_times)
 
-    def assemble(self, before_ids, visual, token_index, after_ids, grid_hw=None) -> PreparedInputs:
+    def assemble(self, before_ids, visual, token_index, after_ids, grid_hw=None, frame_times=None) -> PreparedInputs:
         """[before text][visual tokens, group by group][after text] with M-RoPE positions [3, 1, N] for
         the merged layout. `grid_hw`: (rows, cols) of the unmerged token grid of each group (default: the
-        preset's `frame_size`)."""
+        preset's `frame_size`); `frame_times`: when the frames were shown (None: unknown)."""
         groups, kept, dim = visual.shape
         if grid_hw is None:
             grid_hw = self.grid(groups * self.temporal_patch)[1:]
         embeds = torch.cat([self.embed_tokens(before_ids), visual.reshape(-1, dim), self.embed_tokens(after_ids)])
         positions = mrope_positions(len(before_ids), token_index.to(self.device), (groups, *grid_hw), len(after_ids),
-                                    self.group_times(groups))
+                                    self.group_times(groups, frame_times))
         roles = torch.tensor(
             [PREFIX_TEXT] * len(before_ids) + [VISUAL] * (groups * kept) + [QUESTION_TEXT] * len(after_ids),
             dtype=torch.int8,
