@@ -177,7 +177,8 @@ class InternVLAdapter(Adapter):
     # --- assembly --------------------------------------------------------------------------------
     @torch.no_grad()
     def prepare(self, frames: np.ndarray, question: str, options: list[str], merger, scoring: str = "letter",
-                modality: str = "video") -> PreparedInputs:
+                modality: str = "video", frame_times=None) -> PreparedInputs:
+        """The frames' text labels are their numbers (`Frame{i}:`), so `frame_times` is not read."""
         self.check_modality(modality)
         ids = self.input_ids(question, options, len(frames), scoring)
         encoded = self.encode_frames(self.pixel_values(frames), needs=getattr(merger, "needs", ()))
