@@ -65,18 +65,19 @@ def processor_tokenizer():
     return tok
 
 
-def hf_processor(tok, tokens_per_frame):
-    """InternVLProcessor over `tok`. Its video processor needs torchvision (not a dependency here): where it
-    is missing, a stand-in passes the frames through, which is all the prompt expansion reads of it (the
-    frame count)."""
+def hf_processor(tok, tokens_per_frame, image_processor=None):
+    """InternVLProcessor over `tok` (and `image_processor`, default GotOcr2's PIL one). Its video processor
+    needs torchvision (not a dependency here): where it is missing, a stand-in passes the frames through,
+    which is all the prompt expansion reads of it (the frame count)."""
     from transformers import BatchFeature, InternVLProcessor
     from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
     from transformers.processing_utils import ProcessorMixin
 
+    image_processor = image_processor or GotOcr2ImageProcessorPil()
     try:
         from transformers.models.internvl.video_processing_internvl import InternVLVideoProcessor
 
-        return InternVLProcessor(image_processor=GotOcr2ImageProcessorPil(), tokenizer=tok,
+        return InternVLProcessor(image_processor=image_processor, tokenizer=tok,
                                  video_processor=InternVLVideoProcessor(), image_seq_length=tokens_per_frame)
     except ImportError:
         pass
@@ -90,7 +91,7 @@ def hf_processor(tok, tokens_per_frame):
     check = ProcessorMixin.check_argument_for_proper_class
     ProcessorMixin.check_argument_for_proper_class = lambda self, name, arg: None if name == "video_processor" else check(self, name, arg)
     try:
-        return InternVLProcessor(image_processor=GotOcr2ImageProcessorPil(), tokenizer=tok, video_processor=Frames(),
+        return InternVLProcessor(image_processor=image_processor, tokenizer=tok, video_processor=Frames(),
                                  image_seq_length=tokens_per_frame)
     finally:
         ProcessorMixin.check_argument_for_proper_class = check

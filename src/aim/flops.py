@@ -45,11 +45,14 @@ from aim.paths import CONF_DIR
 
 
 def print_breakdown(result: dict) -> None:
-    groups = "" if result["frame_groups"] == result["frames"] else f" in {result['frame_groups']} temporal patches"
     unit = "image" if result["input"] == "image" else "frame"
+    tiled = unit == "image" and result["frame_groups"] > 1  # InternVL: tokens and kept tokens per tile
+    per = "tile" if tiled else unit
+    groups = "" if result["frame_groups"] == result["frames"] else \
+        f" in {result['frame_groups']} {'tiles' if tiled else 'temporal patches'}"
     plural = "" if result["frames"] == 1 else "s"
     print(f"{result['model']}: {result['frames']} {unit}{plural}{groups} x {result['tokens_per_frame']} -> {result['kept_per_frame']} "
-          f"visual tokens per {unit} (merger {result['method']['merger']}), {result['text_tokens']} text tokens, "
+          f"visual tokens per {per} (merger {result['method']['merger']}), {result['text_tokens']} text tokens, "
           f"pruner {result['method']['pruner']}; {result['hardware']} ({result['peak_tflops']:g} TFLOP/s, "
           f"{result['bandwidth_gbs']:g} GB/s), attention {'fused' if result['fused_attention'] else 'unfused'}")
     print(f"{'operator':<16}{'TFLOPs':>10}{'ms':>10}{'GB':>10}  memory-bound layers")

@@ -115,6 +115,14 @@ def image_tokens(valid, hf_config, adapter) -> dict:
     if "image" not in adapter.modalities:
         raise ConfigError(f"flops.image_size: model {valid.model.name} takes {' or '.join(adapter.modalities)} "
                           "inputs, not images")
+    if hasattr(adapter, "image_tiles"):
+        # dynamic tiling (InternVL): the image's tiles, each the tower's token grid merged on its own; their
+        # <img> / </img> markers are text, as a video's frame labels are
+        tiles = adapter.image_tiles(hf_config, valid.model, size)
+        _, rows, cols = adapter.feature_grid(hf_config, valid.model, 1)
+        return {"size": list(size), "unmerged": tiles * rows * cols,
+                "visual": tiles * kept_per_frame(valid.merger, rows * cols, (rows, cols)), "newline_tokens": 0,
+                "token_grid": [rows, cols], "tiles": tiles}
     if getattr(adapter, "image_layout", None) is None:
         # one token grid per image: the image resized within the model's pixel budget (Qwen2-VL's
         # `image_grid`), or a fixed grid whatever the size (LLaVA-1.5: 24 x 24)
@@ -137,6 +145,8 @@ def image_size_dependent(adapter) -> str | None:
     None where every image gets the same tokens (LLaVA-1.5)."""
     if hasattr(adapter, "image_grid"):
         return "a grid that follows the image's aspect and size"
+    if hasattr(adapter, "image_tiles"):
+        return "dynamic tiling: more tiles for larger and longer images"
     return "anyres crops" if getattr(adapter, "image_layout", None) is not None else None
 
 
@@ -171,8 +181,10 @@ def flops(valid) -> dict:
     visual, unmerged, text = groups * kept, groups * per_frame, f.text_tokens
     image = None
     if f.image_size is not None:
-        image, frames, groups = image_tokens(valid, hf_config, adapter), 1, 1
-        visual, unmerged, per_frame, kept = image["visual"], image["unmerged"], image["unmerged"], image["visual"]
+        image, frames = image_tokens(valid, hf_config, adapter), 1
+        groups = image.get("tiles", 1)  # InternVL's tiles are merger groups of one grid each
+        visual, unmerged = image["visual"], image["unmerged"]
+        per_frame, kept = unmerged // groups, visual // groups
         text += image["newline_tokens"]  # never pruned, like text
         rows, cols = image["token_grid"]
     retention = PRUNERS.build(valid.pruner.name, **asdict(valid.pruner)).retention_schedule(shape.num_layers)
@@ -199,7 +211,7 @@ def flops(valid) -> dict:
         "input": "image" if adapter.modalities[0] == "image" or image is not None else "video",
         "image": image,  # with flops.image_size: the image's token layout
         "frames": frames,
-        "frame_groups": groups,  # frames, or Qwen2-VL's temporal patches (2 frames each)
+        "frame_groups": groups,  # frames, Qwen2-VL's temporal patches (2 frames each), or an image's tiles
         "token_grid": [rows, cols],
         "tokens_per_frame": per_frame,  # per frame group
         "kept_per_frame": kept,

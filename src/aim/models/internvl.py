@@ -1,19 +1,30 @@
 """InternVL3 adapter (`InternVLForConditionalGeneration`, the `-hf` checkpoints: InternViT tower, pixel
 shuffle, MLP projector, Qwen2.5 LLM).
 
-Video path as in the Hugging Face model and processor: every frame is one 448 px tile (resized, no
-tiling, as the processor does for video); the tower's last hidden state without its [CLS] token is a
-32 x 32 patch grid, the pixel shuffle (`downsample_ratio` 0.5) folds each 2x2 window of patches into one
-token of 4x the width, and the projector (LayerNorm, Linear, GELU, Linear) maps it into the LLM: a 16 x 16
-grid of 256 tokens per frame, in raster order. Our merger runs here, per frame, on that [frames, 256, D]
-grid (`grid` = (16, 16)). Only video: single images (dynamic tiling with a thumbnail) are not wired in.
+Every tile the tower sees is 448 px: the tower's last hidden state without its [CLS] token is a 32 x 32
+patch grid, the pixel shuffle (`downsample_ratio` 0.5) folds each 2x2 window of patches into one token of 4x
+the width, and the projector (LayerNorm, Linear, GELU, Linear) maps it into the LLM: a 16 x 16 grid of 256
+tokens per tile, in raster order. Our merger runs here, per tile, on that [tiles, 256, D] grid (`grid` =
+(16, 16)): every tile is one merger group.
 
-Prompt: the processor replaces the prompt's `<video>` by one line per frame,
-`Frame{i}: <img><IMG_CONTEXT> x 256</img>` (i from 1, lines joined by a newline). The adapter writes the
-same text and tokenizes the whole prompt at once, so the unreduced ids are the processor's; the context
-tokens' embeddings are then replaced by the frames' (merged) tokens. The frame labels and <img> / </img>
-markers are text: never merged, never pruned. With `chat_template: true` the user's turn is wrapped in the
-checkpoint's chat template (which writes `<video>\\n` for a video part).
+Video, as the Hugging Face model and processor: every frame is one tile (resized, no tiling, as the
+processor does for video). The processor replaces the prompt's `<video>` by one line per frame,
+`Frame{i}: <img><IMG_CONTEXT> x 256</img>` (i from 1, lines joined by a newline).
+
+Single images (`modality="image"`), as the -hf processor (`InternVLProcessor` with the GotOcr2 image
+processor, `crop_to_patches`): dynamic tiling. The image is resized to the grid of `cols` x `rows` tiles
+whose aspect is closest to its own among the grids of `min_patches`..`max_patches` tiles (a tie goes to the
+larger grid while the image's area exceeds half of it) and cut into those tiles, row by row; when there is
+more than one, a thumbnail (the whole image resized to one tile) follows them. The prompt's
+`<IMG_CONTEXT>` (what the chat template writes for an image) becomes `<img>` + 256 `<IMG_CONTEXT>` per tile
++ `</img>`. The pixels come from the Hugging Face image processor itself (PIL backend,
+`GotOcr2ImageProcessorPil`: it needs no torchvision) with the preset's tiling bounds and normalization.
+
+In both, the adapter writes the processor's text and tokenizes the whole prompt at once, so the unreduced
+ids are the processor's; the context tokens' embeddings are then replaced by the tiles' (merged) tokens.
+The frame labels and <img> / </img> markers are text: never merged, never pruned. With `chat_template:
+true` the user's turn is wrapped in the checkpoint's chat template (which writes `<video>\\n` for a video
+part and `<IMG_CONTEXT>\\n` for an image part).
 
 Positions: the LLM has 1-D RoPE. Unreduced, a token's position is its index in the processor's sequence;
 kept visual tokens keep their original positions (a merged token sits at its representative's), text keeps
@@ -41,6 +52,17 @@ class InternVLAdapterConfig(AdapterConfig):
     chat_template: bool = True
     image_mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     image_std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    # Dynamic tiling of a single image: the grids of min_patches..max_patches tiles are its candidates
+    # (the processor's `min_patches` / `max_patches`, defaults 1 and 12 as InternVL's `max_num=12`).
+    min_patches: int = 1
+    max_patches: int = 12
+
+    def __post_init__(self):
+        from aim.checks import check_range
+
+        super().__post_init__()
+        check_range("min_patches", self.min_patches, 1)
+        check_range("max_patches", self.max_patches, self.min_patches)
 
 
 def frame_text(num_frames: int, tokens_per_frame: int, context: str, start: str = "<img>", end: str = "</img>") -> str:
@@ -53,7 +75,7 @@ class InternVLAdapter(Adapter):
     config_class = InternVLAdapterConfig
     hf_model_class = "InternVLForConditionalGeneration"
     hf_config_class = "InternVLConfig"
-    modalities = ("video",)
+    modalities = ("video", "image")
 
     def __init__(self, model, tokenizer, cfg: InternVLAdapterConfig):
         super().__init__(model, tokenizer, cfg)
@@ -82,18 +104,57 @@ class InternVLAdapter(Adapter):
 
     @property
     def tokens_per_frame(self) -> int:
+        """Tokens of one tile (a video frame, or one tile of an image)."""
         _, rows, cols = self.grid(1)
         return rows * cols
+
+    @classmethod
+    def tile_grid(cls, hf_config, cfg, image_size: tuple[int, int]) -> tuple[int, int]:
+        """(rows, columns) of the tiles an image of `image_size` (H, W) is cut into: the Hugging Face image
+        processor's choice of canvas (`get_optimal_tiled_canvas`) among the grids of min..max tiles."""
+        from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import get_optimal_tiled_canvas
+
+        if cfg.max_patches <= 1:  # as the processor: no cropping, one tile
+            return 1, 1
+        side = cls.tower_resolution(hf_config)
+        cols, rows = get_optimal_tiled_canvas(tuple(image_size), (side, side), cfg.min_patches, cfg.max_patches)
+        return rows, cols
+
+    @classmethod
+    def image_tiles(cls, hf_config, cfg, image_size: tuple[int, int]) -> int:
+        """How many tiles the tower sees for one image of `image_size` (H, W): its grid's tiles, and the
+        thumbnail where there is more than one. What `aim.flops` counts for `flops.image_size`, each tile
+        `feature_grid`'s tokens."""
+        rows, cols = cls.tile_grid(hf_config, cfg, image_size)
+        return rows * cols + (rows * cols > 1)
 
     # --- visual path -----------------------------------------------------------------------------
     def pixel_values(self, frames: np.ndarray, modality: str = "video") -> torch.Tensor:
         """uint8 RGB frames [T, H, W, 3] -> normalized [T, 3, S, S], one tile per frame: bicubic resize with
-        antialias of the uint8 frames (as torchvision's, which the Hugging Face video processor uses)."""
+        antialias of the uint8 frames (as torchvision's, which the Hugging Face video processor uses). One
+        image [1, H, W, 3] -> its tiles [tiles, 3, S, S] (`image_pixel_values`)."""
+        if modality == "image":
+            return self.image_pixel_values(frames)
         x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).contiguous()
         if x.shape[-2:] != (self.image_size, self.image_size):
             x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False,
                               antialias=True)
         return ((x.float() / 255.0 - self.mean) / self.std).to(self.device, self.dtype)
+
+    def image_pixel_values(self, image: np.ndarray) -> torch.Tensor:
+        """One image [1, H, W, 3] -> [tiles, 3, S, S] by the Hugging Face image processor (PIL backend) with
+        the preset's tiling bounds and normalization: the grid's tiles row by row, then the thumbnail."""
+        from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
+
+        if image.ndim != 4 or len(image) != 1:
+            raise ValueError(f"an image input is one image [1, H, W, 3], got shape {tuple(image.shape)}")
+        cfg = self.cfg
+        processor = GotOcr2ImageProcessorPil(
+            size={"height": self.image_size, "width": self.image_size}, crop_to_patches=True,
+            min_patches=cfg.min_patches, max_patches=cfg.max_patches, image_mean=list(cfg.image_mean),
+            image_std=list(cfg.image_std))
+        pixels = processor(images=[np.ascontiguousarray(image[0])], return_tensors="pt")["pixel_values"]
+        return pixels.to(self.device, self.dtype)
 
     def tower_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The tower's hidden state at `vision_feature_layer`, without [CLS] under the "default" strategy:
@@ -111,11 +172,12 @@ class InternVLAdapter(Adapter):
         shuffled = model.pixel_shuffle(tower_hidden.reshape(t, side, side, dim), scale_factor=self.model.config.downsample_ratio)
         return model.multi_modal_projector(shuffled.reshape(t, -1, shuffled.shape[-1]))
 
-    def visual_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def visual_features(self, pixel_values: torch.Tensor, modality: str = "video") -> torch.Tensor:
         return self.project(self.tower_features(pixel_values))
 
     def encode_frames(self, pixel_values: torch.Tensor, needs=(), modality: str = "video") -> dict[str, torch.Tensor]:
-        """Features [T, 256, D] and, as a merger asks (`needs`), `grid` (rows, cols) of each frame's tokens and
+        """Features [tiles, 256, D] (a video's frames or an image's tiles: the same for both) and, as a merger
+        asks (`needs`), `grid` (rows, cols) of each tile's tokens and
         signals of the tower layer that produced the features, averaged over each token's 2x2 patches:
         `metric`, its keys (heads concatenated) [T, 256, vd], and `attention` [T, 256], the head-averaged
         attention each patch receives from the [CLS] query."""
@@ -156,7 +218,10 @@ class InternVLAdapter(Adapter):
 
     # --- text ------------------------------------------------------------------------------------
     def visual_token(self, modality: str = "video") -> str:
-        """The processor's video placeholder (its tokenizer's `video_token`), which it expands per frame."""
+        """The processor's placeholder: for a video its tokenizer's `video_token`, which it expands per frame;
+        for an image the context token itself (what the chat template writes), which it expands per tile."""
+        if modality == "image":
+            return self.context_token()
         return getattr(self.tokenizer, "video_token", None) or VIDEO
 
     def context_token(self) -> str:
@@ -168,20 +233,31 @@ class InternVLAdapter(Adapter):
         return frame_text(num_frames, self.tokens_per_frame, self.context_token(),
                           getattr(tok, "start_image_token", None) or "<img>", getattr(tok, "end_image_token", None) or "</img>")
 
-    def input_ids(self, question: str, options: list[str], num_frames: int, scoring: str = "letter") -> list[int]:
-        """The unreduced prompt's token ids: the prompt's video token replaced by the frames' text, as the
-        processor replaces it, and the whole string tokenized at once."""
-        prompt = self.prompt_string(question, options, scoring)
-        return self.token_ids(prompt.replace(self.visual_token(), self.video_text(num_frames)))
+    def image_text(self, num_tiles: int) -> str:
+        """What the processor writes for an image of `num_tiles` tiles (its `replace_image_token`)."""
+        tok = self.tokenizer
+        return ((getattr(tok, "start_image_token", None) or "<img>") + self.context_token() * (self.tokens_per_frame * num_tiles)
+                + (getattr(tok, "end_image_token", None) or "</img>"))
+
+    def input_ids(self, question: str, options: list[str], num_frames: int, scoring: str = "letter",
+                  modality: str = "video") -> list[int]:
+        """The unreduced prompt's token ids: the prompt's placeholder replaced by the video's frames' text (or
+        the image's, `num_frames` being its tiles), as the processor replaces it, and the whole string
+        tokenized at once."""
+        prompt = self.prompt_string(question, options, scoring, modality)
+        text = self.image_text(num_frames) if modality == "image" else self.video_text(num_frames)
+        return self.token_ids(prompt.replace(self.visual_token(modality), text, 1))
 
     # --- assembly --------------------------------------------------------------------------------
     @torch.no_grad()
     def prepare(self, frames: np.ndarray, question: str, options: list[str], merger, scoring: str = "letter",
                 modality: str = "video", frame_times=None) -> PreparedInputs:
-        """The frames' text labels are their numbers (`Frame{i}:`), so `frame_times` is not read."""
+        """A video's frames or an image's tiles, each tile one merger group. The frames' text labels are their
+        numbers (`Frame{i}:`), so `frame_times` is not read."""
         self.check_modality(modality)
-        ids = self.input_ids(question, options, len(frames), scoring)
-        encoded = self.encode_frames(self.pixel_values(frames), needs=getattr(merger, "needs", ()))
+        pixels = self.pixel_values(frames, modality)  # [tiles, 3, S, S]
+        ids = self.input_ids(question, options, len(pixels), scoring, modality)
+        encoded = self.encode_frames(pixels, needs=getattr(merger, "needs", ()), modality=modality)
         merged = merger(encoded.pop("features"), **encoded)
         return self.splice(ids, merged.features, merged.token_index)
 
