@@ -117,10 +117,11 @@ def test_video_input_ids_are_the_hf_processor_s(num_frames):
     torch.testing.assert_close(ad.prefill_logits(inputs), logits, atol=1e-4, rtol=1e-4)
 
 
-# The chat template transformers' InternVL conversion writes into the -hf checkpoints (a video part is `<video>\n`).
+# The chat template transformers' InternVL conversion writes into the -hf checkpoints (convert_internvl_weights_to_hf.py:
+# a video part is `<video>\n`, an image part `<IMG_CONTEXT>\n`).
 INTERNVL_CHAT = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n'}}{% if message['content'] is string %}"
                  "{{ message['content'] }}{% else %}{% for content in message['content'] %}{% if content['type'] == 'image' %}"
-                 "{{ '<image>\n' }}{% elif content['type'] == 'video' %}{{ '<video>\n' }}{% elif content['type'] == 'text' %}"
+                 "{{ '<IMG_CONTEXT>\n' }}{% elif content['type'] == 'video' %}{{ '<video>\n' }}{% elif content['type'] == 'text' %}"
                  "{{ content['text'] }}{% endif %}{% endfor %}{% endif %}{{'<|im_end|>\n'}}{% endfor %}"
                  "{% if add_generation_prompt %}{{'<|im_start|>assistant\n' }}{% endif %}")
 

@@ -101,6 +101,34 @@ def test_the_tiles_are_the_resized_image_cut_row_by_row_and_the_thumbnail_is_the
     torch.testing.assert_close(pixels[6], normalized(thumbnail), atol=1e-5, rtol=0)
 
 
+def test_the_chat_prompt_is_the_checkpoint_template_s_with_the_tiles_in_place_of_the_image(adapter):
+    """The real preset's prompt fields in the -hf checkpoints' chat template, whose image part is `<IMG_CONTEXT>\n`
+    (here the context token, as in the checkpoints' tokenizer): the processor expands that token into the tiles'
+    text, and its ids for the rendered prompt are the adapter's."""
+    from dataclasses import replace
+
+    from tests.test_internvl import INTERNVL_CHAT
+    from tests.test_model_presets import MC_TEXT, real_prompt
+
+    tok = processor_tokenizer()
+    tok.add_tokens(["<|im_start|>", "<|im_end|>", "<IMG_CONTEXT>"], special_tokens=True)  # ids 50, 51, 52
+    tok.context_image_token, tok.context_image_token_id = "<IMG_CONTEXT>", 52
+    tok.chat_template = INTERNVL_CHAT
+    ad = build(["model.architecture.text_config.vocab_size=53", "model.architecture.image_token_id=52"])
+    ad = InternVLAdapter(ad.model, tok, replace(ad.cfg, chat_template=True, **real_prompt()))
+    prompt = ad.prompt_string(QUESTION, OPTIONS, modality="image")
+    assert prompt == "<|im_start|>user\n<IMG_CONTEXT>\n" + MC_TEXT + "<|im_end|>\n<|im_start|>assistant\n"
+    image = noise(100, 150)
+    ref = hf_processor(tok, TOKENS, image_processor(ad.cfg))(text=prompt, images=[image[0]], return_tensors="pt")
+    ids = ad.input_ids(QUESTION, OPTIONS, 7, modality="image")
+    assert ids == ref["input_ids"][0].tolist() and ids.count(52) == 7 * TOKENS
+    inputs = ad.prepare(image, QUESTION, OPTIONS, NoMerge(), modality="image")
+    assert inputs.visual_tokens == 7 * TOKENS and len(inputs.token_roles) == len(ids)
+    with torch.no_grad():
+        logits = ad.model(input_ids=ref["input_ids"], pixel_values=ref["pixel_values"]).logits[0, -1]
+    torch.testing.assert_close(ad.prefill_logits(inputs), logits, atol=1e-4, rtol=1e-4)
+
+
 def test_the_image_layout(adapter):
     """[text before][<img>][64 tokens per tile][</img>][text after]: the markers are text."""
     inputs = adapter.prepare(noise(100, 150), QUESTION, OPTIONS, NoMerge(), modality="image")
