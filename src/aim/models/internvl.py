@@ -228,16 +228,18 @@ class InternVLAdapter(Adapter):
         """The token that stands for one visual token in the sequence (the config's `image_token_id`)."""
         return self.tokenizer.convert_ids_to_tokens(self.model.config.image_token_id)
 
-    def video_text(self, num_frames: int) -> str:
+    def markers(self) -> tuple[str, str]:
+        """The tokens the processor writes around each frame's, or an image's, context tokens: <img>, </img>."""
         tok = self.tokenizer
-        return frame_text(num_frames, self.tokens_per_frame, self.context_token(),
-                          getattr(tok, "start_image_token", None) or "<img>", getattr(tok, "end_image_token", None) or "</img>")
+        return getattr(tok, "start_image_token", None) or "<img>", getattr(tok, "end_image_token", None) or "</img>"
+
+    def video_text(self, num_frames: int) -> str:
+        return frame_text(num_frames, self.tokens_per_frame, self.context_token(), *self.markers())
 
     def image_text(self, num_tiles: int) -> str:
         """What the processor writes for an image of `num_tiles` tiles (its `replace_image_token`)."""
-        tok = self.tokenizer
-        return ((getattr(tok, "start_image_token", None) or "<img>") + self.context_token() * (self.tokens_per_frame * num_tiles)
-                + (getattr(tok, "end_image_token", None) or "</img>"))
+        start, end = self.markers()
+        return start + self.context_token() * (self.tokens_per_frame * num_tiles) + end
 
     def input_ids(self, question: str, options: list[str], num_frames: int, scoring: str = "letter",
                   modality: str = "video") -> list[int]:
