@@ -114,8 +114,6 @@ class InternVLAdapter(Adapter):
         processor's choice of canvas (`get_optimal_tiled_canvas`) among the grids of min..max tiles."""
         from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import get_optimal_tiled_canvas
 
-        if cfg.max_patches <= 1:  # as the processor: no cropping, one tile
-            return 1, 1
         side = cls.tower_resolution(hf_config)
         cols, rows = get_optimal_tiled_canvas(tuple(image_size), (side, side), cfg.min_patches, cfg.max_patches)
         return rows, cols
@@ -172,7 +170,7 @@ class InternVLAdapter(Adapter):
         shuffled = model.pixel_shuffle(tower_hidden.reshape(t, side, side, dim), scale_factor=self.model.config.downsample_ratio)
         return model.multi_modal_projector(shuffled.reshape(t, -1, shuffled.shape[-1]))
 
-    def visual_features(self, pixel_values: torch.Tensor, modality: str = "video") -> torch.Tensor:
+    def visual_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.project(self.tower_features(pixel_values))
 
     def encode_frames(self, pixel_values: torch.Tensor, needs=(), modality: str = "video") -> dict[str, torch.Tensor]:
