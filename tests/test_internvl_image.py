@@ -232,3 +232,15 @@ def test_images_end_to_end_through_the_evaluation_loop(tmp_path):
         assert r["prediction"] in "ABCD" and r["visual_tokens"] == tiles * 16  # 25% of each tile's 64
         assert r["visual_tokens_per_layer"] == [tiles * 16, tiles * 16, tiles * 8, 0]
         assert r["tflops"] == pytest.approx(r["tflops_analytic"], rel=0.01) and r["vision_tower_tflops"] > 0
+
+
+def test_pruning_an_image_s_tokens_equals_the_masked_reference(adapter):
+    from aim.pruning.hooks import TokenPruner
+    from tests.pruning_reference import masked_logits
+
+    inputs = adapter.prepare(noise(100, 150), QUESTION, OPTIONS, MERGERS.build("aim", ratio=0.5), modality="image")
+    with TokenPruner(adapter.decoder_layers, PRUNERS.build("aim", l1=2, l2=4)).attached(inputs.token_roles) as trace:
+        pruned = adapter.prefill_logits(inputs)
+    assert trace.visual_tokens_per_layer == [7 * 32, 7 * 32, 7 * 16, 0]  # 7 tiles, half of each kept by the merger
+    reference = masked_logits(adapter, inputs.inputs_embeds, inputs.position_ids, trace.kept_indices, len(inputs.token_roles))
+    torch.testing.assert_close(pruned, reference, atol=1e-4, rtol=1e-4)
