@@ -45,6 +45,22 @@ def check_removes_tokens(name: str, fields: dict, num_layers: int, model: str) -
                       "pruner=none prunes nothing on purpose")
 
 
+def check_prunes_from(name: str, fields: dict, num_layers: int, first: int, why: str, model: str) -> None:
+    """ConfigError for a pruner whose schedule removes visual tokens before decoder layer `first`, the first a
+    model can prune at (`why` says why: Qwen3-VL's DeepStack adds to the visual tokens after its first
+    layers), naming the field and the layers."""
+    if name == "none":
+        return
+    pruner = PRUNERS.build(name, **fields)
+    pruned = next((i for i, r in enumerate(pruner.retention_schedule(num_layers)) if r < 1.0), None)
+    if pruned is None or pruned >= first:
+        return
+    field_name = pruner.pruning_values(num_layers)[0] if hasattr(pruner, "pruning_values") else "name"
+    values = ", ".join(f"{k}={v}" for k, v in fields.items() if k != "name")
+    raise ConfigError(f"pruner.{field_name}: pruner {name} ({values}) prunes from decoder layer {pruned}, and {model} "
+                      f"can prune from layer {first} on: {why}")
+
+
 @dataclass
 class NoPruneConfig:
     name: str = "none"

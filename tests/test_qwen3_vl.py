@@ -1,0 +1,231 @@
+"""The Qwen3-VL adapter: unreduced, it is the Hugging Face model (same logits with DeepStack, same interleaved
+M-RoPE positions, the processor's timestamp text between temporal patches); merged, kept tokens keep their
+own (t, h, w) positions and every DeepStack level is merged with the features' groups and weights; pruning
+after the last DeepStack addition, decoding and FLOP counting work on it, and pruning before it is refused.
+Tiny random models from the `qwen3_vl_tiny` preset (DeepStack from 2 tower blocks, added after LLM layers
+0 and 1)."""
+from dataclasses import asdict, replace
+
+import pytest
+import torch
+
+from aim.config import ConfigError
+from aim.merging import MERGERS, Merged, NoMerge
+from aim.models import MODELS, PREFIX_TEXT, QUESTION_TEXT, VISUAL
+from aim.models.qwen3_vl import Qwen3VLAdapter
+from aim.pruning import PRUNERS
+from aim.pruning.hooks import TokenPruner
+from tests.pruning_reference import masked_logits
+from tests.test_qwen2_vl import frames, preset  # the Qwen2-VL tests' preset loader and synthetic frames
+
+QUESTION, OPTIONS = "what colour is the circle ?", ["red", "blue", "green", "yellow"]
+
+
+def build(overrides=()):
+    torch.manual_seed(0)
+    return MODELS.get("qwen3_vl").from_config(**asdict(preset("qwen3_vl_tiny", overrides)))
+
+
+@pytest.fixture(scope="module", params=["sdpa", "eager"])
+def adapter(request):
+    return build([f"model.attn_implementation={request.param}"])
+
+
+@pytest.fixture(scope="module")
+def sdpa_adapter():
+    return build()
+
+
+class KeepEven:
+    """A stand-in merger: keeps the even-indexed tokens of every temporal patch (and of the carry)."""
+
+    def __call__(self, features, metric=None, carry=None):
+        idx = torch.arange(0, features.shape[1], 2)
+        return Merged(features[:, idx], idx.expand(features.shape[0], -1), None if carry is None else carry[:, idx])
+
+
+def layout_ids(ad, groups: int, tokens: int):
+    """Input ids of the unmerged prompt as the processor lays a video out: per temporal patch, its timestamp
+    text, vision_start, its video tokens, vision_end."""
+    before, after = ad.prompt_text(QUESTION, OPTIONS)
+    config = ad.model.config
+    ids = ad.token_ids(before)
+    for stamp in ad.timestamp_ids(groups):
+        ids += stamp + [config.vision_start_token_id] + [config.video_token_id] * tokens + [config.vision_end_token_id]
+    return ids + ad.token_ids(after)
+
+
+def hf_reference(ad, video):
+    """Logits at the last position and M-RoPE positions of Qwen3VLForConditionalGeneration (DeepStack
+    included) given the processor's input ids and the processor-layout pixels."""
+    inputs = ad.prepare(video, QUESTION, OPTIONS, NoMerge())
+    flat, grid = ad.hf_video_inputs(ad.pixel_values(video))
+    ids = layout_ids(ad, int(grid[0, 0]), inputs.visual_tokens // int(grid[0, 0]))
+    types = torch.tensor([[2 if i == ad.model.config.video_token_id else 0 for i in ids]])
+    with torch.no_grad():
+        logits = ad.model(input_ids=torch.tensor([ids]), pixel_values_videos=flat, video_grid_thw=grid,
+                          mm_token_type_ids=types).logits[0, -1]
+    positions, _ = ad.model.model.get_rope_index(torch.tensor([ids]), types, video_grid_thw=grid)
+    return inputs, logits, positions
+
+
+@pytest.mark.parametrize("num_frames", [2, 4, 5])  # 5: an odd count repeats the last frame
+def test_unreduced_logits_and_positions_equal_the_hf_forward(adapter, num_frames):
+    inputs, ref_logits, ref_positions = hf_reference(adapter, frames(num_frames))
+    assert inputs.visual_tokens == -(-num_frames // 2) * 49  # 112 px, patch 8, 2x2 merger: 7x7 per frame pair
+    assert torch.equal(inputs.position_ids, ref_positions)
+    logits = adapter.prefill_logits(inputs)
+    torch.testing.assert_close(logits, ref_logits, atol=1e-4, rtol=1e-4)
+    deepstack = inputs.llm_kwargs["deepstack_visual_embeds"]
+    assert len(deepstack) == 2 and deepstack[0].shape == (inputs.visual_tokens, 64)
+    without = replace(inputs, llm_kwargs={})  # DeepStack really contributes
+    assert not torch.allclose(adapter.prefill_logits(without), ref_logits, atol=1e-3)
+
+
+def test_the_video_layout_and_timestamps_are_the_processor_s(sdpa_adapter):
+    """The Hugging Face processor's text for a video of 6 frames at `fps` (timestamps: the mean of each
+    temporal patch's first and last frame), tokenized, is the adapter's sequence: its text tokens embed to
+    the adapter's, its video tokens stand where the adapter's visual tokens are, and Hugging Face's
+    get_rope_index on it gives the adapter's positions."""
+    from transformers import Qwen3VLProcessor
+    from transformers.video_utils import VideoMetadata
+
+    ad = Qwen3VLAdapter(sdpa_adapter.model, sdpa_adapter.tokenizer, replace(sdpa_adapter.cfg, fps=1.0))
+    video = frames(6)
+    inputs = ad.prepare(video, QUESTION, OPTIONS, NoMerge())
+    grid = ad.hf_video_inputs(ad.pixel_values(video))[1]
+    processor = Qwen3VLProcessor.__new__(Qwen3VLProcessor)  # its text expansion alone (no torchvision here)
+    processor.video_processor = type("VideoProcessor", (), {"merge_size": 2, "temporal_patch_size": 2})()
+    processor.video_token, processor.vision_start_token, processor.vision_end_token = "<video>", "<unk>", "<unk>"
+    metadata = VideoMetadata(total_num_frames=6, fps=1.0, frames_indices=list(range(6)))
+    expanded = processor.replace_video_token({"video_grid_thw": grid, "video_metadata": [metadata]}, 0)
+    assert expanded.startswith("<0.5 seconds><unk><video><video>") and "<2.5 seconds><unk>" in expanded
+    assert ad.group_seconds(3) == processor._calculate_timestamps(list(range(6)), 1.0, 2) == [0.5, 2.5, 4.5]
+    before, after = ad.prompt_text(QUESTION, OPTIONS)
+    ids = torch.tensor([ad.token_ids(before) + ad.token_ids(expanded) + ad.token_ids(after)])
+    is_video = ids[0] == ad.model.config.video_token_id
+    assert torch.equal(is_video, inputs.token_roles == VISUAL)
+    with torch.no_grad():
+        text = ad.model.model.get_input_embeddings()(ids)[0, ~is_video]
+    assert torch.equal(inputs.inputs_embeds[0, ~is_video], text)
+    positions, _ = ad.model.model.get_rope_index(ids, is_video[None].int() * 2, video_grid_thw=grid)
+    assert torch.equal(inputs.position_ids, positions)
+
+
+def test_kept_tokens_keep_their_own_3d_positions_and_text_does_not_move(sdpa_adapter):
+    ad = sdpa_adapter
+    full = ad.prepare(frames(4), QUESTION, OPTIONS, NoMerge())
+    for merger in (KeepEven(), MERGERS.build("aim", ratio=0.25)):
+        merged = ad.prepare(frames(4), QUESTION, OPTIONS, merger)
+        index = merger(ad.encode_frames(ad.pixel_values(frames(4)))["features"]).token_index
+        full_visual = full.position_ids[:, 0, full.token_roles == VISUAL].view(3, 2, 49)
+        expected = torch.stack([full_visual[:, g, index[g]] for g in range(2)], 1).reshape(3, -1)
+        assert torch.equal(merged.position_ids[:, 0, merged.token_roles == VISUAL], expected)
+        text = lambda x: x.position_ids[:, 0, x.token_roles != VISUAL]  # noqa: E731  (timestamps, markers, question)
+        assert torch.equal(text(merged), text(full))
+        assert torch.equal(merged.token_roles[merged.token_roles != VISUAL], full.token_roles[full.token_roles != VISUAL])
+
+
+@pytest.mark.parametrize("name,fields", [("none", {}), ("aim", {"ratio": 0.25}), ("aim", {"ratio": 0.3, "averaging": "plain"}),
+                                         ("pool", {"ratio": 0.25}), ("random", {"ratio": 0.25}),
+                                         ("prumerge", {}), ("prumerge_plus", {"ratio": 0.25})])
+def test_every_merger_merges_the_carry_with_the_features_groups_and_weights(name, fields):
+    """A carry that is an affine map of the features (each merged token is a weighted mean, weights summing
+    to 1) comes out as the same map of the merged features, and the carry changes none of the choices."""
+    g = torch.Generator().manual_seed(0)
+    features = torch.randn(3, 49, 16, generator=g, dtype=torch.float64)
+    signals = {"metric": torch.randn(3, 49, 8, generator=g, dtype=torch.float64),
+               "attention": torch.rand(3, 49, generator=g, dtype=torch.float64), "grid": (7, 7)}
+
+    def run(carry=None):
+        merger = MERGERS.build(name, **fields)
+        needs = getattr(merger, "needs", ())
+        return merger(features, **{k: v for k, v in signals.items() if k in needs}, carry=carry)
+
+    plain, carried = run(), run(torch.cat([2 * features + 1, -features], -1))
+    assert plain.carry is None
+    assert torch.equal(carried.features, plain.features) and torch.equal(carried.token_index, plain.token_index)
+    torch.testing.assert_close(carried.carry, torch.cat([2 * plain.features + 1, -plain.features], -1), atol=1e-6, rtol=1e-6)  # pool: fp32
+
+
+def test_the_deepstack_levels_reaching_the_llm_are_merged_like_the_features(sdpa_adapter):
+    ad = sdpa_adapter
+    merger = MERGERS.build("aim", ratio=0.25)
+    inputs = ad.prepare(frames(4), QUESTION, OPTIONS, merger)
+    encoded = ad.encode_frames(ad.pixel_values(frames(4)))
+    levels = encoded["deepstack"]  # [2 levels, 2 groups, 49, 64]
+    assert levels.shape == (2, 2, 49, 64)
+    for level, sent in zip(levels, inputs.llm_kwargs["deepstack_visual_embeds"]):
+        torch.testing.assert_close(sent, merger(encoded["features"], carry=level).carry.reshape(-1, 64))
+    assert torch.equal(inputs.llm_kwargs["visual_pos_masks"][0], inputs.token_roles == VISUAL)
+
+
+def test_a_keep_all_schedule_is_bit_exact(adapter):
+    inputs = adapter.prepare(frames(4), QUESTION, OPTIONS, MERGERS.build("aim", ratio=0.5))
+    plain = adapter.prefill_logits(inputs)
+    with TokenPruner(adapter.decoder_layers, PRUNERS.build("aim", l1=4, l2=5)).attached(inputs.token_roles):
+        hooked = adapter.prefill_logits(inputs)  # l1 >= 4 layers: no layer prunes
+    assert torch.equal(hooked, plain)
+
+
+def test_pruning_after_the_last_deepstack_layer_equals_the_masked_reference(adapter):
+    inputs = adapter.prepare(frames(4), QUESTION, OPTIONS, MERGERS.build("aim", ratio=0.5))
+    with TokenPruner(adapter.decoder_layers, PRUNERS.build("aim", l1=2, l2=4)).attached(inputs.token_roles) as trace:
+        pruned = adapter.prefill_logits(inputs)
+    assert trace.visual_tokens_per_layer == [48, 48, 24, 0]
+    reference = masked_logits(adapter, inputs.inputs_embeds, inputs.position_ids, trace.kept_indices,
+                              len(inputs.token_roles), **inputs.llm_kwargs)
+    torch.testing.assert_close(pruned, reference, atol=1e-4, rtol=1e-4)
+
+
+def test_cached_greedy_decoding_after_a_pruned_prefill_equals_recomputation(adapter):
+    ad = adapter
+    inputs = ad.prepare(frames(4), QUESTION, OPTIONS, KeepEven())
+    with TokenPruner(ad.decoder_layers, PRUNERS.build("aim", l1=2, l2=4)).attached(inputs.token_roles) as trace:
+        ids = ad.generate_ids(inputs, max_new_tokens=4)
+    embeds, positions, expected = inputs.inputs_embeds, inputs.position_ids, []
+    visual = inputs.llm_kwargs["visual_pos_masks"]
+    for _ in range(len(ids)):
+        mask = torch.cat([visual, visual.new_zeros(1, embeds.shape[1] - visual.shape[1])], 1)
+        nxt = int(masked_logits(ad, embeds, positions, trace.kept_indices, len(inputs.token_roles), visual_pos_masks=mask,
+                                deepstack_visual_embeds=inputs.llm_kwargs["deepstack_visual_embeds"]).argmax())
+        expected.append(nxt)
+        embeds = torch.cat([embeds, ad.embed_tokens([nxt])[None]], 1)
+        positions = torch.cat([positions, positions[..., -1:] + 1], -1)
+    assert ids == expected
+
+
+def test_fvcore_counts_agree_with_the_analytic_model(sdpa_adapter):
+    from aim.efficiency.analytic import llm_prefill_flops
+    from aim.efficiency.fvcore_count import count_llm_prefill
+
+    ad = sdpa_adapter
+    inputs = ad.prepare(frames(4), QUESTION, OPTIONS, MERGERS.build("aim", ratio=0.5))
+    for pruner in (PRUNERS.build("none"), PRUNERS.build("aim", l1=2, l2=4)):
+        counted = count_llm_prefill(ad, inputs, pruner)
+        visual = counted["visual_tokens_per_layer"] or [inputs.visual_tokens] * 4  # empty: nothing pruned
+        per_layer = [inputs.text_tokens + v for v in visual]
+        assert counted["llm_prefill_flops"] == pytest.approx(llm_prefill_flops(ad.text_config, per_layer), rel=0.01)
+
+
+@pytest.mark.parametrize("pruner,field,layer", [(["pruner=aim", "pruner.l1=1", "pruner.l2=4"], "l1", 1),
+                                                (["pruner=fastv", "pruner.k=1"], "k", 1),
+                                                (["pruner=vtw", "pruner.k=1"], "k", 1)])
+def test_a_schedule_pruning_before_the_last_deepstack_addition_is_refused(pruner, field, layer):
+    with pytest.raises(ConfigError, match=rf"pruner.{field}: .* prunes from decoder layer {layer}, .* from layer 2 on: its DeepStack"):
+        preset("qwen3_vl_tiny", pruner)
+
+
+def test_the_text_after_each_temporal_patch_starts_past_its_rows_and_columns(sdpa_adapter):
+    inputs = sdpa_adapter.prepare(frames(4), QUESTION, OPTIONS, NoMerge())
+    roles, positions = inputs.token_roles, inputs.position_ids[:, 0]
+    visual = positions[:, roles == VISUAL].view(3, 2, 49)
+    assert visual[0].amin(1).tolist() == visual[0].amax(1).tolist()  # one temporal position per patch
+    first_end = int((roles == VISUAL).nonzero()[48]) + 1  # the vision_end after patch 0
+    assert roles[first_end] == PREFIX_TEXT and positions[:, first_end].tolist() == [int(visual[0, 0, 0]) + 7] * 3
+    assert roles[-1] == QUESTION_TEXT
+
+
+def test_total_pixels_is_refused_qwen3_bounds_the_whole_video():
+    with pytest.raises(Exception, match="total_pixels: Qwen3-VL bounds the whole video"):
+        preset("qwen3_vl_tiny", ["model.total_pixels=100000"])
