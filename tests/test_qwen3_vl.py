@@ -229,3 +229,26 @@ def test_the_text_after_each_temporal_patch_starts_past_its_rows_and_columns(sdp
 def test_total_pixels_is_refused_qwen3_bounds_the_whole_video():
     with pytest.raises(Exception, match="total_pixels: Qwen3-VL bounds the whole video"):
         preset("qwen3_vl_tiny", ["model.total_pixels=100000"])
+
+
+def test_the_importance_scores_see_the_attention_the_layer_computes():
+    """`layer_qk` (the queries and keys every importance score uses) applies Qwen3's per-head RMSNorm of q
+    and k (QK-norm) before RoPE, as the attention module does: its causal softmax is the eager attention's."""
+    from aim.pruning.hooks import layer_qk
+
+    ad = build(["model.attn_implementation=eager"])
+    inputs = ad.prepare(frames(2), QUESTION, OPTIONS, NoMerge())
+    attn, captured = ad.decoder_layers[1].self_attn, {}
+    pre = attn.register_forward_pre_hook(lambda m, a, k: captured.update(kwargs=k, hidden=a[0] if a else k["hidden_states"]),
+                                         with_kwargs=True)
+    post = attn.register_forward_hook(lambda m, a, out: captured.update(probs=out[1]))
+    try:
+        ad.prefill_logits(inputs)
+    finally:
+        pre.remove()
+        post.remove()
+    with torch.no_grad():
+        q, k = layer_qk(attn, captured["hidden"], captured["kwargs"]["position_embeddings"])
+    n = q.shape[2]
+    logits = (q @ k.transpose(-1, -2)) * attn.scaling + torch.full((n, n), float("-inf")).triu(1)
+    torch.testing.assert_close(logits.softmax(-1), captured["probs"], atol=1e-5, rtol=1e-5)
