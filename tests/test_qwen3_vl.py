@@ -153,11 +153,22 @@ def test_the_deepstack_levels_reaching_the_llm_are_merged_like_the_features(sdpa
     merger = MERGERS.build("aim", ratio=0.25)
     inputs = ad.prepare(frames(4), QUESTION, OPTIONS, merger)
     encoded = ad.encode_frames(ad.pixel_values(frames(4)))
-    levels = encoded["deepstack"]  # [2 levels, 2 groups, 49, 64]
-    assert levels.shape == (2, 2, 49, 64)
-    for level, sent in zip(levels, inputs.llm_kwargs["deepstack_visual_embeds"]):
+    levels = encoded["carry"].view(2, 49, 2, 64).unbind(2)  # 2 levels of [2 groups, 49, 64], side by side
+    with torch.no_grad():
+        tower = ad.model.model.visual(*ad.hf_video_inputs(ad.pixel_values(frames(4)))).deepstack_features
+    for level, own, sent in zip(levels, tower, inputs.llm_kwargs["deepstack_visual_embeds"]):
+        torch.testing.assert_close(level.reshape(-1, 64), own)
         torch.testing.assert_close(sent, merger(encoded["features"], carry=level).carry.reshape(-1, 64))
     assert torch.equal(inputs.llm_kwargs["visual_pos_masks"][0], inputs.token_roles == VISUAL)
+
+
+def test_a_merger_without_a_carry_is_refused_by_name(sdpa_adapter):
+    class Plain:
+        def __call__(self, features, metric=None):
+            return Merged(features, torch.arange(features.shape[1]).expand(features.shape[0], -1))
+
+    with pytest.raises(ValueError, match="merger Plain takes no `carry`"):
+        sdpa_adapter.prepare(frames(2), QUESTION, OPTIONS, Plain())
 
 
 def test_a_keep_all_schedule_is_bit_exact(adapter):

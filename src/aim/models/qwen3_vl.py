@@ -20,7 +20,8 @@
 
 Merging runs per temporal patch as for Qwen2-VL (kept and merged tokens keep their representative's
 (t, h, w) position, the text between patches never moves) and merges every DeepStack level with the same
-groups and weights as the main features: the levels ride along as the merger's `carry`.
+groups and weights as the main features: the levels ride along as the merger's `carry` (`encode_frames`
+gives them as a signal, so every caller of a merger passes them).
 
 Pruning: the hook would have to prune the DeepStack additions with the tokens; it refuses instead. A
 schedule may prune from layer K on, after the last addition (`prunable_from`; validation raises a
@@ -93,8 +94,9 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
 
     # --- visual path -----------------------------------------------------------------------------
     def encode_frames(self, pixel_values: torch.Tensor, needs=(), modality: str = "video") -> dict[str, torch.Tensor]:
-        """Qwen2-VL's features and signals, and `deepstack`: the DeepStack levels [levels, groups, rows*cols, D],
-        each token's in the order of the features (the tower's own merger outputs, in merger-window order)."""
+        """Qwen2-VL's features and signals, and `carry`: the DeepStack levels side by side [groups, rows*cols,
+        levels * D] (each level the tower's own merger output, in the features' order), for the merger to
+        merge with the features' groups and weights."""
         levels = []
         handle = self.model.model.visual.register_forward_hook(lambda _m, _a, out: levels.extend(out.deepstack_features))
         try:
@@ -102,7 +104,7 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
         finally:
             handle.remove()
         g = pixel_values.shape[0]
-        out["deepstack"] = torch.stack([level.reshape(g, -1, level.shape[-1]) for level in levels])
+        out["carry"] = torch.cat([level.reshape(g, -1, level.shape[-1]) for level in levels], -1)
         return out
 
     # --- assembly --------------------------------------------------------------------------------
@@ -113,11 +115,15 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
         before, after = self.prompt_ids(question, options, scoring, modality)
         pixels = self.pixel_values(frames)
         encoded = self.encode_frames(pixels, needs=getattr(merger, "needs", ()))
-        levels = encoded.pop("deepstack")  # [K, G, T, D] -> carried as [G, T, K * D]
-        k, g, t, d = levels.shape
-        merged = merger(encoded.pop("features"), **encoded, carry=levels.permute(1, 2, 0, 3).reshape(g, t, k * d))
-        kept = merged.token_index.shape[1]
-        deepstack = merged.carry.reshape(g, kept, k, d).permute(2, 0, 1, 3)
+        try:
+            merged = merger(encoded.pop("features"), **encoded)
+        except TypeError as exc:
+            if "carry" not in str(exc):
+                raise
+            raise ValueError(f"merger {type(merger).__name__} takes no `carry`: Qwen3-VL's DeepStack levels must be "
+                             "merged with the features' groups (see aim.merging)") from exc
+        g, kept, _ = merged.carry.shape
+        deepstack = merged.carry.reshape(g, kept, -1, merged.features.shape[-1]).permute(2, 0, 1, 3)
         grid_hw = (pixels.shape[1] // self.merge, pixels.shape[2] // self.merge)
         return self.assemble(before, merged.features, merged.token_index, after, grid_hw, deepstack)
 
