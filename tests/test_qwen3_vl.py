@@ -223,6 +223,7 @@ def test_fvcore_counts_agree_with_the_analytic_model(sdpa_adapter):
                                                 (["pruner=fastv", "pruner.k=1"], "k", 1),
                                                 (["pruner=vtw", "pruner.k=1"], "k", 1)])
 def test_a_schedule_pruning_before_the_last_deepstack_addition_is_refused(pruner, field, layer):
+    preset("qwen3_vl_tiny", ["pruner=aim", "pruner.l1=2", "pruner.l2=4"])  # from layer 2 on: valid
     with pytest.raises(ConfigError, match=rf"pruner.{field}: .* prunes from decoder layer {layer}, .* from layer 2 on: its DeepStack"):
         preset("qwen3_vl_tiny", pruner)
 
@@ -263,3 +264,55 @@ def test_the_importance_scores_see_the_attention_the_layer_computes():
     n = q.shape[2]
     logits = (q @ k.transpose(-1, -2)) * attn.scaling + torch.full((n, n), float("-inf")).triu(1)
     torch.testing.assert_close(logits.softmax(-1), captured["probs"], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name,hub_id,layers,hidden,heads,kv_heads,levels", [
+    ("qwen3_vl_8b", "Qwen/Qwen3-VL-8B-Instruct", 36, 4096, 32, 8, [8, 16, 24]),
+    ("qwen3_vl_4b", "Qwen/Qwen3-VL-4B-Instruct", 36, 2560, 32, 8, [5, 11, 17]),
+])
+def test_presets_hold_the_published_architectures(name, hub_id, layers, hidden, heads, kv_heads, levels):
+    """360x640 video, 32 frames: the whole video (32 x 352 x 640 px) is within the processor's 25165824
+    pixels, so frames keep 352x640 (multiples of 32) -> 11x20 tokens per temporal patch of 2 frames."""
+    cfg = preset(name, ["pruner=aim"])  # the default (the bundled 4-layer model's l1=2) prunes before layer 3
+    assert cfg.pretrained == hub_id and not cfg.random_init and cfg.chat_template
+    hf = Qwen3VLAdapter.hf_config(cfg)  # from the stored architecture: nothing read from `pretrained`
+    t = hf.text_config
+    assert type(hf).__name__ == "Qwen3VLConfig" and t.rope_parameters["mrope_interleaved"]
+    assert (t.num_hidden_layers, t.hidden_size, t.num_attention_heads, t.num_key_value_heads, t.head_dim) == (layers, hidden, heads, kv_heads, 128)
+    assert list(hf.vision_config.deepstack_visual_indexes) == levels and hf.vision_config.patch_size == 16
+    assert Qwen3VLAdapter.feature_grid(hf, cfg, 32) == (16, 11, 20)
+    assert Qwen3VLAdapter.prunable_from(hf)[0] == 3
+
+
+def test_flops_of_qwen3_vl_8b_count_the_timestamps_between_temporal_patches():
+    """Timestamps 0.2 (0.25 s) .. 15.2 s: 10 of 6 tokens, 6 of 7 tokens, and vision_start/end per patch, on
+    top of the prompt's 100 text tokens."""
+    from hydra import compose, initialize_config_dir
+
+    from aim.config import validate
+    from aim.efficiency.cost import flops
+    from aim.paths import CONF_DIR
+
+    def run(*overrides):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return flops(validate(compose("config", overrides=["model=qwen3_vl_8b", "dataset.num_frames=32", *overrides])))
+
+    full = run("merger=none", "pruner=none")
+    assert (full["frame_groups"], full["token_grid"], full["tokens_per_frame"]) == (16, [11, 20], 220)
+    assert full["text_tokens"] == 100 + 10 * 6 + 6 * 7 + 16 * 2
+    assert full["tokens_per_layer"] == [16 * 220 + 234] * 36
+    reduced = run("merger=aim", "merger.ratio=0.25", "pruner=aim", "pruner.l1=14", "pruner.l2=22")
+    assert reduced["visual_tokens"] == 16 * 55 and reduced["tokens_per_layer"][:14] == [16 * 55 + 234] * 14
+    assert reduced["tokens_per_layer"][22:] == [234] * 14
+
+
+def test_without_a_tokenizer_the_timestamps_are_stand_ins_as_many_as_aim_flops_counts(sdpa_adapter):
+    """Random weights benchmarked where no tokenizer is cached (aim.bench): the sequence still has each
+    patch's timestamp, as many tokens as `video_text_tokens` counts, and zero DeepStack levels."""
+    ad = Qwen3VLAdapter(sdpa_adapter.model, None, sdpa_adapter.cfg)
+    visual = torch.randn(3, 49, 64)
+    inputs = ad.assemble([2, 5], visual, torch.arange(49).expand(3, -1), [6, 7, 8], (7, 7))
+    assert inputs.visual_tokens == 3 * 49
+    assert inputs.text_tokens == 5 + Qwen3VLAdapter.video_text_tokens(ad.model.config, ad.cfg, 3) == 5 + 3 * (6 + 2)
+    assert all(not level.any() for level in inputs.llm_kwargs["deepstack_visual_embeds"])
+    assert torch.isfinite(ad.prefill_logits(inputs)).all()

@@ -178,6 +178,12 @@ class Adapter:
         """The LLM's decoder layers, from the Hugging Face config (`hf_config`), without weights."""
         return hf_config.text_config.num_hidden_layers
 
+    @classmethod
+    def video_text_tokens(cls, hf_config, cfg, groups: int) -> int:
+        """Text tokens the adapter writes inside a video of `groups` frame groups, beyond the prompt's (none;
+        Qwen3-VL: timestamps and markers), counted by `aim.flops` without a tokenizer."""
+        return 0
+
     @staticmethod
     def prunable_from(hf_config) -> tuple[int, str]:
         """The first decoder layer a pruning schedule may remove visual tokens at, and why not before it."""

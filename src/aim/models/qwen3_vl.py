@@ -40,6 +40,18 @@ from aim.models.qwen2_vl import Qwen2VLAdapter, Qwen2VLAdapterConfig
 HALF = [0.5, 0.5, 0.5]
 
 
+def patch_seconds(groups: int, temporal_patch: int, fps: float) -> list[float]:
+    """Time of each temporal patch: the mean of its first and last frame's times (frame i at i / fps), as the
+    processor's timestamps."""
+    return [(2 * g * temporal_patch + temporal_patch - 1) / 2 / fps for g in range(groups)]
+
+
+def timestamp_tokens(seconds: float) -> int:
+    """Tokens of `<{seconds:.1f} seconds>` in Qwen's tokenizer, which gives each digit and the point a token of
+    its own: '<', the number's characters, ' seconds', '>'."""
+    return len(f"{seconds:.1f}") + 3
+
+
 @dataclass
 class Qwen3VLAdapterConfig(Qwen2VLAdapterConfig):
     name: str = "qwen3_vl"
@@ -84,13 +96,20 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
                                 "which a pruned layer no longer holds")
 
     def group_seconds(self, groups: int) -> list[float]:
-        """Time of each temporal patch: the mean of its first and last frame's times (frame i at i / fps),
-        as the processor's timestamps."""
-        tp = self.temporal_patch
-        return [(g * tp + g * tp + tp - 1) / 2 / self.cfg.fps for g in range(groups)]
+        return patch_seconds(groups, self.temporal_patch, self.cfg.fps)
 
     def timestamp_ids(self, groups: int) -> list[list[int]]:
+        """Token ids of each temporal patch's `<{seconds:.1f} seconds>`. Without a tokenizer (random weights
+        benchmarked where none is cached) stand-in ids, as many as Qwen's tokenizer writes."""
+        if self.tokenizer is None:
+            return [[0] * timestamp_tokens(t) for t in self.group_seconds(groups)]
         return [self.token_ids(f"<{t:.1f} seconds>") for t in self.group_seconds(groups)]
+
+    @classmethod
+    def video_text_tokens(cls, hf_config, cfg, groups: int) -> int:
+        """Each temporal patch's timestamp, vision_start and vision_end."""
+        seconds = patch_seconds(groups, hf_config.vision_config.temporal_patch_size, cfg.fps)
+        return sum(timestamp_tokens(t) + 2 for t in seconds)
 
     # --- visual path -----------------------------------------------------------------------------
     def encode_frames(self, pixel_values: torch.Tensor, needs=(), modality: str = "video") -> dict[str, torch.Tensor]:
