@@ -58,7 +58,7 @@ def check_prunes_from(name: str, fields: dict, num_layers: int, first: int, why:
     field_name = pruner.pruning_values(num_layers)[0] if hasattr(pruner, "pruning_values") else "name"
     values = ", ".join(f"{k}={v}" for k, v in fields.items() if k != "name")
     raise ConfigError(f"pruner.{field_name}: pruner {name} ({values}) prunes from decoder layer {pruned}, and {model} "
-                      f"can prune from layer {first} on: {why}")
+                      f"can prune from layer {first} on: {why}; start pruning at layer {first} or later, or use pruner=none")
 
 
 @dataclass
