@@ -316,3 +316,87 @@ def test_without_a_tokenizer_the_timestamps_are_stand_ins_as_many_as_aim_flops_c
     assert inputs.text_tokens == 5 + Qwen3VLAdapter.video_text_tokens(ad.model.config, ad.cfg, 3) == 5 + 3 * (6 + 2)
     assert all(not level.any() for level in inputs.llm_kwargs["deepstack_visual_embeds"])
     assert torch.isfinite(ad.prefill_logits(inputs)).all()
+
+
+def test_the_resize_bounds_hold_the_whole_video_a_longer_one_gets_smaller_frames():
+    """The processor's rule (its own smart_resize): 32 frames of 360x640 fit the 8B preset's 25165824 pixels
+    at 352x640; 768 frames do not, and shrink to 128x224 (4x7 tokens per temporal patch)."""
+    from transformers.models.qwen3_vl.video_processing_qwen3_vl import smart_resize
+
+    cfg = preset("qwen3_vl_8b", ["pruner=none"])
+    hf = Qwen3VLAdapter.hf_config(cfg)
+    assert Qwen3VLAdapter.feature_grid(hf, cfg, 32) == (16, 11, 20)
+    assert Qwen3VLAdapter.feature_grid(hf, cfg, 768) == (384, 4, 7)
+    assert Qwen3VLAdapter.resized_size(hf.vision_config, cfg, 360, 640, 768) == smart_resize(768, 360, 640, 2, 32, 4096, 25165824)
+
+
+def test_patch_layout_and_normalization_equal_the_hf_video_processor():
+    """Frames already of a size the rule keeps (64x96, 16 px patches): the adapter's patches in the Hugging
+    Face model's layout are the Qwen3-VL video processor's patchify of the frames normalized with mean = std
+    = 0.5, an odd frame count repeating the last frame."""
+    import numpy as np
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+    from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
+
+    from aim.models.qwen3_vl import Qwen3VLAdapterConfig
+
+    hf_cfg = Qwen3VLConfig(vision_config=dict(depth=1, hidden_size=32, intermediate_size=32, num_heads=2, out_hidden_size=32,
+                                              num_position_embeddings=16, deepstack_visual_indexes=[0]),
+                           text_config=dict(hidden_size=32, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                            num_key_value_heads=1, head_dim=16, vocab_size=16))
+    ad = Qwen3VLAdapter(Qwen3VLForConditionalGeneration(hf_cfg), None,
+                        Qwen3VLAdapterConfig(pretrained="", random_init=True, architecture={"x": 1}))
+    video = (np.random.default_rng(0).random((3, 64, 96, 3)) * 255).astype(np.uint8)
+    ours, grid = ad.hf_video_inputs(ad.pixel_values(video))
+    x = (torch.from_numpy(video).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
+    ref, t, h, w = Qwen3VLVideoProcessor.patchify(None, x[None], patch_size=16, merge_size=2, temporal_patch_size=2)
+    assert grid.tolist() == [[t, h, w]] == [[2, 4, 6]]
+    torch.testing.assert_close(ours, ref[0], atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name,fields", [("aim", {"ratio": 0.25, "metric": "keys"}), ("prumerge_plus", {"ratio": 0.25})])
+def test_merging_and_pruning_end_to_end_through_the_evaluation_loop(sdpa_adapter, small_benchmark, tmp_path, name, fields):
+    """Mergers that ask for the tower's signals (keys, attention, the grid) get them from the Qwen3-VL tower."""
+    from aim.data import VideoMCQDataset
+    from aim.eval import evaluate
+    from aim.tracking.records import SampleRecords
+
+    records = SampleRecords(tmp_path / "samples.jsonl")
+    evaluate(sdpa_adapter, VideoMCQDataset(small_benchmark, num_frames=4, limit=2), MERGERS.build(name, **fields),
+             PRUNERS.build("aim", l1=2, l2=4), records, mode="letter", progress=False)
+    records.close()
+    assert len(records.records) == 2
+    for r in records.records:
+        assert r["prediction"] in "ABCD"
+        visual = r["visual_tokens"]
+        assert r["visual_tokens_per_layer"] == [visual, visual, visual // 2, 0]
+        assert r["tflops"] == pytest.approx(r["tflops_analytic"], rel=0.01)
+        assert r["vision_tower_tflops"] > 0 and r["merge_tflops"] > 0 and r["importance_tflops"] > 0
+        assert visual == 2 * 12 or name == "prumerge_plus"  # 4 frames -> 2 temporal patches of 7x7, 25% kept (aim)
+
+
+def test_bench_times_qwen3_vl_on_its_token_grid():
+    from hydra import compose, initialize_config_dir
+
+    from aim.bench import bench
+    from aim.config import validate
+    from aim.paths import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        valid = validate(compose("config", overrides=["model=qwen3_vl_tiny", "merger=aim", "merger.ratio=0.25",
+                                                      "pruner=aim", "pruner.l1=2", "pruner.l2=4", "bench.frames=4",
+                                                      "bench.repeats=1", "bench.warmup=0", "bench.text_tokens=20"]))
+    result = bench(valid)
+    # 2 temporal patches of 7x7 tokens, 12 kept of each; 20 prompt tokens and each patch's timestamp and markers
+    assert (result["visual_tokens"], result["visual_tokens_merged"]) == (98, 24)
+    assert result["text_tokens"] == 20 + 2 * (len(sdpa_tokens("<0.2 seconds>")) + 2)
+    assert result["visual_tokens_per_layer"] == [24, 24, 12, 0]
+    assert result["prefill_ms"] > 0 and result["flops_ratio"] > 1
+
+
+def sdpa_tokens(text):
+    from transformers import AutoTokenizer
+
+    from aim.models.base import resolve_pretrained
+
+    return AutoTokenizer.from_pretrained(resolve_pretrained("aim:toy_llava_ov")).tokenize(text)
