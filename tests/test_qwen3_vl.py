@@ -400,3 +400,11 @@ def sdpa_tokens(text):
     from aim.models.base import resolve_pretrained
 
     return AutoTokenizer.from_pretrained(resolve_pretrained("aim:toy_llava_ov")).tokenize(text)
+
+
+def test_a_hook_pruning_before_the_last_deepstack_addition_fails_naming_the_layer(sdpa_adapter):
+    """Without validation (the API): layer 1 pruned while DeepStack still adds after it."""
+    inputs = sdpa_adapter.prepare(frames(4), QUESTION, OPTIONS, NoMerge())
+    with TokenPruner(sdpa_adapter.decoder_layers, PRUNERS.build("aim", l1=1, l2=4)).attached(inputs.token_roles):
+        with pytest.raises(ValueError, match=r"decoder layer 1 holds pruned tokens, .* DeepStack .* prune from layer 2 on"):
+            sdpa_adapter.prefill_logits(inputs)

@@ -25,8 +25,8 @@ gives them as a signal, so every caller of a merger passes them).
 
 Pruning: the hook would have to prune the DeepStack additions with the tokens; it refuses instead. A
 schedule may prune from layer K on, after the last addition (`prunable_from`; validation raises a
-ConfigError naming the layer, before any model loads). The paper's l1 = 14 on Qwen3-VL-8B (K = 3) is
-well past it.
+ConfigError naming the layer, before any model loads; a hook attached without validation fails in
+`run_llm`, naming the layer). The paper's l1 = 14 on Qwen3-VL-8B (K = 3) is well past it.
 """
 from __future__ import annotations
 
@@ -110,6 +110,28 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
         """Each temporal patch's timestamp, vision_start and vision_end."""
         seconds = patch_seconds(groups, hf_config.vision_config.temporal_patch_size, cfg.fps)
         return sum(timestamp_tokens(t) + 2 for t in seconds)
+
+    # --- LLM -------------------------------------------------------------------------------------
+    def run_llm(self, embeds, position_ids, cache=None, use_cache: bool = False, **llm_kwargs):
+        """With DeepStack levels (a prefill), layers 1 .. K-1 must hold every token: a pruning hook that removed
+        tokens there (a schedule that skipped validation) fails here, naming the layer, instead of deep
+        inside the Hugging Face text model."""
+        levels = len(llm_kwargs.get("deepstack_visual_embeds") or ())
+        n = embeds.shape[1]
+
+        def check(i):
+            def hook(_layer, args, kwargs):
+                if (args[0] if args else kwargs["hidden_states"]).shape[1] != n:
+                    raise ValueError(f"decoder layer {i} holds pruned tokens, but Qwen3-VL's DeepStack adds visual features "
+                                     f"after layers 0..{levels - 1}: prune from layer {levels} on")
+            return hook
+
+        handles = [self.decoder_layers[i].register_forward_pre_hook(check(i), with_kwargs=True) for i in range(1, levels)]
+        try:
+            return super().run_llm(embeds, position_ids, cache, use_cache, **llm_kwargs)
+        finally:
+            for h in handles:
+                h.remove()
 
     # --- visual path -----------------------------------------------------------------------------
     def encode_frames(self, pixel_values: torch.Tensor, needs=(), modality: str = "video") -> dict[str, torch.Tensor]:
