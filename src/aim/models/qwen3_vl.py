@@ -86,6 +86,7 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
         from transformers.models.qwen3_vl.video_processing_qwen3_vl import smart_resize
 
         factor = vision_config.patch_size * vision_config.spatial_merge_size
+        # the processor's own rule; one frame (which the processor refuses) is sized as its temporal patch of 2
         return smart_resize(max(num_frames, vision_config.temporal_patch_size), height, width,
                             vision_config.temporal_patch_size, factor, cfg.min_pixels, cfg.max_pixels)
 
