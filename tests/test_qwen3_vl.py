@@ -269,6 +269,7 @@ def test_the_importance_scores_see_the_attention_the_layer_computes():
 @pytest.mark.parametrize("name,hub_id,layers,hidden,heads,kv_heads,levels", [
     ("qwen3_vl_8b", "Qwen/Qwen3-VL-8B-Instruct", 36, 4096, 32, 8, [8, 16, 24]),
     ("qwen3_vl_4b", "Qwen/Qwen3-VL-4B-Instruct", 36, 2560, 32, 8, [5, 11, 17]),
+    ("qwen3_vl_2b", "Qwen/Qwen3-VL-2B-Instruct", 28, 2048, 16, 8, [5, 11, 17]),
 ])
 def test_presets_hold_the_published_architectures(name, hub_id, layers, hidden, heads, kv_heads, levels):
     """360x640 video, 32 frames: the whole video (32 x 352 x 640 px) is within the processor's 25165824
