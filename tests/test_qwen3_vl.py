@@ -409,3 +409,26 @@ def test_a_hook_pruning_before_the_last_deepstack_addition_fails_naming_the_laye
     with TokenPruner(sdpa_adapter.decoder_layers, PRUNERS.build("aim", l1=1, l2=4)).attached(inputs.token_roles):
         with pytest.raises(ValueError, match=r"decoder layer 1 holds pruned tokens, .* DeepStack .* prune from layer 2 on"):
             sdpa_adapter.prefill_logits(inputs)
+
+
+def test_budget_mode_never_chooses_a_schedule_pruning_before_the_last_deepstack_addition():
+    """The policy's path and the whole grid stop at l1 = 3 on Qwen3-VL-8B (its DeepStack adds after layers
+    0..2), and a budget only the strongest pruning meets gets l1 = 3, with merging going further."""
+    from hydra import compose, initialize_config_dir
+
+    from aim.budget import BudgetPlan, candidates, policy_order
+    from aim.config import validate
+    from aim.paths import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        valid = validate(compose("config", overrides=["model=qwen3_vl_8b", "dataset.num_frames=32", "merger=aim",
+                                                      "pruner=aim", "budget.fraction=0.05", "budget.text_tokens=100"]))
+    plan = BudgetPlan(valid)
+    model = plan.model(plan.frames, plan.text_tokens)
+    assert model.first_prunable == 3
+    for settings in (policy_order(plan.merger, plan.pruner, 36, 3), candidates(plan.merger, plan.pruner, 36, 3)):
+        l1s = {s.pruner["l1"] for s in settings if s.pruner["name"] == "aim"}
+        assert min(l1s) == 3
+    assert min(s.pruner.get("l1", 36) for s in policy_order(plan.merger, plan.pruner, 36)) == 1  # others: from 1
+    chosen = plan.choice.setting
+    assert chosen.pruner["name"] == "aim" and chosen.pruner["l1"] >= 3

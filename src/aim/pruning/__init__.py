@@ -45,6 +45,11 @@ def check_removes_tokens(name: str, fields: dict, num_layers: int, model: str) -
                       "pruner=none prunes nothing on purpose")
 
 
+def first_pruned_layer(pruner, num_layers: int) -> int | None:
+    """The first decoder layer at which a pruner's schedule removes visual tokens (None: it removes none)."""
+    return next((i for i, r in enumerate(pruner.retention_schedule(num_layers)) if r < 1.0), None)
+
+
 def check_prunes_from(name: str, fields: dict, num_layers: int, first: int, why: str, model: str) -> None:
     """ConfigError for a pruner whose schedule removes visual tokens before decoder layer `first`, the first a
     model can prune at (`why` says why: Qwen3-VL's DeepStack adds to the visual tokens after its first
@@ -52,7 +57,7 @@ def check_prunes_from(name: str, fields: dict, num_layers: int, first: int, why:
     if name == "none":
         return
     pruner = PRUNERS.build(name, **fields)
-    pruned = next((i for i, r in enumerate(pruner.retention_schedule(num_layers)) if r < 1.0), None)
+    pruned = first_pruned_layer(pruner, num_layers)
     if pruned is None or pruned >= first:
         return
     field_name = pruner.pruning_values(num_layers)[0] if hasattr(pruner, "pruning_values") else "name"
