@@ -432,3 +432,23 @@ def test_budget_mode_never_chooses_a_schedule_pruning_before_the_last_deepstack_
     assert min(s.pruner.get("l1", 36) for s in policy_order(plan.merger, plan.pruner, 36)) == 1  # others: from 1
     chosen = plan.choice.setting
     assert chosen.pruner["name"] == "aim" and chosen.pruner["l1"] >= 3
+
+
+def test_budget_mode_costs_a_setting_as_aim_flops_does_timestamps_included():
+    from hydra import compose, initialize_config_dir
+
+    from aim.budget import BudgetPlan
+    from aim.config import validate
+    from aim.efficiency.cost import flops
+    from aim.paths import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        valid = validate(compose("config", overrides=["model=qwen3_vl_8b", "dataset.num_frames=32", "merger=aim",
+                                                      "pruner=aim", "budget.tflops=12", "budget.text_tokens=100"]))
+        plan = BudgetPlan(valid)
+        knobs = plan.choice.setting.knobs()
+        chosen = validate(compose("config", overrides=[
+            "model=qwen3_vl_8b", "dataset.num_frames=32", "merger=aim", f"merger.ratio={knobs['merger']['ratio']}",
+            "pruner=aim", f"pruner.l1={knobs['pruner'].get('l1', 36)}", f"pruner.l2={knobs['pruner'].get('l2', 37)}"]))
+    assert plan.choice.cost.tflops == pytest.approx(flops(chosen)["tflops"], rel=1e-9)
+    assert plan.choice.cost.tokens_per_layer[-1] == 100 + 134  # the last layer holds the text alone

@@ -530,6 +530,8 @@ class BudgetPlan:
 
     def model(self, frames: int, text_tokens: int, frame_size=None) -> CostModel:
         groups, rows, cols = grid(self.adapter_class, self.hf_config, self.valid.model, frames, frame_size)
+        # and the text the adapter writes inside the video (Qwen3-VL's timestamps), as aim.flops counts it
+        text_tokens += self.adapter_class.video_text_tokens(self.hf_config, self.valid.model, groups)
         key = (groups, rows * cols, text_tokens, (rows, cols))
         if key not in self._models:
             self._models[key] = CostModel(self.layers, *key, self.adapter_class.prunable_from(self.hf_config)[0])
