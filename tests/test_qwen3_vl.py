@@ -422,7 +422,7 @@ def test_budget_mode_never_chooses_a_schedule_pruning_before_the_last_deepstack_
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         valid = validate(compose("config", overrides=["model=qwen3_vl_8b", "dataset.num_frames=32", "merger=aim",
-                                                      "pruner=aim", "budget.fraction=0.05", "budget.text_tokens=100"]))
+                                                      "pruner=aim", "budget.fraction=0.08", "budget.text_tokens=100"]))
     plan = BudgetPlan(valid)
     model = plan.model(plan.frames, plan.text_tokens)
     assert model.first_prunable == 3

@@ -22,10 +22,15 @@ from aim.registry import Registry
 PRUNERS = Registry("pruner")
 
 
+def first_pruned_layer(pruner, num_layers: int) -> int | None:
+    """The first decoder layer at which a pruner's schedule removes visual tokens (None: it removes none)."""
+    return next((i for i, r in enumerate(pruner.retention_schedule(num_layers)) if r < 1.0), None)
+
+
 def removes_tokens(pruner, num_layers: int) -> bool:
     """Whether a pruner removes visual tokens at some decoder layer of an LLM of `num_layers` layers: its
     retention schedule falls below 1 somewhere. The one test of "does this setting prune at all"."""
-    return any(r < 1.0 for r in pruner.retention_schedule(num_layers))
+    return first_pruned_layer(pruner, num_layers) is not None
 
 
 def check_removes_tokens(name: str, fields: dict, num_layers: int, model: str) -> None:
@@ -43,11 +48,6 @@ def check_removes_tokens(name: str, fields: dict, num_layers: int, model: str) -
     raise ConfigError(f"pruner.{field_name}: pruner {name} ({values}) removes no visual token on {model}, whose LLM "
                       f"has {num_layers} decoder layers (0..{num_layers - 1}); it prunes with {prunes}; "
                       "pruner=none prunes nothing on purpose")
-
-
-def first_pruned_layer(pruner, num_layers: int) -> int | None:
-    """The first decoder layer at which a pruner's schedule removes visual tokens (None: it removes none)."""
-    return next((i for i, r in enumerate(pruner.retention_schedule(num_layers)) if r < 1.0), None)
 
 
 def check_prunes_from(name: str, fields: dict, num_layers: int, first: int, why: str, model: str) -> None:
