@@ -53,8 +53,9 @@ def reference_masks(n: int, kept_indices: dict, prefill_len: int, num_layers: in
     return masks
 
 
-def masked_logits(adapter, embeds, positions, kept_indices, prefill_len: int) -> torch.Tensor:
-    """The adapter's LLM on the whole sequence under `reference_masks`: the last position's logits."""
+def masked_logits(adapter, embeds, positions, kept_indices, prefill_len: int, **llm_kwargs) -> torch.Tensor:
+    """The adapter's LLM on the whole sequence under `reference_masks`: the last position's logits.
+    `llm_kwargs`: the prefill's further inputs (`PreparedInputs.llm_kwargs`, Qwen3-VL's DeepStack)."""
     masks = reference_masks(embeds.shape[1], kept_indices, prefill_len, len(adapter.decoder_layers))
     handles = []
     for layer, mask in zip(adapter.decoder_layers, masks):
@@ -66,7 +67,7 @@ def masked_logits(adapter, embeds, positions, kept_indices, prefill_len: int) ->
         handles.append(layer.register_forward_pre_hook(set_mask, with_kwargs=True))
     try:
         with torch.no_grad():
-            out = adapter.language_model(inputs_embeds=embeds, position_ids=positions, use_cache=False)
+            out = adapter.language_model(inputs_embeds=embeds, position_ids=positions, use_cache=False, **llm_kwargs)
     finally:
         for h in handles:
             h.remove()

@@ -147,9 +147,10 @@ class CostModel:
     `text_tokens` non-visual tokens."""
 
     def __init__(self, layers: LayerCosts, groups: int, per_group: int, text_tokens: int,
-                 grid: tuple[int, int] | None = None):
+                 grid: tuple[int, int] | None = None, first_prunable: int = 1):
         self.layers, self.groups, self.per_group, self.text_tokens = layers, groups, per_group, text_tokens
         self.grid = grid
+        self.first_prunable = first_prunable  # no setting may prune before this layer (Adapter.prunable_from)
         self.num_layers = layers.shape.num_layers
         self._retention: dict[tuple, list[float]] = {}
         self._kept: dict[tuple, int] = {}
@@ -288,16 +289,31 @@ def pruning_or_none(pruner: dict, num_layers: int) -> dict:
     return {"name": "none"}
 
 
-def _settings(merger: dict, pruner: dict, pairs, num_layers: int) -> list[Setting]:
+def prunes_before(pruner: dict, num_layers: int, first: int) -> bool:
+    """Whether a pruner's schedule removes visual tokens before decoder layer `first`, the first the model can
+    prune at (`Adapter.prunable_from`: Qwen3-VL's DeepStack); budget mode never chooses such a setting."""
+    from aim.pruning import PRUNERS, first_pruned_layer
+
+    if pruner["name"] == "none":
+        return False
+    pruned = first_pruned_layer(PRUNERS.build(pruner["name"], **pruner), num_layers)
+    return pruned is not None and pruned < first
+
+
+def _settings(merger: dict, pruner: dict, pairs, num_layers: int, first: int = 1) -> list[Setting]:
     """Settings of (merge ratio or None, pruner knobs) pairs, without repeats, in order; pruner knobs that
-    remove nothing on this LLM become pruner none (`pruning_or_none`)."""
+    remove nothing on this LLM become pruner none (`pruning_or_none`); those that prune before layer `first`
+    are left out."""
     out, seen, mergers, pruners = [], set(), {}, {}
     for ratio, knobs in pairs:
         if ratio not in mergers:
             mergers[ratio] = _frozen({**merger, **({} if ratio is None else {"ratio": ratio})})
         key = _frozen(knobs)
         if key not in pruners:
-            pruners[key] = _frozen(pruning_or_none({**pruner, **knobs}, num_layers))
+            fields = pruning_or_none({**pruner, **knobs}, num_layers)
+            pruners[key] = None if prunes_before(fields, num_layers, first) else _frozen(fields)
+        if pruners[key] is None:
+            continue
         s = Setting(mergers[ratio], pruners[key])
         if s not in seen:
             seen.add(s)
@@ -305,25 +321,27 @@ def _settings(merger: dict, pruner: dict, pairs, num_layers: int) -> list[Settin
     return out
 
 
-def policy_order(merger: dict, pruner: dict, num_layers: int) -> list[Setting]:
+def policy_order(merger: dict, pruner: dict, num_layers: int, first: int = 1) -> list[Setting]:
     """The default policy's candidates, mildest first: merge to 25%, prune from the deepest layers
     earlier, merge further (module docstring)."""
     ratios = MERGE_RATIOS if merger_knobs(merger) else (None,)
     no_prune, path, _ = pruner_moves(pruner, num_layers)
+    # the strongest pruning the model allows ends the path (and is kept while merging further)
+    path = [p for p in path if not prunes_before(pruning_or_none({**pruner, **p}, num_layers), num_layers, first)]
     pairs = [(r, no_prune) for r in ratios]
     pairs += [(ratios[-1], p) for p in path]
     if merger_knobs(merger):
         pairs += [(r, path[-1] if path else no_prune) for r in FURTHER_RATIOS]
-    return _settings(merger, pruner, pairs, num_layers)
+    return _settings(merger, pruner, pairs, num_layers, first)
 
 
-def candidates(merger: dict, pruner: dict, num_layers: int) -> list[Setting]:
+def candidates(merger: dict, pruner: dict, num_layers: int, first: int = 1) -> list[Setting]:
     """The whole grid of the families' knobs: every merge ratio of the policy with every pruner grid point
     (aim/random: all 1 <= l1 < l2 <= L + w, and no pruning; fastv: k in 1..L x keep in FASTV_KEEPS;
     pdrop: the configured and 2..8 equal stages x lam in PDROP_LAMS; vtw: k in 1..L)."""
     ratios = MERGE_RATIOS + FURTHER_RATIOS if merger_knobs(merger) else (None,)
     _, _, grid = pruner_moves(pruner, num_layers)
-    return _settings(merger, pruner, [(r, p) for r in ratios for p in grid], num_layers)
+    return _settings(merger, pruner, [(r, p) for r in ratios for p in grid], num_layers, first)
 
 
 # --- recorded trade-offs (read by aim.tradeoff.load_tradeoff) -----------------------------------------
@@ -373,6 +391,8 @@ def choose(limit: Limit, model: CostModel, merger: dict, pruner: dict, tradeoff:
             if value is None or (isinstance(value, float) and math.isnan(value)):
                 continue
             setting = _point_setting(point, merger, pruner, i, where, model.num_layers)
+            if prunes_before(setting.pruner, model.num_layers, model.first_prunable):
+                continue
             cost = model.cost(setting)
             if limit.fits(cost, model):
                 ranked.append((-value, cost.tflops, i, setting, cost, point))
@@ -383,11 +403,11 @@ def choose(limit: Limit, model: CostModel, merger: dict, pruner: dict, tradeoff:
             return Choice(setting, cost, f"tradeoff {tradeoff.path}", recorded)
         note = (f"tradeoff {tradeoff.path} has no {objective}-scored point of merger {merger['name']} + pruner "
                 f"{pruner['name']} within the budget; chose by policy")
-    for setting in policy_order(merger, pruner, model.num_layers):
+    for setting in policy_order(merger, pruner, model.num_layers, model.first_prunable):
         cost = model.cost(setting)
         if limit.fits(cost, model):
             return Choice(setting, cost, POLICY, note=note)
-    grid = candidates(merger, pruner, model.num_layers)
+    grid = candidates(merger, pruner, model.num_layers, model.first_prunable)
     amounts = model.amounts(grid, limit)
     fitting = [i for i, a in enumerate(amounts) if a <= limit.value * (1 + REL_TOL)]
     if fitting:
@@ -511,9 +531,11 @@ class BudgetPlan:
 
     def model(self, frames: int, text_tokens: int, frame_size=None) -> CostModel:
         groups, rows, cols = grid(self.adapter_class, self.hf_config, self.valid.model, frames, frame_size)
+        # and the text the adapter writes inside the video (Qwen3-VL's timestamps), as aim.flops counts it
+        text_tokens += self.adapter_class.video_text_tokens(self.hf_config, self.valid.model, groups)
         key = (groups, rows * cols, text_tokens, (rows, cols))
         if key not in self._models:
-            self._models[key] = CostModel(self.layers, *key)
+            self._models[key] = CostModel(self.layers, *key, self.adapter_class.prunable_from(self.hf_config)[0])
         return self._models[key]
 
     def choose(self, frames: int, text_tokens: int, frame_size=None, strict: bool = True) -> Choice:

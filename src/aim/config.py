@@ -229,14 +229,17 @@ def validate(cfg: DictConfig) -> Validated:
 
 def check_pruner_prunes(model, pruner) -> None:
     """A configured pruner must remove visual tokens on the configured model's LLM (its layer count read
-    from the model's config, no weights); ConfigError naming the field otherwise (aim.pruning)."""
+    from the model's config, no weights), and none before the first layer the model can prune at
+    (`Adapter.prunable_from`: Qwen3-VL's DeepStack); ConfigError naming the field otherwise (aim.pruning)."""
     from dataclasses import asdict, is_dataclass
 
     from aim.efficiency.cost import model_configs
-    from aim.pruning import check_removes_tokens
+    from aim.pruning import check_prunes_from, check_removes_tokens
 
     fields = asdict(pruner) if is_dataclass(pruner) else dict(pruner)
     if fields["name"] == "none":
         return
     hf_config, adapter = model_configs(model)
-    check_removes_tokens(fields["name"], fields, adapter.llm_layers(hf_config), model.pretrained or model.name)
+    layers, name = adapter.llm_layers(hf_config), model.pretrained or model.name
+    check_removes_tokens(fields["name"], fields, layers, name)
+    check_prunes_from(fields["name"], fields, layers, *adapter.prunable_from(hf_config), name)

@@ -187,6 +187,8 @@ def flops(valid) -> dict:
         per_frame, kept = unmerged // groups, visual // groups
         text += image["newline_tokens"]  # never pruned, like text
         rows, cols = image["token_grid"]
+    else:  # text the adapter writes inside the video (Qwen3-VL: a timestamp and markers per temporal patch)
+        text += adapter.video_text_tokens(hf_config, valid.model, groups)
     retention = PRUNERS.build(valid.pruner.name, **asdict(valid.pruner)).retention_schedule(shape.num_layers)
     visual_per_layer, per_layer = tokens_per_layer(visual, text, retention)
     full_per_layer = [unmerged + text] * shape.num_layers

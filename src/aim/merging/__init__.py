@@ -7,6 +7,11 @@ each frame's tokens in raster order, for mergers that work on the frame's 2D lay
 It returns `Merged(features, token_index)`: `token_index[f, j]` is the within-frame index of the
 original token that kept token j stands for, so the LLM sees it at that original position. Mergers are
 pure tensor code (no model, no config objects) and never mix tokens of different frames.
+
+`carry` [F, T, C] (optional): more channels of the same tokens that are merged with exactly the groups and
+weights of the features but take no part in choosing them (Qwen3-VL's DeepStack levels); returned as
+`Merged.carry` [F, T', C]. Every merger is linear in the features once its choices are made, so each
+applies its choices to the features and the carry side by side.
 """
 from __future__ import annotations
 
@@ -24,6 +29,19 @@ MERGERS = Registry("merger")
 class Merged:
     features: torch.Tensor  # [F, T', D]
     token_index: torch.Tensor  # [F, T'] long, original within-frame index of each kept token
+    carry: torch.Tensor | None = None  # [F, T', C]: the `carry` channels, merged alike (None without one)
+
+
+def with_carry(features: torch.Tensor, carry: torch.Tensor | None) -> torch.Tensor:
+    """The features and the carry side by side [F, T, D + C], for a merger to merge alike."""
+    return features if carry is None else torch.cat([features, carry.to(features.dtype)], -1)
+
+
+def split_carry(merged: torch.Tensor, index: torch.Tensor, dim: int, carry: torch.Tensor | None) -> Merged:
+    """`Merged` from merged [F, T', D + C] channels: the first `dim` are the features, the rest the carry."""
+    if carry is None:
+        return Merged(merged, index)
+    return Merged(merged[..., :dim], index, merged[..., dim:].to(carry.dtype))
 
 
 def kept_tokens(num_tokens: int, ratio: float) -> int:
@@ -46,9 +64,9 @@ class NoMerge:
 
     needs = ()
 
-    def __call__(self, features: torch.Tensor, metric=None, attention=None) -> Merged:
+    def __call__(self, features: torch.Tensor, metric=None, attention=None, carry=None) -> Merged:
         f, t, _ = features.shape
-        return Merged(features, torch.arange(t, device=features.device).expand(f, t))
+        return Merged(features, torch.arange(t, device=features.device).expand(f, t), carry)
 
 
 from aim.merging import baselines, bipartite, prumerge  # noqa: E402,F401  (register the other mergers)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from aim.checks import check_range
-from aim.merging import MERGERS, Merged, kept_tokens
+from aim.merging import MERGERS, Merged, kept_tokens, split_carry, with_carry
 
 
 def token_grid(num_tokens: int, grid: tuple[int, int] | None = None) -> tuple[int, int]:
@@ -64,15 +64,17 @@ class PoolMerger:
 
     needs = ("grid",)
 
-    def __call__(self, features: torch.Tensor, metric=None, attention=None, grid=None) -> Merged:
-        f, t, d = features.shape
+    def __call__(self, features: torch.Tensor, metric=None, attention=None, grid=None, carry=None) -> Merged:
+        dim = features.shape[-1]
+        x = with_carry(features, carry)
+        f, t, d = x.shape
         rows, cols = token_grid(t, grid)
         h, w = self.output_grid(rows, cols)
-        cells = features.transpose(1, 2).reshape(f, d, rows, cols)
+        cells = x.transpose(1, 2).reshape(f, d, rows, cols)
         pooled = F.adaptive_avg_pool2d(cells.float(), (h, w)).to(features.dtype).reshape(f, d, h * w).transpose(1, 2)
         index = torch.tensor([r * cols + c for r in cell_centres(rows, h) for c in cell_centres(cols, w)],
                              device=features.device)
-        return Merged(pooled, index.expand(f, -1))
+        return split_carry(pooled, index.expand(f, -1), dim, carry)
 
 
 @dataclass
@@ -96,9 +98,11 @@ class RandomMerger:
 
     needs = ()
 
-    def __call__(self, features: torch.Tensor, metric=None, attention=None) -> Merged:
-        f, t, d = features.shape
+    def __call__(self, features: torch.Tensor, metric=None, attention=None, carry=None) -> Merged:
+        dim = features.shape[-1]
+        x = with_carry(features, carry)
+        f, t, d = x.shape
         k = kept_tokens(t, self.ratio)
         scores = torch.rand(f, t, generator=self.generator)
         index = scores.topk(k, dim=1).indices.sort(dim=1).values.to(features.device)
-        return Merged(features.gather(1, index.unsqueeze(-1).expand(-1, -1, d)), index)
+        return split_carry(x.gather(1, index.unsqueeze(-1).expand(-1, -1, d)), index, dim, carry)

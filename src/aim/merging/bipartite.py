@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from aim.checks import check_choice, check_range
-from aim.merging import MERGERS, Merged, kept_tokens
+from aim.merging import MERGERS, Merged, kept_tokens, split_carry, with_carry
 
 AVERAGING = ("size_weighted", "plain")
 METRICS = ("features", "keys")
@@ -84,13 +84,13 @@ class BipartiteMerger:
         self.needs = ("metric",) if metric == "keys" else ()
         self.size_weighted = averaging == "size_weighted"
 
-    def __call__(self, features: torch.Tensor, metric=None, attention=None) -> Merged:
-        f, t, _ = features.shape
+    def __call__(self, features: torch.Tensor, metric=None, attention=None, carry=None) -> Merged:
+        f, t, dim = features.shape
         if self.metric_source == "keys" and metric is None:
             raise ValueError("merger.metric: 'keys' needs the vision tower's keys, which this model adapter "
                              "does not provide; use merger.metric=features")
         target = kept_tokens(t, self.ratio)
-        x, m = features, (features if self.metric_source == "features" else metric)
+        x, m = with_carry(features, carry), (features if self.metric_source == "features" else metric)
         size = torch.ones(f, t, dtype=torch.long, device=features.device)
         index = torch.arange(t, device=features.device).expand(f, t).contiguous()
         while x.shape[1] > target:
@@ -101,4 +101,4 @@ class BipartiteMerger:
             order = index.argsort(1)
             x = x.gather(1, order.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
             index = index.gather(1, order)
-        return Merged(x, index)
+        return split_carry(x, index, dim, carry)

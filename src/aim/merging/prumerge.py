@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from aim.checks import check_range
-from aim.merging import MERGERS, Merged, kept_tokens
+from aim.merging import MERGERS, Merged, kept_tokens, split_carry, with_carry
 from aim.merging.baselines import token_grid
 
 
@@ -73,11 +73,13 @@ class PruMerge:
         rank = attention.float() + keep.float() * (attention.abs().max() + 1) * 2
         return rank.topk(count, dim=1).indices.sort(dim=1).values
 
-    def __call__(self, features: torch.Tensor, metric=None, attention=None, grid=None) -> Merged:
+    def __call__(self, features: torch.Tensor, metric=None, attention=None, grid=None, carry=None) -> Merged:
         if metric is None or attention is None:
             raise ValueError("prumerge needs the vision tower's keys and attention; this model adapter "
                              "does not provide them")
-        f, t, d = features.shape
+        dim = features.shape[-1]
+        x = with_carry(features, carry)
+        f, t, d = x.shape
         kept = self.select(attention, grid)  # [F, K]
         keys = F.normalize(metric.float(), dim=-1)
         sim = keys.gather(1, kept.unsqueeze(-1).expand(-1, -1, keys.shape[-1])) @ keys.transpose(1, 2)  # [F, K, T]
@@ -85,11 +87,11 @@ class PruMerge:
         near = sim.topk(k + 1, dim=-1).indices  # itself (similarity 1) and its k nearest
         weights = attention.float().unsqueeze(1).expand(-1, kept.shape[1], -1).gather(2, near)  # [F, K, k+1]
         weights = weights / weights.sum(-1, keepdim=True).clamp_min(1e-12)
-        members = features.unsqueeze(1).expand(-1, kept.shape[1], -1, -1).gather(
+        members = x.unsqueeze(1).expand(-1, kept.shape[1], -1, -1).gather(
             2, near.unsqueeze(-1).expand(-1, -1, -1, d)
         )  # [F, K, k+1, D]
-        merged = (weights.unsqueeze(-1).to(features.dtype) * members).sum(2)
-        return Merged(merged, kept)
+        merged = (weights.unsqueeze(-1).to(x.dtype) * members).sum(2)
+        return split_carry(merged, kept, dim, carry)
 
 
 MERGERS.register("prumerge", config=PruMergeConfig)(lambda **cfg: PruMerge(**cfg, plus=False))

@@ -2,7 +2,7 @@
 (`inputs_embeds`, position ids, token roles), name the decoder layers, and run the LLM prefill."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -21,6 +21,9 @@ class PreparedInputs:
     # keep their original positions
     position_ids: torch.Tensor
     token_roles: torch.Tensor  # [N] int8: PREFIX_TEXT, VISUAL or QUESTION_TEXT
+    # Further keyword arguments of the LLM's prefill call (Qwen3-VL: its DeepStack features and the visual
+    # positions they are added at); empty for most models. Decoding steps after the prefill take none.
+    llm_kwargs: dict = field(default_factory=dict)
 
     @property
     def visual_tokens(self) -> int:
@@ -31,4 +34,4 @@ class PreparedInputs:
         return int((self.token_roles != VISUAL).sum())
 
 
-from aim.models import internvl, llava, llava_onevision, qwen2_vl, qwen2_5_vl  # noqa: E402,F401  (register the adapters)
+from aim.models import internvl, llava, llava_onevision, qwen2_vl, qwen2_5_vl, qwen3_vl  # noqa: E402,F401  (register the adapters)

@@ -181,6 +181,17 @@ class Adapter:
         return hf_config.text_config.num_hidden_layers
 
     @classmethod
+    def video_text_tokens(cls, hf_config, cfg, groups: int) -> int:
+        """Text tokens the adapter writes inside a video of `groups` frame groups, beyond the prompt's (none;
+        Qwen3-VL: timestamps and markers), counted by `aim.flops` without a tokenizer."""
+        return 0
+
+    @staticmethod
+    def prunable_from(hf_config) -> tuple[int, str]:
+        """The first decoder layer a pruning schedule may remove visual tokens at, and why not before it."""
+        return 1, "a pruning step's importance comes from the layer before it"
+
+    @classmethod
     def from_config(cls, **kwargs):
         import transformers
 
@@ -384,21 +395,23 @@ class Adapter:
         return self.language_model.embed_tokens(torch.tensor([ids], dtype=torch.long, device=self.device))[0]
 
     # --- LLM -------------------------------------------------------------------------------------
-    def run_llm(self, embeds: torch.Tensor, position_ids: torch.Tensor, cache=None, use_cache: bool = False):
+    def run_llm(self, embeds: torch.Tensor, position_ids: torch.Tensor, cache=None, use_cache: bool = False, **llm_kwargs):
         """One call of the decoder stack. The explicit all-ones attention mask matters: without a mask and
         a cache, transformers 5 reads any jump in 1D position_ids as the start of another packed sequence
         and attends block-diagonally (masking_utils.find_packed_sequence_indices), which would cut the
-        text off from the video as soon as merging leaves gaps in the positions."""
+        text off from the video as soon as merging leaves gaps in the positions. `llm_kwargs`: a prefill's
+        further inputs (`PreparedInputs.llm_kwargs`)."""
         past = cache.get_seq_length() if cache is not None else 0
         mask = torch.ones((embeds.shape[0], past + embeds.shape[1]), dtype=torch.long, device=self.device)
         return self.language_model(
-            inputs_embeds=embeds, position_ids=position_ids, attention_mask=mask, cache=cache, use_cache=use_cache
+            inputs_embeds=embeds, position_ids=position_ids, attention_mask=mask, cache=cache, use_cache=use_cache,
+            **llm_kwargs,
         )
 
     @torch.no_grad()
     def prefill_logits(self, inputs) -> torch.Tensor:
         """LLM prefill (no cache kept) and the next-token logits at the last position: [vocab]."""
-        out = self.run_llm(inputs.inputs_embeds, inputs.position_ids)
+        out = self.run_llm(inputs.inputs_embeds, inputs.position_ids, **inputs.llm_kwargs)
         return self.model.lm_head(out.last_hidden_state[0, -1]).float()
 
     def synchronize(self) -> None:
@@ -417,7 +430,7 @@ class Adapter:
         """Greedy decoding with the KV cache. Positions continue one past the last prompt position (on every
         axis of a multi-axis RoPE: the last prompt token is text), so they stay right when merging left
         gaps in the visual positions."""
-        out = self.run_llm(inputs.inputs_embeds, inputs.position_ids, use_cache=True)
+        out = self.run_llm(inputs.inputs_embeds, inputs.position_ids, use_cache=True, **inputs.llm_kwargs)
         cache, position = out.cache, inputs.position_ids[..., -1:]
         next_id = int(self.model.lm_head(out.last_hidden_state[0, -1]).argmax())
         ids, eos = [next_id], self.eos_token_ids()

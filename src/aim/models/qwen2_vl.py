@@ -175,13 +175,18 @@ class Qwen2VLAdapter(Adapter):
         return h // cell, w // cell
 
     # --- visual path -----------------------------------------------------------------------------
+    def seen_frames(self, count: int) -> np.ndarray:
+        """Indices of the frames the model sees of `count` given: all of them, or `max_frames` spread evenly."""
+        if count > self.cfg.max_frames:
+            return np.linspace(0, count - 1, self.cfg.max_frames).round().astype(int)
+        return np.arange(count)
+
     def pixel_values(self, frames: np.ndarray, modality: str = "video") -> torch.Tensor:
         """uint8 RGB frames [F, H, W, 3] -> normalized patches [groups, rows*2, cols*2, 3*2*14*14]; one image
         [1, H, W, 3] -> [1, rows*2, cols*2, 3*2*14*14] (`image_pixel_values`)."""
         if modality == "image":
             return self.image_pixel_values(frames)
-        if len(frames) > self.cfg.max_frames:
-            frames = frames[np.linspace(0, len(frames) - 1, self.cfg.max_frames).round().astype(int)]
+        frames = frames[self.seen_frames(len(frames))]
         f, height, width, _ = frames.shape
         h, w = self.resized_size(self.model.config.vision_config, self.cfg, height, width, f)
         x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()

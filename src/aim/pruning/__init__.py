@@ -22,10 +22,15 @@ from aim.registry import Registry
 PRUNERS = Registry("pruner")
 
 
+def first_pruned_layer(pruner, num_layers: int) -> int | None:
+    """The first decoder layer at which a pruner's schedule removes visual tokens (None: it removes none)."""
+    return next((i for i, r in enumerate(pruner.retention_schedule(num_layers)) if r < 1.0), None)
+
+
 def removes_tokens(pruner, num_layers: int) -> bool:
     """Whether a pruner removes visual tokens at some decoder layer of an LLM of `num_layers` layers: its
     retention schedule falls below 1 somewhere. The one test of "does this setting prune at all"."""
-    return any(r < 1.0 for r in pruner.retention_schedule(num_layers))
+    return first_pruned_layer(pruner, num_layers) is not None
 
 
 def check_removes_tokens(name: str, fields: dict, num_layers: int, model: str) -> None:
@@ -43,6 +48,22 @@ def check_removes_tokens(name: str, fields: dict, num_layers: int, model: str) -
     raise ConfigError(f"pruner.{field_name}: pruner {name} ({values}) removes no visual token on {model}, whose LLM "
                       f"has {num_layers} decoder layers (0..{num_layers - 1}); it prunes with {prunes}; "
                       "pruner=none prunes nothing on purpose")
+
+
+def check_prunes_from(name: str, fields: dict, num_layers: int, first: int, why: str, model: str) -> None:
+    """ConfigError for a pruner whose schedule removes visual tokens before decoder layer `first`, the first a
+    model can prune at (`why` says why: Qwen3-VL's DeepStack adds to the visual tokens after its first
+    layers), naming the field and the layers."""
+    if name == "none":
+        return
+    pruner = PRUNERS.build(name, **fields)
+    pruned = first_pruned_layer(pruner, num_layers)
+    if pruned is None or pruned >= first:
+        return
+    field_name = pruner.pruning_values(num_layers)[0] if hasattr(pruner, "pruning_values") else "name"
+    values = ", ".join(f"{k}={v}" for k, v in fields.items() if k != "name")
+    raise ConfigError(f"pruner.{field_name}: pruner {name} ({values}) prunes from decoder layer {pruned}, and {model} "
+                      f"can prune from layer {first} on: {why}; start pruning at layer {first} or later, or use pruner=none")
 
 
 @dataclass

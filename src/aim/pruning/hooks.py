@@ -65,11 +65,15 @@ def rope_module(attn):
 
 
 def layer_qk(attn, hidden: torch.Tensor, position_embeddings) -> tuple[torch.Tensor, torch.Tensor]:
-    """Queries and keys [B, H, n, d] of one attention module, after RoPE and the GQA repeat."""
+    """Queries and keys [B, H, n, d] of one attention module, after QK-norm where the module has one (Qwen3's
+    per-head RMSNorm of q and k), RoPE and the GQA repeat."""
     mod = rope_module(attn)
     b, n, _ = hidden.shape
-    q = attn.q_proj(hidden).view(b, n, -1, attn.head_dim).transpose(1, 2)
-    k = attn.k_proj(hidden).view(b, n, -1, attn.head_dim).transpose(1, 2)
+    q = attn.q_proj(hidden).view(b, n, -1, attn.head_dim)
+    k = attn.k_proj(hidden).view(b, n, -1, attn.head_dim)
+    if hasattr(attn, "q_norm"):
+        q, k = attn.q_norm(q), attn.k_norm(k)
+    q, k = q.transpose(1, 2), k.transpose(1, 2)
     cos, sin = position_embeddings
     q, k = mod.apply_rotary_pos_emb(q, k, cos, sin)
     return q, mod.repeat_kv(k, attn.num_key_value_groups)
