@@ -327,3 +327,14 @@ def test_bench_times_internvl_on_its_token_grid():
     result = bench(valid)
     assert (result["visual_tokens"], result["visual_tokens_merged"]) == (256, 64)
     assert result["visual_tokens_per_layer"] == [64, 64, 32, 0]
+
+
+def test_without_a_tokenizer_the_frames_labels_are_stand_ins_as_many_as_aim_flops_counts(sdpa_adapter):
+    """aim.bench on random weights with no tokenizer cached still prefills the frames' label text: as many
+    stand-in tokens as `video_text_tokens` (what aim.flops and budget mode count) says."""
+    ad = InternVLAdapter(sdpa_adapter.model, None, sdpa_adapter.cfg)
+    visual = torch.zeros(12, ad.tokens_per_frame, ad.model.config.text_config.hidden_size)
+    index = torch.arange(ad.tokens_per_frame).expand(12, -1)
+    inputs = ad.assemble([1, 2], visual, index, [3])
+    assert inputs.text_tokens == 3 + InternVLAdapter.video_text_tokens(ad.model.config, ad.cfg, 12)
+    assert InternVLAdapter.video_text_tokens(None, None, 32) == 246

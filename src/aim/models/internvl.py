@@ -70,6 +70,13 @@ def frame_text(num_frames: int, tokens_per_frame: int, context: str, start: str 
     return "\n".join(f"Frame{i + 1}: {start}{context * tokens_per_frame}{end}" for i in range(num_frames))
 
 
+def frame_label_tokens(frame: int) -> list[str]:
+    """The text tokens around frame `frame`'s (from 1) context tokens in Qwen2's tokenizer, which gives each
+    digit a token of its own: `Frame`, the digits, `:`, ` `, `<img>`, then `</img>` (and the newline before
+    the next frame's line, counted with that frame)."""
+    return ["Frame", *str(frame), ":", " ", "<img>", "</img>"] + (["\n"] if frame > 1 else [])
+
+
 @MODELS.register("internvl", config=InternVLAdapterConfig)
 class InternVLAdapter(Adapter):
     config_class = InternVLAdapterConfig
@@ -261,12 +268,23 @@ class InternVLAdapter(Adapter):
         merged = merger(encoded.pop("features"), **encoded)
         return self.splice(ids, merged.features, merged.token_index)
 
+    @classmethod
+    def video_text_tokens(cls, hf_config, cfg, groups: int) -> int:
+        """The frames' labels and markers (`Frame{i}: <img>`, `</img>`, the newlines), as Qwen2's tokenizer
+        writes them: 246 tokens for 32 frames."""
+        return sum(len(frame_label_tokens(i)) for i in range(1, groups + 1))
+
     def assemble(self, before_ids, visual, token_index, after_ids, grid_hw=None) -> PreparedInputs:
         """[before text][the frames, each `Frame{i}: <img>` tokens `</img>`][after text] (aim.bench's
-        synthetic inputs). Without a tokenizer (random weights, none cached) the frames' text is left out."""
+        synthetic inputs). Without a tokenizer (random weights, none cached) the frames' text is stand-in
+        ids, as many as Qwen2's tokenizer writes (`frame_label_tokens`)."""
         frames = visual.shape[0]
         if self.tokenizer is None:
-            video = [self.model.config.image_token_id] * (frames * self.tokens_per_frame)
+            context = [self.model.config.image_token_id] * self.tokens_per_frame
+            video = []
+            for i in range(1, frames + 1):
+                label = [0] * len(frame_label_tokens(i))  # the label before the context tokens, </img> (\n) after
+                video += label[:-1 - (i > 1)] + context + label[len(label) - 1 - (i > 1):]
         else:
             video = self.token_ids(self.video_text(frames))
         return self.splice(list(before_ids) + video + list(after_ids), visual, token_index)
