@@ -54,3 +54,16 @@ def test_divprune_selects_each_frame_on_its_own():
     both = MERGERS.build("divprune", ratio=0.25)(x)
     second = MERGERS.build("divprune", ratio=0.25)(x[1:])
     assert torch.equal(both.token_index[1:], second.token_index)
+
+
+def merge_flops(merger, x, **signals):
+    from aim.efficiency.fvcore_count import _Call, count_flops
+
+    names = sorted(signals)
+    return count_flops(_Call(lambda f, *sig: merger(f, **dict(zip(names, sig))).features, torch.nn.Module()),
+                       (x, *[signals[n] for n in names]))
+
+
+def test_divprunes_distance_matrix_is_counted_as_merge_flops():
+    x = torch.randn(2, 49, 8)
+    assert merge_flops(MERGERS.build("divprune", ratio=0.25), x) == 2 * 2 * 49 * 49 * 8  # [F, T, D] @ [F, D, T]

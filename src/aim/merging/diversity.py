@@ -38,16 +38,14 @@ def max_min_diverse(distance: torch.Tensor, count: int) -> torch.Tensor:
     # first pick: the token whose nearest other token is farthest (its own zero distance left out)
     nearest_other = distance.masked_fill(eye, float("inf")).min(dim=2).values if t > 1 else distance[:, 0]
     picked = [nearest_other.argmax(dim=1)]
-    # distance of every token to the selected set; a selected token is at distance <= 0 from it
+    # distance of every token to the selected set; -inf marks the selected tokens themselves
     to_selected = distance.gather(1, picked[0][:, None, None].expand(-1, 1, t)).squeeze(1)
-    chosen = torch.zeros(f, t, dtype=torch.bool, device=distance.device)
-    chosen.scatter_(1, picked[0][:, None], True)
+    to_selected = to_selected.scatter(1, picked[0][:, None], float("-inf"))
     for _ in range(count - 1):
-        nxt = to_selected.masked_fill(chosen, float("-inf")).argmax(dim=1)
+        nxt = to_selected.argmax(dim=1)
         picked.append(nxt)
-        chosen.scatter_(1, nxt[:, None], True)
         row = distance.gather(1, nxt[:, None, None].expand(-1, 1, t)).squeeze(1)
-        to_selected = torch.minimum(to_selected, row)
+        to_selected = torch.minimum(to_selected, row).scatter(1, nxt[:, None], float("-inf"))
     return torch.stack(picked, dim=1)
 
 
