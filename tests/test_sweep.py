@@ -38,7 +38,7 @@ def expand(exp: str, *overrides: str) -> list[dict]:
         return plan_jobs(loader, master, list(enumerate(sweep_overrides(loader, master.hydra.sweeper.params, args))))
 
 
-NUM_JOBS = {"ablation_layers": 9, "ablation_ratio": 42, "ablation_frames": 10, "baselines": 11, "compare_methods": 11,
+NUM_JOBS = {"ablation_layers": 9, "ablation_ratio": 42, "ablation_frames": 10, "baselines": 12, "compare_methods": 12,
             "main_video": 2, "main_image": 8}
 
 

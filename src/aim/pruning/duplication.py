@@ -4,8 +4,9 @@ Models: Duplication Matters More", EMNLP 2025, Sec. 3), without attention weight
 At the pruning layer K, from the keys k_i of layer K - 1 and the hidden states h_i that layer K receives:
 1. pivots: the `pivot_image` visual tokens and the `pivot_text` question tokens with the largest key
    norm ||k_i||_1 (keys of all heads concatenated);
-2. for each pivot p in turn (in sequence order), among the visual tokens not yet chosen (pivots excluded),
-   keep the q_p least duplicated with it, i.e. with the smallest cos(h_p, h_j);
+2. for each pivot p in turn, in sequence order (the paper's code visits them in Python set order, an
+   artifact that decides which pivot claims a contested token), among the visual tokens not yet chosen
+   (pivots excluded), keep the q_p least duplicated with it, i.e. with the smallest cos(h_p, h_j);
 3. the kept visual tokens are the visual pivots and every token step 2 kept (text pivots are text: they
    stay anyway). Everything else -- the tokens most similar to a pivot first -- is dropped.
 
