@@ -53,4 +53,4 @@ class NoMerge:
         return Merged(features, torch.arange(t, device=features.device).expand(f, t))
 
 
-from aim.merging import baselines, bipartite, diversity, prumerge, visionzip  # noqa: E402,F401  (register the other mergers)
+from aim.merging import baselines, bipartite, diversity, prumerge, visionzip  # noqa: E402,F401  (register them)
