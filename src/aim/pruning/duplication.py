@@ -19,7 +19,7 @@ states; here on the residual stream itself (RMS normalization's per-token scale 
 per-channel weight is left out, as the hook has no handle on the final norm).
 
 Its cost: the key norms and P cosine rows of at most T entries, P * T * D multiply-adds (counted by fvcore
-as importance FLOPs, together with layer K - 1's recomputed key projection).
+as importance FLOPs, with the q/k projections of layer K - 1 the hook recomputes for every pruner).
 """
 from __future__ import annotations
 
