@@ -73,7 +73,7 @@ def test_policy_for_the_bundled_4_layer_model():
     assert all(k["pruner"] == {"name": "none"} for k in order[:5])  # no pruning is pruner none, not aim l1=4
 
 
-@pytest.mark.parametrize("pruner", ["aim", "random", "fastv", "pdrop", "vtw"])
+@pytest.mark.parametrize("pruner", ["aim", "random", "fastv", "pdrop", "vtw", "dart"])
 def test_budget_mode_never_chooses_a_pruner_setting_that_removes_nothing(pruner):
     """Every setting of the policy and of the grid either is pruner none or removes visual tokens on the
     model's LLM, so a budget run is never labelled pruned while pruning nothing."""
@@ -105,8 +105,8 @@ def test_the_chosen_setting_fits_every_budget_of_a_grid(unit, scale):
     assert index == 0 or limit.amount(model.cost(order[index - 1]), model) > value
 
 
-def test_fastv_vtw_and_pdrop_get_their_own_knobs():
-    for pruner, knobs in (("fastv", {"k", "keep"}), ("vtw", {"k"}), ("pdrop", {"boundaries", "lam"})):
+def test_fastv_vtw_pdrop_and_dart_get_their_own_knobs():
+    for pruner, knobs in (("fastv", {"k", "keep"}), ("vtw", {"k"}), ("pdrop", {"boundaries", "lam"}), ("dart", {"k", "keep"})):
         plan = plan_for("model=llava_onevision_7b", "dataset.num_frames=32", "merger=none", f"pruner={pruner}",
                         "budget.fraction=0.4", "budget.tradeoff=policy")
         assert set(plan.choice.setting.knobs()["pruner"]) == {"name"} | knobs

@@ -57,6 +57,7 @@ def test_experiment_and_method_files_compose(group):
     ("pruner=fastv pruner.keep=1.0", "keep", "keep < 1"),
     ("pruner=pdrop pruner.lam=1.0", "lam", "lam < 1"),
     ("pruner=pdrop pruner.boundaries=[4,9]", "boundaries", "a boundary in 1..3"),
+    ("pruner=dart pruner.k=4", "k", "k in 1..3"),
 ])
 def test_a_pruner_that_removes_nothing_on_the_models_llm_fails_naming_the_field_layers_and_values(overrides, field, prunes):
     with pytest.raises(ConfigError) as error:
@@ -93,8 +94,8 @@ def test_the_default_is_the_bundled_model_on_the_bundled_benchmark():
 @pytest.mark.parametrize(
     "override,message",
     [
-        ("merger.name=nonexistent", r"merger.name: unknown merger 'nonexistent'; registered mergers: aim, none, pool, prumerge, prumerge_plus, random"),
-        ("pruner.name=magic", r"pruner.name: unknown pruner 'magic'; registered pruners: aim, fastv, none, pdrop, random, vtw"),
+        ("merger.name=nonexistent", r"merger.name: unknown merger 'nonexistent'; registered mergers: aim, cdpruner, divprune, none, pool, prumerge, prumerge_plus, random, visionzip"),
+        ("pruner.name=magic", r"pruner.name: unknown pruner 'magic'; registered pruners: aim, dart, fastv, none, pdrop, random, vtw"),
         ("merger=aim merger.ratio=0", r"merger.ratio: must be in \(0, 1\], got 0"),
         ("merger=pool merger.ratio=1.5", r"merger.ratio: must be in \(0, 1\], got 1.5"),
         ("pruner=aim pruner.l1=20 pruner.l2=10", r"pruner.l2: must be greater than l1 \(20\), got 10"),

@@ -23,7 +23,8 @@ def adapter(request):
     return LlavaOnevisionAdapter(model, tok, LlavaOnevisionConfig(pretrained="(random)", attn_implementation=request.param))
 
 
-@pytest.mark.parametrize("pruner", [dict(name="none"), dict(name="aim", l1=2, l2=5), dict(name="fastv", k=3, keep=0.25)])
+@pytest.mark.parametrize("pruner", [dict(name="none"), dict(name="aim", l1=2, l2=5), dict(name="fastv", k=3, keep=0.25),
+                                    dict(name="dart", k=3, keep=0.25)])
 def test_fvcore_agrees_with_the_analytic_count(adapter, pruner):
     pruner = dict(pruner)
     p = PRUNERS.build(pruner.pop("name"), **pruner)

@@ -69,16 +69,19 @@ def next_positions(positions):
     return positions[..., -1:] + 1
 
 
+@pytest.mark.parametrize("pruner_cfg,per_layer", [(dict(name="aim", l1=2, l2=5), [40, 40, 26, 13, 0, 0]),
+                                                  (dict(name="dart", k=2, keep=0.3), [40, 40, 12, 12, 12, 12])])
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 @pytest.mark.parametrize("kind", ["llama", "qwen2_vl"])
-def test_pruned_prefill_and_decoding_equal_the_masked_reference(kind, attn):
+def test_pruned_prefill_and_decoding_equal_the_masked_reference(kind, attn, pruner_cfg, per_layer):
     from transformers import DynamicCache
 
     llm, head = tiny_llm(kind, attn)
     roles, positions = layout(kind)
     n = len(roles)
     embeds = torch.randn(1, n, 64)
-    pruner = TokenPruner(llm.layers, PRUNERS.build("aim", l1=2, l2=5))
+    pruner_cfg = dict(pruner_cfg)
+    pruner = TokenPruner(llm.layers, PRUNERS.build(pruner_cfg.pop("name"), **pruner_cfg))
     with pruner.attached(roles) as trace:
         logits, out = run(llm, head, embeds, positions, cache=DynamicCache(config=llm.config))
         cache, ids, step_logits = out.cache, [int(logits.argmax())], [logits]
@@ -90,7 +93,7 @@ def test_pruned_prefill_and_decoding_equal_the_masked_reference(kind, attn):
             positions = torch.cat([positions, next_positions(positions)], -1)
             ids.append(int(logits.argmax()))
             step_logits.append(logits)
-    assert trace.visual_tokens_per_layer == [40, 40, 26, 13, 0, 0]
+    assert trace.visual_tokens_per_layer == per_layer
     kept = dict(trace.kept_indices)
     roles_, ref_positions = layout(kind)
     ref_embeds = embeds

@@ -38,8 +38,8 @@ def expand(exp: str, *overrides: str) -> list[dict]:
         return plan_jobs(loader, master, list(enumerate(sweep_overrides(loader, master.hydra.sweeper.params, args))))
 
 
-NUM_JOBS = {"ablation_layers": 9, "ablation_ratio": 42, "ablation_frames": 10, "baselines": 8, "compare_methods": 8,
-            "main_video": 2, "main_image": 8}
+NUM_JOBS = {"ablation_layers": 9, "ablation_ratio": 42, "ablation_frames": 10, "baselines": 12, "compare_methods": 12,
+            "main_video": 2, "main_image": 12}
 
 
 def grid_experiments() -> list[str]:
@@ -113,7 +113,9 @@ def test_ablation_layers_runs_locally_with_one_results_json_per_job(layers_sweep
 # the image table's methods: (merger, pruner) of each job of +exp=main_image (conf/method/*.yaml)
 IMAGE_TABLE = {"unreduced": ("none", "none"), "aim_toy": ("aim", "aim"), "random_toy": ("random", "random"),
                "fastv_toy": ("none", "fastv"), "pdrop_toy": ("none", "pdrop"), "vtw_toy": ("none", "vtw"),
-               "prumerge_toy": ("prumerge", "none"), "prumerge_plus_toy": ("prumerge_plus", "none")}
+               "prumerge_toy": ("prumerge", "none"), "prumerge_plus_toy": ("prumerge_plus", "none"),
+               "divprune_toy": ("divprune", "none"), "visionzip_toy": ("visionzip", "none"),
+               "cdpruner_toy": ("cdpruner", "none"), "dart_toy": ("none", "dart")}
 
 
 def test_main_image_runs_the_image_table_on_an_image_model_with_one_results_json_per_job(tmp_path, env):

@@ -36,14 +36,15 @@ class TimedImportance:
 
     def __init__(self, pruner, sync):
         self.pruner, self.sync, self.ms = pruner, sync, 0.0
+        self.needs = getattr(pruner, "needs", ())  # the signals the hook hands the pruner (DART: hidden states)
 
     def retention_schedule(self, num_layers):
         return self.pruner.retention_schedule(num_layers)
 
-    def importance(self, q, k, valid):
+    def importance(self, q, k, valid, **signals):
         self.sync()
         start = time.perf_counter()
-        scores = self.pruner.importance(q, k, valid)
+        scores = self.pruner.importance(q, k, valid, **signals)
         self.sync()
         self.ms += (time.perf_counter() - start) * 1e3
         return scores
@@ -95,15 +96,17 @@ def bench(valid) -> dict:
     b = valid.bench
     feats, grid_hw, before, after = synthetic_inputs(adapter, b.frames, b.text_tokens, torch.Generator().manual_seed(valid.seed))
     layout = {"grid": grid_hw} if "grid" in getattr(merger, "needs", ()) else {}
-    if set(getattr(merger, "needs", ())) - {"grid"}:
+    if set(getattr(merger, "needs", ())) - {"grid", "text"}:
         raise ConfigError(f"merger.name: {valid.merger.name} needs the vision tower's signals; aim.bench "
                           "synthesizes features without running the tower")
+
+    prompted = adapter.with_prompt(merger, after)  # a merger that needs the prompt's text gets it, as in prepare
 
     def merge():
         adapter.synchronize()
         start = time.perf_counter()
         with torch.no_grad():
-            merged = merger(feats, **layout)
+            merged = prompted(feats, **layout)
         adapter.synchronize()
         return merged, (time.perf_counter() - start) * 1e3
 

@@ -94,16 +94,18 @@ def count_llm_prefill(adapter, inputs, pruner) -> dict:
             "visual_tokens_per_layer": trace.visual_tokens_per_layer}
 
 
-def count_visual(adapter, frames, merger, modality: str = "video") -> dict:
+def count_visual(adapter, frames, merger, modality: str = "video", text: torch.Tensor | None = None) -> dict:
     """fvcore FLOPs of the vision tower, the projector (with the model's pooling) and the merger for one
     sample's frames, or its image (`modality="image"`; the tower signals a merger may ask for are counted
-    with the tower)."""
+    with the tower). `text`: the prompt's text embeddings [M, D], for a merger that `needs` "text"."""
     with torch.no_grad():
         pixels = adapter.pixel_values(frames, modality)
         tower = count_flops(_Call(adapter.tower_features, adapter.model), (pixels,))
         hidden = adapter.tower_features(pixels)
         projector = count_flops(_Call(lambda h: adapter.project(h, modality), adapter.model), (hidden,))
         signals = adapter.encode_frames(pixels, needs=getattr(merger, "needs", ()), modality=modality)
+        if "text" in getattr(merger, "needs", ()):
+            signals["text"] = text
         feats = signals.pop("features")
         layout = {"grid": signals.pop("grid")} if "grid" in signals else {}  # not a tensor: not traced
         names = sorted(signals)

@@ -30,6 +30,7 @@ from aim.eval.fidelity import option_log_probs
 from aim.eval.scoring import parse_letter, score_response
 from aim.merging import NoMerge
 from aim.pruning.hooks import TokenPruner
+from aim.tokens import QUESTION_TEXT
 
 __all__ = ["FlopsCache", "evaluate", "parse_letter", "predict"]
 
@@ -60,7 +61,9 @@ class FlopsCache:
             }
         visual_key = (modality, tuple(self.adapter.pixel_values(frames, modality).shape))
         if visual_key not in self._visual:
-            counted = count_visual(self.adapter, frames, self.merger, modality)
+            # the prompt's text as the LLM sees it after the visual tokens, for a merger that needs it (CDPruner)
+            text = inputs.inputs_embeds[0, (inputs.token_roles == QUESTION_TEXT).to(inputs.inputs_embeds.device)]
+            counted = count_visual(self.adapter, frames, self.merger, modality, text)
             self._visual[visual_key] = {
                 "vision_tower_tflops": counted["vision_tower_flops"] / 1e12,
                 "projector_tflops": counted["projector_flops"] / 1e12,

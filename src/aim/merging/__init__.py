@@ -3,7 +3,9 @@
 A merger is called as `merger(features, metric=None, attention=None)`; the optional signals come from
 the model adapter when the merger lists them in its `needs` (`metric`: the vision tower's keys of
 each token; `attention`: the attention each token receives, e.g. from [CLS]; `grid`: (rows, cols) of
-each frame's tokens in raster order, for mergers that work on the frame's 2D layout, e.g. pooling).
+each frame's tokens in raster order, for mergers that work on the frame's 2D layout, e.g. pooling;
+`text`: the LLM input embeddings [M, D] of the prompt after the visual tokens, for prompt-conditioned
+mergers, e.g. CDPruner).
 It returns `Merged(features, token_index)`: `token_index[f, j]` is the within-frame index of the
 original token that kept token j stands for, so the LLM sees it at that original position. Mergers are
 pure tensor code (no model, no config objects) and never mix tokens of different frames.
@@ -69,4 +71,4 @@ class NoMerge:
         return Merged(features, torch.arange(t, device=features.device).expand(f, t), carry)
 
 
-from aim.merging import baselines, bipartite, prumerge  # noqa: E402,F401  (register the other mergers)
+from aim.merging import baselines, bipartite, diversity, prumerge, visionzip  # noqa: E402,F401  (register them)

@@ -394,6 +394,14 @@ class Adapter:
     def embed_tokens(self, ids: list[int]) -> torch.Tensor:
         return self.language_model.embed_tokens(torch.tensor([ids], dtype=torch.long, device=self.device))[0]
 
+    def with_prompt(self, merger, after_ids: list[int]):
+        """The merger as `prepare` calls it: given `text`, the LLM input embeddings [M, D] of the prompt after the
+        visual tokens (question, options, answer cue), when it `needs` "text" (CDPruner's relevance); else as is."""
+        if "text" not in getattr(merger, "needs", ()):
+            return merger
+        text = self.embed_tokens(after_ids)
+        return lambda features, **signals: merger(features, text=text, **signals)
+
     # --- LLM -------------------------------------------------------------------------------------
     def run_llm(self, embeds: torch.Tensor, position_ids: torch.Tensor, cache=None, use_cache: bool = False, **llm_kwargs):
         """One call of the decoder stack. The explicit all-ones attention mask matters: without a mask and

@@ -155,6 +155,7 @@ class LlavaOnevisionAdapter(Adapter):
         before, after = self.prompt_ids(question, options, scoring, "image")
         pixels = self.pixel_values(image, "image")
         enc = self.encode_frames(pixels, needs=getattr(merger, "needs", ()), modality="image")
+        merger = self.with_prompt(merger, after)
         base_grid = {"grid": enc.pop("grid")} if "grid" in enc else {}
         side2 = self.patch_grid**2
         image_size = tuple(image.shape[1:3])
@@ -261,7 +262,7 @@ class LlavaOnevisionAdapter(Adapter):
         """Every frame one merger group of the same token grid."""
         before, after = self.prompt_ids(question, options, scoring, modality)
         encoded = self.encode_frames(self.pixel_values(frames, modality), needs=getattr(merger, "needs", ()), modality=modality)
-        merged = merger(encoded.pop("features"), **encoded)
+        merged = self.with_prompt(merger, after)(encoded.pop("features"), **encoded)
         return self.assemble(before, merged.features, merged.token_index, after)
 
     def assemble(self, before_ids, visual, token_index, after_ids, grid_hw=None) -> PreparedInputs:

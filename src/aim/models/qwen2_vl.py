@@ -323,7 +323,7 @@ class Qwen2VLAdapter(Adapter):
         before, after = self.prompt_ids(question, options, scoring, modality)
         pixels = self.pixel_values(frames, modality)  # an image: one temporal patch, one merger group
         encoded = self.encode_frames(pixels, needs=getattr(merger, "needs", ()))
-        merged = merger(encoded.pop("features"), **encoded)
+        merged = self.with_prompt(merger, after)(encoded.pop("features"), **encoded)
         grid_hw = (pixels.shape[1] // self.merge, pixels.shape[2] // self.merge)
         return self.assemble(before, merged.features, merged.token_index, after, grid_hw, frame_times)
 

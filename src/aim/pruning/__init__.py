@@ -16,6 +16,7 @@ import torch
 
 from aim.checks import ConfigError, check_range
 from aim.pruning import importance as imp
+from aim.pruning.duplication import dart_scores
 from aim.pruning import schedule as sched
 from aim.registry import Registry
 
@@ -143,6 +144,41 @@ class FastVPruner:
 
     def importance(self, q, k, valid):
         return imp.query_attention(q, k, -1, valid=valid)
+
+
+@dataclass
+class DartConfig:
+    name: str = "dart"
+    k: int = 2  # prune before layer k, from layer k-1's keys and the hidden states layer k receives
+    keep: float = 0.222  # fraction of visual tokens kept from layer k on (the paper: 128 of 576)
+    pivot_image: int = 4  # visual pivots: the largest key L1 norms
+    pivot_text: int = 4  # question-token pivots: the largest key L1 norms
+
+    def __post_init__(self):
+        check_range("k", self.k, 1)
+        check_range("keep", self.keep, 0, 1)
+        check_range("pivot_image", self.pivot_image, 1)
+        check_range("pivot_text", self.pivot_text, 0)
+
+
+@PRUNERS.register("dart", config=DartConfig)
+class DartPruner:
+    """DART: at layer k keep the visual tokens least duplicated with a few pivot tokens (cosine similarity
+    of hidden states), no attention weights needed (aim.pruning.duplication)."""
+
+    needs = ("roles", "count", "hidden")
+
+    def __init__(self, k=2, keep=0.222, pivot_image=4, pivot_text=4, name="dart"):
+        self.k, self.keep, self.pivot_image, self.pivot_text = k, keep, pivot_image, pivot_text
+
+    def retention_schedule(self, num_layers):
+        return sched.fastv_schedule(num_layers, self.k, self.keep)
+
+    def pruning_values(self, num_layers):
+        return ("keep", "keep < 1") if self.keep >= 1 else ("k", f"k in 1..{num_layers - 1}")
+
+    def importance(self, q, k, valid, roles, count, hidden):
+        return dart_scores(hidden, k, roles, count, self.pivot_image, self.pivot_text)
 
 
 @dataclass

@@ -51,6 +51,7 @@ class _State:
         self.prefill_len = 0
         self.layer_kept: dict[int, torch.Tensor] = {}  # each layer's kept prefill indices (for decoding)
         self.scores = None  # importance of the current tokens, from the layer before a pruning step
+        self.pending = None  # (q, k, valid) of that layer, for a pruner scored on the hidden states it hands on
         # host-side counts, so the prefill never waits on the device between layers
         self.visual_now = self.text_now = 0
         self.visual_per_layer: list[int] = []  # the schedule's counts for this prefill (kept_per_layer)
@@ -83,7 +84,8 @@ class TokenPruner:
     """Attach with `with TokenPruner(adapter, pruner).attached(token_roles) as trace: ...`.
 
     `pruner` supplies `retention_schedule(num_layers)` and `importance(q, k, valid) -> [B, n]` (higher
-    is kept first); `valid` [B, n] is False at the current pad tokens, None when nothing is padded.
+    is kept first); `valid` [B, n] is False at the current pad tokens, None when nothing is padded. A pruner
+    whose `needs` names "roles", "count" or "hidden" gets them as keyword arguments too (`_signals`).
     Token counts are kept on the host: apart from the start of a prefill, the hooks never wait on the
     device, so the CPU can queue later (cheap, pruned) layers while the GPU runs earlier ones.
     """
@@ -95,6 +97,7 @@ class TokenPruner:
         if self.retention[0] < 1.0:
             raise ValueError("layer 0 cannot prune: importance comes from the layer before")
         self.first_pruned = next((i for i, r in enumerate(self.retention) if r < 1.0), None)
+        self.needs = tuple(getattr(pruner, "needs", ()))  # signals beyond (q, k, valid): see `_signals`
 
     @contextmanager
     def attached(self, token_roles: torch.Tensor):
@@ -153,7 +156,9 @@ class TokenPruner:
         return hook
 
     def _score(self, state: _State, i: int):
-        """Before the attention of layer i (which feeds a drop at i + 1): importance of its tokens."""
+        """Before the attention of layer i (which feeds a drop at i + 1): importance of its tokens. A pruner
+        that `needs` "hidden" is scored at the start of layer i + 1 instead, on the hidden states layer i
+        hands on (`_before_layer`); its q/k are those of layer i, computed here."""
 
         def hook(attn, args, kwargs):
             if state.decoding:
@@ -165,16 +170,36 @@ class TokenPruner:
                     q, k = layer_qk(attn, hidden, kwargs["position_embeddings"])
                 else:  # a pruner that scores without attention (FLOP counting replays choices)
                     q = k = None
-                state.scores = self.pruner.importance(q, k, valid)
+                if "hidden" in self.needs:
+                    state.pending = (q, k, valid)
+                else:
+                    state.scores = self.pruner.importance(q, k, valid, **self._signals(state, i + 1))
             return None
 
         return hook
+
+    def _signals(self, state: _State, i: int, hidden=None) -> dict:
+        """What a pruner `needs` besides q, k and valid, for a drop before layer i: "roles" [B, n] of the
+        current tokens, "count" (the visual tokens layer i keeps), "hidden" [B, n, D] (the hidden states
+        layer i receives)."""
+        signals = {}
+        if "roles" in self.needs:
+            signals["roles"] = state.roles.gather(1, state.kept)
+        if "count" in self.needs:
+            signals["count"] = state.visual_per_layer[i]
+        if "hidden" in self.needs:
+            signals["hidden"] = hidden
+        return signals
 
     def _before_layer(self, state: _State, i: int):
         def hook(_layer, args, kwargs):
             hidden = args[0] if args else kwargs.pop("hidden_states")
             if not state.decoding:
                 if self._drops_at(i):
+                    if state.pending is not None:  # a pruner scored on the hidden states entering this layer
+                        with torch.no_grad():
+                            state.scores = self.pruner.importance(*state.pending, **self._signals(state, i, hidden))
+                        state.pending = None
                     hidden = self._gather(state, hidden, i)
                 state.layer_kept[i] = state.kept
                 state.trace.visual_tokens_per_layer.append(state.visual_now)

@@ -1,0 +1,54 @@
+"""The merger seam's prompt signal: an adapter hands a merger that `needs` "text" the LLM input embeddings of
+the prompt after the visual tokens (what CDPruner weighs relevance by), on every path that calls a merger."""
+import numpy as np
+import pytest
+import torch
+
+from aim.merging import MERGERS, Merged
+
+
+class RecordText:
+    """Keeps every token and records the `text` it was given."""
+
+    needs = ("text",)
+
+    def __init__(self):
+        self.texts = []
+
+    def __call__(self, features, metric=None, attention=None, grid=None, text=None):
+        self.texts.append(text)
+        f, t, _ = features.shape
+        return Merged(features, torch.arange(t).expand(f, t))
+
+
+def onevision():
+    from tests.test_onevision_image import build
+    return build()
+
+
+def qwen2_vl():
+    from tests.test_qwen2_vl import build
+    return build()
+
+
+@pytest.mark.parametrize("make,modality", [(onevision, "video"), (onevision, "image"), (qwen2_vl, "video")])
+def test_a_merger_that_needs_text_gets_the_prompt_after_the_visual_tokens(make, modality):
+    from tests.test_qwen2_vl import OPTIONS, QUESTION, frames
+
+    ad = make()
+    visual = frames(2) if modality == "video" else np.random.default_rng(0).integers(0, 255, (1, 300, 400, 3), dtype=np.uint8)
+    merger = RecordText()
+    ad.prepare(visual, QUESTION, OPTIONS, merger, modality=modality)
+    _, after = ad.prompt_ids(QUESTION, OPTIONS, "letter", modality)
+    assert merger.texts and all(torch.equal(t, ad.embed_tokens(after)) for t in merger.texts)
+
+
+def test_cdpruner_runs_through_an_adapter_and_keeps_its_count():
+    from tests.test_qwen2_vl import OPTIONS, QUESTION, frames
+
+    from aim.merging import NoMerge, kept_tokens
+
+    ad = onevision()
+    per_frame = ad.prepare(frames(2), QUESTION, OPTIONS, NoMerge()).visual_tokens // 2
+    inputs = ad.prepare(frames(2), QUESTION, OPTIONS, MERGERS.build("cdpruner", ratio=0.25))
+    assert inputs.visual_tokens == 2 * kept_tokens(per_frame, 0.25)
