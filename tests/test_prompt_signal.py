@@ -15,10 +15,10 @@ class RecordText:
     def __init__(self):
         self.texts = []
 
-    def __call__(self, features, metric=None, attention=None, grid=None, text=None):
+    def __call__(self, features, metric=None, attention=None, grid=None, text=None, carry=None):
         self.texts.append(text)
         f, t, _ = features.shape
-        return Merged(features, torch.arange(t).expand(f, t))
+        return Merged(features, torch.arange(t).expand(f, t), carry)
 
 
 def onevision():
@@ -31,7 +31,19 @@ def qwen2_vl():
     return build()
 
 
-@pytest.mark.parametrize("make,modality", [(onevision, "video"), (onevision, "image"), (qwen2_vl, "video")])
+def qwen3_vl():
+    from tests.test_qwen3_vl import build
+    return build()
+
+
+def internvl():
+    from tests.test_internvl import build
+    return build()
+
+
+@pytest.mark.parametrize("make,modality", [(onevision, "video"), (onevision, "image"), (qwen2_vl, "video"),
+                                           (qwen2_vl, "image"), (qwen3_vl, "video"), (internvl, "video"),
+                                           (internvl, "image")])
 def test_a_merger_that_needs_text_gets_the_prompt_after_the_visual_tokens(make, modality):
     from tests.test_qwen2_vl import OPTIONS, QUESTION, frames
 
@@ -52,3 +64,16 @@ def test_cdpruner_runs_through_an_adapter_and_keeps_its_count():
     per_frame = ad.prepare(frames(2), QUESTION, OPTIONS, NoMerge()).visual_tokens // 2
     inputs = ad.prepare(frames(2), QUESTION, OPTIONS, MERGERS.build("cdpruner", ratio=0.25))
     assert inputs.visual_tokens == 2 * kept_tokens(per_frame, 0.25)
+
+
+@pytest.mark.parametrize("make", [qwen2_vl, qwen3_vl, internvl])
+def test_cdpruner_runs_through_every_video_adapter_and_keeps_a_quarter_of_each_group(make):
+    from tests.test_qwen2_vl import OPTIONS, QUESTION, frames
+
+    from aim.merging import NoMerge, kept_tokens
+
+    ad = make()
+    full = ad.prepare(frames(4), QUESTION, OPTIONS, NoMerge())
+    groups = {"qwen2_vl": 2, "qwen3_vl": 2, "internvl": 4}[make.__name__]
+    inputs = ad.prepare(frames(4), QUESTION, OPTIONS, MERGERS.build("cdpruner", ratio=0.25))
+    assert inputs.visual_tokens == groups * kept_tokens(full.visual_tokens // groups, 0.25)

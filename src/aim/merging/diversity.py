@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from aim.checks import check_range
-from aim.merging import MERGERS, Merged, kept_tokens
+from aim.merging import MERGERS, Merged, kept_tokens, split_carry, with_carry
 
 
 def cosine_distance(x: torch.Tensor) -> torch.Tensor:
@@ -87,10 +87,16 @@ class DivPruneMerger:
     def __init__(self, ratio: float = 0.25, name: str = "divprune"):
         self.ratio = ratio
 
-    def __call__(self, features: torch.Tensor, metric=None, attention=None) -> Merged:
+    def __call__(self, features: torch.Tensor, metric=None, attention=None, carry=None) -> Merged:
         f, t, d = features.shape
         index = max_min_diverse(cosine_distance(features), kept_tokens(t, self.ratio)).sort(dim=1).values
-        return Merged(features.gather(1, index.unsqueeze(-1).expand(-1, -1, d)), index)
+        return keep(features, index, carry)
+
+
+def keep(features: torch.Tensor, index: torch.Tensor, carry=None) -> Merged:
+    """The selected tokens `index` [F, K] of each frame (and of the carry alike)."""
+    x = with_carry(features, carry)
+    return split_carry(x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1])), index, features.shape[-1], carry)
 
 
 def prompt_relevance(features: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
@@ -148,10 +154,10 @@ class CDPrunerMerger:
     def __init__(self, ratio: float = 0.25, name: str = "cdpruner"):
         self.ratio = ratio
 
-    def __call__(self, features: torch.Tensor, metric=None, attention=None, text=None) -> Merged:
+    def __call__(self, features: torch.Tensor, metric=None, attention=None, text=None, carry=None) -> Merged:
         if text is None:
             raise ValueError("cdpruner needs the prompt's text embeddings; this model adapter does not provide them")
         f, t, d = features.shape
         kernel = conditional_kernel(features, prompt_relevance(features, text))
         index = dpp_greedy_map(kernel, kept_tokens(t, self.ratio)).sort(dim=1).values
-        return Merged(features.gather(1, index.unsqueeze(-1).expand(-1, -1, d)), index)
+        return keep(features, index, carry)

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from aim.checks import check_range
-from aim.merging import MERGERS, Merged, kept_tokens
+from aim.merging import MERGERS, Merged, kept_tokens, split_carry, with_carry
 
 
 def visionzip_frame(x: torch.Tensor, keys: torch.Tensor, attention: torch.Tensor, dominant: int, contextual: int):
@@ -80,10 +80,12 @@ class VisionZipMerger:
         dominant = min(kept, round(self.dominant * kept))
         return dominant, kept - dominant
 
-    def __call__(self, features: torch.Tensor, metric=None, attention=None) -> Merged:
+    def __call__(self, features: torch.Tensor, metric=None, attention=None, carry=None) -> Merged:
         if metric is None or attention is None:
             raise ValueError("visionzip needs the vision tower's keys and attention; this model adapter does not "
                              "provide them")
         dominant, contextual = self.split(features.shape[1])
-        frames = [visionzip_frame(x, k, a, dominant, contextual) for x, k, a in zip(features, metric, attention)]
-        return Merged(torch.stack([f for f, _ in frames]), torch.stack([p for _, p in frames]))
+        x = with_carry(features, carry)  # the merge is linear in the channels: the carry is merged alike
+        frames = [visionzip_frame(y, k, a, dominant, contextual) for y, k, a in zip(x, metric, attention)]
+        merged = torch.stack([f for f, _ in frames])
+        return split_carry(merged, torch.stack([p for _, p in frames]), features.shape[-1], carry)

@@ -265,6 +265,7 @@ class InternVLAdapter(Adapter):
         pixels = self.pixel_values(frames, modality)  # [tiles, 3, S, S]
         ids = self.input_ids(question, options, len(pixels), scoring, modality)
         encoded = self.encode_frames(pixels, needs=getattr(merger, "needs", ()), modality=modality)
+        merger = self.with_prompt(merger, self.prompt_ids(question, options, scoring, modality)[1])
         merged = merger(encoded.pop("features"), **encoded)
         return self.splice(ids, merged.features, merged.token_index)
 

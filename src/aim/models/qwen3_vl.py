@@ -179,7 +179,7 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
         pixels = self.pixel_values(frames)
         encoded = self.encode_frames(pixels, needs=getattr(merger, "needs", ()))
         try:
-            merged = merger(encoded.pop("features"), **encoded)
+            merged = self.with_prompt(merger, after)(encoded.pop("features"), **encoded)
         except TypeError as exc:
             if "carry" not in str(exc):
                 raise
