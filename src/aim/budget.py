@@ -60,8 +60,8 @@ from dataclasses import asdict, dataclass, field
 from functools import cached_property
 
 from aim.config import BUDGET_LIMITS, ConfigError
-from aim.efficiency.cost import (LayerCosts, image_dataset, image_size_dependent, kept_visual, model_configs,
-                                 tokens_per_layer)
+from aim.efficiency.cost import (LayerCosts, image_dataset, image_size_dependent, kept_per_frame, kept_visual,
+                                 model_configs, tokens_per_layer)
 from aim.tradeoff import Tradeoff, find_tradeoff, load_tradeoff
 
 POLICY = "policy"  # budget.tradeoff=policy: never use a recorded trade-off
@@ -154,6 +154,13 @@ class CostModel:
         self.num_layers = layers.shape.num_layers
         self._retention: dict[tuple, list[float]] = {}
         self._kept: dict[tuple, int] = {}
+
+    def kept_per_group(self, setting: Setting) -> int:
+        """Tokens a per-frame merger keeps of every group (a clip reducer's groups keep different counts: see
+        `kept_visual`)."""
+        from types import SimpleNamespace
+
+        return kept_per_frame(SimpleNamespace(**{"ratio": None, **setting.merger}), self.per_group, self.grid)
 
     def kept_visual(self, setting: Setting) -> int:
         """The visual tokens the setting's merger keeps of all groups (a clip reducer: its kept total)."""
