@@ -70,14 +70,13 @@ def visual_positions(inputs):
     return pos[:, inputs.token_roles.to(pos.device) == VISUAL]
 
 
-def test_a_ragged_result_is_placed_at_the_unreduced_positions_of_its_kept_frame_and_index(model):
-    ad, video = model
-    full = ad.prepare(video, QUESTION, OPTIONS, NoMerge())
-    reduced = ad.prepare(video, QUESTION, OPTIONS, Ragged())
+def assert_placed_as_unreduced(full, reduced):
+    """The reduced inputs hold, for each group, `Ragged`'s kept tokens at exactly the unreduced inputs' positions
+    and embeddings of those (group, index), and every text token of the unreduced inputs unchanged."""
     groups = len(full.visual_per_group)
     tokens = full.visual_per_group[0]
     counts = Ragged().counts(groups, tokens)
-    assert counts[0] == 0 and counts[-1] == 0 and len(set(counts)) == 3
+    assert counts[0] == 0 and len(set(counts)) == 3
     assert reduced.visual_per_group == counts and reduced.visual_tokens == sum(counts)
     frame = torch.cat([torch.full((c,), i) for i, c in enumerate(counts)])
     index = torch.cat([1 + 2 * torch.arange(c) for c in counts])
@@ -90,6 +89,25 @@ def test_a_ragged_result_is_placed_at_the_unreduced_positions_of_its_kept_frame_
                       x.inputs_embeds[0, x.token_roles != VISUAL], x.token_roles[x.token_roles != VISUAL])
     for a, b in zip(text(reduced), text(full)):
         assert torch.equal(a, b)
+
+
+def test_a_ragged_result_is_placed_at_the_unreduced_positions_of_its_kept_frame_and_index(model):
+    ad, video = model
+    full, reduced = (ad.prepare(video, QUESTION, OPTIONS, m) for m in (NoMerge(), Ragged()))
+    assert Ragged().counts(len(full.visual_per_group), 99)[-1] == 0  # the last frame keeps none
+    assert_placed_as_unreduced(full, reduced)
+
+
+def test_an_image_s_tiles_are_the_groups_of_a_clip_reducer():
+    """InternVL3's dynamic tiling: 2 x 3 tiles and the thumbnail, seven groups of 64 tokens."""
+    from tests.test_internvl_image import noise
+
+    torch.manual_seed(0)
+    ad = MODELS.get("internvl").from_config(**asdict(preset("internvl3_tiny")))
+    image = noise(100, 150)
+    full, reduced = (ad.prepare(image, QUESTION, OPTIONS, m, modality="image") for m in (NoMerge(), Ragged()))
+    assert len(full.visual_per_group) == 7
+    assert_placed_as_unreduced(full, reduced)
 
 
 def test_a_per_frame_merger_s_inputs_list_the_same_count_for_every_group(model):
@@ -175,7 +193,8 @@ def test_a_run_with_a_clip_reducer_records_each_frame_s_tokens(registered, small
     cfg = composed_with_ragged("model=llava_onevision_tiny", "dataset=video_mcq", f"dataset.root={small_benchmark}",
                                "dataset.num_frames=4", "dataset.limit=2", "pruner=none", "logger=none",
                                "eval.progress=false", k=2)
-    aim_run.run(cfg, validate(cfg), tmp_path / "run")
+    summary = aim_run.run(cfg, validate(cfg), tmp_path / "run")
+    assert summary["visual_tokens_per_frame"] == [0, 2, 4, 0]
     records = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
     assert len(records) == 2
     for r in records:
@@ -185,7 +204,8 @@ def test_a_run_with_a_clip_reducer_records_each_frame_s_tokens(registered, small
 
 @pytest.mark.parametrize("model_name,frames,counts", [("toy_llava_ov", 4, [0, 2, 4, 0]),
                                                       ("qwen3_vl_tiny", 8, [0, 2, 4, 0])])
-def test_aim_bench_reduces_through_the_clip_seam_and_reports_each_frame_s_tokens(registered, model_name, frames, counts):
+def test_aim_bench_reduces_through_the_clip_seam_and_reports_each_frame_s_tokens(registered, model_name, frames,
+                                                                                counts):
     from aim.bench import bench
     from aim.config import validate
 

@@ -156,7 +156,8 @@ def image_tokens(valid, hf_config, adapter) -> dict:
     base, crops, (rows, cols) = adapter.image_layout(hf_config, size)
     cells = [r * c for r, c in crops]
     return {"size": list(size), "unmerged": base + sum(cells),
-            "visual": kept_visual(valid.merger, 1, base) + sum(kept_visual(valid.merger, 1, r * c, (r, c)) for r, c in crops),
+            "visual": kept_visual(valid.merger, 1, base)
+            + sum(kept_visual(valid.merger, 1, r * c, (r, c)) for r, c in crops),
             "newline_tokens": rows, "token_grid": [rows, cols], "base_tokens": base, "crop_cells": cells}
 
 
@@ -197,7 +198,8 @@ def flops(valid) -> dict:
     frames = sample_frames(valid, adapter)
     groups, rows, cols = adapter.feature_grid(hf_config, valid.model, frames)
     per_frame = rows * cols
-    visual, unmerged, text = kept_visual(valid.merger, groups, per_frame, (rows, cols)), groups * per_frame, f.text_tokens
+    visual = kept_visual(valid.merger, groups, per_frame, (rows, cols))
+    unmerged, text = groups * per_frame, f.text_tokens
     image = None
     if f.image_size is not None:
         image, frames = image_tokens(valid, hf_config, adapter), 1

@@ -32,7 +32,8 @@ from dataclasses import dataclass
 import torch
 
 from aim.registry import Registry
-from aim.tokens import ClipReduced, Merged, clip_of, reduce_clip  # noqa: F401  (the seam's types live in a leaf: adapters use them)
+# the seam's result types live in a leaf, where the adapters import them
+from aim.tokens import ClipReduced, Merged, clip_of, reduce_clip  # noqa: F401
 
 MERGERS = Registry("merger")
 

@@ -168,7 +168,8 @@ class LlavaOnevisionAdapter(Adapter):
                 for k, v in enc.items()}  # [rows * cols, C] per signal, cells in raster order
         p, grid_start = len(before), len(before) + side2
         feats, positions = [], []
-        kept = reduce_clip(merger, enc["features"][:1], **{k: v[:1] for k, v in enc.items() if k != "features"}, **base_grid)
+        base = {k: v[:1] for k, v in enc.items() if k != "features"}
+        kept = reduce_clip(merger, enc["features"][:1], **base, **base_grid)
         feats.append(kept.features)
         positions.append(p + kept.token_index.to(self.device))
         cell_pos = grid_start + torch.arange(rows, device=self.device)[:, None] * (cols + 1) + torch.arange(cols, device=self.device)
