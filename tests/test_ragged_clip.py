@@ -9,6 +9,7 @@ import torch
 
 from aim.merging import MERGERS, ClipReduced, NoMerge
 from aim.models import MODELS, VISUAL
+from aim.models.qwen3_vl import Qwen3VLAdapter
 from aim.pruning import PRUNERS
 from aim.pruning.hooks import TokenPruner
 from tests.pruning_reference import masked_logits
@@ -96,6 +97,13 @@ def test_a_ragged_result_is_placed_at_the_unreduced_positions_of_its_kept_frame_
     full, reduced = (ad.prepare(video, QUESTION, OPTIONS, m) for m in (NoMerge(), Ragged()))
     assert Ragged().counts(len(full.visual_per_group), 99)[-1] == 0  # the last frame keeps none
     assert_placed_as_unreduced(full, reduced)
+    if isinstance(ad, Qwen3VLAdapter):  # each kept token's own DeepStack levels (the tower's), as its features
+        levels = ad.encode_frames(ad.pixel_values(video))["carry"]  # [groups, tokens, levels * D]
+        counts = reduced.visual_per_group
+        frame = torch.cat([torch.full((c,), i) for i, c in enumerate(counts)])
+        index = torch.cat([1 + 2 * torch.arange(c) for c in counts])
+        expected = levels[frame, index].reshape(len(frame), 2, -1).transpose(0, 1)
+        assert torch.equal(torch.stack(reduced.llm_kwargs["deepstack_visual_embeds"]), expected)
 
 
 def test_an_image_s_tiles_are_the_groups_of_a_clip_reducer():
