@@ -83,7 +83,7 @@ def synthetic_inputs(adapter, frames: int, text_tokens: int, generator: torch.Ge
 
 def bench(valid) -> dict:
     from aim.efficiency.analytic import llm_prefill_flops
-    from aim.merging import MERGERS, NoMerge
+    from aim.merging import MERGERS, NoMerge, reduce_clip
     from aim.models import MODELS
     from aim.pruning import PRUNERS, NoPrune
     from aim.pruning.hooks import TokenPruner
@@ -106,14 +106,14 @@ def bench(valid) -> dict:
         adapter.synchronize()
         start = time.perf_counter()
         with torch.no_grad():
-            merged = prompted(feats, **layout)
+            reduced = reduce_clip(prompted, feats, **layout)  # a clip reducer's ragged counts as they come
         adapter.synchronize()
-        return merged, (time.perf_counter() - start) * 1e3
+        return reduced, (time.perf_counter() - start) * 1e3
 
     unmerged = NoMerge()(feats)
     full_inputs = adapter.assemble(before, unmerged.features, unmerged.token_index, after, grid_hw)
-    merged, _ = merge()
-    reduced_inputs = adapter.assemble(before, merged.features, merged.token_index, after, grid_hw)
+    reduced, _ = merge()
+    reduced_inputs = adapter.assemble_clip(before, reduced, len(feats), after, grid_hw)
     full_hook, reduced_hook = TokenPruner(adapter.decoder_layers, NoPrune()), TokenPruner(adapter.decoder_layers, pruner)
     timed_hook = TokenPruner(adapter.decoder_layers, timed_pruner)
 
@@ -151,6 +151,7 @@ def bench(valid) -> dict:
         "tflops_full": flops_full / 1e12,
         "visual_tokens": full_inputs.visual_tokens,
         "visual_tokens_merged": reduced_inputs.visual_tokens,
+        "visual_tokens_per_frame": reduced.counts(len(feats)),  # kept per merger group (ragged for a clip reducer)
         "visual_tokens_per_layer": visual_per_layer,
         "text_tokens": text,
         "frames": b.frames,

@@ -60,8 +60,8 @@ from dataclasses import asdict, dataclass, field
 from functools import cached_property
 
 from aim.config import BUDGET_LIMITS, ConfigError
-from aim.efficiency.cost import (LayerCosts, image_dataset, image_size_dependent, kept_per_frame, model_configs,
-                                 tokens_per_layer)
+from aim.efficiency.cost import (LayerCosts, image_dataset, image_size_dependent, kept_per_frame, kept_visual,
+                                 model_configs, tokens_per_layer)
 from aim.tradeoff import Tradeoff, find_tradeoff, load_tradeoff
 
 POLICY = "policy"  # budget.tradeoff=policy: never use a recorded trade-off
@@ -156,12 +156,20 @@ class CostModel:
         self._kept: dict[tuple, int] = {}
 
     def kept_per_group(self, setting: Setting) -> int:
+        """Tokens a per-frame merger keeps of every group (a clip reducer's groups keep different counts: see
+        `kept_visual`)."""
+        from types import SimpleNamespace
+
+        return kept_per_frame(SimpleNamespace(**{"ratio": None, **setting.merger}), self.per_group, self.grid)
+
+    def kept_visual(self, setting: Setting) -> int:
+        """The visual tokens the setting's merger keeps of all groups (a clip reducer: its kept total)."""
         from types import SimpleNamespace
 
         key = setting.merger_items
         if key not in self._kept:
-            self._kept[key] = kept_per_frame(SimpleNamespace(**{"ratio": None, **setting.merger}), self.per_group,
-                                           self.grid)
+            self._kept[key] = kept_visual(SimpleNamespace(**{"ratio": None, **setting.merger}), self.groups,
+                                          self.per_group, self.grid)
         return self._kept[key]
 
     def retention(self, setting: Setting) -> list[float]:
@@ -174,7 +182,7 @@ class CostModel:
         return self._retention[key]
 
     def tokens_per_layer(self, setting: Setting) -> tuple[int, list[int]]:
-        visual = self.groups * self.kept_per_group(setting)
+        visual = self.kept_visual(setting)
         return visual, tokens_per_layer(visual, self.text_tokens, self.retention(setting))[1]
 
     def cost(self, setting: Setting) -> Cost:
@@ -194,7 +202,7 @@ class CostModel:
 
         from aim.pruning.schedule import kept_counts
 
-        visual = [self.groups * self.kept_per_group(s) for s in settings]
+        visual = [self.kept_visual(s) for s in settings]
         counts = kept_counts(visual, [self.retention(s) for s in settings]) + self.text_tokens
         distinct, where = np.unique(counts, return_inverse=True)
         table = np.array([self.layers(int(n)) for n in distinct])  # [distinct n, (flops, seconds, matmuls)]

@@ -10,7 +10,7 @@ imports aim.config, which sits above it.
 """
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, fields as schema_fields
 
 from aim.checks import ConfigError
 
@@ -100,6 +100,26 @@ def kept_per_frame(merger_cfg, num_tokens: int, grid: tuple[int, int] | None = N
     return kept_tokens(num_tokens, ratio)
 
 
+def kept_visual(merger_cfg, groups: int, num_tokens: int, grid: tuple[int, int] | None = None) -> int:
+    """Visual tokens kept of `groups` merger groups (frames, temporal patches, tiles) of `num_tokens` each, from
+    the merger's config alone: a per-frame merger keeps `kept_per_frame` of every group; a clip reducer
+    (`scope = "clip"`, frames keeping different counts) keeps the total its `kept_total(groups, num_tokens)`
+    gives, built from the same config (aim.merging)."""
+    from aim.merging import MERGERS
+
+    name = merger_cfg.name
+    if getattr(MERGERS.get(name), "scope", "frame") != "clip":
+        return groups * kept_per_frame(merger_cfg, num_tokens, grid)
+    schema = MERGERS.config_schema(name)
+    fields = {f.name: getattr(merger_cfg, f.name) for f in schema_fields(schema) if hasattr(merger_cfg, f.name)} \
+        if schema is not None else dict(vars(merger_cfg))
+    reducer = MERGERS.build(name, **fields)
+    if not hasattr(reducer, "kept_total"):
+        raise ConfigError(f"merger.name: {name} reduces a clip with no kept_total(frames, tokens): its visual tokens "
+                          "cannot be counted without running it")
+    return int(reducer.kept_total(groups, num_tokens))
+
+
 def tokens_per_layer(visual_tokens: int, text_tokens: int, retention: list[float]) -> tuple[list[int], list[int]]:
     """(visual tokens per layer, all tokens per layer): text tokens are never pruned."""
     from aim.pruning.schedule import kept_per_layer
@@ -121,7 +141,7 @@ def image_tokens(valid, hf_config, adapter) -> dict:
         tiles = adapter.image_tiles(hf_config, valid.model, size)
         _, rows, cols = adapter.feature_grid(hf_config, valid.model, 1)
         return {"size": list(size), "unmerged": tiles * rows * cols,
-                "visual": tiles * kept_per_frame(valid.merger, rows * cols, (rows, cols)), "newline_tokens": 0,
+                "visual": kept_visual(valid.merger, tiles, rows * cols, (rows, cols)), "newline_tokens": 0,
                 "token_grid": [rows, cols], "tiles": tiles}
     if getattr(adapter, "image_layout", None) is None:
         # one token grid per image: the image resized within the model's pixel budget (Qwen2-VL's
@@ -130,13 +150,14 @@ def image_tokens(valid, hf_config, adapter) -> dict:
             rows, cols = adapter.image_grid(hf_config, valid.model, size)
         else:
             _, rows, cols = adapter.feature_grid(hf_config, valid.model, 1)
-        kept = kept_per_frame(valid.merger, rows * cols, (rows, cols))
+        kept = kept_visual(valid.merger, 1, rows * cols, (rows, cols))
         return {"size": list(size), "unmerged": rows * cols, "visual": kept, "newline_tokens": 0,
                 "token_grid": [rows, cols]}
     base, crops, (rows, cols) = adapter.image_layout(hf_config, size)
     cells = [r * c for r, c in crops]
     return {"size": list(size), "unmerged": base + sum(cells),
-            "visual": kept_per_frame(valid.merger, base) + sum(kept_per_frame(valid.merger, r * c, (r, c)) for r, c in crops),
+            "visual": kept_visual(valid.merger, 1, base)
+            + sum(kept_visual(valid.merger, 1, r * c, (r, c)) for r, c in crops),
             "newline_tokens": rows, "token_grid": [rows, cols], "base_tokens": base, "crop_cells": cells}
 
 
@@ -177,14 +198,14 @@ def flops(valid) -> dict:
     frames = sample_frames(valid, adapter)
     groups, rows, cols = adapter.feature_grid(hf_config, valid.model, frames)
     per_frame = rows * cols
-    kept = kept_per_frame(valid.merger, per_frame, (rows, cols))
-    visual, unmerged, text = groups * kept, groups * per_frame, f.text_tokens
+    visual = kept_visual(valid.merger, groups, per_frame, (rows, cols))
+    unmerged, text = groups * per_frame, f.text_tokens
     image = None
     if f.image_size is not None:
         image, frames = image_tokens(valid, hf_config, adapter), 1
         groups = image.get("tiles", 1)  # InternVL's tiles are merger groups of one grid each
         visual, unmerged = image["visual"], image["unmerged"]
-        per_frame, kept = unmerged // groups, visual // groups
+        per_frame = unmerged // groups
         text += image["newline_tokens"]  # never pruned, like text
         rows, cols = image["token_grid"]
     else:  # text the adapter writes inside the video (Qwen3-VL: a timestamp and markers per temporal patch)
@@ -216,7 +237,8 @@ def flops(valid) -> dict:
         "frame_groups": groups,  # frames, Qwen2-VL's temporal patches (2 frames each), or an image's tiles
         "token_grid": [rows, cols],
         "tokens_per_frame": per_frame,  # per frame group
-        "kept_per_frame": kept,
+        # per frame group: a clip reducer's groups keep different counts, whose mean this is then
+        "kept_per_frame": visual // groups if visual % groups == 0 else visual / groups,
         "visual_tokens": visual,
         "visual_tokens_unmerged": unmerged,
         "visual_tokens_per_layer": visual_per_layer,

@@ -17,6 +17,7 @@ import warnings
 import torch
 from fvcore.nn import FlopCountAnalysis
 
+from aim.merging import reduce_clip
 from aim.pruning.hooks import TokenPruner
 
 
@@ -109,7 +110,8 @@ def count_visual(adapter, frames, merger, modality: str = "video", text: torch.T
         feats = signals.pop("features")
         layout = {"grid": signals.pop("grid")} if "grid" in signals else {}  # not a tensor: not traced
         names = sorted(signals)
-        merge = count_flops(_Call(lambda f, *sig: merger(f, **dict(zip(names, sig)), **layout).features, adapter.model),
+        merge = count_flops(_Call(lambda f, *sig: reduce_clip(merger, f, **dict(zip(names, sig)), **layout).features,
+                                  adapter.model),
                             (feats, *[signals[n] for n in names]))
     return {"vision_tower_flops": tower, "projector_flops": projector, "merge_flops": merge}
 

@@ -169,6 +169,7 @@ def evaluate(adapter, dataset, merger, pruner, records, mode: str = "letter", ma
             **({"score": scored["score"]} if "score" in scored else {}), **({"group": group} if group else {}),
             "num_frames": len(frames),  # sampled: fewer than dataset.num_frames when the video has fewer
             "visual_tokens": inputs.visual_tokens, "text_tokens": inputs.text_tokens,
+            "visual_tokens_per_frame": inputs.visual_per_group,  # per merger group; ragged for a clip reducer
             "tokens_per_layer": per_layer, "visual_tokens_per_layer": visual_per_layer,
             **counted, "prefill_ms": prefill_ms, **fidelity_fields, **budget_fields,
         })

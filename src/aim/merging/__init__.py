@@ -14,7 +14,10 @@ Clip-level reducers (`scope = "clip"`: temporal segmentation, merging a static r
 per-frame budgets) take the same inputs and return `ClipReduced`: the kept tokens as one sequence, each
 with the (frame, within-frame index) it stands at, frames keeping different counts. `reduce_clip` calls
 either kind and gives a `ClipReduced`; a per-frame merger is the special case where every frame keeps the
-same count.
+same count. Every adapter calls its merger through `reduce_clip` and places a ragged result (each kept token
+at its own (frame, index)'s unreduced position; a frame keeping none keeps its text). A clip reducer whose
+kept total follows from its config defines `kept_total(frames, tokens_per_frame)`: aim.flops and budget
+planning count with it. These result types live in the leaf aim.tokens (the adapters import them there).
 
 `carry` [F, T, C] (optional): more channels of the same tokens that are merged with exactly the groups and
 weights of the features but take no part in choosing them (Qwen3-VL's DeepStack levels); returned as
@@ -29,57 +32,10 @@ from dataclasses import dataclass
 import torch
 
 from aim.registry import Registry
+# the seam's result types live in a leaf, where the adapters import them
+from aim.tokens import ClipReduced, Merged, clip_of, reduce_clip  # noqa: F401
 
 MERGERS = Registry("merger")
-
-
-@dataclass
-class Merged:
-    features: torch.Tensor  # [F, T', D]
-    token_index: torch.Tensor  # [F, T'] long, original within-frame index of each kept token
-    carry: torch.Tensor | None = None  # [F, T', C]: the `carry` channels, merged alike (None without one)
-
-
-@dataclass
-class ClipReduced:
-    """A clip's kept tokens as one sequence (what a clip-level reducer returns; frames may keep different
-    counts, some none): token n is `features[n]`, standing at within-frame position `token_index[n]` of frame
-    `frame[n]`. Tokens come frame by frame (`frame` non-decreasing); a token merged across frames stands at
-    one representative's (frame, index), which the reducer's docstring names."""
-
-    features: torch.Tensor  # [N, D]
-    frame: torch.Tensor  # [N] long
-    token_index: torch.Tensor  # [N] long
-    carry: torch.Tensor | None = None  # [N, C]: the `carry` channels, reduced alike
-
-    def counts(self, frames: int) -> list[int]:
-        """Kept tokens of each of the clip's `frames` frames."""
-        return torch.bincount(self.frame.cpu(), minlength=frames).tolist()
-
-    def per_frame(self, frames: int) -> list[Merged]:
-        """Frame by frame, each a `Merged` of one frame ([1, K_f, D], [1, K_f]; K_f may be 0)."""
-        out, start = [], 0
-        for k in self.counts(frames):
-            part = slice(start, start + k)
-            carry = None if self.carry is None else self.carry[part][None]
-            out.append(Merged(self.features[part][None], self.token_index[part][None], carry))
-            start += k
-        return out
-
-
-def clip_of(merged: Merged) -> ClipReduced:
-    """A per-frame merger's result [F, T', D] as a clip's: every frame keeps T' tokens."""
-    f, t, d = merged.features.shape
-    frame = torch.arange(f, device=merged.features.device).repeat_interleave(t)
-    carry = None if merged.carry is None else merged.carry.reshape(f * t, -1)
-    return ClipReduced(merged.features.reshape(f * t, d), frame, merged.token_index.reshape(-1), carry)
-
-
-def reduce_clip(merger, features: torch.Tensor, **signals) -> ClipReduced:
-    """Any merger as a clip reducer: one whose `scope` is "clip" returns `ClipReduced` itself; a per-frame
-    merger (the default `scope`, "frame") is called as always and its result flattened (`clip_of`)."""
-    out = merger(features, **signals)
-    return out if getattr(merger, "scope", "frame") == "clip" else clip_of(out)
 
 
 def with_carry(features: torch.Tensor, carry: torch.Tensor | None) -> torch.Tensor:

@@ -24,6 +24,9 @@ class PreparedInputs:
     # Further keyword arguments of the LLM's prefill call (Qwen3-VL: its DeepStack features and the visual
     # positions they are added at); empty for most models. Decoding steps after the prefill take none.
     llm_kwargs: dict = field(default_factory=dict)
+    # Kept visual tokens of each merger group (a video's frames or temporal patches, an image's tiles or crops),
+    # in order: ragged for a clip reducer (a group may keep none); what records list per frame.
+    visual_per_group: list[int] = field(default_factory=list)
 
     @property
     def visual_tokens(self) -> int:

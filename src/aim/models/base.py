@@ -7,6 +7,12 @@ and names the `modalities` it takes: a sample's visual input is a video (frames 
 image (one image, [1, H, W, 3]); the evaluation loop passes the sample's modality to `prepare`, and its
 `frame_times` (when a decoded video's frames were shown, `aim.data.video.FrameTimes`; None for images and
 frames of unknown time), which models with absolute time read (Qwen2.5-VL) and the others ignore.
+
+Every adapter calls the merger through `reduce` (aim.merging's `reduce_clip`) and lays out its result, a
+`ClipReduced`, with `assemble_clip`: the kept tokens of each merger group (a video's frame or temporal patch,
+an image's tile or crop) at their own group's positions, groups keeping different counts, a group keeping none
+leaving only its text (labels, timestamps, markers), which never moves. `assemble` is the same for a
+per-frame result ([groups, K, D] at within-group indices [groups, K]).
 """
 from __future__ import annotations
 
@@ -17,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from aim.tokens import ClipReduced, Merged, clip_of, reduce_clip
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 ATTENTION = ("sdpa", "eager")
@@ -396,11 +404,26 @@ class Adapter:
 
     def with_prompt(self, merger, after_ids: list[int]):
         """The merger as `prepare` calls it: given `text`, the LLM input embeddings [M, D] of the prompt after the
-        visual tokens (question, options, answer cue), when it `needs` "text" (CDPruner's relevance); else as is."""
+        visual tokens (question, options, answer cue), when it `needs` "text" (CDPruner's relevance); else as is.
+        It keeps the merger's `scope` (a clip reducer stays one)."""
         if "text" not in getattr(merger, "needs", ()):
             return merger
         text = self.embed_tokens(after_ids)
-        return lambda features, **signals: merger(features, text=text, **signals)
+        prompted = lambda features, **signals: merger(features, text=text, **signals)  # noqa: E731
+        prompted.scope = getattr(merger, "scope", "frame")
+        return prompted
+
+    def reduce(self, merger, after_ids: list[int], features: torch.Tensor, **signals) -> ClipReduced:
+        """The merger on the encoded features [groups, T, D] as `prepare` calls it (the prompt's text when it
+        needs it, `with_prompt`), its result as a clip's (`reduce_clip`: a per-frame merger's flattened group by
+        group, a clip reducer's ragged counts as they come)."""
+        return reduce_clip(self.with_prompt(merger, after_ids), features, **signals)
+
+    def assemble(self, before_ids, visual, token_index, after_ids, *layout, **options):
+        """A per-frame result laid out: kept tokens `visual` [groups, K, D] at within-group indices `token_index`
+        [groups, K] (aim.bench's inputs); `assemble_clip` of the same tokens."""
+        return self.assemble_clip(before_ids, clip_of(Merged(visual, token_index)), visual.shape[0], after_ids,
+                                  *layout, **options)
 
     # --- LLM -------------------------------------------------------------------------------------
     def run_llm(self, embeds: torch.Tensor, position_ids: torch.Tensor, cache=None, use_cache: bool = False, **llm_kwargs):

@@ -28,7 +28,9 @@ part and `<IMG_CONTEXT>\\n` for an image part).
 
 Positions: the LLM has 1-D RoPE. Unreduced, a token's position is its index in the processor's sequence;
 kept visual tokens keep their original positions (a merged token sits at its representative's), text keeps
-its own, so merging leaves gaps and moves nothing, as for LLaVA-OneVision.
+its own, so merging leaves gaps and moves nothing, as for LLaVA-OneVision. A clip reducer's frames may keep
+different counts: each kept token at its own frame's context slot; a frame keeping none keeps its label and
+markers (`splice`).
 """
 from __future__ import annotations
 
@@ -265,9 +267,9 @@ class InternVLAdapter(Adapter):
         pixels = self.pixel_values(frames, modality)  # [tiles, 3, S, S]
         ids = self.input_ids(question, options, len(pixels), scoring, modality)
         encoded = self.encode_frames(pixels, needs=getattr(merger, "needs", ()), modality=modality)
-        merger = self.with_prompt(merger, self.prompt_ids(question, options, scoring, modality)[1])
-        merged = merger(encoded.pop("features"), **encoded)
-        return self.splice(ids, merged.features, merged.token_index)
+        features = encoded.pop("features")
+        after = self.prompt_ids(question, options, scoring, modality)[1]
+        return self.splice(ids, self.reduce(merger, after, features, **encoded), len(features))
 
     @classmethod
     def video_text_tokens(cls, hf_config, cfg, groups: int) -> int:
@@ -275,11 +277,10 @@ class InternVLAdapter(Adapter):
         writes them: 246 tokens for 32 frames."""
         return sum(len(frame_label_tokens(i)) for i in range(1, groups + 1))
 
-    def assemble(self, before_ids, visual, token_index, after_ids, grid_hw=None) -> PreparedInputs:
-        """[before text][the frames, each `Frame{i}: <img>` tokens `</img>`][after text] (aim.bench's
+    def assemble_clip(self, before_ids, clip, frames: int, after_ids, grid_hw=None) -> PreparedInputs:
+        """[before text][the frames, each `Frame{i}: <img>` its kept tokens `</img>`][after text] (aim.bench's
         synthetic inputs). Without a tokenizer (random weights, none cached) the frames' text is stand-in
         ids, as many as Qwen2's tokenizer writes (`frame_label_tokens`)."""
-        frames = visual.shape[0]
         if self.tokenizer is None:
             context = [self.model.config.image_token_id] * self.tokens_per_frame
             video = []
@@ -288,25 +289,24 @@ class InternVLAdapter(Adapter):
                 video += label[:-1 - (i > 1)] + context + label[len(label) - 1 - (i > 1):]
         else:
             video = self.token_ids(self.video_text(frames))
-        return self.splice(list(before_ids) + video + list(after_ids), visual, token_index)
+        return self.splice(list(before_ids) + video + list(after_ids), clip, frames)
 
-    def splice(self, ids: list[int], visual: torch.Tensor, token_index: torch.Tensor) -> PreparedInputs:
-        """The unreduced sequence `ids` (context tokens where the frames' tokens go, frame by frame) with the
-        kept tokens `visual` [frames, kept, D] in place of its context tokens: kept token j of frame f at
-        the position of that frame's context token `token_index[f, j]`; the other context tokens are
-        dropped and every other token stays, at its own position."""
+    def splice(self, ids: list[int], clip, frames: int) -> PreparedInputs:
+        """The unreduced sequence `ids` (context tokens where the frames' tokens go, frame by frame: `frames` of
+        them) with a clip's kept tokens in place of its context tokens: kept token n at the position of context
+        token `clip.token_index[n]` of frame `clip.frame[n]`; the other context tokens are dropped and every
+        other token (the frames' labels and markers, also of a frame that keeps none) stays at its own position."""
         ids_t = torch.tensor(ids, device=self.device)
         context = ids_t == self.model.config.image_token_id
-        frames, kept, dim = visual.shape
         if int(context.sum()) != frames * self.tokens_per_frame:
             raise ValueError(f"the prompt holds {int(context.sum())} visual tokens, the frames "
                              f"{frames} x {self.tokens_per_frame}: does the prompt text contain the context token?")
         slots = context.nonzero().flatten().view(frames, -1)  # [frames, tokens per frame]
-        visual_pos = slots.gather(1, token_index.to(self.device)).flatten()
+        visual_pos = slots[clip.frame.to(self.device), clip.token_index.to(self.device)]
         text_pos = (~context).nonzero().flatten()
         positions, order = torch.cat([text_pos, visual_pos]).sort()
-        embeds = torch.cat([self.embed_tokens(ids_t[text_pos].tolist()), visual.reshape(-1, dim)])[order]
+        embeds = torch.cat([self.embed_tokens(ids_t[text_pos].tolist()), clip.features])[order]
         first_visual = int(slots[0, 0])
         text_roles = torch.where(text_pos < first_visual, PREFIX_TEXT, QUESTION_TEXT).to(torch.int8).cpu()
         roles = torch.cat([text_roles, torch.full((len(visual_pos),), VISUAL, dtype=torch.int8)])[order.cpu()]
-        return PreparedInputs(embeds[None], positions[None], roles)
+        return PreparedInputs(embeds[None], positions[None], roles, visual_per_group=clip.counts(frames))

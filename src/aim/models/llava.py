@@ -5,7 +5,8 @@ Visual path as in the Hugging Face model: the CLIP hidden state of `vision_featu
 penultimate layer), its [CLS] token dropped (the `default` feature strategy), the projector: 24 x 24 = 576
 tokens per image, no pooling and no image-newline token. The merger runs per image ([images, 576, D]);
 the tokens are spliced in place of the prompt's one <image> token. Kept tokens keep their original 1D
-positions; a merged token sits at the position of the token that represents it. The tower path (hidden
+positions; a merged token sits at the position of the token that represents it (a clip reducer's images
+may keep different counts, some none: each kept token in its own image's 576-position span). The tower path (hidden
 state, the tower signals a merger asks for) is the LLaVA-OneVision adapter's: the same Hugging Face
 structure, but CLIP has a [CLS] token, so `attention` is the [CLS] query's attention to each patch at the
 feature layer (what LLaVA-PruMerge ranks by) and `metric` that layer's keys of the patches.
@@ -144,21 +145,20 @@ class LlavaAdapter(LlavaOnevisionAdapter):
         self.check_modality(modality)
         return self.prepare_frames(frames, question, options, merger, scoring, modality)
 
-    def assemble(self, before_ids, visual, token_index, after_ids, grid_hw=None) -> PreparedInputs:
-        """[before text][visual tokens, image by image][after text], with positions that leave the gaps of
-        merged-away tokens (each image spans 576 positions unmerged). `grid_hw` is accepted for a
+    def assemble_clip(self, before_ids, clip, images: int, after_ids, grid_hw=None) -> PreparedInputs:
+        """[before text][kept tokens, image by image][after text]. Image f spans 576 positions unmerged; its
+        kept token at index i sits at p + f * 576 + i (p: the text before), whatever each image keeps (one may
+        keep none), so merging leaves gaps and the text after never moves. `grid_hw` is accepted for a
         uniform interface; the grid is fixed by the tower."""
-        images, kept, dim = visual.shape
         p = len(before_ids)
-        offsets = torch.arange(images, device=self.device)[:, None] * self.tokens_per_image
-        visual_pos = (p + offsets + token_index.to(self.device)).reshape(-1)
+        visual_pos = p + clip.frame.to(self.device) * self.tokens_per_image + clip.token_index.to(self.device)
         after_start = p + images * self.tokens_per_image
-        embeds = torch.cat([self.embed_tokens(before_ids), visual.reshape(-1, dim), self.embed_tokens(after_ids)])
+        embeds = torch.cat([self.embed_tokens(before_ids), clip.features, self.embed_tokens(after_ids)])
         positions = torch.cat([
             torch.arange(p, device=self.device),
             visual_pos,
             torch.arange(after_start, after_start + len(after_ids), device=self.device),
         ])
-        roles = torch.tensor([PREFIX_TEXT] * p + [VISUAL] * (images * kept) + [QUESTION_TEXT] * len(after_ids),
+        roles = torch.tensor([PREFIX_TEXT] * p + [VISUAL] * len(visual_pos) + [QUESTION_TEXT] * len(after_ids),
                              dtype=torch.int8)
-        return PreparedInputs(embeds[None], positions[None], roles)
+        return PreparedInputs(embeds[None], positions[None], roles, visual_per_group=clip.counts(images))

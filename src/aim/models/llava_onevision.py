@@ -4,7 +4,9 @@ Video path as in the Hugging Face model: vision tower hidden state -> projector 
 per frame -> [frames, tokens, dim]; the merger runs here, then all frames are flattened and the
 image-newline embedding is appended. The adapter assembles `inputs_embeds` itself (instead of passing
 pixels to the HF forward) so that merging can sit between the projector and the LLM. Kept tokens keep
-their original (1D) positions; a merged token sits at the position of the token that represents it.
+their original (1D) positions; a merged token sits at the position of the token that represents it. A clip
+reducer's ragged result is laid out alike (`assemble_clip`): frame by frame, each frame's kept tokens (maybe
+none) at their own positions of that frame's span, the one newline after the last frame's span.
 
 Single-image path (`modality="image"`, anyres as in the Hugging Face model): the Hugging Face image
 processor (PIL backend) gives the base image resized to the tower's resolution plus the crops of the image
@@ -40,6 +42,7 @@ import torch.nn.functional as F
 
 from aim.models import MODELS, PREFIX_TEXT, QUESTION_TEXT, VISUAL, PreparedInputs
 from aim.models.base import Adapter, AdapterConfig
+from aim.tokens import reduce_clip
 
 
 @dataclass
@@ -165,9 +168,10 @@ class LlavaOnevisionAdapter(Adapter):
                 for k, v in enc.items()}  # [rows * cols, C] per signal, cells in raster order
         p, grid_start = len(before), len(before) + side2
         feats, positions = [], []
-        merged = merger(enc["features"][:1], **{k: v[:1] for k, v in enc.items() if k != "features"}, **base_grid)
-        feats.append(merged.features[0])
-        positions.append(p + merged.token_index[0].to(self.device))
+        base = {k: v[:1] for k, v in enc.items() if k != "features"}
+        kept = reduce_clip(merger, enc["features"][:1], **base, **base_grid)
+        feats.append(kept.features)
+        positions.append(p + kept.token_index.to(self.device))
         cell_pos = grid_start + torch.arange(rows, device=self.device)[:, None] * (cols + 1) + torch.arange(cols, device=self.device)
         for crop in owner.unique().tolist():
             cells = (owner.flatten() == crop).nonzero().flatten()
@@ -175,9 +179,9 @@ class LlavaOnevisionAdapter(Adapter):
             if base_grid:  # the crop's cells form a rectangle of the packed grid
                 crop_rows, crop_cols = (owner == crop).nonzero().unbind(1)
                 signals["grid"] = (len(crop_rows.unique()), len(crop_cols.unique()))
-            merged = merger(signals.pop("features"), **signals)
-            feats.append(merged.features[0])
-            positions.append(cell_pos.flatten()[cells[merged.token_index[0].to(self.device)]])
+            kept = reduce_clip(merger, signals.pop("features"), **signals)
+            feats.append(kept.features)
+            positions.append(cell_pos.flatten()[cells[kept.token_index.to(self.device)]])
         newline_pos = grid_start + torch.arange(rows, device=self.device) * (cols + 1) + cols
         visual, visual_pos = torch.cat(feats), torch.cat(positions)
         newline = self.model.model.image_newline[None].to(visual.dtype).expand(rows, -1)
@@ -191,7 +195,7 @@ class LlavaOnevisionAdapter(Adapter):
         middle_roles = torch.where(is_visual, VISUAL, QUESTION_TEXT).to(torch.int8)
         roles = torch.cat([torch.full((p,), PREFIX_TEXT, dtype=torch.int8), middle_roles,
                            torch.full((len(after),), QUESTION_TEXT, dtype=torch.int8)])
-        return PreparedInputs(embeds[None], position_ids[None], roles)
+        return PreparedInputs(embeds[None], position_ids[None], roles, visual_per_group=[len(f) for f in feats])
 
     def project(self, tower_hidden: torch.Tensor, modality: str = "video") -> torch.Tensor:
         """Projector then the pooling: [N, patches, vd] -> [N, tokens, D]."""
@@ -262,24 +266,25 @@ class LlavaOnevisionAdapter(Adapter):
         """Every frame one merger group of the same token grid."""
         before, after = self.prompt_ids(question, options, scoring, modality)
         encoded = self.encode_frames(self.pixel_values(frames, modality), needs=getattr(merger, "needs", ()), modality=modality)
-        merged = self.with_prompt(merger, after)(encoded.pop("features"), **encoded)
-        return self.assemble(before, merged.features, merged.token_index, after)
+        features = encoded.pop("features")
+        return self.assemble_clip(before, self.reduce(merger, after, features, **encoded), len(features), after)
 
-    def assemble(self, before_ids, visual, token_index, after_ids, grid_hw=None) -> PreparedInputs:
-        """[before text][visual tokens of every frame][image newline][after text], with positions that
-        leave the gaps of merged-away tokens, so kept tokens keep their original positions. `grid_hw` is
-        accepted for a uniform interface; LLaVA-OneVision's grid is fixed by its tower."""
-        num_frames, kept, dim = visual.shape
-        _, rows, cols = self.grid(num_frames)
+    def assemble_clip(self, before_ids, clip, frames: int, after_ids, grid_hw=None) -> PreparedInputs:
+        """[before text][kept tokens of every frame, frame by frame][image newline][after text]. Frame f spans
+        rows x cols positions unmerged; its kept token at within-frame index i sits at p + f * rows * cols + i
+        (p: the text before), whatever each frame keeps (a frame may keep none), so merging leaves gaps and
+        moves nothing; the newline and the text after sit where they sat unmerged. `grid_hw` is accepted for
+        a uniform interface; LLaVA-OneVision's grid is fixed by its tower."""
+        _, rows, cols = self.grid(frames)
         tokens_per_frame = rows * cols
         p = len(before_ids)
-        frame_offsets = torch.arange(num_frames, device=self.device)[:, None] * tokens_per_frame
-        visual_pos = (p + frame_offsets + token_index.to(self.device)).reshape(-1)
-        newline_pos = p + num_frames * tokens_per_frame
+        visual = clip.features
+        visual_pos = p + clip.frame.to(self.device) * tokens_per_frame + clip.token_index.to(self.device)
+        newline_pos = p + frames * tokens_per_frame
         embeds = torch.cat(
             [
                 self.embed_tokens(before_ids),
-                visual.reshape(-1, dim),
+                visual,
                 self.model.model.image_newline[None].to(visual.dtype),
                 self.embed_tokens(after_ids),
             ]
@@ -292,10 +297,10 @@ class LlavaOnevisionAdapter(Adapter):
             ]
         )
         roles = torch.tensor(
-            [PREFIX_TEXT] * p + [VISUAL] * (num_frames * kept) + [QUESTION_TEXT] * (1 + len(after_ids)),
+            [PREFIX_TEXT] * p + [VISUAL] * len(visual) + [QUESTION_TEXT] * (1 + len(after_ids)),
             dtype=torch.int8,
         )
-        return PreparedInputs(embeds[None], positions[None], roles)
+        return PreparedInputs(embeds[None], positions[None], roles, visual_per_group=clip.counts(frames))
 
 
 def anyres_owner(config, image_size: tuple[int, int]) -> torch.Tensor:

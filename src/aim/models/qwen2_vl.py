@@ -14,7 +14,8 @@ M-RoPE positions (each token has a (t, h, w) position):
   after the text before the video;
 - kept tokens keep their own original (t, h, w); a merged token takes the position of the token that
   represents its group (the merger's `token_index`), as in the 1D case (positions are integers, a mean
-  position would not be);
+  position would not be); a clip reducer's groups may keep different counts (some none): each kept token
+  takes the (t, h, w) of its own (group, cell), `ClipReduced.frame` naming the group (temporal patch);
 - the text after the video starts at s + max(groups, rows, cols), one past the largest position of the
   unmerged video, so merging never moves text. This is the rule Qwen2-VL was trained with (its original
   `get_rope_index`: the next text starts at the video's largest position + 1). transformers 5.24
@@ -102,20 +103,25 @@ def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixe
 
 
 def mrope_positions(num_before: int, token_index: torch.Tensor, grid: tuple[int, int, int], num_after: int,
-                    group_times: torch.Tensor | None = None) -> torch.Tensor:
+                    group_times: torch.Tensor | None = None, frame: torch.Tensor | None = None) -> torch.Tensor:
     """M-RoPE position ids [3, N] of [text before][kept visual tokens][text after] (rule in the module
-    docstring). `token_index[g, j]`: the original cell (row * cols + col) of kept token j of group g.
+    docstring). The kept tokens: `token_index[n]`, the original cell (row * cols + col) of kept token n, and
+    `frame[n]` its group (a clip's ragged result, groups keeping different counts, some none); or, with
+    `frame` omitted, `token_index[g, j]` of kept token j of group g (every group keeping as many).
     `group_times[g]`: the temporal position of group g relative to the video's start (integers; default g,
     Qwen2-VL's; Qwen2.5-VL's grow with the frames' time stamps). The text after starts one past the
     largest position of the unmerged video on every axis."""
     groups, rows, cols = grid
     device = token_index.device
+    if frame is None:
+        frame = torch.arange(token_index.shape[0], device=device).repeat_interleave(token_index.shape[1])
+        token_index = token_index.reshape(-1)
     if group_times is None:
         group_times = torch.arange(groups, device=device)
     s = num_before
     before = torch.arange(s, device=device).expand(3, -1)
-    t = s + group_times.to(device)[:, None].expand_as(token_index)
-    visual = torch.stack([t, s + token_index // cols, s + token_index % cols]).reshape(3, -1)
+    t = s + group_times.to(device)[frame.to(device)]
+    visual = torch.stack([t, s + token_index // cols, s + token_index % cols])
     start = s + max(int(group_times.max()) + 1, rows, cols)
     after = torch.arange(start, start + num_after, device=device).expand(3, -1)
     return torch.cat([before, visual, after], 1)
@@ -323,25 +329,28 @@ class Qwen2VLAdapter(Adapter):
         before, after = self.prompt_ids(question, options, scoring, modality)
         pixels = self.pixel_values(frames, modality)  # an image: one temporal patch, one merger group
         encoded = self.encode_frames(pixels, needs=getattr(merger, "needs", ()))
-        merged = self.with_prompt(merger, after)(encoded.pop("features"), **encoded)
+        features = encoded.pop("features")
         grid_hw = (pixels.shape[1] // self.merge, pixels.shape[2] // self.merge)
-        return self.assemble(before, merged.features, merged.token_index, after, grid_hw, frame_times)
+        return self.assemble_clip(before, self.reduce(merger, after, features, **encoded), len(features), after,
+                                  grid_hw, frame_times)
 
-    def assemble(self, before_ids, visual, token_index, after_ids, grid_hw=None, frame_times=None) -> PreparedInputs:
-        """[before text][visual tokens, group by group][after text] with M-RoPE positions [3, 1, N] for
-        the merged layout. `grid_hw`: (rows, cols) of the unmerged token grid of each group (default: the
-        preset's `frame_size`); `frame_times`: when the frames were shown (None: unknown)."""
-        groups, kept, dim = visual.shape
+    def assemble_clip(self, before_ids, clip, groups: int, after_ids, grid_hw=None, frame_times=None) -> PreparedInputs:
+        """[before text][kept tokens, group by group][after text] with M-RoPE positions [3, 1, N]: kept token n
+        at (s + time of its group `clip.frame[n]`, s + row, s + col) of its cell `clip.token_index[n]`, whatever
+        each group keeps (a group may keep none); the text after at the unmerged video's place. `groups`: the
+        temporal patches of the unmerged video; `grid_hw`: (rows, cols) of each group's unmerged token grid
+        (default: the preset's `frame_size`); `frame_times`: when the frames were shown (None: unknown)."""
         if grid_hw is None:
             grid_hw = self.grid(groups * self.temporal_patch)[1:]
-        embeds = torch.cat([self.embed_tokens(before_ids), visual.reshape(-1, dim), self.embed_tokens(after_ids)])
-        positions = mrope_positions(len(before_ids), token_index.to(self.device), (groups, *grid_hw), len(after_ids),
-                                    self.group_times(groups, frame_times))
+        visual = clip.features
+        embeds = torch.cat([self.embed_tokens(before_ids), visual, self.embed_tokens(after_ids)])
+        positions = mrope_positions(len(before_ids), clip.token_index.to(self.device), (groups, *grid_hw),
+                                    len(after_ids), self.group_times(groups, frame_times), clip.frame.to(self.device))
         roles = torch.tensor(
-            [PREFIX_TEXT] * len(before_ids) + [VISUAL] * (groups * kept) + [QUESTION_TEXT] * len(after_ids),
+            [PREFIX_TEXT] * len(before_ids) + [VISUAL] * len(visual) + [QUESTION_TEXT] * len(after_ids),
             dtype=torch.int8,
         )
-        return PreparedInputs(embeds[None], positions[:, None, :], roles)
+        return PreparedInputs(embeds[None], positions[:, None, :], roles, visual_per_group=clip.counts(groups))
 
 
 class _GroupWindows(torch.nn.Module):

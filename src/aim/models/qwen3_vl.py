@@ -22,7 +22,9 @@
 Merging runs per temporal patch as for Qwen2-VL (kept and merged tokens keep their representative's
 (t, h, w) position, the text between patches never moves) and merges every DeepStack level with the same
 groups and weights as the main features: the levels ride along as the merger's `carry` (`encode_frames`
-gives them as a signal, so every caller of a merger passes them).
+gives them as a signal, so every caller of a merger passes them). A clip reducer's temporal patches may keep
+different counts: each patch's kept tokens go between its own timestamp and markers, and a patch keeping
+none leaves its timestamp and markers alone, still advancing the positions by max(rows, cols).
 
 Pruning: the hook would have to prune the DeepStack additions with the tokens; it refuses instead. A
 schedule may prune from layer K on, after the last addition (`prunable_from`; validation raises a
@@ -37,6 +39,7 @@ import torch
 
 from aim.models import MODELS, PREFIX_TEXT, QUESTION_TEXT, VISUAL, PreparedInputs
 from aim.models.qwen2_vl import Qwen2VLAdapter, Qwen2VLAdapterConfig
+from aim.tokens import Merged, clip_of
 
 HALF = [0.5, 0.5, 0.5]
 
@@ -178,27 +181,40 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
         before, after = self.prompt_ids(question, options, scoring, modality)
         pixels = self.pixel_values(frames)
         encoded = self.encode_frames(pixels, needs=getattr(merger, "needs", ()))
+        features = encoded.pop("features")
         try:
-            merged = self.with_prompt(merger, after)(encoded.pop("features"), **encoded)
+            clip = self.reduce(merger, after, features, **encoded)
         except TypeError as exc:
             if "carry" not in str(exc):
                 raise
             raise ValueError(f"merger {type(merger).__name__} takes no `carry`: Qwen3-VL's DeepStack levels must be "
                              "merged with the features' groups (see aim.merging)") from exc
-        g, kept, _ = merged.carry.shape
-        deepstack = merged.carry.reshape(g, kept, -1, merged.features.shape[-1]).permute(2, 0, 1, 3)
+        if clip.carry is None:
+            raise ValueError(f"merger {type(merger).__name__} returned no `carry`: Qwen3-VL's DeepStack levels must be "
+                             "reduced with the features (see aim.merging)")
         grid_hw = (pixels.shape[1] // self.merge, pixels.shape[2] // self.merge)
-        return self.assemble(before, merged.features, merged.token_index, after, grid_hw, frame_times, deepstack)
+        return self.assemble_clip(before, clip, len(features), after, grid_hw, frame_times)
 
     def assemble(self, before_ids, visual, token_index, after_ids, grid_hw=None, frame_times=None,
                  deepstack=None) -> PreparedInputs:
-        """[before text] then per temporal patch [timestamp text, vision_start, its tokens, vision_end], then
-        [after text], with the positions of the module docstring. `deepstack` [levels, groups, kept, D]: the
-        merged DeepStack levels (None: zeros, e.g. for benchmarks of the prefill)."""
-        groups, kept, dim = visual.shape
+        """A per-frame result laid out (aim.bench's inputs): `deepstack` [levels, groups, kept, D], the merged
+        DeepStack levels (None: zeros, e.g. for benchmarks of the prefill), as the result's carry."""
+        carry = None if deepstack is None else deepstack.permute(1, 2, 0, 3).flatten(2)
+        return self.assemble_clip(before_ids, clip_of(Merged(visual, token_index, carry)), visual.shape[0], after_ids,
+                                  grid_hw, frame_times)
+
+    def assemble_clip(self, before_ids, clip, groups: int, after_ids, grid_hw=None, frame_times=None) -> PreparedInputs:
+        """[before text] then per temporal patch g [timestamp text, vision_start, its kept tokens, vision_end],
+        then [after text], with the positions of the module docstring: kept token n of group g (`clip.frame`)
+        at (s, s + row, s + col) of its cell `clip.token_index[n]`, s the position after the text before the
+        patch; each patch, whatever it keeps (none: its timestamp and markers alone), advances s by
+        max(rows, cols), so no text moves. `clip.carry` [N, levels * D]: the DeepStack levels reduced with the
+        tokens (None: zeros)."""
+        visual, dim = clip.features, clip.features.shape[-1]
         rows, cols = grid_hw if grid_hw is not None else self.grid(groups * self.temporal_patch)[1:]
         config = self.model.config
         opening = [ids + [config.vision_start_token_id] for ids in self.timestamp_ids(groups, frame_times)]
+        frame, token_index = clip.frame.to(self.device), clip.token_index.to(self.device)
         parts, positions, roles, s = [], [], [], 0
 
         def text(ids, role):
@@ -211,17 +227,19 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
         text(before_ids, PREFIX_TEXT)
         for g in range(groups):
             text(opening[g], PREFIX_TEXT)
-            index = token_index[g].to(self.device)
-            parts.append(visual[g])
+            mine = frame == g
+            index = token_index[mine]
+            parts.append(visual[mine])
             positions.append(torch.stack([torch.full_like(index, s), s + index // cols, s + index % cols]))
-            roles.extend([VISUAL] * kept)
+            roles.extend([VISUAL] * len(index))
             s += max(rows, cols)
             text([config.vision_end_token_id], PREFIX_TEXT)
         text(after_ids, QUESTION_TEXT)
         roles = torch.tensor(roles, dtype=torch.int8)
-        if deepstack is None:
-            levels = len(config.vision_config.deepstack_visual_indexes)
-            deepstack = visual.new_zeros(levels, groups, kept, dim)
+        levels = len(config.vision_config.deepstack_visual_indexes)
+        deepstack = (visual.new_zeros(levels, len(visual), dim) if clip.carry is None  # tokens come group by group
+                     else clip.carry.reshape(len(visual), levels, dim).permute(1, 0, 2))
         llm_kwargs = {"visual_pos_masks": (roles == VISUAL).to(self.device)[None],
-                      "deepstack_visual_embeds": list(deepstack.reshape(deepstack.shape[0], -1, dim))}
-        return PreparedInputs(torch.cat(parts)[None], torch.cat(positions, 1)[:, None, :], roles, llm_kwargs)
+                      "deepstack_visual_embeds": list(deepstack)}
+        return PreparedInputs(torch.cat(parts)[None], torch.cat(positions, 1)[:, None, :], roles, llm_kwargs,
+                              visual_per_group=clip.counts(groups))

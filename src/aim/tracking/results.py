@@ -100,12 +100,23 @@ def summarize(records: list[dict], method: dict, config: dict) -> dict:
         "prefill_ms": mean("prefill_ms"),
         "prefill_ms_median": float(np.median([r["prefill_ms"] for r in done])) if done else float("nan"),
         "visual_tokens": mean("visual_tokens"),
+        "visual_tokens_per_frame": per_frame_mean(done),
         "text_tokens": mean("text_tokens"),
         "num_frames": mean_of("num_frames"),  # the mean frames sampled per sample: fewer when videos are shorter
         "num_frames_asked": (config.get("dataset") or {}).get("num_frames"),
         "method": method,
         "config": config,
     }
+
+
+def per_frame_mean(done: list[dict]) -> list[float] | None:
+    """The mean kept visual tokens of each frame (merger group) over the samples, frame by frame (a clip reducer
+    keeps different counts per frame); None where the samples have different numbers of groups (videos
+    shorter than dataset.num_frames) or records from before this field."""
+    lists = [r.get("visual_tokens_per_frame") for r in done]
+    if not lists or any(not x for x in lists) or len({len(x) for x in lists}) != 1:
+        return None
+    return np.mean(np.array(lists, dtype=float), 0).tolist()
 
 
 def frames_note(summary: dict) -> str | None:
