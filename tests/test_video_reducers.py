@@ -51,9 +51,69 @@ def test_vidcom2s_products_with_the_two_centers_are_counted_as_merge_flops():
     assert merge_flops(MERGERS.build("vidcom2", ratio=0.25), x) == 2 * 2 * 3 * 16 * 4  # 2 centers, F T D/2
 
 
+# ---- FastVID ----
+
+def scene_clip(first: int, second: int, tokens: int = 16, dim: int = 8) -> torch.Tensor:
+    """`first` frames of one scene, then `second` of another (each frame the scene plus a little noise)."""
+    g = torch.Generator().manual_seed(2)
+    a, b = torch.randn(tokens, dim, generator=g), torch.randn(tokens, dim, generator=g)
+    return torch.stack([(a if i < first else b) + 0.01 * torch.randn(tokens, dim, generator=g) for i in range(first + second)])
+
+
+def test_fastvid_starts_a_new_segment_at_a_scene_cut():
+    from aim.merging.fastvid import segments
+
+    clip = scene_clip(5, 3)
+    assert segments(clip, cuts=1, threshold=0.9) == [(0, 5), (5, 8)]  # the cut falls below tau
+    assert segments(clip, cuts=2, threshold=-1.0) == [(0, 5), (5, 8)]  # the least similar adjacent pair
+    assert segments(clip, cuts=1, threshold=-1.0) == [(0, 8)]  # no cut asked for
+    assert segments(clip, cuts=8, threshold=-1.0) == [(i, i + 1) for i in range(8)]  # c - 1 = 7 cuts
+
+
+def test_fastvid_collapses_a_static_region_over_a_segment_into_its_anchor_frame():
+    """8 identical frames of 9 orthogonal tokens, one segment, one anchor frame (p = 8: the last). Each frame
+    keeps K = floor(2/9 * 9) = 2: its most attended token (position 0) and K_c = 1 contextual; the segment's
+    8 contextual tokens all go to anchor frame 7, whose 8 non-salient tokens they are: each is the merge of
+    its 8 identical copies, so unchanged, standing at frame 7."""
+    frame = torch.diag(torch.arange(1.0, 10.0))
+    clip, attention = frame.expand(8, 9, 9).clone(), torch.linspace(1, 0, 9).expand(8, 9)
+    reducer = MERGERS.build("fastvid", ratio=2 / 9, contextual=0.5, cuts=1, anchor_step=8)
+    out = reducer(clip, attention=attention)
+    assert out.counts(8) == [1] * 7 + [9]
+    assert torch.equal(out.token_index, torch.tensor([0] * 7 + list(range(9))))
+    assert torch.equal(out.features, torch.cat([frame[[0] * 7], frame]))
+
+
+def test_fastvid_anchors_a_frame_at_its_density_peaks():
+    """One frame: a salient token (most attended) and two tight clusters of 5 tokens around centers at
+    positions 3 and 8. The 2 contextual tokens are the clusters' density peaks (highest rho * delta), each the
+    merge of its cluster: w = max(1/6, 0.6) of the center and 0.4 of the cluster's mean."""
+    g = torch.Generator().manual_seed(5)
+    ca, cb = torch.randn(8, generator=g), torch.randn(8, generator=g)
+    offsets = 0.05 * torch.tensor([[1.0] + [0] * 7, [-1.0] + [0] * 7, [0, 1.0] + [0] * 6, [0, -1.0] + [0] * 6])
+    x = torch.empty(11, 8)
+    x[0] = 10 * torch.randn(8, generator=g)
+    x[[1, 2, 4, 5]], x[3] = ca + offsets, ca
+    x[[6, 7, 9, 10]], x[8] = cb + offsets, cb
+    attention = torch.zeros(1, 11)
+    attention[0, 0] = 1
+    out = MERGERS.build("fastvid", ratio=3 / 11, contextual=2 / 3)(x[None], attention=attention)
+    assert torch.equal(out.token_index, torch.tensor([0, 3, 8]))
+    torch.testing.assert_close(out.features[1:], torch.stack([0.6 * ca + 0.4 * x[1:6].mean(0), 0.6 * cb + 0.4 * x[6:].mean(0)]))
+
+
+def test_fastvids_distances_and_assignment_cosines_are_counted_as_merge_flops():
+    """2 frames, one segment, T = 16, K = 4: K_s = 3, K_c = 1; one anchor frame with 2 anchor tokens:
+    its distances 13 x 13 x 8, the segment's 26 tokens' cosines with the 2 anchors, 26 x 2 x 8, and the sums of
+    the tokens assigned to each anchor, 2 x 26 x 8."""
+    x, attention = torch.randn(2, 16, 8), torch.rand(2, 16)
+    reducer = MERGERS.build("fastvid", ratio=0.25, cuts=1, threshold=-1.0)
+    assert merge_flops(reducer, x, attention=attention) == 2 * (13 * 13 * 8 + 26 * 2 * 8 + 2 * 26 * 8)
+
+
 # ---- every clip reducer ----
 
-REDUCERS = [("vidcom2", {})]
+REDUCERS = [("vidcom2", {}), ("fastvid", {})]
 
 
 def signals(f: int, t: int, seed: int = 0) -> dict:
