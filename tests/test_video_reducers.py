@@ -84,6 +84,19 @@ def test_fastvid_collapses_a_static_region_over_a_segment_into_its_anchor_frame(
     assert torch.equal(out.features, torch.cat([frame[[0] * 7], frame]))
 
 
+def test_fastvid_merges_every_token_of_a_segment_into_each_of_its_anchor_frames():
+    """The static clip of 9 orthogonal tokens with p = 4: anchor frames 3 and 7 (every 4th back from the last)
+    each hold 4 of the segment's 8 contextual tokens. Each token joins its most similar anchor token of every
+    anchor frame, so the two identical anchor frames hold the same anchor positions and the same merged tokens."""
+    frame = torch.diag(torch.arange(1.0, 10.0))
+    clip, attention = frame.expand(8, 9, 9).clone(), torch.linspace(1, 0, 9).expand(8, 9)
+    out = MERGERS.build("fastvid", ratio=2 / 9, contextual=0.5, cuts=1, anchor_step=4)(clip, attention=attention)
+    assert out.counts(8) == [1, 1, 1, 5, 1, 1, 1, 5]
+    third, seventh = out.per_frame(8)[3], out.per_frame(8)[7]
+    assert torch.equal(third.token_index, seventh.token_index)
+    assert torch.equal(third.features, seventh.features)
+
+
 def test_fastvid_anchors_a_frame_at_its_density_peaks():
     """One frame: a salient token (most attended) and two tight clusters of 5 tokens around centers at
     positions 3 and 8. The 2 contextual tokens are the clusters' density peaks (highest rho * delta), each the

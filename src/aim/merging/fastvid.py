@@ -22,14 +22,14 @@ SigLIP has no [CLS], so the mean attention each patch receives, as for PruMerge 
   frame back from the last. An anchor frame's anchor tokens are its tokens of highest DPC-kNN density score
       d_ij = ||x_i - x_j|| / sqrt(D),  rho_i = exp(-mean of the k = 4 smallest d_ij^2 (its own 0 included)),
       delta_i = min_{j denser than i} d_ij (the densest: max_ij d_ij),  score_i = rho_i delta_i,
-  (denser: higher rho, ties to the lower position; the official code breaks ties with 1e-6 noise). Every
-  token of the segment goes to its most cosine-similar anchor token; anchor token c with n tokens assigned,
-  mean m_c, becomes c + (1 - w)(m_c - c) = w c + (1 - w) m_c, w = max(1 / (n + 1), beta).
+  (denser: higher rho, ties to the lower position; the official code breaks ties with 1e-6 noise). For
+  each anchor frame, every token of the segment goes to that frame's most cosine-similar anchor token (a
+  token thus joins one anchor token of each anchor frame, as in the official code); anchor token c with n
+  tokens assigned, mean m_c, becomes c + (1 - w)(m_c - c) = w c + (1 - w) m_c, w = max(1 / (n + 1), beta).
 
 The paper's defaults (LLaVA-OneVision): c = 8, tau = 0.9, d = 0.4, p = 4, beta = 0.6, kept r = 25% .. 10%.
 A merged token stands at its anchor token's (frame, index): a static region over a segment collapses to the
-anchor frames' tokens. At ratio = 1 every frame is an anchor whose tokens are all anchors, each assigned
-only itself: every token kept unchanged. Scoring cost: per anchor frame (T - K_s)^2 D (distances) and per
+anchor frames' tokens. At ratio = 1 (K = T: nothing to reduce) the clip is returned unchanged. Scoring cost: per anchor frame (T - K_s)^2 D (distances) and per
 segment 2 L (T - K_s) (K_c L) D (assignment cosines, then the sums of each anchor's tokens) multiply-adds,
 matrix products counted by fvcore as merge FLOPs (the frames' means and their cosines are elementwise, F D, not counted).
 """
@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from aim.checks import check_range
-from aim.merging import MERGERS, ClipReduced, kept_tokens, with_carry
+from aim.merging import MERGERS, ClipReduced, NoMerge, clip_of, kept_tokens, with_carry
 from aim.merging.video import gather_clip
 
 
@@ -128,6 +128,8 @@ class FastVIDReducer:
             raise ValueError("fastvid needs the attention each token receives; this model adapter does not provide it")
         f, t, d = (int(n) for n in features.shape)  # ints under fvcore's trace too
         salient, contextual = self.split(t)
+        if salient + contextual == t:  # every token kept: nothing to merge
+            return clip_of(NoMerge()(features, carry=carry))
         x = with_carry(features, carry)  # merging is linear in the channels: the carry is merged alike
         order = (-attention.float()).argsort(dim=1, stable=True)
         top, rest = order[:, :salient], order[:, salient:].sort(dim=1).values  # rest: non-salient, in order
@@ -144,22 +146,28 @@ class FastVIDReducer:
         budget = contextual * length
         anchors = anchor_frames(length, budget, capacity, self.anchor_step)
         share, extra = divmod(budget, len(anchors))
-        frame, index = [], []
+        seg_frames = torch.arange(start, end, device=x.device).repeat_interleave(capacity)
+        tokens = rest[start:end].reshape(-1)
+        unit = F.normalize(features[seg_frames, tokens].float(), dim=-1)
+        frame, index, merged = [], [], []
         for i, a in enumerate(anchors):
             take = share + (i < extra)
             score = density_scores(features[start + a, rest[start + a]])
             chosen = rest[start + a, score.argsort(descending=True, stable=True)[:take]]
             frame.append(torch.full((take,), start + a, dtype=torch.long, device=x.device)), index.append(chosen)
-        frame, index = torch.cat(frame), torch.cat(index)
-        if not len(index):
-            return frame, index, x.new_zeros(0, x.shape[-1])
-        seg_frames = torch.arange(start, end, device=x.device).repeat_interleave(capacity)
-        tokens = rest[start:end].reshape(-1)
-        unit = F.normalize(features[seg_frames, tokens].float(), dim=-1)
-        nearest = (unit @ F.normalize(features[frame, index].float(), dim=-1).T).argmax(dim=1)
-        assign = F.one_hot(nearest, len(index)).to(x.dtype).T  # [anchors, segment tokens]
+            target = F.normalize(features[start + a, chosen].float(), dim=-1)
+            merged.append(self.merge_into(x, unit, target, seg_frames, tokens, start + a, chosen))
+        return torch.cat(frame), torch.cat(index), torch.cat(merged)
+
+    def merge_into(self, x, unit, target, seg_frames, tokens, frame: int, anchors: torch.Tensor) -> torch.Tensor:
+        """Each of the segment's tokens (unit [N, D]: normalized, standing at seg_frames, tokens) into its most
+        similar of one anchor frame's anchor tokens (target [A, D]: normalized): those merged [A, D + C]."""
+        anchor = x[frame, anchors]
+        if not len(anchors):
+            return anchor
+        nearest = (unit @ target.T).argmax(dim=1)
+        assign = F.one_hot(nearest, len(anchors)).to(x.dtype).T  # [anchors, segment tokens]
         n = assign.sum(dim=1, keepdim=True)
         mean = (assign @ x[seg_frames, tokens]) / n.clamp_min(1)
         w = torch.maximum(1 / (n + 1), torch.full_like(n, self.beta))
-        anchor = x[frame, index]
-        return frame, index, torch.where(n > 0, anchor + (1 - w) * (mean - anchor), anchor)
+        return torch.where(n > 0, anchor + (1 - w) * (mean - anchor), anchor)

@@ -34,7 +34,7 @@ from aim.checks import check_range
 from aim.merging import MERGERS, ClipReduced, kept_tokens, with_carry
 from aim.merging.video import apportion, gather_clip
 
-SCALES = (0.125, 0.25, 0.5, 1.0, 2.0)  # the Gaussian kernel's 2a / 2: a in 2^-3 .. 2^1
+SCALES = (0.125, 0.25, 0.5, 1.0, 2.0)  # the kernel widths a: 2^-3 .. 2^1
 
 
 def gaussian_similarity(z: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
