@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 from aim.checks import check_range
 from aim.merging import MERGERS, ClipReduced, NoMerge, clip_of, kept_tokens, with_carry
-from aim.merging.video import gather_clip
+from aim.merging.video import density_scores, gather_clip
 
 
 def segments(features: torch.Tensor, cuts: int, threshold: float) -> list[tuple[int, int]]:
@@ -54,20 +54,6 @@ def segments(features: torch.Tensor, cuts: int, threshold: float) -> list[tuple[
     ends = set(s.argsort(stable=True)[:max(0, min(cuts - 1, f - 1))].tolist()) | set((s < threshold).nonzero().flatten().tolist())
     bounds = [0, *sorted(e + 1 for e in ends), f]
     return list(zip(bounds[:-1], bounds[1:]))
-
-
-def density_scores(x: torch.Tensor, k: int = 4) -> torch.Tensor:
-    """DPC-kNN score rho * delta of each of a frame's tokens x [n, D] -> [n]."""
-    n, d = (int(m) for m in x.shape)
-    x = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-    sq = (x * x).sum(-1)
-    dist = ((sq[:, None] + sq[None, :] - 2 * (x @ x.T)).clamp_min(0) / d).sqrt()  # a matrix product: counted
-    rho = torch.exp(-dist.square().topk(min(k, n), dim=1, largest=False).values.mean(dim=1))
-    position = torch.arange(n, device=x.device)
-    denser = (rho[None, :] > rho[:, None]) | ((rho[None, :] == rho[:, None]) & (position[None, :] < position[:, None]))
-    delta = dist.masked_fill(~denser, float("inf")).min(dim=1).values
-    delta = torch.where(torch.isinf(delta), dist.max(), delta)  # the densest token: the largest distance
-    return rho * delta
 
 
 def anchor_frames(length: int, budget: int, capacity: int, step: int) -> list[int]:
@@ -152,7 +138,7 @@ class FastVIDReducer:
         frame, index, merged = [], [], []
         for i, a in enumerate(anchors):
             take = share + (i < extra)
-            score = density_scores(features[start + a, rest[start + a]])
+            score, _ = density_scores(features[start + a, rest[start + a]])
             chosen = rest[start + a, score.argsort(descending=True, stable=True)[:take]]
             frame.append(torch.full((take,), start + a, dtype=torch.long, device=x.device)), index.append(chosen)
             target = F.normalize(features[start + a, chosen].float(), dim=-1)

@@ -1,5 +1,5 @@
-"""Helpers the clip-level video reducers share (VidCom2, FastVID): integer budgets that follow real-valued
-shares, and a clip's kept tokens gathered into a `ClipReduced`."""
+"""Helpers the clip-level video reducers share (VidCom2, FastVID, PruneVid): integer budgets that follow
+real-valued shares, DPC-kNN density scores, and a clip's kept tokens gathered into a `ClipReduced`."""
 from __future__ import annotations
 
 import torch
@@ -31,3 +31,20 @@ def gather_clip(features: torch.Tensor, frame: torch.Tensor, index: torch.Tensor
     if carry is None:
         return ClipReduced(features, frame, index)
     return ClipReduced(features[:, :dim], frame, index, features[:, dim:].to(carry.dtype))
+
+
+def density_scores(x: torch.Tensor, k: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """DPC-kNN (density peaks with k nearest neighbours) of tokens x [n, D]: the score rho * delta [n] and the
+    distances d_ij = ||x_i - x_j|| / sqrt(D) [n, n]. rho_i = exp(-mean of the k smallest d_ij^2, its own 0
+    included); delta_i = min d_ij over the tokens j denser than i (higher rho, ties to the lower position;
+    the densest: max_ij d_ij). The distances come from a matrix product, which fvcore counts (n^2 D)."""
+    n, d = (int(m) for m in x.shape)  # ints under fvcore's trace too
+    x = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    sq = (x * x).sum(-1)
+    dist = ((sq[:, None] + sq[None, :] - 2 * (x @ x.T)).clamp_min(0) / d).sqrt()
+    rho = torch.exp(-dist.square().topk(min(k, n), dim=1, largest=False).values.mean(dim=1))
+    position = torch.arange(n, device=x.device)
+    denser = (rho[None, :] > rho[:, None]) | ((rho[None, :] == rho[:, None]) & (position[None, :] < position[:, None]))
+    delta = dist.masked_fill(~denser, float("inf")).min(dim=1).values
+    delta = torch.where(torch.isinf(delta), dist.max(), delta)
+    return rho * delta, dist
