@@ -1,5 +1,7 @@
 """The clip-level video reducers (VidCom2, FastVID) as specifications on small hand-built clips, plus what
 every clip reducer must give: valid, unique kept (frame, index), the configured count, ratio 1 bit-exact."""
+import math
+
 import pytest
 import torch
 
@@ -124,9 +126,65 @@ def test_fastvids_distances_and_assignment_cosines_are_counted_as_merge_flops():
     assert merge_flops(reducer, x, attention=attention) == 2 * (13 * 13 * 8 + 26 * 2 * 8 + 2 * 26 * 8)
 
 
+# ---- PruneVid ----
+
+def test_prunevid_makes_frame_clusters_contiguous_as_the_official_refinement():
+    from aim.merging.prunevid import contiguous
+
+    # cluster 1's only run is one frame: it joins the longer neighbour (equal: the left one)
+    assert contiguous([0, 0, 1, 0, 0, 2, 2, 2]) == [0, 0, 0, 0, 0, 2, 2, 2]
+    # the shorter runs of clusters 0 and 1 (frames 3, 4) join the longer neighbouring run, cluster 0's
+    assert contiguous([0, 0, 0, 1, 0, 1, 1]) == [0, 0, 0, 0, 0, 1, 1]
+
+
+def test_prunevid_segments_a_clip_at_its_scene_cut():
+    from aim.merging.prunevid import segments
+
+    assert segments(scene_clip(4, 4), share=0.25, k=7) == [(0, 4), (4, 8)]  # 2 clusters of frames
+
+
+def static_clip() -> torch.Tensor:
+    """8 frames of 16 tokens: positions 0..7 the same in every frame, 8..15 new in every frame."""
+    g = torch.Generator().manual_seed(6)
+    clip = torch.randn(8, 16, 8, generator=g)
+    clip[:, :8] = torch.randn(8, 8, generator=g)
+    return clip
+
+
+def test_prunevid_merges_a_static_region_over_its_segment_into_one_token_per_position():
+    """One segment (one frame cluster); positions 0..7 are static, merged over the 8 frames into one token each
+    (their mean: the token itself) at the segment's first frame; a budget of 72 = 8 + 8 x 8 keeps them all."""
+    clip = static_clip()
+    out = MERGERS.build("prunevid", ratio=72 / 128, segment_share=0.125)(clip)
+    assert out.counts(8) == [16] + [8] * 7
+    first = out.per_frame(8)[0]
+    assert torch.equal(first.token_index[0], torch.arange(16))
+    torch.testing.assert_close(first.features[0, :8], clip[0, :8])  # a mean of 8 equal tokens (float rounding)
+    assert torch.equal(first.features[0, 8:], clip[0, 8:])
+    assert torch.equal(out.per_frame(8)[5].features[0], clip[5, 8:])
+
+
+def test_prunevid_clusters_static_and_dynamic_groups_in_proportion_to_the_budget():
+    """At 36 of 128 tokens every group keeps half its tokens: 4 static cluster means at frame 0, 4 dynamic
+    per frame, each a cluster's mean standing at its center."""
+    clip = static_clip()
+    out = MERGERS.build("prunevid", ratio=36 / 128, segment_share=0.125)(clip)
+    assert out.counts(8) == [8] + [4] * 7
+    third = out.per_frame(8)[3]
+    assert bool((third.token_index >= 8).all())  # frame 3 keeps only dynamic tokens
+
+
+def test_prunevids_cosines_distances_and_cluster_sums_are_counted_as_merge_flops():
+    """The static clip at 36 of 128: the positions' cosines over the segment 16 x 8 x 8 x 8, and 9 groups of 8
+    tokens (1 static, 8 dynamic), each 8 x 8 x 8 distances and 4 x 8 x 8 cluster sums. (The frame clustering,
+    8 x 8 x 8, decides the segments through Python ints, which fvcore's trace does not see.)"""
+    reducer = MERGERS.build("prunevid", ratio=36 / 128, segment_share=0.125)
+    assert merge_flops(reducer, static_clip()) == 2 * (16 * 8 * 8 * 8 + 9 * (8 * 8 * 8 + 4 * 8 * 8))
+
+
 # ---- every clip reducer ----
 
-REDUCERS = [("vidcom2", {}), ("fastvid", {})]
+REDUCERS = [("vidcom2", {}), ("fastvid", {}), ("prunevid", {})]
 
 
 def signals(f: int, t: int, seed: int = 0) -> dict:
@@ -143,7 +201,8 @@ def test_a_clip_reducer_keeps_valid_unique_positions_and_the_configured_count(na
     needs = getattr(reducer, "needs", ())
     out = reduce_clip(reducer, x, **{k: v for k, v in signals(f, t).items() if k in needs})
     assert isinstance(out, ClipReduced) and out.features.shape == (len(out.frame), 16)
-    assert len(out.frame) == reducer.kept(f, t)
+    # prunevid keeps floor(r F T) where its static merge leaves more: nothing is static in a random clip
+    assert len(out.frame) == (reducer.kept(f, t) if hasattr(reducer, "kept") else math.floor(ratio * f * t + 1e-9))
     assert bool((out.frame >= 0).all() and (out.frame < f).all() and (out.token_index >= 0).all()
                 and (out.token_index < t).all())
     assert len({(a, b) for a, b in zip(out.frame.tolist(), out.token_index.tolist())}) == len(out.frame)
