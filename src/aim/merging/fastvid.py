@@ -29,9 +29,10 @@ SigLIP has no [CLS], so the mean attention each patch receives, as for PruMerge 
 
 The paper's defaults (LLaVA-OneVision): c = 8, tau = 0.9, d = 0.4, p = 4, beta = 0.6, kept r = 25% .. 10%.
 A merged token stands at its anchor token's (frame, index): a static region over a segment collapses to the
-anchor frames' tokens. At ratio = 1 (K = T: nothing to reduce) the clip is returned unchanged. Scoring cost: per anchor frame (T - K_s)^2 D (distances) and per
-segment 2 L (T - K_s) (K_c L) D (assignment cosines, then the sums of each anchor's tokens) multiply-adds,
-matrix products counted by fvcore as merge FLOPs (the frames' means and their cosines are elementwise, F D, not counted).
+anchor frames' tokens. At ratio = 1 (K = T: nothing to reduce) the clip is returned unchanged. Scoring
+cost: per anchor frame (T - K_s)^2 D (distances) and per segment 2 L (T - K_s) (K_c L) D (assignment
+cosines, then the sums of each anchor's tokens) multiply-adds, matrix products counted by fvcore as merge
+FLOPs (the frames' means and their cosines are elementwise, F D, not counted).
 """
 from __future__ import annotations
 
