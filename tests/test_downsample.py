@@ -58,3 +58,11 @@ def test_only_the_resolution_mode_needs_the_grid():
 def test_a_bad_mode_or_ratio_is_a_config_error_naming_the_field(field, value, message):
     with pytest.raises(ConfigError, match=message):
         to_schema(MERGERS.config_schema("downsample"), {"name": "downsample", field: value}, "merger")
+
+
+@pytest.mark.parametrize("mode,frames,grid,ratio", [("frames", 16, (7, 7), 0.1), ("frames", 5, (13, 23), 0.5),
+                                                    ("resolution", 4, (13, 23), 0.25), ("resolution", 3, (7, 7), 0.1)])
+def test_the_kept_total_from_the_config_alone_is_what_the_reducer_keeps(mode, frames, grid, ratio):
+    reducer = MERGERS.build("downsample", mode=mode, ratio=ratio)
+    out = reducer(clip(frames, grid[0] * grid[1]), grid=grid)
+    assert reducer.kept_total(frames, grid[0] * grid[1], grid) == len(out.frame)

@@ -72,3 +72,18 @@ def test_no_pruning_keeps_every_token_bit_exact():
 def test_a_pruning_rate_of_one_is_a_config_error_naming_the_field():
     with pytest.raises(ConfigError, match=r"merger.prune: must be in \[0, 1\)"):
         to_schema(MERGERS.config_schema("dycoke"), {"name": "dycoke", "prune": 1.0}, "merger")
+
+
+@pytest.mark.parametrize("frames,prune", [(16, 0.7), (7, 0.5), (1, 0.9), (6, 0.0)])
+def test_the_kept_total_from_the_config_alone_is_what_the_reducer_keeps(frames, prune):
+    reducer = MERGERS.build("dycoke", prune=prune)
+    assert reducer.kept_total(frames, 49) == len(reducer(torch.randn(frames, 49, 4)).frame)
+
+
+def test_the_similarity_scoring_is_counted_as_merge_flops():
+    """One T-long dot product of D channels per compared frame: 6 compared frames of 8, 49 tokens, 16 dims."""
+    from aim.efficiency.fvcore_count import _Call, count_flops
+
+    reducer = MERGERS.build("dycoke")
+    counted = count_flops(_Call(lambda f: reducer(f).features, torch.nn.Module()), (torch.randn(8, 49, 16),))
+    assert counted == 2 * 6 * 49 * 16

@@ -10,7 +10,7 @@ import torch
 
 from aim.checks import check_choice, check_range
 from aim.merging import MERGERS, ClipReduced, clip_of
-from aim.merging.baselines import PoolMerger
+from aim.merging.baselines import PoolMerger, token_grid
 
 DOWNSAMPLE_MODES = ("frames", "resolution")
 
@@ -65,6 +65,14 @@ class Downsample:
     def __init__(self, mode: str = "frames", ratio: float = 0.25, name: str = "downsample"):
         self.mode, self.ratio = mode, ratio
         self.needs = ("grid",) if mode == "resolution" else ()
+
+    def kept_total(self, frames: int, num_tokens: int, grid: tuple[int, int] | None = None) -> int:
+        """Visual tokens kept of `frames` frames of `num_tokens` each (`grid`: their rows x cols, default a
+        square), from the config alone: n whole frames, or every frame's pooled grid."""
+        if self.mode == "resolution":
+            h, w = PoolMerger(ratio=self.ratio).output_grid(*token_grid(num_tokens, grid))
+            return frames * h * w
+        return kept_frames(frames, self.ratio) * num_tokens
 
     def __call__(self, features: torch.Tensor, metric=None, attention=None, grid=None, carry=None) -> ClipReduced:
         if self.mode == "resolution":

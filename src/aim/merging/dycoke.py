@@ -73,6 +73,10 @@ class Dycoke:
     def __init__(self, prune: float = 0.7, name: str = "dycoke"):
         self.prune = prune
 
+    def kept_total(self, frames: int, num_tokens: int, grid=None) -> int:
+        """Visual tokens kept of `frames` frames of `num_tokens` each, from the config alone."""
+        return sum(kept_per_frame_dycoke(frames, num_tokens, self.prune))
+
     def __call__(self, features: torch.Tensor, metric=None, attention=None, carry=None) -> ClipReduced:
         f, t, d = features.shape
         counts = kept_per_frame_dycoke(f, t, self.prune)
