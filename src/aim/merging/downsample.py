@@ -47,10 +47,11 @@ class Downsample:
     every kept frame with all its tokens at their own (frame, index). The merger's frames are the adapter's
     groups: one frame for LLaVA-OneVision and InternVL3, one temporal patch (2 frames) for Qwen2-VL,
     Qwen2.5-VL and Qwen3-VL. Each group goes through the vision tower on its own in all of them (SigLIP /
-    InternViT per frame; Qwen's tower attends within one temporal patch), so the kept groups' tokens are
-    exactly those a run sampling only those frames would give; with LLaVA-OneVision (1D positions) the LLM
-    input is the same too, while Qwen's M-RoPE keeps each kept token's original (t, h, w) position, i.e. the
-    frames' original times.
+    InternViT per frame; Qwen's tower attends within one temporal patch), so the kept groups' visual tokens
+    are exactly those a run sampling only those frames would give. The LLM input still differs from such a
+    run in two ways: kept tokens keep their positions in the full clip (1D, or Qwen's (t, h, w) M-RoPE, i.e.
+    the frames' original times), and the text the adapter puts around each frame (InternVL3's frame labels,
+    Qwen3-VL's timestamps) stays for the frames that keep no token.
 
     mode=resolution: every frame's rows x cols token grid average-pooled (area interpolation) to the nearest
     grid of the ratio, exactly as `merger=pool` (`PoolMerger`: h = round(rows * sqrt(ratio)), w =

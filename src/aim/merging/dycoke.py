@@ -53,7 +53,8 @@ class Dycoke:
     and its K * T most similar tokens are merged away into e's token at the same position: it keeps the
     floor((1 - K) T) tokens of lowest s_i (at least 1), in their original order. Both comparisons use the
     frames' original tokens (frame w+2 is compared with w as it came from the tower, as w+3 with w+2). The
-    frames compared with none (the first of each window) keep all T tokens. Default K = 0.7 (the official
+    frames compared with none (the first of each window) keep all T tokens, so a clip of whole windows keeps
+    (1 + 3 (1 - K)) / 4 of its tokens (47% at K = 0.7) and never less than a quarter. Default K = 0.7 (the official
     evaluation's `dycoke_k`); the official code keeps a merged-away token's partner unchanged (no average),
     and so does this: a token merged away is dropped and the earlier frame's token at its position stands
     for both, at that token's (frame, index). The kept tokens are not averaged, so the `carry` is kept alike.
