@@ -55,14 +55,15 @@ class Dycoke:
     frames' original tokens (frame w+2 is compared with w as it came from the tower, as w+3 with w+2). The
     frames compared with none (the first of each window) keep all T tokens, so a clip of whole windows keeps
     about (1 + 3 (1 - K)) / 4 of its tokens (47% at K = 0.7) and never less than a quarter. Default K = 0.7
-    (the official evaluation's `dycoke_k`); the official code keeps a merged-away token's partner unchanged (no average),
-    and so does this: a token merged away is dropped and the earlier frame's token at its position stands
-    for both, at that token's (frame, index). The kept tokens are not averaged, so the `carry` is kept alike.
+    (the official evaluation's `dycoke_k`). The official code keeps a merged-away token's partner unchanged
+    (no average), and so does this: a token merged away is dropped and the earlier frame's token at its
+    position stands for both, at its own (frame, index). The kept tokens are not averaged, so the
+    `carry` is kept alike.
 
     Where this differs from the official code (`dycole_ttm` of KD-TAO/DyCoke): there, the last full window
-    of 4 frames skips its w+2 vs w comparison (its loop stops at frames - 4), an odd last frame is dropped and
-    4 frames or fewer fail; here every window is treated alike and no frame is lost. Its kept tokens come in order of similarity;
-    here in position order (the same set).
+    of 4 frames skips its w+2 vs w comparison (its loop stops at frames - 4), an odd last frame is dropped
+    and 4 frames or fewer fail; here every window is treated alike and no frame is lost. Its kept tokens
+    come in order of similarity; here in position order (the same set).
 
     Scoring cost: one T-long dot product of D channels per compared frame (2 D T FLOPs each; einsum, so
     fvcore counts it in `merge_flops`). DyCoke's second stage (KV-cache pruning while decoding) is not
