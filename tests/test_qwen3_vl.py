@@ -153,7 +153,8 @@ def test_kept_tokens_keep_their_own_3d_positions_and_text_does_not_move(sdpa_ada
 
 
 @pytest.mark.parametrize("name,fields", [*[(name, {}) for name in MERGERS.names()],
-                                         ("aim", {"ratio": 0.3, "averaging": "plain"})])
+                                         ("aim", {"ratio": 0.3, "averaging": "plain"}),
+                                         ("downsample", {"mode": "resolution"})])
 def test_every_merger_merges_the_carry_with_the_features_groups_and_weights(name, fields):
     """Every registered merger (per-frame or clip-level, both through `reduce_clip`): a carry that is a linear
     map of the features comes out as the same map of the merged features (each merged token is a fixed linear
