@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from aim.config import ConfigError
-from aim.merging import MERGERS, Merged, NoMerge
+from aim.merging import MERGERS, Merged, NoMerge, reduce_clip
 from aim.models import MODELS, PREFIX_TEXT, QUESTION_TEXT, VISUAL
 from aim.models.qwen3_vl import Qwen3VLAdapter
 from aim.pruning import PRUNERS
@@ -153,11 +153,12 @@ def test_kept_tokens_keep_their_own_3d_positions_and_text_does_not_move(sdpa_ada
 
 
 @pytest.mark.parametrize("name,fields", [*[(name, {}) for name in MERGERS.names()],
-                                         ("aim", {"ratio": 0.3, "averaging": "plain"})])
+                                         ("aim", {"ratio": 0.3, "averaging": "plain"}),
+                                         ("downsample", {"mode": "resolution"})])
 def test_every_merger_merges_the_carry_with_the_features_groups_and_weights(name, fields):
-    """Every registered merger: a carry that is a linear map of the features comes out as the same map of the
-    merged features (each merged token is a fixed linear combination of its group's tokens), and the carry
-    changes none of the choices."""
+    """Every registered merger (per-frame or clip-level, both through `reduce_clip`): a carry that is a linear
+    map of the features comes out as the same map of the merged features (each merged token is a fixed linear
+    combination of its group's tokens), and the carry changes none of the choices."""
     g = torch.Generator().manual_seed(0)
     features = torch.randn(3, 49, 16, generator=g, dtype=torch.float64)
     signals = {"metric": torch.randn(3, 49, 8, generator=g, dtype=torch.float64),
@@ -167,11 +168,12 @@ def test_every_merger_merges_the_carry_with_the_features_groups_and_weights(name
     def run(carry=None):
         merger = MERGERS.build(name, **fields)
         needs = getattr(merger, "needs", ())
-        return merger(features, **{k: v for k, v in signals.items() if k in needs}, carry=carry)
+        return reduce_clip(merger, features, **{k: v for k, v in signals.items() if k in needs}, carry=carry)
 
     plain, carried = run(), run(torch.cat([2 * features, -features], -1))
     assert plain.carry is None
     assert torch.equal(carried.features, plain.features) and torch.equal(carried.token_index, plain.token_index)
+    assert torch.equal(carried.frame, plain.frame)
     torch.testing.assert_close(carried.carry, torch.cat([2 * plain.features, -plain.features], -1), atol=1e-6, rtol=1e-6)  # pool: fp32
 
 
