@@ -40,7 +40,7 @@ class Ragged:
     def counts(self, frames: int, tokens: int) -> list[int]:
         return [min((f % 3) * self.k, tokens // 2) for f in range(frames)]
 
-    def kept_total(self, frames: int, tokens: int) -> int:
+    def kept_total(self, frames: int, tokens: int, grid=None) -> int:
         return sum(self.counts(frames, tokens))
 
     def __call__(self, features, carry=None, **signals):

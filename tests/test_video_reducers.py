@@ -202,7 +202,7 @@ def test_a_clip_reducer_keeps_valid_unique_positions_and_the_configured_count(na
     out = reduce_clip(reducer, x, **{k: v for k, v in signals(f, t).items() if k in needs})
     assert isinstance(out, ClipReduced) and out.features.shape == (len(out.frame), 16)
     # prunevid keeps floor(r F T) where its static merge leaves more: nothing is static in a random clip
-    assert len(out.frame) == (reducer.kept(f, t) if hasattr(reducer, "kept") else math.floor(ratio * f * t + 1e-9))
+    assert len(out.frame) == reducer.kept_total(f, t)
     assert bool((out.frame >= 0).all() and (out.frame < f).all() and (out.token_index >= 0).all()
                 and (out.token_index < t).all())
     assert len({(a, b) for a, b in zip(out.frame.tolist(), out.token_index.tolist())}) == len(out.frame)
@@ -219,3 +219,34 @@ def test_a_clip_reducer_at_ratio_1_keeps_every_token_bit_exact(name, fields):
     assert torch.equal(out.features, x.reshape(f * t, 16))
     assert torch.equal(out.frame, torch.arange(f).repeat_interleave(t))
     assert torch.equal(out.token_index, torch.arange(t).repeat(f))
+
+
+def video_adapter(family: str):
+    if family == "llava_onevision":
+        from tests.test_onevision_image import build
+    elif family == "qwen2_vl":
+        from tests.test_qwen2_vl import build
+    else:
+        from tests.test_internvl import build
+    return build()
+
+
+@pytest.mark.parametrize("family", ["llava_onevision", "qwen2_vl", "internvl"])
+@pytest.mark.parametrize("name,fields", [("vidcom2", {"ratio": 0.25}), ("fastvid", {"ratio": 0.25}), ("prunevid", {"ratio": 0.25}),
+                                         ("dycoke", {"prune": 0.7}), ("downsample", {"ratio": 0.25})])
+def test_every_clip_reducer_runs_through_a_real_adapter_keeping_what_aim_flops_counts(family, name, fields):
+    """A clip reducer on a tiny model's real tower output (8 frames): it gets the signals it asks for from the
+    adapter, frames keep different counts, and the visual tokens reaching the LLM are the kept total that
+    `aim.flops` and budget mode count (`kept_total`)."""
+    from aim.merging import NoMerge
+    from tests.test_qwen2_vl import OPTIONS, QUESTION, frames
+
+    ad = video_adapter(family)
+    clip = frames(8)
+    full = ad.prepare(clip, QUESTION, OPTIONS, NoMerge())
+    groups = len(full.visual_per_group)
+    reducer = MERGERS.build(name, **fields)
+    reduced = ad.prepare(clip, QUESTION, OPTIONS, reducer)
+    assert len(reduced.visual_per_group) == groups and sum(reduced.visual_per_group) == reduced.visual_tokens
+    assert 0 < reduced.visual_tokens < full.visual_tokens
+    assert reduced.visual_tokens == reducer.kept_total(groups, full.visual_tokens // groups)

@@ -103,7 +103,7 @@ def kept_per_frame(merger_cfg, num_tokens: int, grid: tuple[int, int] | None = N
 def kept_visual(merger_cfg, groups: int, num_tokens: int, grid: tuple[int, int] | None = None) -> int:
     """Visual tokens kept of `groups` merger groups (frames, temporal patches, tiles) of `num_tokens` each, from
     the merger's config alone: a per-frame merger keeps `kept_per_frame` of every group; a clip reducer
-    (`scope = "clip"`, frames keeping different counts) keeps the total its `kept_total(groups, num_tokens)`
+    (`scope = "clip"`, frames keeping different counts) keeps the total its `kept_total(groups, num_tokens, grid)`
     gives, built from the same config (aim.merging)."""
     from aim.merging import MERGERS
 
@@ -115,9 +115,12 @@ def kept_visual(merger_cfg, groups: int, num_tokens: int, grid: tuple[int, int] 
         if schema is not None else dict(vars(merger_cfg))
     reducer = MERGERS.build(name, **fields)
     if not hasattr(reducer, "kept_total"):
-        raise ConfigError(f"merger.name: {name} reduces a clip with no kept_total(frames, tokens): its visual tokens "
+        raise ConfigError(f"merger.name: {name} reduces a clip with no kept_total(frames, tokens, grid): its visual tokens "
                           "cannot be counted without running it")
-    return int(reducer.kept_total(groups, num_tokens))
+    try:
+        return int(reducer.kept_total(groups, num_tokens, grid))
+    except ValueError as exc:  # e.g. a grid the pooling cannot take
+        raise ConfigError(f"merger.name: {exc}") from None
 
 
 def tokens_per_layer(visual_tokens: int, text_tokens: int, retention: list[float]) -> tuple[list[int], list[int]]:

@@ -16,7 +16,7 @@ with the (frame, within-frame index) it stands at, frames keeping different coun
 either kind and gives a `ClipReduced`; a per-frame merger is the special case where every frame keeps the
 same count. Every adapter calls its merger through `reduce_clip` and places a ragged result (each kept token
 at its own (frame, index)'s unreduced position; a frame keeping none keeps its text). A clip reducer whose
-kept total follows from its config defines `kept_total(frames, tokens_per_frame)`: aim.flops and budget
+kept total follows from its config defines `kept_total(frames, tokens_per_frame, grid)`: aim.flops and budget
 planning count with it. These result types live in the leaf aim.tokens (the adapters import them there).
 
 `carry` [F, T, C] (optional): more channels of the same tokens that are merged with exactly the groups and

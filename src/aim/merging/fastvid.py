@@ -106,8 +106,8 @@ class FastVIDReducer:
         contextual = math.floor(self.contextual * kept + 1e-9)
         return kept - contextual, contextual
 
-    def kept(self, frames: int, tokens: int) -> int:
-        """Tokens the clip keeps: F * floor(ratio * T)."""
+    def kept_total(self, frames: int, tokens: int, grid=None) -> int:
+        """Tokens the clip keeps: F * floor(ratio * T) (what aim.flops and budget mode count)."""
         return frames * sum(self.split(tokens))
 
     def __call__(self, features: torch.Tensor, metric=None, attention=None, carry=None) -> ClipReduced:

@@ -137,9 +137,14 @@ class PruneVidReducer:
                  name: str = "prunevid"):
         self.ratio, self.segment_share, self.threshold, self.k = ratio, segment_share, threshold, k
 
+    def kept_total(self, frames: int, tokens: int, grid=None) -> int:
+        """Tokens the clip keeps: floor(ratio * F * T) (what aim.flops and budget mode count); fewer only where
+        merging the static regions alone leaves fewer, which the config cannot tell."""
+        return kept_tokens(frames * tokens, self.ratio)
+
     def __call__(self, features: torch.Tensor, metric=None, attention=None, carry=None) -> ClipReduced:
         f, t, d = (int(n) for n in features.shape)  # ints under fvcore's trace too
-        budget = kept_tokens(f * t, self.ratio)
+        budget = self.kept_total(f, t)
         if budget >= f * t:  # every token kept: nothing to merge
             return clip_of(NoMerge()(features, carry=carry))
         x = with_carry(features, carry)  # merging is linear in the channels: the carry is merged alike

@@ -79,15 +79,15 @@ class VidCom2Reducer:
     def __init__(self, ratio: float = 0.25, temperature: float = 0.01, name: str = "vidcom2"):
         self.ratio, self.temperature = ratio, temperature
 
-    def kept(self, frames: int, tokens: int) -> int:
-        """Tokens the clip keeps: floor(ratio * F * T), at least 1."""
+    def kept_total(self, frames: int, tokens: int, grid=None) -> int:
+        """Tokens the clip keeps: floor(ratio * F * T), at least 1 (what aim.flops and budget mode count)."""
         return kept_tokens(frames * tokens, self.ratio)
 
     def budgets(self, shares: torch.Tensor, tokens: int) -> list[int]:
         """Kept tokens of each frame from the softmax of the frames' uniqueness [F]."""
         frames = len(shares)
         share = self.ratio * (1 + shares - 1 / frames) * tokens
-        return apportion(share, self.kept(frames, tokens), tokens)
+        return apportion(share, self.kept_total(frames, tokens), tokens)
 
     def __call__(self, features: torch.Tensor, metric=None, attention=None, carry=None) -> ClipReduced:
         f, t, d = features.shape
