@@ -81,6 +81,19 @@ class AdapterConfig:
             raise ValueError("architecture: random_init needs an architecture or a pretrained config to build")
 
 
+def square_frames(frames, size: int, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 RGB frames [T, H, W, 3] -> normalized float [T, 3, size, size]: torchvision's bicubic resize
+    with antialias (as the Hugging Face video processors do; on CPU it interpolates the uint8 frames and
+    returns uint8), then (x / 255 - mean) / std."""
+    import numpy as np
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).contiguous()
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
+    return (x.float() / 255.0 - mean) / std
+
+
 def resolve_pretrained(path: str) -> str:
     """`aim:<name>` is a model bundled with the package (src/aim/assets/<name>)."""
     if path.startswith("aim:"):

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from aim.models import MODELS, PREFIX_TEXT, QUESTION_TEXT, VISUAL, PreparedInputs
-from aim.models.base import VIDEO, Adapter, AdapterConfig
+from aim.models.base import VIDEO, Adapter, AdapterConfig, square_frames
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -142,11 +142,7 @@ class InternVLAdapter(Adapter):
         image [1, H, W, 3] -> its tiles [tiles, 3, S, S] (`image_pixel_values`)."""
         if modality == "image":
             return self.image_pixel_values(frames)
-        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).contiguous()
-        if x.shape[-2:] != (self.image_size, self.image_size):
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False,
-                              antialias=True)
-        return ((x.float() / 255.0 - self.mean) / self.std).to(self.device, self.dtype)
+        return square_frames(frames, self.image_size, self.mean, self.std).to(self.device, self.dtype)
 
     def image_pixel_values(self, image: np.ndarray) -> torch.Tensor:
         """One image [1, H, W, 3] -> [tiles, 3, S, S] by the Hugging Face image processor (PIL backend) with

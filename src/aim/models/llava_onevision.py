@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from aim.models import MODELS, PREFIX_TEXT, QUESTION_TEXT, VISUAL, PreparedInputs
-from aim.models.base import Adapter, AdapterConfig
+from aim.models.base import Adapter, AdapterConfig, square_frames
 from aim.tokens import reduce_clip
 
 
@@ -96,13 +96,8 @@ class LlavaOnevisionAdapter(Adapter):
         [1, H, W, 3] -> its anyres crops [1 + crops, 3, S, S], the base image first."""
         if modality == "image":
             return self.image_pixel_values(frames)
-        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).contiguous()
-        if x.shape[-2:] != (self.image_size, self.image_size):
-            # as the checkpoints' video processor (LlavaOnevisionVideoProcessor, resample 3): torchvision's
-            # bicubic resize with antialias, which on CPU interpolates the uint8 frames and returns uint8
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False,
-                              antialias=True)
-        return ((x.float() / 255.0 - self.mean) / self.std).to(self.device, self.dtype)
+        # as the checkpoints' video processor (LlavaOnevisionVideoProcessor, resample 3)
+        return square_frames(frames, self.image_size, self.mean, self.std).to(self.device, self.dtype)
 
     def tower_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Vision tower hidden state at the configured layer: [N, patches, vision_dim]."""
