@@ -72,3 +72,17 @@ def masked_logits(adapter, embeds, positions, kept_indices, prefill_len: int, **
         for h in handles:
             h.remove()
     return adapter.model.lm_head(out.last_hidden_state[0, -1])
+
+
+def masked_greedy_ids(adapter, inputs, kept_indices, steps: int, llm_kwargs_for=None) -> list[int]:
+    """Greedy decoding recomputed from scratch under the masked reference: each step runs the whole sequence
+    (prefill + tokens decoded so far) through `masked_logits`, a decoded token at one past the last position.
+    `llm_kwargs_for(length)`: the further LLM inputs for a sequence of that length (Qwen3-VL's DeepStack)."""
+    embeds, positions, ids = inputs.inputs_embeds, inputs.position_ids, []
+    for _ in range(steps):
+        extra = llm_kwargs_for(embeds.shape[1]) if llm_kwargs_for else {}
+        nxt = int(masked_logits(adapter, embeds, positions, kept_indices, len(inputs.token_roles), **extra).argmax())
+        ids.append(nxt)
+        embeds = torch.cat([embeds, adapter.embed_tokens([nxt])[None]], 1)
+        positions = torch.cat([positions, positions[..., -1:] + 1], -1)
+    return ids

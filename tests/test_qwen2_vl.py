@@ -16,7 +16,7 @@ from aim.models.qwen2_vl import Qwen2VLAdapter, mrope_positions, smart_resize
 from aim.pruning import PRUNERS
 from aim.pruning.hooks import TokenPruner
 from aim.paths import CONF_DIR
-from tests.pruning_reference import masked_logits
+from tests.pruning_reference import masked_greedy_ids, masked_logits
 
 QUESTION, OPTIONS = "what colour is the circle ?", ["red", "blue", "green", "yellow"]
 
@@ -188,13 +188,7 @@ def test_cached_greedy_decoding_after_a_pruned_prefill_equals_recomputation(adap
     inputs = ad.prepare(frames(2), QUESTION, OPTIONS, KeepEven())  # gaps in the positions too
     with TokenPruner(ad.decoder_layers, PRUNERS.build("aim", l1=2, l2=4)).attached(inputs.token_roles) as trace:
         ids = ad.generate_ids(inputs, max_new_tokens=4)
-    embeds, positions, expected = inputs.inputs_embeds, inputs.position_ids, []
-    for _ in range(len(ids)):
-        nxt = int(masked_logits(ad, embeds, positions, trace.kept_indices, len(inputs.token_roles)).argmax())
-        expected.append(nxt)
-        embeds = torch.cat([embeds, ad.embed_tokens([nxt])[None]], 1)
-        positions = torch.cat([positions, positions[..., -1:] + 1], -1)
-    assert ids == expected
+    assert ids == masked_greedy_ids(ad, inputs, trace.kept_indices, len(ids))
 
 
 def test_tower_signals_for_mergers_that_ask(sdpa_adapter):

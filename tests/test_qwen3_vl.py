@@ -15,7 +15,7 @@ from aim.models import MODELS, PREFIX_TEXT, QUESTION_TEXT, VISUAL
 from aim.models.qwen3_vl import Qwen3VLAdapter
 from aim.pruning import PRUNERS
 from aim.pruning.hooks import TokenPruner
-from tests.pruning_reference import masked_logits
+from tests.pruning_reference import masked_greedy_ids, masked_logits
 from tests.test_qwen2_vl import frames, preset  # the Qwen2-VL tests' preset loader and synthetic frames
 
 QUESTION, OPTIONS = "what colour is the circle ?", ["red", "blue", "green", "yellow"]
@@ -223,16 +223,13 @@ def test_cached_greedy_decoding_after_a_pruned_prefill_equals_recomputation(adap
     inputs = ad.prepare(frames(4), QUESTION, OPTIONS, KeepEven())
     with TokenPruner(ad.decoder_layers, PRUNERS.build("aim", l1=2, l2=4)).attached(inputs.token_roles) as trace:
         ids = ad.generate_ids(inputs, max_new_tokens=4)
-    embeds, positions, expected = inputs.inputs_embeds, inputs.position_ids, []
     visual = inputs.llm_kwargs["visual_pos_masks"]
-    for _ in range(len(ids)):
-        mask = torch.cat([visual, visual.new_zeros(1, embeds.shape[1] - visual.shape[1])], 1)
-        nxt = int(masked_logits(ad, embeds, positions, trace.kept_indices, len(inputs.token_roles), visual_pos_masks=mask,
-                                deepstack_visual_embeds=inputs.llm_kwargs["deepstack_visual_embeds"]).argmax())
-        expected.append(nxt)
-        embeds = torch.cat([embeds, ad.embed_tokens([nxt])[None]], 1)
-        positions = torch.cat([positions, positions[..., -1:] + 1], -1)
-    assert ids == expected
+
+    def deepstack(length):  # the visual positions stay those of the prefill; decoded tokens are text
+        return {"visual_pos_masks": torch.cat([visual, visual.new_zeros(1, length - visual.shape[1])], 1),
+                "deepstack_visual_embeds": inputs.llm_kwargs["deepstack_visual_embeds"]}
+
+    assert ids == masked_greedy_ids(ad, inputs, trace.kept_indices, len(ids), deepstack)
 
 
 def test_fvcore_counts_agree_with_the_analytic_model(sdpa_adapter):
