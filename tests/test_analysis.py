@@ -428,3 +428,17 @@ def test_each_sweep_gets_a_wandb_summary_run_with_the_table_and_a_scatter_chart(
     xy = sorted((r[points["columns"].index("tflops")], r[points["columns"].index("score")]) for r in points["data"])
     assert xy == [(1e-4, 0.48), (1e-4, 0.54), (2e-4, 0.51), (2e-4, 0.56), (4e-4, 0.56)]  # the done jobs
     assert "_wandb/visualize/accuracy_vs_prefill_ms" in run["config"]
+
+
+def test_collect_shows_how_the_kept_tokens_fall_over_the_frames(tmp_path):
+    """A clip reducer keeps ragged counts per frame (records' visual_tokens_per_frame): the table gives each
+    frame's mean over the answered samples and how many frames keep nothing; skipped samples do not count."""
+    run = tmp_path / "run"
+    write_job(run, job_config({"name": "vidcom2", "ratio": 0.25}, NONE), 0.5, 1e-4, 5.0, 40)
+    records = [{"id": "a", "correct": True, "visual_tokens_per_frame": [20, 0, 10, 10]},
+               {"id": "b", "correct": False, "visual_tokens_per_frame": [10, 0, 0, 30]},
+               {"id": "c", "skipped": True, "reason": "undecodable video"}]
+    (run / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    row = by_run(collect([tmp_path], roofline=False))["run"]
+    assert json.loads(row["visual_tokens_per_frame"]) == [15.0, 0.0, 5.0, 20.0]
+    assert row["frames_without_tokens"] == 1.5

@@ -22,7 +22,9 @@ Columns (metrics named as in results.json, nested ones as the W&B summary names 
   roofline of `aim.efficiency.roofline` at each sample's own tokens per layer, on the job's
   `flops.hardware`; the figure comparable to published tables), tflops_unreduced_analytic (the same
   analytic count with every visual token kept: the unreduced model's cost, known without running it),
-  visual_tokens, text_tokens, pareto_tflops, pareto_prefill_ms, sweep_dir.
+  visual_tokens, text_tokens, visual_tokens_per_frame (the mean over samples of each frame's kept tokens, a
+  list; ragged under a clip reducer), frames_without_tokens (mean frames per sample keeping none), pareto_tflops,
+  pareto_prefill_ms, sweep_dir.
 """
 from __future__ import annotations
 
@@ -49,7 +51,7 @@ LEADING = ["sweep", "job", "run", "status", "method", "params", "label", "series
            "frames", "model", "dataset", "eval_mode", "metric", "score", "accuracy", "agreement", "kl", "num_samples",
            "num_skipped", "tflops", "tflops_analytic", "roofline_tflops", "prefill_ms", "prefill_ms_median",
            "roofline_prefill_ms", "roofline_hardware", "tflops_unreduced_analytic", "visual_tokens", "text_tokens",
-           "pareto_tflops", "pareto_prefill_ms", "detail", "overrides"]
+           "visual_tokens_per_frame", "frames_without_tokens", "pareto_tflops", "pareto_prefill_ms", "detail", "overrides"]
 
 
 # ------------------------------------------------------------------------------------------ one run
@@ -155,6 +157,20 @@ def efficiency_fields(config: dict, records: list[dict] | None, text_tokens: flo
     return out
 
 
+def frame_fields(records: list[dict]) -> dict:
+    """How a run's kept visual tokens fall over the frames (records' `visual_tokens_per_frame`, one count per
+    merger group): each frame's mean over the answered samples, and the mean number of frames keeping no
+    token. Samples of different frame counts (or records older than the field) give no per-frame list."""
+    counts = [r["visual_tokens_per_frame"] for r in records
+              if not r.get("skipped") and isinstance(r.get("visual_tokens_per_frame"), list)]
+    if not counts:
+        return {}
+    out = {"frames_without_tokens": float(np.mean([sum(1 for c in per if c == 0) for per in counts]))}
+    if len({len(per) for per in counts}) == 1:
+        out["visual_tokens_per_frame"] = [round(float(v), 2) for v in np.mean(np.asarray(counts, dtype=float), axis=0)]
+    return out
+
+
 def read_records(path: Path) -> list[dict]:
     """samples.jsonl's records, read as aim.run reads them (aim.tracking.records.read_samples)."""
     from aim.tracking.records import read_samples
@@ -172,8 +188,10 @@ def run_fields(run_dir: Path, roofline: bool = True) -> dict:
         method = results.get("method") or {}
         row["merger"] = method.get("merger", row["merger"])
         row["pruner"] = method.get("pruner", row["pruner"])
+        records = read_records(run_dir / SAMPLES)
+        row.update(frame_fields(records))
         if roofline and config.get("model"):
-            row.update(efficiency_fields(config, read_records(run_dir / SAMPLES), results.get("text_tokens")))
+            row.update(efficiency_fields(config, records, results.get("text_tokens")))
         return row
     if spec_path.exists():
         return config_fields(json.loads(spec_path.read_text()))
@@ -363,7 +381,8 @@ def tidy(rows: list[dict]) -> pd.DataFrame:
             mask = pareto_front(rows_p[cost], rows_p["score"])
             df.loc[rows_p.index[mask], f"pareto_{cost}"] = True
     for col in ("score", "accuracy", "agreement", "kl", "tflops", "tflops_analytic", "prefill_ms", "prefill_ms_median",
-                "roofline_tflops", "roofline_prefill_ms", "tflops_unreduced_analytic", "visual_tokens", "text_tokens"):
+                "roofline_tflops", "roofline_prefill_ms", "tflops_unreduced_analytic", "visual_tokens", "text_tokens",
+                "frames_without_tokens"):
         df[col] = pd.to_numeric(df[col], errors="coerce")
     df["status"] = pd.Categorical(df["status"], categories=list(STATUSES) + sorted(set(df["status"]) - set(STATUSES)))
     rest = sorted(c for c in df.columns if c not in LEADING and c not in param_cols)
