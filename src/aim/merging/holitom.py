@@ -1,5 +1,5 @@
 """HoliTom's merging before the LLM (Shao et al., "HoliTom: Holistic Token Merging for Fast Video Large Language
-Models", NeurIPS 2025, Sec. 3.1-3.2), as a clip-level reducer; its inner-LLM merging is the pruner `holitom`
+Models", NeurIPS 2025), as a clip-level reducer; its inner-LLM merging is the pruner `holitom`
 (aim.pruning). Written from the paper, with the official code (cokeshao/HoliTom, holitom/llava_arch.py) read
 to settle the details.
 
