@@ -250,8 +250,8 @@ class TokenPruner:
         text = is_visual.to(torch.uint8).sort(dim=1, stable=True).indices[:, : state.text_now]
         sel = torch.cat([text, top_visual], 1).sort(dim=1).values  # keep causal order
         if self.merges:
-            kept = torch.zeros(is_visual.shape, dtype=torch.bool, device=is_visual.device).scatter_(1, top_visual, True)
-            dropped = (is_visual & ~kept).to(torch.uint8).sort(dim=1, descending=True, stable=True).indices
+            kept = torch.zeros_like(roles, dtype=torch.uint8).scatter(1, top_visual, torch.ones_like(top_visual, dtype=torch.uint8))
+            dropped = (is_visual & (kept == 0)).to(torch.uint8).sort(dim=1, descending=True, stable=True).indices
             hidden = merge_dropped(hidden, top_visual, dropped[:, : state.visual_now - target])
         state.kept = state.kept.gather(1, sel)
         state.visual_now = target
