@@ -192,14 +192,21 @@ def test_inner_merging_keeps_fastvs_tokens_and_equals_the_merged_reference(adapt
 
 
 def test_greedy_decoding_after_an_inner_merge_equals_recomputation(adapter):  # noqa: F811
+    """Decoding with the KV cache of a merged prefill: each step's logits are those of the whole sequence
+    recomputed under the merged reference (layer k's cache holds the merged tokens)."""
     inputs = sample_inputs(adapter)
-    k = 2
-    with TokenPruner(adapter.decoder_layers, PRUNERS.build("holitom", k=k, keep=0.3)).attached(inputs.token_roles) as trace:
-        ids = adapter.generate_ids(inputs, max_new_tokens=4)
+    k, cached = 2, []
+    grab = adapter.model.lm_head.register_forward_hook(lambda _m, _i, out: cached.append(out.detach()))
+    try:
+        with TokenPruner(adapter.decoder_layers, PRUNERS.build("holitom", k=k, keep=0.3)).attached(inputs.token_roles) as trace:
+            ids = adapter.generate_ids(inputs, max_new_tokens=4)
+    finally:
+        grab.remove()
     kept = dict(trace.kept_indices)
     embeds, positions = inputs.inputs_embeds, inputs.position_ids
     for step, token in enumerate(ids):
         logits = merged_reference_logits(adapter, embeds, positions, kept, inputs.token_roles, k)
+        torch.testing.assert_close(cached[step].reshape(-1), logits.reshape(-1), atol=1e-4, rtol=1e-4)
         assert int(logits.argmax()) == token, f"step {step}"
         embeds = torch.cat([embeds, adapter.embed_tokens([token])[None]], 1)
         positions = torch.cat([positions, positions[:, -1:] + 1], 1)
