@@ -179,9 +179,10 @@ def merged_reference_logits(adapter, embeds, positions, kept_indices, roles, k):
 def test_inner_merging_keeps_fastvs_tokens_and_equals_the_merged_reference(adapter):  # noqa: F811
     inputs = sample_inputs(adapter)
     k, keep = 2, 0.3
-    with TokenPruner(adapter.decoder_layers, PRUNERS.build("holitom", k=k, keep=keep)).attached(inputs.token_roles) as trace:
+    roles = inputs.token_roles
+    with TokenPruner(adapter.decoder_layers, PRUNERS.build("holitom", k=k, keep=keep)).attached(roles) as trace:
         merged = adapter.prefill_logits(inputs)
-    with TokenPruner(adapter.decoder_layers, PRUNERS.build("fastv", k=k, keep=keep)).attached(inputs.token_roles) as fastv:
+    with TokenPruner(adapter.decoder_layers, PRUNERS.build("fastv", k=k, keep=keep)).attached(roles) as fastv:
         dropped = adapter.prefill_logits(inputs)
     assert all(torch.equal(trace.kept_indices[i], fastv.kept_indices[i]) for i in fastv.kept_indices)
     assert trace.visual_tokens_per_layer == [inputs.visual_tokens] * k + [int(inputs.visual_tokens * keep)] * (6 - k)
@@ -198,7 +199,8 @@ def test_greedy_decoding_after_an_inner_merge_equals_recomputation(adapter):  # 
     k, cached = 2, []
     grab = adapter.model.lm_head.register_forward_hook(lambda _m, _i, out: cached.append(out.detach()))
     try:
-        with TokenPruner(adapter.decoder_layers, PRUNERS.build("holitom", k=k, keep=0.3)).attached(inputs.token_roles) as trace:
+        pruner = PRUNERS.build("holitom", k=k, keep=0.3)
+        with TokenPruner(adapter.decoder_layers, pruner).attached(inputs.token_roles) as trace:
             ids = adapter.generate_ids(inputs, max_new_tokens=4)
     finally:
         grab.remove()

@@ -269,7 +269,7 @@ def pruner_moves(pruner: dict, num_layers: int) -> tuple[dict, list[dict], list[
         path += [{"l1": 1, "l2": l2} for l2 in range(w, 1, -1)]
         grid = [{"l1": L, "l2": L + 1}] + [{"l1": l1, "l2": l2} for l1 in range(1, L) for l2 in range(l1 + 1, L + w + 1)]
         return {"l1": L, "l2": L + 1}, path, grid
-    if name in ("fastv", "dart", "holitom"):  # one drop at layer k to `keep`: FastV's attention, DART's duplication, HoliTom's merge
+    if name in ("fastv", "dart", "holitom"):  # one drop at layer k to `keep` (FastV, DART; HoliTom merges it)
         keep = pruner["keep"]
         path = [{"k": k, "keep": keep} for k in range(L - 1, 0, -1)]
         path += [{"k": 1, "keep": x} for x in FASTV_KEEPS if x < keep]

@@ -15,8 +15,8 @@ SigLIP has no [CLS], so the mean attention each patch receives, as the official 
   clip at once, not greedily; ties: the shortest last segment, a single frame first, as the official code).
   A scene cut (no position similar across it) therefore ends a segment: no segment gains by crossing it;
 - temporal merging: each segment's redundant positions are merged over its frames into one token, their mean
-  (1/(v-u+1)) sum_t x_{t,i}, standing at the segment's first frame u, position i (the paper: "merged into
-  their first occurrence"). The rest of each segment's frames are its dynamic tokens;
+  (1/(v-u+1)) sum_t x_{t,i}, standing at the segment's first frame u, position i (its first occurrence, as
+  the paper places it). The rest of each segment's frames are its dynamic tokens;
 - spatial merging to the budget N = floor(r F T): the clip has M = F T - sum P tokens left, in groups (each
   segment's merged tokens; each frame's dynamic tokens); each group of n keeps c = n N / M of them (the
   official code rescales r to r' = r F T / M and rounds per group; here largest remainders, so the clip

@@ -250,7 +250,8 @@ class TokenPruner:
         text = is_visual.to(torch.uint8).sort(dim=1, stable=True).indices[:, : state.text_now]
         sel = torch.cat([text, top_visual], 1).sort(dim=1).values  # keep causal order
         if self.merges:
-            kept = torch.zeros_like(roles, dtype=torch.uint8).scatter(1, top_visual, torch.ones_like(top_visual, dtype=torch.uint8))
+            ones = torch.ones_like(top_visual, dtype=torch.uint8)  # a tensor source: fvcore's trace has no bool scalar scatter
+            kept = torch.zeros_like(roles, dtype=torch.uint8).scatter(1, top_visual, ones)
             dropped = (is_visual & (kept == 0)).to(torch.uint8).sort(dim=1, descending=True, stable=True).indices
             hidden = merge_dropped(hidden, top_visual, dropped[:, : state.visual_now - target])
         state.kept = state.kept.gather(1, sel)
