@@ -105,8 +105,9 @@ def test_the_chosen_setting_fits_every_budget_of_a_grid(unit, scale):
     assert index == 0 or limit.amount(model.cost(order[index - 1]), model) > value
 
 
-def test_fastv_vtw_pdrop_and_dart_get_their_own_knobs():
-    for pruner, knobs in (("fastv", {"k", "keep"}), ("vtw", {"k"}), ("pdrop", {"boundaries", "lam"}), ("dart", {"k", "keep"})):
+def test_fastv_vtw_pdrop_dart_and_holitom_get_their_own_knobs():
+    for pruner, knobs in (("fastv", {"k", "keep"}), ("vtw", {"k"}), ("pdrop", {"boundaries", "lam"}), ("dart", {"k", "keep"}),
+                          ("holitom", {"k", "keep"})):
         plan = plan_for("model=llava_onevision_7b", "dataset.num_frames=32", "merger=none", f"pruner={pruner}",
                         "budget.fraction=0.4", "budget.tradeoff=policy")
         assert set(plan.choice.setting.knobs()["pruner"]) == {"name"} | knobs

@@ -24,7 +24,7 @@ def adapter(request):
 
 
 @pytest.mark.parametrize("pruner", [dict(name="none"), dict(name="aim", l1=2, l2=5), dict(name="fastv", k=3, keep=0.25),
-                                    dict(name="dart", k=3, keep=0.25)])
+                                    dict(name="dart", k=3, keep=0.25), dict(name="holitom", k=3, keep=0.25)])
 def test_fvcore_agrees_with_the_analytic_count(adapter, pruner):
     pruner = dict(pruner)
     p = PRUNERS.build(pruner.pop("name"), **pruner)

@@ -184,7 +184,7 @@ def test_prunevids_cosines_distances_and_cluster_sums_are_counted_as_merge_flops
 
 # ---- every clip reducer ----
 
-REDUCERS = [("vidcom2", {}), ("fastvid", {}), ("prunevid", {})]
+REDUCERS = [("vidcom2", {}), ("fastvid", {}), ("prunevid", {}), ("holitom", {})]
 
 
 def signals(f: int, t: int, seed: int = 0) -> dict:
@@ -233,7 +233,7 @@ def video_adapter(family: str):
 
 @pytest.mark.parametrize("family", ["llava_onevision", "qwen2_vl", "internvl"])
 @pytest.mark.parametrize("name,fields", [("vidcom2", {"ratio": 0.25}), ("fastvid", {"ratio": 0.25}), ("prunevid", {"ratio": 0.25}),
-                                         ("dycoke", {"prune": 0.7}), ("downsample", {"ratio": 0.25})])
+                                         ("holitom", {"ratio": 0.25}), ("dycoke", {"prune": 0.7}), ("downsample", {"ratio": 0.25})])
 def test_every_clip_reducer_runs_through_a_real_adapter_keeping_what_aim_flops_counts(family, name, fields):
     """A clip reducer on a tiny model's real tower output (8 frames): it gets the signals it asks for from the
     adapter, frames keep different counts, and the visual tokens reaching the LLM are the kept total that

@@ -8,7 +8,7 @@
     python -m aim.run budget.tflops=3e-4 budget.per_sample=true      # a setting per sample (its own token counts)
 
 The user picks the method family as always (`merger=`, `pruner=`); budget mode picks its knobs (`KNOBS`:
-merger.ratio; aim/random: pruner.l1, l2; fastv/dart: k, keep; pdrop: boundaries, lam; vtw: k). The budget is one
+merger.ratio; aim/random: pruner.l1, l2; fastv/dart/holitom: k, keep; pdrop: boundaries, lam; vtw: k). The budget is one
 of `budget.tflops` (LLM-prefill TFLOPs per sample), `budget.fraction` (of the unreduced LLM prefill's
 TFLOPs at the same input) or `budget.prefill_ms` (the roofline prefill time on `budget.hardware`). Costs
 come from the analytic roofline model (aim.efficiency.roofline, as `python -m aim.flops` reports them:
@@ -76,7 +76,7 @@ PDROP_STAGES = (2, 3, 4, 5, 6, 7, 8)  # equal stages of the LLM, as PDrop's defa
 # The knobs budget mode sets, per family. A merger not listed here is a ratio merger if it has `ratio`.
 MERGER_KNOBS = {"none": (), "prumerge": None}  # prumerge: adaptive count, cannot be budgeted
 PRUNER_KNOBS = {"none": (), "aim": ("l1", "l2"), "random": ("l1", "l2"), "fastv": ("k", "keep"), "dart": ("k", "keep"),
-                "pdrop": ("boundaries", "lam"), "vtw": ("k",)}
+                "holitom": ("k", "keep"), "pdrop": ("boundaries", "lam"), "vtw": ("k",)}
 REL_TOL = 1e-9  # a cost equal to the budget up to float rounding fits
 PROMPTS_MEASURED = 100  # aim.run without budget.text_tokens: the median text length of this many prompts
 
@@ -269,7 +269,7 @@ def pruner_moves(pruner: dict, num_layers: int) -> tuple[dict, list[dict], list[
         path += [{"l1": 1, "l2": l2} for l2 in range(w, 1, -1)]
         grid = [{"l1": L, "l2": L + 1}] + [{"l1": l1, "l2": l2} for l1 in range(1, L) for l2 in range(l1 + 1, L + w + 1)]
         return {"l1": L, "l2": L + 1}, path, grid
-    if name in ("fastv", "dart"):  # one drop at layer k to `keep`, ranked by attention (FastV) or duplication (DART)
+    if name in ("fastv", "dart", "holitom"):  # one drop at layer k to `keep` (FastV, DART; HoliTom merges it)
         keep = pruner["keep"]
         path = [{"k": k, "keep": keep} for k in range(L - 1, 0, -1)]
         path += [{"k": 1, "keep": x} for x in FASTV_KEEPS if x < keep]

@@ -75,4 +75,4 @@ class NoMerge:
         return Merged(features, torch.arange(t, device=features.device).expand(f, t), carry)
 
 
-from aim.merging import baselines, bipartite, diversity, downsample, dycoke, fastvid, prumerge, prunevid, vidcom2, visionzip  # noqa: E402,F401  (register them)
+from aim.merging import baselines, bipartite, diversity, downsample, dycoke, fastvid, holitom, prumerge, prunevid, vidcom2, visionzip  # noqa: E402,F401  (register them)

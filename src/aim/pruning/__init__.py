@@ -182,6 +182,44 @@ class DartPruner:
 
 
 @dataclass
+class HoliTomPrunerConfig:
+    name: str = "holitom"
+    k: int = 18  # merge before layer k, ranked by the last token's attention in layer k-1 (the paper: K = 18)
+    keep: float = 0.5  # fraction of visual tokens kept from layer k on, 1 - R (the paper: R = 0.5)
+
+    def __post_init__(self):
+        check_range("k", self.k, 1)
+        check_range("keep", self.keep, 0, 1)
+
+
+@PRUNERS.register("holitom", config=HoliTomPrunerConfig)
+class HoliTomPruner:
+    """HoliTom's inner-LLM merging (Shao et al., NeurIPS 2025): at layer K the visual tokens the last
+    token attends to most in layer K - 1 (head-averaged, as FastV) are kept, floor(keep N) of the N visual
+    tokens; each of the others is merged into the kept visual token whose hidden state (entering layer K) is
+    the most cosine-similar, a kept token with n of them becoming the mean of the n + 1 hidden states
+    (the hook's `merge_dropped`). The merged tokens keep their own positions. The official scripts' values on
+    LLaVA-OneVision-7B (28 layers): K = 18, R = 0.5 (keep = 1 - R); the official code keeps round(N (1 - R))
+    and merges in sequence, h_kept <- (h_kept + h_dropped) / 2 per dropped token, which weights later tokens
+    more than the paper's average. Its cost beyond FastV's: the cosines of the dropped and kept visual tokens,
+    (N - K) K D multiply-adds (counted by fvcore as importance FLOPs)."""
+
+    merge_dropped = True
+
+    def __init__(self, k=18, keep=0.5, name="holitom"):
+        self.k, self.keep = k, keep
+
+    def retention_schedule(self, num_layers):
+        return sched.fastv_schedule(num_layers, self.k, self.keep)
+
+    def pruning_values(self, num_layers):
+        return ("keep", "keep < 1") if self.keep >= 1 else ("k", f"k in 1..{num_layers - 1}")
+
+    def importance(self, q, k, valid):
+        return imp.query_attention(q, k, -1, valid=valid)
+
+
+@dataclass
 class PDropConfig:
     name: str = "pdrop"
     boundaries: list[int] | None = None  # default: four equal stages of the LLM

@@ -13,6 +13,12 @@ A pre-hook on the attention module of each layer that feeds a pruning step recom
 attention logits from its own q/k (projections, RoPE, GQA repeat) for the importance score, so the
 model itself keeps SDPA/FlashAttention everywhere.
 
+A pruner whose `merge_dropped` is True has its dropped visual tokens merged instead of discarded (HoliTom's
+inner-LLM merging): before the gather, each dropped visual token joins the kept visual token whose hidden
+state is the most cosine-similar to its own (ties: the higher scored kept token), and a kept token with n such
+tokens becomes the mean of the n + 1 (`merge_dropped`). The merged hidden states are what the layer sees and
+caches; every other pruner drops as before, bit for bit.
+
 Each layer's KV cache receives exactly the tokens the layer saw (DynamicCache layers concatenate), so
 decoding after a pruned prefill attends to the right keys. Layer 0 is never pruned: its cache length
 drives positions and masks while decoding.
@@ -30,6 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 from aim.pruning.schedule import kept_per_layer
 from aim.tokens import PADDING, VISUAL
@@ -80,12 +87,31 @@ def layer_qk(attn, hidden: torch.Tensor, position_embeddings) -> tuple[torch.Ten
     return q, mod.repeat_kv(k, attn.num_key_value_groups)
 
 
+def merge_dropped(hidden: torch.Tensor, kept: torch.Tensor, dropped: torch.Tensor) -> torch.Tensor:
+    """hidden [B, n, D]; kept [B, k], dropped [B, m]: indices into the n tokens. Each dropped token is assigned
+    to the kept token of the highest cosine similarity of hidden states (ties: the first in `kept`); a kept
+    token with tokens j_1..j_a assigned becomes (h_kept + sum h_j) / (1 + a). Returns the new hidden states
+    (dropped rows as they were; computed in float32, returned in the input's dtype)."""
+    if kept.shape[1] == 0 or dropped.shape[1] == 0:
+        return hidden
+    d = hidden.shape[-1]
+    h = hidden.float()
+    h_kept = h.gather(1, kept.unsqueeze(-1).expand(-1, -1, d))
+    h_drop = h.gather(1, dropped.unsqueeze(-1).expand(-1, -1, d))
+    sim = F.normalize(h_drop, dim=-1) @ F.normalize(h_kept, dim=-1).transpose(1, 2)  # [B, m, k]
+    target = kept.gather(1, sim.argmax(dim=-1))  # [B, m]: the kept token each dropped one joins
+    total = h.scatter_add(1, target.unsqueeze(-1).expand(-1, -1, d), h_drop)
+    count = torch.ones(h.shape[:2], device=h.device).scatter_add(1, target, torch.ones(target.shape, device=h.device))
+    return (total / count.unsqueeze(-1)).to(hidden.dtype)
+
+
 class TokenPruner:
     """Attach with `with TokenPruner(adapter, pruner).attached(token_roles) as trace: ...`.
 
     `pruner` supplies `retention_schedule(num_layers)` and `importance(q, k, valid) -> [B, n]` (higher
     is kept first); `valid` [B, n] is False at the current pad tokens, None when nothing is padded. A pruner
-    whose `needs` names "roles", "count" or "hidden" gets them as keyword arguments too (`_signals`).
+    whose `needs` names "roles", "count" or "hidden" gets them as keyword arguments too (`_signals`); one whose
+    `merge_dropped` is True has its dropped visual tokens averaged into their most similar kept ones.
     Token counts are kept on the host: apart from the start of a prefill, the hooks never wait on the
     device, so the CPU can queue later (cheap, pruned) layers while the GPU runs earlier ones.
     """
@@ -98,6 +124,7 @@ class TokenPruner:
             raise ValueError("layer 0 cannot prune: importance comes from the layer before")
         self.first_pruned = next((i for i, r in enumerate(self.retention) if r < 1.0), None)
         self.needs = tuple(getattr(pruner, "needs", ()))  # signals beyond (q, k, valid): see `_signals`
+        self.merges = bool(getattr(pruner, "merge_dropped", False))  # dropped visual tokens merged, not discarded
 
     @contextmanager
     def attached(self, token_roles: torch.Tensor):
@@ -222,6 +249,11 @@ class TokenPruner:
         # each row's non-visual tokens (equally many in every row)
         text = is_visual.to(torch.uint8).sort(dim=1, stable=True).indices[:, : state.text_now]
         sel = torch.cat([text, top_visual], 1).sort(dim=1).values  # keep causal order
+        if self.merges:
+            ones = torch.ones_like(top_visual, dtype=torch.uint8)  # a tensor source: fvcore's trace has no bool scalar scatter
+            kept = torch.zeros_like(roles, dtype=torch.uint8).scatter(1, top_visual, ones)
+            dropped = (is_visual & (kept == 0)).to(torch.uint8).sort(dim=1, descending=True, stable=True).indices
+            hidden = merge_dropped(hidden, top_visual, dropped[:, : state.visual_now - target])
         state.kept = state.kept.gather(1, sel)
         state.visual_now = target
         state.scores = None
