@@ -13,7 +13,8 @@ question files with the image inside each row (`aim.data.image_source`).
 | mmbench_en_dev | lmms-lab/MMBench, config en     | en/dev-*.parquet                            | letter      | circular_accuracy |
 | pope           | lmms-lab/POPE                   | data/test-*.parquet (splits in `category`)  | pope_yes_no | pope_f1           |
 
-("scored as": the answer format, aim.eval.scoring.)
+("scored as": the answer format, aim.eval.scoring: lmms-eval's rules. `scorer: official` on vqav2 and pope
+scores as the official vqaEval.py / POPE evaluate.py do instead: vqa_official, pope_official.)
 
 Prompts are lmms-eval's defaults: free-form questions end with the task's post-prompt ("\\nAnswer the
 question using a single word or phrase.", config `post_prompt`) and need `eval.mode=generate`; the
