@@ -160,6 +160,11 @@ def test_roofline_columns_are_the_roofline_at_each_jobs_tokens_per_layer(sweep_a
         # the unreduced prefill's analytic cost is known for every job, reduced or not
         full = llm_prefill_flops(hf.text_config, [TEXT_TOKENS + FRAMES * TOKENS_PER_FRAME] * LAYERS) / 1e12
         assert rows[run]["tflops_unreduced_analytic"] == pytest.approx(full)
+        # FastV's convention by hand, 4nd^2 + 2n^2d + 2ndm per layer, at the job's and the unreduced counts
+        d, m = hf.text_config.hidden_size, hf.text_config.intermediate_size
+        for n, column in ((TEXT_TOKENS + visual, "tflops_fastv"),
+                          (TEXT_TOKENS + FRAMES * TOKENS_PER_FRAME, "tflops_unreduced_fastv")):
+            assert rows[run][column] == pytest.approx(LAYERS * (4 * n * d * d + 2 * n * n * d + 2 * n * d * m) / 1e12)
     assert rows["aim_r0.25"]["roofline_prefill_ms"] < rows["unreduced"]["roofline_prefill_ms"]
 
 
@@ -284,24 +289,26 @@ def test_png_curves_are_drawn(sweep_a, sweep_b, tmp_path):
 
 def test_paper_table_has_a_row_per_method_and_a_column_per_benchmark(sweep_a, sweep_b):
     table = tables.paper_table(collect([sweep_a, sweep_b]))
-    assert list(table.columns) == ["method", "TFLOPs", "prefill ms", "prefill ms (roofline, a100_40gb)", "mvbench",
-                                   "synthetic_video"]
+    assert list(table.columns) == ["method", "TFLOPs", "TFLOPs (FastV)", "prefill ms",
+                                   "prefill ms (roofline, a100_40gb)", "mvbench", "synthetic_video"]
     assert table["method"].iloc[0] == "none+none"  # the unreduced model first, then by cost
     row = table.set_index("method").loc["aim+none ratio=0.25"]
     assert row["synthetic_video"] == pytest.approx(54.0) and row["mvbench"] == pytest.approx(54.0)
     assert row["TFLOPs"] == pytest.approx(1.0e-4)
     assert table["TFLOPs"].is_monotonic_decreasing  # the most expensive first
+    assert table["TFLOPs (FastV)"].gt(0).all()  # from each job's tokens per layer (test_roofline_columns_...)
 
     md = tables.to_markdown(table).splitlines()
-    assert md[0] == "| method | TFLOPs | prefill ms | prefill ms (roofline, a100_40gb) | mvbench | synthetic_video |"
-    assert md[1] == "|---|---:|---:|---:|---:|---:|"
-    assert md[2].startswith("| none+none | 0.0004 | 10.00 |") and md[2].endswith("| **56.0** | **56.0** |")
+    assert md[0] == ("| method | TFLOPs | TFLOPs (FastV) | prefill ms | prefill ms (roofline, a100_40gb) | mvbench "
+                     "| synthetic_video |")
+    assert md[1] == "|---|---:|---:|---:|---:|---:|---:|"
+    assert md[2].startswith("| none+none | 0.0004 |") and md[2].endswith("| **56.0** | **56.0** |")
     assert len(md) == 2 + 5
 
     tex = tables.to_latex(table, caption="Results (25% merging)", label="tab:r")
-    assert "\\begin{tabular}{lrrrrr}" in tex and "\\toprule" in tex and "\\bottomrule" in tex
+    assert "\\begin{tabular}{lrrrrrr}" in tex and "\\toprule" in tex and "\\bottomrule" in tex
     assert "synthetic\\_video" in tex and "a100\\_40gb" in tex and "Results (25\\% merging)" in tex
-    assert "none+none & 0.0004 & 10.00" in tex and "\\textbf{56.0}" in tex
+    assert "none+none & 0.0004 & " in tex and "\\textbf{56.0}" in tex
 
 
 def test_paper_table_shows_fractions_in_percent_and_points_as_they_are(tmp_path):
@@ -346,9 +353,11 @@ def test_efficiency_table_from_aim_flops_reproduces_the_papers_figures():
     for row in rows[:3]:  # unreduced, merging 50%, AIM: the three the paper gives
         assert round(row["tflops"], 2) == row["paper_tflops"] and round(row["prefill_ms"], 2) == row["paper_ms"]
     md = markdown(rows).splitlines()
-    assert md[0] == "| method | visual tokens | TFLOPs | paper TFLOPs | prefill ms | paper prefill ms | speedup |"
-    assert md[2] == "| unreduced | 6272 | 99.63 | 99.63 | 439.58 | 439.58 | 1.00x |"
-    assert md[4] == "| AIM: merging 25% + pruning l1=14, l2=22 | 1568 | 14.76 | 14.76 | 55.03 | 55.03 | 7.99x |"
+    assert md[0] == ("| method | visual tokens | TFLOPs | paper TFLOPs | TFLOPs (FastV convention) | prefill ms | "
+                     "paper prefill ms | speedup |")
+    # FastV's convention (4nd^2 + 2n^2d + 2ndm per layer): 41.54 T unreduced, as the issue computes it
+    assert md[2] == "| unreduced | 6272 | 99.63 | 99.63 | 41.54 | 439.58 | 439.58 | 1.00x |"
+    assert md[4] == "| AIM: merging 25% + pruning l1=14, l2=22 | 1568 | 14.76 | 14.76 | 5.99 | 55.03 | 55.03 | 7.99x |"
     assert md[5].startswith("| FastV k=2, keep 0.5 | 6272 |") and "| - |" in md[5]  # no paper figure
     other = table(frames=16, hardware="h100_sxm")
     assert other[0]["paper_tflops"] is None and other[0]["visual_tokens"] == 16 * 196
@@ -358,7 +367,7 @@ def test_efficiency_table_script_prints_markdown(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["efficiency_table.py", "--markdown"])
     runpy.run_path(os.path.join(REPO_ANALYSIS, "efficiency_table.py"), run_name="__main__")
     out = capsys.readouterr().out
-    assert "| merging 50% | 3136 | 46.48 | 46.48 | 182.65 | 182.65 | 2.41x |" in out
+    assert "| merging 50% | 3136 | 46.48 | 46.48 | 19.06 | 182.65 | 182.65 | 2.41x |" in out
 
 
 # ------------------------------------------------------------------------------------------ report, W&B

@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from aim.config import ConfigError, validate
 from aim.data import DATASETS
 from aim.data.benchmarks import answer_letter, split_embedded_options, strip_letters
-from aim.data.subtitles import NO_SUBTITLES, SUBTITLE_HEADER, lines_at, parse_srt
+from aim.data.subtitles import NO_SUBTITLES, SUBTITLE_HEADER, Cue, lines_at, parse_srt, videomme_lines_at
 from aim.data.video import decode_frames_with_times
 from aim.paths import CONF_DIR
 from aim.tracking.results import summarize
@@ -162,8 +162,24 @@ def test_a_root_without_questions_videos_or_subtitles_fails_validation(benchmark
         validate(composed("dataset=videomme", f"dataset.root={root}"))
     shutil.copytree(benchmark_roots["videomme"] / "data", root / "data")
     validate(composed("dataset=videomme", f"dataset.root={root}"))
-    with pytest.raises(ConfigError, match=r"no subtitle/ under .*subtitle.zip"):
+    with pytest.raises(ConfigError, match=r"dataset.root: no subtitle/ under .* and no .srt file anywhere under it: "
+                                          r"the videomme_w_subtitle subtitles are not unpacked there.*subtitle.zip"):
         validate(composed("dataset=videomme_w_subtitle", f"dataset.root={root}"))
+
+
+def test_subtitles_are_found_wherever_the_archive_put_them(benchmark_roots, tmp_path):
+    """subtitle.zip unpacked one level deeper (or anywhere under root): found as a misplaced video is."""
+    import shutil
+
+    root = tmp_path / "videomme"
+    for part in ("videomme", "data"):
+        shutil.copytree(benchmark_roots["videomme"] / part, root / part)
+    shutil.copytree(benchmark_roots["videomme"] / "subtitle", root / "extracted" / "subtitle")
+    _, ds = load("videomme_w_subtitle", root)
+    s = by_id(ds)
+    assert s["001-1"].subtitles == root / "extracted" / "subtitle" / "vidA.srt"
+    assert "red circle" in s["001-1"].load()[1]
+    assert NO_SUBTITLES in s["301-1"].load()[1]  # vidB has no .srt anywhere
 
 
 def test_the_cli_refuses_a_missing_root_before_loading_a_model(tmp_path):
@@ -216,11 +232,32 @@ def test_srt_cues_are_parsed_without_markup():
     assert lines_at(cues, [1.0]) == []  # end is exclusive
 
 
+def test_subtitle_cues_without_videomme_markup_are_dropped_as_lmms_eval_drops_them():
+    """lmms_eval/tasks/videomme/utils.py keeps the first <font color="white" size=".72c"> text of a cue
+    and drops a cue without it."""
+    srt = ("1\n00:00:00,000 --> 00:00:01,000\nplain words\n\n"
+           "2\n00:00:00,000 --> 00:00:01,000\n<font color=\"white\" size=\".72c\">kept</font>\n\n"
+           "3\n00:00:00,000 --> 00:00:01,000\n<font color=\"yellow\">other markup</font>\n\n"
+           "4\n00:00:00,000 --> 00:00:01,000\n<font color=\"white\" size=\".72c\">first</font>\n"
+           "<font color=\"white\" size=\".72c\">second</font>\n")
+    cues = parse_srt(srt)
+    assert lines_at(cues, [0.5]) == ["plain words", "kept", "other markup", "first second"]  # markup-free text
+    assert videomme_lines_at(cues, [0.5]) == ["kept", "first"]
+
+
+def test_subtitle_cues_come_in_lmms_eval_set_order():
+    """lmms-eval lists the cue indices as list(set(...)): ascending for small indices, not always."""
+    cues = [Cue(float(i), i + 1.0, f"c{i}", f'<font color="white" size=".72c">c{i}</font>') for i in range(9)]
+    assert videomme_lines_at(cues, [2.5, 0.5]) == ["c0", "c2"]
+    assert videomme_lines_at(cues, [5.5, 8.5]) == ["c8", "c5"]  # {5, 8}: 8 sits in slot 0 of the set
+
+
 def test_subtitles_at_the_sampled_frames_go_before_the_question(benchmark_roots):
     _, ds = load("videomme_w_subtitle", benchmark_roots["videomme_w_subtitle"])
     s = by_id(ds)
     _, question = s["001-1"].load()
-    assert question == f"{SUBTITLE_HEADER}\nred circle\nblue square\nhow many objects are there ?"
+    # the two-line cue gives its first <font> line only, as lmms-eval's pattern does
+    assert question == f"{SUBTITLE_HEADER}\nred circle\nblue\nhow many objects are there ?"
     _, question = s["301-1"].load()  # vidB has no .srt
     assert question == f"{SUBTITLE_HEADER}\n{NO_SUBTITLES}\nwhich way does square move ?"
     _, plain = load("videomme", benchmark_roots["videomme"])
@@ -314,7 +351,8 @@ def test_subtitles_reach_the_model(benchmark_run):
     _, subbed, _ = benchmark_run("videomme_w_subtitle")
     extra = {a["id"]: b["text_tokens"] - a["text_tokens"] for a, b in zip(plain, subbed) if not a.get("skipped")}
     header = len(SUBTITLE_HEADER.split())
-    assert extra == {"001-1": header + 4, "001-2": header + 4, "301-1": header + len(NO_SUBTITLES.split())}
+    # "red circle" and "blue": lmms-eval keeps the first <font> line of the two-line cue
+    assert extra == {"001-1": header + 3, "001-2": header + 3, "301-1": header + len(NO_SUBTITLES.split())}
 
 
 def test_aim_run_reports_mlvu_m_avg_from_the_dataset_config(benchmark_roots, tmp_path):

@@ -121,6 +121,7 @@ def test_flops_config_defaults():
         ("flops.text_tokens=-1", r"flops.text_tokens: must be in \[0, inf\), got -1"),
         ("flops.image_size=[0,640]", r"flops.image_size: \[height, width\] in pixels, got \[0, 640\]"),
         ("flops.image_size=[480]", r"flops.image_size: \[height, width\] in pixels, got \[480\]"),
+        ("flops.convention=llm_viewer", r"flops.convention: 'llm_viewer' is not allowed; choose one of: real, fastv"),
     ],
 )
 def test_bad_flops_config_names_the_field_and_what_is_allowed(override, message):
@@ -223,3 +224,35 @@ def test_pooling_counts_each_anyres_crop_on_its_own_grid():
                                       "merger.ratio=0.25", "pruner=none"])))
     assert result["image"]["crop_cells"] == [540] * 4
     assert result["visual_tokens"] == 182 + 4 * 140
+
+
+def test_fastv_convention_is_4nd2_plus_2n2d_plus_2ndm_per_layer_at_each_layers_own_tokens():
+    """FastV (ECCV 2024, Sec. 4.1), by hand for Qwen2-7B (d 3584, m 18944, 28 layers) at 32 x 196 visual
+    + 100 text tokens: 28 x (4 x 6372 x 3584^2 + 2 x 6372^2 x 3584 + 2 x 6372 x 3584 x 18944) = 41.54 T."""
+    from types import SimpleNamespace
+
+    from aim.efficiency.analytic import fastv_layer_flops, fastv_prefill_flops
+
+    qwen2_7b = SimpleNamespace(hidden_size=3584, intermediate_size=18944)
+    n = 32 * 196 + 100
+    assert fastv_layer_flops(n, 3584, 18944) == 4 * n * 3584**2 + 2 * n**2 * 3584 + 2 * n * 3584 * 18944
+    assert fastv_prefill_flops(qwen2_7b, [n] * 28) / 1e12 == pytest.approx(41.5433, abs=1e-4)
+    # pruned layers count with their reduced n: K layers at n, the rest at n^
+    assert fastv_prefill_flops(qwen2_7b, [n] * 2 + [1000] * 26) == 2 * fastv_layer_flops(n, 3584, 18944) + \
+        26 * fastv_layer_flops(1000, 3584, 18944)
+
+
+def test_cli_prints_the_fastv_convention_first_when_asked_and_the_json_carries_both(tmp_path):
+    """The issue's command: about 41.5 T unreduced in FastV's convention; `tflops` stays real."""
+    unreduced = ["model=llava_onevision_7b", "dataset.num_frames=32", "merger=none", "pruner=none"]
+    proc = aim_flops(tmp_path, *unreduced, "flops.convention=fastv", "flops.json=true")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    fastv = next(i for i, line in enumerate(lines) if line.startswith("FastV convention"))
+    assert "unreduced 41.54 TFLOPs" in lines[fastv] and lines[fastv + 1].startswith("unreduced: 99.63 TFLOPs")
+    result = json.loads(lines[-1])
+    assert result["convention"] == "fastv"
+    assert result["tflops_fastv_full"] == pytest.approx(41.5433, abs=1e-4) == pytest.approx(result["tflops_fastv"])
+    assert result["tflops"] == pytest.approx(99.63, rel=0.005)
+    aim = json.loads(aim_flops(tmp_path, *AIM_7B_32F, "flops.json=true").stdout.strip().splitlines()[-1])
+    assert aim["convention"] == "real" and round(aim["tflops_fastv"], 2) == 5.99  # the paper's AIM setting

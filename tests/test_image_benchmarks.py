@@ -371,3 +371,40 @@ def test_aim_run_writes_pope_f1_and_its_splits_to_results_json(benchmark_roots, 
     assert set(results["metric_details"]["splits"]) == {"adversarial", "popular", "random"}
     assert results["score"] == pytest.approx(np.mean([v["f1"] for v in results["metric_details"]["splits"].values()]))
     assert "pope_f1:" in proc.stdout and "adversarial: accuracy" in proc.stdout
+
+
+def test_gqa_reads_types_stored_as_a_json_string_and_survives_unreadable_ones(tmp_path, benchmark_roots, caplog):
+    """`types` is used only for the breakdown: as a JSON string it is parsed; one that cannot be read (bad
+    JSON, a list) leaves the question asked and scored, its types recorded as "(unreadable)", and says so."""
+    import shutil
+
+    import pyarrow as pa
+
+    root = tmp_path / "gqa"
+    shutil.copytree(benchmark_roots["gqa"] / "testdev_balanced_images", root / "testdev_balanced_images")
+    schema = pa.schema([("id", pa.string()), ("imageId", pa.string()), ("question", pa.string()),
+                        ("answer", pa.string()), ("types", pa.string())])
+    rows = [{"id": "1", "imageId": "n161313", "question": "Is it overcast?", "answer": "no",
+             "types": json.dumps({"structural": "verify", "semantic": "global", "detailed": "weatherVerify"})},
+            {"id": "2", "imageId": "n161313", "question": "What is it?", "answer": "laptop", "types": "{structural: query"},
+            {"id": "3", "imageId": "n161313", "question": "Who?", "answer": "girl", "types": "[1, 2]"}]
+    fx.write(root / "testdev_balanced_instructions" / "testdev-00000-of-00001.parquet", rows, schema)
+    with caplog.at_level("WARNING", logger="aim.data.image_benchmarks"):
+        _, ds = load("gqa", root)
+    s = by_id(ds)
+    assert (s["1"].question_type, s["1"].categories) == ("verify", {"semantic": "global"})
+    assert (s["2"].question_type, s["2"].categories) == ("(unreadable)", {"semantic": "(unreadable)"})
+    assert s["3"].question_type == "(unreadable)" and s["3"].answer == "girl" and not s["3"].skip_reason
+    assert "gqa: the `types` field of 2 question(s) cannot be read (first: 2)" in caplog.text
+
+
+@pytest.mark.parametrize("name,fmt", [("vqav2", "vqa"), ("pope", "pope_yes_no")])
+def test_vqav2_and_pope_score_by_lmms_eval_unless_the_dataset_asks_for_the_official_rule(name, fmt, benchmark_roots):
+    _, ds = load(name, benchmark_roots[name])
+    assert {s.answer_format for s in ds} == {fmt}
+    valid, official = load(name, benchmark_roots[name], "dataset.scorer=official")
+    assert valid.dataset.scorer == "official"
+    assert {s.answer_format for s in official} == {fmt.replace("_yes_no", "") + "_official"}
+    assert set(scoring.SCORERS) == {"lmms_eval", "official"}
+    with pytest.raises(ConfigError, match="dataset.scorer: 'evalai' is not allowed; choose one of: lmms_eval, official"):
+        load(name, benchmark_roots[name], "dataset.scorer=evalai")

@@ -71,6 +71,17 @@ def test_bundled_model_answers_above_chance_and_writes_results(tmp_path, env):
     assert results["method"] == {"merger": "none", "pruner": "none"}
     assert results["tflops"] > 0 and results["prefill_ms"] > 0 and "fvcore" in results["tflops_source"]
     assert results["tflops"] == pytest.approx(results["tflops_analytic"], rel=0.01)
+    # beside it, FastV's convention: 4nd^2 + 2n^2d + 2ndm per layer at each sample's tokens, by hand
+    from transformers import AutoConfig
+
+    from aim.models.base import resolve_pretrained
+
+    text = AutoConfig.from_pretrained(resolve_pretrained("aim:toy_llava_ov")).text_config
+    d, m = text.hidden_size, text.intermediate_size
+    records = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    fastv = [sum(4 * n * d * d + 2 * n * n * d + 2 * n * d * m for n in r["tokens_per_layer"]) / 1e12 for r in records]
+    assert results["tflops_fastv"] == pytest.approx(sum(fastv) / len(fastv)) and records[0]["tflops_fastv"] == pytest.approx(fastv[0])
+    assert 0 < results["tflops_fastv"] < results["tflops"]
     assert results["config"]["dataset"]["num_frames"] == 4
     assert "accuracy" in proc.stdout  # the summary table
     assert list((out / "wandb").glob("offline-run-*/run-*.wandb"))  # the W&B run, offline

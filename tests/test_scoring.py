@@ -13,6 +13,7 @@ from aim.eval.scoring import (
     mme_yes_no,
     parse_letter,
     pope_scores,
+    pope_official_yes_no,
     pope_yes_no,
     score_response,
     soft_accuracy,
@@ -54,14 +55,34 @@ def test_vqa_normalisation_follows_the_official_rules(raw, normalised):
     assert vqa_normalize(raw) == normalised
 
 
-def test_vqa_v2_processes_the_human_answers_only_when_they_disagree():
-    """The official vqaEval.py: the response is normalised; the ten answers are punctuation-processed only
-    if they are not all the same (released answers are already normalised, so this rarely matters)."""
+def test_vqa_v2_official_rule_processes_the_human_answers_only_when_they_disagree():
+    """The official vqaEval.py (GT-Vision-Lab/VQA a013f00): answers stripped; processed only if they are not
+    all the same (released answers are already normalised, so this rarely matters)."""
     mixed = ["t-shirt"] * 9 + ["shirt"]
-    assert vqa_score("T-shirt", mixed) == ("t shirt", pytest.approx(1.0))
-    assert vqa_score("T-shirt", ["t-shirt"] * 10) == ("t shirt", 0.0)  # identical answers: used as released
-    assert vqa_score("Two", ["2"] * 10) == ("2", 1.0)
-    assert vqa_score("two dogs", ["2"] * 10)[1] == 0.0
+    assert vqa_score("T-shirt", mixed, "official") == ("t shirt", pytest.approx(1.0))
+    assert vqa_score("T-shirt", ["t-shirt"] * 10, "official") == ("t shirt", 0.0)  # identical: used as released
+    assert vqa_score("Two", ["2"] * 10, "official") == ("2", 1.0)
+    assert vqa_score("two dogs", ["2"] * 10, "official")[1] == 0.0
+
+
+def test_vqa_v2_lmms_eval_rule_normalises_every_human_answer():
+    """lmms_eval/tasks/vqav2/utils.py: punctuation and digit / article processing on all ten answers,
+    always; the default."""
+    assert vqa_score("T-shirt", ["t-shirt"] * 10) == ("t shirt", 1.0)
+    assert vqa_score("2", ["two"] * 10) == ("2", 1.0)
+    assert vqa_score("2", ["two"] * 10, "official")[1] == 0.0  # where the two rules part
+
+
+@pytest.mark.parametrize("rule", ["lmms_eval", "official"])
+def test_vqa_v2_strips_the_human_answers_before_comparing(rule):
+    """Four humans said "2" (two with a trailing space): full credit under both rules, not 0.6."""
+    assert vqa_score("2", ["2 ", "2 ", "2", "2"] + ["3"] * 6, rule)[1] == pytest.approx(1.0)
+    assert vqa_score("2", ["2\n"] * 10, rule)[1] == pytest.approx(1.0)
+
+
+def test_vqa_v2_refuses_an_unknown_rule():
+    with pytest.raises(ValueError, match="scorer: 'evalai' is not one of lmms_eval, official"):
+        vqa_score("2", ["2"] * 10, "evalai")
 
 
 def test_textvqa_processes_response_and_answers_with_the_evalai_processor():
@@ -79,6 +100,10 @@ def test_free_form_formats_give_prediction_correctness_and_score():
     assert score_response("vqa", "Yes.", "yes", ["yes"] * 3 + ["no"] * 7) == {
         "prediction": "yes", "correct": False, "score": pytest.approx(0.9)}
     assert score_response("vqa", "Yes", "", []) == {"prediction": "yes", "correct": None, "score": None}  # test-dev
+    assert score_response("vqa", "two", "2", ["two"] * 10)["score"] == 1.0  # lmms-eval's rule
+    assert score_response("vqa_official", "two", "2", ["two"] * 10)["score"] == 0.0  # the official one
+    assert score_response("pope_yes_no", "No.", "no", [])["prediction"] == "other"
+    assert score_response("pope_official", "No.", "no", [])["correct"] is True
     assert score_response("exact", "Yes.", "yes", []) == {"prediction": "yes", "correct": True, "score": 1.0}
     assert score_response("letter", "(B) red", "B", [], num_options=4)["correct"] is True
     with pytest.raises(ValueError, match="answer_format 'essay'"):
@@ -96,9 +121,12 @@ def test_gqa_exact_match_ignores_case_and_punctuation_but_not_articles():
 @pytest.mark.parametrize(
     "response,label",
     [("Yes", "yes"), ("No.", "no"), ("yes, there is a train", "yes"), ("There is a train", "other"),
-     ("not sure", "no"), ("y", "other"), ("  NO  ", "no")],
+     ("not sure", "no"), ("y", "yes"), ("N", "no"), ("n.", "no"), ("x", "other"), ("  NO  ", "no"),
+     ("No.\n", "no")],
 )
-def test_mme_reads_yes_or_no_from_the_first_four_characters(response, label):
+def test_mme_reads_yes_or_no_as_lmms_eval_does(response, label):
+    """lmms_eval/tasks/mme/utils.py parse_pred_ans: lower case, stripped, periods removed; a lone y / n is
+    yes / no; else "yes" / "no" within the first four characters."""
     assert mme_yes_no(response) == label
 
 
@@ -135,12 +163,31 @@ def test_mme_refuses_an_unknown_subtask():
 @pytest.mark.parametrize(
     "response,label",
     [("Yes", "yes"), ("No", "no"), ("No, there is not.", "no"), ("There is no dog in the image.", "no"),
-     ("Yes. No dog.", "yes"), ("It is not there", "no"), ("NO", "yes"), ("", "yes")],
+     ("Yes. No dog.", "yes"), ("It is not there", "no"), ("NO", "yes"), ("", "yes"), ("No\n", "no"),
+     (" no ", "no")],
 )
-def test_pope_reads_no_from_no_or_not_in_the_first_sentence(response, label):
-    """POPE's evaluate.py: first sentence, commas dropped, words split on spaces; "No" / "no" / "not"
-    -> no, anything else (even "NO" or nothing) -> yes."""
+def test_pope_official_reader_reads_no_from_no_or_not_in_the_first_sentence(response, label):
+    """POPE's evaluate.py on the stripped response: first sentence, commas dropped, words split on spaces;
+    "No" / "no" / "not" -> no, anything else (even "NO" or nothing) -> yes."""
+    assert pope_official_yes_no(response) == label
+
+
+@pytest.mark.parametrize(
+    "response,label",
+    [("Yes", "yes"), ("No\n", "no"), ("NO", "no"), ("  yes ", "yes"), ("No.", "other"),
+     ("No, there is not.", "other"), ("", "other")],
+)
+def test_pope_reads_yes_or_no_as_lmms_eval_does(response, label):
+    """lmms_eval/tasks/pope/utils.py: the lower-cased, stripped response must be exactly yes or no."""
     assert pope_yes_no(response) == label
+
+
+def test_pope_recall_does_not_count_an_unreadable_answer_as_a_false_negative():
+    """lmms-eval's pope_aggregate_recall: FN = "no" on a "yes" label; an "other" answer on it is wrong (in
+    accuracy) but no FN. Labels yes yes no, predictions yes other no: TP 1, FN 0 -> recall 1."""
+    s = binary_scores(["yes", "other", "no"], ["yes", "yes", "no"])
+    assert s["recall"] == 1.0 and s["accuracy"] == pytest.approx(2 / 3)
+    assert binary_scores(["yes", "other", "no"], ["yes", "yes", "no"], negative=None)["recall"] == 0.5
 
 
 def test_pope_f1_takes_yes_as_positive():

@@ -72,8 +72,12 @@ class FlopsConfig:
     peak_tflops: float | None = None  # overrides the profile's dense fp16/bf16 peak
     bandwidth_gbs: float | None = None  # overrides the profile's memory bandwidth
     json: bool = False  # also print the whole result as one JSON line, the last line of stdout (for scripts)
+    # the FLOPs aim.flops leads with: real (2 per multiply-add, GQA-aware, gated MLP; the paper's) or fastv
+    # (FastV's 4nd^2 + 2n^2d + 2ndm per layer, aim.efficiency.analytic); the JSON carries both
+    convention: str = "real"
 
     def __post_init__(self):
+        from aim.efficiency.analytic import CONVENTIONS
         from aim.efficiency.roofline import HARDWARE_PROFILES
 
         check_range("text_tokens", self.text_tokens, 0)
@@ -85,6 +89,7 @@ class FlopsConfig:
             if self.frames not in (None, 1):
                 raise ValueError(f"frames: image_size counts one image, got frames={self.frames}")
         check_choice("hardware", self.hardware, HARDWARE_PROFILES)
+        check_choice("convention", self.convention, CONVENTIONS)
         if self.peak_tflops is not None:
             check_range("peak_tflops", self.peak_tflops, 0, low_open=True)
         if self.bandwidth_gbs is not None:

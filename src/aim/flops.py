@@ -19,7 +19,16 @@ anyres crops, each merged on its own, plus a newline token per grid row; LLaVA-1
 
 Prints a breakdown per operator type and the tokens per layer. With `flops.json=true` the LAST stdout line
 is also the whole result as one JSON object (for scripts; long, so not printed by default), with `tflops`, `prefill_ms`, `hardware`, `visual_tokens`, `text_tokens`, `tokens_per_layer` and more
-(the same for the unreduced prefill under `tflops_full`, `prefill_ms_full`). Where the paper publishes
+(the same for the unreduced prefill under `tflops_full`, `prefill_ms_full`).
+
+Two FLOPs conventions are printed and in the JSON: `tflops` / `tflops_full` count real FLOPs (2 per
+multiply-add, grouped-query attention and the gated MLP as built, attention included: the AIM paper's
+99.63 T for LLaVA-OneVision-7B at 32 frames + 100 text tokens); `tflops_fastv` / `tflops_fastv_full`
+use FastV's per-layer 4nd^2 + 2n^2d + 2ndm (no GQA, no lm_head; 41.54 T for the same input), the figure
+FastV and most token-reduction papers after it report. `flops.convention=fastv` prints the FastV line
+first:
+
+    python -m aim.flops model=llava_onevision_7b dataset.num_frames=32 flops.convention=fastv Where the paper publishes
 the unreduced figure for this checkpoint and visual token count (`aim.efficiency.cost.PUBLISHED_TFLOPS`), it is printed
 beside ours with the text lengths at which our unreduced count rounds to it
 (`published_tflops_full`, `published_text_tokens`).
@@ -60,9 +69,16 @@ def print_breakdown(result: dict) -> None:
         print(f"{name:<16}{row['tflops']:>10.3f}{row['ms']:>10.2f}{row['gb']:>10.2f}  {row['memory_bound_layers']}")
     print(f"{'total':<16}{result['tflops']:>10.3f}{result['prefill_ms']:>10.2f}")
     print("tokens per layer:", " ".join(map(str, result["tokens_per_layer"])))
+    fastv = (f"FastV convention (4nd^2 + 2n^2d + 2ndm per layer, no GQA, no lm_head): unreduced "
+             f"{result['tflops_fastv_full']:.2f} TFLOPs -> {result['tflops_fastv']:.2f} TFLOPs (FLOPs ratio "
+             f"{result['tflops_fastv_full'] / result['tflops_fastv']:.2f}x)")
+    if result["convention"] == "fastv":
+        print(fastv)
     print(f"unreduced: {result['tflops_full']:.2f} TFLOPs, {result['prefill_ms_full']:.2f} ms -> "
           f"{result['tflops']:.2f} TFLOPs, {result['prefill_ms']:.2f} ms (speedup {result['speedup']:.2f}x, "
           f"FLOPs ratio {result['flops_ratio']:.2f}x)")
+    if result["convention"] != "fastv":
+        print(fastv)
     if result["published_tflops_full"] is not None:
         match = result["published_text_tokens"]
         where = (f"with {match[0]} text tokens" if len(match) == 1 else

@@ -17,14 +17,15 @@ Columns (metrics named as in results.json, nested ones as the W&B summary names 
   metric, score, accuracy, agreement and kl (fidelity to the unreduced model: the fraction of samples
   answered as it answers, mean KL(full || reduced) over the answer options; aim.eval.fidelity),
   accuracy_by_type/<type>, accuracy_by_category/<key>/<value>,
-  num_samples, num_skipped, tflops (fvcore, LLM prefill per sample), tflops_analytic, prefill_ms
+  num_samples, num_skipped, tflops (fvcore, LLM prefill per sample), tflops_analytic, tflops_fastv (FastV's
+  convention, 4nd^2 + 2n^2d + 2ndm per layer at each sample's tokens per layer), prefill_ms
   (measured, mean), prefill_ms_median, roofline_tflops, roofline_prefill_ms, roofline_hardware (the
   roofline of `aim.efficiency.roofline` at each sample's own tokens per layer, on the job's
   `flops.hardware`; the figure comparable to published tables), tflops_unreduced_analytic (the same
   analytic count with every visual token kept: the unreduced model's cost, known without running it),
-  visual_tokens, text_tokens, visual_tokens_per_frame (the mean over samples of each frame's kept tokens, a
-  list; ragged under a clip reducer), frames_without_tokens (mean frames per sample keeping none), pareto_tflops,
-  pareto_prefill_ms, sweep_dir.
+  tflops_unreduced_fastv (the same in FastV's convention), visual_tokens, text_tokens, visual_tokens_per_frame (the
+  mean over samples of each frame's kept tokens, a list; ragged under a clip reducer), frames_without_tokens (mean
+  frames per sample keeping none), pareto_tflops, pareto_prefill_ms, sweep_dir.
 """
 from __future__ import annotations
 
@@ -49,9 +50,10 @@ SUMMARY_JOB_TYPE = "sweep-summary"  # the W&B summary run of a sweep (aim.analys
 # the leading columns, in this order; the rest (parameters, per-type accuracies) follow
 LEADING = ["sweep", "job", "run", "status", "method", "params", "label", "series", "unreduced", "merger", "pruner",
            "frames", "model", "dataset", "eval_mode", "metric", "score", "accuracy", "agreement", "kl", "num_samples",
-           "num_skipped", "tflops", "tflops_analytic", "roofline_tflops", "prefill_ms", "prefill_ms_median",
-           "roofline_prefill_ms", "roofline_hardware", "tflops_unreduced_analytic", "visual_tokens", "text_tokens",
-           "visual_tokens_per_frame", "frames_without_tokens", "pareto_tflops", "pareto_prefill_ms", "detail", "overrides"]
+           "num_skipped", "tflops", "tflops_analytic", "tflops_fastv", "roofline_tflops", "prefill_ms", "prefill_ms_median",
+           "roofline_prefill_ms", "roofline_hardware", "tflops_unreduced_analytic", "tflops_unreduced_fastv",
+           "visual_tokens", "text_tokens", "visual_tokens_per_frame", "frames_without_tokens",
+           "pareto_tflops", "pareto_prefill_ms", "detail", "overrides"]
 
 
 # ------------------------------------------------------------------------------------------ one run
@@ -81,8 +83,8 @@ def results_fields(results: dict) -> dict:
         "score": results.get("score", results.get("accuracy")),
         "accuracy": results.get("accuracy"),
     }
-    for key in ("agreement", "kl", "num_samples", "num_skipped", "tflops", "tflops_analytic", "prefill_ms",
-                "prefill_ms_median", "visual_tokens", "text_tokens"):
+    for key in ("agreement", "kl", "num_samples", "num_skipped", "tflops", "tflops_analytic", "tflops_fastv",
+                "prefill_ms", "prefill_ms_median", "visual_tokens", "text_tokens"):
         row[key] = results.get(key)
     for qtype, acc in (results.get("accuracy_by_type") or {}).items():
         row[f"accuracy_by_type/{qtype}"] = acc
@@ -130,8 +132,10 @@ def _roofline_one(shape, tokens_per_layer: tuple, hardware, fused: bool) -> tupl
 def efficiency_fields(config: dict, records: list[dict] | None, text_tokens: float | None) -> dict:
     """Roofline TFLOPs and prefill ms at each sample's own tokens per layer (averaged over samples), on the
     job's `flops.hardware`; and the analytic TFLOPs of the unreduced prefill (every visual token of the
-    sampled frames, the job's mean text tokens). Empty where the model's config cannot be read."""
-    from aim.efficiency.analytic import llm_prefill_flops
+    sampled frames, the job's mean text tokens), both also in FastV's convention (`tflops_fastv`, computed
+    here for runs recorded before they carried it; `tflops_unreduced_fastv`). Empty where the model's
+    config cannot be read."""
+    from aim.efficiency.analytic import fastv_prefill_flops, llm_prefill_flops
     from aim.efficiency.roofline import hardware_profile
 
     out: dict = {}
@@ -149,11 +153,13 @@ def efficiency_fields(config: dict, records: list[dict] | None, text_tokens: flo
         out["roofline_tflops"] = float(np.mean([e[0] for e in estimates]))
         out["roofline_prefill_ms"] = float(np.mean([e[1] for e in estimates]))
         out["roofline_hardware"] = hw.name + (" fused" if fused else "")
+        out["tflops_fastv"] = float(np.mean([fastv_prefill_flops(hf_config.text_config, t) for t in per_sample])) / 1e12
     frames = (config.get("dataset") or {}).get("num_frames")
     if frames and text_tokens is not None and not (isinstance(text_tokens, float) and math.isnan(text_tokens)):
         groups, rows, cols = adapter.feature_grid(hf_config, model_cfg, int(frames))
         full = int(round(text_tokens)) + groups * rows * cols
         out["tflops_unreduced_analytic"] = llm_prefill_flops(hf_config.text_config, [full] * shape.num_layers) / 1e12
+        out["tflops_unreduced_fastv"] = fastv_prefill_flops(hf_config.text_config, [full] * shape.num_layers) / 1e12
     return out
 
 
@@ -380,9 +386,9 @@ def tidy(rows: list[dict]) -> pd.DataFrame:
         for cost in ("tflops", "prefill_ms"):
             mask = pareto_front(rows_p[cost], rows_p["score"])
             df.loc[rows_p.index[mask], f"pareto_{cost}"] = True
-    for col in ("score", "accuracy", "agreement", "kl", "tflops", "tflops_analytic", "prefill_ms", "prefill_ms_median",
-                "roofline_tflops", "roofline_prefill_ms", "tflops_unreduced_analytic", "visual_tokens", "text_tokens",
-                "frames_without_tokens"):
+    for col in ("score", "accuracy", "agreement", "kl", "tflops", "tflops_analytic", "tflops_fastv", "prefill_ms",
+                "prefill_ms_median", "roofline_tflops", "roofline_prefill_ms", "tflops_unreduced_analytic",
+                "tflops_unreduced_fastv", "visual_tokens", "text_tokens", "frames_without_tokens"):
         df[col] = pd.to_numeric(df[col], errors="coerce")
     df["status"] = pd.Categorical(df["status"], categories=list(STATUSES) + sorted(set(df["status"]) - set(STATUSES)))
     rest = sorted(c for c in df.columns if c not in LEADING and c not in param_cols)

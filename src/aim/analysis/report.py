@@ -27,7 +27,8 @@ from aim.analysis.collect import STATUSES, collect, save_table, status_counts
 
 COSTS = ("tflops", "prefill_ms")
 JOB_COLUMNS = ["sweep", "job", "run", "status", "label", "frames", "dataset", "score", "accuracy", "agreement", "kl",
-               "num_samples", "tflops", "prefill_ms", "roofline_prefill_ms", "visual_tokens", "pareto_tflops"]
+               "num_samples", "tflops", "tflops_fastv", "prefill_ms", "roofline_prefill_ms", "visual_tokens",
+               "pareto_tflops"]
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
 h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 1.8em; border-bottom: 1px solid #ddd; }

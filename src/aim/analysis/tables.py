@@ -1,6 +1,8 @@
 """Tables in the paper's layout: one row per method (and setting), its TFLOPs and prefill ms, then one
 column per benchmark with its headline score in percent; as Markdown and LaTeX (booktabs).
 
+TFLOPs are real (2 per multiply-add, GQA-aware); `TFLOPs (FastV)` is the same prefill in FastV's
+convention (4nd^2 + 2n^2d + 2ndm per layer), shown where the runs recorded or the records allow it.
 Scores that are fractions are shown in percent; a benchmark scored in points (MME) as it is.
 A method's row is keyed by its label (method and the parameters that vary between its jobs), and by
 model and frames where the table holds several. Its TFLOPs and ms are the mean over the benchmarks it
@@ -19,13 +21,15 @@ import pandas as pd
 
 EFFICIENCY_COLUMNS = {  # tidy-table column -> paper-table header
     "tflops": "TFLOPs",
+    "tflops_fastv": "TFLOPs (FastV)",  # FastV's convention, for tables of papers that use it
     "prefill_ms": "prefill ms",
     "roofline_prefill_ms": "prefill ms (roofline)",
 }
 FIDELITY_COLUMNS = {"agreement": "agreement %", "kl": "KL"}  # tidy-table column -> paper-table header
 
 
-def paper_table(df: pd.DataFrame, efficiency=("tflops", "prefill_ms", "roofline_prefill_ms")) -> pd.DataFrame:
+def paper_table(df: pd.DataFrame,
+                efficiency=("tflops", "tflops_fastv", "prefill_ms", "roofline_prefill_ms")) -> pd.DataFrame:
     """The done jobs as method rows x benchmark columns (scores in percent where they are fractions)."""
     done = df[df["status"] == "done"].copy()
     if done.empty:
@@ -34,7 +38,7 @@ def paper_table(df: pd.DataFrame, efficiency=("tflops", "prefill_ms", "roofline_
     for extra in ("model", "frames"):
         if done[extra].nunique(dropna=False) > 1:
             keys.append(extra)
-    efficiency = [c for c in efficiency if done[c].notna().any()]
+    efficiency = [c for c in efficiency if c in done and done[c].notna().any()]
     headers = dict(EFFICIENCY_COLUMNS)
     hardware = done["roofline_hardware"].dropna().unique()
     if "roofline_prefill_ms" in efficiency and len(hardware) == 1:

@@ -106,7 +106,10 @@ class VideoFinder:
     """A release's video name -> its file. First the places lmms-eval looks (each given folder, with the
     name's own suffix or another video suffix), then any video under root with that file name or stem:
     releases whose archives unpack into nested folders (NExTVideo/<group>/<id>.mp4) are found too.
-    A video that is nowhere maps to its first expected path; loading it records the sample as skipped."""
+    A video that is nowhere maps to its first expected path; loading it records the sample as skipped.
+    `suffixes`: what counts as one of its files (SubtitleFinder: .srt)."""
+
+    suffixes: tuple[str, ...] = VIDEO_SUFFIXES
 
     def __init__(self, root: Path):
         self.root = root
@@ -116,29 +119,40 @@ class VideoFinder:
         candidates = []
         for folder in folders:
             path = self.root / folder / name
-            if path.suffix in VIDEO_SUFFIXES:  # the name's own suffix first, then the others
+            if path.suffix in self.suffixes:  # the name's own suffix first, then the others
                 stem = path.with_suffix("")
-                candidates += [path] + [stem.with_name(stem.name + s) for s in VIDEO_SUFFIXES if s != path.suffix]
+                candidates += [path] + [stem.with_name(stem.name + s) for s in self.suffixes if s != path.suffix]
             else:  # a bare id (Video-MME's videoID, EgoSchema's video_idx, ...): .mp4 first
-                candidates += [path.with_name(path.name + s) for s in VIDEO_SUFFIXES] + [path]
+                candidates += [path.with_name(path.name + s) for s in self.suffixes] + [path]
         for path in candidates:
             if path.is_file():
                 return path
         index = self._build_index()
         base = Path(name).name
-        stem = Path(base).stem if Path(base).suffix in VIDEO_SUFFIXES else base
+        stem = Path(base).stem if Path(base).suffix in self.suffixes else base
         return index.get(base) or index.get(stem) or candidates[0]
+
+    def any_file(self) -> bool:
+        """Whether root holds any file of these suffixes, anywhere."""
+        return bool(self._build_index())
 
     def _build_index(self) -> dict[str, Path]:
         if self._index is None:
             self._index = {}
             for folder, _, files in sorted(os.walk(self.root)):
                 for f in sorted(files):
-                    if f.endswith(VIDEO_SUFFIXES):
+                    if f.endswith(self.suffixes):
                         path = Path(folder) / f
                         self._index.setdefault(f, path)
                         self._index.setdefault(path.stem, path)
         return self._index
+
+
+class SubtitleFinder(VideoFinder):
+    """A video's subtitle file (<id>.srt) found as its video is: in the expected folder, else anywhere
+    under root (an archive unpacked one level deeper, or beside the videos)."""
+
+    suffixes = (".srt", ".SRT")
 
 
 # --- the common shape of a benchmark ------------------------------------------------------------------
@@ -215,8 +229,12 @@ class VideoMMEConfig(BenchmarkConfig):
         "then unzip videos_chunked_*.zip in {root} (-> {root}/data/<videoID>.mp4) and, for subtitles, "
         "subtitle.zip (-> {root}/subtitle/<videoID>.srt)")
 
-    def _required_dirs(self):
-        return (self.video_dir, self.subtitle_dir) if self.subtitles else (self.video_dir,)
+    def __post_init__(self):
+        super().__post_init__()
+        root = Path(self.root)
+        if self.subtitles and not (root / self.subtitle_dir).is_dir() and not SubtitleFinder(root).any_file():
+            raise ValueError(f"root: no {self.subtitle_dir}/ under {root} and no .srt file anywhere under it: the "
+                             f"{self.name} subtitles are not unpacked there. {self.download.format(root=root)}")
 
 
 @dataclass
@@ -231,14 +249,21 @@ class VideoMME(Benchmark):
     medium (4-15 min) and long (30-60 min). Layout and prompt as lmms-eval's `videomme` and
     `videomme_w_subtitle` tasks (lmms_eval/tasks/videomme/utils.py): rows of videomme/test-*.parquet
     {video_id, duration, domain, sub_category, videoID, question_id, task_type, question, options
-    ["A. ...", ...], answer "A"}, video data/<videoID>.mp4 (.MP4, .mkv), subtitles subtitle/<videoID>.srt.
+    ["A. ...", ...], answer "A"}, video data/<videoID>.mp4 (.MP4, .mkv), subtitles subtitle/<videoID>.srt
+    (each found anywhere under root when not there).
     Metric: accuracy, reported per duration, domain, sub-category and task type.
 
     With subtitles, the prompt carries the subtitle lines on screen at the sampled frames' times (the
     frames the model sees, `dataset.num_frames` of them), not the whole file: lmms-eval does the same
-    at 32 frames spread over the video. A video without a subtitle file gets "No subtitles available"."""
+    at 32 frames spread over the video. A video without a subtitle file gets "No subtitles available".
+    Of each cue only the text inside Video-MME's first <font color="white" size=".72c"> tag is kept and a
+    cue without it is dropped, as lmms-eval does (aim.data.subtitles)."""
 
     config = VideoMMEConfig
+
+    def __init__(self, **cfg):
+        self.subtitle_files = SubtitleFinder(Path(cfg.get("root", self.config.root)))
+        super().__init__(**cfg)
 
     def make_sample(self, row):
         return self.sample(
@@ -247,7 +272,8 @@ class VideoMME(Benchmark):
             video=self.videos.find(str(row["videoID"]), (self.cfg.video_dir,)),
             question_type=first(row, "task_type", default=""),
             categories={k: row[k] for k in ("duration", "domain", "sub_category", "task_type") if k in row},
-            subtitles=self.root / self.cfg.subtitle_dir / f"{row['videoID']}.srt" if self.cfg.subtitles else None,
+            subtitles=self.subtitle_files.find(f"{row['videoID']}.srt", (self.cfg.subtitle_dir,))
+            if self.cfg.subtitles else None,
         )
 
 

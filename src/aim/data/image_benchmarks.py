@@ -13,7 +13,8 @@ question files with the image inside each row (`aim.data.image_source`).
 | mmbench_en_dev | lmms-lab/MMBench, config en     | en/dev-*.parquet                            | letter      | circular_accuracy |
 | pope           | lmms-lab/POPE                   | data/test-*.parquet (splits in `category`)  | pope_yes_no | pope_f1           |
 
-("scored as": the answer format, aim.eval.scoring.)
+("scored as": the answer format, aim.eval.scoring: lmms-eval's rules. `scorer: official` on vqav2 and pope
+scores as the official vqaEval.py / POPE evaluate.py do instead: vqa_official, pope_official.)
 
 Prompts are lmms-eval's defaults: free-form questions end with the task's post-prompt ("\\nAnswer the
 question using a single word or phrase.", config `post_prompt`) and need `eval.mode=generate`; the
@@ -23,6 +24,8 @@ Every sample is one image (`num_frames` 1); one that is missing or cannot be dec
 """
 from __future__ import annotations
 
+import json
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +36,13 @@ from aim.data import DATASETS, METRICS, SampleList, check_limit
 from aim.data.benchmarks import LETTERS, check_release
 from aim.data.image_source import ImageRef, ImageSample, MissingImage, ParquetImage, image_index, question_rows
 
+# whose rule scores VQA-v2 and POPE where lmms-eval and the benchmark's official scorer disagree
+# (aim.eval.scoring): lmms-eval's by default, so numbers stand beside the published ones
+SCORERS = ("lmms_eval", "official")
+
 SHORT_ANSWER = "\nAnswer the question using a single word or phrase."  # lmms-eval's post_prompt of these tasks
+UNREADABLE = "(unreadable)"  # the breakdown value of a question whose breakdown field cannot be read
+log = logging.getLogger(__name__)
 
 
 def _hf(repo: str, include: str, what: str) -> str:
@@ -47,6 +56,20 @@ def _text(value) -> str:
     if value is None or (isinstance(value, float) and value != value) or str(value) == "nan":
         return ""
     return str(value)
+
+
+def breakdown_field(value) -> dict | None:
+    """A field used only for a breakdown (GQA's `types`), as a dict: a struct as parquet gives it, or the
+    same as a JSON string (some copies of the release store it so); None when it is neither (malformed
+    JSON, a list, a number). Empty (None, "") reads as {}."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            return None
+    return dict(value) if isinstance(value, dict) else None
 
 
 # --- the common shape of an image benchmark ----------------------------------------------------------------
@@ -124,7 +147,13 @@ class VQAv2Config(FreeFormConfig):
     root: str = "data/vqav2"
     questions_file: str = "data/validation-*.parquet"  # data/testdev-*.parquet: the test-dev questions (no answers)
     metric: str = "vqa_accuracy"
+    # lmms_eval: every human answer normalised (lmms-eval's vqav2); official: only when they disagree (vqaEval.py)
+    scorer: str = "lmms_eval"
     download: ClassVar[str] = _hf("lmms-lab/VQAv2", "data/validation-*", "the validation split (or 'data/testdev-*')")
+
+    def __post_init__(self):
+        check_choice("scorer", self.scorer, SCORERS)
+        super().__post_init__()
 
 
 @DATASETS.register("vqav2", config=VQAv2Config)
@@ -136,11 +165,15 @@ class VQAv2(ImageBenchmark):
     or phrase.". The paper reports test-dev, which only EvalAI scores: the test-dev files read the same
     way (their answers are empty; records keep the normalised answer for a submission, {question_id:
     id, answer: prediction}, and no score). Local evaluation uses the validation split, which has the
-    answers: VQA soft accuracy as the official evaluation computes it (aim.eval.scoring.vqa_score), per
-    answer type (yes/no, number, other) as the question type."""
+    answers: VQA soft accuracy (aim.eval.scoring.vqa_score), per answer type (yes/no, number, other) as the
+    question type; `scorer` lmms_eval (default) normalises every human answer as lmms-eval does, official
+    only when the ten disagree, as the official vqaEval.py does."""
 
     config = VQAv2Config
-    answer_format = "vqa"
+
+    @property
+    def answer_format(self) -> str:
+        return "vqa_official" if self.cfg.scorer == "official" else "vqa"
 
     def make_sample(self, row):
         answers = [a["answer"] for a in row.get("answers") or [] if a and a.get("answer") is not None]
@@ -178,17 +211,28 @@ class GQA(ImageBenchmark):
     "<question>\\nAnswer the question using a single word or phrase.". Metric: accuracy of an exact match
     after lower-casing and removing punctuation (lmms-eval's exact_match with ignore_case and
     ignore_punctuation), reported per structural type (the question type) and semantic type, as GQA's
-    eval.py breaks it down. A question whose imageId has no image is skipped."""
+    eval.py breaks it down. `types` is read as a struct or as its JSON string; a question whose `types`
+    cannot be read is still asked and scored, its types recorded as "(unreadable)" and the count logged.
+    A question whose imageId has no image is skipped."""
 
     config = GQAConfig
     answer_format = "exact"
 
     def make_samples(self, rows):
         self.images = image_index(self.root, self.cfg.images_file)
-        return super().make_samples(rows)
+        self.unreadable_types: list[str] = []
+        samples = super().make_samples(rows)
+        if self.unreadable_types:  # the breakdown only: accuracy does not need it, so the benchmark goes on
+            log.warning("%s: the `types` field of %d question(s) cannot be read (first: %s); their structural and "
+                        "semantic type is recorded as %r", self.cfg.name, len(self.unreadable_types),
+                        self.unreadable_types[0], UNREADABLE)
+        return samples
 
     def make_sample(self, row):
-        types = row.get("types") or {}
+        types = breakdown_field(row.get("types"))
+        if types is None:
+            self.unreadable_types.append(str(row["id"]))
+            types = {"structural": UNREADABLE, "semantic": UNREADABLE}
         image = self.images.get(str(row["imageId"])) or MissingImage(
             f"{row['imageId']} (no row in {self.cfg.images_file})")
         return self.sample(
@@ -219,8 +263,8 @@ class MME(ImageBenchmark):
     of data/test-*.parquet {question_id (the image's file name), image, question, answer "Yes"/"No",
     category (the subtask)}; the question with its " Please answer yes or no." replaced by the post-prompt
     (kept when `post_prompt` is empty). The two questions of an image share a group (<category>/
-    <question_id>); record ids are <group>#0 and <group>#1. Answers are read as MME's eval_tool does
-    (aim.eval.scoring.mme_yes_no); metric: perception + cognition score, each subtask acc*100 + acc+*100
+    <question_id>); record ids are <group>#0 and <group>#1. Answers are read as lmms-eval's mme task
+    does (aim.eval.scoring.mme_yes_no: also a lone "y" / "n"); metric: perception + cognition score, each subtask acc*100 + acc+*100
     (aim.eval.scoring.mme_scores), with every subtask's acc and acc+ in the summary's metric_details."""
 
     config = MMEConfig
@@ -399,9 +443,12 @@ class POPEConfig(FreeFormConfig):
     questions_file: str = "data/test-*.parquet"
     metric: str = "pope_f1"
     splits: list[str] = field(default_factory=lambda: list(POPE_SPLITS))  # which of the three to evaluate
+    # lmms_eval: only an exact "yes" / "no" (any case) counts; official: POPE's evaluate.py ("no"/"not" -> no)
+    scorer: str = "lmms_eval"
     download: ClassVar[str] = _hf("lmms-lab/POPE", "data/*", "the test split (its default config)")
 
     def __post_init__(self):
+        check_choice("scorer", self.scorer, SCORERS)
         super().__post_init__()
         if not self.splits:
             raise ValueError(f"splits: empty; choose from {', '.join(POPE_SPLITS)}")
@@ -415,14 +462,18 @@ class POPE(ImageBenchmark):
     3,000 in each of its adversarial, popular and random splits. Layout and prompt as lmms-eval's `pope`
     task (lmms_eval/tasks/pope/pope.yaml, utils.py): rows of data/test-*.parquet {id, question_id, question,
     answer "yes"/"no", image_source, image, category (the split)}; prompt "<question>\\nAnswer the question
-    using a single word or phrase.". Answers are read as POPE's evaluate.py does
-    (aim.eval.scoring.pope_yes_no). Metric: F1 with "yes" as positive, the mean over the splits, with each
+    using a single word or phrase.". Answers are read as lmms-eval does (`scorer` lmms_eval, the default:
+    the lower-cased, stripped response must be "yes" or "no"; aim.eval.scoring.pope_yes_no) or as POPE's
+    evaluate.py does (`scorer` official: "no" / "not" in the first sentence; pope_official_yes_no). Metric: F1 with "yes" as positive, the mean over the splits, with each
     split's accuracy, precision, recall, F1 and yes-ratio in the summary's metric_details. A record's id is
     <split>_<question_id>."""
 
     config = POPEConfig
-    answer_format = "pope_yes_no"
     selects_rows = True
+
+    @property
+    def answer_format(self) -> str:
+        return "pope_official" if self.cfg.scorer == "official" else "pope_yes_no"
 
     def make_samples(self, rows):
         chosen = [r for r in rows if str(r["category"]) in self.cfg.splits]

@@ -1,5 +1,12 @@
-"""Subtitles (SubRip .srt) put into the prompt text, as lmms-eval's VideoMME-with-subtitles task does:
-the lines shown at the sampled frames' times, in subtitle order, under a header before the question."""
+"""Subtitles (SubRip .srt) put into the prompt text, as lmms-eval's VideoMME-with-subtitles task does
+(lmms_eval/tasks/videomme/utils.py, videomme_doc_to_text_subtitle): the cues on screen at the sampled
+frames' times, under a header before the question.
+
+lmms-eval keeps of a cue only the text inside its first `<font color="white" size=".72c">...</font>`
+(Video-MME's markup; the cue's lines joined with spaces first), and drops a cue without that markup, so a
+cue of two wrapped lines gives its first line only; this module does the same (`videomme_text`). The cues
+come in the order lmms-eval's `list(set(indices))` gives them (for the cue indices of a video, ascending
+except where a large index shares a hash slot; `lmms_eval_order`)."""
 from __future__ import annotations
 
 import re
@@ -11,13 +18,28 @@ NO_SUBTITLES = "No subtitles available"  # lmms-eval's text for a video that has
 
 _TIME = re.compile(r"(\d+):(\d+):(\d+)[,.](\d+)")
 _TAG = re.compile(r"<[^>]+>")  # Video-MME wraps each line in <font color="white" size=".72c">...</font>
+_VIDEOMME_FONT = re.compile(r'<font color="white" size="\.72c">(.*?)</font>')  # lmms-eval's pattern, exactly
 
 
 @dataclass(frozen=True)
 class Cue:
     start: float  # seconds
     end: float
-    text: str
+    text: str  # without markup
+    raw: str = ""  # the cue's lines as in the file, joined with spaces
+
+
+def videomme_text(cue: Cue) -> str | None:
+    """The text lmms-eval keeps of a Video-MME cue: inside the first white .72c <font> tag; None (dropped)
+    when the cue has none."""
+    m = _VIDEOMME_FONT.search(cue.raw)
+    return m.group(1) if m else None
+
+
+def lmms_eval_order(indices: list[int]) -> list[int]:
+    """Cue indices once each, in the iteration order of a Python set built from them, as lmms-eval lists
+    them (`list(set(...))`); deterministic for ints."""
+    return list(set(indices))
 
 
 def _seconds(stamp: str) -> float:
@@ -38,9 +60,10 @@ def parse_srt(text: str) -> list[Cue]:
         if timing is None:
             continue
         start, end = lines[timing].split("-->")
+        raw = " ".join(lines[timing + 1:])
         words = " ".join(_TAG.sub("", line) for line in lines[timing + 1:]).strip()
         if words:
-            cues.append(Cue(_seconds(start), _seconds(end), words))
+            cues.append(Cue(_seconds(start), _seconds(end), words, raw))
     return cues
 
 
@@ -50,10 +73,19 @@ def lines_at(cues: list[Cue], times: list[float]) -> list[str]:
     return [c.text for c in cues if any(c.start <= t < c.end for t in times)]
 
 
+def videomme_lines_at(cues: list[Cue], times: list[float]) -> list[str]:
+    """lmms-eval's Video-MME subtitle lines at these times: the cues on screen (start <= t < end), each
+    once, in lmms-eval's order, each as `videomme_text`; cues without Video-MME's markup dropped."""
+    hits = [i for t in times for i, c in enumerate(cues) if c.start <= t < c.end]
+    texts = (videomme_text(cues[i]) for i in lmms_eval_order(hits))
+    return [t for t in texts if t is not None]
+
+
 def with_subtitles(question: str, subtitle_file: Path, times: list[float]) -> str:
-    """The question under the subtitle lines shown at the given frame times (lmms-eval's layout)."""
+    """The question under the subtitle lines shown at the given frame times (lmms-eval's Video-MME layout
+    and rule, `videomme_lines_at`)."""
     if subtitle_file.is_file():
-        text = "\n".join(lines_at(parse_srt(subtitle_file.read_text(encoding="utf-8", errors="replace")), times))
+        text = "\n".join(videomme_lines_at(parse_srt(subtitle_file.read_text(encoding="utf-8", errors="replace")), times))
     else:
         text = NO_SUBTITLES
     return f"{SUBTITLE_HEADER}\n{text}\n{question}"

@@ -25,3 +25,27 @@ def llm_prefill_flops(text_config, tokens_per_layer: list[int]) -> float:
         for n in tokens_per_layer
     )
 
+
+
+# --- FastV's convention -------------------------------------------------------------------------------------
+# FastV (Chen et al., "An Image is Worth 1/2 Tokens After Layer 2", ECCV 2024, Sec. 4.1) and most token-
+# reduction papers after it count one decoder layer with n tokens, hidden size d and FFN size m as
+#     4nd^2 + 2n^2d + 2ndm
+# (the q, k, v, o projections as four d x d matrices, the attention scores and weighted sum, and a two-matrix
+# FFN): no grouped-query attention, no gated third FFN matrix, no lm_head. A layer after the pruning layer
+# K counts with its reduced token count n^ ("K x (4nd^2 + 2n^2d + 2ndm) + (T - K) x (4n^d^2 + 2n^^2d +
+# 2n^dm)"). It is about 0.4x the real count (`llm_prefill_flops`) for Qwen2-7B: the figures of such papers
+# are comparable with each other, not with AIM's.
+CONVENTIONS = ("real", "fastv")
+
+
+def fastv_layer_flops(n: int, hidden: int, intermediate: int) -> float:
+    """FastV's FLOPs of one decoder layer with n tokens: 4nd^2 + 2n^2d + 2ndm."""
+    n, d, m = float(n), float(hidden), float(intermediate)
+    return 4 * n * d * d + 2 * n * n * d + 2 * n * d * m
+
+
+def fastv_prefill_flops(text_config, tokens_per_layer: list[int]) -> float:
+    """FastV's FLOPs of the decoder layers when layer i processes tokens_per_layer[i] tokens (each layer at
+    its own, possibly reduced, count)."""
+    return sum(fastv_layer_flops(n, text_config.hidden_size, text_config.intermediate_size) for n in tokens_per_layer)

@@ -189,7 +189,7 @@ def sample_frames(valid, adapter) -> int:
 
 
 def flops(valid) -> dict:
-    from aim.efficiency.analytic import llm_prefill_flops
+    from aim.efficiency.analytic import fastv_prefill_flops, llm_prefill_flops
     from aim.efficiency.roofline import LLMShape, hardware_profile, prefill_estimate
     from aim.pruning import PRUNERS
 
@@ -227,6 +227,10 @@ def flops(valid) -> dict:
         "speedup": full.prefill_ms / est.prefill_ms,
         "flops_ratio": full.tflops / est.tflops,
         "tflops_analytic": llm_prefill_flops(text_config, per_layer) / 1e12,  # matmuls only, as runs record it
+        # FastV's convention (4nd^2 + 2n^2d + 2ndm per layer; aim.efficiency.analytic), reduced and unreduced
+        "tflops_fastv": fastv_prefill_flops(text_config, per_layer) / 1e12,
+        "tflops_fastv_full": fastv_prefill_flops(text_config, full_per_layer) / 1e12,
+        "convention": f.convention,  # which of the two aim.flops leads with
         "hardware": hw.name,
         "peak_tflops": hw.peak_tflops,
         "bandwidth_gbs": hw.bandwidth_gbs,

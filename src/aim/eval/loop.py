@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from aim.data import VideoDecodeError
-from aim.efficiency.analytic import llm_prefill_flops
+from aim.efficiency.analytic import fastv_prefill_flops, llm_prefill_flops
 from aim.efficiency.fvcore_count import count_llm_prefill, count_visual
 from aim.eval.fidelity import option_log_probs
 from aim.eval.scoring import parse_letter, score_response
@@ -42,7 +42,8 @@ class FlopsCache:
     """FLOPs per distinct layout, counted by fvcore once per layout, not per sample: the LLM prefill
     (with the analytic model beside it), the importance scoring, the lm_head, and per shape of the tower's
     input (frames or images at the tower's resolution) the vision tower, projector and merger. All in
-    TFLOPs, 2 FLOPs per multiply-add."""
+    TFLOPs, 2 FLOPs per multiply-add; `tflops_fastv` is the LLM prefill in FastV's convention
+    (aim.efficiency.analytic.fastv_prefill_flops) beside the real `tflops`."""
 
     def __init__(self, adapter, merger, pruner):
         self.adapter, self.merger, self.pruner = adapter, merger, pruner
@@ -56,6 +57,8 @@ class FlopsCache:
             self._llm[key] = {
                 "tflops": counted["llm_prefill_flops"] / 1e12,
                 "tflops_analytic": llm_prefill_flops(self.adapter.text_config, tokens_per_layer) / 1e12,
+                # FastV's convention at the same counts (4nd^2 + 2n^2d + 2ndm per layer), for other papers' tables
+                "tflops_fastv": fastv_prefill_flops(self.adapter.text_config, tokens_per_layer) / 1e12,
                 "importance_tflops": counted["importance_flops"] / 1e12,
                 "lm_head_tflops": counted["lm_head_flops"] / 1e12,
             }

@@ -6,11 +6,18 @@ Each rule is the one the benchmark's own scorer applies (the source is named at 
 | answer_format | benchmark       | prediction                                  | per-sample score                     |
 |---------------|-----------------|---------------------------------------------|--------------------------------------|
 | letter        | multiple choice | first standalone option letter              | 1 if it is the answer's letter       |
-| vqa           | VQA-v2          | the official VQA normalisation              | VQA soft accuracy (official vqaEval) |
+| vqa           | VQA-v2          | the VQA normalisation                       | VQA soft accuracy, lmms-eval's rule  |
+| vqa_official  | VQA-v2          | the VQA normalisation                       | VQA soft accuracy, official vqaEval  |
 | textvqa       | TextVQA         | the EvalAI answer processor's output        | soft accuracy, both sides processed  |
 | exact         | GQA             | lower case, ASCII punctuation removed       | 1 on an exact match                  |
-| mme_yes_no    | MME             | "yes" / "no" / "other" (MME's eval_tool)    | 1 if it is the answer                |
-| pope_yes_no   | POPE            | "yes" / "no" (POPE's evaluate.py)           | 1 if it is the answer                |
+| mme_yes_no    | MME             | "yes" / "no" / "other" (lmms-eval's reader) | 1 if it is the answer                |
+| pope_yes_no   | POPE            | "yes" / "no" / "other" (lmms-eval's reader) | 1 if it is the answer                |
+| pope_official | POPE            | "yes" / "no" (POPE's evaluate.py)           | 1 if it is the answer                |
+
+Where the benchmark's official scorer and lmms-eval disagree (VQA-v2's handling of the human answers,
+POPE's reading of yes / no), lmms-eval's rule is the default, so that numbers stand beside the published
+ones that nearly all come from lmms-eval; the official rule is the `*_official` format, chosen by the
+dataset's `scorer: official` (aim.data.image_benchmarks).
 
 Benchmark-level metrics over the records: `mme_scores` (acc, acc+ and score per subtask, perception and
 cognition sums), `pope_scores` (accuracy, precision, recall, F1 with "yes" as positive, per split),
@@ -24,7 +31,8 @@ from collections import defaultdict
 
 import numpy as np
 
-ANSWER_FORMATS = ("letter", "vqa", "textvqa", "exact", "mme_yes_no", "pope_yes_no")
+ANSWER_FORMATS = ("letter", "vqa", "vqa_official", "textvqa", "exact", "mme_yes_no", "pope_yes_no", "pope_official")
+SCORERS = ("lmms_eval", "official")  # whose rule scores VQA-v2 and POPE (a dataset's `scorer`)
 LETTER_RE = re.compile(r"\b([A-Z])\b")
 
 
@@ -122,14 +130,33 @@ def soft_accuracy(prediction: str, answers: list[str]) -> float:
     return float(np.mean(per_subset))
 
 
-def vqa_score(response: str, answers: list[str]) -> tuple[str, float]:
-    """VQA-v2, as the official evaluation (vqaEval.py) scores a result: the response is normalised in full;
-    the human answers are used as released, except that when they disagree their punctuation is processed
-    (the official code does exactly this, no more). Returns (normalised prediction, soft accuracy)."""
+def _strip_answer(answer: str) -> str:
+    return answer.replace("\n", " ").replace("\t", " ").strip()
+
+
+def vqa_score(response: str, answers: list[str], rule: str = "lmms_eval") -> tuple[str, float]:
+    """VQA-v2 soft accuracy of a response against the human answers. Returns (normalised prediction, soft
+    accuracy). Both rules first turn tabs and newlines into spaces and strip every answer and the response.
+
+    - "lmms_eval" (default; lmms_eval/tasks/vqav2/utils.py, vqav2_process_results): the response and every
+      human answer get the punctuation and digit / article processing (`vqa_normalize`), always.
+    - "official" (GT-Vision-Lab/VQA, PythonEvaluationTools/vqaEvaluation/vqaEval.py at a013f00, 2021): the
+      human answers (and the response) are processed only when the answers are not all the same; when
+      they agree they are compared as released. The response here is the normalised one, as a submission
+      file holds it (lmms-eval's vqav2_test submission and LLaVA's both normalise before writing), so a
+      response "Two" against ten "two" scores 0 under this rule and 1 under lmms-eval's.
+    """
+    check_scorer(rule)
     prediction = vqa_normalize(response)
-    if len(set(answers)) > 1:
-        answers = [process_punctuation(a) for a in answers]
+    answers = [_strip_answer(a) for a in answers]
+    if rule == "lmms_eval" or len(set(answers)) > 1:
+        answers = [vqa_normalize(a) for a in answers]
     return prediction, soft_accuracy(prediction, answers)
+
+
+def check_scorer(rule: str) -> None:
+    if rule not in SCORERS:
+        raise ValueError(f"scorer: {rule!r} is not one of {', '.join(SCORERS)}")
 
 
 def textvqa_score(response: str, answers: list[str]) -> tuple[str, float]:
@@ -151,20 +178,35 @@ def exact_match_normalize(text: str) -> str:
 
 
 def mme_yes_no(response: str) -> str:
-    """MME's eval_tool (calculation.py, parse_pred_ans) on the lower-cased, stripped response: "yes" or
-    "no" as is, else "yes" / "no" if it occurs in the first four characters (yes first), else "other"."""
-    answer = response.lower().strip()
+    """lmms-eval's MME reader (lmms_eval/tasks/mme/utils.py, parse_pred_ans, "brought from Otter"): the
+    response lower-cased, stripped and without periods; "yes" or "no" as is; a single "y" / "n" is yes / no
+    (any other single character "other"); else "yes" / "no" if it occurs in the first four characters (yes
+    first), else "other". MME's own eval_tool differs only in the single letters and the periods."""
+    answer = response.lower().strip().replace(".", "")
     if answer in ("yes", "no"):
         return answer
+    if len(answer) == 1:
+        return {"y": "yes", "n": "no"}.get(answer, "other")
     head = answer[:4]
     return "yes" if "yes" in head else "no" if "no" in head else "other"
 
 
 def pope_yes_no(response: str) -> str:
-    """POPE's evaluate.py (also LLaVA's eval_pope.py): keep the text before the first period, drop commas,
-    split on spaces; "No", "no" or "not" among the words means "no", anything else "yes" (case-sensitive,
-    as released: "NO" counts as yes)."""
-    text = response.split(".")[0] if "." in response else response
+    """lmms-eval's POPE reader (lmms_eval/tasks/pope/utils.py, pope_process_results): the response
+    lower-cased and stripped is the prediction; only an exact "yes" or "no" counts as one, anything else
+    ("yes.", "No, there is not") is "other": wrong, and neither a positive nor a negative in precision and
+    recall (`binary_scores` with negative "no")."""
+    answer = response.lower().strip()
+    return answer if answer in ("yes", "no") else "other"
+
+
+def pope_official_yes_no(response: str) -> str:
+    """POPE's evaluate.py (also LLaVA's eval_pope.py) on the stripped response (LLaVA strips the generated
+    text before writing it): keep the text before the first period, drop commas, split on spaces; "No",
+    "no" or "not" among the words means "no", anything else "yes" (case-sensitive, as released: "NO"
+    counts as yes)."""
+    text = response.strip()
+    text = text.split(".")[0] if "." in text else text
     words = text.replace(",", "").split(" ")
     return "no" if ("No" in words or "no" in words or "not" in words) else "yes"
 
@@ -175,19 +217,22 @@ def score_response(answer_format: str, response: str, answer: str, answers: list
     if answer_format == "letter":
         prediction = parse_letter(response, num_options)
         hit = float(prediction == answer)
-    elif answer_format in ("vqa", "textvqa"):
+    elif answer_format in ("vqa", "vqa_official", "textvqa"):
         if not answers:
-            prediction = vqa_normalize(response) if answer_format == "vqa" else evalai_normalize(response)
+            prediction = evalai_normalize(response) if answer_format == "textvqa" else vqa_normalize(response)
             return {"prediction": prediction, "correct": None, "score": None}
-        prediction, hit = (vqa_score if answer_format == "vqa" else textvqa_score)(response, answers)
+        if answer_format == "textvqa":
+            prediction, hit = textvqa_score(response, answers)
+        else:
+            prediction, hit = vqa_score(response, answers, "official" if answer_format == "vqa_official" else "lmms_eval")
     elif answer_format == "exact":
         prediction = exact_match_normalize(response)
         hit = float(prediction == exact_match_normalize(answer))
     elif answer_format == "mme_yes_no":
         prediction = mme_yes_no(response)
         hit = float(prediction == answer.lower().strip())
-    elif answer_format == "pope_yes_no":
-        prediction = pope_yes_no(response)
+    elif answer_format in ("pope_yes_no", "pope_official"):
+        prediction = (pope_yes_no if answer_format == "pope_yes_no" else pope_official_yes_no)(response)
         hit = float(prediction == answer.lower().strip())
     else:
         raise ValueError(f"answer_format {answer_format!r} is not one of {', '.join(ANSWER_FORMATS)}")
@@ -238,12 +283,16 @@ def mme_scores(records: list[dict]) -> dict:
     return {"perception": perception, "cognition": cognition, "total": perception + cognition, "subtasks": subtasks}
 
 
-def binary_scores(predictions: list[str], labels: list[str], positive: str = "yes") -> dict:
+def binary_scores(predictions: list[str], labels: list[str], positive: str = "yes", negative: str | None = "no") -> dict:
     """Accuracy, precision, recall and F1 of `positive` (POPE: "yes"), and the share of positive predictions;
-    a ratio with a zero denominator is 0."""
+    a ratio with a zero denominator is 0. A false negative is a `negative` prediction on a positive label
+    (lmms-eval's POPE recall: an unreadable "other" answer is no false negative); `negative` None: any
+    prediction but the positive one. The two agree when every prediction is positive or negative (POPE's
+    own reader)."""
     tp = sum(p == positive and t == positive for p, t in zip(predictions, labels))
     fp = sum(p == positive and t != positive for p, t in zip(predictions, labels))
-    fn = sum(p != positive and t == positive for p, t in zip(predictions, labels))
+    fn = sum((p != positive if negative is None else p == negative) and t == positive
+             for p, t in zip(predictions, labels))
     n = len(labels)
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
@@ -258,8 +307,10 @@ def binary_scores(predictions: list[str], labels: list[str], positive: str = "ye
 
 def pope_scores(records: list[dict]) -> dict:
     """POPE (Li et al., EMNLP 2023): per split (`question_type`: adversarial / popular / random) the binary
-    scores with "yes" as positive (POPE's evaluate.py); `f1` is the mean of the splits' F1 (the figure
-    LLaVA-1.5 and the token-reduction papers report), `pooled` the scores over all splits together."""
+    scores with "yes" as positive (POPE's evaluate.py; lmms-eval's pope_aggregate_*); `f1` is the mean of
+    the splits' F1 (the figure LLaVA-1.5 and the token-reduction papers report), `pooled` the scores over
+    all splits together (lmms-eval's `pope` task's figures). `yes_ratio` is the share of "yes" predictions
+    (POPE's); lmms-eval's pope_yes_ratio is the share of "yes" labels instead."""
     splits: dict[str, list[dict]] = defaultdict(list)
     for r in records:
         splits[r["question_type"]].append(r)

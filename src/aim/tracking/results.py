@@ -10,7 +10,9 @@ import numpy as np
 from aim.eval import scoring
 
 TFLOPS_SOURCE = ("fvcore: traced LLM prefill, decoder layers, 2 FLOPs per multiply-add, SDPA counted "
-                 "(aim.efficiency.fvcore_count); tflops_analytic: aim.efficiency.analytic at the same counts")
+                 "(aim.efficiency.fvcore_count); tflops_analytic: aim.efficiency.analytic at the same counts; "
+                 "tflops_fastv: FastV's convention, 4nd^2 + 2n^2d + 2ndm per layer at the same counts (no GQA, "
+                 "no lm_head), the figure FastV-style papers report")
 
 
 def headline(metric: str, records: list[dict], accuracy_by_type: dict[str, float]) -> tuple[float, dict]:
@@ -93,6 +95,7 @@ def summarize(records: list[dict], method: dict, config: dict) -> dict:
         "tflops": mean("tflops"),
         "tflops_source": TFLOPS_SOURCE,
         "tflops_analytic": mean("tflops_analytic"),
+        "tflops_fastv": mean_of("tflops_fastv"),  # None for records written before it was counted
         "tflops_breakdown": {  # per sample, fvcore; the LLM prefill is `tflops`
             k.removesuffix("_tflops"): mean(k)
             for k in ("vision_tower_tflops", "projector_tflops", "merge_tflops", "importance_tflops", "lm_head_tflops")
