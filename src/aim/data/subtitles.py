@@ -1,12 +1,13 @@
 """Subtitles (SubRip .srt) put into the prompt text, as lmms-eval's VideoMME-with-subtitles task does:
-the lines shown at the sampled frames' times, in subtitle order, under a header before the question."""
+the lines shown at the sampled frames' times, in subtitle order, under a header, before the task's instruction
+(the prompt's `context`, aim.prompts)."""
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-SUBTITLE_HEADER = "This video's subtitles are listed below:"
+SUBTITLE_HEADER = "This video's subtitles are listed below: "  # lmms-eval's, trailing space included
 NO_SUBTITLES = "No subtitles available"  # lmms-eval's text for a video that has no subtitle file
 
 _TIME = re.compile(r"(\d+):(\d+):(\d+)[,.](\d+)")
@@ -50,10 +51,12 @@ def lines_at(cues: list[Cue], times: list[float]) -> list[str]:
     return [c.text for c in cues if any(c.start <= t < c.end for t in times)]
 
 
-def with_subtitles(question: str, subtitle_file: Path, times: list[float]) -> str:
-    """The question under the subtitle lines shown at the given frame times (lmms-eval's layout)."""
+def subtitle_block(subtitle_file: Path, times: list[float]) -> str:
+    """The subtitle lines shown at the given frame times under their header, ending in a newline: what
+    lmms-eval's `videomme_doc_to_text_subtitle` writes before the instruction ("This video's subtitles are
+    listed below: \n<line>\n<line>\n"; "No subtitles available" for a video without a subtitle file)."""
     if subtitle_file.is_file():
         text = "\n".join(lines_at(parse_srt(subtitle_file.read_text(encoding="utf-8", errors="replace")), times))
     else:
         text = NO_SUBTITLES
-    return f"{SUBTITLE_HEADER}\n{text}\n{question}"
+    return f"{SUBTITLE_HEADER}\n{text}\n"
