@@ -31,7 +31,7 @@ class TaskPrompt:
     post_prompt: str = "\n" + MC_INSTRUCTION
     option_format: str = "{letter}. {option}"
     option_separator: str = "\n"
-    open_layout: str = "{context}{pre_prompt}{question}{post_prompt}"
+    open_layout: str = "{context}{pre_prompt}{question}"  # a question without options: no MC instruction
     likelihood_layout: str = "{context}{pre_prompt}{question}"
     context: str = ""
     # {model name: {field: value}}: the fields lmms-eval's task sets otherwise for that model
@@ -63,3 +63,6 @@ class TaskPrompt:
 
 
 GENERIC_MC = TaskPrompt()  # what a dataset without a layout of its own asks (video_mcq, image_mcq)
+# lmms-eval's free-form (VQA-style) tasks: "<pre_prompt><question><post_prompt>", the post-prompt by default
+# "\nAnswer the question using a single word or phrase." (VQAv2, GQA, MME, TextVQA, POPE)
+FREE_FORM = TaskPrompt(open_layout="{context}{pre_prompt}{question}{post_prompt}", post_prompt="\n" + SHORT_ANSWER)

@@ -34,7 +34,7 @@ from aim.checks import check_choice
 from aim.data import DATASETS, METRICS, SampleList, check_limit
 from aim.data.benchmarks import LETTERS, check_release
 from aim.data.image_source import ImageRef, ImageSample, MissingImage, ParquetImage, image_index, question_rows
-from aim.prompts import MC_INSTRUCTION, TaskPrompt
+from aim.prompts import FREE_FORM, MC_INSTRUCTION, TaskPrompt
 from aim.prompts import SHORT_ANSWER as _SHORT_ANSWER
 
 SHORT_ANSWER = "\n" + _SHORT_ANSWER  # lmms-eval's post_prompt of these tasks
@@ -151,6 +151,7 @@ class VQAv2(ImageBenchmark):
     answer type (yes/no, number, other) as the question type."""
 
     config = VQAv2Config
+    layout = FREE_FORM
     answer_format = "vqa"
 
     def make_sample(self, row):
@@ -192,6 +193,7 @@ class GQA(ImageBenchmark):
     eval.py breaks it down. A question whose imageId has no image is skipped."""
 
     config = GQAConfig
+    layout = FREE_FORM
     answer_format = "exact"
 
     def make_samples(self, rows):
@@ -235,6 +237,7 @@ class MME(ImageBenchmark):
     (aim.eval.scoring.mme_scores), with every subtask's acc and acc+ in the summary's metric_details."""
 
     config = MMEConfig
+    layout = FREE_FORM
     answer_format = "mme_yes_no"
 
     def make_samples(self, rows):
@@ -283,6 +286,7 @@ class TextVQA(ImageBenchmark):
     response and on the ten answers (aim.eval.scoring.textvqa_score)."""
 
     config = TextVQAConfig
+    layout = FREE_FORM
     answer_format = "textvqa"
 
     def make_sample(self, row):
@@ -444,6 +448,7 @@ class POPE(ImageBenchmark):
     <split>_<question_id>."""
 
     config = POPEConfig
+    layout = FREE_FORM
     answer_format = "pope_yes_no"
     selects_rows = True
 
