@@ -217,14 +217,20 @@ def test_srt_cues_are_parsed_without_markup():
 
 
 def test_subtitles_at_the_sampled_frames_go_before_the_question(benchmark_roots):
+    """Loading puts the subtitle lines at the sampled frames into the prompt's context, before Video-MME's
+    instruction (lmms-eval's videomme_doc_to_text_subtitle)."""
     _, ds = load("videomme_w_subtitle", benchmark_roots["videomme_w_subtitle"])
     s = by_id(ds)
     _, question = s["001-1"].load()
-    assert question == f"{SUBTITLE_HEADER}\nred circle\nblue square\nhow many objects are there ?"
-    _, question = s["301-1"].load()  # vidB has no .srt
-    assert question == f"{SUBTITLE_HEADER}\n{NO_SUBTITLES}\nwhich way does square move ?"
+    assert question == "how many objects are there ?"
+    assert s["001-1"].prompt.context == f"{SUBTITLE_HEADER}\nred circle\nblue square\n"
+    assert s["001-1"].prompt.text(question, s["001-1"].options).startswith(
+        f"{SUBTITLE_HEADER}\nred circle\nblue square\nSelect the best answer")
+    s["301-1"].load()  # vidB has no .srt
+    assert s["301-1"].prompt.context == f"{SUBTITLE_HEADER}\n{NO_SUBTITLES}\n"
     _, plain = load("videomme", benchmark_roots["videomme"])
-    assert by_id(plain)["001-1"].load()[1] == "how many objects are there ?"
+    sample = by_id(plain)["001-1"]
+    assert sample.load()[1] == "how many objects are there ?" and sample.prompt.context == ""
 
 
 # --- the summary's metric ----------------------------------------------------------------------------------
@@ -313,8 +319,10 @@ def test_subtitles_reach_the_model(benchmark_run):
     _, plain, _ = benchmark_run("videomme")
     _, subbed, _ = benchmark_run("videomme_w_subtitle")
     extra = {a["id"]: b["text_tokens"] - a["text_tokens"] for a, b in zip(plain, subbed) if not a.get("skipped")}
-    header = len(SUBTITLE_HEADER.split())
-    assert extra == {"001-1": header + 4, "001-2": header + 4, "301-1": header + len(NO_SUBTITLES.split())}
+    # both prompts differ by the subtitle block and their post-prompts ("The best answer is:" with subtitles):
+    # the same for every question, but for the subtitle lines, 4 words at vidA's sampled frames, 3 for vidB's
+    # "No subtitles available"
+    assert extra["001-1"] == extra["001-2"] and extra["001-1"] - extra["301-1"] == 4 - len(NO_SUBTITLES.split())
 
 
 def test_aim_run_reports_mlvu_m_avg_from_the_dataset_config(benchmark_roots, tmp_path):
