@@ -240,3 +240,51 @@ def test_each_benchmark_names_the_reader_of_its_task(datasets):
 def test_an_unknown_reader_is_an_error():
     with pytest.raises(ValueError, match="letter_reader 'guess'"):
         read_letter("guess", "A", OPTIONS4)
+
+
+# A Qwen2-style text-only template, written for this test: the system turn only when one is given.
+QWEN_STYLE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+              "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def test_a_system_prompt_opens_the_conversation_as_lmms_evals_qwen_models_send_it(tiny_adapter, tmp_path):
+    """lmms-eval's qwen2_vl / qwen2_5_vl / qwen3_vl classes send a system turn "You are a helpful assistant."
+    (Qwen3-VL's template has no default one): `model.system_prompt` in those presets."""
+    from aim.models.llava_onevision import LlavaOnevisionConfig
+
+    tok = tiny_adapter.tokenizer
+    tok.save_pretrained(tmp_path)
+    (tmp_path / "chat_template.jinja").write_text(QWEN_STYLE)
+    cfg = LlavaOnevisionConfig(pretrained=str(tmp_path), random_init=True, chat_template=True,
+                               prompt_template="<video>\n{prompt}", system_prompt="You are a helpful assistant.")
+    ad = type(tiny_adapter)(tiny_adapter.model, tok, cfg)
+    before, after = ad.prompt_text("what colour is the circle ?", ["red", "blue"])
+    assert before == "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+    assert after == "\n" + GENERIC_MC.text("what colour is the circle ?", ["red", "blue"]) + (
+        "<|im_end|>\n<|im_start|>assistant\n")
+    none = type(tiny_adapter)(tiny_adapter.model, tok, replace(cfg, system_prompt=None))
+    assert none.prompt_text("what colour is the circle ?", ["red", "blue"])[0] == "<|im_start|>user\n"
+
+
+@pytest.mark.parametrize("preset", ["qwen2_vl_7b", "qwen2_5_vl_7b", "qwen3_vl_8b"])
+def test_the_qwen_presets_send_lmms_evals_system_prompt(preset):
+    from hydra import compose, initialize_config_dir
+
+    from aim.config import validate
+    from aim.paths import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = validate(compose("config", overrides=[f"model={preset}", "pruner=none"])).model
+    assert cfg.system_prompt == "You are a helpful assistant."
+
+
+def test_a_generated_answer_is_read_by_its_benchmarks_rule(datasets):
+    """eval.mode=generate reads "b" as B on ScienceQA (its rule takes a lone letter in any case) and as nothing
+    on Video-MME (the shared extractor is case-sensitive)."""
+    from aim.eval.loop import predict
+
+    sqa = datasets["scienceqa_img"].samples[0]
+    vmme = datasets["videomme"].samples[0]
+    assert predict(None, sqa, "generate", response="b")["prediction"] == "B"
+    assert predict(None, vmme, "generate", response="b")["prediction"] is None
+    assert predict(None, vmme, "generate", response="The best answer is C")["prediction"] == "C"

@@ -57,6 +57,9 @@ class AdapterConfig:
     # false: `prompt_template` is the whole prompt. true: it is the user's turn, wrapped in the checkpoint's
     # chat template (the processor's, else the tokenizer's; the adapter's built-in format when it has none).
     chat_template: bool = False
+    # a system turn before the user's in the checkpoint's chat template (None: the template's own default, if
+    # any): lmms-eval's Qwen2-VL / Qwen2.5-VL / Qwen3-VL model classes send "You are a helpful assistant."
+    system_prompt: str | None = None
     # Where the visual input (<video> or <image>) and the task's text ({prompt}: the question, options and
     # instructions as the dataset lays them out, `aim.prompts.TaskPrompt`) go in the user's turn; lmms-eval
     # puts the visual first, then a newline.
@@ -369,7 +372,8 @@ class Adapter:
         assistant's answer starts. Multimodal templates take the content as a list of parts ({"type":
         "video"} or {"type": "image"}, {"type": "text"}); text-only ones (Qwen2's) as a string with the
         visual token inline. The rendering must hold the model's video or image token exactly once; the
-        prompt is split there."""
+        prompt is split there. `system_prompt`, when set, is a system turn before the user's (in the same
+        content form); the built-in format has its own."""
         template, _ = self.chat_template_source()
         token = self.visual_token(modality)
         before, after = self.split_at_placeholder(turn)
@@ -385,8 +389,12 @@ class Adapter:
                 parts.append({"type": "text", "text": after.lstrip()})
             rendered = None
             for content in (parts, inline):
-                out = self.tokenizer.apply_chat_template([{"role": "user", "content": content}], chat_template=template,
-                                                         add_generation_prompt=True, tokenize=False)
+                system = self.cfg.system_prompt
+                turns = [] if system is None else [
+                    {"role": "system", "content": [{"type": "text", "text": system}] if content is parts else system}]
+                out = self.tokenizer.apply_chat_template(turns + [{"role": "user", "content": content}],
+                                                         chat_template=template, add_generation_prompt=True,
+                                                         tokenize=False)
                 if out.count(token) == 1:
                     rendered = out
                     break
