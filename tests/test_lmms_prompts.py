@@ -288,3 +288,11 @@ def test_a_generated_answer_is_read_by_its_benchmarks_rule(datasets):
     assert predict(None, sqa, "generate", response="b")["prediction"] == "B"
     assert predict(None, vmme, "generate", response="b")["prediction"] is None
     assert predict(None, vmme, "generate", response="The best answer is C")["prediction"] == "C"
+
+
+def test_a_prompt_template_without_the_task_text_is_a_config_error():
+    """The layout of the question and options moved to the dataset: an old template spelling them is refused."""
+    from aim.models.llava_onevision import LlavaOnevisionConfig
+
+    with pytest.raises(ValueError, match=r"prompt_template: must contain the task's text \{prompt\} once"):
+        LlavaOnevisionConfig(random_init=True, prompt_template="<video>\n{question}\n{options}")

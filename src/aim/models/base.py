@@ -77,8 +77,8 @@ class AdapterConfig:
             if sum(getattr(self, name).count(p) for p in PLACEHOLDERS) != 1:
                 raise ValueError(f"{name}: must contain the visual placeholder ({VIDEO} or {IMAGE}) once")
             if getattr(self, name).count(PROMPT) != 1:
-                raise ValueError(f"{name}: must contain the task's text {PROMPT} once (the question, options and "
-                                 "instructions of the dataset), got {getattr(self, name)!r}")
+                raise ValueError(f"{name}: must contain the task's text {PROMPT} once (the question, its options and "
+                                 f"instructions, laid out by the dataset), got {getattr(self, name)!r}")
         if self.random_init is False and not self.pretrained:
             raise ValueError("pretrained: empty; give a checkpoint (local dir or hub id) or set random_init=true "
                              "with an architecture")
