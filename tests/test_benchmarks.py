@@ -178,8 +178,10 @@ def test_subtitles_are_found_wherever_the_archive_put_them(benchmark_roots, tmp_
     _, ds = load("videomme_w_subtitle", root)
     s = by_id(ds)
     assert s["001-1"].subtitles == root / "extracted" / "subtitle" / "vidA.srt"
-    assert "red circle" in s["001-1"].load()[1]
-    assert NO_SUBTITLES in s["301-1"].load()[1]  # vidB has no .srt anywhere
+    s["001-1"].load()
+    assert "red circle" in s["001-1"].prompt.context
+    s["301-1"].load()
+    assert NO_SUBTITLES in s["301-1"].prompt.context  # vidB has no .srt anywhere
 
 
 def test_the_cli_refuses_a_missing_root_before_loading_a_model(tmp_path):
@@ -253,15 +255,21 @@ def test_subtitle_cues_come_in_lmms_eval_set_order():
 
 
 def test_subtitles_at_the_sampled_frames_go_before_the_question(benchmark_roots):
+    """Loading puts the subtitle lines at the sampled frames into the prompt's context, before Video-MME's
+    instruction (lmms-eval's videomme_doc_to_text_subtitle)."""
     _, ds = load("videomme_w_subtitle", benchmark_roots["videomme_w_subtitle"])
     s = by_id(ds)
     _, question = s["001-1"].load()
+    assert question == "how many objects are there ?"
     # the two-line cue gives its first <font> line only, as lmms-eval's pattern does
-    assert question == f"{SUBTITLE_HEADER}\nred circle\nblue\nhow many objects are there ?"
-    _, question = s["301-1"].load()  # vidB has no .srt
-    assert question == f"{SUBTITLE_HEADER}\n{NO_SUBTITLES}\nwhich way does square move ?"
+    assert s["001-1"].prompt.context == f"{SUBTITLE_HEADER}\nred circle\nblue\n"
+    assert s["001-1"].prompt.text(question, s["001-1"].options).startswith(
+        f"{SUBTITLE_HEADER}\nred circle\nblue\nSelect the best answer")
+    s["301-1"].load()  # vidB has no .srt
+    assert s["301-1"].prompt.context == f"{SUBTITLE_HEADER}\n{NO_SUBTITLES}\n"
     _, plain = load("videomme", benchmark_roots["videomme"])
-    assert by_id(plain)["001-1"].load()[1] == "how many objects are there ?"
+    sample = by_id(plain)["001-1"]
+    assert sample.load()[1] == "how many objects are there ?" and sample.prompt.context == ""
 
 
 # --- the summary's metric ----------------------------------------------------------------------------------
@@ -350,9 +358,10 @@ def test_subtitles_reach_the_model(benchmark_run):
     _, plain, _ = benchmark_run("videomme")
     _, subbed, _ = benchmark_run("videomme_w_subtitle")
     extra = {a["id"]: b["text_tokens"] - a["text_tokens"] for a, b in zip(plain, subbed) if not a.get("skipped")}
-    header = len(SUBTITLE_HEADER.split())
-    # "red circle" and "blue": lmms-eval keeps the first <font> line of the two-line cue
-    assert extra == {"001-1": header + 3, "001-2": header + 3, "301-1": header + len(NO_SUBTITLES.split())}
+    # both prompts differ by the subtitle block and their post-prompts ("The best answer is:" with subtitles):
+    # the same for every question, but for the subtitle lines: "red circle" and "blue" at vidA's sampled frames
+    # (lmms-eval keeps the first <font> line of the two-line cue), "No subtitles available" for vidB
+    assert extra["001-1"] == extra["001-2"] and extra["001-1"] - extra["301-1"] == 3 - len(NO_SUBTITLES.split())
 
 
 def test_aim_run_reports_mlvu_m_avg_from_the_dataset_config(benchmark_roots, tmp_path):

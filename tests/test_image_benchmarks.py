@@ -45,6 +45,11 @@ def mode_of(name):
     return "generate" if name in FREE_FORM else "letter"
 
 
+def asked(sample) -> str:
+    """The text the sample is asked with: its question in its benchmark's prompt layout (aim.prompts)."""
+    return sample.prompt.text(sample.question, sample.options)
+
+
 def load(name, root, *overrides):
     valid = validate(composed(f"dataset={name}", f"dataset.root={root}", f"eval.mode={mode_of(name)}", *overrides))
     return valid, DATASETS.build(valid.dataset.name, **asdict(valid.dataset))
@@ -66,7 +71,7 @@ def test_vqav2_reads_ten_answers_and_finds_images_across_row_groups(benchmark_ro
     s = by_id(ds)
     assert list(s) == ["1001", "1002", "1003", "1004", "1005"]
     q = s["1001"]
-    assert q.question == "How many dogs are there?" + SHORT and q.options == [] and q.answer_format == "vqa"
+    assert asked(q) == "How many dogs are there?" + SHORT and q.options == [] and q.answer_format == "vqa"
     assert q.answers == ["2", "2", "2", "2", "two", "2", "3", "2", "2", "2"] and q.answer == "2"
     assert q.question_type == "number" and q.modality == "image"
     image, _ = q.load()
@@ -85,7 +90,7 @@ def test_gqa_joins_questions_to_the_image_files_by_image_id(benchmark_roots):
     _, ds = load("gqa", benchmark_roots["gqa"])
     s = by_id(ds)
     assert s["201307251"].answer == "no" and s["201307251"].answer_format == "exact"
-    assert s["201307251"].question == "Is it overcast?" + SHORT
+    assert asked(s["201307251"]) == "Is it overcast?" + SHORT
     assert (s["201307251"].question_type, s["201307251"].categories) == ("verify", {"semantic": "global"})
     assert abs(red(s["201307251"]) - 40) <= 3 and red(s["202225914"]) == red(s["201307251"])  # same imageId
     assert red(s["201640614"]) == 80  # an RGBA PNG, decoded to RGB
@@ -98,7 +103,7 @@ def test_mme_pairs_the_two_questions_of_an_image_and_swaps_the_instruction(bench
     assert valid.dataset.metric == "mme_score"
     s = by_id(ds)
     first = s["existence/000000006040.jpg#0"]
-    assert first.question == "Is there a train in this image?" + SHORT and first.answer == "yes"
+    assert asked(first) == "Is there a train in this image?" + SHORT and first.answer == "yes"
     assert s["existence/000000006040.jpg#1"].answer == "no"
     assert first.group == s["existence/000000006040.jpg#1"].group == "existence/000000006040.jpg"
     assert (first.question_type, first.categories) == ("existence", {"task": "perception"})
@@ -106,22 +111,23 @@ def test_mme_pairs_the_two_questions_of_an_image_and_swaps_the_instruction(bench
     palette = s["code_reasoning/0020.png#0"].load()[0]  # a palette PNG: RGB as PIL converts it
     assert (palette[0] == np.asarray(Image.open(io.BytesIO(fx.encoded(3, "PNG", "P"))).convert("RGB"))).all()
     _, kept = load("mme", benchmark_roots["mme"], "dataset.post_prompt=")
-    assert by_id(kept)["existence/000000006040.jpg#0"].question == "Is there a train in this image? Please answer yes or no."
+    assert asked(by_id(kept)["existence/000000006040.jpg#0"]) == "Is there a train in this image? Please answer yes or no."
 
 
 def test_textvqa_capitalises_the_question_and_adds_ocr_tokens_only_when_asked(benchmark_roots):
     _, ds = load("textvqa_val", benchmark_roots["textvqa_val"])
     q = by_id(ds)["34602"]
-    assert q.question == "What is the brand of this camera?" + SHORT and q.answer_format == "textvqa"
+    assert asked(q) == "What is the brand of this camera?" + SHORT and q.answer_format == "textvqa"
     assert len(q.answers) == 10 and q.answer == "dakota"  # the most frequent answer
     _, ocr = load("textvqa_val", benchmark_roots["textvqa_val"], "dataset.ocr_tokens=true")
-    assert by_id(ocr)["34602"].question == (
+    assert asked(by_id(ocr)["34602"]) == (
         "What is the brand of this camera?\nReference OCR token: DAKOTA, DIGITAL" + SHORT)
 
 
 def test_scienceqa_puts_the_hint_as_context_and_turns_the_answer_index_into_a_letter(benchmark_roots):
     valid, ds = load("scienceqa_img", benchmark_roots["scienceqa_img"])
-    assert valid.dataset.metric == "accuracy" and not hasattr(valid.dataset, "post_prompt")
+    assert valid.dataset.metric == "accuracy" and valid.dataset.post_prompt == (
+        "\nAnswer with the option's letter from the given choices directly.")  # lmms-eval's scienceqa_img.yaml
     s = by_id(ds)
     assert list(s) == ["0", "1", "2", "3"]  # the release has no ids: positions in the split
     assert s["1"].question == ("Context: Tree frogs live in rain forests.\n"
@@ -143,8 +149,9 @@ def test_mmbench_groups_the_circular_shifts_of_a_question(benchmark_roots):
     assert s["0"].options == ["red", "green", "blue", "white"] and s["0"].answer == "C"
     assert s["1000000"].options == ["green", "blue", "white", "red"] and s["1000000"].answer == "B"
     assert s["1"].options == ["yes", "no"]  # C and D are empty: two options
-    assert s["1"].question == "The boy got a present. Is the boy happy? There are several options:"
-    assert s["0"].question == "What is the color of the ball? There are several options:"  # no hint
+    assert asked(s["1"]) == ("The boy got a present. Is the boy happy? There are several options:\nA. yes\nB. no\n\n"
+                             "Answer with the option's letter from the given choices directly.")
+    assert asked(s["0"]).startswith("What is the color of the ball? There are several options:\nA. red\n")  # no hint
     assert (s["0"].question_type, s["0"].categories) == (
         "attribute_recognition", {"l2_category": "finegrained_perception (instance-level)"})
 
@@ -174,7 +181,7 @@ def test_pope_reads_its_three_splits_with_ids_unique_across_them(benchmark_roots
     assert [x.id for x in ds] == ["adversarial_1", "adversarial_2", "popular_1", "popular_2", "random_1", "random_2",
                                   "random_3"]
     q = by_id(ds)["popular_2"]
-    assert (q.question, q.answer, q.question_type) == ("Is there a dog in the image?" + SHORT, "no", "popular")
+    assert (asked(q), q.answer, q.question_type) == ("Is there a dog in the image?" + SHORT, "no", "popular")
     _, one = load("pope", benchmark_roots["pope"], "dataset.splits=[random]", "dataset.limit=2")
     assert [x.id for x in one] == ["random_1", "random_2"]  # limit counts the chosen split's questions
 

@@ -7,7 +7,7 @@ and `from ... import` of `src/aim`, including those inside functions (a lazy imp
     cost model      aim.efficiency  (tokens per layer, analytic FLOPs, roofline)
     families        aim.models  aim.data  aim.merging  aim.pruning
     registry        aim.registry  aim.plugins (loads the plugins installed from outside the repo)
-    leaves          aim.checks  aim.paths  aim.tokens
+    leaves          aim.checks  aim.paths  aim.tokens  aim.prompts (a task's prompt text: data builds it, models wrap it)
 """
 from __future__ import annotations
 
@@ -115,7 +115,7 @@ def test_no_library_module_imports_an_entry_point(entry_point):
     assert importers == [], f"{entry_point} is a command-line entry point, imported by {importers}"
 
 
-LEAVES = ("aim.checks", "aim.paths", "aim.tokens")
+LEAVES = ("aim.checks", "aim.paths", "aim.tokens", "aim.prompts")
 
 
 @pytest.mark.parametrize("leaf", LEAVES)

@@ -20,6 +20,7 @@ from aim.models.llava import CLIP_MEAN, CLIP_STD, preprocess_image
 from aim.pruning import PRUNERS
 from aim.pruning.hooks import TokenPruner
 from aim.paths import CONF_DIR
+from aim.prompts import FREE_FORM
 from tests.pruning_reference import masked_logits
 
 QUESTION, OPTIONS = "what colour is the circle ?", ["red", "blue", "green", "yellow"]
@@ -72,7 +73,7 @@ class KeepEven:
 def test_the_7b_preset_holds_llava_1_5_and_its_prompt():
     cfg = composed(["model=llava_1.5_7b"]).model
     assert (cfg.name, cfg.pretrained, cfg.chat_template, cfg.image_aspect) == ("llava", "llava-hf/llava-1.5-7b-hf", True, "pad")
-    assert cfg.prompt_template == "<image>\n{question}\n{options}\nAnswer with the option's letter from the given choices directly."
+    assert cfg.prompt_template == "<image>\n{prompt}"  # the dataset's text after the image (aim.prompts)
     hf = MODELS.get("llava").hf_config(cfg)
     assert type(hf).__name__ == "LlavaConfig"
     v, t = hf.vision_config, hf.text_config
@@ -96,7 +97,7 @@ def test_unreduced_logits_equal_the_hf_processor_and_forward(adapter, size):
 
     tok = build_tokenizer()
     tok.backend_tokenizer.post_processor = TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 2)])
-    ad = type(adapter)(adapter.model, tok, replace(adapter.cfg, prompt_template="user <image> {question} {options} answer :"))
+    ad = type(adapter)(adapter.model, tok, replace(adapter.cfg, prompt_template="user <image> {prompt} answer :"))
     image = picture(*size)
     inputs = ad.prepare(image, QUESTION, OPTIONS, NoMerge(), modality="image")
     before, after = ad.prompt_ids(QUESTION, OPTIONS)
@@ -339,16 +340,16 @@ def test_an_adapter_without_an_image_path_refuses_an_image_clearly():
 # --- prompts -------------------------------------------------------------------------------------------
 def test_without_a_chat_template_the_prompt_is_llava_1_5s_conversation(sdpa_adapter):
     real = composed(["model=llava_1.5_7b"]).model
-    fields = {f: getattr(real, f) for f in ("chat_template", "prompt_template", "likelihood_template", "open_template",
-                                            "option_format", "option_separator")}
+    fields = {f: getattr(real, f) for f in ("chat_template", "prompt_template", "likelihood_template")}
     ad = type(sdpa_adapter)(sdpa_adapter.model, sdpa_adapter.tokenizer, replace(sdpa_adapter.cfg, **fields))
     assert ad.chat_template_source() == (None, "built-in")
     assert ad.prompt_string(QUESTION, OPTIONS) == "USER: <image>\n" + MC_TEXT + " ASSISTANT:"
     assert ad.prompt_string(QUESTION, OPTIONS, scoring="likelihood") == "USER: <image>\nwhat colour is the circle ? ASSISTANT:"
-    # a free-form question (VQA-style: the benchmark's instruction is part of the question) has no options and
-    # no multiple-choice instruction, as lmms-eval prompts LLaVA-1.5
+    # a free-form question has no options and no multiple-choice instruction; a free-form benchmark's own
+    # post-prompt follows it (aim.prompts.FREE_FORM), as lmms-eval prompts LLaVA-1.5
+    assert ad.prompt_string("What is on the table?", []) == "USER: <image>\nWhat is on the table? ASSISTANT:"
     vqa = "What is on the table?\nAnswer the question using a single word or phrase."
-    assert ad.prompt_string(vqa, []) == "USER: <image>\n" + vqa + " ASSISTANT:"
+    assert ad.prompt_string("What is on the table?", [], task=FREE_FORM) == "USER: <image>\n" + vqa + " ASSISTANT:"
 
 
 # The llava-hf LLaVA-1.5 processor's template in its style (images first, then text, "ASSISTANT:"), written for this test.
@@ -362,8 +363,7 @@ def test_the_checkpoints_template_renders_the_same_conversation(sdpa_adapter, tm
     real = composed(["model=llava_1.5_7b"]).model
     sdpa_adapter.tokenizer.save_pretrained(tmp_path)
     (tmp_path / "chat_template.json").write_text(json.dumps({"chat_template": LLAVA_HF_STYLE}))
-    cfg = replace(sdpa_adapter.cfg, pretrained=str(tmp_path), chat_template=True, prompt_template=real.prompt_template,
-                  option_format=real.option_format, option_separator=real.option_separator)
+    cfg = replace(sdpa_adapter.cfg, pretrained=str(tmp_path), chat_template=True, prompt_template=real.prompt_template)
     ad = type(sdpa_adapter)(sdpa_adapter.model, sdpa_adapter.tokenizer, cfg)
     assert ad.chat_template_source()[1] == "chat_template.json"
     assert ad.prompt_string(QUESTION, OPTIONS, modality="image") == "USER: <image>\n" + MC_TEXT + " ASSISTANT:"

@@ -28,7 +28,7 @@ def model_cfg(name, overrides=()):
 
 def real_prompt():
     """The prompt fields of the real checkpoints' presets (the same in all four)."""
-    fields = ("prompt_template", "likelihood_template", "option_format", "option_separator")
+    fields = ("prompt_template", "likelihood_template")
     prompts = {name: tuple(getattr(model_cfg(name), f) for f in fields)
                for name in ("llava_onevision_0.5b", "llava_onevision_7b", "llava_onevision_72b", "qwen2_vl_7b",
                                  "qwen2_5_vl_7b", "qwen2_5_vl_3b", "internvl3_8b")}

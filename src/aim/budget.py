@@ -465,10 +465,11 @@ def _tradeoff(valid) -> Tradeoff | None:
     return load_tradeoff(found) if found else None
 
 
-def prompt_tokens(adapter, question: str, options, scoring: str, modality: str) -> int:
-    """A prompt's text tokens as the run lays it out: the prompt around the visual input and the tokens
-    the adapter adds itself (LLaVA-OneVision's image newline); none of them is pruned."""
-    before, after = adapter.prompt_ids(question, options, scoring, modality)
+def prompt_tokens(adapter, question: str, options, scoring: str, modality: str, task=None) -> int:
+    """A prompt's text tokens as the run lays it out (`task`: the sample's prompt layout, aim.prompts): the
+    prompt around the visual input and the tokens the adapter adds itself (LLaVA-OneVision's image newline);
+    none of them is pruned."""
+    before, after = adapter.prompt_ids(question, options, scoring, modality, task)
     return len(before) + len(after) + adapter.extra_text_tokens
 
 
@@ -504,7 +505,8 @@ def dataset_text_tokens(valid, count: int = PROMPTS_MEASURED) -> tuple[int, dict
                 raise ValueError(f"a free-form answer needs eval.mode=generate, not {mode}")
             if not free_form and not sample.options:
                 raise ValueError("no options to choose a letter from")
-            counts.append(prompt_tokens(adapter, sample.question, sample.options, mode, sample.modality))
+            counts.append(prompt_tokens(adapter, sample.question, sample.options, mode, sample.modality,
+                                        getattr(sample, "prompt", None)))
         except (ValueError, KeyError, IndexError) as exc:
             skipped, reason = skipped + 1, reason or f"{sample.id}: {exc}"
     if not counts:
@@ -651,19 +653,20 @@ class SampleBudget:
     _built: dict = field(default_factory=dict)
     _choices: dict = field(default_factory=dict)
 
-    def counts(self, adapter, frames, question: str, options, scoring: str, modality: str) -> tuple[int, int, tuple | None]:
+    def counts(self, adapter, frames, question: str, options, scoring: str, modality: str,
+               task=None) -> tuple[int, int, tuple | None]:
         """(frames, text tokens, frame size) of a sample as the adapter will lay it out."""
         if modality == "image" and adapter.modalities[0] != "image":
             raise ConfigError(f"budget.per_sample: {type(adapter).__name__} lays images out in "
                               f"{image_size_dependent(adapter)}, whose token count budget mode does not model; "
                               "per-sample budgets take videos here")
-        return len(frames), prompt_tokens(adapter, question, options, scoring, modality), tuple(frames.shape[1:3])
+        return len(frames), prompt_tokens(adapter, question, options, scoring, modality, task), tuple(frames.shape[1:3])
 
-    def __call__(self, adapter, frames, question, options, scoring: str, modality: str):
+    def __call__(self, adapter, frames, question, options, scoring: str, modality: str, task=None):
         from aim.merging import MERGERS
         from aim.pruning import PRUNERS
 
-        num_frames, text, size = self.counts(adapter, frames, question, options, scoring, modality)
+        num_frames, text, size = self.counts(adapter, frames, question, options, scoring, modality, task)
         key = (num_frames, text, size)
         if key not in self._choices:
             self._choices[key] = self.plan.choose(num_frames, text, size, strict=False)

@@ -23,6 +23,7 @@ import numpy as np
 
 from aim.checks import ConfigError, check_choice, check_range
 from aim.data.video import FrameTimes, VideoDecodeError, decode_frames, decode_frames_with_times
+from aim.prompts import GENERIC_MC, MC_INSTRUCTION, TaskPrompt
 from aim.registry import Registry
 
 DATASETS = Registry("dataset")
@@ -58,6 +59,12 @@ class Sample:
     # an .srt whose lines at the sampled frames' times go into the prompt before the question (a path to
     # a missing file means the video has no subtitles); None: no subtitles in the prompt
     subtitles: Path | None = None
+    # the question's text as its benchmark's lmms-eval task lays it out (aim.prompts); the adapter wraps it in
+    # the model's chat template
+    prompt: TaskPrompt = field(default_factory=lambda: GENERIC_MC)
+    # how a generated answer to a multiple-choice question is read (aim.eval.choices.LETTER_READERS): the
+    # benchmark's own rule in lmms-eval; "first_letter" for the generic datasets
+    letter_reader: str = "first_letter"
     # How a generated response is scored (aim.eval.scoring.ANSWER_FORMATS): "letter" compares an option
     # letter with `answer`; free-form formats ("vqa", "exact", "mme_yes_no", ...) score the text against
     # `answer` and `answers` (every reference answer: VQA's ten human answers) and need eval.mode=generate.
@@ -82,16 +89,19 @@ class Sample:
         return self.load()[0]
 
     def load(self) -> tuple[np.ndarray, str]:
-        """The sampled frames and the question text to prompt with; keeps their times in `frame_times`.
+        """The sampled frames and the question; keeps their times in `frame_times` and puts the subtitles shown
+        at those times into the prompt's `context` (before the task's instruction, as lmms-eval does).
         Raises VideoDecodeError."""
         if not self.video.is_file():
             raise VideoDecodeError(f"missing video {self.video}")
         frames, self.frame_times = decode_frames_with_times(self.video, self.num_frames)
-        if self.subtitles is None:
-            return frames, self.question
-        from aim.data.subtitles import with_subtitles
+        if self.subtitles is not None:
+            from dataclasses import replace
 
-        return frames, with_subtitles(self.question, self.subtitles, self.frame_times.seconds)
+            from aim.data.subtitles import subtitle_block
+
+            self.prompt = replace(self.prompt, context=subtitle_block(self.subtitles, self.frame_times.seconds))
+        return frames, self.question
 
 
 def load_json(path: Path, field: str = "questions_file", lines: bool = False):
@@ -187,7 +197,7 @@ class SampleList:
         return iter(self.samples)
 
 
-NOT_SELECTION = ("name", "root", "metric", "num_frames", "post_prompt")  # fields that choose no samples
+NOT_SELECTION = ("name", "root", "metric", "num_frames", "pre_prompt", "post_prompt")  # fields that choose no samples
 
 
 def build_dataset(cfg) -> SampleList:
@@ -214,6 +224,11 @@ class VideoMCQConfig:
     num_frames: int = 8
     limit: int | None = None  # evaluate only the first `limit` samples
     metric: str = "accuracy"  # the headline metric of the summary: one of METRICS
+    # the prompt around the question and its lettered options (aim.prompts.GENERIC_MC): lmms-eval's generic
+    # multiple-choice text, "<question>\nA. <option>\n...\nAnswer with the option's letter from the given
+    # choices directly."
+    pre_prompt: str = ""
+    post_prompt: str = "\n" + MC_INSTRUCTION
 
     def __post_init__(self):
         check_range("num_frames", self.num_frames, 1)
@@ -225,12 +240,17 @@ class VideoMCQConfig:
 class VideoMCQDataset(SampleList):
     """Multiple-choice questions over videos, in the layout described in this module's docstring."""
 
+    layout: TaskPrompt = GENERIC_MC  # the text around the question; the config's pre/post prompts go into it
+
     def __init__(self, root, questions_file="questions.json", video_dir="videos", num_frames=8, limit=None,
-                 name="video_mcq", metric="accuracy"):
+                 name="video_mcq", metric="accuracy", pre_prompt="", post_prompt="\n" + MC_INSTRUCTION):
+        from dataclasses import replace
+
         self.root = Path(root)
+        prompt = replace(self.layout, pre_prompt=pre_prompt, post_prompt=post_prompt)
         self.samples = [
             Sample(**question_fields(r, "video"), video=self.root / video_dir / str(r.get("video") or ""),
-                   num_frames=num_frames)
+                   num_frames=num_frames, prompt=prompt)
             for r in read_questions(self.root, questions_file, limit)
         ]
 
@@ -247,12 +267,19 @@ def generates_synthetic(root, seed: int, num_samples: int, generate: bool) -> bo
     return generate or Path(root).resolve() == default_synthetic_root(seed, num_samples).resolve()
 
 
+# The bundled model's own prompt, which it was trained on (aim.toy.train): "<question> A <option> B <option> ...",
+# no instruction; its preset's template adds "<s> user <video> " before and " answer :" after.
+TOY_PROMPT = TaskPrompt(layout="{context}{pre_prompt}{question} {options}{post_prompt}", post_prompt="",
+                        option_format="{letter} {option}", option_separator=" ")
+
+
 @dataclass
 class SyntheticVideoConfig(VideoMCQConfig):
     name: str = "synthetic_video"
     num_samples: int = 500
     seed: int = 2025
     generate: bool = False  # also generate it at a root other than the default one (it always is at that one)
+    post_prompt: str = ""  # the bundled model's prompt (TOY_PROMPT) has no instruction
 
     def __post_init__(self):
         super().__post_init__()
@@ -269,14 +296,18 @@ class SyntheticVideoConfig(VideoMCQConfig):
 @DATASETS.register("synthetic_video", config=SyntheticVideoConfig)
 class SyntheticVideoDataset(VideoMCQDataset):
     """The bundled benchmark (`aim.data.synthetic`): generated from its seed on first use at its default root
-    (or where `generate` asks), then read from disk like any other video benchmark."""
+    (or where `generate` asks), then read from disk like any other video benchmark. Its prompt is the one the
+    bundled model was trained on (TOY_PROMPT): "<question> A <option> B <option> C <option> D <option>"."""
 
-    def __init__(self, root, num_samples=500, seed=2025, generate=False, name="synthetic_video", **kwargs):
+    layout = TOY_PROMPT
+
+    def __init__(self, root, num_samples=500, seed=2025, generate=False, name="synthetic_video", post_prompt="",
+                 **kwargs):
         from aim.data.synthetic import generate_benchmark
 
         if generates_synthetic(root, seed, num_samples, generate):
             generate_benchmark(Path(root), num_samples=num_samples, seed=seed)
-        super().__init__(root, **kwargs)
+        super().__init__(root, post_prompt=post_prompt, **kwargs)
 
 
 from aim.data import benchmarks as _benchmarks  # noqa: E402,F401  (registers the paper's benchmarks)

@@ -12,6 +12,12 @@ archives, all under one `dataset.root` (lmms-eval's `$HF_HOME/<cache_dir>`).
 | perceptiontest_val_mc  | lmms-lab/PerceptionTest_Val           | mc_question_val/validation-*.parquet      | videos/<video_name>.mp4              |
 | mvbench                | OpenGVLab/MVBench, revision `video`   | json/<task>.json (20 tasks)               | <task's folder>/<video>              |
 
+Prompts and answer reading are lmms-eval's, per task (its yaml's `lmms_eval_specific_kwargs` defaults and
+the layout of its utils.py `doc_to_text`; the facts were read at EvolvingLMMs-Lab/lmms-eval
+75571cfe0fa36ca5ec2e6aa2bb268f9d38295af3): each benchmark's `layout` (aim.prompts.TaskPrompt) with the config's
+`pre_prompt` / `post_prompt`, lmms-eval's model-specific overrides in the layout's `models`, and the task's
+rule for reading a generated letter in `letter_reader` (aim.eval.choices).
+
 Where an archive unpacks into nested folders, a video not at the expected path is looked up by its file
 name anywhere under root; a video that is nowhere is recorded as skipped (`Sample.load`). Options are
 given to the model without the release's "A." prefixes (the adapter writes its own letters), answers
@@ -23,11 +29,12 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
 from aim.data import DATASETS, LETTERS, Sample, SampleList, VideoMCQConfig, load_json
+from aim.prompts import MC_INSTRUCTION, TaskPrompt
 
 VIDEO_SUFFIXES = (".mp4", ".MP4", ".mkv", ".webm", ".avi")
 _LETTER_PREFIX = re.compile(r"^\s*\(?([A-J])[.):]\s*")
@@ -185,12 +192,16 @@ def check_release(name: str, root: Path, questions_file: str, dirs: tuple[str, .
 
 
 class Benchmark(SampleList):
-    """Samples of one release; subclasses turn a question-file row into a Sample (`make_sample`)."""
+    """Samples of one release; subclasses turn a question-file row into a Sample (`make_sample`) and name the
+    `layout` of lmms-eval's prompt for the task and its `letter_reader`."""
 
     config: ClassVar[type[BenchmarkConfig]]
+    layout: ClassVar[TaskPrompt] = TaskPrompt()
+    letter_reader: ClassVar[str] = "mcq"
 
     def __init__(self, **cfg):
         self.cfg = self.config(**cfg)  # validates, and checks the release is under root, as config validation does
+        self.prompt = replace(self.layout, pre_prompt=self.cfg.pre_prompt, post_prompt=self.cfg.post_prompt)
         self.root = Path(self.cfg.root)
         self.videos = VideoFinder(self.root)
         rows = read_rows(self.root, self.cfg.questions_file)
@@ -207,7 +218,8 @@ class Benchmark(SampleList):
     def sample(self, *, id, question, options, answer, video: Path, question_type="", categories=None, subtitles=None) -> Sample:
         return Sample(id=str(id), question=str(question).strip(), options=options, answer=answer, video=video,
                       num_frames=self.cfg.num_frames, question_type=str(question_type or ""),
-                      categories={k: str(v) for k, v in (categories or {}).items()}, subtitles=subtitles)
+                      categories={k: str(v) for k, v in (categories or {}).items()}, subtitles=subtitles,
+                      prompt=self.prompt, letter_reader=self.letter_reader)
 
 
 def _hf(repo: str, then: str) -> str:
@@ -216,6 +228,20 @@ def _hf(repo: str, then: str) -> str:
 
 
 # --- Video-MME ------------------------------------------------------------------------------------------
+# lmms_eval/tasks/videomme/utils.py (videomme_doc_to_text, videomme_doc_to_text_subtitle): the instruction
+# (which names the subtitles with or without them), the question, the options as released ("A. ..."), the
+# post-prompt after a newline; with subtitles, their block first and "The best answer is:" as post-prompt.
+# Qwen3-VL (the yamls' `qwen3_vl` entry, format qwen3_vl): "Question: <q>\nOptions:\n<options>\nAnswer with
+# the option letter only.", after the subtitles.
+VIDEOMME_INSTRUCTION = ("Select the best answer to the following multiple-choice question based on the video and the "
+                        "subtitles. Respond with only the letter (A, B, C, or D) of the correct option.")
+VIDEOMME_PROMPT = TaskPrompt(
+    layout="{context}{pre_prompt}" + VIDEOMME_INSTRUCTION + "\n{question}\n{options}\n{post_prompt}",
+    models={"qwen3_vl": {"layout": "{context}{pre_prompt}{question}\nOptions:\n{options}\n{post_prompt}",
+                         "pre_prompt": "Question: ", "post_prompt": "Answer with the option letter only."}})
+VIDEOMME_SUBTITLE_POST_PROMPT = "The best answer is:"
+
+
 @dataclass
 class VideoMMEConfig(BenchmarkConfig):
     name: str = "videomme"
@@ -224,6 +250,7 @@ class VideoMMEConfig(BenchmarkConfig):
     video_dir: str = "data"
     subtitles: bool = False  # the subtitle lines at the sampled frames' times go before the question
     subtitle_dir: str = "subtitle"
+    post_prompt: str = "\n" + MC_INSTRUCTION  # lmms-eval's videomme.yaml
     download: ClassVar[str] = _hf(
         "lmms-lab/Video-MME",
         "then unzip videos_chunked_*.zip in {root} (-> {root}/data/<videoID>.mp4) and, for subtitles, "
@@ -241,6 +268,7 @@ class VideoMMEConfig(BenchmarkConfig):
 class VideoMMESubtitleConfig(VideoMMEConfig):
     name: str = "videomme_w_subtitle"
     subtitles: bool = True
+    post_prompt: str = VIDEOMME_SUBTITLE_POST_PROMPT  # written into videomme_doc_to_text_subtitle
 
 
 @DATASETS.register("videomme", config=VideoMMEConfig)
@@ -257,9 +285,11 @@ class VideoMME(Benchmark):
     frames the model sees, `dataset.num_frames` of them), not the whole file: lmms-eval does the same
     at 32 frames spread over the video. A video without a subtitle file gets "No subtitles available".
     Of each cue only the text inside Video-MME's first <font color="white" size=".72c"> tag is kept and a
-    cue without it is dropped, as lmms-eval does (aim.data.subtitles)."""
+    cue without it is dropped, as lmms-eval does (aim.data.subtitles).
+    Prompt: VIDEOMME_PROMPT; answers read by lmms-eval's shared extractor (`mcq`)."""
 
     config = VideoMMEConfig
+    layout = VIDEOMME_PROMPT
 
     def __init__(self, **cfg):
         self.subtitle_files = SubtitleFinder(Path(cfg.get("root", self.config.root)))
@@ -285,6 +315,13 @@ class VideoMMEWithSubtitles(VideoMME):
 
 
 # --- MLVU -------------------------------------------------------------------------------------------------
+# lmms_eval/tasks/mlvu/mlvu_dev.yaml + utils.py (mlvu_doc_to_text): the released question, which lists its
+# options as "(A) ..." lines after it (and ends in a newline), then "\nOnly give the best option.\nBest option: (".
+MLVU_PROMPT = TaskPrompt(layout="{context}{pre_prompt}{question}\n{options}\n{post_prompt}",
+                         option_format="({letter}) {option}")
+MLVU_POST_PROMPT = "\nOnly give the best option.\nBest option: ("
+
+
 @dataclass
 class MLVUConfig(BenchmarkConfig):
     name: str = "mlvu_dev"
@@ -292,6 +329,7 @@ class MLVUConfig(BenchmarkConfig):
     questions_file: str = "mlvu/test-*.parquet"
     video_dir: str = "."
     metric: str = "mean_over_types"
+    post_prompt: str = MLVU_POST_PROMPT
     download: ClassVar[str] = _hf(
         "sy1998/MLVU_dev", "then unzip every video_part_*.zip and action_count.zip in {root} (one folder)")
 
@@ -305,9 +343,12 @@ class MLVU(Benchmark):
     anywhere below root). A question that lists its options as "(A) ..." lines without `candidates` is
     split; the answer may be a letter or the option's text; the original release's `video` and
     `question_type` keys are read as well.
-    Metric: m-avg, the mean of the per-task accuracies (`mean_over_types`), as MLVU reports it."""
+    Metric: m-avg, the mean of the per-task accuracies (`mean_over_types`), as MLVU reports it.
+    Prompt: MLVU_PROMPT (the question and its "(A) ..." lines rebuilt as released, then "Best option: ("); the
+    letter after that "(" is what letter scoring reads; generated answers are read by `mcq`."""
 
     config = MLVUConfig
+    layout = MLVU_PROMPT
 
     def make_sample(self, row):
         question, embedded = split_embedded_options(str(row["question"]))
@@ -329,6 +370,8 @@ class EgoSchemaConfig(BenchmarkConfig):
     root: str = "data/egoschema"
     questions_file: str = "Subset/test-*.parquet"
     video_dir: str = "videos"
+    # egoschema_subset.yaml's default; utils.egoschema_doc_to_text writes it after the options whatever is set
+    post_prompt: str = "\n" + MC_INSTRUCTION
     download: ClassVar[str] = _hf("lmms-lab/egoschema", "then unzip videos_chunked_*.zip in {root} (-> {root}/videos/<video_idx>.mp4)")
 
 
@@ -337,9 +380,13 @@ class EgoSchema(Benchmark):
     """EgoSchema (Mangalam et al., NeurIPS 2023), the 500-question subset whose answers are public.
     Layout as lmms-eval's `egoschema_subset` task (lmms_eval/tasks/egoschema/utils.py): rows of
     Subset/test-*.parquet {question_idx, question, video_idx, option ["A. ...", ...5], answer "0".."4"},
-    video videos/<video_idx>.mp4. Metric: accuracy."""
+    video videos/<video_idx>.mp4. Metric: accuracy.
+    Prompt (lmms_eval/tasks/egoschema/utils.py, egoschema_doc_to_text): the question, the five options as
+    released ("A. ..."), "\nAnswer with the option's letter from the given choices directly."; generated
+    answers are read by its MMMU-style parser (`egoschema`)."""
 
     config = EgoSchemaConfig
+    letter_reader = "egoschema"
 
     def make_sample(self, row):
         options = strip_letters(as_list(row["option"]))
@@ -360,6 +407,9 @@ class NExTQAConfig(BenchmarkConfig):
     root: str = "data/nextqa"
     questions_file: str = "MC/test-*.parquet"
     video_dir: str = "NExTVideo"
+    # nextqa_mc_test.yaml (and the _default_template_yaml it includes) sets no lmms_eval_specific_kwargs, so
+    # lmms-eval asks the question and its options with no instruction
+    post_prompt: str = ""
     download: ClassVar[str] = _hf("lmms-lab/NExTQA", "then unzip videos.zip in {root} (-> {root}/NExTVideo/<video>.mp4)")
 
 
@@ -371,9 +421,13 @@ class NExTQA(Benchmark):
     a0..a4}, video NExTVideo/<video>.mp4 (also found in the original NExTVideo/<group>/<video>.mp4).
     Metric: accuracy, reported per question type (CW, CH, TN, TC, DC, DL, DO) and per group (causal,
     temporal, descriptive: the NExT-QA paper's Acc@C, Acc@T, Acc@D). A record's id is <video>_<qid>:
-    qid numbers the questions of one video."""
+    qid numbers the questions of one video.
+    Prompt (lmms_eval/tasks/nextqa/utils.py, nextqa_doc_to_text_mc): the question, then "A. <a0>" ... "E. <a4>"
+    on their own lines, nothing after them (its yaml sets no post-prompt); generated answers are read by its
+    MMMU-style parser (`nextqa`)."""
 
     config = NExTQAConfig
+    letter_reader = "nextqa"
 
     def make_sample(self, row):
         options = [str(row[f"a{i}"]).strip() for i in range(5) if f"a{i}" in row]
@@ -393,6 +447,8 @@ class PerceptionTestConfig(BenchmarkConfig):
     root: str = "data/perceptiontest_val"
     questions_file: str = "mc_question_val/validation-*.parquet"
     video_dir: str = "videos"
+    # utils.perceptiontest_val_doc_to_text writes it after the options (the yaml's default post-prompt is "")
+    post_prompt: str = "\n" + MC_INSTRUCTION
     download: ClassVar[str] = _hf(
         "lmms-lab/PerceptionTest_Val", "then unzip its video archives in {root} (-> {root}/videos/<video_name>.mp4)")
 
@@ -404,9 +460,13 @@ class PerceptionTest(Benchmark):
     (lmms_eval/tasks/perceptiontest/val/utils.py): rows of mc_question_val/validation-*.parquet
     {video_name, question, question_id, options [3], answer_id "0".."2", area, reasoning, tag}, video
     videos/<video_name>.mp4. Metric: accuracy (top-1), reported per area (the question type) and per
-    reasoning skill. A record's id is <video_name>_<question_id>."""
+    reasoning skill. A record's id is <video_name>_<question_id>.
+    Prompt (lmms_eval/tasks/perceptiontest/val/utils.py): the question, "A. ...", "B. ...", "C. ...", then
+    "\nAnswer with the option's letter from the given choices directly."; generated answers are read as its
+    process_results does (`perceptiontest`: the first standalone A-D)."""
 
     config = PerceptionTestConfig
+    letter_reader = "perceptiontest"
 
     def make_sample(self, row):
         options = as_list(row["options"])
@@ -445,6 +505,13 @@ MVBENCH_VIDEO_FOLDERS = {
 }
 
 
+# lmms_eval/tasks/mvbench/utils.py (mvbench_doc_to_text) and its 20 task yamls (post_prompt "Only give the best
+# option.\n"): "Question:" glued to the question, "\nOption:\n", each option "(A) ..." on its own line.
+MVBENCH_PROMPT = TaskPrompt(layout="{context}{pre_prompt}Question:{question}\nOption:\n{options}\n{post_prompt}",
+                            option_format="({letter}) {option}",
+                            likelihood_layout="{context}{pre_prompt}Question:{question}")
+
+
 @dataclass
 class MVBenchConfig(BenchmarkConfig):
     name: str = "mvbench"
@@ -452,6 +519,7 @@ class MVBenchConfig(BenchmarkConfig):
     questions_file: str = "json/*.json"
     video_dir: str = "."
     metric: str = "mean_over_types"
+    post_prompt: str = "Only give the best option.\n"
     download: ClassVar[str] = (
         "Download the `video` revision of the Hugging Face dataset OpenGVLab/MVBench (`hf download "
         "OpenGVLab/MVBench --repo-type dataset --revision video --local-dir {root}`), then unzip its video "
@@ -465,9 +533,12 @@ class MVBench(Benchmark):
     lmms-eval's mvbench tasks (lmms_eval/tasks/mvbench/utils.py, dataset revision `video`): one
     json/<task>.json per task, a list of {video, question, candidates, answer (the option's text)}, and
     the video under the task's folder (MVBENCH_VIDEO_FOLDERS; also tried under data0613/ and video/).
-    Metric: the mean of the 20 per-task accuracies (`mean_over_types`), as MVBench's "Avg"."""
+    Metric: the mean of the 20 per-task accuracies (`mean_over_types`), as MVBench's "Avg".
+    Prompt: MVBENCH_PROMPT; generated answers are read as its mcq_acc does (`mvbench`)."""
 
     config = MVBenchConfig
+    layout = MVBENCH_PROMPT
+    letter_reader = "mvbench"
 
     def make_sample(self, row):
         task = row["_file"]

@@ -16,10 +16,12 @@ question files with the image inside each row (`aim.data.image_source`).
 ("scored as": the answer format, aim.eval.scoring: lmms-eval's rules. `scorer: official` on vqav2 and pope
 scores as the official vqaEval.py / POPE evaluate.py do instead: vqa_official, pope_official.)
 
-Prompts are lmms-eval's defaults: free-form questions end with the task's post-prompt ("\\nAnswer the
-question using a single word or phrase.", config `post_prompt`) and need `eval.mode=generate`; the
-multiple-choice ones (ScienceQA, MMBench) give their options to the adapter, which writes the letters and
-lmms-eval's "Answer with the option's letter from the given choices directly.", and use letter scoring.
+Prompts are lmms-eval's (EvolvingLMMs-Lab/lmms-eval 75571cfe0fa36ca5ec2e6aa2bb268f9d38295af3, each task's yaml
+defaults and utils.py `doc_to_text`), built by the dataset (aim.prompts.TaskPrompt, config fields `pre_prompt`
+and `post_prompt`): free-form questions end with the task's post-prompt ("\\nAnswer the question using a
+single word or phrase.") and need `eval.mode=generate`; the multiple-choice ones (ScienceQA, MMBench) lay out
+their lettered options and "Answer with the option's letter from the given choices directly." as their tasks
+do, and are scored by letter (or generated, read by the task's rule, `letter_reader`).
 Every sample is one image (`num_frames` 1); one that is missing or cannot be decoded is skipped and counted.
 """
 from __future__ import annotations
@@ -27,7 +29,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -35,12 +37,14 @@ from aim.checks import check_choice
 from aim.data import DATASETS, METRICS, SampleList, check_limit
 from aim.data.benchmarks import LETTERS, check_release
 from aim.data.image_source import ImageRef, ImageSample, MissingImage, ParquetImage, image_index, question_rows
+from aim.prompts import FREE_FORM, MC_INSTRUCTION, TaskPrompt
+from aim.prompts import SHORT_ANSWER as _SHORT_ANSWER
 
 # whose rule scores VQA-v2 and POPE where lmms-eval and the benchmark's official scorer disagree
 # (aim.eval.scoring): lmms-eval's by default, so numbers stand beside the published ones
 SCORERS = ("lmms_eval", "official")
 
-SHORT_ANSWER = "\nAnswer the question using a single word or phrase."  # lmms-eval's post_prompt of these tasks
+SHORT_ANSWER = "\n" + _SHORT_ANSWER  # lmms-eval's post_prompt of these tasks
 UNREADABLE = "(unreadable)"  # the breakdown value of a question whose breakdown field cannot be read
 log = logging.getLogger(__name__)
 
@@ -84,6 +88,9 @@ class ImageBenchmarkConfig:
     num_frames: int = 1  # one image per sample (aim.flops reads the frame count from here)
     limit: int | None = None  # evaluate only the first `limit` questions
     metric: str = "accuracy"  # the headline metric of the summary: one of aim.data.METRICS
+    # the text around the question (and its options), as the task's yaml sets them (lmms_eval_specific_kwargs)
+    pre_prompt: str = ""
+    post_prompt: str = "\n" + MC_INSTRUCTION
     download: ClassVar[str] = ""
     free_form: ClassVar[bool] = False  # answers are generated text, scored as the benchmark does: eval.mode=generate
     modality: ClassVar[str] = "image"  # what its samples hold (config-only tools read it)
@@ -99,7 +106,7 @@ class ImageBenchmarkConfig:
 
 @dataclass
 class FreeFormConfig(ImageBenchmarkConfig):
-    post_prompt: str = SHORT_ANSWER  # appended to every question
+    post_prompt: str = SHORT_ANSWER  # after every question
     free_form: ClassVar[bool] = True
 
 
@@ -109,9 +116,12 @@ class ImageBenchmark(SampleList):
     config: ClassVar[type[ImageBenchmarkConfig]]
     answer_format: ClassVar[str] = "letter"
     selects_rows: ClassVar[bool] = False  # make_samples drops rows: read them all before taking `limit` samples
+    layout: ClassVar[TaskPrompt] = TaskPrompt()  # the task's prompt, with the config's pre / post prompts
+    letter_reader: ClassVar[str] = "mcq"  # how a generated letter is read (multiple choice)
 
     def __init__(self, **cfg):
         self.cfg = self.config(**cfg)  # validates, and checks the release is under root, as config validation does
+        self.prompt = replace(self.layout, pre_prompt=self.cfg.pre_prompt, post_prompt=self.cfg.post_prompt)
         self.root = Path(self.cfg.root)
         limit = self.cfg.limit
         rows = question_rows(self.root, self.cfg.questions_file, None if self.selects_rows else limit)
@@ -137,6 +147,7 @@ class ImageBenchmark(SampleList):
             video=getattr(image, "path", self.root), num_frames=1, question_type=str(question_type or ""),
             categories={k: str(v) for k, v in (categories or {}).items() if v not in (None, "")},
             answer_format=self.answer_format, answers=[str(a) for a in answers], group=str(group), image=image,
+            prompt=self.prompt, letter_reader=self.letter_reader,
         )
 
 
@@ -170,6 +181,7 @@ class VQAv2(ImageBenchmark):
     only when the ten disagree, as the official vqaEval.py does."""
 
     config = VQAv2Config
+    layout = FREE_FORM
 
     @property
     def answer_format(self) -> str:
@@ -178,7 +190,7 @@ class VQAv2(ImageBenchmark):
     def make_sample(self, row):
         answers = [a["answer"] for a in row.get("answers") or [] if a and a.get("answer") is not None]
         return self.sample(
-            id=row["question_id"], question=f"{row['question']}{self.cfg.post_prompt}",
+            id=row["question_id"], question=str(row["question"]),
             answer=_text(row.get("multiple_choice_answer")), answers=answers, image=self.image(row),
             question_type=_text(row.get("answer_type")),
         )
@@ -216,6 +228,7 @@ class GQA(ImageBenchmark):
     A question whose imageId has no image is skipped."""
 
     config = GQAConfig
+    layout = FREE_FORM
     answer_format = "exact"
 
     def make_samples(self, rows):
@@ -236,7 +249,7 @@ class GQA(ImageBenchmark):
         image = self.images.get(str(row["imageId"])) or MissingImage(
             f"{row['imageId']} (no row in {self.cfg.images_file})")
         return self.sample(
-            id=row["id"], question=f"{row['question']}{self.cfg.post_prompt}", answer=row["answer"], image=image,
+            id=row["id"], question=str(row["question"]), answer=row["answer"], image=image,
             question_type=_text(types.get("structural")), categories={"semantic": _text(types.get("semantic"))},
         )
 
@@ -268,6 +281,7 @@ class MME(ImageBenchmark):
     (aim.eval.scoring.mme_scores), with every subtask's acc and acc+ in the summary's metric_details."""
 
     config = MMEConfig
+    layout = FREE_FORM
     answer_format = "mme_yes_no"
 
     def make_samples(self, rows):
@@ -281,8 +295,8 @@ class MME(ImageBenchmark):
 
     def make_sample(self, row):
         question = str(row["question"]).strip()
-        if self.cfg.post_prompt:
-            question = question.replace(MME_INSTRUCTION, "") + self.cfg.post_prompt
+        if self.cfg.pre_prompt or self.cfg.post_prompt:  # lmms-eval's mme_doc_to_text: swapped for either prompt
+            question = question.replace(MME_INSTRUCTION, "")
         category = str(row["category"])
         return self.sample(
             id=f"{row['_group']}#{row['_n']}", question=question,
@@ -316,13 +330,14 @@ class TextVQA(ImageBenchmark):
     response and on the ten answers (aim.eval.scoring.textvqa_score)."""
 
     config = TextVQAConfig
+    layout = FREE_FORM
     answer_format = "textvqa"
 
     def make_sample(self, row):
         answers = [str(a) for a in row.get("answers") or []]
         ocr = f"\nReference OCR token: {', '.join(row.get('ocr_tokens') or [])}" if self.cfg.ocr_tokens else ""
         return self.sample(
-            id=row["question_id"], question=f"{str(row['question']).capitalize()}{ocr}{self.cfg.post_prompt}",
+            id=row["question_id"], question=f"{str(row['question']).capitalize()}{ocr}",
             answer=Counter(answers).most_common(1)[0][0] if answers else "", answers=answers, image=self.image(row),
         )
 
@@ -344,9 +359,13 @@ class ScienceQA(ImageBenchmark):
     (option index), hint, task, grade, subject, topic, category, skill, lecture, solution}; the question is
     "Context: <hint>\\n<question>" when there is a hint, the choices are the options. The release has no
     question id: a record's id is the question's position in the split. Metric: accuracy (letter scoring),
-    reported per subject (the question type) and grade band (G1-6, G7-12), as ScienceQA's paper."""
+    reported per subject (the question type) and grade band (G1-6, G7-12), as ScienceQA's paper.
+    Prompt (lmms_eval/tasks/scienceqa/utils.py, sqa_doc_to_text, format default): "[Context: <hint>\\n]<question>
+    \\nA. ...\\nB. ...\\nAnswer with the option's letter from the given choices directly."; a generated answer is
+    read as its sqa_process_results does (`scienceqa`: the letter alone, or "X." at the start)."""
 
     config = ScienceQAConfig
+    letter_reader = "scienceqa"
 
     def make_samples(self, rows):
         return [self.make_sample({**row, "_index": i}) for i, row in enumerate(rows)]
@@ -366,6 +385,10 @@ class ScienceQA(ImageBenchmark):
 
 # --- MMBench --------------------------------------------------------------------------------------------------
 CIRCULAR_OFFSET = 1_000_000  # MMBench numbers a question's k-th circular shift index + k * 1e6
+
+
+MMBENCH_OPTIONS = "There are several options:"  # mmbench.yaml's metadata.sys_prompt
+MMBENCH_PROMPT = TaskPrompt(layout="{context}{pre_prompt}{question} " + MMBENCH_OPTIONS + "\n{options}\n{post_prompt}")
 
 
 @dataclass
@@ -393,12 +416,17 @@ class MMBench(ImageBenchmark):
     its 2-4 options. Layout and prompt as lmms-eval's `mmbench_en_dev` task
     (lmms_eval/tasks/mmbench/_default_template_mmbench_en_yaml, en_utils.py, mmbench_evals.py): rows of
     en/dev-*.parquet {index, question, hint, A, B, C, D, answer (letter), category, image, source,
-    L2-category, comment, split}; the question is "<hint> <question> There are several options:" (the hint
-    when there is one), then the options and lmms-eval's post-prompt from the adapter. The shifts of a
+    L2-category, comment, split}; the prompt is MMBENCH_PROMPT: "[<hint> ]<question> There are several
+    options:\\nA. ...\\nB. ...\\n\\nAnswer with the option's letter from the given choices directly." (en_utils.py
+    mmbench_doc_to_text; the blank line is its "\\n" before a post-prompt that starts with one). The shifts of a
     question share a group: index mod 1e6 (lmms-eval's and VLMEvalKit's CircularEval). Letter scoring;
-    metric: circular accuracy (aim.eval.scoring.circular_accuracy), per category as the question type."""
+    metric: circular accuracy (aim.eval.scoring.circular_accuracy), per category as the question type.
+    Generated answers are read as lmms-eval's mmbench_en_dev_static reads them (`mmbench`: MMBench's
+    can_infer, then the shared extractor), not with its GPT matcher."""
 
     config = MMBenchConfig
+    layout = MMBENCH_PROMPT
+    letter_reader = "mmbench"
 
     def make_samples(self, rows):
         samples = [self.make_sample(row) for row in rows]
@@ -414,9 +442,8 @@ class MMBench(ImageBenchmark):
             if not text:
                 break
             options.append(text)
-        hint = _text(row.get("hint")).strip()
-        question = f"{hint} {row['question']}" if hint else str(row["question"])
-        question += " There are several options:"  # lmms-eval's "{hint} {question} {options prompt}"
+        hint = _text(row.get("hint"))
+        question = f"{hint} {row['question']}" if hint else str(row["question"])  # lmms-eval's "{hint} {question}"
         return self.sample(
             id=index, question=question, options=options, answer=str(row["answer"]).strip(), image=self.image(row),
             question_type=_text(row.get("category")), group=index % CIRCULAR_OFFSET,
@@ -469,6 +496,7 @@ class POPE(ImageBenchmark):
     <split>_<question_id>."""
 
     config = POPEConfig
+    layout = FREE_FORM
     selects_rows = True
 
     @property
@@ -486,6 +514,6 @@ class POPE(ImageBenchmark):
     def make_sample(self, row):
         return self.sample(
             id=f"{row['category']}_{row['question_id']}",
-            question=f"{str(row['question']).strip()}{self.cfg.post_prompt}",
+            question=str(row["question"]).strip(),
             answer=str(row["answer"]).lower().strip(), image=self.image(row), question_type=row["category"],
         )

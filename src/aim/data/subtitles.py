@@ -1,6 +1,6 @@
 """Subtitles (SubRip .srt) put into the prompt text, as lmms-eval's VideoMME-with-subtitles task does
 (lmms_eval/tasks/videomme/utils.py, videomme_doc_to_text_subtitle): the cues on screen at the sampled
-frames' times, under a header before the question.
+frames' times, under a header, before the task's instruction (the prompt's `context`, aim.prompts).
 
 lmms-eval keeps of a cue only the text inside its first `<font color="white" size=".72c">...</font>`
 (Video-MME's markup; the cue's lines joined with spaces first), and drops a cue without that markup, so a
@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-SUBTITLE_HEADER = "This video's subtitles are listed below:"
+SUBTITLE_HEADER = "This video's subtitles are listed below: "  # lmms-eval's, trailing space included
 NO_SUBTITLES = "No subtitles available"  # lmms-eval's text for a video that has no subtitle file
 
 _TIME = re.compile(r"(\d+):(\d+):(\d+)[,.](\d+)")
@@ -81,11 +81,13 @@ def videomme_lines_at(cues: list[Cue], times: list[float]) -> list[str]:
     return [t for t in texts if t is not None]
 
 
-def with_subtitles(question: str, subtitle_file: Path, times: list[float]) -> str:
-    """The question under the subtitle lines shown at the given frame times (lmms-eval's Video-MME layout
-    and rule, `videomme_lines_at`)."""
+def subtitle_block(subtitle_file: Path, times: list[float]) -> str:
+    """The subtitle lines shown at the given frame times under their header, ending in a newline: what
+    lmms-eval's `videomme_doc_to_text_subtitle` writes before the instruction ("This video's subtitles are
+    listed below: \n<line>\n<line>\n"; "No subtitles available" for a video without a subtitle file), the
+    lines by lmms-eval's Video-MME rule (`videomme_lines_at`)."""
     if subtitle_file.is_file():
         text = "\n".join(videomme_lines_at(parse_srt(subtitle_file.read_text(encoding="utf-8", errors="replace")), times))
     else:
         text = NO_SUBTITLES
-    return f"{SUBTITLE_HEADER}\n{text}\n{question}"
+    return f"{SUBTITLE_HEADER}\n{text}\n"

@@ -81,7 +81,8 @@ def predict(adapter, sample, mode: str, logits=None, response: str | None = None
     as the sample's answer format reads it (a letter, a normalised VQA answer, yes / no), no log_probs."""
     if mode == "generate":
         answer_format = getattr(sample, "answer_format", "letter")
-        read = score_response(answer_format, response, "", [], len(sample.options))["prediction"]
+        read = score_response(answer_format, response, "", [], len(sample.options), sample.options,
+                              getattr(sample, "letter_reader", "first_letter"))["prediction"]
         return {"prediction": read, "log_probs": None}
     ids = adapter.option_token_ids(len(sample.options)) if mode == "letter" else adapter.option_text_ids(sample.options)
     option_logits = logits[ids]
@@ -124,12 +125,14 @@ def evaluate(adapter, dataset, merger, pruner, records, mode: str = "letter", ma
         frame_times = getattr(sample, "frame_times", None)  # when the loaded frames were shown (Qwen2.5-VL reads it)
         budget_fields = {}
         if per_sample is not None:  # chosen for this sample's own frames and prompt length
-            merger, pruner, budget_fields["budget"] = per_sample(adapter, frames, question, sample.options, mode, modality)
+            merger, pruner, budget_fields["budget"] = per_sample(adapter, frames, question, sample.options, mode, modality,
+                                                                 getattr(sample, "prompt", None))
             if (merger, pruner) not in per_setting:
                 per_setting[merger, pruner] = FlopsCache(adapter, merger, pruner), TokenPruner(adapter.decoder_layers, pruner)
             flops, pruning = per_setting[merger, pruner]
+        task = getattr(sample, "prompt", None)  # the benchmark's prompt layout (aim.prompts); None: the generic one
         inputs = adapter.prepare(frames, question, sample.options, merger, scoring=mode, modality=modality,
-                                 frame_times=frame_times)
+                                 frame_times=frame_times, task=task)
         with pruning.attached(inputs.token_roles) as trace:
             if not warmed:  # the first call pays for allocations and kernel selection: not timed
                 adapter.prefill_logits(inputs)
@@ -147,14 +150,15 @@ def evaluate(adapter, dataset, merger, pruner, records, mode: str = "letter", ma
             scored = {"prediction": answer["prediction"], "correct": answer["prediction"] == sample.answer}
         else:
             scored = score_response(answer_format, response, sample.answer or "", getattr(sample, "answers", []),
-                                    len(sample.options))
+                                    len(sample.options), sample.options, getattr(sample, "letter_reader", "first_letter"))
         if not labelled(sample):
             scored = {**scored, "correct": None, **({"score": None} if "score" in scored else {})}
         fidelity_fields = {}
         if fidelity is not None:
-            def reference(sample=sample, frames=frames, question=question, modality=modality, times=frame_times):
+            def reference(sample=sample, frames=frames, question=question, modality=modality, times=frame_times,
+                          task=task):
                 full = adapter.prepare(frames, question, sample.options, UNREDUCED, scoring=mode, modality=modality,
-                                       frame_times=times)
+                                       frame_times=times, task=task)
                 if mode == "generate":
                     text = adapter.generate_text(full, max_new_tokens)
                     return {**predict(adapter, sample, mode, response=text), "response": text}

@@ -5,7 +5,7 @@ Each rule is the one the benchmark's own scorer applies (the source is named at 
 
 | answer_format | benchmark       | prediction                                  | per-sample score                     |
 |---------------|-----------------|---------------------------------------------|--------------------------------------|
-| letter        | multiple choice | first standalone option letter              | 1 if it is the answer's letter       |
+| letter        | multiple choice | the task's letter rule (aim.eval.choices)   | 1 if it is the answer's letter       |
 | vqa           | VQA-v2          | the VQA normalisation                       | VQA soft accuracy, lmms-eval's rule  |
 | vqa_official  | VQA-v2          | the VQA normalisation                       | VQA soft accuracy, official vqaEval  |
 | textvqa       | TextVQA         | the EvalAI answer processor's output        | soft accuracy, both sides processed  |
@@ -211,11 +211,16 @@ def pope_official_yes_no(response: str) -> str:
     return "no" if ("No" in words or "no" in words or "not" in words) else "yes"
 
 
-def score_response(answer_format: str, response: str, answer: str, answers: list[str], num_options: int = 0) -> dict:
+def score_response(answer_format: str, response: str, answer: str, answers: list[str], num_options: int = 0,
+                   options: list[str] | None = None, letter_reader: str = "first_letter") -> dict:
     """A generated response scored by its benchmark's rule: {"prediction", "correct", "score"}; `score` is
-    None where the sample has no reference answer (VQA-v2 test-dev: submitted, not scored here)."""
+    None where the sample has no reference answer (VQA-v2 test-dev: submitted, not scored here). A letter
+    answer is read by the sample's `letter_reader` (aim.eval.choices) over its `options` (without them,
+    `num_options` placeholders)."""
     if answer_format == "letter":
-        prediction = parse_letter(response, num_options)
+        from aim.eval.choices import read_letter
+
+        prediction = read_letter(letter_reader, response, options if options is not None else [""] * num_options)
         hit = float(prediction == answer)
     elif answer_format in ("vqa", "vqa_official", "textvqa"):
         if not answers:

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from aim.prompts import GENERIC_MC, TaskPrompt
 from aim.tokens import ClipReduced, Merged, clip_of, reduce_clip
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -33,8 +34,7 @@ ATTENTION = ("sdpa", "eager")
 VIDEO = "<video>"
 IMAGE = "<image>"
 PLACEHOLDERS = (VIDEO, IMAGE)
-# The lmms-eval multiple-choice instruction (its video tasks' default post-prompt).
-MC_INSTRUCTION = "Answer with the option's letter from the given choices directly."
+PROMPT = "{prompt}"  # where the task's text (the dataset's `aim.prompts.TaskPrompt`) goes in a prompt template
 
 
 @dataclass
@@ -57,23 +57,28 @@ class AdapterConfig:
     # false: `prompt_template` is the whole prompt. true: it is the user's turn, wrapped in the checkpoint's
     # chat template (the processor's, else the tokenizer's; the adapter's built-in format when it has none).
     chat_template: bool = False
-    prompt_template: str = "<video>\n{question}\n{options}\n" + MC_INSTRUCTION
-    # eval.mode=likelihood: the prompt whose next token is scored against each option's text
-    likelihood_template: str = "<video>\n{question}"
-    # a sample without options (a free-form question, e.g. VQA; its benchmark's instruction is already in
-    # the question): no options, no multiple-choice instruction
-    open_template: str = "<video>\n{question}"
-    option_format: str = "{letter}. {option}"
-    option_separator: str = "\n"
+    # a system turn before the user's in the checkpoint's chat template (None: the template's own default, if
+    # any): lmms-eval's Qwen2-VL / Qwen2.5-VL / Qwen3-VL model classes send "You are a helpful assistant."
+    system_prompt: str | None = None
+    # Where the visual input (<video> or <image>) and the task's text ({prompt}: the question, options and
+    # instructions as the dataset lays them out, `aim.prompts.TaskPrompt`) go in the user's turn; lmms-eval
+    # puts the visual first, then a newline.
+    prompt_template: str = "<video>\n{prompt}"
+    # eval.mode=likelihood: the prompt whose next token is scored against each option's text (the task's text
+    # without the options)
+    likelihood_template: str = "<video>\n{prompt}"
 
     def __post_init__(self):
         from aim.checks import check_choice
 
         check_choice("dtype", self.dtype, DTYPES)
         check_choice("attn_implementation", self.attn_implementation, ATTENTION)
-        for name in ("prompt_template", "likelihood_template", "open_template"):
+        for name in ("prompt_template", "likelihood_template"):
             if sum(getattr(self, name).count(p) for p in PLACEHOLDERS) != 1:
                 raise ValueError(f"{name}: must contain the visual placeholder ({VIDEO} or {IMAGE}) once")
+            if getattr(self, name).count(PROMPT) != 1:
+                raise ValueError(f"{name}: must contain the task's text {PROMPT} once (the question, its options and "
+                                 f"instructions, laid out by the dataset), got {getattr(self, name)!r}")
         if self.random_init is False and not self.pretrained:
             raise ValueError("pretrained: empty; give a checkpoint (local dir or hub id) or set random_init=true "
                              "with an architecture")
@@ -303,19 +308,14 @@ class Adapter:
         """What stands for the visual input in a text-only chat template's string content."""
         return self.visual_token(modality)
 
-    def user_turn(self, question: str, options: list[str], scoring: str = "letter") -> str:
-        """The prompt template filled in (with its visual placeholder). Likelihood scoring uses the template
-        without the options: each option's text is a candidate continuation. A question without options
-        (free-form) uses `open_template`."""
-        letters = [chr(ord("A") + i) for i in range(len(options))]
-        opts = self.cfg.option_separator.join(
-            self.cfg.option_format.format(letter=l, option=o) for l, o in zip(letters, options)
-        )
-        if scoring == "likelihood":
-            template = self.cfg.likelihood_template
-        else:
-            template = self.cfg.prompt_template if options else self.cfg.open_template
-        return template.format(question=question, options=opts)
+    def user_turn(self, question: str, options: list[str], scoring: str = "letter", task: TaskPrompt | None = None) -> str:
+        """The prompt template (with its visual placeholder) around the task's text: the question and its
+        options laid out by the dataset's `task` (None: lmms-eval's generic multiple-choice layout), as lmms-eval
+        gives that task to this model (`TaskPrompt.for_model`, by the adapter's name). Likelihood scoring uses
+        `likelihood_template` and the text without the options: each option's text is a candidate continuation."""
+        text = (task or GENERIC_MC).text(question, options, scoring, model=self.cfg.name)
+        template = self.cfg.likelihood_template if scoring == "likelihood" else self.cfg.prompt_template
+        return template.replace(PROMPT, text)
 
     @staticmethod
     def split_at_placeholder(turn: str) -> tuple[str, str]:
@@ -323,26 +323,29 @@ class Adapter:
         before, after = turn.split(placeholder)
         return before, after
 
-    def prompt_string(self, question: str, options: list[str], scoring: str = "letter", modality: str = "video") -> str:
+    def prompt_string(self, question: str, options: list[str], scoring: str = "letter", modality: str = "video",
+                      task: TaskPrompt | None = None) -> str:
         """The whole prompt as text, with the model's video or image token once where the visual input goes:
         the filled template (chat_template false), or the user's turn in the checkpoint's chat format."""
-        turn = self.user_turn(question, options, scoring)
+        turn = self.user_turn(question, options, scoring, task)
         if not self.cfg.chat_template:
             before, after = self.split_at_placeholder(turn)
             return before + self.visual_token(modality) + after
         return self.render_chat(turn, modality)
 
-    def prompt_text(self, question: str, options: list[str], scoring: str = "letter", modality: str = "video") -> tuple[str, str]:
+    def prompt_text(self, question: str, options: list[str], scoring: str = "letter", modality: str = "video",
+                    task: TaskPrompt | None = None) -> tuple[str, str]:
         """The prompt split at the visual input: (text before it, text after it); a plain template's two
         sides are stripped (they are tokenized apart)."""
-        before, after = self.prompt_string(question, options, scoring, modality).split(self.visual_token(modality))
+        before, after = self.prompt_string(question, options, scoring, modality, task).split(self.visual_token(modality))
         if not self.cfg.chat_template:
             return before.strip(), after.strip()
         return before, after
 
-    def prompt_ids(self, question: str, options: list[str], scoring: str = "letter", modality: str = "video") -> tuple[list[int], list[int]]:
+    def prompt_ids(self, question: str, options: list[str], scoring: str = "letter", modality: str = "video",
+                   task: TaskPrompt | None = None) -> tuple[list[int], list[int]]:
         """Token ids of the prompt before and after the visual input."""
-        before, after = self.prompt_text(question, options, scoring, modality)
+        before, after = self.prompt_text(question, options, scoring, modality, task)
         return self.token_ids(before), self.token_ids(after)
 
     def chat_template_source(self) -> tuple[str | None, str]:
@@ -369,7 +372,8 @@ class Adapter:
         assistant's answer starts. Multimodal templates take the content as a list of parts ({"type":
         "video"} or {"type": "image"}, {"type": "text"}); text-only ones (Qwen2's) as a string with the
         visual token inline. The rendering must hold the model's video or image token exactly once; the
-        prompt is split there."""
+        prompt is split there. `system_prompt`, when set, is a system turn before the user's (in the same
+        content form); the built-in format has its own."""
         template, _ = self.chat_template_source()
         token = self.visual_token(modality)
         before, after = self.split_at_placeholder(turn)
@@ -377,14 +381,20 @@ class Adapter:
         if template is None:
             rendered = self.chat_fallback.format(content=inline)
         else:
-            parts = [{"type": "text", "text": before.strip()}] if before.strip() else []
+            # the template's own separators stand between the parts: only the white space next to the visual
+            # placeholder goes (the task's text keeps its own ending, e.g. MVBench's final newline)
+            parts = [{"type": "text", "text": before.rstrip()}] if before.strip() else []
             parts.append({"type": modality})
             if after.strip():
-                parts.append({"type": "text", "text": after.strip()})
+                parts.append({"type": "text", "text": after.lstrip()})
             rendered = None
             for content in (parts, inline):
-                out = self.tokenizer.apply_chat_template([{"role": "user", "content": content}], chat_template=template,
-                                                         add_generation_prompt=True, tokenize=False)
+                system = self.cfg.system_prompt
+                turns = [] if system is None else [
+                    {"role": "system", "content": [{"type": "text", "text": system}] if content is parts else system}]
+                out = self.tokenizer.apply_chat_template(turns + [{"role": "user", "content": content}],
+                                                         chat_template=template, add_generation_prompt=True,
+                                                         tokenize=False)
                 if out.count(token) == 1:
                     rendered = out
                     break

@@ -245,26 +245,27 @@ class InternVLAdapter(Adapter):
         return start + self.context_token() * (self.tokens_per_frame * num_tiles) + end
 
     def input_ids(self, question: str, options: list[str], num_frames: int, scoring: str = "letter",
-                  modality: str = "video") -> list[int]:
+                  modality: str = "video", task=None) -> list[int]:
         """The unreduced prompt's token ids: the prompt's placeholder replaced by the video's frames' text (or
         the image's, `num_frames` being its tiles), as the processor replaces it, and the whole string
         tokenized at once."""
-        prompt = self.prompt_string(question, options, scoring, modality)
+        prompt = self.prompt_string(question, options, scoring, modality, task)
         text = self.image_text(num_frames) if modality == "image" else self.video_text(num_frames)
         return self.token_ids(prompt.replace(self.visual_token(modality), text, 1))
 
     # --- assembly --------------------------------------------------------------------------------
     @torch.no_grad()
     def prepare(self, frames: np.ndarray, question: str, options: list[str], merger, scoring: str = "letter",
-                modality: str = "video", frame_times=None) -> PreparedInputs:
+                modality: str = "video", frame_times=None, task=None) -> PreparedInputs:
         """A video's frames or an image's tiles, each tile one merger group. The frames' text labels are their
-        numbers (`Frame{i}:`), so `frame_times` is not read."""
+        numbers (`Frame{i}:`), so `frame_times` is not read. `task`: the dataset's prompt layout
+        (aim.prompts.TaskPrompt; None: the generic multiple-choice one)."""
         self.check_modality(modality)
         pixels = self.pixel_values(frames, modality)  # [tiles, 3, S, S]
-        ids = self.input_ids(question, options, len(pixels), scoring, modality)
+        ids = self.input_ids(question, options, len(pixels), scoring, modality, task)
         encoded = self.encode_frames(pixels, needs=getattr(merger, "needs", ()), modality=modality)
         features = encoded.pop("features")
-        after = self.prompt_ids(question, options, scoring, modality)[1]
+        after = self.prompt_ids(question, options, scoring, modality, task)[1]
         return self.splice(ids, self.reduce(merger, after, features, **encoded), len(features))
 
     @classmethod

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from aim.models import MODELS, PREFIX_TEXT, QUESTION_TEXT, VISUAL, PreparedInputs
-from aim.models.base import MC_INSTRUCTION, AdapterConfig
+from aim.models.base import AdapterConfig
 from aim.models.llava_onevision import LlavaOnevisionAdapter
 
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
@@ -49,9 +49,8 @@ class LlavaAdapterConfig(AdapterConfig):
     name: str = "llava"
     pretrained: str = "llava-hf/llava-1.5-7b-hf"
     chat_template: bool = True
-    prompt_template: str = "<image>\n{question}\n{options}\n" + MC_INSTRUCTION
-    likelihood_template: str = "<image>\n{question}"
-    open_template: str = "<image>\n{question}"
+    prompt_template: str = "<image>\n{prompt}"
+    likelihood_template: str = "<image>\n{prompt}"
     image_aspect: str = "pad"  # pad: LLaVA-1.5's own (mean-colour square); crop: llava-hf's default centre crop
     image_mean: list[float] = field(default_factory=lambda: list(CLIP_MEAN))
     image_std: list[float] = field(default_factory=lambda: list(CLIP_STD))
@@ -121,13 +120,13 @@ class LlavaAdapter(LlavaOnevisionAdapter):
     def visual_token(self, modality: str = "image") -> str:
         return self.tokenizer.convert_ids_to_tokens(self.model.config.image_token_id)  # frames are images too
 
-    def prompt_string(self, question, options, scoring="letter", modality="image") -> str:
-        return super().prompt_string(question, options, scoring, "image")
+    def prompt_string(self, question, options, scoring="letter", modality="image", task=None) -> str:
+        return super().prompt_string(question, options, scoring, "image", task)
 
-    def prompt_ids(self, question, options, scoring="letter", modality="image") -> tuple[list[int], list[int]]:
+    def prompt_ids(self, question, options, scoring="letter", modality="image", task=None) -> tuple[list[int], list[int]]:
         """The whole prompt tokenized as the processor does (special tokens such as Llama's BOS
         included), split at the image token."""
-        text = self.prompt_string(question, options, scoring)
+        text = self.prompt_string(question, options, scoring, task=task)
         self.token_ids("")  # a clear error when there is no tokenizer
         ids = self.tokenizer(text, add_special_tokens=True).input_ids
         image_id = self.model.config.image_token_id
@@ -139,11 +138,11 @@ class LlavaAdapter(LlavaOnevisionAdapter):
     # --- assembly --------------------------------------------------------------------------------
     @torch.no_grad()
     def prepare(self, frames: np.ndarray, question: str, options: list[str], merger, scoring: str = "letter",
-                modality: str = "image", frame_times=None) -> PreparedInputs:
+                modality: str = "image", frame_times=None, task=None) -> PreparedInputs:
         """An image or a video's frames alike: every image one merger group of 576 tokens (`frame_times`
         is not read)."""
         self.check_modality(modality)
-        return self.prepare_frames(frames, question, options, merger, scoring, modality)
+        return self.prepare_frames(frames, question, options, merger, scoring, modality, task)
 
     def assemble_clip(self, before_ids, clip, images: int, after_ids, grid_hw=None) -> PreparedInputs:
         """[before text][kept tokens, image by image][after text]. Image f spans 576 positions unmerged; its

@@ -27,9 +27,9 @@ multi-image prompts (where each image is one 729-token base without crops) are n
 Prompt: with `chat_template: true` (the real checkpoints' presets) the user's turn is wrapped in the
 checkpoint's own chat template; the llava-hf checkpoints' template writes
 `<|im_start|>user <video>\n{text}<|im_end|>\n<|im_start|>assistant\n`, and `chat_fallback` (used when
-a checkpoint ships no template) is LLaVA-NeXT's Qwen2 conversation with its system turn. The text is
-lmms-eval's multiple-choice prompt: question, lettered options, "Answer with the option's letter from
-the given choices directly."
+a checkpoint ships no template) is LLaVA-NeXT's Qwen2 conversation with its system turn. The text is the
+dataset's (`aim.prompts.TaskPrompt`: the question, options and instructions as the benchmark's lmms-eval task
+lays them out), after the video and a newline.
 """
 from __future__ import annotations
 
@@ -49,12 +49,10 @@ from aim.tokens import reduce_clip
 class LlavaOnevisionConfig(AdapterConfig):
     name: str = "llava_onevision"
     pretrained: str = "aim:toy_llava_ov"
-    # Defaults: the bundled toy model's plain prompt (the real checkpoints' presets use the chat format).
-    prompt_template: str = "<s> user <video> {question} {options} answer :"
-    likelihood_template: str = "<s> user <video> {question}"
-    open_template: str = "<s> user <video> {question} answer :"
-    option_format: str = "{letter} {option}"
-    option_separator: str = " "
+    # Defaults: the bundled toy model's plain prompt (the real checkpoints' presets use the chat format), around
+    # the task's text (the bundled benchmark's: aim.data.TOY_PROMPT)
+    prompt_template: str = "<s> user <video> {prompt} answer :"
+    likelihood_template: str = "<s> user <video> {prompt}"
     image_mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])  # SigLIP's normalization
     image_std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
 
@@ -148,9 +146,9 @@ class LlavaOnevisionAdapter(Adapter):
         return (vc.image_size // vc.patch_size) ** 2, crops, tuple(owner.shape)
 
     def prepare_image(self, image: np.ndarray, question: str, options: list[str], merger,
-                      scoring: str = "letter") -> PreparedInputs:
+                      scoring: str = "letter", task=None) -> PreparedInputs:
         """One image, anyres: [before][base image][grid rows, each + newline][after], merged per crop."""
-        before, after = self.prompt_ids(question, options, scoring, "image")
+        before, after = self.prompt_ids(question, options, scoring, "image", task)
         pixels = self.pixel_values(image, "image")
         enc = self.encode_frames(pixels, needs=getattr(merger, "needs", ()), modality="image")
         merger = self.with_prompt(merger, after)
@@ -249,17 +247,18 @@ class LlavaOnevisionAdapter(Adapter):
     # --- assembly --------------------------------------------------------------------------------
     @torch.no_grad()
     def prepare(self, frames: np.ndarray, question: str, options: list[str], merger, scoring: str = "letter",
-                modality: str = "video", frame_times=None) -> PreparedInputs:
-        """`frame_times` (when the frames were shown) is not read: positions here do not encode time."""
+                modality: str = "video", frame_times=None, task=None) -> PreparedInputs:
+        """`frame_times` (when the frames were shown) is not read: positions here do not encode time. `task`:
+        the dataset's prompt layout (aim.prompts.TaskPrompt; None: the generic multiple-choice one)."""
         self.check_modality(modality)
         if modality == "image":
-            return self.prepare_image(frames, question, options, merger, scoring)
-        return self.prepare_frames(frames, question, options, merger, scoring, modality)
+            return self.prepare_image(frames, question, options, merger, scoring, task)
+        return self.prepare_frames(frames, question, options, merger, scoring, modality, task)
 
     def prepare_frames(self, frames: np.ndarray, question: str, options: list[str], merger, scoring: str = "letter",
-                       modality: str = "video") -> PreparedInputs:
+                       modality: str = "video", task=None) -> PreparedInputs:
         """Every frame one merger group of the same token grid."""
-        before, after = self.prompt_ids(question, options, scoring, modality)
+        before, after = self.prompt_ids(question, options, scoring, modality, task)
         encoded = self.encode_frames(self.pixel_values(frames, modality), needs=getattr(merger, "needs", ()), modality=modality)
         features = encoded.pop("features")
         return self.assemble_clip(before, self.reduce(merger, after, features, **encoded), len(features), after)

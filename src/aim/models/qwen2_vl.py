@@ -322,11 +322,11 @@ class Qwen2VLAdapter(Adapter):
     # --- assembly --------------------------------------------------------------------------------
     @torch.no_grad()
     def prepare(self, frames: np.ndarray, question: str, options: list[str], merger, scoring: str = "letter",
-                modality: str = "video", frame_times=None) -> PreparedInputs:
+                modality: str = "video", frame_times=None, task=None) -> PreparedInputs:
         """`frame_times`: when the frames were shown (`aim.data.video.FrameTimes`, None: unknown), read by
         `group_times` (Qwen2.5-VL's absolute time; Qwen2-VL's temporal positions are patch indices)."""
         self.check_modality(modality)
-        before, after = self.prompt_ids(question, options, scoring, modality)
+        before, after = self.prompt_ids(question, options, scoring, modality, task)
         pixels = self.pixel_values(frames, modality)  # an image: one temporal patch, one merger group
         encoded = self.encode_frames(pixels, needs=getattr(merger, "needs", ()))
         features = encoded.pop("features")

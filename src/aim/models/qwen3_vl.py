@@ -174,11 +174,11 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
     # --- assembly --------------------------------------------------------------------------------
     @torch.no_grad()
     def prepare(self, frames, question: str, options: list[str], merger, scoring: str = "letter",
-                modality: str = "video", frame_times=None) -> PreparedInputs:
+                modality: str = "video", frame_times=None, task=None) -> PreparedInputs:
         """`frame_times`: when the frames were shown (`aim.data.video.FrameTimes`; None: unknown), written as
         the timestamps between temporal patches."""
         self.check_modality(modality)
-        before, after = self.prompt_ids(question, options, scoring, modality)
+        before, after = self.prompt_ids(question, options, scoring, modality, task)
         pixels = self.pixel_values(frames)
         encoded = self.encode_frames(pixels, needs=getattr(merger, "needs", ()))
         features = encoded.pop("features")

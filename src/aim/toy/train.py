@@ -48,6 +48,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from aim.data import TOY_PROMPT
 from aim.data import synthetic as syn
 from aim.data.video import uniform_frame_indices
 from aim.merging import NoMerge
@@ -57,11 +58,10 @@ from aim.toy.tokenizer import build_tokenizer
 
 TRAIN_SEED, VALID_SEED = 1, 2  # the bundled benchmark uses another seed (conf/dataset/synthetic_video.yaml)
 NUM_FRAMES = 4
-# Each option's letter before its word ("A red B blue ..."): the word's position reads its letter from the
-# token just before it and learns "this option is right"; answering then copies the letter held there.
-# A text-only probe (a 4-layer x 128 Qwen2 on this lookup alone) learned this order in ~1,500 steps; it did not
-# learn the reverse order.
-OPTION_FORMAT = "{letter} {option}"
+# The prompt is the bundled benchmark's, aim.data.TOY_PROMPT: each option's letter before its word ("A red B
+# blue ..."): the word's position reads its letter from the token just before it and learns "this option is
+# right"; answering then copies the letter held there. A text-only probe (a 4-layer x 128 Qwen2 on this lookup
+# alone) learned this order in ~1,500 steps; it did not learn the reverse order.
 
 
 def toy_config(tokenizer, text_layers: int = 4, attn_implementation: str = "sdpa"):
@@ -198,7 +198,7 @@ def text_batch(adapter: LlavaOnevisionAdapter, questions):
     tok = adapter.tokenizer
     rows, qmark, option_pos, letter_tgt, word_tgt, correct = [], [], [], [], [], []
     for q in questions:
-        before, after = adapter.prompt_text(q.question, q.options)
+        before, after = adapter.prompt_text(q.question, q.options, task=TOY_PROMPT)
         ids = adapter.token_ids(after)
         q_len = len(adapter.token_ids(q.question))
         rows.append(ids)
@@ -258,7 +258,7 @@ def evaluate(adapter, seed: int, count: int, num_frames: int = NUM_FRAMES) -> di
     hits: dict[str, list[bool]] = {}
     for i in range(count):
         scene, q = syn.sample_item(seed, i)
-        inputs = adapter.prepare(syn.render(scene)[idx], q.question, q.options, merger)
+        inputs = adapter.prepare(syn.render(scene)[idx], q.question, q.options, merger, task=TOY_PROMPT)
         pred = "ABCD"[int(adapter.prefill_logits(inputs)[letters].argmax())]
         hits.setdefault(q.question_type, []).append(pred == q.answer)
     result = {k: float(np.mean(v)) for k, v in hits.items()}
@@ -297,7 +297,7 @@ def main(argv=None):
         args.stage1_steps = 0
     else:
         model = LlavaOnevisionForConditionalGeneration(toy_config(tokenizer, args.text_layers))
-    adapter = LlavaOnevisionAdapter(model, tokenizer, LlavaOnevisionConfig(pretrained="(training)", option_format=OPTION_FORMAT))
+    adapter = LlavaOnevisionAdapter(model, tokenizer, LlavaOnevisionConfig(pretrained="(training)"))
     weights = {k: float(v) for k, v in (kv.split("=") for kv in args.type_weights.split(",") if kv)}
     unknown = set(weights) - set(syn.QUESTION_TYPES)
     if unknown:
