@@ -34,6 +34,8 @@ def test_every_config_file_composes_and_validates(group, option, benchmark_roots
         overrides.append("eval.mode=generate")  # free-form answers (VQA, GQA, MME, POPE, ...) are generated
     if group == "pruner":  # the pruner files hold the papers' defaults for 28-layer LLMs (aim_toy: the bundled model's)
         overrides.append("model=llava_onevision_7b")
+        if option == "dycoke":  # it prunes the KV cache while decoding only
+            overrides.append("eval.mode=generate")
     if group == "model" and option.startswith("qwen3_vl") and option != "qwen3_vl_tiny":
         overrides.append("pruner=aim")  # aim_toy prunes from layer 2, before Qwen3-VL's last DeepStack addition
     valid = validate(composed(overrides))

@@ -30,7 +30,10 @@ def first_pruned_layer(pruner, num_layers: int) -> int | None:
 
 def removes_tokens(pruner, num_layers: int) -> bool:
     """Whether a pruner removes visual tokens at some decoder layer of an LLM of `num_layers` layers: its
-    retention schedule falls below 1 somewhere. The one test of "does this setting prune at all"."""
+    retention schedule falls below 1 somewhere, or it removes visual KV entries while decoding
+    (`decode_removes`, DyCoke). The one test of "does this setting prune at all"."""
+    if hasattr(pruner, "decode_removes") and pruner.decode_removes(num_layers):
+        return True
     return first_pruned_layer(pruner, num_layers) is not None
 
 
@@ -264,3 +267,42 @@ class RandomPruner:
 
     def importance(self, q, k, valid):
         return torch.rand(q.shape[0], q.shape[2], generator=self.generator).to(q.device)
+
+
+@dataclass
+class DycokePrunerConfig:
+    name: str = "dycoke"
+    layer: int = 3  # layers >= layer attend to the kept visual KV entries, chosen by layer - 1's attention
+    p: float = 0.7  # fraction of the visual KV entries left out at each pruned decoding step
+    similarity: float = 0.9  # re-select when cos(a_s, a_{s-1}) < similarity; else the step attends to all (official)
+
+    def __post_init__(self):
+        check_range("layer", self.layer, 1)
+        check_range("p", self.p, 0, 1, high_open=True)
+        check_range("similarity", self.similarity, -1)
+
+
+@PRUNERS.register("dycoke", config=DycokePrunerConfig)
+class DycokePruner:
+    """DyCoke's dynamic KV-cache pruning while decoding (aim.pruning.decoding): at each decoding step the
+    token's attention in layer `layer` - 1 keeps the top (1 - p) visual KV entries for layers >= `layer`,
+    re-decided per step. The prefill is unchanged (its schedule keeps everything); needs eval.mode=generate."""
+
+    acts_while = "decoding"
+
+    def __init__(self, layer=3, p=0.7, similarity=0.9, name="dycoke"):
+        self.layer, self.p, self.similarity = layer, p, similarity
+
+    def retention_schedule(self, num_layers):
+        return [1.0] * num_layers
+
+    def decode_removes(self, num_layers):
+        return self.p > 0 and self.layer < num_layers
+
+    def pruning_values(self, num_layers):
+        return ("p", "p > 0") if self.p <= 0 else ("layer", f"layer in 1..{num_layers - 1}")
+
+    def decoding(self, decoder_layers):
+        from aim.pruning.decoding import DecodeKVPruning
+
+        return DecodeKVPruning(decoder_layers, self.layer, self.p, self.similarity)

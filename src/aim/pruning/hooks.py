@@ -26,7 +26,7 @@ row is pruned exactly as it would be on its own.
 from __future__ import annotations
 
 import importlib
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -41,6 +41,7 @@ class PruningTrace:
 
     visual_tokens_per_layer: list[int] = field(default_factory=list)  # one entry per decoder layer
     kept_indices: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [B, n_i] original indices
+    decoding: object = None  # a pruner acting while decoding (DyCoke): its own trace of the decoding steps
 
 
 class _State:
@@ -85,7 +86,9 @@ class TokenPruner:
 
     `pruner` supplies `retention_schedule(num_layers)` and `importance(q, k, valid) -> [B, n]` (higher
     is kept first); `valid` [B, n] is False at the current pad tokens, None when nothing is padded. A pruner
-    whose `needs` names "roles", "count" or "hidden" gets them as keyword arguments too (`_signals`).
+    whose `needs` names "roles", "count" or "hidden" gets them as keyword arguments too (`_signals`). A pruner
+    with a `decoding(decoder_layers)` method also acts while decoding: what it returns is attached beside
+    these hooks (`attached(token_roles)`, a context manager yielding its trace, `PruningTrace.decoding`).
     Token counts are kept on the host: apart from the start of a prefill, the hooks never wait on the
     device, so the CPU can queue later (cheap, pruned) layers while the GPU runs earlier ones.
     """
@@ -112,7 +115,10 @@ class TokenPruner:
                 if i + 1 < len(self.layers) and self._drops_at(i + 1):
                     handles.append(layer.self_attn.register_forward_pre_hook(self._score(state, i), with_kwargs=True))
         try:
-            yield state.trace
+            with ExitStack() as stack:
+                if hasattr(self.pruner, "decoding"):
+                    state.trace.decoding = stack.enter_context(self.pruner.decoding(self.layers).attached(token_roles))
+                yield state.trace
         finally:
             for h in handles:
                 h.remove()
