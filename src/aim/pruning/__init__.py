@@ -306,3 +306,47 @@ class DycokePruner:
         from aim.pruning.decoding import DecodeKVPruning
 
         return DecodeKVPruning(decoder_layers, self.layer, self.p, self.similarity)
+
+
+@dataclass
+class PruneVidPrunerConfig:
+    name: str = "prunevid"
+    layer: int = 10  # the layer whose question-to-video attention selects; layers > layer see the kept tokens
+    alpha: float = 0.4  # fraction of the visual tokens kept
+
+    def __post_init__(self):
+        check_range("layer", self.layer, 0)
+        check_range("alpha", self.alpha, 0, 1)
+
+
+@PRUNERS.register("prunevid", config=PruneVidPrunerConfig)
+class PruneVidPruner:
+    """PruneVid's question-guided selection inside the LLM (Huang et al., ACL Findings 2025, Sec. 3.2; details
+    from the official code, Visual-AI/PruneVid, models/pllava/elastic_cache.py and llama.py). In layer
+    `layer` (official selected_layer = 10 of PLLaVA-7B's 32), with A_h the causal attention of head h,
+
+        s_j = max_h max_{t in question} A_h[t, j]        for every visual token j,
+
+    the floor(alpha V) visual tokens of highest s_j are kept (alpha = 0.4, the official evaluation scripts;
+    its config's default is 0.1), and the rest leave the sequence from layer `layer` + 1 on and the KV caches
+    of layers 0..`layer` too (`prunes_cache_before`): decoding attends to the kept video tokens at every layer,
+    as the official code slices the caches of the layers up to the selected one. The question tokens are
+    the prompt after the visual tokens (QUESTION_TEXT), as the official code takes every token after the video.
+    One deviation: the official code keeps floor(alpha n) in each of its merged groups (a segment's static
+    tokens, each frame's dynamic ones), which the LLM's token roles do not carry; here the top floor(alpha V)
+    of the whole clip. `merger=prunevid pruner=prunevid` is the whole method."""
+
+    needs = ("roles",)
+    prunes_cache_before = True
+
+    def __init__(self, layer=10, alpha=0.4, name="prunevid"):
+        self.layer, self.alpha = layer, alpha
+
+    def retention_schedule(self, num_layers):
+        return sched.fastv_schedule(num_layers, self.layer + 1, self.alpha)
+
+    def pruning_values(self, num_layers):
+        return ("alpha", "alpha < 1") if self.alpha >= 1 else ("layer", f"layer in 0..{num_layers - 2}")
+
+    def importance(self, q, k, valid, roles):
+        return imp.question_attention_max(q, k, roles, valid)
