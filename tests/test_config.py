@@ -97,7 +97,7 @@ def test_the_default_is_the_bundled_model_on_the_bundled_benchmark():
     "override,message",
     [
         ("merger.name=nonexistent", r"merger.name: unknown merger 'nonexistent'; registered mergers: aim, cdpruner, divprune, downsample, dycoke, fastvid, none, pool, prumerge, prumerge_plus, prunevid, random, vidcom2, visionzip"),
-        ("pruner.name=magic", r"pruner.name: unknown pruner 'magic'; registered pruners: aim, dart, fastv, none, pdrop, random, vtw"),
+        ("pruner.name=magic", r"pruner.name: unknown pruner 'magic'; registered pruners: aim, dart, dycoke, fastv, none, pdrop, prunevid, random, vtw"),
         ("merger=aim merger.ratio=0", r"merger.ratio: must be in \(0, 1\], got 0"),
         ("merger=pool merger.ratio=1.5", r"merger.ratio: must be in \(0, 1\], got 1.5"),
         ("pruner=aim pruner.l1=20 pruner.l2=10", r"pruner.l2: must be greater than l1 \(20\), got 10"),
