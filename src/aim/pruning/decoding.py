@@ -26,6 +26,11 @@ attention scores the step from the cache's keys (after that layer's update) and 
 on each layer >= l hands its attention a thin wrapper of the cache whose `update` stores the step's key and
 value as usual and returns only the kept entries (and slices a tensor attention mask to match), so attention
 really runs over fewer keys. Batch 1 (what `Adapter.generate_ids` decodes).
+
+Cost of a pruned step: the scoring (the step's query against layer l - 1's whole cache, H L d multiply-adds)
+and, in each layer >= l, a copy of the kept K/V entries; attention then runs over the text, decoded and
+floor((1 - p) V) visual keys. On a CPU at 0.5B scale the copies cost more than the attention they save
+(decoding is bound by reading the weights); the prefill's cost is unchanged.
 """
 from __future__ import annotations
 
