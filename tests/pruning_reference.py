@@ -86,3 +86,44 @@ def masked_greedy_ids(adapter, inputs, kept_indices, steps: int, llm_kwargs_for=
         embeds = torch.cat([embeds, adapter.embed_tokens([nxt])[None]], 1)
         positions = torch.cat([positions, positions[..., -1:] + 1], -1)
     return ids
+
+
+def decode_pruned_masks(n: int, prefill_len: int, num_layers: int, from_layer: int, kept_visual: list,
+                        visual: torch.Tensor) -> list[torch.Tensor]:
+    """The masked reference of a pruner that acts while decoding (DyCoke): one additive [1, 1, n, n] mask per
+    layer, causal, and at layers >= `from_layer` the row of the token fed at decoding step s (position
+    prefill_len + s) masks the visual tokens (`visual`, original indices) not in `kept_visual[s]` (None: it
+    attended to every token). Prefill rows are never masked: the prefill is unchanged."""
+    masks = []
+    for i in range(num_layers):
+        mask = torch.full((n, n), float("-inf")).triu(1)
+        if i >= from_layer:
+            for s, kept in enumerate(kept_visual[: n - prefill_len]):
+                if kept is None:
+                    continue
+                dropped = torch.ones(n, dtype=torch.bool)
+                dropped[:] = False
+                dropped[visual] = True
+                dropped[kept] = False
+                mask[prefill_len + s, dropped] = float("-inf")
+        masks.append(mask[None, None])
+    return masks
+
+
+def logits_under_masks(adapter, embeds, positions, masks) -> torch.Tensor:
+    """The adapter's LLM on the whole sequence, layer i under `masks[i]`: the logits of every position [n, V]."""
+    handles = []
+    for layer, mask in zip(adapter.decoder_layers, masks):
+
+        def set_mask(_layer, args, kwargs, m=mask):
+            kwargs["attention_mask"] = m
+            return args, kwargs
+
+        handles.append(layer.register_forward_pre_hook(set_mask, with_kwargs=True))
+    try:
+        with torch.no_grad():
+            out = adapter.language_model(inputs_embeds=embeds, position_ids=positions, use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+    return adapter.model.lm_head(out.last_hidden_state[0])

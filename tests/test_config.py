@@ -34,6 +34,8 @@ def test_every_config_file_composes_and_validates(group, option, benchmark_roots
         overrides.append("eval.mode=generate")  # free-form answers (VQA, GQA, MME, POPE, ...) are generated
     if group == "pruner":  # the pruner files hold the papers' defaults for 28-layer LLMs (aim_toy: the bundled model's)
         overrides.append("model=llava_onevision_7b")
+        if option == "dycoke":  # it prunes the KV cache while decoding only
+            overrides.append("eval.mode=generate")
     if group == "model" and option.startswith("qwen3_vl") and option != "qwen3_vl_tiny":
         overrides.append("pruner=aim")  # aim_toy prunes from layer 2, before Qwen3-VL's last DeepStack addition
     valid = validate(composed(overrides))
@@ -95,7 +97,7 @@ def test_the_default_is_the_bundled_model_on_the_bundled_benchmark():
     "override,message",
     [
         ("merger.name=nonexistent", r"merger.name: unknown merger 'nonexistent'; registered mergers: aim, cdpruner, divprune, downsample, dycoke, fastvid, holitom, none, pool, prumerge, prumerge_plus, prunevid, random, vidcom2, visionzip"),
-        ("pruner.name=magic", r"pruner.name: unknown pruner 'magic'; registered pruners: aim, dart, fastv, holitom, none, pdrop, random, vtw"),
+        ("pruner.name=magic", r"pruner.name: unknown pruner 'magic'; registered pruners: aim, dart, dycoke, fastv, holitom, none, pdrop, prunevid, random, vtw"),
         ("merger=aim merger.ratio=0", r"merger.ratio: must be in \(0, 1\], got 0"),
         ("merger=pool merger.ratio=1.5", r"merger.ratio: must be in \(0, 1\], got 1.5"),
         ("pruner=aim pruner.l1=20 pruner.l2=10", r"pruner.l2: must be greater than l1 \(20\), got 10"),

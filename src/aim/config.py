@@ -216,6 +216,10 @@ def validate(cfg: DictConfig) -> Validated:
         # free-form answers (VQA, GQA, MME, POPE, ...) are generated and scored as text, not by option logits
         raise ConfigError(f"eval.mode: dataset {groups['dataset'].name} scores generated free-form answers; "
                           f"use eval.mode=generate, got {eval_cfg.mode}")
+    if getattr(PRUNERS.get(groups["pruner"].name), "acts_while", "") == "decoding" and eval_cfg.mode != "generate":
+        # a pruner that acts only while decoding (DyCoke's KV pruning) leaves a scored prefill unchanged
+        raise ConfigError(f"eval.mode: pruner {groups['pruner'].name} prunes the KV cache while decoding only; "
+                          f"use eval.mode=generate, got {eval_cfg.mode}")
     budget = to_schema(BudgetConfig, cfg.get("budget", {}), "budget")
     if not any(getattr(budget, k) is not None for k in BUDGET_LIMITS):  # budget mode chooses pruner knobs itself
         check_pruner_prunes(groups["model"], groups["pruner"])

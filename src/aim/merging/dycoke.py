@@ -66,8 +66,8 @@ class Dycoke:
     come in order of similarity; here in position order (the same set).
 
     Scoring cost: one T-long dot product of D channels per compared frame (2 D T FLOPs each; einsum, so
-    fvcore counts it in `merge_flops`). DyCoke's second stage (KV-cache pruning while decoding) is not
-    implemented here."""
+    fvcore counts it in `merge_flops`). DyCoke's second stage, KV-cache pruning while decoding, is the pruner
+    `dycoke` (aim.pruning.decoding): `merger=dycoke pruner=dycoke eval.mode=generate` is the whole method."""
 
     scope = "clip"
     needs = ()

@@ -1,6 +1,6 @@
 """PruneVid's merging before the LLM (Huang et al., "PruneVid: Visual Token Pruning for Efficient Video Large
-Language Models", ACL Findings 2025, Sec. 3.1; its question-guided selection inside the LLM is not part of
-this reducer), as a clip-level reducer. Written from the paper, with the official code (Visual-AI/PruneVid,
+Language Models", ACL Findings 2025, Sec. 3.1; its question-guided selection inside the LLM is the pruner
+`prunevid`: `merger=prunevid pruner=prunevid` is the whole method), as a clip-level reducer. Written from the paper, with the official code (Visual-AI/PruneVid,
 models/pllava/modeling_pllava.py, merge_frames_dynamic) read to settle the details.
 
 Of the clip's features x [F, T, D]:

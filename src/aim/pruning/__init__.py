@@ -30,7 +30,10 @@ def first_pruned_layer(pruner, num_layers: int) -> int | None:
 
 def removes_tokens(pruner, num_layers: int) -> bool:
     """Whether a pruner removes visual tokens at some decoder layer of an LLM of `num_layers` layers: its
-    retention schedule falls below 1 somewhere. The one test of "does this setting prune at all"."""
+    retention schedule falls below 1 somewhere, or it removes visual KV entries while decoding
+    (`decode_removes`, DyCoke). The one test of "does this setting prune at all"."""
+    if hasattr(pruner, "decode_removes") and pruner.decode_removes(num_layers):
+        return True
     return first_pruned_layer(pruner, num_layers) is not None
 
 
@@ -302,3 +305,86 @@ class RandomPruner:
 
     def importance(self, q, k, valid):
         return torch.rand(q.shape[0], q.shape[2], generator=self.generator).to(q.device)
+
+
+@dataclass
+class DycokePrunerConfig:
+    name: str = "dycoke"
+    layer: int = 3  # layers >= layer attend to the kept visual KV entries, chosen by layer - 1's attention
+    p: float = 0.7  # fraction of the visual KV entries left out at each pruned decoding step
+    similarity: float = 0.9  # re-select when cos(a_s, a_{s-1}) < similarity; else the step attends to all (official)
+
+    def __post_init__(self):
+        check_range("layer", self.layer, 1)
+        check_range("p", self.p, 0, 1, high_open=True)
+        check_range("similarity", self.similarity, -1)
+
+
+@PRUNERS.register("dycoke", config=DycokePrunerConfig)
+class DycokePruner:
+    """DyCoke's dynamic KV-cache pruning while decoding (aim.pruning.decoding): at each decoding step the
+    token's attention in layer `layer` - 1 keeps the top (1 - p) visual KV entries for layers >= `layer`,
+    re-decided per step. The prefill is unchanged (its schedule keeps everything); needs eval.mode=generate."""
+
+    acts_while = "decoding"
+
+    def __init__(self, layer=3, p=0.7, similarity=0.9, name="dycoke"):
+        self.layer, self.p, self.similarity = layer, p, similarity
+
+    def retention_schedule(self, num_layers):
+        return [1.0] * num_layers
+
+    def decode_removes(self, num_layers):
+        return self.p > 0 and self.layer < num_layers
+
+    def pruning_values(self, num_layers):
+        return ("p", "p > 0") if self.p <= 0 else ("layer", f"layer in 1..{num_layers - 1}")
+
+    def decoding(self, decoder_layers):
+        from aim.pruning.decoding import DecodeKVPruning
+
+        return DecodeKVPruning(decoder_layers, self.layer, self.p, self.similarity)
+
+
+@dataclass
+class PruneVidPrunerConfig:
+    name: str = "prunevid"
+    layer: int = 10  # the layer whose question-to-video attention selects; layers > layer see the kept tokens
+    alpha: float = 0.4  # fraction of the visual tokens kept
+
+    def __post_init__(self):
+        check_range("layer", self.layer, 0)
+        check_range("alpha", self.alpha, 0, 1)
+
+
+@PRUNERS.register("prunevid", config=PruneVidPrunerConfig)
+class PruneVidPruner:
+    """PruneVid's question-guided selection inside the LLM (Huang et al., ACL Findings 2025, Sec. 3.2; details
+    from the official code, Visual-AI/PruneVid, models/pllava/elastic_cache.py and llama.py). In layer
+    `layer` (official selected_layer = 10 of PLLaVA-7B's 32), with A_h the causal attention of head h,
+
+        s_j = max_h max_{t in question} A_h[t, j]        for every visual token j,
+
+    the floor(alpha V) visual tokens of highest s_j are kept (alpha = 0.4, the official evaluation scripts;
+    its config's default is 0.1), and the rest leave the sequence from layer `layer` + 1 on and the KV caches
+    of layers 0..`layer` too (`prunes_cache_before`): decoding attends to the kept video tokens at every layer,
+    as the official code slices the caches of the layers up to the selected one. The question tokens are
+    the prompt after the visual tokens (QUESTION_TEXT), as the official code takes every token after the video.
+    One deviation: the official code keeps floor(alpha n) in each of its merged groups (a segment's static
+    tokens, each frame's dynamic ones), which the LLM's token roles do not carry; here the top floor(alpha V)
+    of the whole clip. `merger=prunevid pruner=prunevid` is the whole method."""
+
+    needs = ("roles",)
+    prunes_cache_before = True
+
+    def __init__(self, layer=10, alpha=0.4, name="prunevid"):
+        self.layer, self.alpha = layer, alpha
+
+    def retention_schedule(self, num_layers):
+        return sched.fastv_schedule(num_layers, self.layer + 1, self.alpha)
+
+    def pruning_values(self, num_layers):
+        return ("alpha", "alpha < 1") if self.alpha >= 1 else ("layer", f"layer in 0..{num_layers - 2}")
+
+    def importance(self, q, k, valid, roles):
+        return imp.question_attention_max(q, k, roles, valid)

@@ -21,7 +21,9 @@ caches; every other pruner drops as before, bit for bit.
 
 Each layer's KV cache receives exactly the tokens the layer saw (DynamicCache layers concatenate), so
 decoding after a pruned prefill attends to the right keys. Layer 0 is never pruned: its cache length
-drives positions and masks while decoding.
+drives positions and masks while decoding. A pruner with `prunes_cache_before` (PruneVid) also removes the
+dropped tokens from the KV caches of the layers before the drop, once the prefill reaches it, so decoding
+attends to the kept tokens only at every layer; decoding masks then index layer 0's cache as it is.
 
 Batches: token roles are one row [N] shared by the batch (equal layouts), or one row per sample [B, N]
 for a padded batch, with pad positions marked PADDING. Each row keeps its own top visual tokens, so the
@@ -32,7 +34,7 @@ row is pruned exactly as it would be on its own.
 from __future__ import annotations
 
 import importlib
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -48,6 +50,7 @@ class PruningTrace:
 
     visual_tokens_per_layer: list[int] = field(default_factory=list)  # one entry per decoder layer
     kept_indices: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [B, n_i] original indices
+    decoding: object = None  # a pruner acting while decoding (DyCoke): its own trace of the decoding steps
 
 
 class _State:
@@ -57,6 +60,7 @@ class _State:
         self.kept = None  # [B, n] original indices of the tokens currently in the hidden states
         self.prefill_len = 0
         self.layer_kept: dict[int, torch.Tensor] = {}  # each layer's kept prefill indices (for decoding)
+        self.cache0 = None  # [B, m] prefill indices layer 0's cache holds when not all (`prunes_cache_before`)
         self.scores = None  # importance of the current tokens, from the layer before a pruning step
         self.pending = None  # (q, k, valid) of that layer, for a pruner scored on the hidden states it hands on
         # host-side counts, so the prefill never waits on the device between layers
@@ -111,7 +115,9 @@ class TokenPruner:
     `pruner` supplies `retention_schedule(num_layers)` and `importance(q, k, valid) -> [B, n]` (higher
     is kept first); `valid` [B, n] is False at the current pad tokens, None when nothing is padded. A pruner
     whose `needs` names "roles", "count" or "hidden" gets them as keyword arguments too (`_signals`); one whose
-    `merge_dropped` is True has its dropped visual tokens averaged into their most similar kept ones.
+    `merge_dropped` is True has its dropped visual tokens averaged into their most similar kept ones. A pruner
+    with a `decoding(decoder_layers)` method also acts while decoding: what it returns is attached beside
+    these hooks (`attached(token_roles)`, a context manager yielding its trace, `PruningTrace.decoding`).
     Token counts are kept on the host: apart from the start of a prefill, the hooks never wait on the
     device, so the CPU can queue later (cheap, pruned) layers while the GPU runs earlier ones.
     """
@@ -139,7 +145,10 @@ class TokenPruner:
                 if i + 1 < len(self.layers) and self._drops_at(i + 1):
                     handles.append(layer.self_attn.register_forward_pre_hook(self._score(state, i), with_kwargs=True))
         try:
-            yield state.trace
+            with ExitStack() as stack:
+                if hasattr(self.pruner, "decoding"):
+                    state.trace.decoding = stack.enter_context(self.pruner.decoding(self.layers).attached(token_roles))
+                yield state.trace
         finally:
             for h in handles:
                 h.remove()
@@ -172,6 +181,7 @@ class TokenPruner:
                 state.decoding, state.prefill_len = False, n
                 state.kept = torch.arange(n, device=hidden.device).expand(b, n)
                 state.layer_kept.clear()
+                state.cache0 = None
                 state.visual_now, state.text_now = visual, n - visual
                 state.visual_per_layer = kept_per_layer(visual, self.retention)
                 state.trace.visual_tokens_per_layer = [visual] * self.first_pruned
@@ -228,6 +238,8 @@ class TokenPruner:
                             state.scores = self.pruner.importance(*state.pending, **self._signals(state, i, hidden))
                         state.pending = None
                     hidden = self._gather(state, hidden, i)
+                    if getattr(self.pruner, "prunes_cache_before", False) and kwargs.get("cache") is not None:
+                        self._prune_caches_before(state, kwargs["cache"], i)
                 state.layer_kept[i] = state.kept
                 state.trace.visual_tokens_per_layer.append(state.visual_now)
                 state.trace.kept_indices[i] = state.kept
@@ -259,15 +271,31 @@ class TokenPruner:
         state.scores = None
         return hidden.gather(1, sel.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
 
+    def _prune_caches_before(self, state: _State, cache, i: int) -> None:
+        """Keep only the tokens now kept (`state.kept`) in the KV caches of layers 0..i-1."""
+        for j in range(i):
+            held = state.layer_kept.get(j)  # None: the layer saw (and cached) every prefill token
+            pos = state.kept if held is None else torch.searchsorted(held.contiguous(), state.kept.contiguous())
+            layer = cache.layers[j]
+            idx = pos[:, None, :, None].to(layer.keys.device)
+            layer.keys = layer.keys.gather(2, idx.expand(-1, layer.keys.shape[1], -1, layer.keys.shape[3]))
+            layer.values = layer.values.gather(2, idx.expand(-1, layer.values.shape[1], -1, layer.values.shape[3]))
+            if held is not None:
+                state.layer_kept[j] = state.kept
+        state.cache0 = state.kept
+
     def _decode_keys(self, state: _State, i: int, kwargs) -> torch.Tensor:
-        """Original indices of the keys layer i holds after this step: its kept prefill tokens, then
-        every token decoded since (all layers keep those)."""
+        """The keys layer i holds after this step, as columns of the decoding mask (which indexes layer 0's
+        cache): its kept prefill tokens, then every token decoded since (all layers keep those)."""
         mask = kwargs.get("attention_mask")
         if not isinstance(mask, torch.Tensor):
             return None
-        total = mask.shape[-1]  # = prefill length + decoded tokens, as layer 0 sees them
+        total = mask.shape[-1]  # = layer 0's prefill entries + decoded tokens
         kept = state.layer_kept[i]
-        decoded = torch.arange(state.prefill_len, total, device=kept.device).expand(kept.shape[0], -1)
+        start = state.prefill_len
+        if state.cache0 is not None:  # layer 0 holds fewer prefill tokens: the mask's columns are its entries
+            kept, start = torch.searchsorted(state.cache0.contiguous(), kept.contiguous()), state.cache0.shape[1]
+        decoded = torch.arange(start, total, device=kept.device).expand(kept.shape[0], -1)
         return torch.cat([kept, decoded], 1)
 
     @staticmethod

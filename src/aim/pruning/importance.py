@@ -9,12 +9,15 @@ GQA repeat), in blocks of heads bounded in memory so the N x N matrices of all h
   dist^2).
 - `query_attention`: the head-averaged attention one query pays to every key: the last token's (FastV),
   the last instruction token's (PDrop).
+- `question_attention_max` (PruneVid): the most attention any question token pays a key in any head.
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
 
 import torch
+
+from aim.tokens import QUESTION_TEXT
 
 
 @contextmanager
@@ -98,3 +101,25 @@ def query_attention(q: torch.Tensor, k: torch.Tensor, query: int = -1, valid: to
         logits = logits.masked_fill(~valid[:, None, None, : query + 1], float("-inf"))
     probs = torch.softmax(logits, dim=-1).mean(1).squeeze(1)  # [B, query + 1]
     return torch.nn.functional.pad(probs, (0, n - query - 1))
+
+
+def question_attention_max(q: torch.Tensor, k: torch.Tensor, roles: torch.Tensor,
+                           valid: torch.Tensor | None = None) -> torch.Tensor:
+    """PruneVid's question-guided score: s_j = max over heads h and question tokens t of A_h[t, j], with A_h
+    the causal softmax(q k^T / sqrt(d)) of the layer (rows of the question tokens only, `roles` [B, N] ==
+    QUESTION_TEXT: the prompt after the visual tokens): [B, N]. `valid` [B, N] False at pad keys."""
+    b, _, n, d = q.shape
+    scores = torch.zeros(b, n, dtype=torch.float32, device=q.device)
+    keys = torch.arange(n, device=q.device)
+    for row in range(b):
+        rows = (roles[row] == QUESTION_TEXT).nonzero().flatten()
+        if len(rows) == 0:
+            continue
+        with exact_tf32(q.dtype):
+            logits = (q[row][:, rows].float() @ k[row].float().transpose(-1, -2)) * d**-0.5  # [H, Q, N]
+        hidden = keys[None, :] > rows[:, None]  # causal: a question token sees the keys up to itself
+        if valid is not None:
+            hidden = hidden | ~valid[row][None, :]
+        probs = logits.masked_fill(hidden, float("-inf")).softmax(-1)
+        scores[row] = probs.amax(dim=(0, 1))
+    return scores
