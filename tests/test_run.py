@@ -116,7 +116,7 @@ def test_wandb_online_without_network_logs_offline_and_the_run_finishes(tmp_path
 
 def test_a_killed_run_resumes_and_records_each_sample_once(tmp_path, env):
     out = tmp_path / "run"
-    cmd = aim_cmd(out, "dataset.limit=40", "logger=none")
+    cmd = aim_cmd(out, "dataset.limit=12", "logger=none")
     first = start_stopping_after(5, cmd, env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=60)
@@ -130,10 +130,10 @@ def test_a_killed_run_resumes_and_records_each_sample_once(tmp_path, env):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "dropped 1 unreadable line(s)" in proc.stderr
     ids = ids_in(samples)
-    assert len(ids) == 40 and len(set(ids)) == 40
+    assert len(ids) == 12 and len(set(ids)) == 12
     assert ids[:5] == [json.loads(line)["id"] for line in lines]  # the 5 recorded before the kill, not redone
     results = json.loads((out / "results.json").read_text())
-    assert results["num_samples"] == 40 and results["records_dropped"] == 1
+    assert results["num_samples"] == 12 and results["records_dropped"] == 1
     assert (out / "samples.jsonl.dropped").read_text() == '{"id": "torn\n'
 
 
