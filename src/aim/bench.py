@@ -84,7 +84,8 @@ def synthetic_inputs(adapter, frames: int, text_tokens: int, generator: torch.Ge
     return feats, (rows, cols), ids[:before], ids[before:]
 
 
-def bench(valid) -> dict:
+def bench(valid, adapter=None) -> dict:
+    """`adapter`: one already built from `valid.model` (a script timing several settings builds it once)."""
     from aim.efficiency.analytic import llm_prefill_flops
     from aim.merging import MERGERS, NoMerge, reduce_clip
     from aim.models import MODELS
@@ -92,7 +93,8 @@ def bench(valid) -> dict:
     from aim.pruning.hooks import TokenPruner
 
     torch.manual_seed(valid.seed)
-    adapter = MODELS.get(valid.model.name).from_config(**asdict(valid.model))
+    if adapter is None:
+        adapter = MODELS.get(valid.model.name).from_config(**asdict(valid.model))
     merger = MERGERS.build(valid.merger.name, **asdict(valid.merger))
     pruner = PRUNERS.build(valid.pruner.name, **asdict(valid.pruner))
     timed_pruner = TimedImportance(pruner, adapter.synchronize)

@@ -1,12 +1,15 @@
 """Token importance inside the LLM, from one layer's attention (paper Sec. 3.2 and the baselines).
 
 Scores come either from attention logits [B, H, N, N] (pre-softmax, the specification) or, as the
-pruning hook computes them, straight from that layer's queries and keys [B, H, N, d] (after RoPE and the
-GQA repeat), in blocks of heads bounded in memory so the N x N matrices of all heads need not exist at once.
+pruning hook computes them, straight from that layer's queries and keys [B, H, N, d] (after RoPE; the
+keys may keep their fewer GQA heads).
 
 - `pagerank` (AIM): the attention matrix as a Markov chain over tokens; a uniform start, `iters` steps of
   dist @ M with M the row softmax of the causally masked logits / tau, then sqrt(mean over heads of
-  dist^2).
+  dist^2). From queries and keys (`pagerank_from_qk`) three ways, the same scores: `pagerank_blockwise`
+  (flash-attention style, no N x N matrix: each row's log-sum-exp, then each step a sum over blocks of
+  query rows with the logits recomputed), its Triton kernel for CUDA (aim.pruning.pagerank_triton), and
+  `pagerank_dense` (each head's N x N in memory: faster where it fits, e.g. on a CPU).
 - `query_attention`: the head-averaged attention one query pays to every key: the last token's (FastV),
   the last instruction token's (PDrop).
 """
