@@ -145,11 +145,14 @@ def pagerank_blockwise(
             if valid is not None:
                 hidden = hidden | ~valid[:, None, None, :r1]  # [B, 1, R, r1]: pad keys
             s.masked_fill_(hidden, float("-inf"))
-            if step == 0:
-                row_lse = torch.logsumexp(s, dim=-1)
-                # a row without any key (a left pad) gets lse 0: exp(-inf - 0) = 0, no NaN
-                lse[:, :, r0:r1] = row_lse.masked_fill(torch.isinf(row_lse), 0.0)
-            s.sub_(lse[:, :, r0:r1, None]).exp_()  # M's rows r0..r1-1, keys 0..r1-1
+            if step == 0:  # the rows' softmax in place (no second block), and their lse for the later steps
+                top = s.amax(-1, keepdim=True)
+                top.masked_fill_(torch.isinf(top), 0.0)  # a row without any key (a left pad): exp(-inf) = 0, no NaN
+                total = s.sub_(top).exp_().sum(-1, keepdim=True)
+                s.div_(total.clamp_min(torch.finfo(s.dtype).tiny))
+                lse[:, :, r0:r1] = (top + total.log()).masked_fill(total == 0, 0.0).squeeze(-1)
+            else:
+                s.sub_(lse[:, :, r0:r1, None]).exp_()  # M's rows r0..r1-1, keys 0..r1-1
             new[:, :, :r1] += (weight[:, :, None, r0:r1] @ s).squeeze(2)
             del s
         dist = new
