@@ -50,7 +50,7 @@ def main():
         peak = rss_mb() - base
     seconds = time.perf_counter() - start
     chunk = heads_per_block(1, n, h, args.block_mib)
-    dense = args.backend == "dense" or (args.backend == "auto" and args.device == "cpu" and h * n * n * 4 <= args.block_mib * 2**20)
+    dense = args.backend == "dense" or (args.backend == "auto" and args.device == "cpu" and n * n * 4 <= args.block_mib * 2**20)
     rows = rows_per_block(1, h, n, args.block_mib)
     estimate = 2 * chunk * n * n * 4 / 2**20 if dense else h * rows * n * 4 / 2**20
     blocks = f"blocks of {chunk} heads" if dense else f"blocks of {rows} query rows x {h} heads"

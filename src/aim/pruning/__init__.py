@@ -91,8 +91,8 @@ class AimPrunerConfig:
     tau: float = 0.1  # softmax temperature of the PageRank transition matrix
     iters: int = 5
     block_mib: int = 1024  # memory for one block of fp32 logits when scoring on the PyTorch paths
-    # how PageRank is computed (the same scores): auto = the Triton kernel on CUDA where triton is installed,
-    # else dense where every head's N x N fits in block_mib, else blockwise; or triton | blockwise | dense
+    # how PageRank is computed (the same scores): auto = on CUDA the Triton kernel (blockwise without triton),
+    # on a CPU dense where one head's N x N fits in block_mib, else blockwise; or triton | blockwise | dense
     backend: str = "auto"
 
     def __post_init__(self):

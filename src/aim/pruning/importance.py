@@ -78,7 +78,7 @@ def pagerank_dense(
     """`pagerank` of the logits q k^T / sqrt(d) with each head's N x N transition matrix in memory: [B, N].
     Heads go in blocks of as many as fit in `block_mib` MiB of fp32 [B, heads, N, N] attention; at most two
     such blocks exist at once (logits, then M). Faster than `pagerank_blockwise` at small N (one logit
-    pass, not `iters`), so `pagerank_from_qk` uses it where all heads fit in `block_mib`. k may hold fewer heads
+    pass, not `iters`), so `pagerank_from_qk` uses it on a CPU where one head fits in `block_mib`. k may hold fewer heads
     (GQA): it is repeated here. `valid` as in `pagerank_blockwise`."""
     b, h, n, d = q.shape
     k = k.repeat_interleave(_grouped(q, k), dim=1)
@@ -164,17 +164,18 @@ def pagerank_from_qk(
     valid: torch.Tensor | None = None, backend: str = "auto",
 ) -> torch.Tensor:
     """`pagerank` of the logits q k^T / sqrt(d): [B, N], from queries [B, H, N, d] and keys [B, H or H_kv,
-    N, d]. `backend` "auto" picks, in this order: the Triton kernel of `pagerank_blockwise`
-    (aim.pruning.pagerank_triton) for CUDA tensors where the `triton` package is installed; the dense code
-    where every head's fp32 N x N attention fits in `block_mib` MiB (one logit pass instead of `iters`:
-    on a CPU 3-6x faster than blockwise at 300-3,000 tokens); else `pagerank_blockwise`, whose one block of
-    logits `block_mib` bounds. "triton", "blockwise" and "dense" force one."""
+    N, d]. `backend` "auto" picks, on CUDA tensors, the Triton kernel of `pagerank_blockwise`
+    (aim.pruning.pagerank_triton) where the `triton` package is installed, else `pagerank_blockwise`;
+    elsewhere (a CPU) the dense code wherever one head's fp32 N x N fits in `block_mib` MiB (it computes
+    the logits once instead of `iters` times: 3-6x faster than blockwise on a CPU at 300-3,000 tokens),
+    else `pagerank_blockwise`. "triton", "blockwise" and "dense" force one. `block_mib` bounds the one
+    block of logits of either PyTorch path (the dense one holds two blocks of whole heads)."""
     b, h, n, _ = q.shape
     if backend == "auto":
-        if q.is_cuda and triton_available():
-            backend = "triton"
+        if q.is_cuda:
+            backend = "triton" if triton_available() else "blockwise"
         else:
-            backend = "dense" if b * h * n * n * 4 <= block_mib * 2**20 else "blockwise"
+            backend = "dense" if b * n * n * 4 <= block_mib * 2**20 else "blockwise"
     if backend == "triton":
         from aim.pruning.pagerank_triton import pagerank_triton
 
