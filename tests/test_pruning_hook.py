@@ -104,8 +104,8 @@ def left_padded_batch(adapter, samples):
     return torch.cat(embeds), torch.cat(positions), torch.cat(masks), torch.stack(roles)
 
 
-@pytest.mark.parametrize("pruner", [dict(name="aim", l1=2, l2=5), dict(name="fastv", k=2, keep=0.3),
-                                    dict(name="dart", k=2, keep=0.3)])
+@pytest.mark.parametrize("pruner", [dict(name="aim", l1=2, l2=5), dict(name="aim", l1=2, l2=5, backend="blockwise"),
+                                    dict(name="fastv", k=2, keep=0.3), dict(name="dart", k=2, keep=0.3)])
 def test_a_padded_batch_prunes_each_row_as_it_would_alone(adapter, pruner):
     samples = [adapter.prepare(syn.render(scene)[:2], q.question, q.options, NoMerge())
                for scene, q in (syn.sample_item(0, i) for i in (0, 1))]

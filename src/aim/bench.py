@@ -10,7 +10,10 @@ reduction's own overhead (merging, importance) are timed. The importance scoring
 prefill; its share is measured in extra reduced prefills that synchronize around each scoring call (not
 in the timed ones, which would then wait on the device between layers). The last stdout line is one
 JSON object with `speedup`, `flops_ratio`, `prefill_ms`, `prefill_ms_full`, `overhead_ms`, `merge_ms`,
-`importance_ms`, `device`.
+`importance_ms` (the scoring) and `importance_pct_of_prefill` (its share of the reduced prefill),
+`speedup_with_overhead` (merging counted too) and `overhead_pct`, `device`. With `bench.new_tokens` > 0
+(default 16) it also decodes that many tokens greedily after each prefill (EOS ignored) and reports the
+time to first token `ttft_ms`, `decode_tokens_per_s` and `kv_cache_bytes`, each also `_full` (unreduced).
 With a budget (`budget.tflops`, `budget.fraction` or `budget.prefill_ms`; aim.budget) the merger's and
 pruner's knobs are first chosen to fit it at `bench.frames` and `bench.text_tokens`, and the JSON carries
 a `budget` entry (asked, setting, analytic cost, `chosen_by`).
@@ -81,7 +84,8 @@ def synthetic_inputs(adapter, frames: int, text_tokens: int, generator: torch.Ge
     return feats, (rows, cols), ids[:before], ids[before:]
 
 
-def bench(valid) -> dict:
+def bench(valid, adapter=None) -> dict:
+    """`adapter`: one already built from `valid.model` (a script timing several settings builds it once)."""
     from aim.efficiency.analytic import llm_prefill_flops
     from aim.merging import MERGERS, NoMerge, reduce_clip
     from aim.models import MODELS
@@ -89,7 +93,8 @@ def bench(valid) -> dict:
     from aim.pruning.hooks import TokenPruner
 
     torch.manual_seed(valid.seed)
-    adapter = MODELS.get(valid.model.name).from_config(**asdict(valid.model))
+    if adapter is None:
+        adapter = MODELS.get(valid.model.name).from_config(**asdict(valid.model))
     merger = MERGERS.build(valid.merger.name, **asdict(valid.merger))
     pruner = PRUNERS.build(valid.pruner.name, **asdict(valid.pruner))
     timed_pruner = TimedImportance(pruner, adapter.synchronize)
@@ -133,6 +138,7 @@ def bench(valid) -> dict:
         timed_pruner.ms = 0.0
         prefill(timed_hook, reduced_inputs)
         importance_ms.append(timed_pruner.ms)
+    decoding = decode_costs(adapter, b, (full_hook, full_inputs), (reduced_hook, reduced_inputs)) if b.new_tokens else {}
     layers = adapter.num_layers
     visual_per_layer = trace.visual_tokens_per_layer or [reduced_inputs.visual_tokens] * layers
     text = reduced_inputs.text_tokens
@@ -163,7 +169,45 @@ def bench(valid) -> dict:
     }
     result["speedup_over_flops_ratio"] = result["speedup"] / result["flops_ratio"]
     result["importance_pct_of_prefill"] = 100 * result["importance_ms"] / result["prefill_ms"]
+    # with the merging counted too (the importance is inside prefill_ms already): the whole reduced path
+    result["speedup_with_overhead"] = result["prefill_ms_full"] / (result["prefill_ms"] + result["merge_ms"])
+    result["speedup_with_overhead_over_flops_ratio"] = result["speedup_with_overhead"] / result["flops_ratio"]
+    result["overhead_pct"] = 100 * result["overhead_ms"] / (result["prefill_ms"] + result["merge_ms"])
+    result.update(decoding)
     return result
+
+
+def decode_costs(adapter, b, full, reduced) -> dict:
+    """Greedy decoding of `b.new_tokens` tokens (EOS ignored, so both decode as many) after the unreduced
+    and the reduced prefill, alternately, `b.repeats` times after `b.warmup`: medians of the time to first
+    token (`ttft_ms`, the prefill with its KV cache and the first token) and of the decode rate
+    (`decode_tokens_per_s`, the tokens after the first), and the KV-cache bytes the prefill leaves
+    (`kv_cache_bytes`: a pruned layer caches only its kept tokens). `_full` names the unreduced figures."""
+    runs = {"": [], "_full": []}
+
+    def decode(hook, inputs):
+        stats = {}
+        with hook.attached(inputs.token_roles):
+            adapter.generate_ids(inputs, b.new_tokens, stats, stop_at_eos=False)
+        adapter.synchronize()
+        return stats
+
+    for i in range(b.warmup + b.repeats):
+        for suffix, (hook, inputs) in (("_full", full), ("", reduced)):
+            stats = decode(hook, inputs)
+            if i >= b.warmup:
+                runs[suffix].append(stats)
+    out = {"new_tokens": b.new_tokens}
+    for suffix, stats in runs.items():
+        out[f"ttft_ms{suffix}"] = statistics.median(s["ttft_ms"] for s in stats)
+        rates = [s["decode_tokens_per_s"] for s in stats if s["decode_tokens_per_s"] is not None]
+        out[f"decode_tokens_per_s{suffix}"] = statistics.median(rates) if rates else None
+        out[f"kv_cache_bytes{suffix}"] = stats[-1]["kv_cache_bytes"]
+    out["ttft_speedup"] = out["ttft_ms_full"] / out["ttft_ms"]
+    if out["decode_tokens_per_s"] is not None:
+        out["decode_speedup"] = out["decode_tokens_per_s"] / out["decode_tokens_per_s_full"]
+    out["kv_cache_ratio"] = out["kv_cache_bytes_full"] / out["kv_cache_bytes"] if out["kv_cache_bytes"] else None
+    return out
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -188,7 +232,15 @@ def main(cfg: DictConfig) -> None:
           f"{result['prefill_ms_full']:.1f} -> {result['prefill_ms']:.1f} ms (speedup {result['speedup']:.2f}x, "
           f"FLOPs ratio {result['flops_ratio']:.2f}x, speedup/FLOPs ratio {result['speedup_over_flops_ratio']:.2f}); "
           f"overhead {result['overhead_ms']:.2f} ms (merge {result['merge_ms']:.2f}, importance "
-          f"{result['importance_ms']:.2f} = {result['importance_pct_of_prefill']:.1f}% of the reduced prefill)")
+          f"{result['importance_ms']:.2f} = {result['importance_pct_of_prefill']:.1f}% of the reduced prefill; "
+          f"overhead {result['overhead_pct']:.1f}% of prefill + merge, speedup with it {result['speedup_with_overhead']:.2f}x "
+          f"= {result['speedup_with_overhead_over_flops_ratio']:.2f} of the FLOPs ratio)")
+    if "ttft_ms" in result:
+        rate = lambda x: "n/a" if x is None else f"{x:.1f}"  # noqa: E731
+        print(f"decoding {result['new_tokens']} tokens: time to first token {result['ttft_ms_full']:.1f} -> "
+              f"{result['ttft_ms']:.1f} ms, decode {rate(result['decode_tokens_per_s_full'])} -> "
+              f"{rate(result['decode_tokens_per_s'])} tokens/s, KV cache {result['kv_cache_bytes_full'] / 2**20:.1f} -> "
+              f"{result['kv_cache_bytes'] / 2**20:.1f} MiB")
     print(json.dumps(result))
 
 

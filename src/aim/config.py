@@ -49,12 +49,14 @@ class BenchConfig:
     text_tokens: int = 100
     repeats: int = 5  # timed prefills of each kind (alternating); medians are reported
     warmup: int = 1
+    new_tokens: int = 16  # greedy tokens decoded after each prefill for ttft / decode tokens/s / KV bytes; 0: none
 
     def __post_init__(self):
         check_range("frames", self.frames, 1)
         check_range("text_tokens", self.text_tokens, 2)
         check_range("repeats", self.repeats, 1)
         check_range("warmup", self.warmup, 0)
+        check_range("new_tokens", self.new_tokens, 0)
 
 
 @dataclass

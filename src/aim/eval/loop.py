@@ -10,6 +10,9 @@ the per-sample `score`; samples scored together (MME's image pairs, MMBench's ci
 `group`. A sample without an answer (unlabeled data) is answered but not scored: `correct` is None. A sample
 that cannot be asked (`Sample.skip_reason`) or whose video cannot be decoded is recorded as skipped, with
 the reason as its `error`. A record's `num_frames` is how many frames were sampled (at most the video's).
+Generated records also carry what decoding cost (Adapter.generate_ids): `ttft_ms` (prefill to the first
+token), `decode_tokens_per_s` (None when the first token ended the answer), `decode_tokens` and
+`kv_cache_bytes` (the KV cache the pruned prefill leaves).
 With a `Fidelity` (aim.eval.fidelity), a record also carries `agreement` with the unreduced model's answer,
 `kl` (KL(full || reduced) over the answer options) and `reference_prediction`; the unreduced answer comes
 from the reference cache, computed here (outside the timed prefill) when the cache lacks it.
@@ -142,7 +145,8 @@ def evaluate(adapter, dataset, merger, pruner, records, mode: str = "letter", ma
             logits = adapter.prefill_logits(inputs)
             adapter.synchronize()
             prefill_ms = (time.perf_counter() - start) * 1e3
-            response = adapter.generate_text(inputs, max_new_tokens) if mode == "generate" else None
+            decoding = {}  # generate: ttft_ms, kv_cache_bytes, decode_tokens, decode_tokens_per_s (Adapter.generate_ids)
+            response = adapter.generate_text(inputs, max_new_tokens, decoding) if mode == "generate" else None
         visual_per_layer = trace.visual_tokens_per_layer or [inputs.visual_tokens] * adapter.num_layers
         answer = predict(adapter, sample, mode, logits, response)
         if mode in ("letter", "likelihood"):
@@ -178,7 +182,7 @@ def evaluate(adapter, dataset, merger, pruner, records, mode: str = "letter", ma
             "visual_tokens": inputs.visual_tokens, "text_tokens": inputs.text_tokens,
             "visual_tokens_per_frame": inputs.visual_per_group,  # per merger group; ragged for a clip reducer
             "tokens_per_layer": per_layer, "visual_tokens_per_layer": visual_per_layer,
-            **counted, "prefill_ms": prefill_ms, **fidelity_fields, **budget_fields,
+            **counted, "prefill_ms": prefill_ms, **decoding, **fidelity_fields, **budget_fields,
         })
         bar.update(1)
         if on_record is not None:

@@ -17,6 +17,7 @@ per-frame result ([groups, K, D] at within-group indices [groups, K]).
 from __future__ import annotations
 
 import json
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -480,21 +481,44 @@ class Adapter:
         return {i for i in ids if i is not None}
 
     @torch.no_grad()
-    def generate_ids(self, inputs, max_new_tokens: int) -> list[int]:
+    def generate_ids(self, inputs, max_new_tokens: int, stats: dict | None = None, stop_at_eos: bool = True) -> list[int]:
         """Greedy decoding with the KV cache. Positions continue one past the last prompt position (on every
         axis of a multi-axis RoPE: the last prompt token is text), so they stay right when merging left
-        gaps in the visual positions."""
+        gaps in the visual positions. `stats`, when given, receives what the decoding cost: `ttft_ms`
+        (the prefill to the first token, host clock; reading the token id waits for the device),
+        `kv_cache_bytes` (the KV cache the prefill leaves, every layer's keys and values: a pruned layer
+        holds fewer tokens), `decode_tokens` (the tokens after the first) and `decode_tokens_per_s` (those
+        over their time; None when there are none). `stop_at_eos=False` decodes `max_new_tokens` always."""
+        start = time.perf_counter()
         out = self.run_llm(inputs.inputs_embeds, inputs.position_ids, use_cache=True, **inputs.llm_kwargs)
         cache, position = out.cache, inputs.position_ids[..., -1:]
         next_id = int(self.model.lm_head(out.last_hidden_state[0, -1]).argmax())
-        ids, eos = [next_id], self.eos_token_ids()
+        decode_start = time.perf_counter()
+        if stats is not None:
+            stats.update(ttft_ms=(decode_start - start) * 1e3, kv_cache_bytes=kv_cache_bytes(cache))
+        ids, eos = [next_id], self.eos_token_ids() if stop_at_eos else set()
         while len(ids) < max_new_tokens and next_id not in eos:
             position = position + 1
             out = self.run_llm(self.embed_tokens([next_id])[None], position, cache, True)
             cache = out.cache
             next_id = int(self.model.lm_head(out.last_hidden_state[0, -1]).argmax())
             ids.append(next_id)
+        if stats is not None:
+            decoded = len(ids) - 1
+            stats.update(decode_tokens=decoded,
+                         decode_tokens_per_s=decoded / (time.perf_counter() - decode_start) if decoded else None)
         return ids
 
-    def generate_text(self, inputs, max_new_tokens: int) -> str:
-        return self.tokenizer.decode(self.generate_ids(inputs, max_new_tokens), skip_special_tokens=True)
+    def generate_text(self, inputs, max_new_tokens: int, stats: dict | None = None) -> str:
+        return self.tokenizer.decode(self.generate_ids(inputs, max_new_tokens, stats), skip_special_tokens=True)
+
+
+def kv_cache_bytes(cache) -> int:
+    """Bytes of a Hugging Face KV cache: every layer's key and value tensors (a layer the pruning hook
+    shortened holds only its kept tokens)."""
+    total = 0
+    for layer in getattr(cache, "layers", []):
+        for t in (getattr(layer, "keys", None), getattr(layer, "values", None)):
+            if isinstance(t, torch.Tensor):
+                total += t.numel() * t.element_size()
+    return total

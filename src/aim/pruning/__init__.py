@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from aim.checks import ConfigError, check_range
+from aim.checks import ConfigError, check_choice, check_range
 from aim.pruning import importance as imp
 from aim.pruning.duplication import dart_scores
 from aim.pruning import schedule as sched
@@ -93,7 +93,10 @@ class AimPrunerConfig:
     l2: int = 22  # layers >= l2 see none
     tau: float = 0.1  # softmax temperature of the PageRank transition matrix
     iters: int = 5
-    block_mib: int = 1024  # memory for one block of heads' fp32 N x N attention when scoring (two exist at once)
+    block_mib: int = 1024  # memory for one block of fp32 logits when scoring on the PyTorch paths
+    # how PageRank is computed (the same scores): auto = on CUDA the Triton kernel (blockwise without triton),
+    # on a CPU dense where one head's N x N fits in block_mib, else blockwise; or triton | blockwise | dense
+    backend: str = "auto"
 
     def __post_init__(self):
         check_range("l1", self.l1, 1)
@@ -102,14 +105,19 @@ class AimPrunerConfig:
         check_range("tau", self.tau, 0, low_open=True)
         check_range("iters", self.iters, 1)
         check_range("block_mib", self.block_mib, 1)
+        check_choice("backend", self.backend, imp.PAGERANK_BACKENDS)
+        if self.backend == "triton" and not imp.triton_available():
+            raise ConfigError("pruner.backend: triton needs the `triton` package (pip install triton, with a CUDA "
+                              "GPU); backend=auto uses it where it is installed, else the PyTorch paths")
 
 
 @PRUNERS.register("aim", config=AimPrunerConfig)
 class AimPruner:
     """AIM: PageRank importance over the layer's attention, linear retention from l1 down to 0 at l2."""
 
-    def __init__(self, l1=14, l2=22, tau=0.1, iters=5, block_mib=1024, name="aim"):
+    def __init__(self, l1=14, l2=22, tau=0.1, iters=5, block_mib=1024, backend="auto", name="aim"):
         self.l1, self.l2, self.tau, self.iters, self.block_mib = l1, l2, tau, iters, block_mib
+        self.backend = backend
 
     def retention_schedule(self, num_layers):
         return sched.aim_schedule(num_layers, self.l1, self.l2)
@@ -118,7 +126,7 @@ class AimPruner:
         return "l1", f"l1 in 1..{num_layers - 1} (layers >= l1 lose visual tokens) and l2 > l1"
 
     def importance(self, q, k, valid):
-        return imp.pagerank_from_qk(q, k, self.tau, self.iters, self.block_mib, valid=valid)
+        return imp.pagerank_from_qk(q, k, self.tau, self.iters, self.block_mib, valid=valid, backend=self.backend)
 
 
 @dataclass

@@ -102,6 +102,10 @@ def summarize(records: list[dict], method: dict, config: dict) -> dict:
         },
         "prefill_ms": mean("prefill_ms"),
         "prefill_ms_median": float(np.median([r["prefill_ms"] for r in done])) if done else float("nan"),
+        # eval.mode=generate: what decoding cost, per sample (None in the scoring modes)
+        "ttft_ms": mean_of("ttft_ms"),
+        "decode_tokens_per_s": mean_of("decode_tokens_per_s"),
+        "kv_cache_bytes": mean_of("kv_cache_bytes"),
         "visual_tokens": mean("visual_tokens"),
         "visual_tokens_per_frame": per_frame_mean(done),
         "text_tokens": mean("text_tokens"),
