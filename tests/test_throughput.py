@@ -49,16 +49,16 @@ def untimed(records: list[dict]) -> list[dict]:
 
 
 def test_batched_prefills_give_the_records_of_batch_1(adapter, small_benchmark, tmp_path):
-    """The default method (AIM merging 25% + AIM pruning at layers 2-4): six samples in batches of 3. Their
+    """The default method (AIM merging 25% + AIM pruning at layers 2-4): four samples in batches of 2. Their
     prompts differ in length (padded batches) but hold equally many visual tokens, so every sample is batched."""
-    ds = VideoMCQDataset(small_benchmark, num_frames=2, limit=6)
+    ds = VideoMCQDataset(small_benchmark, num_frames=2, limit=4)
     alone = records_of(adapter, ds, tmp_path / "alone.jsonl")
-    batched = records_of(adapter, ds, tmp_path / "batched.jsonl", batch_size=3)
-    assert len({r["text_tokens"] for r in alone[:3]}) > 1  # the first batch really is padded
-    assert [r["batch_size"] for r in alone] == [1] * 6 and [r["batch_size"] for r in batched] == [3] * 6
+    batched = records_of(adapter, ds, tmp_path / "batched.jsonl", batch_size=2)
+    assert alone[0]["text_tokens"] != alone[1]["text_tokens"]  # the first batch really is padded
+    assert [r["batch_size"] for r in alone] == [1] * 4 and [r["batch_size"] for r in batched] == [2] * 4
     assert untimed(batched) == untimed(alone)  # ids in order, answers, tokens per layer, FLOPs
     for r in batched:  # a batch's time, shared: the record says so
-        assert r["prefill_ms"] == pytest.approx(r["batch_prefill_ms"] / 3)
+        assert r["prefill_ms"] == pytest.approx(r["batch_prefill_ms"] / 2)
 
 
 @pytest.mark.parametrize("pruner", [("aim", dict(l1=2, l2=4)), ("none", {})])
@@ -85,12 +85,12 @@ def test_a_padded_and_an_equal_layout_batch_score_as_each_sample_alone(adapter, 
 
 def test_the_random_pruner_is_prefilled_one_sample_at_a_time(small_benchmark, tmp_path):
     """Its draws depend on the batch's shape: batching it would change its choices, so it is not batched."""
-    ds = VideoMCQDataset(small_benchmark, num_frames=2, limit=4)
+    ds = VideoMCQDataset(small_benchmark, num_frames=2, limit=2)
     adapter = preset("llava_onevision_tiny")
     alone = records_of(adapter, ds, tmp_path / "a.jsonl", NoMerge(), PRUNERS.build("random", l1=2, l2=4, seed=1))
     batched = records_of(adapter, ds, tmp_path / "b.jsonl", NoMerge(), PRUNERS.build("random", l1=2, l2=4, seed=1),
-                         batch_size=4)
-    assert [r["batch_size"] for r in batched] == [1] * 4
+                         batch_size=2)
+    assert [r["batch_size"] for r in batched] == [1] * 2
     assert untimed(batched) == untimed(alone)
 
 
@@ -103,12 +103,12 @@ def bench_with_a_corrupt_video(small_benchmark, tmp_path):
 
 
 def test_workers_decode_ahead_and_give_the_records_of_sequential_decoding(bench_with_a_corrupt_video, tmp_path):
-    """Two worker processes and batches of 4 against the main process alone and batch 1: the same records in
+    """Two worker processes and batches of 2 against the main process alone and batch 1: the same records in
     the same order, the corrupt video a skipped record in its place with its reason; the run goes on."""
-    ds = VideoMCQDataset(bench_with_a_corrupt_video, num_frames=2, limit=7)
+    ds = VideoMCQDataset(bench_with_a_corrupt_video, num_frames=2, limit=4)
     adapter = preset("toy_llava_ov")
     sequential = records_of(adapter, ds, tmp_path / "s.jsonl", num_workers=0)
-    workers = records_of(adapter, ds, tmp_path / "w.jsonl", num_workers=2, batch_size=4)
+    workers = records_of(adapter, ds, tmp_path / "w.jsonl", num_workers=2, batch_size=2)
     assert [r["id"] for r in workers] == [s.id for s in ds]
     assert workers[2]["skipped"] and "video_00002.mp4" in workers[2]["error"]
     assert untimed(workers) == untimed(sequential)
@@ -128,16 +128,34 @@ class MarkingSample(Sample):
 def test_a_resumed_run_with_workers_decodes_only_the_samples_not_yet_recorded(small_benchmark, tmp_path):
     marks = tmp_path / "decoded"
     marks.mkdir()
-    ds = VideoMCQDataset(small_benchmark, num_frames=2, limit=5)
+    ds = VideoMCQDataset(small_benchmark, num_frames=2, limit=3)
     ds.samples = [MarkingSample(**{**vars(s), "marks": marks}) for s in ds.samples]
     adapter = preset("llava_onevision_tiny")
     path = tmp_path / "samples.jsonl"
     first = SampleRecords(path)
-    evaluate(adapter, ds.samples[:2], NoMerge(), PRUNERS.build("none"), first, progress=False)
+    evaluate(adapter, ds.samples[:1], NoMerge(), PRUNERS.build("none"), first, progress=False)
     first.close()
     for m in marks.iterdir():
         m.unlink()
     records_of(adapter, ds, path, NoMerge(), PRUNERS.build("none"), num_workers=2, batch_size=2)
-    assert sorted(m.name for m in marks.iterdir()) == [s.id for s in ds.samples[2:]]
+    assert sorted(m.name for m in marks.iterdir()) == [s.id for s in ds.samples[1:]]
     ids = [line.split('"id": "')[1].split('"')[0] for line in path.read_text().splitlines()]
     assert ids == [s.id for s in ds.samples]
+
+
+def test_the_throughput_knobs_are_validated_and_a_rerun_may_change_them():
+    """`dataset.num_workers` is read beside every dataset's own fields; neither knob is part of the run's
+    result spec, so a rerun in the same run dir with other values resumes instead of being refused."""
+    from hydra import compose, initialize_config_dir
+
+    from aim.config import validate
+    from aim.run import result_spec
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        default = compose("config")
+        tuned = compose("config", overrides=["eval.batch_size=8", "dataset.num_workers=0"])
+    valid = validate(tuned)
+    assert (valid.eval.batch_size, valid.loading.num_workers) == (8, 0)
+    assert validate(default).loading.num_workers == 2
+    assert not hasattr(valid.dataset, "num_workers")  # no dataset plugin sees it (nor the fidelity cache's key)
+    assert result_spec(tuned) == result_spec(default)

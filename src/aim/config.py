@@ -221,8 +221,9 @@ def validate(cfg: DictConfig) -> Validated:
         if node is None or "name" not in node:
             raise ConfigError(f"{group}.name: missing; registered {group}s: {', '.join(registry.names())}")
         if group == "dataset" and LOADING_FIELD in node:  # how samples are decoded, not which: no plugin's field
-            node = OmegaConf.to_container(node, resolve=True)
-            loading = to_schema(LoadingConfig, {LOADING_FIELD: node.pop(LOADING_FIELD)}, "dataset")
+            fields = OmegaConf.to_container(node, resolve=True)
+            loading = to_schema(LoadingConfig, {LOADING_FIELD: fields.pop(LOADING_FIELD)}, "dataset")
+            node = OmegaConf.create(fields)
         name = node.name
         if name not in registry:
             raise ConfigError(f"{group}.name: unknown {group} {name!r}; registered {group}s: {', '.join(registry.names())}")
