@@ -19,6 +19,7 @@ from aim.paths import CONF_DIR
 from aim.pruning import PRUNERS
 from aim.pruning.hooks import TokenPruner
 from aim.tracking.records import SampleRecords
+from aim.tracking.results import summarize
 
 TIMING = {"prefill_ms", "batch_size", "batch_prefill_ms"}  # how long, and how a batch's time was shared
 
@@ -59,6 +60,8 @@ def test_batched_prefills_give_the_records_of_batch_1(adapter, small_benchmark, 
     assert untimed(batched) == untimed(alone)  # ids in order, answers, tokens per layer, FLOPs
     for r in batched:  # a batch's time, shared: the record says so
         assert r["prefill_ms"] == pytest.approx(r["batch_prefill_ms"] / 2)
+    method = {"merger": "aim", "pruner": "aim"}  # and so does the summary
+    assert summarize(batched, method, {})["prefill_batch_size"] == 2 == 2 * summarize(alone, method, {})["prefill_batch_size"]
 
 
 @pytest.mark.parametrize("pruner", [("aim", dict(l1=2, l2=4)), ("none", {})])

@@ -99,6 +99,8 @@ def summarize(records: list[dict], method: dict, config: dict) -> dict:
         },
         "prefill_ms": mean("prefill_ms"),
         "prefill_ms_median": float(np.median([r["prefill_ms"] for r in done])) if done else float("nan"),
+        # samples per prefill (eval.batch_size): above 1, prefill_ms is each sample's share of a batch's time
+        "prefill_batch_size": float(np.mean([r.get("batch_size", 1) for r in done])) if done else float("nan"),
         "visual_tokens": mean("visual_tokens"),
         "visual_tokens_per_frame": per_frame_mean(done),
         "text_tokens": mean("text_tokens"),
