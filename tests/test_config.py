@@ -141,5 +141,5 @@ def test_cli_bad_field_fails_before_loading_anything(tmp_path):
 def test_a_setting_nothing_reads_is_refused_not_silently_ignored():
     """`eval.device_sync` was validated but never read (the loop always synchronises around timed prefills)."""
     with pytest.raises(ConfigError, match=r"eval.device_sync: unknown field; allowed fields: mode, max_new_tokens, "
-                                          r"progress$"):
+                                          r"progress, batch_size$"):
         validate(composed(["+eval.device_sync=false"]))

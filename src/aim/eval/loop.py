@@ -30,6 +30,7 @@ the record, with `batch_prefill_ms`), so per-sample timings of batched and unbat
 """
 from __future__ import annotations
 
+import multiprocessing as mp
 import time
 from dataclasses import dataclass, field
 
@@ -150,8 +151,12 @@ def load_ahead(samples: list, num_workers: int):
     if num_workers == 0 or not samples:
         yield from map(load, samples)
         return
+    # forkserver, not fork: a forked worker would inherit this process's open files, among them the run dir's
+    # lock (aim.tracking.rundir), and hold it after this process is killed; nor would it inherit CUDA state
+    context = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
     loader = torch.utils.data.DataLoader(_Loading(samples), batch_size=None, shuffle=False, collate_fn=_as_is,
-                                         num_workers=min(num_workers, len(samples)), prefetch_factor=2)
+                                         num_workers=min(num_workers, len(samples)), prefetch_factor=2,
+                                         multiprocessing_context=context)
     yield from loader
 
 
