@@ -107,6 +107,9 @@ def test_the_default_is_the_bundled_model_on_the_bundled_benchmark():
         ("+merger.ratoi=0.5", r"merger.ratoi: unknown field; allowed fields: name"),
         ("dataset.num_frames=many", r"dataset.num_frames: .*could not be converted to Integer"),
         ("eval.mode=vibes", r"eval.mode: 'vibes' is not allowed; choose one of: letter, generate, likelihood"),
+        ("eval.batch_size=0", r"eval.batch_size: must be in \[1, inf\), got 0"),
+        ("dataset.num_workers=-1", r"dataset.num_workers: must be in \[0, inf\), got -1"),
+        ("dataset.num_workers=two", r"dataset.num_workers: .*could not be converted to Integer"),
         ("model.dtype=float8", r"model.dtype: 'float8' is not allowed; choose one of: float32, bfloat16, float16"),
         ("logger.mode=sometimes", r"logger.mode: 'sometimes' is not allowed"),
     ],
@@ -140,5 +143,5 @@ def test_cli_bad_field_fails_before_loading_anything(tmp_path):
 def test_a_setting_nothing_reads_is_refused_not_silently_ignored():
     """`eval.device_sync` was validated but never read (the loop always synchronises around timed prefills)."""
     with pytest.raises(ConfigError, match=r"eval.device_sync: unknown field; allowed fields: mode, max_new_tokens, "
-                                          r"progress$"):
+                                          r"progress, batch_size$"):
         validate(composed(["+eval.device_sync=false"]))

@@ -17,10 +17,27 @@ class EvalConfig:
     # parse the letter; likelihood: next-token logits of each option's text after the question
     max_new_tokens: int = 8
     progress: bool = True
+    # samples prefilled together (aim.eval.loop): consecutive samples whose prompts hold equally many visual
+    # tokens share one LLM prefill (left-padded when their text lengths differ); 1: one at a time. A
+    # throughput knob: the records are those of batch 1 (answers equal, scores within float tolerance)
+    batch_size: int = 1
 
     def __post_init__(self):
         check_choice("mode", self.mode, ("letter", "generate", "likelihood"))
         check_range("max_new_tokens", self.max_new_tokens, 1)
+        check_range("batch_size", self.batch_size, 1)
+
+
+@dataclass
+class LoadingConfig:
+    """How samples are decoded (`dataset.num_workers`, read beside the dataset's own fields, which every
+    dataset plugin has): in worker processes ahead of the model (aim.eval.loop's DataLoader), or, with 0, in
+    the main process just before each sample is evaluated. Changes no result."""
+
+    num_workers: int = 2
+
+    def __post_init__(self):
+        check_range("num_workers", self.num_workers, 0)
 
 
 @dataclass
@@ -163,6 +180,9 @@ class BudgetConfig:
                              f"got {given[0] if given else 'no budget'}")
 
 
+LOADING_FIELD = "num_workers"  # the dataset group's field that every dataset has (LoadingConfig)
+
+
 @dataclass
 class Validated:
     """The validated, typed view of a run config (one dataclass per group)."""
@@ -179,6 +199,7 @@ class Validated:
     fidelity: FidelityConfig
     budget: BudgetConfig
     run: RunConfig = field(default_factory=RunConfig)
+    loading: LoadingConfig = field(default_factory=LoadingConfig)  # dataset.num_workers
 
 
 def check_weights(valid: Validated) -> None:
@@ -201,10 +222,15 @@ def validate(cfg: DictConfig) -> Validated:
     from aim.pruning import PRUNERS
 
     groups = {}
+    loading = LoadingConfig()
     for group, registry in (("model", MODELS), ("dataset", DATASETS), ("merger", MERGERS), ("pruner", PRUNERS)):
         node = cfg.get(group)
         if node is None or "name" not in node:
             raise ConfigError(f"{group}.name: missing; registered {group}s: {', '.join(registry.names())}")
+        if group == "dataset" and LOADING_FIELD in node:  # how samples are decoded, not which: no plugin's field
+            fields = OmegaConf.to_container(node, resolve=True)
+            loading = to_schema(LoadingConfig, {LOADING_FIELD: fields.pop(LOADING_FIELD)}, "dataset")
+            node = OmegaConf.create(fields)
         name = node.name
         if name not in registry:
             raise ConfigError(f"{group}.name: unknown {group} {name!r}; registered {group}s: {', '.join(registry.names())}")
@@ -235,6 +261,7 @@ def validate(cfg: DictConfig) -> Validated:
         fidelity=to_schema(FidelityConfig, cfg.get("fidelity", {}), "fidelity"),
         budget=budget,
         run=to_schema(RunConfig, cfg.get("run", {}), "run"),
+        loading=loading,
     )
 
 

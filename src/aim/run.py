@@ -26,13 +26,14 @@ RUN_SPEC = "run_spec.json"
 
 def result_spec(cfg: DictConfig) -> dict:
     """The part of the config that determines each sample's result: not logging, progress display, the
-    fidelity measurement, how the run dir is shared, or how many samples to evaluate (a rerun may extend
-    `dataset.limit`)."""
+    fidelity measurement, how the run dir is shared, how many samples to evaluate (a rerun may extend
+    `dataset.limit`), or the throughput knobs (`eval.batch_size`, `dataset.num_workers`: a rerun may change
+    them and resume)."""
     spec = OmegaConf.to_container(cfg, resolve=True)
     for key in ("logger", "run", "fidelity"):  # fidelity adds measurements, changes no result
         spec.pop(key, None)
-    spec.get("eval", {}).pop("progress", None)
-    spec.get("dataset", {}).pop("limit", None)
+    for group, key in (("eval", "progress"), ("eval", "batch_size"), ("dataset", "limit"), ("dataset", "num_workers")):
+        spec.get(group, {}).pop(key, None)
     return spec
 
 
@@ -113,6 +114,7 @@ def run(cfg: DictConfig, valid: Validated, out_dir: Path, budget=None, dataset=N
             adapter, dataset, merger, pruner, records, mode=valid.eval.mode,
             max_new_tokens=valid.eval.max_new_tokens, progress=valid.eval.progress, on_record=logger.log_progress,
             fidelity=fidelity, per_sample=budget.sample_budget() if budget is not None else None,
+            batch_size=valid.eval.batch_size, num_workers=valid.loading.num_workers,
         )
     finally:
         records.close()

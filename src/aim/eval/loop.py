@@ -1,4 +1,4 @@
-"""Evaluate one adapter + merger + pruner over a dataset, one sample at a time.
+"""Evaluate one adapter + merger + pruner over a dataset.
 
 Scoring: `letter` compares the option letters' logits at the answer position (what multiple-choice
 benchmarks do with real models); `generate` decodes greedily and scores the text by the sample's
@@ -17,12 +17,27 @@ With a `Fidelity` (aim.eval.fidelity), a record also carries `agreement` with th
 `kl` (KL(full || reduced) over the answer options) and `reference_prediction`; the unreduced answer comes
 from the reference cache, computed here (outside the timed prefill) when the cache lacks it.
 Every sample becomes one record in `samples.jsonl` as soon as it is scored; samples already recorded
-are skipped, so a rerun in the same output directory resumes.
+are skipped (never decoded), so a rerun in the same output directory resumes.
+
+Throughput (changes no result): `num_workers` processes of a torch DataLoader decode the samples ahead of
+the model, in dataset order (a video that cannot be decoded comes back as a skipped sample, as it does
+with 0 workers, where the main process decodes each sample just before it is evaluated). `batch_size`
+consecutive samples are prepared one by one (vision tower, merger) and those holding equally many visual
+tokens share one LLM prefill: as they are when their token layouts are equal, else left-padded, the pads
+masked out and marked PADDING so that the pruning hook prunes each row as it would alone
+(aim.pruning.hooks). Samples with further LLM inputs (Qwen3-VL's DeepStack) and pruners whose choices
+depend on the batch (`batch_invariant = False`: the random control) are prefilled one at a time; generated
+answers are decoded one sample at a time after the batched prefill. Records come in dataset order whatever
+the batching; a batched record's `prefill_ms` is its batch's prefill time divided by `batch_size` (both in
+the record, with `batch_prefill_ms`), so per-sample timings of batched and unbatched runs are not alike.
 """
 from __future__ import annotations
 
+import multiprocessing as mp
 import time
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -33,9 +48,9 @@ from aim.eval.fidelity import option_log_probs
 from aim.eval.scoring import parse_letter, score_response
 from aim.merging import NoMerge
 from aim.pruning.hooks import TokenPruner
-from aim.tokens import QUESTION_TEXT
+from aim.tokens import PADDING, QUESTION_TEXT
 
-__all__ = ["FlopsCache", "evaluate", "parse_letter", "predict"]
+__all__ = ["FlopsCache", "Loaded", "evaluate", "load_ahead", "parse_letter", "predict", "stack_prefills"]
 
 
 UNREDUCED = NoMerge()  # the reference answer: every visual token, no pruning hooks attached
@@ -98,93 +113,257 @@ def labelled(sample) -> bool:
     return bool(sample.answer) or bool(getattr(sample, "answers", None))
 
 
+@dataclass
+class Loaded:
+    """One sample as decoding left it: its frames and prompt question, or why it is skipped (`skip`: a
+    question that cannot be asked, or a video that cannot be decoded). `sample` carries the `frame_times`
+    that loading set (a copy of the dataset's sample when a worker process loaded it)."""
+
+    sample: object
+    frames: np.ndarray | None = None
+    question: str = ""
+    skip: str = ""
+
+
+def load(sample) -> Loaded:
+    """Decode one sample; a VideoDecodeError becomes its skip reason (it never stops the run)."""
+    skip = getattr(sample, "skip_reason", "")  # a question that cannot be asked; or an undecodable video
+    if skip:
+        return Loaded(sample, skip=skip)
+    try:
+        frames, question = sample.load()  # the question text may carry subtitles at the sampled frames
+    except VideoDecodeError as exc:
+        return Loaded(sample, skip=str(exc))
+    return Loaded(sample, frames, question)
+
+
+class _Loading(torch.utils.data.Dataset):
+    def __init__(self, samples: list):
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> Loaded:
+        return load(self.samples[i])
+
+
+def _as_is(item):  # the DataLoader's collate_fn: a Loaded stays one (module level: worker processes pickle it)
+    return item
+
+
+def load_ahead(samples: list, num_workers: int):
+    """`Loaded` samples in the order given: decoded by `num_workers` DataLoader worker processes ahead of
+    the caller (each holds up to two samples decoded ahead), or by this process on demand (0)."""
+    if num_workers == 0 or not samples:
+        yield from map(load, samples)
+        return
+    # forkserver, not fork: a forked worker would inherit this process's open files, among them the run dir's
+    # lock (aim.tracking.rundir), and hold it after this process is killed; nor would it inherit CUDA state
+    context = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+    loader = torch.utils.data.DataLoader(_Loading(samples), batch_size=None, shuffle=False, collate_fn=_as_is,
+                                         num_workers=min(num_workers, len(samples)), prefetch_factor=2,
+                                         multiprocessing_context=context)
+    yield from loader
+
+
+@dataclass
+class Prepared:
+    """A loaded sample ready for the LLM prefill, with the merger's FLOPs cache and pruning hook it uses."""
+
+    loaded: Loaded
+    inputs: object  # aim.models.PreparedInputs
+    flops: FlopsCache
+    pruning: TokenPruner
+    batchable: bool
+    budget_fields: dict = field(default_factory=dict)
+    # set by the prefill
+    logits: torch.Tensor | None = None
+    visual_per_layer: list[int] = field(default_factory=list)
+    timing: dict = field(default_factory=dict)
+
+
+def stack_prefills(inputs: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Several samples' `PreparedInputs` as one batch: (embeds [B, N, D], position ids [B, N] or [axes, B, N],
+    attention mask [B, N] or None, token roles). Equal token layouts (the same roles at every position) stack
+    as they are, sharing one row of roles [N] and no mask; others are left-padded to the longest (zero
+    embeddings at position 0, mask 0, role PADDING; roles [B, N]), so every row's last token is its own
+    answer position."""
+    roles = [i.token_roles for i in inputs]
+    same = all(r.shape == roles[0].shape and torch.equal(r, roles[0]) for r in roles)
+    if same:
+        return (torch.cat([i.inputs_embeds for i in inputs]), torch.cat([i.position_ids for i in inputs], -2),
+                None, roles[0])
+    n = max(r.shape[0] for r in roles)
+    embeds, positions, masks, padded = [], [], [], []
+    for i, r in zip(inputs, roles):
+        pad = n - r.shape[0]
+        e, p = i.inputs_embeds, i.position_ids
+        embeds.append(torch.cat([e.new_zeros(1, pad, e.shape[2]), e], 1))
+        positions.append(torch.cat([p.new_zeros(*p.shape[:-1], pad), p], -1))
+        masks.append(torch.cat([torch.zeros(pad, dtype=torch.long), torch.ones(r.shape[0], dtype=torch.long)]))
+        padded.append(torch.cat([torch.full((pad,), PADDING, dtype=r.dtype, device=r.device), r]))
+    mask = torch.stack(masks).to(embeds[0].device)
+    return torch.cat(embeds), torch.cat(positions, -2), mask, torch.stack(padded)
+
+
+def batch_groups(prepared: list[Prepared]) -> list[list[Prepared]]:
+    """The prefills of a window of prepared samples: those that can share one (the same pruning hook,
+    equally many visual tokens, the same kind of positions and embedding width) together, in the order of
+    their first sample; the others alone."""
+    groups: dict = {}
+    for n, p in enumerate(prepared):
+        e = p.inputs.inputs_embeds
+        key = (id(p.pruning), p.inputs.visual_tokens, p.inputs.position_ids.dim(), e.shape[-1], e.dtype) \
+            if p.batchable else ("alone", n)
+        groups.setdefault(key, []).append(p)
+    return list(groups.values())
+
+
+class _Prefill:
+    """Runs and times the prefills: the first of each batch size is run once untimed before (allocations
+    and kernel selection)."""
+
+    def __init__(self, adapter):
+        self.adapter = adapter
+        self.warmed: set[int] = set()
+
+    def __call__(self, group: list[Prepared]) -> None:
+        adapter, size = self.adapter, len(group)
+        if size == 1:
+            inputs = group[0].inputs
+            roles, run = inputs.token_roles, lambda: adapter.prefill_logits(inputs)[None]
+        else:
+            embeds, positions, mask, roles = stack_prefills([p.inputs for p in group])
+            run = lambda: adapter.prefill_logits_batch(embeds, positions, mask)  # noqa: E731
+        with group[0].pruning.attached(roles) as trace:
+            if size not in self.warmed:
+                run()
+                self.warmed.add(size)
+            adapter.synchronize()
+            start = time.perf_counter()
+            logits = run()
+            adapter.synchronize()
+            batch_ms = (time.perf_counter() - start) * 1e3
+        visual = group[0].inputs.visual_tokens
+        per_layer = list(trace.visual_tokens_per_layer) or [visual] * adapter.num_layers
+        for row, p in enumerate(group):
+            p.logits, p.visual_per_layer = logits[row], per_layer
+            # the batch's time shared equally: per-sample timings of batched runs are not batch 1's
+            p.timing = {"prefill_ms": batch_ms / size, "batch_size": size, "batch_prefill_ms": batch_ms}
+
+
 def evaluate(adapter, dataset, merger, pruner, records, mode: str = "letter", max_new_tokens: int = 8,
-             progress: bool = True, on_record=None, fidelity=None, per_sample=None) -> None:
+             progress: bool = True, on_record=None, fidelity=None, per_sample=None, batch_size: int = 1,
+             num_workers: int = 0) -> None:
     """`fidelity`: an aim.eval.fidelity.Fidelity, or None to measure none. `per_sample`: budget mode per
     sample (aim.budget.SampleBudget), which gives each sample its own merger and pruner (in place of
-    `merger`, `pruner`) and a `budget` field for its record; None: the same for every sample."""
+    `merger`, `pruner`) and a `budget` field for its record; None: the same for every sample.
+    `batch_size`: samples prefilled together (see the module docstring); `num_workers`: processes decoding
+    ahead (0: decode in this process)."""
     flops = FlopsCache(adapter, merger, pruner)
     pruning = TokenPruner(adapter.decoder_layers, pruner)
     per_setting = {}  # per_sample: each chosen (merger, pruner)'s FLOPs cache and hook, built once
-    warmed = False
+    prefill = _Prefill(adapter)
     todo = [s for s in dataset if s.id not in records]
     bar = tqdm(total=len(dataset), initial=len(dataset) - len(todo), desc="evaluating", disable=not progress, unit="sample")
-    for sample in todo:
+    window: list = []  # Loaded (skipped) or Prepared samples, in dataset order, not yet recorded
+
+    def flush():
+        prepared = [p for p in window if isinstance(p, Prepared)]
+        for group in batch_groups(prepared):
+            prefill(group)
+        for item in window:
+            if isinstance(item, Loaded):
+                records.append({"id": item.sample.id, "skipped": True, "error": item.skip})
+            else:
+                records.append(_record(adapter, item, mode, max_new_tokens, fidelity))
+            bar.update(1)
+            if on_record is not None and isinstance(item, Prepared):
+                on_record(records.records)
+        window.clear()
+
+    for loaded in load_ahead(todo, num_workers):
+        sample = loaded.sample
         answer_format = getattr(sample, "answer_format", "letter")
         if answer_format != "letter" and mode != "generate":
             raise ValueError(f"sample {sample.id}: {answer_format!r} answers are free-form text, scored after "
                              f"generating; use eval.mode=generate, not {mode}")
-        skip = getattr(sample, "skip_reason", "")  # a question that cannot be asked; or, below, an undecodable video
-        if not skip:
-            try:
-                frames, question = sample.load()  # the question text may carry subtitles at the sampled frames
-            except VideoDecodeError as exc:
-                skip = str(exc)
-        if skip:
-            records.append({"id": sample.id, "skipped": True, "error": skip})
-            bar.update(1)
+        if loaded.skip:
+            window.append(loaded)
+            if not any(isinstance(p, Prepared) for p in window):
+                flush()  # nothing ahead of it waits for a prefill: recorded at once
             continue
         modality = sample.modality  # "image": frames is the one image, [1, H, W, 3]
         frame_times = getattr(sample, "frame_times", None)  # when the loaded frames were shown (Qwen2.5-VL reads it)
         budget_fields = {}
+        setting_merger, setting = merger, (flops, pruning)
         if per_sample is not None:  # chosen for this sample's own frames and prompt length
-            merger, pruner, budget_fields["budget"] = per_sample(adapter, frames, question, sample.options, mode, modality,
-                                                                 getattr(sample, "prompt", None))
-            if (merger, pruner) not in per_setting:
-                per_setting[merger, pruner] = FlopsCache(adapter, merger, pruner), TokenPruner(adapter.decoder_layers, pruner)
-            flops, pruning = per_setting[merger, pruner]
+            setting_merger, chosen_pruner, budget_fields["budget"] = per_sample(
+                adapter, loaded.frames, loaded.question, sample.options, mode, modality, getattr(sample, "prompt", None))
+            if (setting_merger, chosen_pruner) not in per_setting:
+                per_setting[setting_merger, chosen_pruner] = (FlopsCache(adapter, setting_merger, chosen_pruner),
+                                                              TokenPruner(adapter.decoder_layers, chosen_pruner))
+            setting = per_setting[setting_merger, chosen_pruner]
         task = getattr(sample, "prompt", None)  # the benchmark's prompt layout (aim.prompts); None: the generic one
-        inputs = adapter.prepare(frames, question, sample.options, merger, scoring=mode, modality=modality,
-                                 frame_times=frame_times, task=task)
-        with pruning.attached(inputs.token_roles) as trace:
-            if not warmed:  # the first call pays for allocations and kernel selection: not timed
-                adapter.prefill_logits(inputs)
-                warmed = True
-            adapter.synchronize()
-            start = time.perf_counter()
-            logits = adapter.prefill_logits(inputs)
-            adapter.synchronize()
-            prefill_ms = (time.perf_counter() - start) * 1e3
-            decoding = {}  # generate: ttft_ms, kv_cache_bytes, decode_tokens, decode_tokens_per_s (Adapter.generate_ids)
-            response = adapter.generate_text(inputs, max_new_tokens, decoding) if mode == "generate" else None
-        visual_per_layer = trace.visual_tokens_per_layer or [inputs.visual_tokens] * adapter.num_layers
-        answer = predict(adapter, sample, mode, logits, response)
-        if mode in ("letter", "likelihood"):
-            response = answer["prediction"]
-            scored = {"prediction": answer["prediction"], "correct": answer["prediction"] == sample.answer}
-        else:
-            scored = score_response(answer_format, response, sample.answer or "", getattr(sample, "answers", []),
-                                    len(sample.options), sample.options, getattr(sample, "letter_reader", "first_letter"))
-        if not labelled(sample):
-            scored = {**scored, "correct": None, **({"score": None} if "score" in scored else {})}
-        fidelity_fields = {}
-        if fidelity is not None:
-            def reference(sample=sample, frames=frames, question=question, modality=modality, times=frame_times,
-                          task=task):
-                full = adapter.prepare(frames, question, sample.options, UNREDUCED, scoring=mode, modality=modality,
-                                       frame_times=times, task=task)
-                if mode == "generate":
-                    text = adapter.generate_text(full, max_new_tokens)
-                    return {**predict(adapter, sample, mode, response=text), "response": text}
-                return predict(adapter, sample, mode, adapter.prefill_logits(full))
-
-            own = {**answer, **({"response": response} if mode == "generate" else {})}
-            fidelity_fields = fidelity.measure(sample.id, own, reference)
-        group = getattr(sample, "group", "")
-        per_layer = [inputs.text_tokens + v for v in visual_per_layer]
-        counted = flops(inputs, frames, per_layer, modality)
-        records.append({
-            "id": sample.id, "question_type": sample.question_type, "categories": sample.categories,
-            "answer": sample.answer,
-            "prediction": scored["prediction"], "response": response, "correct": scored["correct"],
-            **({"score": scored["score"]} if "score" in scored else {}), **({"group": group} if group else {}),
-            "num_frames": len(frames),  # sampled: fewer than dataset.num_frames when the video has fewer
-            "visual_tokens": inputs.visual_tokens, "text_tokens": inputs.text_tokens,
-            "visual_tokens_per_frame": inputs.visual_per_group,  # per merger group; ragged for a clip reducer
-            "tokens_per_layer": per_layer, "visual_tokens_per_layer": visual_per_layer,
-            **counted, "prefill_ms": prefill_ms, **decoding, **fidelity_fields, **budget_fields,
-        })
-        bar.update(1)
-        if on_record is not None:
-            on_record(records.records)
+        inputs = adapter.prepare(loaded.frames, loaded.question, sample.options, setting_merger, scoring=mode,
+                                 modality=modality, frame_times=frame_times, task=task)
+        batchable = batch_size > 1 and not inputs.llm_kwargs and getattr(setting[1].pruner, "batch_invariant", True)
+        window.append(Prepared(loaded, inputs, *setting, batchable, budget_fields))
+        if sum(isinstance(p, Prepared) for p in window) == batch_size:
+            flush()
+    flush()
     bar.close()
+
+
+def _record(adapter, p: Prepared, mode: str, max_new_tokens: int, fidelity) -> dict:
+    """The record of a prefilled sample: its answer scored (generated, in generate mode, one sample at a
+    time with its own pruning hook attached), fidelity, FLOPs, token counts and timing."""
+    sample, frames, question = p.loaded.sample, p.loaded.frames, p.loaded.question
+    inputs, modality = p.inputs, sample.modality
+    frame_times = getattr(sample, "frame_times", None)
+    answer_format = getattr(sample, "answer_format", "letter")
+    task = getattr(sample, "prompt", None)  # as loading left it (Video-MME's subtitles are its context)
+    response = None
+    decoding = {}  # generate: ttft_ms, kv_cache_bytes, decode_tokens, decode_tokens_per_s (Adapter.generate_ids)
+    if mode == "generate":
+        with p.pruning.attached(inputs.token_roles):
+            response = adapter.generate_text(inputs, max_new_tokens, decoding)
+    answer = predict(adapter, sample, mode, p.logits, response)
+    if mode in ("letter", "likelihood"):
+        response = answer["prediction"]
+        scored = {"prediction": answer["prediction"], "correct": answer["prediction"] == sample.answer}
+    else:
+        scored = score_response(answer_format, response, sample.answer or "", getattr(sample, "answers", []),
+                                len(sample.options), sample.options, getattr(sample, "letter_reader", "first_letter"))
+    if not labelled(sample):
+        scored = {**scored, "correct": None, **({"score": None} if "score" in scored else {})}
+    fidelity_fields = {}
+    if fidelity is not None:
+        def reference(sample=sample, frames=frames, question=question, modality=modality, times=frame_times,
+                      task=task):
+            full = adapter.prepare(frames, question, sample.options, UNREDUCED, scoring=mode, modality=modality,
+                                   frame_times=times, task=task)
+            if mode == "generate":
+                text = adapter.generate_text(full, max_new_tokens)
+                return {**predict(adapter, sample, mode, response=text), "response": text}
+            return predict(adapter, sample, mode, adapter.prefill_logits(full))
+
+        own = {**answer, **({"response": response} if mode == "generate" else {})}
+        fidelity_fields = fidelity.measure(sample.id, own, reference)
+    group = getattr(sample, "group", "")
+    visual_per_layer = p.visual_per_layer
+    per_layer = [inputs.text_tokens + v for v in visual_per_layer]
+    counted = p.flops(inputs, frames, per_layer, modality)
+    return {
+        "id": sample.id, "question_type": sample.question_type, "categories": sample.categories,
+        "answer": sample.answer,
+        "prediction": scored["prediction"], "response": response, "correct": scored["correct"],
+        **({"score": scored["score"]} if "score" in scored else {}), **({"group": group} if group else {}),
+        "num_frames": len(frames),  # sampled: fewer than dataset.num_frames when the video has fewer
+        "visual_tokens": inputs.visual_tokens, "text_tokens": inputs.text_tokens,
+        "visual_tokens_per_frame": inputs.visual_per_group,  # per merger group; ragged for a clip reducer
+        "tokens_per_layer": per_layer, "visual_tokens_per_layer": visual_per_layer,
+        # prefill_ms: this sample's share of its batch's prefill (batch_prefill_ms / batch_size)
+        **counted, **p.timing, **decoding, **fidelity_fields, **p.budget_fields,
+    }

@@ -469,6 +469,19 @@ class Adapter:
         out = self.run_llm(inputs.inputs_embeds, inputs.position_ids, **inputs.llm_kwargs)
         return self.model.lm_head(out.last_hidden_state[0, -1]).float()
 
+    @torch.no_grad()
+    def prefill_logits_batch(self, embeds: torch.Tensor, position_ids: torch.Tensor,
+                             attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """One LLM prefill of several samples (no cache kept), the next-token logits at each row's last
+        position: [B, vocab]. `embeds` [B, N, D], `position_ids` [B, N] (or [axes, B, N]); `attention_mask`
+        [B, N], 0 at the pads of a left-padded batch (None: no pads). Only for inputs without further LLM
+        inputs (`PreparedInputs.llm_kwargs` empty): those go through `prefill_logits` one at a time."""
+        if attention_mask is None:
+            attention_mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=self.device)
+        out = self.language_model(inputs_embeds=embeds, position_ids=position_ids, attention_mask=attention_mask,
+                                  use_cache=False)
+        return self.model.lm_head(out.last_hidden_state[:, -1]).float()
+
     def synchronize(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)

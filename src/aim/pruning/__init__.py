@@ -301,6 +301,10 @@ class RandomPrunerConfig:
 class RandomPruner:
     """The AIM schedule with uniformly random choices: the control for the importance score."""
 
+    # its draws depend on how many rows and tokens a prefill holds: the evaluation loop prefills its samples
+    # one at a time (eval.batch_size does not batch them), so a run's choices do not depend on batching
+    batch_invariant = False
+
     def __init__(self, l1=14, l2=22, seed=0, name="random"):
         self.l1, self.l2 = l1, l2
         self.generator = torch.Generator().manual_seed(seed)

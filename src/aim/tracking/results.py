@@ -106,6 +106,8 @@ def summarize(records: list[dict], method: dict, config: dict) -> dict:
         "ttft_ms": mean_of("ttft_ms"),
         "decode_tokens_per_s": mean_of("decode_tokens_per_s"),
         "kv_cache_bytes": mean_of("kv_cache_bytes"),
+        # samples per prefill (eval.batch_size): above 1, prefill_ms is each sample's share of a batch's time
+        "prefill_batch_size": float(np.mean([r.get("batch_size", 1) for r in done])) if done else float("nan"),
         "visual_tokens": mean("visual_tokens"),
         "visual_tokens_per_frame": per_frame_mean(done),
         "text_tokens": mean("text_tokens"),
