@@ -1,5 +1,7 @@
-"""aim.bench times the new baselines too: DART's hidden-state scoring goes through the timed pruner, and
-CDPruner gets the prompt's text embeddings as `prepare` gives them."""
+"""aim.bench times the new baselines too: DART's hidden-state scoring goes through the timed pruner,
+CDPruner gets the prompt's text embeddings as `prepare` gives them, and the mergers that need the vision
+tower's keys or attention (VisionZip, PruMerge+, HoliTom) get random stand-ins of the real shapes: their
+cost and kept counts are real."""
 import pytest
 from hydra import compose, initialize_config_dir
 
@@ -11,6 +13,8 @@ from aim.paths import CONF_DIR
     (["merger=none", "pruner=dart", "pruner.k=1", "pruner.keep=0.25"], 98, [98, 24, 24, 24]),
     (["merger=cdpruner", "merger.ratio=0.25", "pruner=none"], 24, None),
     (["merger=divprune", "merger.ratio=0.25", "pruner=none"], 24, None),
+    (["merger=holitom", "merger.ratio=0.25", "pruner=none"], 24, None),  # floor(0.25 x 2 frames x 49)
+    (["merger=visionzip", "merger.ratio=0.25", "pruner=none"], 24, None),
 ])
 def test_bench_times_the_new_baselines_on_the_bundled_model(method, merged, per_layer):
     from aim.bench import bench

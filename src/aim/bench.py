@@ -6,7 +6,9 @@ Builds the model from its config (random weights allowed: `model.random_init=tru
 `bench.frames` frames of visual features at the model's tokens per frame and `bench.text_tokens` text
 tokens, then times the reduced and the unreduced prefill alternately after warm-up (medians; the device
 is synchronized around each, never inside). The vision tower is not run: only the LLM prefill and the
-reduction's own overhead (merging, importance) are timed. The importance scoring runs inside the reduced
+reduction's own overhead (merging, importance) are timed. A merger that needs the tower's signals (VisionZip,
+PruMerge, HoliTom: keys, received attention) gets random ones of the real shapes (`synthetic_signals`): its
+cost and its kept count are the real ones, which tokens it keeps is not. The importance scoring runs inside the reduced
 prefill; its share is measured in extra reduced prefills that synchronize around each scoring call (not
 in the timed ones, which would then wait on the device between layers). The last stdout line is one
 JSON object with `speedup`, `flops_ratio`, `prefill_ms`, `prefill_ms_full`, `overhead_ms`, `merge_ms`,
@@ -84,6 +86,19 @@ def synthetic_inputs(adapter, frames: int, text_tokens: int, generator: torch.Ge
     return feats, (rows, cols), ids[:before], ids[before:]
 
 
+def synthetic_signals(needs, feats: torch.Tensor, generator: torch.Generator, key_dim: int = 64) -> dict:
+    """Random stand-ins for the vision tower's signals a merger `needs`, in the shapes the adapters hand over
+    (encode_frames): `metric` keys [F, T, key_dim]; `attention` [F, T], each frame's attention received, a
+    softmax of random logits (positive, summing to 1 per frame)."""
+    f, t = feats.shape[:2]
+    out = {}
+    if "metric" in needs:
+        out["metric"] = torch.randn(f, t, key_dim, generator=generator).to(feats.device, feats.dtype)
+    if "attention" in needs:
+        out["attention"] = torch.randn(f, t, generator=generator).softmax(-1).to(feats.device, feats.dtype)
+    return out
+
+
 def bench(valid, adapter=None) -> dict:
     """`adapter`: one already built from `valid.model` (a script timing several settings builds it once)."""
     from aim.efficiency.analytic import llm_prefill_flops
@@ -100,10 +115,13 @@ def bench(valid, adapter=None) -> dict:
     timed_pruner = TimedImportance(pruner, adapter.synchronize)
     b = valid.bench
     feats, grid_hw, before, after = synthetic_inputs(adapter, b.frames, b.text_tokens, torch.Generator().manual_seed(valid.seed))
-    layout = {"grid": grid_hw} if "grid" in getattr(merger, "needs", ()) else {}
-    if set(getattr(merger, "needs", ())) - {"grid", "text"}:
-        raise ConfigError(f"merger.name: {valid.merger.name} needs the vision tower's signals; aim.bench "
-                          "synthesizes features without running the tower")
+    needs = set(getattr(merger, "needs", ()))
+    unknown = needs - {"grid", "text", "metric", "attention"}
+    if unknown:
+        raise ConfigError(f"merger.name: {valid.merger.name} needs {sorted(unknown)}, which aim.bench cannot "
+                          "synthesize (it does not run the vision tower)")
+    layout = {"grid": grid_hw} if "grid" in needs else {}
+    layout.update(synthetic_signals(needs, feats, torch.Generator().manual_seed(valid.seed + 1)))
 
     prompted = adapter.with_prompt(merger, after)  # a merger that needs the prompt's text gets it, as in prepare
 
