@@ -13,6 +13,7 @@ from aim.models import MODELS, PREFIX_TEXT, QUESTION_TEXT, VISUAL
 from aim.models.internvl import InternVLAdapter
 from aim.pruning import PRUNERS
 from aim.pruning.hooks import TokenPruner
+from tests.flops_reference import assert_fvcore_matches_analytic
 from tests.pruning_reference import masked_greedy_ids, masked_logits
 from tests.test_qwen2_vl import KeepEven, frames, preset
 
@@ -258,16 +259,10 @@ def test_cached_greedy_decoding_after_a_pruned_prefill_equals_recomputation(adap
 
 
 def test_fvcore_counts_agree_with_the_analytic_model(sdpa_adapter):
-    from aim.efficiency.analytic import llm_prefill_flops
-    from aim.efficiency.fvcore_count import count_llm_prefill, count_visual
+    from aim.efficiency.fvcore_count import count_visual
 
     ad = sdpa_adapter
-    inputs = ad.prepare(frames(2), QUESTION, OPTIONS, MERGERS.build("aim", ratio=0.5))
-    for pruner in (PRUNERS.build("none"), PRUNERS.build("aim", l1=2, l2=4)):
-        counted = count_llm_prefill(ad, inputs, pruner)
-        visual = counted["visual_tokens_per_layer"] or [inputs.visual_tokens] * 4  # empty: nothing pruned
-        per_layer = [inputs.text_tokens + v for v in visual]
-        assert counted["llm_prefill_flops"] == pytest.approx(llm_prefill_flops(ad.text_config, per_layer), rel=0.01)
+    assert_fvcore_matches_analytic(ad, ad.prepare(frames(2), QUESTION, OPTIONS, MERGERS.build("aim", ratio=0.5)))
     visual = count_visual(ad, frames(2), MERGERS.build("aim", ratio=0.5))
     # 2 frames x 257 tokens ([CLS] + 256 patches), width 32, 2 layers: q, k, v, projection and MLP (64) at least
     assert visual["vision_tower_flops"] >= 2 * 514 * 2 * (4 * 32**2 + 2 * 32 * 64)

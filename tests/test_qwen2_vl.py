@@ -16,6 +16,7 @@ from aim.models.qwen2_vl import Qwen2VLAdapter, mrope_positions, smart_resize
 from aim.pruning import PRUNERS
 from aim.pruning.hooks import TokenPruner
 from aim.paths import CONF_DIR
+from tests.flops_reference import assert_fvcore_matches_analytic
 from tests.pruning_reference import masked_greedy_ids, masked_logits
 
 QUESTION, OPTIONS = "what colour is the circle ?", ["red", "blue", "green", "yellow"]
@@ -207,14 +208,10 @@ def test_tower_signals_for_mergers_that_ask(sdpa_adapter):
 
 
 def test_fvcore_counts_of_the_qwen2_vl_adapter(sdpa_adapter):
-    from aim.efficiency.analytic import llm_prefill_flops
-    from aim.efficiency.fvcore_count import count_llm_prefill, count_visual
+    from aim.efficiency.fvcore_count import count_visual
 
     ad = sdpa_adapter
-    inputs = ad.prepare(frames(4), QUESTION, OPTIONS, MERGERS.build("aim", ratio=0.5))
-    counted = count_llm_prefill(ad, inputs, PRUNERS.build("aim", l1=2, l2=4))
-    per_layer = [inputs.text_tokens + v for v in counted["visual_tokens_per_layer"]]
-    assert counted["llm_prefill_flops"] == pytest.approx(llm_prefill_flops(ad.text_config, per_layer), rel=0.01)
+    assert_fvcore_matches_analytic(ad, ad.prepare(frames(4), QUESTION, OPTIONS, MERGERS.build("aim", ratio=0.5)))
     visual = count_visual(ad, frames(4), MERGERS.build("aim", ratio=0.5))
     # 2 groups x 196 patches, width 32, 2 blocks: qkv + proj + MLP (width 64) linear layers at least
     assert visual["vision_tower_flops"] >= 2 * 392 * 2 * (4 * 32**2 + 2 * 32 * 64)
