@@ -193,18 +193,14 @@ class DartPruner:
 
 
 @dataclass
-class HoliTomPrunerConfig:
+class HoliTomPrunerConfig(FastVConfig):
     name: str = "holitom"
     k: int = 18  # merge before layer k, ranked by the last token's attention in layer k-1 (the paper: K = 18)
     keep: float = 0.5  # fraction of visual tokens kept from layer k on, 1 - R (the paper: R = 0.5)
 
-    def __post_init__(self):
-        check_range("k", self.k, 1)
-        check_range("keep", self.keep, 0, 1)
-
 
 @PRUNERS.register("holitom", config=HoliTomPrunerConfig)
-class HoliTomPruner:
+class HoliTomPruner(FastVPruner):
     """HoliTom's inner-LLM merging (Shao et al., NeurIPS 2025): at layer K the visual tokens the last
     token attends to most in layer K - 1 (head-averaged, as FastV) are kept, floor(keep N) of the N visual
     tokens; each of the others is merged into the kept visual token whose hidden state (entering layer K) is
@@ -215,19 +211,10 @@ class HoliTomPruner:
     more than the paper's average. Its cost beyond FastV's: the cosines of the dropped and kept visual tokens,
     (N - K) K D multiply-adds (counted by fvcore as importance FLOPs)."""
 
-    merge_dropped = True
+    merge_dropped = True  # FastV's schedule and choice; the hook merges what FastV would drop
 
     def __init__(self, k=18, keep=0.5, name="holitom"):
-        self.k, self.keep = k, keep
-
-    def retention_schedule(self, num_layers):
-        return sched.fastv_schedule(num_layers, self.k, self.keep)
-
-    def pruning_values(self, num_layers):
-        return ("keep", "keep < 1") if self.keep >= 1 else ("k", f"k in 1..{num_layers - 1}")
-
-    def importance(self, q, k, valid):
-        return imp.query_attention(q, k, -1, valid=valid)
+        super().__init__(k, keep, name)
 
 
 @dataclass
