@@ -1,4 +1,5 @@
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -41,6 +42,15 @@ def small_benchmark(tmp_path_factory):
     from aim.data.synthetic import generate_benchmark
 
     return generate_benchmark(tmp_path_factory.mktemp("bench") / "synthetic", num_samples=10, seed=7, progress=False)
+
+
+@pytest.fixture
+def bench_with_a_corrupt_video(small_benchmark, tmp_path):
+    """The small benchmark with its third video (video_00002.mp4) overwritten by bytes no decoder reads."""
+    root = tmp_path / "bench"
+    shutil.copytree(small_benchmark, root)
+    (root / "videos" / "video_00002.mp4").write_bytes(b"garbage")
+    return root
 
 
 @pytest.fixture

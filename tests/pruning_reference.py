@@ -53,25 +53,36 @@ def reference_masks(n: int, kept_indices: dict, prefill_len: int, num_layers: in
     return masks
 
 
-def masked_logits(adapter, embeds, positions, kept_indices, prefill_len: int, **llm_kwargs) -> torch.Tensor:
-    """The adapter's LLM on the whole sequence under `reference_masks`: the last position's logits.
-    `llm_kwargs`: the prefill's further inputs (`PreparedInputs.llm_kwargs`, Qwen3-VL's DeepStack)."""
-    masks = reference_masks(embeds.shape[1], kept_indices, prefill_len, len(adapter.decoder_layers))
+def hidden_under_masks(adapter, embeds, positions, masks, edits=None, **llm_kwargs) -> torch.Tensor:
+    """The adapter's LLM on the whole sequence, decoder layer i under the additive attention mask `masks[i]`:
+    the last hidden states [1, n, D]. `edits` {i: fn}: the hidden states entering layer i are replaced by
+    fn(row [n, D]) (a reference merge). `llm_kwargs`: the prefill's further inputs (Qwen3-VL's DeepStack)."""
+    edits = edits or {}
     handles = []
-    for layer, mask in zip(adapter.decoder_layers, masks):
+    for i, (layer, mask) in enumerate(zip(adapter.decoder_layers, masks)):
 
-        def set_mask(_layer, args, kwargs, m=mask):
+        def hook(_layer, args, kwargs, m=mask, edit=edits.get(i)):
             kwargs["attention_mask"] = m
+            if edit is not None:
+                hidden = args[0] if args else kwargs.pop("hidden_states")
+                return (edit(hidden[0])[None],) + tuple(args[1:]), kwargs
             return args, kwargs
 
-        handles.append(layer.register_forward_pre_hook(set_mask, with_kwargs=True))
+        handles.append(layer.register_forward_pre_hook(hook, with_kwargs=True))
     try:
         with torch.no_grad():
             out = adapter.language_model(inputs_embeds=embeds, position_ids=positions, use_cache=False, **llm_kwargs)
     finally:
         for h in handles:
             h.remove()
-    return adapter.model.lm_head(out.last_hidden_state[0, -1])
+    return out.last_hidden_state
+
+
+def masked_logits(adapter, embeds, positions, kept_indices, prefill_len: int, **llm_kwargs) -> torch.Tensor:
+    """The adapter's LLM on the whole sequence under `reference_masks`: the last position's logits.
+    `llm_kwargs`: the prefill's further inputs (`PreparedInputs.llm_kwargs`, Qwen3-VL's DeepStack)."""
+    masks = reference_masks(embeds.shape[1], kept_indices, prefill_len, len(adapter.decoder_layers))
+    return adapter.model.lm_head(hidden_under_masks(adapter, embeds, positions, masks, **llm_kwargs)[0, -1])
 
 
 def masked_greedy_ids(adapter, inputs, kept_indices, steps: int, llm_kwargs_for=None) -> list[int]:
@@ -101,8 +112,7 @@ def decode_pruned_masks(n: int, prefill_len: int, num_layers: int, from_layer: i
             for s, kept in enumerate(kept_visual[: n - prefill_len]):
                 if kept is None:
                     continue
-                dropped = torch.ones(n, dtype=torch.bool)
-                dropped[:] = False
+                dropped = torch.zeros(n, dtype=torch.bool)
                 dropped[visual] = True
                 dropped[kept] = False
                 mask[prefill_len + s, dropped] = float("-inf")
@@ -112,18 +122,4 @@ def decode_pruned_masks(n: int, prefill_len: int, num_layers: int, from_layer: i
 
 def logits_under_masks(adapter, embeds, positions, masks) -> torch.Tensor:
     """The adapter's LLM on the whole sequence, layer i under `masks[i]`: the logits of every position [n, V]."""
-    handles = []
-    for layer, mask in zip(adapter.decoder_layers, masks):
-
-        def set_mask(_layer, args, kwargs, m=mask):
-            kwargs["attention_mask"] = m
-            return args, kwargs
-
-        handles.append(layer.register_forward_pre_hook(set_mask, with_kwargs=True))
-    try:
-        with torch.no_grad():
-            out = adapter.language_model(inputs_embeds=embeds, position_ids=positions, use_cache=False)
-    finally:
-        for h in handles:
-            h.remove()
-    return adapter.model.lm_head(out.last_hidden_state[0])
+    return adapter.model.lm_head(hidden_under_masks(adapter, embeds, positions, masks)[0])

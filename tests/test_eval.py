@@ -1,5 +1,4 @@
 """The evaluation loop scores, skips broken videos without stopping, and never scores a sample twice."""
-import shutil
 
 import pytest
 
@@ -17,14 +16,6 @@ from aim.tracking.results import summarize
 )
 def test_parse_letter_takes_the_first_allowed_option_letter(text, letter):
     assert parse_letter(text, 4) == letter
-
-
-@pytest.fixture
-def bench_with_a_corrupt_video(small_benchmark, tmp_path):
-    root = tmp_path / "bench"
-    shutil.copytree(small_benchmark, root)
-    (root / "videos" / "video_00002.mp4").write_bytes(b"garbage")
-    return root
 
 
 def test_corrupt_videos_are_recorded_as_skipped_and_the_run_goes_on(tiny_adapter, bench_with_a_corrupt_video, tmp_path):

@@ -10,7 +10,7 @@ from aim.models import VISUAL
 from aim.pruning import PRUNERS
 from aim.pruning.hooks import TokenPruner, merge_dropped
 
-from tests.pruning_reference import reference_masks
+from tests.pruning_reference import hidden_under_masks, reference_masks
 from tests.test_pruning_hook import adapter, sample_inputs  # noqa: F401  (the tiny model fixture)
 
 
@@ -156,24 +156,8 @@ def merged_reference_logits(adapter, embeds, positions, kept_indices, roles, k):
     visual = (roles == VISUAL).nonzero().flatten().tolist()
     kept = [i for i in kept_indices[k][0].tolist() if i in set(visual)]
     dropped = [i for i in visual if i not in set(kept)]
-    handles = []
-    for i, (layer, mask) in enumerate(zip(adapter.decoder_layers, masks)):
-
-        def hook(_layer, args, kwargs, m=mask, merge=i == k):
-            kwargs["attention_mask"] = m
-            if merge:
-                hidden = args[0] if args else kwargs.pop("hidden_states")
-                return (reference_merge(hidden[0], kept, dropped)[None],) + tuple(args[1:]), kwargs
-            return args, kwargs
-
-        handles.append(layer.register_forward_pre_hook(hook, with_kwargs=True))
-    try:
-        with torch.no_grad():
-            out = adapter.language_model(inputs_embeds=embeds, position_ids=positions, use_cache=False)
-    finally:
-        for h in handles:
-            h.remove()
-    return adapter.model.lm_head(out.last_hidden_state[0, -1])
+    merge = {k: lambda hidden: reference_merge(hidden, kept, dropped)}
+    return adapter.model.lm_head(hidden_under_masks(adapter, embeds, positions, masks, merge)[0, -1])
 
 
 def test_inner_merging_keeps_fastvs_tokens_and_equals_the_merged_reference(adapter):  # noqa: F811

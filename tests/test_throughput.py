@@ -1,7 +1,6 @@
 """Evaluation throughput changes no result: decoding ahead in worker processes (`dataset.num_workers`) and
 prefilling samples together (`eval.batch_size`) give the records of one-at-a-time evaluation, in the same
 order, every field but the timing equal."""
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -95,14 +94,6 @@ def test_the_random_pruner_is_prefilled_one_sample_at_a_time(small_benchmark, tm
                          batch_size=2)
     assert [r["batch_size"] for r in batched] == [1] * 2
     assert untimed(batched) == untimed(alone)
-
-
-@pytest.fixture
-def bench_with_a_corrupt_video(small_benchmark, tmp_path):
-    root = tmp_path / "bench"
-    shutil.copytree(small_benchmark, root)
-    (root / "videos" / "video_00002.mp4").write_bytes(b"garbage")
-    return root
 
 
 def test_workers_decode_ahead_and_give_the_records_of_sequential_decoding(bench_with_a_corrupt_video, tmp_path):
