@@ -36,6 +36,35 @@ VIDEO = "<video>"
 IMAGE = "<image>"
 PLACEHOLDERS = (VIDEO, IMAGE)
 PROMPT = "{prompt}"  # where the task's text (the dataset's `aim.prompts.TaskPrompt`) goes in a prompt template
+# How `chat_template: true` wraps the user's turn: `lmms_eval`, the conversation lmms-eval's model class for the
+# family builds (the original code's template: LLaVA-NeXT's, LLaVA's, InternVL's; the processor's for Qwen), or
+# `hf`, the checkpoint's own (Hugging Face processor's) chat template.
+CHAT_WRAPS = ("lmms_eval", "hf")
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """A conversation template as a string layout: what the original model code (the one lmms-eval runs for a
+    family) writes around one user turn, ending where the assistant's answer starts.
+
+    `system_turn` holds `{system}` (the system text: `model.system_prompt`, else `system`), `user_turn` holds
+    `{content}`: the user's turn with the visual input written in place (`Adapter.inline_visual`). With
+    `omit_empty_system` an empty system text drops the system turn (LLaVA-NeXT's ChatML style does). With
+    `adjacent`, the visual input and the text are parts of one content list whose template puts nothing between
+    them (Qwen's processors), so the white space the prompt template puts next to the visual placeholder goes."""
+
+    system: str
+    system_turn: str
+    user_turn: str
+    omit_empty_system: bool = False
+    adjacent: bool = False
+
+    def render(self, before: str, visual: str, after: str, system: str | None = None) -> str:
+        system = self.system if system is None else system
+        if self.adjacent:
+            before, after = before.rstrip(), after.lstrip()
+        opening = "" if self.omit_empty_system and not system else self.system_turn.format(system=system)
+        return opening + self.user_turn.format(content=before + visual + after)
 
 
 @dataclass
@@ -58,8 +87,14 @@ class AdapterConfig:
     # false: `prompt_template` is the whole prompt. true: it is the user's turn, wrapped in the checkpoint's
     # chat template (the processor's, else the tokenizer's; the adapter's built-in format when it has none).
     chat_template: bool = False
-    # a system turn before the user's in the checkpoint's chat template (None: the template's own default, if
-    # any): lmms-eval's Qwen2-VL / Qwen2.5-VL / Qwen3-VL model classes send "You are a helpful assistant."
+    # lmms_eval: the conversation lmms-eval's model class builds for the family (LLaVA-NeXT's qwen_1_5 for
+    # LLaVA-OneVision / LLaVA-Video, LLaVA's vicuna_v1 for LLaVA-1.5, InternVL's internvl2_5 with its system
+    # message, the Qwen processors' with "You are a helpful assistant."); hf: the checkpoint's own chat template
+    # (the Hugging Face processor's). Only read with chat_template true; the real presets set lmms_eval.
+    chat_wrap: str = "hf"
+    # a system turn before the user's (None: the wrap's own default: the conversation's system text for
+    # lmms_eval, the chat template's default, if any, for hf): lmms-eval's Qwen2-VL / Qwen2.5-VL / Qwen3-VL
+    # model classes send "You are a helpful assistant."
     system_prompt: str | None = None
     # Where the visual input (<video> or <image>) and the task's text ({prompt}: the question, options and
     # instructions as the dataset lays them out, `aim.prompts.TaskPrompt`) go in the user's turn; lmms-eval
@@ -74,6 +109,7 @@ class AdapterConfig:
 
         check_choice("dtype", self.dtype, DTYPES)
         check_choice("attn_implementation", self.attn_implementation, ATTENTION)
+        check_choice("chat_wrap", self.chat_wrap, CHAT_WRAPS)
         for name in ("prompt_template", "likelihood_template"):
             if sum(getattr(self, name).count(p) for p in PLACEHOLDERS) != 1:
                 raise ValueError(f"{name}: must contain the visual placeholder ({VIDEO} or {IMAGE}) once")
@@ -173,7 +209,9 @@ def checkpoint_file(path: str, filename: str, local_only: bool) -> str | None:
 class Adapter:
     """Base of the model adapters. Subclasses set `config_class` (their dataclass), `hf_model_class` and
     `hf_config_class` (names in `transformers`), and `chat_fallback`: the chat format used when the
-    checkpoint has no chat template, a format string with `{content}` (the user's turn)."""
+    checkpoint has no chat template, a format string with `{content}` (the user's turn), and
+    `lmms_eval_conversation`: the `Conversation` lmms-eval's model class for the family writes (`chat_wrap:
+    lmms_eval`)."""
 
     config_class: type = AdapterConfig
     hf_model_class: str = ""
@@ -181,6 +219,7 @@ class Adapter:
     chat_fallback: str = "<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n"
     extra_text_tokens: int = 0  # non-visual tokens the adapter adds around the video (not from the prompt)
     modalities: tuple[str, ...] = ("video",)  # the visual inputs `prepare` takes; the first is the model's own
+    lmms_eval_conversation: Conversation | None = None
 
     def __init__(self, model, tokenizer, cfg):
         self.model = model.eval()
@@ -190,6 +229,8 @@ class Adapter:
         self.dtype = DTYPES[cfg.dtype]
         self.model.to(self.device, self.dtype)
         self._chat_template = None  # looked up on first use
+        if cfg.chat_template and cfg.chat_wrap == "lmms_eval" and self.lmms_eval_conversation is None:
+            raise ValueError(f"chat_wrap: {type(self).__name__} has no lmms-eval conversation; set chat_wrap=hf")
 
     # --- building -------------------------------------------------------------------------------
     @classmethod
@@ -327,12 +368,22 @@ class Adapter:
     def prompt_string(self, question: str, options: list[str], scoring: str = "letter", modality: str = "video",
                       task: TaskPrompt | None = None) -> str:
         """The whole prompt as text, with the model's video or image token once where the visual input goes:
-        the filled template (chat_template false), or the user's turn in the checkpoint's chat format."""
+        the filled template (chat_template false), or the user's turn in a chat format: lmms-eval's
+        conversation for the family (`chat_wrap: lmms_eval`) or the checkpoint's chat template (`hf`)."""
         turn = self.user_turn(question, options, scoring, task)
         if not self.cfg.chat_template:
             before, after = self.split_at_placeholder(turn)
             return before + self.visual_token(modality) + after
+        if self.cfg.chat_wrap == "lmms_eval":
+            return self.render_lmms_eval(turn, modality)
         return self.render_chat(turn, modality)
+
+    def render_lmms_eval(self, turn: str, modality: str = "video") -> str:
+        """One user turn (with its visual placeholder) in the conversation lmms-eval's model class for this
+        family builds (`lmms_eval_conversation`), the visual input written as `inline_visual`; `system_prompt`,
+        when set, replaces the conversation's system text."""
+        before, after = self.split_at_placeholder(turn)
+        return self.lmms_eval_conversation.render(before, self.inline_visual(modality), after, self.cfg.system_prompt)
 
     def prompt_text(self, question: str, options: list[str], scoring: str = "letter", modality: str = "video",
                     task: TaskPrompt | None = None) -> tuple[str, str]:

@@ -41,10 +41,19 @@ import torch
 import torch.nn.functional as F
 
 from aim.models import MODELS, PREFIX_TEXT, QUESTION_TEXT, VISUAL, PreparedInputs
-from aim.models.base import VIDEO, Adapter, AdapterConfig, square_frames
+from aim.models.base import VIDEO, Adapter, AdapterConfig, Conversation, square_frames
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
+# InternVL's "internvl2_5" conversation (internvl_chat/internvl/conversation.py, SeparatorStyle.MPT), the template
+# InternVL3's own code (`model.chat`, what lmms-eval's internvl3 model calls) uses, with its system message:
+# the system turn, the user's turn, "<|im_start|>assistant\n". lmms-eval writes a video as "Frame{i}: <image>\n"
+# per frame before the task's text (an image: "<image>\n"), and chat() makes each <image> "<img>", the tile's
+# <IMG_CONTEXT> tokens, "</img>": the string aim's `<video>` placeholder expands to (`frame_text`).
+INTERNVL2_5 = Conversation(
+    system="你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。",
+    system_turn="<|im_start|>system\n{system}<|im_end|>\n",
+    user_turn="<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n")
 
 
 @dataclass
@@ -85,6 +94,7 @@ class InternVLAdapter(Adapter):
     hf_model_class = "InternVLForConditionalGeneration"
     hf_config_class = "InternVLConfig"
     modalities = ("video", "image")
+    lmms_eval_conversation = INTERNVL2_5
 
     def __init__(self, model, tokenizer, cfg: InternVLAdapterConfig):
         super().__init__(model, tokenizer, cfg)

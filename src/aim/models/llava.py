@@ -36,12 +36,19 @@ import numpy as np
 import torch
 
 from aim.models import MODELS, PREFIX_TEXT, QUESTION_TEXT, VISUAL, PreparedInputs
-from aim.models.base import AdapterConfig
+from aim.models.base import AdapterConfig, Conversation
 from aim.models.llava_onevision import LlavaOnevisionAdapter
 
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 IMAGE_ASPECTS = ("pad", "crop")
+# LLaVA's "vicuna_v1" conversation (llava/conversation.py, SeparatorStyle.TWO: sep " ", sep2 "</s>"), the default
+# conv_template of lmms-eval's llava model (liuhaotian/llava-v1.5-7b): the system sentence, " USER: ", the
+# user's turn ("<image>\n" + the task's text), " ASSISTANT:". The tokenizer adds Llama's BOS before it.
+VICUNA_V1 = Conversation(
+    system="A chat between a curious user and an artificial intelligence assistant. "
+           "The assistant gives helpful, detailed, and polite answers to the user's questions.",
+    system_turn="{system} ", user_turn="USER: {content} ASSISTANT:")
 
 
 @dataclass
@@ -93,6 +100,7 @@ class LlavaAdapter(LlavaOnevisionAdapter):
     modalities = ("image", "video")
     image_layout = None  # one fixed token grid whatever the image size (no anyres crops)
     chat_fallback = "USER: {content} ASSISTANT:"  # llava-hf's LLaVA-1.5 conversation
+    lmms_eval_conversation = VICUNA_V1
 
     def __init__(self, model, tokenizer, cfg: LlavaAdapterConfig):
         super().__init__(model, tokenizer, cfg)

@@ -41,8 +41,17 @@ import torch
 import torch.nn.functional as F
 
 from aim.models import MODELS, PREFIX_TEXT, QUESTION_TEXT, VISUAL, PreparedInputs
-from aim.models.base import Adapter, AdapterConfig, square_frames
+from aim.models.base import Adapter, AdapterConfig, Conversation, square_frames
 from aim.tokens import reduce_clip
+
+
+# LLaVA-NeXT's "qwen_1_5" conversation (llava/conversation.py, SeparatorStyle.CHATML), which lmms-eval's
+# llava_onevision model uses by default and LLaVA-Video's documented lmms-eval runs name (conv_template=qwen_1_5):
+# lmms-eval writes the user's turn as "<image>\n" + the task's text (one <image> for a whole video: its frames'
+# features stand there), the conversation puts the system turn first and ends with "<|im_start|>assistant\n".
+QWEN_1_5 = Conversation(system="You are a helpful assistant.", system_turn="<|im_start|>system\n{system}<|im_end|>\n",
+                        user_turn="<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n",
+                        omit_empty_system=True)
 
 
 @dataclass
@@ -68,6 +77,7 @@ class LlavaOnevisionAdapter(Adapter):
     # "qwen_1_5" template, which lmms-eval uses for it), for checkpoints that ship no chat template.
     chat_fallback = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
                      "<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n")
+    lmms_eval_conversation = QWEN_1_5
 
     def __init__(self, model, tokenizer, cfg: LlavaOnevisionConfig):
         super().__init__(model, tokenizer, cfg)

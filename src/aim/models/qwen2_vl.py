@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from aim.models import MODELS, PREFIX_TEXT, QUESTION_TEXT, VISUAL, PreparedInputs
-from aim.models.base import Adapter, AdapterConfig
+from aim.models.base import Adapter, AdapterConfig, Conversation
 
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
@@ -127,6 +127,15 @@ def mrope_positions(num_before: int, token_index: torch.Tensor, grid: tuple[int,
     return torch.cat([before, visual, after], 1)
 
 
+# What lmms-eval's qwen2_vl / qwen2_5_vl / qwen3_vl models send (no original code path: the processor's chat
+# template): a system turn (their `system_prompt`, default "You are a helpful assistant.") as a string, then the
+# user's content [the visual, {"type": "text", "text": the task's text}], which the Qwen2-VL, Qwen2.5-VL and
+# Qwen3-VL templates write as <|vision_start|><|video_pad|><|vision_end|> (or <|image_pad|>) directly followed
+# by the text, and "<|im_start|>assistant\n".
+QWEN_VL = Conversation(system="You are a helpful assistant.", system_turn="<|im_start|>system\n{system}<|im_end|>\n",
+                       user_turn="<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n", adjacent=True)
+
+
 @MODELS.register("qwen2_vl", config=Qwen2VLAdapterConfig)
 class Qwen2VLAdapter(Adapter):
     config_class = Qwen2VLAdapterConfig
@@ -137,6 +146,7 @@ class Qwen2VLAdapter(Adapter):
     chat_fallback = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
                      "<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n")
     modalities = ("video", "image")
+    lmms_eval_conversation = QWEN_VL
 
     def __init__(self, model, tokenizer, cfg: Qwen2VLAdapterConfig):
         super().__init__(model, tokenizer, cfg)
