@@ -5,6 +5,7 @@ CircularEval."""
 import pytest
 
 from aim.eval.scoring import (
+    mvbench_accuracy,
     binary_scores,
     circular_accuracy,
     evalai_normalize,
@@ -231,3 +232,23 @@ def test_vqa_accuracy_is_the_mean_soft_score_of_the_scored_records():
 
 def test_parse_letter_still_reads_option_letters():
     assert parse_letter("The answer is (C).", 4) == "C" and parse_letter("E", 4) is None
+
+
+def test_mvbench_leaves_empty_answers_out_of_each_tasks_denominator_as_lmms_eval_does():
+    """lmms_eval/tasks/mvbench/utils.py (mvbench_aggregate_results): per task, correct / answered, an empty response
+    not answered (a task with none answered scores 0); the headline is the mean over the tasks."""
+    from aim.tracking.results import headline
+
+    def rec(task, response, correct):
+        return {"id": f"{task}{response}{correct}", "question_type": task, "response": response, "correct": correct}
+
+    records = [rec("antonym", "B", True), rec("antonym", "", False), rec("antonym", "(C)", False),  # 1 of 2 answered
+               rec("count", "", False), rec("count", " \n", False),  # none answered: 0, as lmms-eval
+               rec("pose", "A", True)]  # letter mode: the response is the best-scored letter
+    details = mvbench_accuracy(records)
+    assert details == {"mvbench_accuracy": (0.5 + 0.0 + 1.0) / 3, "by_type": {"antonym": 0.5, "count": 0.0, "pose": 1.0},
+                       "num_excluded": 3, "excluded_by_type": {"antonym": 1, "count": 2}}
+    score, about = headline("mvbench_accuracy", records, {})
+    assert score == pytest.approx(0.5) and about["num_excluded"] == 3
+    # counted as wrong instead (the per-type accuracies of every record), the mean would be (1/3 + 0 + 1) / 3
+    assert headline("mean_over_types", records, {"antonym": 1 / 3, "count": 0.0, "pose": 1.0})[0] == pytest.approx(4 / 9)

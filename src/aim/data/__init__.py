@@ -42,6 +42,8 @@ METRICS = {
     "mme_score": "MME: perception + cognition, each subtask's acc*100 + acc+*100 summed",
     "pope_f1": "POPE: F1 with 'yes' as positive, averaged over its splits",
     "circular_accuracy": "MMBench CircularEval: a question counts only if all its circular shifts are right",
+    "mvbench_accuracy": "MVBench as lmms-eval aggregates it: per task over the questions answered (an empty generated "
+                        "response leaves the denominator), then the mean over the tasks",
 }
 
 

@@ -22,7 +22,8 @@ Where an archive unpacks into nested folders, a video not at the expected path i
 name anywhere under root; a video that is nowhere is recorded as skipped (`Sample.load`). Options are
 given to the model without the release's "A." prefixes (the adapter writes its own letters), answers
 become option letters. Headline metrics follow each benchmark's authors: accuracy, except MLVU (m-avg)
-and MVBench (average over its tasks), whose `metric` is `mean_over_types`; per-category breakdowns go
+(`mean_over_types`) and MVBench (the average over its tasks, each over the questions answered as lmms-eval
+counts them: `mvbench_accuracy`); per-category breakdowns go
 into every record (`Sample.categories`).
 """
 from __future__ import annotations
@@ -518,7 +519,7 @@ class MVBenchConfig(BenchmarkConfig):
     root: str = "data/mvbench"
     questions_file: str = "json/*.json"
     video_dir: str = "."
-    metric: str = "mean_over_types"
+    metric: str = "mvbench_accuracy"  # lmms-eval's aggregation: empty responses excluded, mean over tasks
     post_prompt: str = "Only give the best option.\n"
     download: ClassVar[str] = (
         "Download the `video` revision of the Hugging Face dataset OpenGVLab/MVBench (`hf download "
@@ -533,7 +534,9 @@ class MVBench(Benchmark):
     lmms-eval's mvbench tasks (lmms_eval/tasks/mvbench/utils.py, dataset revision `video`): one
     json/<task>.json per task, a list of {video, question, candidates, answer (the option's text)}, and
     the video under the task's folder (MVBENCH_VIDEO_FOLDERS; also tried under data0613/ and video/).
-    Metric: the mean of the 20 per-task accuracies (`mean_over_types`), as MVBench's "Avg".
+    Metric: the mean of the 20 per-task accuracies, as MVBench's "Avg", each task's accuracy over the questions
+    answered as lmms-eval's mvbench_aggregate_results counts them: a generated response that is empty leaves the
+    denominator (`mvbench_accuracy`; `mean_over_types` counts it as wrong).
     Prompt: MVBENCH_PROMPT; generated answers are read as its mcq_acc does (`mvbench`)."""
 
     config = MVBenchConfig

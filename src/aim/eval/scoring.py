@@ -21,7 +21,8 @@ dataset's `scorer: official` (aim.data.image_benchmarks).
 
 Benchmark-level metrics over the records: `mme_scores` (acc, acc+ and score per subtask, perception and
 cognition sums), `pope_scores` (accuracy, precision, recall, F1 with "yes" as positive, per split),
-`circular_accuracy` (MMBench's CircularEval) and `vqa_accuracy` (mean soft score, per answer type).
+`circular_accuracy` (MMBench's CircularEval), `vqa_accuracy` (mean soft score, per answer type) and
+`mvbench_accuracy` (per task over the answered questions, then the mean over tasks).
 """
 from __future__ import annotations
 
@@ -346,4 +347,28 @@ def circular_accuracy(records: list[dict]) -> dict:
         "circular_accuracy": float(np.mean(list(passed.values()))) if passed else float("nan"),
         "num_groups": len(passed),
         "by_type": {k: float(np.mean(v)) for k, v in sorted(by_type.items())},
+    }
+
+
+def mvbench_accuracy(records: list[dict]) -> dict:
+    """MVBench as lmms-eval aggregates it (lmms_eval/tasks/mvbench/utils.py, mvbench_aggregate_results): per task
+    (`question_type`), the correct answers over the *answered* questions, a question whose generated response is
+    empty being left out of the denominator (and a task with none answered scoring 0); the headline is the mean
+    over the tasks (MVBench's "Avg", every task weighing the same). Empty means empty after stripping white space:
+    lmms-eval's llava_onevision, qwen2_vl and InternVL models strip their outputs before the aggregation compares
+    them with "". Records of eval.mode letter or likelihood (the response is the best-scored option's letter)
+    always count as answered."""
+    tasks: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        tasks[r.get("question_type") or "all"].append(r)
+    by_type, excluded = {}, {}
+    for task, rs in sorted(tasks.items()):
+        answered = [r for r in rs if not (isinstance(r.get("response"), str) and not r["response"].strip())]
+        by_type[task] = float(np.mean([bool(r["correct"]) for r in answered])) if answered else 0.0
+        excluded[task] = len(rs) - len(answered)
+    return {
+        "mvbench_accuracy": float(np.mean(list(by_type.values()))) if by_type else float("nan"),
+        "by_type": by_type,
+        "num_excluded": sum(excluded.values()),
+        "excluded_by_type": {k: v for k, v in excluded.items() if v},
     }

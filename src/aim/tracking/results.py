@@ -24,7 +24,9 @@ def headline(metric: str, records: list[dict], accuracy_by_type: dict[str, float
     - `mme_score`: MME's perception + cognition score (acc*100 + acc+*100 per subtask; the records' `group`
       pairs an image's two questions), with perception, cognition and every subtask's acc and acc+;
     - `pope_f1`: POPE's F1 ("yes" positive), the mean over its splits (the question types), per split;
-    - `circular_accuracy`: MMBench's CircularEval over the records' `group`s (all shifts right)."""
+    - `circular_accuracy`: MMBench's CircularEval over the records' `group`s (all shifts right);
+    - `mvbench_accuracy`: MVBench as lmms-eval aggregates it: per task over the questions with a non-empty
+      response (an empty generated answer leaves the denominator), then the mean over the tasks."""
     if not records:
         return float("nan"), {}
     if metric == "accuracy":
@@ -43,6 +45,9 @@ def headline(metric: str, records: list[dict], accuracy_by_type: dict[str, float
     if metric == "circular_accuracy":
         details = scoring.circular_accuracy(records)
         return details.pop("circular_accuracy"), details
+    if metric == "mvbench_accuracy":
+        details = scoring.mvbench_accuracy(records)
+        return details.pop("mvbench_accuracy"), details
     raise ValueError(f"dataset.metric: {metric!r} is not a metric this summary computes")
 
 
