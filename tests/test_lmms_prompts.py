@@ -228,6 +228,30 @@ def test_answers_are_read_as_lmms_eval_reads_them(rule, response):
         assert credited(rule, response) == set(expected)
 
 
+# MMBench's rule path, on options whose texts overlap ("a cat", "a dog", "cat"): what lmms-eval's static evaluation
+# reads (mmbench_evals.py MMBench_Evaluator.prefetch_answer = can_infer, else _task_utils/mcq_extract.py
+# extract_mcq_answer over the present options' letters), from running that code at the commit above on each response.
+MMBENCH_OPTIONS = ["a cat", "a dog", "cat"]
+MMBENCH_AWKWARD = {
+    "A dog is on the left": "B",  # "A" in a longer response may be the article: not a letter; the text "a dog" is
+    "A cat sits on a mat": "A",  # two option texts ("a cat", "cat") match: the extractor's letter opening the response
+    "B, C": "C",  # the one bare letter among the words
+    ":C": "C",
+    "The answer is (B).": "B",  # "(B)." is one of can_infer's marks
+    "cat": "C",
+    "A or B": "A",
+    "C is correct, not A": "C",
+    "option b": None,  # no upper-case letter, no option text
+    "I choose B": "B",
+    "Failed to obtain answer via API: B": "B",  # can_infer refuses it; the extractor reads B
+}
+
+
+@pytest.mark.parametrize("response", list(MMBENCH_AWKWARD))
+def test_mmbench_reads_as_lmms_evals_static_rule_path(response):
+    assert read_letter("mmbench", response, MMBENCH_OPTIONS) == MMBENCH_AWKWARD[response]
+
+
 def test_each_benchmark_names_the_reader_of_its_task(datasets):
     readers = {name: ds.samples[0].letter_reader for name, ds in datasets.items() if ds.samples}
     assert {k: v for k, v in readers.items() if k not in ("vqav2", "gqa", "mme", "textvqa_val", "pope")} == {
