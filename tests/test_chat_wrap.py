@@ -224,3 +224,23 @@ def test_the_visual_tokens_are_spliced_where_the_lmms_eval_string_puts_them():
     assert roles[-len(after):] == [QUESTION_TEXT] * len(after)
     torch.testing.assert_close(embeds[:len(before)], ad.embed_tokens(before))
     torch.testing.assert_close(embeds[-len(after):], ad.embed_tokens(after))
+
+
+def test_internvl_ids_under_the_lmms_eval_wrap_are_the_processors_for_that_string():
+    """InternVL3 tiny with the lmms-eval wrap: the unreduced ids are what the InternVL processor makes of the same
+    string (each frame's context tokens where its `Frame{i}: <img>...</img>` line puts them), and the prefill
+    sequence holds the frames' tokens exactly there."""
+    from aim.merging import NoMerge
+    from tests.test_internvl import OPTIONS, QUESTION, TOKENS, build, frames, hf_processor, processor_tokenizer
+    from aim.models.internvl import InternVLAdapter
+
+    tok = processor_tokenizer()
+    tok.add_tokens(["<|im_start|>", "<|im_end|>"], special_tokens=True)
+    ad = build(["model.architecture.text_config.vocab_size=52"])
+    ad = InternVLAdapter(ad.model, tok, replace(ad.cfg, chat_template=True, chat_wrap="lmms_eval", **REAL_PROMPT))
+    prompt = ad.prompt_string(QUESTION, OPTIONS)
+    assert prompt.startswith("<|im_start|>system\n" + INTERNVL_SYSTEM + "<|im_end|>\n<|im_start|>user\n<video>\n")
+    ids = ad.input_ids(QUESTION, OPTIONS, 2)
+    assert ids == hf_processor(tok, TOKENS)(text=prompt, videos=[frames(2)], return_tensors="pt")["input_ids"][0].tolist()
+    inputs = ad.prepare(frames(2), QUESTION, OPTIONS, NoMerge())
+    assert torch.equal(inputs.token_roles == VISUAL, torch.tensor(ids) == ad.model.config.image_token_id)

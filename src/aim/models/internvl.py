@@ -23,8 +23,10 @@ more than one, a thumbnail (the whole image resized to one tile) follows them. T
 In both, the adapter writes the processor's text and tokenizes the whole prompt at once, so the unreduced
 ids are the processor's; the context tokens' embeddings are then replaced by the tiles' (merged) tokens.
 The frame labels and <img> / </img> markers are text: never merged, never pruned. With `chat_template:
-true` the user's turn is wrapped in the checkpoint's chat template (which writes `<video>\\n` for a video
-part and `<IMG_CONTEXT>\\n` for an image part).
+true` the user's turn is wrapped in InternVL's `internvl2_5` conversation with its system message (`chat_wrap:
+lmms_eval`, the preset's: what InternVL3's own chat(), which lmms-eval calls, writes; `INTERNVL2_5`) or in the
+checkpoint's chat template (`hf`: no system turn; it writes `<video>\\n` for a video part and `<IMG_CONTEXT>\\n`
+for an image part). Both give the same frame lines.
 
 Positions: the LLM has 1-D RoPE. Unreduced, a token's position is its index in the processor's sequence;
 kept visual tokens keep their original positions (a merged token sits at its representative's), text keeps

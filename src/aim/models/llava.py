@@ -23,8 +23,10 @@ Preprocessing (ours, with PIL, equal to the Hugging Face CLIP/LLaVA image proces
   px (bicubic), then a centre crop of 336 x 336, which cuts off the sides of non-square images.
 Then scaling to [0, 1] and CLIP's normalization.
 
-Prompt: the user's turn in the checkpoint's chat template; llava-hf's writes `USER: <image>\\n{text}
-ASSISTANT:` (no system turn), and `chat_fallback` is that same format. The whole prompt is tokenized at
+Prompt: the user's turn in LLaVA's `vicuna_v1` conversation (`chat_wrap: lmms_eval`, the preset's: lmms-eval's
+llava model's default, `VICUNA_V1`: its system sentence, then `USER: <image>\\n{text} ASSISTANT:`) or in the
+checkpoint's chat template (`chat_wrap: hf`); llava-hf's writes `USER: <image>\\n{text} ASSISTANT:` (no system
+sentence), and `chat_fallback` is that same format. The whole prompt is tokenized at
 once, as the Hugging Face processor does (so the Llama tokenizer's BOS and its handling of the spaces
 around <image> are its own), and split at the image token.
 """

@@ -24,10 +24,13 @@ therefore work on the base image and whole crops only, and fail on an edge crop 
 The tower signals (`metric`, `attention`) are unpadded and shrunk the same way. Only single images:
 multi-image prompts (where each image is one 729-token base without crops) are not wired in.
 
-Prompt: with `chat_template: true` (the real checkpoints' presets) the user's turn is wrapped in the
-checkpoint's own chat template; the llava-hf checkpoints' template writes
-`<|im_start|>user <video>\n{text}<|im_end|>\n<|im_start|>assistant\n`, and `chat_fallback` (used when
-a checkpoint ships no template) is LLaVA-NeXT's Qwen2 conversation with its system turn. The text is the
+Prompt: with `chat_template: true` (the real checkpoints' presets) the user's turn is wrapped in a chat
+format. `chat_wrap: lmms_eval` (the presets'): LLaVA-NeXT's `qwen_1_5` conversation (`QWEN_1_5`), as lmms-eval's
+llava_onevision and llava_vid models build it: `<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n
+<|im_start|>user\n<video>\n{text}<|im_end|>\n<|im_start|>assistant\n` (LLaVA-NeXT writes <image> where the video's
+features go). `chat_wrap: hf`: the checkpoint's own template; the llava-hf checkpoints' writes
+`<|im_start|>user <video>\n{text}<|im_end|>\n<|im_start|>assistant\n` (no system turn), and `chat_fallback` (used when
+a checkpoint ships no template) is the Qwen2 conversation with its system turn. The text is the
 dataset's (`aim.prompts.TaskPrompt`: the question, options and instructions as the benchmark's lmms-eval task
 lays them out), after the video and a newline.
 """
