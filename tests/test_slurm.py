@@ -223,7 +223,7 @@ def test_a_sharded_job_is_an_array_whose_killed_shard_requeues_and_the_merge_wai
     from aim.data.synthetic import generate_benchmark
     from aim.sweep import status
 
-    n = 12
+    n = 8
     generate_benchmark(Path(env["AIM_DATA_DIR"]) / f"synthetic_video_s2025_n{n}", n, 2025, progress=False)
     sweep = tmp_path / "sweep"
     run_dir = sweep / "0"
