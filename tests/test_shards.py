@@ -30,6 +30,7 @@ def composed(*overrides):
     ("dataset.shards=1.5", "dataset.shards: Value '1.5'"),
     ("dataset.shards=3 dataset.shard=3", "dataset.shard: must be in [0, 2], got 3"),
     ("dataset.shards=3 dataset.shard=-1", "dataset.shard: must be in [0, 2], got -1"),
+    ("dataset.shards=2 budget.fraction=0.5", "dataset.shards: budget mode (budget.tflops / fraction / prefill_ms) runs unsharded"),
 ])
 def test_dataset_shards_is_an_integer_of_at_least_one_and_the_shard_one_of_them(override, message):
     from aim.config import validate

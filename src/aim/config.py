@@ -277,6 +277,10 @@ def validate(cfg: DictConfig) -> Validated:
         raise ConfigError(f"eval.mode: pruner {groups['pruner'].name} prunes the KV cache while decoding only; "
                           f"use eval.mode=generate, got {eval_cfg.mode}")
     budget = to_schema(BudgetConfig, cfg.get("budget", {}), "budget")
+    if sharding.shards > 1 and any(getattr(budget, k) is not None for k in BUDGET_LIMITS):
+        # a budget's record sums up the plan it chose, which the merge of the shards' records does not have
+        raise ConfigError(f"dataset.shards: budget mode (budget.tflops / fraction / prefill_ms) runs unsharded; use "
+                          f"dataset.shards=1 or give the merger's and pruner's knobs themselves, got {sharding.shards}")
     if not any(getattr(budget, k) is not None for k in BUDGET_LIMITS):  # budget mode chooses pruner knobs itself
         check_pruner_prunes(groups["model"], groups["pruner"])
     return Validated(

@@ -200,7 +200,8 @@ def run_sharded(cfg: DictConfig, valid: Validated, out_dir: Path, dataset) -> di
     from aim.tracking import shards
 
     n, mine = valid.sharding.shards, valid.sharding.shard
-    run_spec = {**result_spec(cfg), "dataset": {**result_spec(cfg)["dataset"], "shard": None}}
+    spec = result_spec(cfg)
+    run_spec = {**spec, "dataset": {**spec["dataset"], "shard": None}}  # the whole run's: every shard's
     check_resume(out_dir, run_spec)  # the run dir must not hold another run (an unsharded one, other shards)
     if mine is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -255,10 +256,7 @@ def main(cfg: DictConfig) -> float | list[float]:
             valid = validate(cfg)
             print_choice(budget.record())
         dataset = build_dataset(valid.dataset)  # the questions file read and the selection checked: before any run dir change
-        if valid.sharding.shards > 1:
-            if budget is not None:
-                raise ConfigError("dataset.shards: budget mode (budget.tflops / fraction / prefill_ms) runs unsharded; "
-                                  "use dataset.shards=1, or give the merger's and pruner's knobs themselves")
+        if valid.sharding.shards > 1:  # (budget mode is refused with shards by validate)
             if valid.sharding.shards > len(dataset):
                 raise ConfigError(f"dataset.shards: {valid.sharding.shards} shards of {len(dataset)} samples would "
                                   f"leave some empty; use at most {len(dataset)}")
