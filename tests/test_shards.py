@@ -230,17 +230,18 @@ def records_without_timings(path):
 
 @pytest.mark.slow
 def test_a_run_in_three_local_shards_gives_the_unsharded_runs_records_and_results(tmp_path, bundled_env):
-    def aim_run(out, *overrides):
-        proc = subprocess.run([sys.executable, "-m", "aim.run", f"hydra.run.dir={out}", f"dataset.num_samples={NUM_SAMPLES}",
-                               "dataset.limit=5", "eval.progress=false", "logger=none", *overrides],
-                              env=bundled_env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        return proc
+    def aim_run(out, *overrides):  # one thread each: the two runs side by side on a small machine
+        return subprocess.Popen([sys.executable, "-m", "aim.run", f"hydra.run.dir={out}", f"dataset.num_samples={NUM_SAMPLES}",
+                                 "dataset.limit=5", "eval.progress=false", "logger=none", *overrides],
+                                env={**bundled_env, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
 
-    aim_run(tmp_path / "one")
-    proc = aim_run(tmp_path / "three", "dataset.shards=3")
-    assert "merged 3 shards into" in proc.stdout
     one, three = tmp_path / "one", tmp_path / "three"
+    runs = [aim_run(one), aim_run(three, "dataset.shards=3")]
+    outputs = [run.communicate(timeout=300) for run in runs]
+    for run, (_, err) in zip(runs, outputs):
+        assert run.returncode == 0, err[-3000:]
+    assert "merged 3 shards into" in outputs[1][0]
     assert records_without_timings(three / "samples.jsonl") == records_without_timings(one / "samples.jsonl")
     assert results_without_timings(three / "results.json") == results_without_timings(one / "results.json")
     assert json.loads((three / "results.json").read_text())["config"]["dataset"]["shards"] == 3

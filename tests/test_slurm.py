@@ -1,7 +1,8 @@
 """Sweeps on a real one-node SLURM cluster brought up on this machine (launch/local_slurm.py: Debian's
 slurmctld, slurmd, slurmdbd with MariaDB, munged; as root, in a private directory): a 2-job sweep through
 `hydra/launcher=slurm`, the trade-off search with its trials as SLURM jobs, an invalid sweep that submits
-nothing, and a job interrupted twice mid-run that requeues and resumes with every sample recorded exactly once. Skipped, with the reason, where the cluster
+nothing, a job interrupted twice mid-run that requeues and resumes with every sample recorded exactly once, and a
+sharded job as one array whose killed shard requeues while the merge waits for it. Skipped, with the reason, where the cluster
 cannot be brought up (not root, no apt mirror); under CI=true that fails instead (tests/ci.py)."""
 import importlib.util
 import json
