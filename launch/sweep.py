@@ -5,6 +5,12 @@
     python launch/sweep.py resubmit outputs/sweeps/<time>          # failed + missing jobs, same launcher
     python launch/sweep.py resubmit outputs/sweeps/<time> -- hydra/launcher=slurm hydra.launcher.partition=long
     python launch/sweep.py sync outputs/sweeps/<time>              # `wandb sync` every offline W&B run
+    python launch/sweep.py merge outputs/runs/<run>                # a sharded run's shards into its run dir
+    python launch/sweep.py merge outputs/sweeps/<time>             # ... every sharded job of a sweep
+
+A sharded job (`dataset.shards=N`) is merged by the last of its shards to finish; `merge` does the same by
+hand (aim.tracking.shards.merge), and refuses, naming them, while shards lack records. It writes the run's
+samples.jsonl and results.json; it does not log to W&B (the automatic merge does).
 
 The sweep dir's `sweep.json` (written before launch, aim.sweep) lists the expected jobs; each job's
 `job.json` and `results.json` and, for SLURM jobs, `squeue` say where it is. A resubmission runs
@@ -36,6 +42,29 @@ def print_status(rows: list[dict], sweep_dir: Path) -> None:
     print(f"{sweep_dir}: {len(rows)} jobs: {summary}")
 
 
+def merge(directory: Path) -> int:
+    """Merge the run dir's shards, or those of every sharded job of a sweep dir; 1 if any could not be."""
+    from aim.tracking.shards import IncompleteShards, merge as merge_shards
+
+    if (directory / aim_sweep.MANIFEST).exists():
+        runs = [directory / j["subdir"] for j in aim_sweep.read_manifest(directory)["jobs"] if j.get("shards", 1) > 1]
+        if not runs:
+            print(f"{directory}: no job of this sweep is sharded", file=sys.stderr)
+            return 1
+    else:
+        runs = [directory]
+    failed = 0
+    for run_dir in runs:
+        try:
+            summary, _ = merge_shards(run_dir)
+        except IncompleteShards as exc:
+            print(f"merge: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"merged {run_dir}: {summary['num_samples']} samples, {summary['metric']} {summary['score']:.4f}")
+    return 1 if failed else 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="action", required=True)
@@ -49,6 +78,8 @@ def main(argv=None) -> int:
     rs.add_argument("--jobs", type=lambda s: [int(x) for x in s.split(",")], help="these job numbers instead")
     sy = sub.add_parser("sync", help="upload the sweep's offline W&B runs (wandb sync)")
     sy.add_argument("sweep_dir", type=Path)
+    mg = sub.add_parser("merge", help="merge a sharded run's shards (every sharded job of a sweep dir)")
+    mg.add_argument("dir", type=Path, help="a sharded run's dir, or a sweep dir")
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argv[argv.index("--") + 1:] if "--" in argv else []  # overrides appended to the sweep's own
     args = ap.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
@@ -60,6 +91,9 @@ def main(argv=None) -> int:
         else:
             print_status(rows, args.sweep_dir)
         return 0
+
+    if args.action == "merge":
+        return merge(args.dir)
 
     if args.action == "sync":
         runs = sorted(str(p) for p in args.sweep_dir.glob("**/wandb/offline-run-*"))

@@ -1,7 +1,8 @@
 """Sweeps on a real one-node SLURM cluster brought up on this machine (launch/local_slurm.py: Debian's
 slurmctld, slurmd, slurmdbd with MariaDB, munged; as root, in a private directory): a 2-job sweep through
 `hydra/launcher=slurm`, the trade-off search with its trials as SLURM jobs, an invalid sweep that submits
-nothing, and a job interrupted twice mid-run that requeues and resumes with every sample recorded exactly once. Skipped, with the reason, where the cluster
+nothing, a job interrupted twice mid-run that requeues and resumes with every sample recorded exactly once, and a
+sharded job as one array whose killed shard requeues while the merge waits for it. Skipped, with the reason, where the cluster
 cannot be brought up (not root, no apt mirror); under CI=true that fails instead (tests/ci.py)."""
 import importlib.util
 import json
@@ -212,3 +213,62 @@ def test_an_interrupted_job_requeues_and_records_every_sample_once(tmp_path, env
     assert len(ids) == n and len(set(ids)) == n  # every sample once: none lost, none evaluated twice
     assert json.loads((out / "results.json").read_text())["num_samples"] == n
     assert accounted_state(env, job_id) == "COMPLETED"
+
+
+# A sharded job (dataset.shards=2) is one SLURM array of 2 tasks, one per shard. Shard 0 is held still (SIGSTOP)
+# after 2 samples while shard 1 finishes: shard 1 does not merge (the merge waits for shard 0) and the status
+# counts 1 of 2 shards done. Then shard 0 is requeued and killed where it stopped: its rerun resumes from its
+# own records, finishes last and merges; every sample is recorded once, in its shard and in the merged run.
+@pytest.mark.timeout(300)
+def test_a_sharded_job_is_an_array_whose_killed_shard_requeues_and_the_merge_waits_for_it(tmp_path, env, monkeypatch):
+    from aim.data.synthetic import generate_benchmark
+    from aim.sweep import status
+
+    n = 8
+    generate_benchmark(Path(env["AIM_DATA_DIR"]) / f"synthetic_video_s2025_n{n}", n, 2025, progress=False)
+    sweep = tmp_path / "sweep"
+    run_dir = sweep / "0"
+    shard0, shard1 = run_dir / "shards" / "0", run_dir / "shards" / "1"
+    cmd = [sys.executable, "-m", "aim.run", "-m", f"hydra.sweep.dir={sweep}", *SLURM, f"dataset.num_samples={n}",
+           f"dataset.limit={n}", "dataset.shards=2", "merger.ratio=0.5", "pruner=none", "logger=none",
+           "eval.progress=false", "fidelity.enabled=false"]
+    log = open(tmp_path / "master.log", "w")
+    master = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def recorded(shard):
+        return (shard / "samples.jsonl").read_text().count("\n") if (shard / "samples.jsonl").exists() else 0
+
+    def job(shard):
+        return json.loads((shard / "job.json").read_text()) if (shard / "job.json").exists() else {"attempt": 0}
+
+    try:
+        wait_until("shard 0 to record 2 samples", lambda: recorded(shard0) >= 2, 240, master)
+        run1 = job(shard0)
+        os.kill(run1["pid"], signal.SIGSTOP)
+        wait_until("shard 1 to finish", lambda: job(shard1).get("state") == "done", 240, master)
+        assert not (run_dir / "results.json").exists()  # shard 1 finished first: the merge waits for shard 0
+        for key in ("SLURM_CONF", "PATH"):
+            monkeypatch.setenv(key, env[key])
+        row = status(sweep)[0]
+        assert row["state"] == "running" and row["detail"].startswith("1/2 shards done; shard 0 running: slurm")
+        first = recorded(shard0)
+        slurm(env, "scontrol", "requeue", run1["slurm_job_id"])
+        os.kill(run1["pid"], signal.SIGKILL)
+        assert 2 <= first < n // 2
+        master.wait(timeout=240)
+    finally:
+        if master.poll() is None:
+            master.kill()
+        log.close()
+    assert master.returncode == 0, (tmp_path / "master.log").read_text()[-3000:]
+    array = {job(s)["slurm_job_id"].split("_")[0] for s in (shard0, shard1)}
+    assert len(array) == 1  # the two shards were tasks of one SLURM array
+    final = job(shard0)
+    assert final["attempt"] == 2 and final["state"] == "done" and final["pid"] != run1["pid"]
+    merged = ids_in(run_dir / "samples.jsonl")
+    assert len(merged) == n and len(set(merged)) == n  # every sample once: none lost, none evaluated twice
+    assert ids_in(shard0 / "samples.jsonl") == merged[0::2] and ids_in(shard1 / "samples.jsonl") == merged[1::2]
+    assert json.loads((run_dir / "results.json").read_text())["num_samples"] == n
+    assert (run_dir / "results.json").stat().st_mtime >= (shard0 / "results.json").stat().st_mtime  # merged last
+    assert accounted_state(env, run1["slurm_job_id"]) == "COMPLETED"
+    assert status(sweep)[0]["detail"] == "2/2 shards done, merged"

@@ -41,6 +41,28 @@ class LoadingConfig:
 
 
 @dataclass
+class ShardingConfig:
+    """One evaluation split into `shards` parts (`dataset.shards`, read beside the dataset's own fields, which
+    every dataset has): part i evaluates samples i, i+N, i+2N, ... of the dataset (after `dataset.limit`) into
+    its own records, `<run dir>/shards/<i>/`, and one merge writes the run's samples.jsonl and results.json
+    as an unsharded run would (aim.tracking.shards). `shard` is set by the launcher (the sweeper makes a
+    sharded job N array tasks), or by a user's own array script; null: this process runs every shard in
+    turn, then merges (aim.run)."""
+
+    shards: int = 1
+    shard: int | None = None
+
+    def __post_init__(self):
+        if isinstance(self.shards, bool) or not isinstance(self.shards, int):
+            raise ValueError(f"shards: must be an integer >= 1, got {self.shards!r}")
+        check_range("shards", self.shards, 1)
+        if self.shard is not None:
+            if isinstance(self.shard, bool) or not isinstance(self.shard, int):
+                raise ValueError(f"shard: must be an integer in [0, {self.shards - 1}] or null, got {self.shard!r}")
+            check_range("shard", self.shard, 0, self.shards - 1)
+
+
+@dataclass
 class LoggerConfig:
     name: str = "none"  # none | wandb
     project: str = "aim"
@@ -181,6 +203,7 @@ class BudgetConfig:
 
 
 LOADING_FIELD = "num_workers"  # the dataset group's field that every dataset has (LoadingConfig)
+SHARDING_FIELDS = ("shards", "shard")  # the dataset group's fields that say how a run is split (ShardingConfig)
 
 
 @dataclass
@@ -200,6 +223,7 @@ class Validated:
     budget: BudgetConfig
     run: RunConfig = field(default_factory=RunConfig)
     loading: LoadingConfig = field(default_factory=LoadingConfig)  # dataset.num_workers
+    sharding: ShardingConfig = field(default_factory=ShardingConfig)  # dataset.shards, dataset.shard
 
 
 def check_weights(valid: Validated) -> None:
@@ -222,7 +246,7 @@ def validate(cfg: DictConfig) -> Validated:
     from aim.pruning import PRUNERS
 
     groups = {}
-    loading = LoadingConfig()
+    loading, sharding = LoadingConfig(), ShardingConfig()
     for group, registry in (("model", MODELS), ("dataset", DATASETS), ("merger", MERGERS), ("pruner", PRUNERS)):
         node = cfg.get(group)
         if node is None or "name" not in node:
@@ -230,6 +254,10 @@ def validate(cfg: DictConfig) -> Validated:
         if group == "dataset" and LOADING_FIELD in node:  # how samples are decoded, not which: no plugin's field
             fields = OmegaConf.to_container(node, resolve=True)
             loading = to_schema(LoadingConfig, {LOADING_FIELD: fields.pop(LOADING_FIELD)}, "dataset")
+            node = OmegaConf.create(fields)
+        if group == "dataset" and any(k in node for k in SHARDING_FIELDS):  # how a run is split, not which samples
+            fields = OmegaConf.to_container(node, resolve=True)
+            sharding = to_schema(ShardingConfig, {k: fields.pop(k) for k in SHARDING_FIELDS if k in fields}, "dataset")
             node = OmegaConf.create(fields)
         name = node.name
         if name not in registry:
@@ -249,6 +277,10 @@ def validate(cfg: DictConfig) -> Validated:
         raise ConfigError(f"eval.mode: pruner {groups['pruner'].name} prunes the KV cache while decoding only; "
                           f"use eval.mode=generate, got {eval_cfg.mode}")
     budget = to_schema(BudgetConfig, cfg.get("budget", {}), "budget")
+    if sharding.shards > 1 and any(getattr(budget, k) is not None for k in BUDGET_LIMITS):
+        # a budget's record sums up the plan it chose, which the merge of the shards' records does not have
+        raise ConfigError(f"dataset.shards: budget mode (budget.tflops / fraction / prefill_ms) runs unsharded; use "
+                          f"dataset.shards=1 or give the merger's and pruner's knobs themselves, got {sharding.shards}")
     if not any(getattr(budget, k) is not None for k in BUDGET_LIMITS):  # budget mode chooses pruner knobs itself
         check_pruner_prunes(groups["model"], groups["pruner"])
     return Validated(
@@ -262,6 +294,7 @@ def validate(cfg: DictConfig) -> Validated:
         budget=budget,
         run=to_schema(RunConfig, cfg.get("run", {}), "run"),
         loading=loading,
+        sharding=sharding,
     )
 
 

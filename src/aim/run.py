@@ -5,12 +5,20 @@ write results.json (and mirror to W&B).
     python -m aim.run merger=none pruner=none          # the unreduced model
     python -m aim.run hydra.run.dir=outputs/runs/X     # rerun in X: resumes where it stopped
     python -m aim.run +exp=ablation_layers             # a sweep (conf/exp/; aim.sweep validates it first)
+    python -m aim.run dataset.shards=3 hydra.run.dir=D # 3 shards in turn into D/shards/<i>, merged into D
+
+Sharded runs (`dataset.shards=N`, aim.tracking.shards). Without `dataset.shard`, this process runs the N
+shards one after another, each exactly as its SLURM array task would (its own seed, model and records), then
+merges them: on one machine there is one accelerator, and N processes side by side would each hold a copy
+of the model on it and share its compute, for no gain and with N processes to supervise; running the shards
+in parallel is what the SLURM launcher is for. With `dataset.shard=i` (set by the sweeper for each array task,
+or by a user's own array script), it evaluates shard i, and the last shard to finish merges.
 """
 from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import hydra
@@ -85,7 +93,9 @@ def sweep_name() -> str | None:
 def run(cfg: DictConfig, valid: Validated, out_dir: Path, budget=None, dataset=None) -> dict:
     """`budget`: the aim.budget.BudgetPlan that chose this config's knobs (its record goes into results.json
     as `budget`; with budget.per_sample it chooses each sample's own), or None. `dataset`: the one main built
-    while checking the config (built here when not given)."""
+    while checking the config (built here when not given; a shard's own samples for a shard). A shard
+    (`dataset.shards` > 1) writes its shard.json first, logs nothing to W&B (the merged run does) and is not
+    failed for having no answered sample (the merged run may have some)."""
     import torch
 
     from aim.data import build_dataset
@@ -94,12 +104,16 @@ def run(cfg: DictConfig, valid: Validated, out_dir: Path, budget=None, dataset=N
     from aim.merging import MERGERS
     from aim.models import MODELS
     from aim.pruning import PRUNERS
+    from aim.tracking import shards
     from aim.tracking.records import SampleRecords
     from aim.tracking.results import print_summary, summarize, write_results
-    from aim.tracking.wandb_logger import make_logger
+    from aim.tracking.wandb_logger import NullLogger, make_logger
 
+    sharded = valid.sharding.shards > 1
     if dataset is None:
         dataset = build_dataset(valid.dataset)  # a questions file that cannot be read, or no samples: ConfigError
+        if sharded:
+            dataset = shards.shard_samples(dataset, valid.sharding.shard, valid.sharding.shards)
     config = OmegaConf.to_container(cfg, resolve=True)
     torch.manual_seed(valid.seed)
     adapter = MODELS.get(valid.model.name).from_config(**asdict(valid.model))
@@ -108,7 +122,10 @@ def run(cfg: DictConfig, valid: Validated, out_dir: Path, budget=None, dataset=N
     records = SampleRecords(out_dir / "samples.jsonl")
     fidelity = build_fidelity(valid)
     method = {"merger": valid.merger.name, "pruner": valid.pruner.name}
-    logger = make_logger(valid.logger, out_dir, config, method, group=sweep_name())
+    if sharded:
+        shards.write_plan(out_dir, valid.sharding.shard, valid.sharding.shards, [s.id for s in dataset], method,
+                          run_config(config))
+    logger = NullLogger() if sharded else make_logger(valid.logger, out_dir, config, method, group=sweep_name())
     try:
         evaluate(
             adapter, dataset, merger, pruner, records, mode=valid.eval.mode,
@@ -129,9 +146,88 @@ def run(cfg: DictConfig, valid: Validated, out_dir: Path, budget=None, dataset=N
     print_summary(summary, out_dir)
     if fidelity is not None:
         print(f"unreduced answers: {fidelity.cache.path} ({fidelity.computed} computed by this run)")
-    if not summary["num_samples"]:
+    if not summary["num_samples"] and not sharded:
         raise NothingEvaluated(evaluated, out_dir / "samples.jsonl")
     return summary
+
+
+def run_config(config: dict) -> dict:
+    """A shard's config as its whole run's: `dataset.shard` unset (the run is every shard)."""
+    dataset = config.get("dataset") or {}
+    return {**config, "dataset": {**dataset, "shard": None}} if "shard" in dataset else config
+
+
+def report_merged(valid: Validated, run_dir: Path, summary: dict, records: list[dict]) -> dict:
+    """The merged run's summary printed and mirrored to W&B, as an unsharded run's; NothingEvaluated when
+    every sample of every shard was skipped."""
+    from aim.tracking.results import print_summary
+    from aim.tracking.wandb_logger import make_logger
+
+    make_logger(valid.logger, run_dir, summary["config"], summary["method"], group=sweep_name()).finish(summary, records)
+    print(f"merged {valid.sharding.shards} shards into {run_dir}")
+    print_summary(summary, run_dir)
+    if not summary["num_samples"]:
+        raise NothingEvaluated(records, run_dir / "samples.jsonl")
+    return summary
+
+
+def evaluate_in(cfg: DictConfig, valid: Validated, work_dir: Path, dataset, budget=None) -> dict:
+    """`run` in `work_dir` (a run dir, or a shard's) holding its lock, with its run_spec checked and job.json
+    running, then done (or failed with the error)."""
+    from aim.sweep import mark_ended
+    from aim.tracking.rundir import RunDirLock
+
+    spec = result_spec(cfg)
+    check_resume(work_dir, spec)  # before the lock: a refused rerun does not even make run.lock
+    with RunDirLock(work_dir, wait=valid.run.wait_for_lock):
+        check_resume(work_dir, spec)  # again: the process that held the lock may have started a run here
+        start_run(cfg, work_dir, spec)
+        if work_dir == Path(HydraConfig.get().runtime.output_dir):
+            return run(cfg, valid, work_dir, budget, dataset)  # its job.json is ended by the JobState callback
+        try:  # a shard's dir: not the job's output dir, which the callback ends
+            summary = run(cfg, valid, work_dir, budget, dataset)
+        except Exception as exc:
+            mark_ended(work_dir, exc)
+            raise
+        mark_ended(work_dir)
+    return summary
+
+
+def run_sharded(cfg: DictConfig, valid: Validated, out_dir: Path, dataset) -> dict:
+    """`dataset.shards=N`: with `dataset.shard` set, evaluate that shard into out_dir/shards/<i> and merge if
+    it was the last to finish; unset, evaluate every shard here in turn, then merge. Returns the merged
+    summary, or the shard's own while other shards still run."""
+    from aim.tracking import shards
+
+    n, mine = valid.sharding.shards, valid.sharding.shard
+    spec = result_spec(cfg)
+    run_spec = {**spec, "dataset": {**spec["dataset"], "shard": None}}  # the whole run's: every shard's
+    check_resume(out_dir, run_spec)  # the run dir must not hold another run (an unsharded one, other shards)
+    if mine is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if not (out_dir / RUN_SPEC).exists():
+            tmp = out_dir / f"{RUN_SPEC}.{mine}.tmp"  # the shards of a run may start together: each its own tmp
+            tmp.write_text(json.dumps(run_spec, indent=2))
+            tmp.replace(out_dir / RUN_SPEC)
+        summary = evaluate_in(cfg, valid, shards.shard_dir(out_dir, mine), shards.shard_samples(dataset, mine, n))
+        merged = shards.merge_if_complete(out_dir)
+        if merged is None:
+            waiting = [r["shard"] for r in shards.progress(out_dir, n) if not r["complete"]]
+            print(f"shard {mine} of {n} done; the merge into {out_dir} waits for shards {waiting} "
+                  "(the last to finish merges)")
+            return summary
+        return report_merged(valid, out_dir, *merged)
+    from aim.tracking.rundir import RunDirLock
+
+    with RunDirLock(out_dir, wait=valid.run.wait_for_lock):
+        check_resume(out_dir, run_spec)
+        start_run(cfg, out_dir, run_spec)
+        for i in range(n):
+            shard_cfg = OmegaConf.merge(cfg, {"dataset": {"shard": i}})
+            shard_valid = replace(valid, sharding=replace(valid.sharding, shard=i))
+            print(f"shard {i} of {n}: {shards.shard_dir(out_dir, i)}")
+            evaluate_in(shard_cfg, shard_valid, shards.shard_dir(out_dir, i), shards.shard_samples(dataset, i, n))
+        return report_merged(valid, out_dir, *shards.merge(out_dir))
 
 
 class NothingEvaluated(RuntimeError):
@@ -148,7 +244,8 @@ def main(cfg: DictConfig) -> float | list[float]:
     from aim.budget import apply_budget, print_choice
     from aim.data import build_dataset
     from aim.sweep import mark_ended
-    from aim.tracking.rundir import RunDirBusy, RunDirLock
+    from aim.tracking.rundir import RunDirBusy
+    from aim.tracking.shards import IncompleteShards
 
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
@@ -159,17 +256,18 @@ def main(cfg: DictConfig) -> float | list[float]:
             valid = validate(cfg)
             print_choice(budget.record())
         dataset = build_dataset(valid.dataset)  # the questions file read and the selection checked: before any run dir change
-        spec = result_spec(cfg)
-        check_resume(out_dir, spec)  # before the lock: a refused rerun does not even make run.lock
-        with RunDirLock(out_dir, wait=valid.run.wait_for_lock):
-            check_resume(out_dir, spec)  # again: the process that held the lock may have started a run here
-            start_run(cfg, out_dir, spec)
-            summary = run(cfg, valid, out_dir, budget, dataset)
+        if valid.sharding.shards > 1:  # (budget mode is refused with shards by validate)
+            if valid.sharding.shards > len(dataset):
+                raise ConfigError(f"dataset.shards: {valid.sharding.shards} shards of {len(dataset)} samples would "
+                                  f"leave some empty; use at most {len(dataset)}")
+            summary = run_sharded(cfg, valid, out_dir, dataset)
+        else:
+            summary = evaluate_in(cfg, valid, out_dir, dataset, budget)
     except ConfigError as exc:
         mark_ended(out_dir, exc)
         print(f"aim: invalid config: {exc}", file=sys.stderr)
         sys.exit(2)
-    except NothingEvaluated as exc:
+    except (NothingEvaluated, IncompleteShards) as exc:
         mark_ended(out_dir, exc)
         print(f"aim: {exc}", file=sys.stderr)
         sys.exit(1)

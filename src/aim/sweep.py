@@ -99,11 +99,16 @@ def plan_jobs(config_loader, master_config: DictConfig, job_overrides: Sequence[
             except Exception as exc:  # composition: unknown group option, bad override syntax, ...
                 problems.append((num, list(overrides), f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"))
                 continue
+            if valid.sharding.shard is not None:
+                problems.append((num, list(overrides), "dataset.shard: set by the sweeper for each shard of a job "
+                                 "with dataset.shards > 1; give dataset.shards only"))
+                continue
             choices = cfg.hydra.runtime.choices
             jobs.append({
                 "num": num, "overrides": list(overrides), "subdir": subdir,
                 "merger": valid.merger.name, "pruner": valid.pruner.name,
                 "method": choices.get("method") or f"{choices.get('merger')}+{choices.get('pruner')}",
+                "shards": valid.sharding.shards,
             })
     finally:
         HydraConfig.instance().cfg = saved
@@ -167,6 +172,34 @@ def rerun_overrides(manifest: dict, nums: Sequence[int]) -> list[list[str]]:
     if unknown:
         raise SweepError(f"aim: jobs {unknown} are not in {manifest['sweep_dir']}/{MANIFEST} (jobs 0..{len(by_num) - 1})")
     return [by_num[n]["overrides"] + [f"hydra.sweep.subdir={quote_override_value(by_num[n]['subdir'])}"] for n in nums]
+
+
+SHARD_OVERRIDE = "dataset.shard="
+
+
+def launch_list(sweep_dir: Path, jobs: list[dict], numbered: Sequence[tuple[int, Sequence[str]]],
+                rerun: bool = False) -> tuple[list[list[str]], list[dict]]:
+    """What the launcher gets: each job's overrides as they are, and a sharded job (`dataset.shards=N`) as N
+    tasks, one per shard (`dataset.shard=i`, its subdir pinned so that every shard writes under the job's
+    dir), so that a batch of them is one SLURM array. A rerun launches only the shards not complete yet.
+    Also returns the rerun's sharded jobs whose shards are all complete: nothing to launch, only to merge."""
+    from aim.tracking import shards
+
+    by_num = {j["num"]: j for j in jobs}
+    tasks, to_merge = [], []
+    for num, overrides in numbered:
+        job, overrides = by_num[num], list(overrides)
+        n = job.get("shards", 1)
+        if n == 1:
+            tasks.append(overrides)
+            continue
+        pinned = [] if any(o.startswith("hydra.sweep.subdir=") for o in overrides) else \
+            [f"hydra.sweep.subdir={quote_override_value(job['subdir'])}"]
+        done = {r["shard"] for r in shards.progress(Path(sweep_dir) / job["subdir"], n) if r["complete"]} if rerun else set()
+        if len(done) == n:
+            to_merge.append(job)
+        tasks += [overrides + [f"{SHARD_OVERRIDE}{i}"] + pinned for i in range(n) if i not in done]
+    return tasks, to_merge
 
 
 # ---------------------------------------------------------------------------------------------- job state
@@ -299,9 +332,10 @@ def read_submission(path: Path) -> list[str]:
     return overrides
 
 
-def submitted_jobs(sweep_dir: Path, manifest: dict) -> dict[int, str]:
+def submitted_jobs(sweep_dir: Path, manifest: dict) -> dict:
     """Job number -> SLURM job id of every submitit submission under the sweep dir (the pickled call
-    holds the job's overrides; read inertly, see `read_submission`), the latest submission winning."""
+    holds the job's overrides; read inertly, see `read_submission`), the latest submission winning; a shard's
+    task of a sharded job under (job number, shard)."""
     by_key = {(tuple(j["overrides"]), j["subdir"]): j["num"] for j in manifest["jobs"]}
     by_overrides = {tuple(j["overrides"]): j["num"] for j in manifest["jobs"]}
     found: dict[int, tuple[float, str]] = {}
@@ -314,10 +348,12 @@ def submitted_jobs(sweep_dir: Path, manifest: dict) -> dict[int, str]:
         for o in overrides:
             if o.startswith("hydra.sweep.subdir="):
                 subdir = o.split("=", 1)[1].strip("'").replace("\\'", "'").replace("\\\\", "\\")
-        plain = tuple(o for o in overrides if not o.startswith("hydra.sweep.subdir="))
+        shard = next((int(o[len(SHARD_OVERRIDE):]) for o in overrides if o.startswith(SHARD_OVERRIDE)), None)
+        plain = tuple(o for o in overrides if not o.startswith(("hydra.sweep.subdir=", SHARD_OVERRIDE)))
         num = by_key.get((plain, subdir)) if subdir is not None else by_overrides.get(plain)
         if num is None:
             continue
+        num = num if shard is None else (num, shard)
         job_id = pkl.name[: -len("_submitted.pkl")]
         mtime = pkl.stat().st_mtime
         if num not in found or found[num][0] < mtime:
@@ -345,39 +381,67 @@ def status(sweep_dir: str | Path, query_scheduler: bool = True) -> list[dict]:
     manifest = read_manifest(sweep_dir)
     active = scheduler_states() if query_scheduler else None
     submitted = submitted_jobs(sweep_dir, manifest) if active is not None else {}
-    host = socket.gethostname()
     rows = []
     for job in manifest["jobs"]:
         out = sweep_dir / job["subdir"]
-        state_file = out / JOB_STATE
-        info = json.loads(state_file.read_text()) if state_file.exists() else None
-        slurm_id = (info or {}).get("slurm_job_id") or submitted.get(job["num"])
-        scheduler_state = active.get(slurm_id) if active is not None and slurm_id else None
-        if (out / RESULTS).exists() and (info is None or info.get("state") != "running"):
-            state, detail = "done", ""
-        elif scheduler_state in ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING"):
-            state, detail = "queued", f"slurm {slurm_id} {scheduler_state}"
-        elif scheduler_state is not None:
-            state, detail = "running", f"slurm {slurm_id} {scheduler_state}"
-        elif info is None:
-            state, detail = "missing", ""
-        elif info["state"] == "failed":
-            state, detail = "failed", info.get("error", "")
-        elif info["state"] == "done":  # finished without results.json: something else went wrong
-            state, detail = "failed", "job ended without results.json"
-        elif info.get("slurm_job_id") and active is not None:
-            state, detail = "failed", f"slurm {info['slurm_job_id']} no longer active"
-        elif info.get("slurm_job_id"):
-            state, detail = "running", f"slurm {info['slurm_job_id']} (scheduler not reachable)"
-        elif info.get("host") == host:
-            alive = _pid_alive(int(info["pid"]))
-            state, detail = ("running", f"pid {info['pid']}") if alive else ("failed", f"pid {info['pid']} is gone")
+        if job.get("shards", 1) > 1:
+            state, detail, done_samples = _sharded_state(out, job, active, submitted)
         else:
-            state, detail = "running", f"on {info.get('host')} (cannot check from here)"
-        done_samples = len(read_samples(out / "samples.jsonl").records)
+            state, detail = _dir_state(out, active, submitted.get(job["num"]))
+            done_samples = len(read_samples(out / "samples.jsonl").records)
         rows.append({"num": job["num"], "subdir": job["subdir"], "state": state, "samples": done_samples,
                      "detail": detail, "overrides": job["overrides"]})
     return rows
+
+
+def _dir_state(out: Path, active: dict | None, submitted_id: str | None) -> tuple[str, str]:
+    """(state, detail) of one run dir (a job's, or a shard's): see `status`."""
+    state_file = out / JOB_STATE
+    info = json.loads(state_file.read_text()) if state_file.exists() else None
+    slurm_id = (info or {}).get("slurm_job_id") or submitted_id
+    scheduler_state = active.get(slurm_id) if active is not None and slurm_id else None
+    if (out / RESULTS).exists() and (info is None or info.get("state") != "running"):
+        return "done", ""
+    if scheduler_state in ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING"):
+        return "queued", f"slurm {slurm_id} {scheduler_state}"
+    if scheduler_state is not None:
+        return "running", f"slurm {slurm_id} {scheduler_state}"
+    if info is None:
+        return "missing", ""
+    if info["state"] == "failed":
+        return "failed", info.get("error", "")
+    if info["state"] == "done":  # finished without results.json: something else went wrong
+        return "failed", "job ended without results.json"
+    if info.get("slurm_job_id") and active is not None:
+        return "failed", f"slurm {info['slurm_job_id']} no longer active"
+    if info.get("slurm_job_id"):
+        return "running", f"slurm {info['slurm_job_id']} (scheduler not reachable)"
+    if info.get("host") == socket.gethostname():
+        alive = _pid_alive(int(info["pid"]))
+        return ("running", f"pid {info['pid']}") if alive else ("failed", f"pid {info['pid']} is gone")
+    return "running", f"on {info.get('host')} (cannot check from here)"
+
+
+def _sharded_state(out: Path, job: dict, active: dict | None, submitted: dict) -> tuple[str, str, int]:
+    """(state, detail, samples recorded) of a sharded job: done once merged; otherwise from its shards'
+    states (running before queued before failed), the detail counting them: "2/3 shards done"."""
+    from aim.tracking import shards
+
+    n = job["shards"]
+    states = [_dir_state(shards.shard_dir(out, i), active, submitted.get((job["num"], i))) for i in range(n)]
+    recorded = sum(r["recorded"] for r in shards.progress(out, n))
+    done = sum(state == "done" for state, _ in states)
+    merged = (out / RESULTS).exists() and done == n
+    counted = f"{done}/{n} shards done" + (", merged" if merged else "")
+    if merged:
+        return "done", counted, recorded
+    others = "; ".join(f"shard {i} {state}{': ' + detail if detail else ''}"
+                       for i, (state, detail) in enumerate(states) if state != "done")
+    if done == n:
+        return "failed", f"{counted}, not merged: python launch/sweep.py merge {out}", recorded
+    found = {state for state, _ in states}
+    state = next((s for s in ("running", "queued", "failed") if s in found), "failed" if done else "missing")
+    return state, f"{counted}; {others}", recorded
 
 
 def resubmit_command(manifest: dict, nums: Sequence[int], extra: Sequence[str] = ()) -> list[str]:

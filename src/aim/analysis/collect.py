@@ -6,7 +6,8 @@ Sources:
   a row with its state and error, not an absent one. A job that did not finish still shows what its
   `run_spec.json` says (its merger and pruner parameters, frames, model, dataset).
 - any other dir: every `results.json` under it (one run dir, or a sweep made before sweep.json existed);
-  every row is `done`, since nothing says which jobs were expected.
+  every row is `done`, since nothing says which jobs were expected. A sharded run is one row (its merged
+  results.json); its shards' own (`<run>/shards/<i>/`) are not rows.
 - a W&B project (and group), through the public API (`wandb_rows`): one row per run that W&B knows
   of (job runs only; a sweep's summary run is skipped); state from the run's state. It needs network and
   an API key; without a manifest it cannot know which jobs are missing.
@@ -229,7 +230,10 @@ def collect_runs(root: Path, roofline: bool = True) -> list[dict]:
     """Every results.json under `root` (no manifest: all rows are done)."""
     root = Path(root)
     rows = []
-    for i, path in enumerate(sorted(root.rglob(RESULTS))):
+    from aim.tracking.shards import is_shard_dir
+
+    paths = [p for p in sorted(root.rglob(RESULTS)) if not is_shard_dir(p.parent)]  # a shard is part of its run's row
+    for i, path in enumerate(paths):
         run_dir = path.parent
         fields = run_fields(run_dir, roofline)
         rows.append({"sweep": root.name, "sweep_dir": str(root.resolve()), "job": i,

@@ -41,9 +41,15 @@ class AimSweeper(BasicSweeper):
             OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
 
         # launch in batches, as the basic sweeper does; job numbers of a rerun restart at 0 (the
-        # directories come from the manifest, not from the numbers)
-        overrides = [list(o) for _, o in numbered]
-        size = self.max_batch_size or len(overrides)
+        # directories come from the manifest, not from the numbers). A sharded job is one task per shard.
+        overrides, to_merge = aim_sweep.launch_list(sweep_dir, jobs, numbered, rerun=self.rerun is not None)
+        if to_merge:
+            from aim.tracking.shards import merge
+
+            for job in to_merge:  # a rerun of a job whose shards are all complete: only the merge was missing
+                merge(sweep_dir / job["subdir"])
+                print(f"merged the shards of job {job['num']} into {sweep_dir / job['subdir']}", file=sys.stderr)
+        size = self.max_batch_size or max(len(overrides), 1)
         self.overrides = [overrides[i:i + size] for i in range(0, len(overrides), size)]
         returns = []
         initial_job_idx = 0
