@@ -134,6 +134,9 @@ def test_a_killed_run_resumes_and_records_each_sample_once(tmp_path, env):
     assert ids[:5] == [json.loads(line)["id"] for line in lines]  # the 5 recorded before the kill, not redone
     results = json.loads((out / "results.json").read_text())
     assert results["num_samples"] == 12 and results["records_dropped"] == 1
+    # its throughput is what this invocation evaluated: the 7 not recorded before the kill
+    assert results["throughput"]["samples"] == 7 and results["throughput"]["samples_per_s"] > 0
+    assert "throughput: 7 samples evaluated by this run" in proc.stdout
     assert (out / "samples.jsonl.dropped").read_text() == '{"id": "torn\n'
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -126,6 +127,7 @@ def run(cfg: DictConfig, valid: Validated, out_dir: Path, budget=None, dataset=N
         shards.write_plan(out_dir, valid.sharding.shard, valid.sharding.shards, [s.id for s in dataset], method,
                           run_config(config))
     logger = NullLogger() if sharded else make_logger(valid.logger, out_dir, config, method, group=sweep_name())
+    before, started = len(records.records), time.perf_counter()
     try:
         evaluate(
             adapter, dataset, merger, pruner, records, mode=valid.eval.mode,
@@ -135,10 +137,12 @@ def run(cfg: DictConfig, valid: Validated, out_dir: Path, budget=None, dataset=N
         )
     finally:
         records.close()
+    seconds, new = time.perf_counter() - started, len(records.records) - before
     wanted = {s.id for s in dataset}  # a rerun with a smaller dataset.limit summarizes only those
     evaluated = [r for r in records.records if r["id"] in wanted]
     summary = summarize(evaluated, method, config)
     summary["records_dropped"] = records.dropped  # unreadable samples.jsonl lines, in samples.jsonl.dropped
+    summary["throughput"] = throughput(new, seconds)
     if budget is not None:
         summary["budget"] = budget.record(evaluated)
     write_results(out_dir / "results.json", summary)
@@ -149,6 +153,13 @@ def run(cfg: DictConfig, valid: Validated, out_dir: Path, budget=None, dataset=N
     if not summary["num_samples"] and not sharded:
         raise NothingEvaluated(evaluated, out_dir / "samples.jsonl")
     return summary
+
+
+def throughput(samples: int, seconds: float) -> dict:
+    """This invocation's evaluation speed: samples recorded (skipped ones included) over the wall time of the
+    evaluation loop (decoding, prefill, scoring; not the model's loading). A resumed run counts only what it
+    evaluated itself; None per second when it evaluated nothing."""
+    return {"samples": samples, "wall_s": seconds, "samples_per_s": samples / seconds if samples else None}
 
 
 def run_config(config: dict) -> dict:

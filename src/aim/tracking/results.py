@@ -171,6 +171,10 @@ def print_summary(summary: dict, out_dir: Path) -> None:
     console.print(table)
     if frames_note(summary):
         console.print(frames_note(summary))
+    speed = summary.get("throughput") or {}
+    if speed.get("samples_per_s"):
+        console.print(f"throughput: {speed['samples']} samples evaluated by this run in {speed['wall_s']:.1f} s = "
+                      f"{speed['samples_per_s']:.2f} samples/s (decoding, prefill, scoring; not the model's loading)")
     if summary.get("metric", "accuracy") != "accuracy":
         console.print(f"{summary['metric']}: {summary['score']:.3f}")
     details = summary.get("metric_details") or {}
