@@ -278,3 +278,57 @@ def test_the_slurm_launcher_asks_for_the_gpus_the_model_needs():
             # the launcher node as hydra-submitit-launcher receives it (resolved against the whole config)
             asked[case] = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)["gpus_per_node"]
     assert asked == {"72b": 2, "72b on 4": 4, "7b": 1, "default": 1}
+
+
+def test_a_strategy_that_offloads_to_the_cpu_is_refused_unless_asked():
+    from aim.models.base import check_placement
+
+    cfg = model_schema(device_map="auto", device="cuda", gpus=2)
+    check_placement({"model": 0, "lm_head": 1}, cfg)  # all on GPUs
+    with pytest.raises(ValueError, match="device_map: auto offloaded 1 modules \\(lm_head\\) to cpu: the model does not fit"):
+        check_placement({"model": 0, "lm_head": "cpu"}, cfg)
+    check_placement({"model": 0, "lm_head": "cpu"}, model_schema(device_map="auto", device="cuda", gpus=2,
+                                                                 max_memory={0: "70GiB", "cpu": "200GiB"}))
+
+
+# --- 72B on paper: the memory aim.flops states ----------------------------------------------------
+def flops_memory(overrides):
+    from hydra import compose, initialize_config_dir
+
+    from aim.config import validate
+    from aim.efficiency.cost import flops, memory_estimate
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        valid = validate(compose("config", overrides=list(overrides)))
+    result = flops(valid)
+    return result, memory_estimate(valid, result)
+
+
+def test_parameters_are_counted_from_the_model_class_without_weights():
+    from transformers import LlavaOnevisionForConditionalGeneration
+
+    from aim.efficiency.cost import model_configs, parameter_count
+
+    _, memory = flops_memory(["model=llava_onevision_tiny", "merger=none", "pruner=none"])
+    hf_config, adapter = model_configs(model_schema(**{**__import__("yaml").safe_load(
+        (CONF_DIR / "model" / "llava_onevision_tiny.yaml").read_text())}))
+    built = LlavaOnevisionForConditionalGeneration(hf_config)
+    assert memory["parameters"] == parameter_count(adapter, hf_config) == sum(p.numel() for p in built.parameters())
+
+
+def test_the_72b_memory_follows_from_its_architecture_and_needs_two_80gb_gpus():
+    full, memory = flops_memory(["model=llava_onevision_72b", "dataset.num_frames=32", "merger=none", "pruner=none",
+                                 "flops.hardware=h100_sxm"])
+    tokens = 32 * 196 + 100
+    assert full["tokens_per_layer"] == [tokens] * 80
+    assert memory["weights_gib"] == memory["parameters"] * 2 / 2**30  # bf16: 2 bytes per parameter
+    assert 72e9 < memory["parameters"] < 74e9  # Qwen2-72B + SigLIP-so400m + projector
+    # keys and values of 8 KV heads x 128 dims, bf16, in each of 80 layers, for every token
+    assert memory["kv_cache_gib_full"] == 80 * tokens * 2 * 8 * 128 * 2 / 2**30
+    assert memory["gpus_min"] == 2 and memory["headroom_gib"] > 10 and memory["model_gpus"] == 2
+    _, on_a100_40 = flops_memory(["model=llava_onevision_72b", "dataset.num_frames=32", "merger=none", "pruner=none",
+                                  "flops.hardware=a100_40gb"])
+    assert on_a100_40["gpus_min"] == 4
+    scaled, pruned = flops_memory(["model=llava_onevision_72b", "dataset.num_frames=32", "merger=aim", "merger.ratio=0.25",
+                                   "pruner=aim", "pruner.l1=40", "pruner.l2=63", "flops.hardware=h100_sxm"])
+    assert pruned["kv_cache_gib"] == sum(scaled["tokens_per_layer"]) * 2 * 8 * 128 * 2 / 2**30 < memory["kv_cache_gib_full"]

@@ -265,6 +265,21 @@ def check_visible_gpus(cfg) -> None:
                          "gpus_per_node from model.gpus) or set CUDA_VISIBLE_DEVICES")
 
 
+def check_placement(device_map, cfg) -> None:
+    """After a strategy placed the model: ValueError if it offloaded modules to the CPU or disk (the model did not
+    fit the GPUs' memory, and would run many times slower), unless `max_memory` gives the CPU a budget on
+    purpose. An explicit map is the user's own placement."""
+    if not isinstance(cfg.device_map, str) or not device_map:
+        return
+    offloaded = sorted({str(d) for d in device_map.values() if d in ("cpu", "disk")})
+    if offloaded and not (cfg.max_memory and "cpu" in cfg.max_memory):
+        names = [m for m, d in device_map.items() if d in ("cpu", "disk")]
+        raise ValueError(f"device_map: {cfg.device_map} offloaded {len(names)} modules ({', '.join(names[:3])}"
+                         f"{', ...' if len(names) > 3 else ''}) to {' and '.join(offloaded)}: the model does not fit the "
+                         f"memory of model.gpus={cfg.gpus} GPUs (python -m aim.flops model=... prints what it needs); raise "
+                         "model.gpus, or give model.max_memory a cpu budget to offload on purpose")
+
+
 def random_dispatched(model_class, hf_config, cfg):
     """Random weights spread by `cfg.device_map` as `from_pretrained(device_map=...)` spreads a checkpoint: the
     model built on the meta device (no memory), its device map computed by transformers (a strategy: from the
@@ -286,6 +301,7 @@ def random_dispatched(model_class, hf_config, cfg):
     model.tie_weights()
     accelerate_dispatch(model, None, device_map, None, None, False)
     model.hf_device_map = device_map
+    check_placement(device_map, cfg)
     return model
 
 
@@ -364,6 +380,8 @@ class Adapter:
             spread = {} if cfg.device_map is None else {"device_map": cfg.device_map, "max_memory": cfg.max_memory}
             model = model_class.from_pretrained(path, dtype=DTYPES[cfg.dtype], attn_implementation=cfg.attn_implementation,
                                                 use_safetensors=cfg.use_safetensors, **spread)
+            if cfg.device_map is not None:
+                check_placement(getattr(model, "hf_device_map", None), cfg)
             if cfg.architecture:
                 cls._check_architecture(cls.hf_config(cfg), model.config, cfg.pretrained)
             tokenizer = transformers.AutoTokenizer.from_pretrained(path)
