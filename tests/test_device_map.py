@@ -332,3 +332,19 @@ def test_the_72b_memory_follows_from_its_architecture_and_needs_two_80gb_gpus():
     scaled, pruned = flops_memory(["model=llava_onevision_72b", "dataset.num_frames=32", "merger=aim", "merger.ratio=0.25",
                                    "pruner=aim", "pruner.l1=40", "pruner.l2=63", "flops.hardware=h100_sxm"])
     assert pruned["kv_cache_gib"] == sum(scaled["tokens_per_layer"]) * 2 * 8 * 128 * 2 / 2**30 < memory["kv_cache_gib_full"]
+
+
+def test_timings_wait_for_every_gpu_of_a_spread_model(monkeypatch, tiny_adapter):
+    from types import SimpleNamespace
+
+    from aim.bench import elapsed_ms
+    from aim.models.base import Adapter
+
+    waited = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: waited.append(str(device)))
+    monkeypatch.setattr(torch.cuda, "Event", lambda **_: pytest.fail("CUDA events on one GPU miss the other's work"))
+    spread = SimpleNamespace(device=torch.device("cuda:0"), cuda_devices=[torch.device("cuda:0"), torch.device("cuda:1")])
+    spread.synchronize = lambda: Adapter.synchronize(spread)
+    assert elapsed_ms(spread, lambda: None) >= 0
+    assert waited == ["cuda:0", "cuda:1"] * 2  # before and after, on both GPUs
+    assert tiny_adapter.cuda_devices == []  # a CPU model waits for nothing

@@ -325,9 +325,12 @@ class Adapter:
         if getattr(cfg, "device_map", None) is None or not hasattr(model, "get_input_embeddings"):  # (a prompt shell)
             self.device = torch.device(cfg.device)
             self.model.to(self.device, self.dtype)
+            self.cuda_devices = [self.device] if self.device.type == "cuda" else []
         else:  # spread over devices (`device_map`): accelerate's hooks move each module's inputs to its device,
             # and the adapter's inputs (ids, embeddings, positions, masks) start where the input embeddings are
             self.device = self.model.get_input_embeddings().weight.device
+            # every GPU it runs on: timings wait for all of them (`synchronize`)
+            self.cuda_devices = sorted({t.device for t in self.model.parameters() if t.device.type == "cuda"}, key=str)
         self._chat_template = None  # looked up on first use
 
     # --- building -------------------------------------------------------------------------------
@@ -639,8 +642,9 @@ class Adapter:
         return self.model.lm_head(out.last_hidden_state[:, -1]).float()
 
     def synchronize(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        """Wait for the GPU work queued so far: on every GPU the model is spread over (`model.device_map`)."""
+        for device in self.cuda_devices:
+            torch.cuda.synchronize(device)
 
     def eos_token_ids(self) -> set[int]:
         ids = {self.tokenizer.eos_token_id} if self.tokenizer is not None else set()
