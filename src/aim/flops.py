@@ -6,8 +6,9 @@
     python -m aim.flops model=llava_1.5_7b merger=aim merger.ratio=0.25 pruner=aim pruner.l1=8 pruner.l2=16
 
 Takes the same overrides as `aim.run`. Reads only the model's config (the preset's `architecture`, or
-else the config.json of `model.pretrained`); the model is never built, so `model.device` and
-`model.dtype` do not matter (the roofline assumes fp16/bf16). The visual tokens per frame come from the
+else the config.json of `model.pretrained`); the model is never built (its parameters are counted on the meta
+device), so `model.device` does not matter, and `model.dtype` only for the memory lines (the roofline assumes
+fp16/bf16). The visual tokens per frame come from the
 adapter's `feature_grid` (LLaVA-OneVision: the tower's patch grid, then 2x2 pooling; Qwen2-VL: the
 preset's `frame_size` resized within its pixel budget, one token per 28x28 pixels, one group of tokens
 per temporal patch of 2 frames; LLaVA-1.5: 24x24 per image), frames from `flops.frames` (default: one
