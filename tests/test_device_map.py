@@ -267,7 +267,7 @@ def test_hook_bookkeeping_follows_the_hidden_states_device():
 # --- the SLURM launcher ---------------------------------------------------------------------------
 def test_the_slurm_launcher_asks_for_the_gpus_the_model_needs():
     from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
+    from hydra.utils import instantiate
 
     asked = {}
     cases = {"72b": ["model=llava_onevision_72b"], "72b on 4": ["model=llava_onevision_72b", "model.gpus=4"],
@@ -275,8 +275,8 @@ def test_the_slurm_launcher_asks_for_the_gpus_the_model_needs():
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         for case, overrides in cases.items():
             cfg = compose("config", overrides=["hydra/launcher=slurm", *overrides], return_hydra_config=True)
-            # the launcher node as hydra-submitit-launcher receives it (resolved against the whole config)
-            asked[case] = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)["gpus_per_node"]
+            # the launcher as Hydra builds it from its node (interpolations resolved against the whole config)
+            asked[case] = instantiate(cfg.hydra.launcher).params["gpus_per_node"]
     assert asked == {"72b": 2, "72b on 4": 4, "7b": 1, "default": 1}
 
 
