@@ -348,3 +348,16 @@ def test_timings_wait_for_every_gpu_of_a_spread_model(monkeypatch, tiny_adapter)
     assert elapsed_ms(spread, lambda: None) >= 0
     assert waited == ["cuda:0", "cuda:1"] * 2  # before and after, on both GPUs
     assert tiny_adapter.cuda_devices == []  # a CPU model waits for nothing
+
+
+def test_a_strategy_spreads_over_the_gpus_the_job_asked_for_only(monkeypatch):
+    from aim.models.base import job_max_memory
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)  # an interactive node showing 4 GPUs
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda i: (70 * 2**30 + i, 80 * 2**30))
+    cfg = model_schema(device_map="auto", device="cuda", gpus=2)
+    assert job_max_memory(cfg) == {0: 70 * 2**30, 1: 70 * 2**30 + 1}  # GPUs 2 and 3 left alone
+    assert job_max_memory(model_schema(device_map="auto", device="cuda", gpus=4)) is None  # accelerate's default
+    given = model_schema(device_map="auto", device="cuda", gpus=2, max_memory={0: "60GiB", 1: "70GiB"})
+    assert job_max_memory(given) == {0: "60GiB", 1: "70GiB"}

@@ -265,6 +265,17 @@ def check_visible_gpus(cfg) -> None:
                          "gpus_per_node from model.gpus) or set CUDA_VISIBLE_DEVICES")
 
 
+def job_max_memory(cfg):
+    """The `max_memory` a strategy gets: the configured one, else, where more GPUs are visible than `model.gpus`
+    (an interactive node), the free memory of GPUs 0..gpus-1 only, so the model spreads over the GPUs the job
+    asked for and no others (accelerate's default would take every visible GPU)."""
+    if cfg.max_memory is not None or not isinstance(cfg.device_map, str):
+        return cfg.max_memory
+    if not torch.cuda.is_available() or torch.cuda.device_count() <= cfg.gpus:
+        return None
+    return {i: torch.cuda.mem_get_info(i)[0] for i in range(cfg.gpus)}
+
+
 def check_placement(device_map, cfg) -> None:
     """After a strategy placed the model: ValueError if it offloaded modules to the CPU or disk (the model did not
     fit the GPUs' memory, and would run many times slower), unless `max_memory` gives the CPU a budget on
@@ -292,7 +303,7 @@ def random_dispatched(model_class, hf_config, cfg):
 
     with torch.device("meta"):
         model = model_class._from_config(hf_config, dtype=DTYPES[cfg.dtype], attn_implementation=cfg.attn_implementation)
-    device_map = _get_device_map(model, cfg.device_map, cfg.max_memory, None)
+    device_map = _get_device_map(model, cfg.device_map, job_max_memory(cfg), None)
     tensors = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
     for name, tensor in tensors:  # each on the device of the longest map entry naming it or a module above it
         owner = max((k for k in device_map if k == "" or name == k or name.startswith(k + ".")), key=len)
@@ -380,7 +391,7 @@ class Adapter:
                                                  attn_implementation=cfg.attn_implementation)
             tokenizer = cls._local_tokenizer(path)
         else:
-            spread = {} if cfg.device_map is None else {"device_map": cfg.device_map, "max_memory": cfg.max_memory}
+            spread = {} if cfg.device_map is None else {"device_map": cfg.device_map, "max_memory": job_max_memory(cfg)}
             model = model_class.from_pretrained(path, dtype=DTYPES[cfg.dtype], attn_implementation=cfg.attn_implementation,
                                                 use_safetensors=cfg.use_safetensors, **spread)
             if cfg.device_map is not None:
