@@ -46,8 +46,9 @@ def test_every_config_file_composes_and_validates(group, option, benchmark_roots
 def test_experiment_and_method_files_compose(group):
     files = sorted((CONF_DIR / group).glob("*.yaml"))
     assert files
-    for f in files:  # method=aim is the paper's setting for 28-layer LLMs; the rest are for the bundled model
-        validate(composed([f"+{group}={f.stem}"] + (["model=llava_onevision_7b"] if f.stem == "aim" else [])))
+    models = {"aim": "llava_onevision_7b", "aim_72b": "llava_onevision_72b"}  # the paper's setting at 28 / 80 layers
+    for f in files:  # the rest are for the bundled model
+        validate(composed([f"+{group}={f.stem}"] + ([f"model={models[f.stem]}"] if f.stem in models else [])))
 
 
 @pytest.mark.parametrize("overrides,field,prunes", [

@@ -195,7 +195,9 @@ def test_cli_prints_a_readable_breakdown_without_json_by_default(tmp_path):
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert any(line.startswith("down_proj") for line in lines)  # the per-operator table
-    assert lines[-1].startswith("unreduced:") or lines[-1].startswith("paper, unreduced")
+    summary = lines[-3]  # then the memory lines: weights and KV cache, the GPUs they need
+    assert summary.startswith("unreduced:") or summary.startswith("paper, unreduced")
+    assert lines[-2].startswith("memory (bfloat16): weights") and lines[-1].startswith("GPUs (a100_40gb, 40 GiB each")
     assert not any(line.lstrip().startswith("{") for line in lines)
     assert max(map(len, lines)) < 300  # no multi-kilobyte JSON line
 

@@ -56,10 +56,11 @@ class TimedImportance:
 
 
 def elapsed_ms(adapter, fn) -> float:
-    """Wall time of fn in ms: CUDA events on a GPU (device time between the two records), else the
-    host clock; the device is synchronized before and after either way."""
+    """Wall time of fn in ms: CUDA events on one GPU (device time between the two records), else the host
+    clock (a CPU, or a model spread over several GPUs, whose events on one would miss the others' work); every
+    GPU of the model is synchronized before and after either way."""
     adapter.synchronize()
-    if adapter.device.type == "cuda":
+    if adapter.device.type == "cuda" and len(getattr(adapter, "cuda_devices", ())) <= 1:
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         fn()
@@ -180,8 +181,9 @@ def bench(valid, adapter=None) -> dict:
         "text_tokens": text,
         "frames": b.frames,
         "repeats": b.repeats,
-        "device": torch.cuda.get_device_name(adapter.device) if adapter.device.type == "cuda"
-        else f"cpu ({torch.get_num_threads()} threads)",
+        "device": (torch.cuda.get_device_name(adapter.device) if len(getattr(adapter, "cuda_devices", ())) <= 1
+                   else f"{len(adapter.cuda_devices)} x {torch.cuda.get_device_name(adapter.device)} (model.device_map)")
+        if adapter.device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
         "dtype": valid.model.dtype,
         "method": {"merger": valid.merger.name, "pruner": valid.pruner.name},
     }

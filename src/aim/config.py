@@ -116,6 +116,7 @@ class FlopsConfig:
     # the FLOPs aim.flops leads with: real (2 per multiply-add, GQA-aware, gated MLP; the paper's) or fastv
     # (FastV's 4nd^2 + 2n^2d + 2ndm per layer, aim.efficiency.analytic); the JSON carries both
     convention: str = "real"
+    gpu_memory_gib: float | None = None  # overrides the hardware profile's device memory (the memory estimate's GPUs)
 
     def __post_init__(self):
         from aim.efficiency.analytic import CONVENTIONS
@@ -131,6 +132,8 @@ class FlopsConfig:
                 raise ValueError(f"frames: image_size counts one image, got frames={self.frames}")
         check_choice("hardware", self.hardware, HARDWARE_PROFILES)
         check_choice("convention", self.convention, CONVENTIONS)
+        if self.gpu_memory_gib is not None:
+            check_range("gpu_memory_gib", self.gpu_memory_gib, 1, low_open=True)
         if self.peak_tflops is not None:
             check_range("peak_tflops", self.peak_tflops, 0, low_open=True)
         if self.bandwidth_gbs is not None:

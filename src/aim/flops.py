@@ -6,8 +6,9 @@
     python -m aim.flops model=llava_1.5_7b merger=aim merger.ratio=0.25 pruner=aim pruner.l1=8 pruner.l2=16
 
 Takes the same overrides as `aim.run`. Reads only the model's config (the preset's `architecture`, or
-else the config.json of `model.pretrained`); the model is never built, so `model.device` and
-`model.dtype` do not matter (the roofline assumes fp16/bf16). The visual tokens per frame come from the
+else the config.json of `model.pretrained`); the model is never built (its parameters are counted on the meta
+device), so `model.device` does not matter, and `model.dtype` only for the memory lines (the roofline assumes
+fp16/bf16). The visual tokens per frame come from the
 adapter's `feature_grid` (LLaVA-OneVision: the tower's patch grid, then 2x2 pooling; Qwen2-VL: the
 preset's `frame_size` resized within its pixel budget, one token per 28x28 pixels, one group of tokens
 per temporal patch of 2 frames; LLaVA-1.5: 24x24 per image), frames from `flops.frames` (default: one
@@ -20,6 +21,13 @@ anyres crops, each merged on its own, plus a newline token per grid row; LLaVA-1
 Prints a breakdown per operator type and the tokens per layer. With `flops.json=true` the LAST stdout line
 is also the whole result as one JSON object (for scripts; long, so not printed by default), with `tflops`, `prefill_ms`, `hardware`, `visual_tokens`, `text_tokens`, `tokens_per_layer` and more
 (the same for the unreduced prefill under `tflops_full`, `prefill_ms_full`).
+
+The memory lines (`memory` in the JSON; `aim.efficiency.cost.memory_estimate`): the parameters (the model
+class built on the meta device), their bytes at `model.dtype`, the KV cache of the unreduced and the configured
+prefill, the activations, and how many GPUs of `flops.hardware` (or `flops.gpu_memory_gib`) hold them when
+`model.device_map` spreads the model; `model.gpus` is what the preset asks SLURM for. The 72B preset:
+
+    python -m aim.flops model=llava_onevision_72b dataset.num_frames=32 flops.hardware=h100_sxm
 
 Two FLOPs conventions are printed and in the JSON: `tflops` / `tflops_full` count real FLOPs (2 per
 multiply-add, grouped-query attention and the gated MLP as built, attention included: the AIM paper's
@@ -49,8 +57,19 @@ import hydra
 from omegaconf import DictConfig
 
 from aim.config import ConfigError, validate
-from aim.efficiency.cost import flops, model_configs, sample_frames
+from aim.efficiency.cost import flops, memory_estimate, model_configs, sample_frames
 from aim.paths import CONF_DIR
+
+
+def print_memory(memory: dict) -> None:
+    """The memory lines: weights, KV cache, activations, and the GPUs they need (`memory_estimate`)."""
+    m = memory
+    print(f"memory ({m['dtype']}): weights {m['parameters'] / 1e9:.2f} B parameters = {m['weights_gib']:.1f} GiB; KV cache "
+          f"{m['kv_cache_gib_full']:.2f} GiB unreduced -> {m['kv_cache_gib']:.2f} GiB; activations ~{m['activations_gib']:.2f} "
+          f"GiB; total {m['total_gib']:.1f} GiB")
+    print(f"GPUs ({m['gpu']}, {m['gpu_memory_gib']:g} GiB each, 1 GiB set aside per GPU): at least {m['gpus_min']} "
+          f"({m['headroom_gib']:.1f} GiB headroom); model.gpus={m['model_gpus']} leaves {m['model_gpus_headroom_gib']:.1f} GiB"
+          + ("" if m["model_gpus_headroom_gib"] >= 0 else " -- too few: raise model.gpus or use larger GPUs"))
 
 
 def print_breakdown(result: dict) -> None:
@@ -102,10 +121,12 @@ def main(cfg: DictConfig) -> None:
         if plan is not None:
             valid = validate(cfg)
         result = flops(valid)
+        result["memory"] = memory_estimate(valid, result)
     except ConfigError as exc:
         print(f"aim.flops: invalid config: {exc}", file=sys.stderr)
         sys.exit(2)
     print_breakdown(result)
+    print_memory(result["memory"])
     if plan is not None:
         result["budget"] = plan.record()
         print_choice(result["budget"])

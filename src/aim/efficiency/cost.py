@@ -285,3 +285,74 @@ class LayerCosts:
 def image_dataset(valid) -> bool:
     """Whether the configured dataset's samples are images (its config class says so)."""
     return getattr(valid.dataset, "modality", "video") == "image"
+
+
+GIB = 2**30
+CUDA_CONTEXT_GIB = 1.0  # per GPU: the CUDA context, cuBLAS workspace and allocator slack an estimate sets aside
+
+
+def parameter_count(adapter, hf_config) -> int:
+    """Parameters of the whole model (vision tower, projector, LLM, lm_head; tied weights once), from the model
+    class built on the meta device: no memory, no weights read."""
+    import torch
+    import transformers
+
+    key = (adapter.hf_model_class, hf_config.to_json_string())
+    if key not in _PARAMETERS:  # a 72B model takes seconds to build even on the meta device
+        with torch.device("meta"):
+            model = getattr(transformers, adapter.hf_model_class)._from_config(hf_config)
+        _PARAMETERS[key] = sum(p.numel() for p in model.parameters())
+    return _PARAMETERS[key]
+
+
+_PARAMETERS: dict[tuple[str, str], int] = {}
+
+
+def memory_estimate(valid, result: dict) -> dict:
+    """Device memory of one prefill of `result` (`flops(valid)`'s tokens per layer) at the preset's dtype, and the
+    GPUs of `flops.hardware` it needs when the model is spread over them (`model.device_map`):
+    - weights: every parameter x bytes per element (bf16: 2);
+    - KV cache: sum over layers of the tokens it holds x 2 (keys, values) x KV heads x head dim x bytes (a pruned
+      layer holds its kept tokens; decoded tokens add theirs);
+    - activations: the widest layer's transient tensors at the unreduced length n, n (3m + 4d) elements (the gated
+      MLP's gate, up and their product, and q/k/v/output-sized tensors), plus the lm_head's fp32 logits of the last
+      token; the pruner's importance scoring adds at most `pruner.block_mib` MiB on the PyTorch paths;
+    - per GPU, CUDA_CONTEXT_GIB set aside.
+    gpus_min = ceil(total / (memory_gib - CUDA_CONTEXT_GIB)); headroom_gib: what gpus_min GPUs (and
+    model.gpus GPUs) have left over the total. An estimate for planning, not a measurement."""
+    import math
+
+    from aim.efficiency.roofline import LLMShape, hardware_profile
+    from aim.models.base import DTYPES
+
+    hf_config, adapter = model_configs(valid.model)
+    shape = LLMShape.from_text_config(hf_config.text_config)
+    itemsize = DTYPES[valid.model.dtype].itemsize
+    params = parameter_count(adapter, hf_config)
+    per_token = 2 * shape.kv_heads * shape.head_dim * itemsize  # one layer's keys and values of one token
+    n = max(result["tokens_per_layer"] + [result["visual_tokens_unmerged"] + result["text_tokens"]])
+    activations = n * (3 * shape.intermediate + 4 * shape.hidden) * itemsize + shape.vocab * 4
+    scoring = getattr(valid.pruner, "block_mib", 0) * 2**20 if valid.pruner.name != "none" else 0
+    hw = hardware_profile(valid.flops.hardware)
+    gpu_gib = valid.flops.gpu_memory_gib or hw.memory_gib
+    weights = params * itemsize
+    kv_full = per_token * (result["visual_tokens_unmerged"] + result["text_tokens"]) * shape.num_layers
+    kv = per_token * sum(result["tokens_per_layer"])
+    total = weights + kv_full + activations + scoring  # the unreduced prefill's KV cache: the larger one
+    usable = gpu_gib - CUDA_CONTEXT_GIB
+    gpus_min = math.ceil(total / GIB / usable)
+    return {
+        "dtype": valid.model.dtype,
+        "parameters": params,
+        "weights_gib": weights / GIB,
+        "kv_cache_gib": kv / GIB,  # the configured (reduced) prefill's
+        "kv_cache_gib_full": kv_full / GIB,  # the unreduced prefill's
+        "activations_gib": (activations + scoring) / GIB,
+        "total_gib": total / GIB,
+        "gpu": hw.name,
+        "gpu_memory_gib": gpu_gib,
+        "gpus_min": gpus_min,
+        "headroom_gib": gpus_min * usable - total / GIB,
+        "model_gpus": valid.model.gpus,  # what the preset asks the launcher for
+        "model_gpus_headroom_gib": valid.model.gpus * usable - total / GIB,
+    }

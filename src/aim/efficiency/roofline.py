@@ -70,6 +70,7 @@ class HardwareProfile:
     peak_tflops: float  # dense fp16/bf16, no sparsity
     bandwidth_gbs: float  # device memory, 1 GB = 1e9 bytes
     onchip_buffer_bytes: int  # shared memory per SM
+    memory_gib: float = 80.0  # device memory as the driver reports it (nvidia-smi's MiB / 1024)
 
     @property
     def peak_flops_per_s(self) -> float:
@@ -84,11 +85,11 @@ KIB = 1024
 HARDWARE_PROFILES: dict[str, HardwareProfile] = {
     p.name: p
     for p in (
-        HardwareProfile("a100_40gb", 312.0, 1555.0, 164 * KIB),  # the paper's
-        HardwareProfile("a100_80gb", 312.0, 2039.0, 164 * KIB),
-        HardwareProfile("h100_sxm", 989.0, 3350.0, 228 * KIB),
-        HardwareProfile("h100_pcie", 756.0, 2000.0, 228 * KIB),
-        HardwareProfile("h200", 989.0, 4800.0, 228 * KIB),
+        HardwareProfile("a100_40gb", 312.0, 1555.0, 164 * KIB, 40.0),  # the paper's
+        HardwareProfile("a100_80gb", 312.0, 2039.0, 164 * KIB, 80.0),
+        HardwareProfile("h100_sxm", 989.0, 3350.0, 228 * KIB, 79.6),  # 81,559 MiB
+        HardwareProfile("h100_pcie", 756.0, 2000.0, 228 * KIB, 79.6),
+        HardwareProfile("h200", 989.0, 4800.0, 228 * KIB, 139.8),  # 143,167 MiB usable of 141 GB
     )
 }
 

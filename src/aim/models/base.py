@@ -17,6 +17,7 @@ per-frame result ([groups, K, D] at within-group indices [groups, K]).
 from __future__ import annotations
 
 import json
+import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -30,6 +31,9 @@ from aim.tokens import ClipReduced, Merged, clip_of, reduce_clip
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 ATTENTION = ("sdpa", "eager")
+# accelerate's ways of spreading a model over the visible GPUs (transformers' `from_pretrained(device_map=...)`)
+DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
+SIZE = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$", re.IGNORECASE)
 # Where the visual input goes in `prompt_template` / `likelihood_template`: either spelling, once. The
 # sample's modality (not the spelling) decides which of the model's tokens it becomes.
 VIDEO = "<video>"
@@ -103,11 +107,25 @@ class AdapterConfig:
     # eval.mode=likelihood: the prompt whose next token is scored against each option's text (the task's text
     # without the options)
     likelihood_template: str = "<video>\n{prompt}"
+    # Model parallel (accelerate's big-model loading, as transformers' `from_pretrained(device_map=...)` does it):
+    # null keeps the whole model on `device`; auto | balanced | balanced_low_0 | sequential spread its modules
+    # (whole decoder layers) over the job's GPUs; or an explicit {module name: device} map, a device being a
+    # GPU index, "cuda:N" or "cpu" ("" names the whole model). Accelerate's hooks move each module's inputs to
+    # its device; the adapter's inputs start on the input embeddings' device.
+    device_map: Any = None
+    # with a device_map strategy: the most each device may hold, {GPU index or "cpu": size}, e.g. {0: 70GiB,
+    # 1: 78GiB} (null: what each GPU has free)
+    max_memory: Any = None
+    gpus: int = 1  # GPUs one job of this model needs (the SLURM launcher's gpus_per_node); > 1 needs a device_map
 
     def __post_init__(self):
-        from aim.checks import check_choice
+        from aim.checks import check_choice, check_range
 
         check_choice("dtype", self.dtype, DTYPES)
+        check_range("gpus", self.gpus, 1)
+        if isinstance(self.max_memory, dict):  # "0" from a command line's {0:70GiB} is GPU 0, as in a YAML file
+            self.max_memory = {int(k) if isinstance(k, str) and k.isdigit() else k: v for k, v in self.max_memory.items()}
+        check_device_map(self.device_map, self.max_memory, self.gpus, self.device)
         check_choice("attn_implementation", self.attn_implementation, ATTENTION)
         check_choice("chat_wrap", self.chat_wrap, CHAT_WRAPS)
         for name in ("prompt_template", "likelihood_template"):
@@ -121,6 +139,68 @@ class AdapterConfig:
                              "with an architecture")
         if self.random_init and not self.pretrained and not self.architecture:
             raise ValueError("architecture: random_init needs an architecture or a pretrained config to build")
+
+
+def map_gpus(device_map) -> set[int]:
+    """The GPU indices an explicit device map places modules on."""
+    out = set()
+    for dev in device_map.values():
+        if isinstance(dev, int) and not isinstance(dev, bool):
+            out.add(dev)
+        elif isinstance(dev, str) and dev.startswith("cuda"):
+            out.add(int(dev.partition(":")[2] or 0))
+    return out
+
+
+def check_device_map(device_map, max_memory, gpus: int, device: str) -> None:
+    """ValueError naming the field unless `device_map` / `max_memory` / `gpus` are a loading transformers and
+    accelerate accept and the job's GPU count covers: a strategy (DEVICE_MAP_STRATEGIES) on `device` cuda, or a
+    {module: device} map (a GPU index < gpus, "cuda:N" or "cpu"; no disk offload); `max_memory` only with a
+    strategy, {GPU index < gpus or "cpu": size such as "70GiB", or bytes}; `gpus` > 1 only with a device_map."""
+    if device_map is None:
+        if max_memory is not None:
+            raise ValueError("max_memory: only with a device_map strategy (model.device_map=auto, balanced, "
+                             "balanced_low_0 or sequential); it is null")
+        if gpus > 1:
+            raise ValueError(f"gpus: {gpus} GPUs asked, but device_map is null: the model runs on one device; set "
+                             f"model.device_map to one of {', '.join(DEVICE_MAP_STRATEGIES)} or a map, or gpus=1")
+        return
+    if isinstance(device_map, str):
+        if device_map not in DEVICE_MAP_STRATEGIES:
+            raise ValueError(f"device_map: {device_map!r} is not allowed; choose one of: null, "
+                             f"{', '.join(DEVICE_MAP_STRATEGIES)}, or a {{module: device}} map")
+        if not str(device).startswith("cuda"):
+            raise ValueError(f"device_map: {device_map} spreads the model over GPUs and needs model.device=cuda, got "
+                             f"{device!r}; on a CPU use device_map=null (or an explicit map of \"cpu\")")
+    elif isinstance(device_map, dict):
+        if not device_map:
+            raise ValueError("device_map: an explicit map needs at least one {module: device} entry")
+        for module, dev in device_map.items():
+            ok = (isinstance(dev, int) and not isinstance(dev, bool) and dev >= 0) or dev == "cpu" or (
+                isinstance(dev, str) and re.fullmatch(r"cuda(:\d+)?", dev) is not None)
+            if not isinstance(module, str) or not ok:
+                raise ValueError(f"device_map: {module!r}: {dev!r} is not allowed; a module name maps to a GPU index, "
+                                 "\"cuda:N\" or \"cpu\" (disk offload is not supported)")
+        used = map_gpus(device_map)
+        if used and max(used) >= gpus:
+            raise ValueError(f"gpus: the device_map places modules on GPU {max(used)}, and a job of model.gpus={gpus} "
+                             f"sees GPUs 0..{gpus - 1}; set model.gpus={max(used) + 1}")
+        if max_memory is not None:
+            raise ValueError("max_memory: only with a device_map strategy; an explicit map places every module itself")
+    else:
+        raise ValueError(f"device_map: {device_map!r} is not allowed; choose one of: null, "
+                         f"{', '.join(DEVICE_MAP_STRATEGIES)}, or a {{module: device}} map")
+    if max_memory is not None:
+        if not isinstance(max_memory, dict) or not max_memory:
+            raise ValueError(f"max_memory: a {{device: size}} map such as {{0: 70GiB, 1: 78GiB}}, got {max_memory!r}")
+        for dev, size in max_memory.items():
+            gpu = isinstance(dev, int) and not isinstance(dev, bool)
+            if not (gpu and 0 <= dev < gpus) and dev != "cpu":
+                raise ValueError(f"max_memory: device {dev!r} is not allowed; a GPU index in 0..{gpus - 1} (model.gpus="
+                                 f"{gpus}) or \"cpu\"")
+            if not ((isinstance(size, int) and not isinstance(size, bool) and size >= 0)
+                    or (isinstance(size, str) and SIZE.match(size))):
+                raise ValueError(f"max_memory: {dev!r}: {size!r} is no size; give bytes or a string such as 70GiB or 75GB")
 
 
 def square_frames(frames, size: int, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -206,6 +286,72 @@ def checkpoint_file(path: str, filename: str, local_only: bool) -> str | None:
         return None
 
 
+def check_visible_gpus(cfg) -> None:
+    """Before loading with a device_map: the GPUs it needs are visible to this process (ValueError naming
+    model.gpus / model.device_map otherwise), so a job that got too few GPUs says so instead of loading for
+    minutes and then running out of memory or off the map."""
+    gpus = map_gpus(cfg.device_map) if isinstance(cfg.device_map, dict) else (
+        set(range(cfg.gpus)) if isinstance(cfg.device_map, str) else set())
+    if not gpus:
+        return
+    seen = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if max(gpus) >= seen:
+        raise ValueError(f"gpus: model.device_map={cfg.device_map} needs {max(gpus) + 1} GPUs (model.gpus={cfg.gpus}) and "
+                         f"this process sees {seen}; ask the launcher for them (hydra/launcher=slurm takes "
+                         "gpus_per_node from model.gpus) or set CUDA_VISIBLE_DEVICES")
+
+
+def job_max_memory(cfg):
+    """The `max_memory` a strategy gets: the configured one, else, where more GPUs are visible than `model.gpus`
+    (an interactive node), the free memory of GPUs 0..gpus-1 only, so the model spreads over the GPUs the job
+    asked for and no others (accelerate's default would take every visible GPU)."""
+    if cfg.max_memory is not None or not isinstance(cfg.device_map, str):
+        return cfg.max_memory
+    if not torch.cuda.is_available() or torch.cuda.device_count() <= cfg.gpus:
+        return None
+    return {i: torch.cuda.mem_get_info(i)[0] for i in range(cfg.gpus)}
+
+
+def check_placement(device_map, cfg) -> None:
+    """After a strategy placed the model: ValueError if it offloaded modules to the CPU or disk (the model did not
+    fit the GPUs' memory, and would run many times slower), unless `max_memory` gives the CPU a budget on
+    purpose. An explicit map is the user's own placement."""
+    if not isinstance(cfg.device_map, str) or not device_map:
+        return
+    offloaded = sorted({str(d) for d in device_map.values() if d in ("cpu", "disk")})
+    if offloaded and not (cfg.max_memory and "cpu" in cfg.max_memory):
+        names = [m for m, d in device_map.items() if d in ("cpu", "disk")]
+        raise ValueError(f"device_map: {cfg.device_map} offloaded {len(names)} modules ({', '.join(names[:3])}"
+                         f"{', ...' if len(names) > 3 else ''}) to {' and '.join(offloaded)}: the model does not fit the "
+                         f"memory of model.gpus={cfg.gpus} GPUs (python -m aim.flops model=... prints what it needs); raise "
+                         "model.gpus, or give model.max_memory a cpu budget to offload on purpose")
+
+
+def random_dispatched(model_class, hf_config, cfg):
+    """Random weights spread by `cfg.device_map` as `from_pretrained(device_map=...)` spreads a checkpoint: the
+    model built on the meta device (no memory), its device map computed by transformers (a strategy: from the
+    module sizes, `max_memory` and the model's no-split modules; an explicit map as given), each mapped module
+    allocated on its device and initialized by the model's own `initialize_weights` (the same init as a
+    random build on one device, not the same draws), tied weights tied again, then dispatched by accelerate
+    (its hooks move each module's inputs to its device). No whole copy of the model exists anywhere."""
+    from accelerate.utils import set_module_tensor_to_device
+    from transformers.integrations.accelerate import _get_device_map, accelerate_dispatch
+
+    with torch.device("meta"):
+        model = model_class._from_config(hf_config, dtype=DTYPES[cfg.dtype], attn_implementation=cfg.attn_implementation)
+    device_map = _get_device_map(model, cfg.device_map, job_max_memory(cfg), None)
+    tensors = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
+    for name, tensor in tensors:  # each on the device of the longest map entry naming it or a module above it
+        owner = max((k for k in device_map if k == "" or name == k or name.startswith(k + ".")), key=len)
+        set_module_tensor_to_device(model, name, device_map[owner], value=torch.empty_like(tensor, device="cpu"))
+    model.initialize_weights()
+    model.tie_weights()
+    accelerate_dispatch(model, None, device_map, None, None, False)
+    model.hf_device_map = device_map
+    check_placement(device_map, cfg)
+    return model
+
+
 class Adapter:
     """Base of the model adapters. Subclasses set `config_class` (their dataclass), `hf_model_class` and
     `hf_config_class` (names in `transformers`), and `chat_fallback`: the chat format used when the
@@ -225,9 +371,16 @@ class Adapter:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.cfg = cfg
-        self.device = torch.device(cfg.device)
         self.dtype = DTYPES[cfg.dtype]
-        self.model.to(self.device, self.dtype)
+        if getattr(cfg, "device_map", None) is None or not hasattr(model, "get_input_embeddings"):  # (a prompt shell)
+            self.device = torch.device(cfg.device)
+            self.model.to(self.device, self.dtype)
+            self.cuda_devices = [self.device] if self.device.type == "cuda" else []
+        else:  # spread over devices (`device_map`): accelerate's hooks move each module's inputs to its device,
+            # and the adapter's inputs (ids, embeddings, positions, masks) start where the input embeddings are
+            self.device = self.model.get_input_embeddings().weight.device
+            # every GPU it runs on: timings wait for all of them (`synchronize`)
+            self.cuda_devices = sorted({t.device for t in self.model.parameters() if t.device.type == "cuda"}, key=str)
         self._chat_template = None  # looked up on first use
         if cfg.chat_template and cfg.chat_wrap == "lmms_eval" and self.lmms_eval_conversation is None:
             raise ValueError(f"chat_wrap: {type(self).__name__} has no lmms-eval conversation; set chat_wrap=hf")
@@ -266,7 +419,12 @@ class Adapter:
         cfg = cls.config_class(**kwargs)
         model_class = getattr(transformers, cls.hf_model_class)
         path = resolve_pretrained(cfg.pretrained)
-        if cfg.random_init:
+        if cfg.device_map is not None:
+            check_visible_gpus(cfg)
+        if cfg.random_init and cfg.device_map is not None:
+            model = random_dispatched(model_class, cls.hf_config(cfg), cfg)
+            tokenizer = cls._local_tokenizer(path)
+        elif cfg.random_init:
             # built on the target device in the target dtype: a 7B model's random init then takes
             # seconds on a GPU instead of minutes (and 4x the memory) in float32 on the CPU
             with torch.device(cfg.device):
@@ -274,8 +432,11 @@ class Adapter:
                                                  attn_implementation=cfg.attn_implementation)
             tokenizer = cls._local_tokenizer(path)
         else:
+            spread = {} if cfg.device_map is None else {"device_map": cfg.device_map, "max_memory": job_max_memory(cfg)}
             model = model_class.from_pretrained(path, dtype=DTYPES[cfg.dtype], attn_implementation=cfg.attn_implementation,
-                                                use_safetensors=cfg.use_safetensors)
+                                                use_safetensors=cfg.use_safetensors, **spread)
+            if cfg.device_map is not None:
+                check_placement(getattr(model, "hf_device_map", None), cfg)
             if cfg.architecture:
                 cls._check_architecture(cls.hf_config(cfg), model.config, cfg.pretrained)
             tokenizer = transformers.AutoTokenizer.from_pretrained(path)
@@ -492,7 +653,16 @@ class Adapter:
         """The merger on the encoded features [groups, T, D] as `prepare` calls it (the prompt's text when it
         needs it, `with_prompt`), its result as a clip's (`reduce_clip`: a per-frame merger's flattened group by
         group, a clip reducer's ragged counts as they come)."""
+        features, signals = self.on_input_device(features), self.on_input_device(signals)
         return reduce_clip(self.with_prompt(merger, after_ids), features, **signals)
+
+    def on_input_device(self, encoded):
+        """A tensor, or the tensors of a dict (others as they are), on the adapter's input device: with a
+        `device_map` the vision tower and projector may sit on another GPU than the input embeddings, and the
+        merger's output is spliced between those embeddings."""
+        if isinstance(encoded, torch.Tensor):
+            return encoded.to(self.device)
+        return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in encoded.items()}
 
     def assemble(self, before_ids, visual, token_index, after_ids, *layout, **options):
         """A per-frame result laid out: kept tokens `visual` [groups, K, D] at within-group indices `token_index`
@@ -534,8 +704,9 @@ class Adapter:
         return self.model.lm_head(out.last_hidden_state[:, -1]).float()
 
     def synchronize(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        """Wait for the GPU work queued so far: on every GPU the model is spread over (`model.device_map`)."""
+        for device in self.cuda_devices:
+            torch.cuda.synchronize(device)
 
     def eos_token_ids(self) -> set[int]:
         ids = {self.tokenizer.eos_token_id} if self.tokenizer is not None else set()

@@ -163,7 +163,7 @@ class LlavaOnevisionAdapter(Adapter):
         """One image, anyres: [before][base image][grid rows, each + newline][after], merged per crop."""
         before, after = self.prompt_ids(question, options, scoring, "image", task)
         pixels = self.pixel_values(image, "image")
-        enc = self.encode_frames(pixels, needs=getattr(merger, "needs", ()), modality="image")
+        enc = self.on_input_device(self.encode_frames(pixels, needs=getattr(merger, "needs", ()), modality="image"))
         merger = self.with_prompt(merger, after)
         base_grid = {"grid": enc.pop("grid")} if "grid" in enc else {}
         side2 = self.patch_grid**2
@@ -190,7 +190,7 @@ class LlavaOnevisionAdapter(Adapter):
             positions.append(cell_pos.flatten()[cells[kept.token_index.to(self.device)]])
         newline_pos = grid_start + torch.arange(rows, device=self.device) * (cols + 1) + cols
         visual, visual_pos = torch.cat(feats), torch.cat(positions)
-        newline = self.model.model.image_newline[None].to(visual.dtype).expand(rows, -1)
+        newline = self.model.model.image_newline[None].to(visual.device, visual.dtype).expand(rows, -1)
         middle_pos, order = torch.cat([visual_pos, newline_pos]).sort()
         middle = torch.cat([visual, newline])[order]
         is_visual = torch.cat([torch.ones(len(visual), dtype=torch.bool), torch.zeros(rows, dtype=torch.bool)])[order.cpu()]
@@ -292,7 +292,7 @@ class LlavaOnevisionAdapter(Adapter):
             [
                 self.embed_tokens(before_ids),
                 visual,
-                self.model.model.image_newline[None].to(visual.dtype),
+                self.model.model.image_newline[None].to(visual.device, visual.dtype),
                 self.embed_tokens(after_ids),
             ]
         )

@@ -303,7 +303,8 @@ class RandomPruner:
         return "l1", f"l1 in 1..{num_layers - 1} (layers >= l1 lose visual tokens) and l2 > l1"
 
     def importance(self, q, k, valid):
-        return torch.rand(q.shape[0], q.shape[2], generator=self.generator).to(q.device)
+        # drawn on the host's generator (the same draws on any device), then moved to the layer's
+        return torch.rand(q.shape[0], q.shape[2], generator=self.generator, device=self.generator.device).to(q.device)
 
 
 @dataclass

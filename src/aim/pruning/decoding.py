@@ -75,7 +75,8 @@ class _KeptEntries:
 
     def update(self, key_states, value_states, layer_idx, *args, **kwargs):
         keys, values = self._cache.update(key_states, value_states, layer_idx, *args, **kwargs)
-        return keys.index_select(2, self._index), values.index_select(2, self._index)
+        index = self._index.to(keys.device)  # chosen on the scoring layer's device (a device_map may differ)
+        return keys.index_select(2, index), values.index_select(2, index)
 
     def __getattr__(self, name):
         return getattr(self._cache, name)
@@ -136,7 +137,7 @@ class DecodeKVPruning:
             kwargs["cache"] = _KeptEntries(kwargs["cache"], index)
             mask = kwargs.get("attention_mask")
             if isinstance(mask, torch.Tensor):
-                kwargs["attention_mask"] = mask.index_select(-1, index)
+                kwargs["attention_mask"] = mask.index_select(-1, index.to(mask.device))
             return args, kwargs
 
         handles = [self.layers[0].register_forward_pre_hook(start, with_kwargs=True),

@@ -25,6 +25,12 @@ drives positions and masks while decoding. A pruner with `prunes_cache_before` (
 dropped tokens from the KV caches of the layers before the drop, once the prefill reaches it, so decoding
 attends to the kept tokens only at every layer; decoding masks then index layer 0's cache as it is.
 
+Devices and dtypes (`model.device_map`): the layers may sit on several GPUs, and accelerate's hooks move each
+layer's inputs to its device inside its forward, after these pre-hooks run. So every index is moved to the
+tensor it indexes (hidden states, cos/sin, position ids, masks, each layer's cache) at the moment it is
+used, the bookkeeping (kept indices, token roles) follows the hidden states from layer to layer, and every
+tensor the hooks create takes the device (and, when it is floating, the dtype) of what it is combined with.
+
 Batches: token roles are one row [N] shared by the batch (equal layouts), or one row per sample [B, N]
 for a padded batch, with pad positions marked PADDING. Each row keeps its own top visual tokens, so the
 rows must hold equally many visual tokens (then every row keeps equally many tokens and the batch stays
@@ -70,6 +76,11 @@ class _State:
         self.decoding = False
         self.trace = PruningTrace()
 
+    def follow(self, device: torch.device) -> None:
+        """The kept indices and token roles onto `device` (the hidden states'), where a device_map moved them."""
+        if self.kept is not None and self.kept.device != device:
+            self.kept, self.roles = self.kept.to(device), self.roles.to(device)
+
 
 def rope_module(attn):
     """The modeling module of an attention class (for its own apply_rotary_pos_emb and repeat_kv)."""
@@ -99,13 +110,14 @@ def merge_dropped(hidden: torch.Tensor, kept: torch.Tensor, dropped: torch.Tenso
     if kept.shape[1] == 0 or dropped.shape[1] == 0:
         return hidden
     d = hidden.shape[-1]
-    h = hidden.float()
+    h = hidden.to(torch.promote_types(hidden.dtype, torch.float32))  # float32, or float64 layers' own
     h_kept = h.gather(1, kept.unsqueeze(-1).expand(-1, -1, d))
     h_drop = h.gather(1, dropped.unsqueeze(-1).expand(-1, -1, d))
     sim = F.normalize(h_drop, dim=-1) @ F.normalize(h_kept, dim=-1).transpose(1, 2)  # [B, m, k]
     target = kept.gather(1, sim.argmax(dim=-1))  # [B, m]: the kept token each dropped one joins
     total = h.scatter_add(1, target.unsqueeze(-1).expand(-1, -1, d), h_drop)
-    count = torch.ones(h.shape[:2], device=h.device).scatter_add(1, target, torch.ones(target.shape, device=h.device))
+    count = torch.ones(h.shape[:2], dtype=h.dtype, device=h.device).scatter_add(
+        1, target, torch.ones(target.shape, dtype=h.dtype, device=h.device))
     return (total / count.unsqueeze(-1)).to(hidden.dtype)
 
 
@@ -202,6 +214,7 @@ class TokenPruner:
                 return None
             hidden = args[0] if args else kwargs["hidden_states"]
             with torch.no_grad():
+                state.follow(hidden.device)  # the attention runs where accelerate moved this layer's inputs
                 valid = state.roles.gather(1, state.kept) != PADDING if state.padded else None
                 if getattr(self.pruner, "needs_qk", True):
                     q, k = layer_qk(attn, hidden, kwargs["position_embeddings"])
@@ -232,6 +245,7 @@ class TokenPruner:
         def hook(_layer, args, kwargs):
             hidden = args[0] if args else kwargs.pop("hidden_states")
             if not state.decoding:
+                state.follow(hidden.device)
                 if self._drops_at(i):
                     if state.pending is not None:  # a pruner scored on the hidden states entering this layer
                         with torch.no_grad():
@@ -256,7 +270,7 @@ class TokenPruner:
         roles = state.roles.gather(1, state.kept)  # [B, n]
         is_visual = roles == VISUAL
         target = state.visual_per_layer[i]
-        scores = state.scores.float().masked_fill(~is_visual, float("-inf"))
+        scores = state.scores.to(hidden.device, torch.float32).masked_fill(~is_visual, float("-inf"))
         top_visual = scores.topk(target, dim=1).indices if target else scores[:, :0].long()
         # each row's non-visual tokens (equally many in every row)
         text = is_visual.to(torch.uint8).sort(dim=1, stable=True).indices[:, : state.text_now]
@@ -275,7 +289,8 @@ class TokenPruner:
         """Keep only the tokens now kept (`state.kept`) in the KV caches of layers 0..i-1."""
         for j in range(i):
             held = state.layer_kept.get(j)  # None: the layer saw (and cached) every prefill token
-            pos = state.kept if held is None else torch.searchsorted(held.contiguous(), state.kept.contiguous())
+            pos = state.kept if held is None else torch.searchsorted(held.to(state.kept.device).contiguous(),
+                                                                     state.kept.contiguous())
             layer = cache.layers[j]
             idx = pos[:, None, :, None].to(layer.keys.device)
             layer.keys = layer.keys.gather(2, idx.expand(-1, layer.keys.shape[1], -1, layer.keys.shape[3]))
@@ -294,7 +309,8 @@ class TokenPruner:
         kept = state.layer_kept[i]
         start = state.prefill_len
         if state.cache0 is not None:  # layer 0 holds fewer prefill tokens: the mask's columns are its entries
-            kept, start = torch.searchsorted(state.cache0.contiguous(), kept.contiguous()), state.cache0.shape[1]
+            kept, start = (torch.searchsorted(state.cache0.to(kept.device).contiguous(), kept.contiguous()),
+                           state.cache0.shape[1])
         decoded = torch.arange(start, total, device=kept.device).expand(kept.shape[0], -1)
         return torch.cat([kept, decoded], 1)
 
@@ -302,19 +318,22 @@ class TokenPruner:
     def _slice_kwargs(kwargs, queries, keys):
         if queries is not None:
             cos, sin = kwargs["position_embeddings"]
-            idx = queries.unsqueeze(-1)
+            idx = queries.to(cos.device).unsqueeze(-1)
             kwargs["position_embeddings"] = (
                 cos.expand(queries.shape[0], -1, -1).gather(1, idx.expand(-1, -1, cos.shape[-1])),
                 sin.expand(queries.shape[0], -1, -1).gather(1, idx.expand(-1, -1, sin.shape[-1])),
             )
             pos = kwargs.get("position_ids")
             if isinstance(pos, torch.Tensor):
+                q = queries.to(pos.device)
                 if pos.dim() == 3:  # Qwen2-VL multi-axis positions [axes, B, N]
-                    kwargs["position_ids"] = pos.expand(-1, queries.shape[0], -1).gather(2, queries.unsqueeze(0).expand(pos.shape[0], -1, -1))
+                    kwargs["position_ids"] = pos.expand(-1, q.shape[0], -1).gather(2, q.unsqueeze(0).expand(pos.shape[0], -1, -1))
                 else:
-                    kwargs["position_ids"] = pos.expand(queries.shape[0], -1).gather(1, queries)
+                    kwargs["position_ids"] = pos.expand(q.shape[0], -1).gather(1, q)
         mask = kwargs.get("attention_mask")
         if isinstance(mask, torch.Tensor) and keys is not None:
+            keys = keys.to(mask.device)
+            queries = queries.to(mask.device) if queries is not None else None
             b = keys.shape[0]
             mask = mask.expand(b, -1, -1, -1)
             if queries is not None:

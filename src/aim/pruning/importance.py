@@ -100,7 +100,7 @@ def pagerank_dense(
         del logits
         if valid is not None:  # a pad query's row had no keys at all (NaN): it passes nothing on
             m.masked_fill_(~valid[:, None, :, None], 0.0)
-        dist = torch.full((b, m.shape[1], 1, n), 1.0 / n, device=q.device)
+        dist = torch.full((b, m.shape[1], 1, n), 1.0 / n, dtype=m.dtype, device=q.device)
         for _ in range(iters):
             dist = dist @ m
         total += dist.squeeze(2).pow(2).sum(1)

@@ -18,6 +18,8 @@ which is how the tests check it without a GPU.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 import triton
 import triton.language as tl
@@ -105,13 +107,16 @@ def pagerank_triton(q: torch.Tensor, k: torch.Tensor, tau: float = 0.1, iters: i
     meta = dict(H=h, GROUPS=h // hk, D=d, D_PAD=max(16, triton.next_power_of_2(d)), HAS_VALID=has_valid,
                 PRECISION="ieee" if q.dtype == torch.float32 else "tf32", BLOCK_Q=block_q, BLOCK_K=block_k)
     strides = (q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2))
-    _lse_kernel[(triton.cdiv(n, block_q), b * h)](q, k, valid_i8, lse, n, scale, *strides, **meta)
-    dist = torch.full((b, h, n), 1.0 / n, dtype=torch.float32, device=q.device)
-    # a pad query passes nothing on: its share of the chain is dropped at every step
-    passes = valid[:, None, :].to(torch.float32) if has_valid else None
-    for _ in range(iters):
-        weight = (dist * passes if has_valid else dist).contiguous()
-        out = torch.empty_like(weight)
-        _step_kernel[(triton.cdiv(n, block_k), b * h)](q, k, valid_i8, lse, weight, out, n, scale, *strides, **meta)
-        dist = out
+    # Triton launches on the current CUDA device: make it the tensors' own (a layer on GPU 1 under a device_map
+    # while GPU 0 is current would otherwise run the kernel on GPU 0 with GPU 1's pointers)
+    with torch.cuda.device(q.device) if q.is_cuda else nullcontext():
+        _lse_kernel[(triton.cdiv(n, block_q), b * h)](q, k, valid_i8, lse, n, scale, *strides, **meta)
+        dist = torch.full((b, h, n), 1.0 / n, dtype=torch.float32, device=q.device)
+        # a pad query passes nothing on: its share of the chain is dropped at every step
+        passes = valid[:, None, :].to(torch.float32) if has_valid else None
+        for _ in range(iters):
+            weight = (dist * passes if has_valid else dist).contiguous()
+            out = torch.empty_like(weight)
+            _step_kernel[(triton.cdiv(n, block_k), b * h)](q, k, valid_i8, lse, weight, out, n, scale, *strides, **meta)
+            dist = out
     return dist.pow(2).mean(1).sqrt()
