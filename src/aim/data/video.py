@@ -25,24 +25,64 @@ class FrameTimes:
 
 def uniform_frame_indices(total_frames: int, num_frames: int) -> list[int]:
     """Indices of num_frames frames spread uniformly over the video (the centre of each of num_frames
-    equal segments). With fewer frames than asked, every frame is used once."""
-    if total_frames < 1:
-        raise ValueError("a video needs at least one frame")
-    if num_frames < 1:
-        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    equal segments). With fewer frames than asked, every frame is used once. aim's own rule
+    (`frame_sampling: segment_middle`)."""
+    _check_counts(total_frames, num_frames)
     if num_frames >= total_frames:
         return list(range(total_frames))
     edges = np.linspace(0, total_frames, num_frames + 1)
     return [int(i) for i in np.floor((edges[:-1] + edges[1:]) / 2)]
 
 
-def decode_frames(path: str | Path, num_frames: int) -> np.ndarray:
+def linspace_frame_indices(total_frames: int, num_frames: int) -> list[int]:
+    """lmms-eval's LLaVA-OneVision / llava_hf rule (`load_video`): num_frames indices evenly spaced from the
+    first frame to the last, both included, truncated to integers: np.linspace(0, n - 1, k, dtype=int). A
+    video shorter than num_frames repeats frames (num_frames are always returned, as decord's get_batch
+    returns them)."""
+    _check_counts(total_frames, num_frames)
+    return [int(i) for i in np.linspace(0, total_frames - 1, num_frames, dtype=int)]
+
+
+def internvl_frame_indices(total_frames: int, num_frames: int) -> list[int]:
+    """lmms-eval's InternVL3 rule (`get_index` without a time bound, InternVL's own video demo): the span from
+    the first frame to the last, n - 1 frames long, cut into num_frames segments of s = (n - 1) / k frames;
+    frame i is int(s / 2 + round(s * i)). The last frame is never forced; a short video repeats frames."""
+    _check_counts(total_frames, num_frames)
+    segment = (total_frames - 1) / num_frames
+    return [int(segment / 2 + np.round(segment * i)) for i in range(num_frames)]
+
+
+# model.frame_sampling: which frames of a video the model sees, by the rule of the lmms-eval model class
+FRAME_SAMPLING = {
+    "segment_middle": uniform_frame_indices,
+    "linspace": linspace_frame_indices,
+    "internvl": internvl_frame_indices,
+}
+
+
+def frame_indices(total_frames: int, num_frames: int, rule: str = "segment_middle") -> list[int]:
+    """The indices `rule` (a FRAME_SAMPLING name) picks, in order; they may repeat for a short video."""
+    if rule not in FRAME_SAMPLING:
+        raise ValueError(f"frame_sampling: {rule!r} is not allowed; choose one of: {', '.join(FRAME_SAMPLING)}")
+    return FRAME_SAMPLING[rule](total_frames, num_frames)
+
+
+def _check_counts(total_frames: int, num_frames: int) -> None:
+    if total_frames < 1:
+        raise ValueError("a video needs at least one frame")
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+
+
+def decode_frames(path: str | Path, num_frames: int, rule: str = "segment_middle") -> np.ndarray:
     """Decode a video and return num_frames uniformly sampled RGB frames as uint8 [T, H, W, 3]."""
-    return decode_frames_with_times(path, num_frames)[0]
+    return decode_frames_with_times(path, num_frames, rule)[0]
 
 
-def decode_frames_with_times(path: str | Path, num_frames: int) -> tuple[np.ndarray, FrameTimes]:
-    """num_frames uniformly sampled RGB frames, uint8 [T, H, W, 3], and their times (`FrameTimes`).
+def decode_frames_with_times(path: str | Path, num_frames: int,
+                             rule: str = "segment_middle") -> tuple[np.ndarray, FrameTimes]:
+    """num_frames RGB frames sampled by `rule` (FRAME_SAMPLING), uint8 [T, H, W, 3], and their times
+    (`FrameTimes`); a rule that repeats a frame (a video shorter than num_frames) returns it as often.
 
     Only the sampled frames are converted to RGB (a benchmark video can be an hour long), so the frame
     count comes first: from the container's metadata, else by counting packets. Should fewer frames
@@ -52,10 +92,11 @@ def decode_frames_with_times(path: str | Path, num_frames: int) -> tuple[np.ndar
 
     try:
         total = _frame_count(path)
-        frames, times, decoded, rate = _decode_at(path, uniform_frame_indices(total, num_frames) if total else [])
-        if decoded and len(frames) < min(num_frames, decoded):
+        wanted = frame_indices(total, num_frames, rule) if total else []
+        frames, times, decoded, rate = _decode_at(path, wanted)
+        if decoded and len(frames) < len(wanted):
             total = decoded
-            frames, times, _, rate = _decode_at(path, uniform_frame_indices(decoded, num_frames))
+            frames, times, _, rate = _decode_at(path, frame_indices(decoded, num_frames, rule))
     except (av.FFmpegError, OSError, IndexError, ValueError) as exc:
         raise VideoDecodeError(f"cannot decode {path}: {exc}") from exc
     if not frames:
@@ -74,14 +115,14 @@ def _frame_count(path) -> int:
 
 
 def _decode_at(path, indices: list[int]) -> tuple[list[np.ndarray], list[float], int, float]:
-    """The frames at these indices (in decoding order) with their times, how many frames were decoded
-    (all of them when the video ends before the last index, else up to that index), and the stream's
-    average frame rate."""
+    """The frames at these indices (in order; a repeated index gives its frame again) with their times, how
+    many frames were decoded (all of them when the video ends before the last index, else up to that index),
+    and the stream's average frame rate. An index past the video's end gives nothing."""
     import av
 
     wanted = set(indices)
     last = max(indices) if indices else -1
-    frames, times, decoded = [], [], 0
+    found, decoded = {}, 0
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -89,8 +130,8 @@ def _decode_at(path, indices: list[int]) -> tuple[list[np.ndarray], list[float],
         for i, frame in enumerate(container.decode(stream)):
             decoded = i + 1
             if i in wanted:
-                frames.append(frame.to_ndarray(format="rgb24"))
-                times.append(float(frame.time) if frame.time is not None else i / rate)
+                found[i] = (frame.to_ndarray(format="rgb24"), float(frame.time) if frame.time is not None else i / rate)
             if i >= last >= 0:
                 break
-    return frames, times, decoded, rate
+    picked = [found[i] for i in indices if i in found]  # every rule's indices are non-decreasing
+    return [f for f, _ in picked], [t for _, t in picked], decoded, rate

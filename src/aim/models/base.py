@@ -103,6 +103,11 @@ class AdapterConfig:
     # eval.mode=likelihood: the prompt whose next token is scored against each option's text (the task's text
     # without the options)
     likelihood_template: str = "<video>\n{prompt}"
+    # Which frames of a video the model sees (aim.data.video.FRAME_SAMPLING, checked by aim.config):
+    # segment_middle (aim's: the middle of each of num_frames equal segments), linspace (lmms-eval's
+    # LLaVA-OneVision: np.linspace(0, n - 1, num_frames) truncated, first and last frame included), internvl
+    # (lmms-eval's InternVL3: `get_index`). The real presets set their lmms-eval model class's rule.
+    frame_sampling: str = "segment_middle"
 
     def __post_init__(self):
         from aim.checks import check_choice
