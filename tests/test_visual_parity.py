@@ -163,6 +163,16 @@ def test_internvl3_8b_tiles_each_frame_as_lmms_eval(frames, size, tiles):
     assert flops(hf)["visual_tokens_unmerged"] == frames * 256  # the -hf processor: one tile per frame
 
 
+def test_an_image_s_tiles_are_counted_one_grid_each_whatever_the_video_tiling():
+    """aim.flops on a 480x640 image: lmms-eval's grid within 12 tiles is 4 x 3, plus the thumbnail: 13 tiles
+    of 16 x 16 tokens, each tile its own merger group."""
+    from aim.efficiency.cost import flops
+
+    image = flops(compose("model=internvl3_8b", "flops.image_size=[480,640]", "merger=aim", "merger.ratio=0.25"))
+    assert (image["frame_groups"], image["tokens_per_frame"], image["token_grid"]) == (13, 256, [16, 16])
+    assert image["visual_tokens"] == 13 * 64
+
+
 # --- the tiny InternVL with lmms-eval's tiling ---------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiled():
@@ -233,3 +243,18 @@ def test_aim_flops_counts_the_tiles_the_adapter_builds(tiled):
     inputs = tiled.prepare(wide_frames(2), "what is shown ?", ["a", "b"], NoMerge())
     assert result["visual_tokens_unmerged"] == inputs.visual_tokens == 2 * 3 * 64
     assert InternVLAdapter.video_text_tokens(None, None, 2) == 13  # the frames' labels do not grow with tiles
+
+
+def test_fvcore_counts_every_tile_of_a_tiled_video(tiled):
+    """The tower and projector run on all 2 x 3 tiles; the LLM prefill on all their tokens (within 1% of the
+    analytic count, unpruned and pruned)."""
+    from aim.efficiency.fvcore_count import count_visual
+    from aim.merging import MERGERS
+    from tests.flops_reference import assert_fvcore_matches_analytic
+
+    video = wide_frames(2)
+    assert_fvcore_matches_analytic(tiled, tiled.prepare(video, "what is shown ?", ["a", "b"], MERGERS.build("aim", ratio=0.5)))
+    counted = count_visual(tiled, video, MERGERS.build("aim", ratio=0.5))
+    # the projector (2 FLOPs a multiply-add): LayerNorm over 128 (fvcore: 5 per element), Linear(128, 64),
+    # Linear(64, 64), for each of the 6 tiles' 64 tokens
+    assert counted["projector_flops"] == 2 * 6 * 64 * (128 * 5 + 128 * 64 + 64 * 64)
