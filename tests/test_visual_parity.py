@@ -4,8 +4,10 @@
 Expected values are lmms-eval's, at commit 75571cfe0fa36ca5ec2e6aa2bb268f9d38295af3 of
 EvolvingLMMs-Lab/lmms-eval: lmms_eval/models/simple/llava_onevision.py (`load_video`:
 np.linspace(0, n - 1, k, dtype=int)), lmms_eval/models/simple/internvl3.py (`get_index`, `dynamic_preprocess`,
-`dynamic_max_num = max(1, min(max_num=12, total_max_num=64 // num_frame))`); the lists below were printed by
-running those functions."""
+`dynamic_max_num = max(1, min(max_num=12, total_max_num=64 // num_frame))`), lmms_eval/models/simple/qwen2_5_vl.py
+and qwen3_vl.py over qwen-vl-utils 0.0.14 (`smart_nframes`, its torch.linspace read; then lmms-eval's
+np.unique(np.linspace(0, m - 1, 32, dtype=int)) for Qwen2.5-VL, `nframes=32` for Qwen3-VL); the lists below
+were printed by running those functions."""
 from dataclasses import asdict
 
 import numpy as np
@@ -36,6 +38,34 @@ INTERNVL3 = {
 }
 
 
+# (frames in the video, its frame rate) -> lmms-eval's Qwen2-VL / Qwen2.5-VL frames at 32 asked
+QWEN2_5_VL = {
+    (300, 30.0): [0, 16, 31, 47, 63, 79, 94, 110, 126, 142, 157, 173, 189, 205, 220, 236, 252, 268, 283, 299],
+    (9000, 30.0): [0, 285, 571, 856, 1157, 1442, 1728, 2028, 2314, 2599, 2900, 3185, 3470, 3771, 4056, 4342, 4642,
+                   4928, 5213, 5514, 5799, 6084, 6385, 6670, 6956, 7256, 7542, 7827, 8128, 8413, 8699, 8999],
+    (60, 8.0): [0, 5, 9, 14, 18, 23, 27, 32, 36, 41, 45, 50, 54, 59],
+    (16, 8.0): [0, 5, 10, 15],
+}
+# frames in the video -> lmms-eval's Qwen3-VL frames at 32 asked
+QWEN3_VL = {
+    300: [0, 10, 19, 29, 39, 48, 58, 68, 77, 87, 96, 106, 116, 125, 135, 145, 154, 164, 174, 183, 193, 203, 212,
+          222, 231, 241, 251, 260, 270, 280, 289, 299],
+    33: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30,
+         31, 32],
+}
+
+
+@pytest.mark.parametrize("video", sorted(QWEN2_5_VL))
+def test_qwen2_vl_frames_are_lmms_eval_s_two_per_second_then_32_of_those(video):
+    """A 10 s clip at 30 fps: qwen-vl-utils reads 20 frames (2 a second) and lmms-eval keeps all 20 of them."""
+    assert frame_indices(video[0], 32, "qwen_fps", video[1]) == QWEN2_5_VL[video]
+
+
+@pytest.mark.parametrize("total", sorted(QWEN3_VL))
+def test_qwen3_vl_frames_are_lmms_eval_s_rounded_linspace(total):
+    assert frame_indices(total, 32, "rounded_linspace") == QWEN3_VL[total]
+
+
 @pytest.mark.parametrize("video", sorted(LLAVA_ONEVISION))
 def test_frame_indices_are_lmms_eval_s_for_llava_onevision_and_internvl3(video):
     assert linspace_frame_indices(*video) == LLAVA_ONEVISION[video] == frame_indices(*video, "linspace")
@@ -54,10 +84,12 @@ def coloured_video(tmp_path, count=16):
     return path
 
 
-@pytest.mark.parametrize("rule,expected", [("linspace", LLAVA_ONEVISION[16, 8]), ("internvl", INTERNVL3[16, 8]),
-                                           ("segment_middle", [1, 3, 5, 7, 9, 11, 13, 15])])
-def test_decoding_returns_the_frames_the_rule_picks(tmp_path, rule, expected):
-    frames, times = decode_frames_with_times(coloured_video(tmp_path), 8, rule)
+@pytest.mark.parametrize("rule,asked,expected", [("linspace", 8, LLAVA_ONEVISION[16, 8]), ("internvl", 8, INTERNVL3[16, 8]),
+                                                 ("segment_middle", 8, [1, 3, 5, 7, 9, 11, 13, 15]),
+                                                 ("qwen_fps", 32, QWEN2_5_VL[16, 8.0])])
+def test_decoding_returns_the_frames_the_rule_picks(tmp_path, rule, asked, expected):
+    """16 frames at 8 fps; qwen_fps reads the video's own rate from the file (2 s: 4 frames)."""
+    frames, times = decode_frames_with_times(coloured_video(tmp_path), asked, rule)
     assert np.abs(frames[:, 0, 0, 0].astype(int) - np.array(expected) * 15).max() <= 2
     assert times.seconds == pytest.approx([k / 8 for k in expected])
 
@@ -79,15 +111,27 @@ def compose(*overrides):
         return validate(hydra_compose("config", overrides=list(overrides)))
 
 
+def test_qwen_presets_take_lmms_eval_s_pixel_bounds_per_frame():
+    """lmms-eval's qwen2_vl min_pixels 3136, qwen2_5_vl 256 * 28 * 28; both capped at 768 * 28 * 28 per frame by
+    qwen-vl-utils."""
+    assert (compose("model=qwen2_vl_7b").model.min_pixels, compose("model=qwen2_vl_7b").model.max_pixels) == (3136, 602112)
+    for name in ("qwen2_5_vl_7b", "qwen2_5_vl_3b"):
+        model = compose(f"model={name}").model
+        assert (model.min_pixels, model.max_pixels) == (256 * 28 * 28, 768 * 28 * 28)
+
+
 def test_real_presets_sample_frames_as_their_lmms_eval_class_and_the_toys_keep_aim_s_rule():
-    rules = {name: compose(f"model={name}").model.frame_sampling
+    rules = {name: compose(f"model={name}", "pruner=none").model.frame_sampling
              for name in ("internvl3_8b", "llava_onevision_7b", "llava_onevision_0.5b", "llava_video_7b",
-                          "internvl3_tiny", "llava_onevision_tiny", "qwen2_vl_tiny")}
+                          "qwen2_vl_7b", "qwen2_5_vl_7b", "qwen3_vl_8b",
+                          "internvl3_tiny", "llava_onevision_tiny", "qwen2_vl_tiny", "qwen3_vl_tiny")}
     assert rules == {"internvl3_8b": "internvl", "llava_onevision_7b": "linspace", "llava_onevision_0.5b": "linspace",
-                     "llava_video_7b": "linspace", "internvl3_tiny": "segment_middle",
-                     "llava_onevision_tiny": "segment_middle", "qwen2_vl_tiny": "segment_middle"}
+                     "llava_video_7b": "linspace", "qwen2_vl_7b": "qwen_fps", "qwen2_5_vl_7b": "qwen_fps",
+                     "qwen3_vl_8b": "rounded_linspace", "internvl3_tiny": "segment_middle",
+                     "llava_onevision_tiny": "segment_middle", "qwen2_vl_tiny": "segment_middle",
+                     "qwen3_vl_tiny": "segment_middle"}
     with pytest.raises(ConfigError, match=r"model.frame_sampling: 'middle' is not allowed; choose one of: "
-                                          r"segment_middle, linspace, internvl"):
+                                          r"segment_middle, linspace, internvl, rounded_linspace, qwen_fps"):
         compose("model=llava_onevision_tiny", "+model.frame_sampling=middle")
     with pytest.raises(ConfigError, match=r"model.tiling: 'lmms' is not allowed; choose one of: lmms_eval, hf"):
         compose("model=internvl3_tiny", "model.tiling=lmms")

@@ -1,6 +1,7 @@
 """Video decoding with PyAV and uniform frame sampling. Errors surface as VideoDecodeError, per video."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,19 +53,50 @@ def internvl_frame_indices(total_frames: int, num_frames: int) -> list[int]:
     return [int(segment / 2 + np.round(segment * i)) for i in range(num_frames)]
 
 
-# model.frame_sampling: which frames of a video the model sees, by the rule of the lmms-eval model class
+def rounded_linspace_frame_indices(total_frames: int, num_frames: int) -> list[int]:
+    """lmms-eval's Qwen3-VL rule (its `nframes=max_num_frames` to qwen-vl-utils): k = num_frames rounded to an
+    even count, torch.linspace(0, n - 1, k) (float32) rounded half to even; a short video repeats frames
+    (qwen-vl-utils itself refuses more frames than the video has)."""
+    import torch
+
+    _check_counts(total_frames, num_frames)
+    count = max(2, round(num_frames / 2) * 2)
+    return [int(i) for i in torch.linspace(0, total_frames - 1, count).round().long()]
+
+
+def qwen_fps_frame_indices(total_frames: int, num_frames: int, video_fps: float) -> list[int]:
+    """lmms-eval's Qwen2-VL / Qwen2.5-VL rule: qwen-vl-utils first reads the video at 2 frames a second
+    (m = n / video_fps * 2 frames, clamped to [4, min(768, n)] and floored to an even count, at
+    torch.linspace(0, n - 1, m) rounded), then lmms-eval keeps num_frames of those, np.linspace(0, m - 1, k)
+    truncated, each once (np.unique: a short video gives fewer than num_frames; the last is always among them)."""
+    import torch
+
+    _check_counts(total_frames, num_frames)
+    most = math.floor(min(768, total_frames) / 2) * 2
+    read = math.floor(min(max(total_frames / video_fps * 2.0, 4), most, total_frames) / 2) * 2
+    read = max(read, 1)  # a video of one frame: qwen-vl-utils refuses it; aim reads the frame
+    first = torch.linspace(0, total_frames - 1, read).round().long().tolist()
+    keep = np.unique(np.linspace(0, read - 1, num_frames, dtype=int))
+    return [int(first[i]) for i in keep]
+
+
+# model.frame_sampling: which frames of a video the model sees, by the rule of the lmms-eval model class;
+# each (frames in the video, frames asked, the video's average frame rate) -> indices
 FRAME_SAMPLING = {
-    "segment_middle": uniform_frame_indices,
-    "linspace": linspace_frame_indices,
-    "internvl": internvl_frame_indices,
+    "segment_middle": lambda n, k, fps: uniform_frame_indices(n, k),
+    "linspace": lambda n, k, fps: linspace_frame_indices(n, k),
+    "internvl": lambda n, k, fps: internvl_frame_indices(n, k),
+    "rounded_linspace": lambda n, k, fps: rounded_linspace_frame_indices(n, k),
+    "qwen_fps": qwen_fps_frame_indices,
 }
 
 
-def frame_indices(total_frames: int, num_frames: int, rule: str = "segment_middle") -> list[int]:
-    """The indices `rule` (a FRAME_SAMPLING name) picks, in order; they may repeat for a short video."""
+def frame_indices(total_frames: int, num_frames: int, rule: str = "segment_middle", video_fps: float = 30.0) -> list[int]:
+    """The indices `rule` (a FRAME_SAMPLING name) picks, in order; they may repeat for a short video, and
+    qwen_fps (which reads `video_fps`, the video's average frame rate) may give fewer than num_frames."""
     if rule not in FRAME_SAMPLING:
         raise ValueError(f"frame_sampling: {rule!r} is not allowed; choose one of: {', '.join(FRAME_SAMPLING)}")
-    return FRAME_SAMPLING[rule](total_frames, num_frames)
+    return FRAME_SAMPLING[rule](total_frames, num_frames, video_fps)
 
 
 def _check_counts(total_frames: int, num_frames: int) -> None:
@@ -91,12 +123,12 @@ def decode_frames_with_times(path: str | Path, num_frames: int,
     import av
 
     try:
-        total = _frame_count(path)
-        wanted = frame_indices(total, num_frames, rule) if total else []
+        total, video_fps = _frame_count(path)
+        wanted = frame_indices(total, num_frames, rule, video_fps) if total else []
         frames, times, decoded, rate = _decode_at(path, wanted)
         if decoded and len(frames) < len(wanted):
             total = decoded
-            frames, times, _, rate = _decode_at(path, frame_indices(decoded, num_frames, rule))
+            frames, times, _, rate = _decode_at(path, frame_indices(decoded, num_frames, rule, video_fps))
     except (av.FFmpegError, OSError, IndexError, ValueError) as exc:
         raise VideoDecodeError(f"cannot decode {path}: {exc}") from exc
     if not frames:
@@ -104,14 +136,16 @@ def decode_frames_with_times(path: str | Path, num_frames: int,
     return np.stack(frames), FrameTimes(seconds=times, sampled_fps=len(frames) / total * rate)
 
 
-def _frame_count(path) -> int:
+def _frame_count(path) -> tuple[int, float]:
+    """The video's frame count and average frame rate."""
     import av
 
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
+        rate = float(stream.average_rate or 1)
         if stream.frames > 0:
-            return int(stream.frames)
-        return sum(1 for packet in container.demux(stream) if packet.size)
+            return int(stream.frames), rate
+        return sum(1 for packet in container.demux(stream) if packet.size), rate
 
 
 def _decode_at(path, indices: list[int]) -> tuple[list[np.ndarray], list[float], int, float]:
