@@ -91,11 +91,14 @@ FRAME_SAMPLING = {
 }
 
 
-def frame_indices(total_frames: int, num_frames: int, rule: str = "segment_middle", video_fps: float = 30.0) -> list[int]:
+def frame_indices(total_frames: int, num_frames: int, rule: str = "segment_middle",
+                  video_fps: float | None = None) -> list[int]:
     """The indices `rule` (a FRAME_SAMPLING name) picks, in order; they may repeat for a short video, and
-    qwen_fps (which reads `video_fps`, the video's average frame rate) may give fewer than num_frames."""
+    qwen_fps (which needs `video_fps`, the video's average frame rate) may give fewer than num_frames."""
     if rule not in FRAME_SAMPLING:
         raise ValueError(f"frame_sampling: {rule!r} is not allowed; choose one of: {', '.join(FRAME_SAMPLING)}")
+    if rule == "qwen_fps" and not video_fps:
+        raise ValueError("frame_sampling: qwen_fps needs the video's frame rate (video_fps)")
     return FRAME_SAMPLING[rule](total_frames, num_frames, video_fps)
 
 

@@ -4,8 +4,8 @@ shuffle, MLP projector, Qwen2.5 LLM).
 Every tile the tower sees is 448 px: the tower's last hidden state without its [CLS] token is a 32 x 32
 patch grid, the pixel shuffle (`downsample_ratio` 0.5) folds each 2x2 window of patches into one token of 4x
 the width, and the projector (LayerNorm, Linear, GELU, Linear) maps it into the LLM: a 16 x 16 grid of 256
-tokens per tile, in raster order. Our merger runs here, per tile, on that [tiles, 256, D] grid (`grid` =
-(16, 16)): every tile is one merger group.
+tokens per tile, in raster order. Our merger runs here on merger groups: an image's tiles one group each
+([tiles, 256, D], `grid` (16, 16)), a video's frames one group each with all of their tiles (below).
 
 Video (`tiling: lmms_eval`, the real preset's): as lmms-eval's internvl3 model runs InternVL3 (InternVL's
 own video demo, `load_video`), every frame is tiled as an image is, with at most
@@ -303,11 +303,12 @@ class InternVLAdapter(Adapter):
         return x.reshape(pixel_values.shape[0], -1, *x.shape[2:])
 
     def encode_frames(self, pixel_values: torch.Tensor, needs=(), modality: str = "video") -> dict[str, torch.Tensor]:
-        """Features [tiles, 256, D] (a video's frames or an image's tiles: the same for both) and, as a merger
-        asks (`needs`), `grid` (rows, cols) of each tile's tokens and
-        signals of the tower layer that produced the features, averaged over each token's 2x2 patches:
-        `metric`, its keys (heads concatenated) [T, 256, vd], and `attention` [T, 256], the head-averaged
-        attention each patch receives from the [CLS] query."""
+        """Features per merger group: [tiles, 256, D] for an image's tiles or a video of one tile a frame,
+        [frames, tiles x 256, D] for a tiled video ([frames, tiles, 3, S, S] pixels); as a merger asks
+        (`needs`), `grid` (rows, cols) of a group's tokens ((16 x tiles, 16): its tiles one under another) and
+        signals of the tower layer that produced the features, averaged over each token's 2x2 patches and
+        grouped as the features: `metric`, its keys (heads concatenated) [groups, tokens, vd], and `attention`
+        [groups, tokens], the head-averaged attention each patch receives from its tile's [CLS] query."""
         side = self.tile_token_side(self.model.config)
         tiles = pixel_values.shape[1] if pixel_values.ndim == 5 else 1
         grid = {"grid": (side * tiles, side)} if "grid" in needs else {}
