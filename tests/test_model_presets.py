@@ -52,8 +52,9 @@ def frames(num=2):
         ("qwen2_vl_7b", "Qwen/Qwen2-VL-7B-Instruct", 28, 3584, 28, 4, (16, 13, 23)),
         ("qwen2_5_vl_7b", "Qwen/Qwen2.5-VL-7B-Instruct", 28, 3584, 28, 4, (16, 13, 23)),
         ("qwen2_5_vl_3b", "Qwen/Qwen2.5-VL-3B-Instruct", 36, 2048, 16, 2, (16, 13, 23)),
-        # one 448 px tile per frame: 32x32 patches of 14 px, pixel shuffle -> 16x16 tokens
-        ("internvl3_8b", "OpenGVLab/InternVL3-8B-hf", 28, 3584, 28, 4, (32, 16, 16)),
+        # lmms-eval's tiling at 32 frames of 360x640: 2 x 1 tiles + a thumbnail per frame, each 448 px tile 32x32
+        # patches of 14 px, pixel shuffle -> 16x16 tokens; a frame's tiles one under another: 48 x 16
+        ("internvl3_8b", "OpenGVLab/InternVL3-8B-hf", 28, 3584, 28, 4, (32, 48, 16)),
         # an image model: 32 images of 24x24 tokens (336 px, patch 14), no pooling
         ("llava_1.5_7b", "llava-hf/llava-1.5-7b-hf", 32, 4096, 32, 32, (32, 24, 24)),
     ],
@@ -75,7 +76,7 @@ def test_qwen2_vl_preset_frame_options_change_its_token_grid():
     assert adapter.feature_grid(adapter.hf_config(cfg), cfg, 32) == (16, 16, 16)  # 448 px at most 448x448
     cfg = model_cfg("qwen2_vl_7b", ["model.max_frames=16"])
     assert adapter.feature_grid(adapter.hf_config(cfg), cfg, 32)[0] == 8
-    with pytest.raises(ConfigError, match=r"model.max_pixels: must be in \[100352, inf\)"):
+    with pytest.raises(ConfigError, match=r"model.max_pixels: must be in \[3136, inf\)"):  # lmms-eval's min_pixels
         model_cfg("qwen2_vl_7b", ["model.max_pixels=1000"])
 
 
@@ -112,9 +113,10 @@ def test_flops_of_llava_video_7b_from_its_preset_unreduced_and_with_the_papers_r
 
 
 def test_flops_of_internvl3_8b_from_its_preset_unreduced_and_with_the_papers_reduction():
-    """256 visual tokens per frame (a 448 px tile, 32x32 patches, pixel shuffle to 16x16) into Qwen2.5-7B, and
-    the frames' labels as text beside the prompt's 100 tokens (`Frame{i}: <img>`, `</img>`, newlines: 246 for
-    32 frames in Qwen2's tokenizer, which splits the numbers into digits)."""
+    """256 visual tokens per 448 px tile (32x32 patches, pixel shuffle to 16x16) into Qwen2.5-7B, and the
+    frames' labels as text beside the prompt's 100 tokens (`Frame{i}: <img>`, `</img>`, newlines: 246 for 32
+    frames in Qwen2's tokenizer, which splits the numbers into digits). The -hf processor's one tile per frame
+    (`model.tiling=hf`) here; the preset's lmms-eval tiling gives a 360x640 frame 3 tiles at 32 frames."""
     from aim.efficiency.cost import flops
 
     def run(*overrides):
@@ -122,10 +124,13 @@ def test_flops_of_internvl3_8b_from_its_preset_unreduced_and_with_the_papers_red
             return flops(validate(compose("config", overrides=["model=internvl3_8b", "dataset.num_frames=32",
                                                                *overrides])))
 
-    full = run("merger=none", "pruner=none")
+    tiled = run("merger=none", "pruner=none")
+    assert (tiled["frame_groups"], tiled["token_grid"], tiled["tokens_per_frame"]) == (32, [48, 16], 768)
+    assert tiled["tokens_per_layer"] == [32 * 768 + 100 + 246] * 28
+    full = run("merger=none", "pruner=none", "model.tiling=hf")
     assert (full["frame_groups"], full["token_grid"], full["tokens_per_frame"]) == (32, [16, 16], 256)
     assert full["tokens_per_layer"] == [32 * 256 + 100 + 246] * 28
-    reduced = run("merger=aim", "merger.ratio=0.25", "pruner=aim", "pruner.l1=14", "pruner.l2=22")
+    reduced = run("merger=aim", "merger.ratio=0.25", "pruner=aim", "pruner.l1=14", "pruner.l2=22", "model.tiling=hf")
     assert (reduced["kept_per_frame"], reduced["visual_tokens"]) == (64, 32 * 64)
     assert round(reduced["tflops_full"], 2) == round(full["tflops"], 2) == 140.99
     assert round(reduced["tflops"], 2) == 22.61

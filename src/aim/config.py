@@ -241,6 +241,15 @@ def check_weights(valid: Validated) -> None:
         raise ConfigError(f"model.{exc}") from None
 
 
+def check_frame_sampling(model) -> None:
+    """model.frame_sampling names one of the data family's frame sampling rules (aim.data.video)."""
+    from aim.data.video import FRAME_SAMPLING
+
+    rule = getattr(model, "frame_sampling", "segment_middle")
+    if rule not in FRAME_SAMPLING:
+        raise ConfigError(f"model.frame_sampling: {rule!r} is not allowed; choose one of: {', '.join(FRAME_SAMPLING)}")
+
+
 def validate(cfg: DictConfig) -> Validated:
     """Check every group of a composed run config; the first problem raises ConfigError."""
     from aim.data import DATASETS
@@ -267,6 +276,7 @@ def validate(cfg: DictConfig) -> Validated:
             raise ConfigError(f"{group}.name: unknown {group} {name!r}; registered {group}s: {', '.join(registry.names())}")
         schema = registry.config_schema(name)
         groups[group] = to_schema(schema, node, group) if schema else OmegaConf.to_container(node, resolve=True)
+    check_frame_sampling(groups["model"])
     seed = cfg.get("seed", 0)
     if not isinstance(seed, int):
         raise ConfigError(f"seed: must be an integer, got {seed!r}")

@@ -85,9 +85,12 @@ class Sample:
     # passed to the model adapter's `prepare` (Qwen2.5-VL's temporal positions); None until loaded, and for
     # images
     frame_times: FrameTimes | None = None
+    # which frames `load` decodes (aim.data.video.FRAME_SAMPLING): the model's rule (its preset's
+    # `frame_sampling`, lmms-eval's model class's), which the evaluation sets before loading
+    frame_sampling: str = "segment_middle"
 
     def load_frames(self) -> np.ndarray:
-        """uint8 RGB [num_frames, H, W, 3], uniformly sampled; raises VideoDecodeError."""
+        """uint8 RGB [num_frames, H, W, 3], sampled by `frame_sampling`; raises VideoDecodeError."""
         return self.load()[0]
 
     def load(self) -> tuple[np.ndarray, str]:
@@ -96,7 +99,7 @@ class Sample:
         Raises VideoDecodeError."""
         if not self.video.is_file():
             raise VideoDecodeError(f"missing video {self.video}")
-        frames, self.frame_times = decode_frames_with_times(self.video, self.num_frames)
+        frames, self.frame_times = decode_frames_with_times(self.video, self.num_frames, self.frame_sampling)
         if self.subtitles is not None:
             from dataclasses import replace
 

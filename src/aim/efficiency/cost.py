@@ -142,7 +142,7 @@ def image_tokens(valid, hf_config, adapter) -> dict:
         # dynamic tiling (InternVL): the image's tiles, each the tower's token grid merged on its own; their
         # <img> / </img> markers are text, as a video's frame labels are
         tiles = adapter.image_tiles(hf_config, valid.model, size)
-        _, rows, cols = adapter.feature_grid(hf_config, valid.model, 1)
+        rows = cols = adapter.tile_token_side(hf_config)  # one tile's grid (a video frame's may stack several)
         return {"size": list(size), "unmerged": tiles * rows * cols,
                 "visual": kept_visual(valid.merger, tiles, rows * cols, (rows, cols)), "newline_tokens": 0,
                 "token_grid": [rows, cols], "tiles": tiles}

@@ -266,6 +266,10 @@ def evaluate(adapter, dataset, merger, pruner, records, mode: str = "letter", ma
     per_setting = {}  # per_sample: each chosen (merger, pruner)'s FLOPs cache and hook, built once
     prefill = _Prefill(adapter)
     todo = [s for s in dataset if s.id not in records]
+    rule = getattr(getattr(adapter, "cfg", None), "frame_sampling", None)  # model.frame_sampling
+    for s in todo if rule is not None else ():  # decode the frames the model's lmms-eval class would see
+        if hasattr(s, "frame_sampling"):  # a video sample (images have none)
+            s.frame_sampling = rule
     bar = tqdm(total=len(dataset), initial=len(dataset) - len(todo), desc="evaluating", disable=not progress, unit="sample")
     window: list = []  # Loaded (skipped) or Prepared samples, in dataset order, not yet recorded
 

@@ -117,6 +117,13 @@ class AdapterConfig:
     # 1: 78GiB} (null: what each GPU has free)
     max_memory: Any = None
     gpus: int = 1  # GPUs one job of this model needs (the SLURM launcher's gpus_per_node); > 1 needs a device_map
+    # Which frames of a video the model sees (aim.data.video.FRAME_SAMPLING, checked by aim.config):
+    # segment_middle (aim's: the middle of each of num_frames equal segments), linspace (lmms-eval's
+    # LLaVA-OneVision: np.linspace(0, n - 1, num_frames) truncated, first and last frame included), internvl
+    # (lmms-eval's InternVL3: `get_index`), qwen_fps (lmms-eval's Qwen2-VL / Qwen2.5-VL: qwen-vl-utils' 2 frames
+    # a second, then num_frames of those), rounded_linspace (lmms-eval's Qwen3-VL). The real presets set their
+    # lmms-eval model class's rule.
+    frame_sampling: str = "segment_middle"
 
     def __post_init__(self):
         from aim.checks import check_choice, check_range
