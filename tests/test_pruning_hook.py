@@ -164,3 +164,14 @@ def test_the_kept_visual_tokens_are_the_top_scored_by_the_papers_pagerank(adapte
     gap = scores[ranked[n - 1]] - scores[ranked[n]]
     assert gap > 1e-4 * scores[ranked[n - 1]]  # the cut is clear of float noise
     assert kept == set(ranked[:n].tolist())
+
+
+@pytest.mark.parametrize("shape", [(1, 7, 5), (3, 7, 5), (2, 7, 4, 3)])
+def test_take_tokens_copies_each_rows_tokens_like_gather(shape):
+    """The hook's row copy (index_select) holds exactly what torch.gather along the token axis gives."""
+    from aim.pruning.hooks import take_tokens
+
+    x = torch.randn(shape)
+    index = torch.stack([torch.randperm(shape[1])[:4] for _ in range(shape[0])])
+    expected = x.gather(1, index.view(*index.shape, *[1] * (x.dim() - 2)).expand(-1, -1, *shape[2:]))
+    assert torch.equal(take_tokens(x, index), expected)

@@ -91,6 +91,18 @@ def layer_qk(attn, hidden: torch.Tensor, position_embeddings) -> tuple[torch.Ten
     return q, mod.repeat_kv(k, attn.num_key_value_groups)
 
 
+def take_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x [B, n, ...], index [B, k] -> [B, k, ...]: each row's tokens at its indices, whole rows copied (one
+    index_select over the flattened batch). The same values as `x.gather(1, index[..., None].expand(...))`,
+    whose element-wise CPU kernel takes milliseconds per gathered hidden state (about 6 ms for 443 x 896
+    floats on two cores), against tens of microseconds here."""
+    b, n = x.shape[:2]
+    if b == 1:
+        return x.index_select(1, index[0])
+    flat = (index + torch.arange(b, device=index.device).unsqueeze(1) * n).reshape(-1)
+    return x.reshape(b * n, *x.shape[2:]).index_select(0, flat).view(b, index.shape[1], *x.shape[2:])
+
+
 def merge_dropped(hidden: torch.Tensor, kept: torch.Tensor, dropped: torch.Tensor) -> torch.Tensor:
     """hidden [B, n, D]; kept [B, k], dropped [B, m]: indices into the n tokens. Each dropped token is assigned
     to the kept token of the highest cosine similarity of hidden states (ties: the first in `kept`); a kept
@@ -269,7 +281,7 @@ class TokenPruner:
         state.kept = state.kept.gather(1, sel)
         state.visual_now = target
         state.scores = None
-        return hidden.gather(1, sel.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+        return take_tokens(hidden, sel)
 
     def _prune_caches_before(self, state: _State, cache, i: int) -> None:
         """Keep only the tokens now kept (`state.kept`) in the KV caches of layers 0..i-1."""
@@ -302,11 +314,9 @@ class TokenPruner:
     def _slice_kwargs(kwargs, queries, keys):
         if queries is not None:
             cos, sin = kwargs["position_embeddings"]
-            idx = queries.unsqueeze(-1)
-            kwargs["position_embeddings"] = (
-                cos.expand(queries.shape[0], -1, -1).gather(1, idx.expand(-1, -1, cos.shape[-1])),
-                sin.expand(queries.shape[0], -1, -1).gather(1, idx.expand(-1, -1, sin.shape[-1])),
-            )
+            b = queries.shape[0]
+            kwargs["position_embeddings"] = (take_tokens(cos.expand(b, -1, -1), queries),
+                                             take_tokens(sin.expand(b, -1, -1), queries))
             pos = kwargs.get("position_ids")
             if isinstance(pos, torch.Tensor):
                 if pos.dim() == 3:  # Qwen2-VL multi-axis positions [axes, B, N]
