@@ -68,12 +68,18 @@ class AdapterConfig:
     # eval.mode=likelihood: the prompt whose next token is scored against each option's text (the task's text
     # without the options)
     likelihood_template: str = "<video>\n{prompt}"
+    # the decoder layers' bodies compiled or graph-captured, static shapes per input layout (aim.models.compiled):
+    # none | default (torch.compile, CPU or GPU) | reduce-overhead (torch.compile's CUDA graphs) | cuda_graphs
+    # (hand-captured CUDA graphs); the last two need device=cuda. Cache-free prefills only (decoding stays eager).
+    compile: str = "none"
 
     def __post_init__(self):
         from aim.checks import check_choice
+        from aim.models.compiled import check_compile
 
         check_choice("dtype", self.dtype, DTYPES)
         check_choice("attn_implementation", self.attn_implementation, ATTENTION)
+        check_compile(self.compile, self.device)
         for name in ("prompt_template", "likelihood_template"):
             if sum(getattr(self, name).count(p) for p in PLACEHOLDERS) != 1:
                 raise ValueError(f"{name}: must contain the visual placeholder ({VIDEO} or {IMAGE}) once")
@@ -238,7 +244,9 @@ class Adapter:
             if cfg.architecture:
                 cls._check_architecture(cls.hf_config(cfg), model.config, cfg.pretrained)
             tokenizer = transformers.AutoTokenizer.from_pretrained(path)
-        return cls(model, tokenizer, cfg)
+        adapter = cls(model, tokenizer, cfg)
+        adapter.compile_layers(cfg.compile)
+        return adapter
 
     @classmethod
     def for_prompts(cls, **kwargs):
@@ -277,6 +285,14 @@ class Adapter:
         if diffs:
             warnings.warn(f"model.architecture differs from {pretrained}'s config ({'; '.join(diffs)}): "
                           "aim.flops counts the preset's architecture", stacklevel=3)
+
+    def compile_layers(self, mode: str, backend: str = "inductor") -> list:
+        """Run the decoder layers' bodies compiled or as CUDA graphs (`model.compile`, aim.models.compiled);
+        the pruning hooks stay eager. Returns the wrappers (none for mode "none")."""
+        from aim.models.compiled import check_compile, compile_decoder_layers
+
+        check_compile(mode, str(self.device))
+        return compile_decoder_layers(self.decoder_layers, mode, backend)
 
     # --- structure -------------------------------------------------------------------------------
     @property
