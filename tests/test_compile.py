@@ -119,3 +119,27 @@ def test_inductor_compiled_prefill_matches_eager_under_aim_pruning():
         c_logits, c_kept, _ = pruned(adapter, aim, inputs)
         assert all(torch.equal(c_kept[i], kept[i]) for i in kept)
         torch.testing.assert_close(c_logits, logits, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow  # end to end: aim.bench on the bundled model, its layers traced by dynamo
+def test_bench_times_the_compiling_first_prefill_apart_from_the_steady_ones():
+    from dataclasses import asdict
+
+    from hydra import compose, initialize_config_dir
+
+    from aim.bench import bench
+    from aim.config import validate
+    from aim.models import MODELS
+    from aim.paths import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        valid = validate(compose("config", overrides=["merger=none", "pruner=aim_toy", "bench.frames=2", "bench.repeats=2",
+                                                      "bench.warmup=1", "bench.text_tokens=20", "bench.new_tokens=0"]))
+    adapter = MODELS.get(valid.model.name).from_config(**asdict(valid.model))
+    counter = CompileCounter()
+    adapter.compile_layers("default", backend=counter)
+    result = bench(valid, adapter)
+    assert result["compile"] == "default" and counter.frame_count > 0
+    # dynamo traced every graph in the first prefill of each kind: the steady medians hold none of it
+    assert result["warmup_ms"] > 0 and result["warmup_ms_full"] > 0
+    assert result["first_prefill_ms"] == pytest.approx(result["prefill_ms"] + result["warmup_ms"])

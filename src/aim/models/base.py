@@ -196,6 +196,7 @@ class Adapter:
         self.dtype = DTYPES[cfg.dtype]
         self.model.to(self.device, self.dtype)
         self._chat_template = None  # looked up on first use
+        self.compile_mode = "none"  # how the decoder layers run (`compile_layers`)
 
     # --- building -------------------------------------------------------------------------------
     @classmethod
@@ -288,10 +289,14 @@ class Adapter:
 
     def compile_layers(self, mode: str, backend: str = "inductor") -> list:
         """Run the decoder layers' bodies compiled or as CUDA graphs (`model.compile`, aim.models.compiled);
-        the pruning hooks stay eager. Returns the wrappers (none for mode "none")."""
-        from aim.models.compiled import check_compile, compile_decoder_layers
+        the pruning hooks stay eager. Returns the wrappers (none for mode "none"); a mode other than the current
+        one replaces it."""
+        from aim.models.compiled import check_compile, compile_decoder_layers, restore_decoder_layers
 
         check_compile(mode, str(self.device))
+        if self.compile_mode != "none":
+            restore_decoder_layers(self.decoder_layers)
+        self.compile_mode = mode
         return compile_decoder_layers(self.decoder_layers, mode, backend)
 
     # --- structure -------------------------------------------------------------------------------

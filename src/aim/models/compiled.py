@@ -160,3 +160,19 @@ def compile_decoder_layers(decoder_layers, mode: str, backend: str = "inductor")
             child.forward = wrapped  # an instance attribute: nn.Module.__call__ runs the hooks, then this
             wrappers.append(wrapped)
     return wrappers
+
+
+def restore_decoder_layers(decoder_layers) -> int:
+    """Undo `compile_decoder_layers`: every child's own forward again (dynamo's caches cleared). Returns how many
+    children were restored."""
+    restored = 0
+    for layer in decoder_layers:
+        for child in layer.children():
+            if isinstance(child.__dict__.get("forward"), (CompiledForward, GraphedForward)):
+                del child.forward
+                restored += 1
+    if restored:
+        import torch._dynamo
+
+        torch._dynamo.reset()
+    return restored
