@@ -189,7 +189,7 @@ def bench(valid, adapter=None) -> dict:
         "device": torch.cuda.get_device_name(adapter.device) if adapter.device.type == "cuda"
         else f"cpu ({torch.get_num_threads()} threads)",
         "dtype": valid.model.dtype,
-        "compile": adapter.compile_mode,
+        "compile": getattr(adapter, "compile_mode", "none"),
         # the first prefill of each kind (with model.compile: compiling or capturing the layout's graphs), and
         # what it took beyond a steady-state one
         "first_prefill_ms": first_reduced_ms,

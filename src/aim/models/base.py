@@ -479,6 +479,7 @@ class Adapter:
         further inputs (`PreparedInputs.llm_kwargs`)."""
         past = cache.get_seq_length() if cache is not None else 0
         mask = torch.ones((embeds.shape[0], past + embeds.shape[1]), dtype=torch.long, device=self.device)
+        self._step_begin()
         return self.language_model(
             inputs_embeds=embeds, position_ids=position_ids, attention_mask=mask, cache=cache, use_cache=use_cache,
             **llm_kwargs,
@@ -499,9 +500,16 @@ class Adapter:
         inputs (`PreparedInputs.llm_kwargs` empty): those go through `prefill_logits` one at a time."""
         if attention_mask is None:
             attention_mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=self.device)
+        self._step_begin()
         out = self.language_model(inputs_embeds=embeds, position_ids=position_ids, attention_mask=attention_mask,
                                   use_cache=False)
         return self.model.lm_head(out.last_hidden_state[:, -1]).float()
+
+    def _step_begin(self) -> None:
+        """Under model.compile=reduce-overhead, each LLM call is a new step of inductor's CUDA-graph trees: the
+        graphs' outputs of the call before (consumed by then) may be overwritten."""
+        if getattr(self, "compile_mode", "none") == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()
 
     def synchronize(self) -> None:
         if self.device.type == "cuda":
