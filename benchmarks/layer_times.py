@@ -1,6 +1,6 @@
 """Where the reduced prefill's time goes, layer by layer, against each layer's FLOPs (issue #23's CPU bar).
 
-    OMP_NUM_THREADS=1 python benchmarks/layer_times.py [--repeats 1] [--wall] [overrides ...]
+    OMP_NUM_THREADS=1 python benchmarks/layer_times.py [--repeats 1] [--wall] [--compile default] [overrides ...]
 
 aim.bench's inputs (random weights, `bench.frames` frames, `bench.text_tokens` text tokens; default: the
 0.5B preset with AIM merging 25% + AIM pruning 14/22), the unreduced and the reduced prefill, eager. Per
@@ -9,7 +9,9 @@ step included: it runs in forward hooks of the attention), of the pruning hook b
 the analytic GFLOP (aim.efficiency.analytic, the full N x N attention as counted) and GFLOP/s; and the time
 outside the layers (RoPE, masks, final norm, lm_head). Times are the main thread's CPU time
 (`time.thread_time`: with one thread, other jobs on the machine barely change it), `--wall` for wall clock.
-Medians over `--repeats`.
+Medians over `--repeats`. `--compile MODE` runs the layers as `model.compile=MODE` does (aim.models.compiled;
+the scored layers then recompute their q/k projections) and reports the first prefill of each kind (the
+compilation) in wall clock apart.
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--wall", action="store_true", help="wall clock instead of the main thread's CPU time")
+    ap.add_argument("--compile", default="none", help="model.compile mode of the decoder layers")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     now = time.perf_counter if args.wall else time.thread_time
@@ -45,6 +48,7 @@ def main():
         valid = validate(compose("config", overrides=[*SETTING, *args.overrides]))
     torch.manual_seed(valid.seed)
     adapter = MODELS.get(valid.model.name).from_config(**asdict(valid.model))
+    adapter.compile_layers(args.compile)
     merger = MERGERS.build(valid.merger.name, **asdict(valid.merger))
     pruner = PRUNERS.build(valid.pruner.name, **asdict(valid.pruner))
     b = valid.bench
@@ -82,11 +86,13 @@ def main():
                 for i in range(len(layers))]
         return total * 1e3, rows
 
-    for hook, inputs in kinds.values():
-        run(hook, inputs)  # warm-up
+    for kind, (hook, inputs) in kinds.items():  # warm-up (with --compile: the compilation)
+        start = time.perf_counter()
+        run(hook, inputs)
+        print(f"first {kind} prefill: {(time.perf_counter() - start) * 1e3:.0f} ms wall clock")
     results = {k: [run(*v) for _ in range(args.repeats)] for k, v in kinds.items()}
     clock = "wall clock" if args.wall else "main thread's CPU time"
-    print(f"{torch.get_num_threads()} thread(s), {clock}, medians of {args.repeats}")
+    print(f"{torch.get_num_threads()} thread(s), {clock}, medians of {args.repeats}, model.compile={args.compile}")
     totals = {}
     for kind, runs in results.items():
         total = statistics.median(r[0] for r in runs)
