@@ -121,6 +121,15 @@ def test_inductor_compiled_prefill_matches_eager_under_aim_pruning():
         torch.testing.assert_close(c_logits, logits, rtol=1e-4, atol=1e-4)
 
 
+def test_switching_back_to_none_restores_every_layers_own_forward():
+    adapter = toy_adapter(layers=2)
+    children = [child for layer in adapter.decoder_layers for child in layer.children()]
+    assert len(adapter.compile_layers("default", backend=CompileCounter())) == len(children)
+    assert all("forward" in vars(child) for child in children) and adapter.compile_mode == "default"
+    assert adapter.compile_layers("none") == [] and adapter.compile_mode == "none"
+    assert not any("forward" in vars(child) for child in children)  # the classes' own forward again
+
+
 @pytest.mark.slow  # end to end: aim.bench on the bundled model, its layers traced by dynamo
 def test_bench_times_the_compiling_first_prefill_apart_from_the_steady_ones():
     from dataclasses import asdict
