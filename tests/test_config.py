@@ -113,6 +113,10 @@ def test_the_default_is_the_bundled_model_on_the_bundled_benchmark():
         ("dataset.num_workers=two", r"dataset.num_workers: .*could not be converted to Integer"),
         ("model.dtype=float8", r"model.dtype: 'float8' is not allowed; choose one of: float32, bfloat16, float16"),
         ("logger.mode=sometimes", r"logger.mode: 'sometimes' is not allowed"),
+        ("model.compile=fast", r"model.compile: 'fast' is not allowed; choose one of: none, default, reduce-overhead, "
+                               r"cuda_graphs"),
+        ("model.compile=cuda_graphs", r"model.compile: 'cuda_graphs' replays CUDA graphs and needs a CUDA device "
+                                      r"\(model.device=cuda\), got device 'cpu'; on a CPU choose one of: none, default"),
     ],
 )
 def test_invalid_values_name_the_field_and_what_is_allowed(override, message):

@@ -164,3 +164,30 @@ def test_the_kept_visual_tokens_are_the_top_scored_by_the_papers_pagerank(adapte
     gap = scores[ranked[n - 1]] - scores[ranked[n]]
     assert gap > 1e-4 * scores[ranked[n - 1]]  # the cut is clear of float noise
     assert kept == set(ranked[:n].tolist())
+
+
+@pytest.mark.parametrize("shape", [(1, 7, 5), (3, 7, 5), (2, 7, 4, 3)])
+def test_take_tokens_copies_each_rows_tokens_like_gather(shape):
+    """The hook's row copy (index_select) holds exactly what torch.gather along the token axis gives."""
+    from aim.pruning.hooks import take_tokens
+
+    x = torch.randn(shape)
+    index = torch.stack([torch.randperm(shape[1])[:4] for _ in range(shape[0])])
+    expected = x.gather(1, index.view(*index.shape, *[1] * (x.dim() - 2)).expand(-1, -1, *shape[2:]))
+    assert torch.equal(take_tokens(x, index), expected)
+
+
+def test_the_scored_layers_compute_their_q_and_k_projections_once(adapter):
+    """The importance takes the projections the attention computes anyway: each layer's q_proj and k_proj run
+    once per pruned prefill (a recomputation would cost 2n x d x (d + d_kv) FLOPs per scored layer)."""
+    inputs = sample_inputs(adapter)
+    calls = []
+    handles = [getattr(layer.self_attn, f"{name}_proj").register_forward_hook(lambda *_a, i=i, name=name: calls.append((i, name)))
+               for i, layer in enumerate(adapter.decoder_layers) for name in ("q", "k")]
+    try:
+        with TokenPruner(adapter.decoder_layers, PRUNERS.build("aim", l1=2, l2=5)).attached(inputs.token_roles):
+            adapter.prefill_logits(inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    assert sorted(calls) == sorted((i, name) for i in range(adapter.num_layers) for name in ("q", "k"))

@@ -5,7 +5,10 @@
 Builds the model from its config (random weights allowed: `model.random_init=true`), synthesizes
 `bench.frames` frames of visual features at the model's tokens per frame and `bench.text_tokens` text
 tokens, then times the reduced and the unreduced prefill alternately after warm-up (medians; the device
-is synchronized around each, never inside). The vision tower is not run: only the LLM prefill and the
+is synchronized around each, never inside). The first prefill of each kind is timed apart (`first_prefill_ms`,
+`_full`) and never counted in the medians: with `model.compile` (aim.models.compiled: the decoder layers
+compiled or graph-captured per layout) it compiles, and `warmup_ms` (`_full`) is what it took beyond a steady
+prefill; `compile` names the mode. The vision tower is not run: only the LLM prefill and the
 reduction's own overhead (merging, importance) are timed. A merger that needs the tower's signals (VisionZip,
 PruMerge, HoliTom: keys, received attention) gets random ones of the real shapes (`synthetic_signals`): its
 cost and its kept count are the real ones, which tokens it keeps is not. The importance scoring runs inside the reduced
@@ -145,7 +148,10 @@ def bench(valid, adapter=None) -> dict:
         with hook.attached(inputs.token_roles) as trace:
             return elapsed_ms(adapter, lambda: adapter.prefill_logits(inputs)), trace
 
-    for _ in range(b.warmup):
+    # the first prefill of each layout compiles or captures its graphs under model.compile: timed apart (and
+    # always run, even with bench.warmup=0, so the timed prefills never include it)
+    first_full_ms, first_reduced_ms = prefill(full_hook, full_inputs)[0], prefill(reduced_hook, reduced_inputs)[0]
+    for _ in range(b.warmup - 1):
         prefill(full_hook, full_inputs), prefill(reduced_hook, reduced_inputs)
     full_ms, reduced_ms, merge_ms, importance_ms = [], [], [], []
     for _ in range(b.repeats):  # alternate, so drift and thermal state hit both alike
@@ -185,6 +191,13 @@ def bench(valid, adapter=None) -> dict:
                    else f"{len(adapter.cuda_devices)} x {torch.cuda.get_device_name(adapter.device)} (model.device_map)")
         if adapter.device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
         "dtype": valid.model.dtype,
+        "compile": getattr(adapter, "compile_mode", "none"),
+        # the first prefill of each kind (with model.compile: compiling or capturing the layout's graphs), and
+        # what it took beyond a steady-state one
+        "first_prefill_ms": first_reduced_ms,
+        "first_prefill_ms_full": first_full_ms,
+        "warmup_ms": first_reduced_ms - med(reduced_ms),
+        "warmup_ms_full": first_full_ms - med(full_ms),
         "method": {"merger": valid.merger.name, "pruner": valid.pruner.name},
     }
     result["speedup_over_flops_ratio"] = result["speedup"] / result["flops_ratio"]
@@ -255,6 +268,9 @@ def main(cfg: DictConfig) -> None:
           f"{result['importance_ms']:.2f} = {result['importance_pct_of_prefill']:.1f}% of the reduced prefill; "
           f"overhead {result['overhead_pct']:.1f}% of prefill + merge, speedup with it {result['speedup_with_overhead']:.2f}x "
           f"= {result['speedup_with_overhead_over_flops_ratio']:.2f} of the FLOPs ratio)")
+    print(f"model.compile={result['compile']}: first prefill {result['first_prefill_ms_full']:.1f} / "
+          f"{result['first_prefill_ms']:.1f} ms (unreduced / reduced), {result['warmup_ms_full']:.1f} / "
+          f"{result['warmup_ms']:.1f} ms beyond a steady one")
     if "ttft_ms" in result:
         rate = lambda x: "n/a" if x is None else f"{x:.1f}"  # noqa: E731
         print(f"decoding {result['new_tokens']} tokens: time to first token {result['ttft_ms_full']:.1f} -> "

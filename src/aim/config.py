@@ -87,7 +87,7 @@ class BenchConfig:
     frames: int = 8
     text_tokens: int = 100
     repeats: int = 5  # timed prefills of each kind (alternating); medians are reported
-    warmup: int = 1
+    warmup: int = 1  # untimed prefills of each kind before the timed ones (the first, timed apart, always runs)
     new_tokens: int = 16  # greedy tokens decoded after each prefill for ttft / decode tokens/s / KV bytes; 0: none
 
     def __post_init__(self):

@@ -124,9 +124,14 @@ class AdapterConfig:
     # a second, then num_frames of those), rounded_linspace (lmms-eval's Qwen3-VL). The real presets set their
     # lmms-eval model class's rule.
     frame_sampling: str = "segment_middle"
+    # the decoder layers' bodies compiled or graph-captured, static shapes per input layout (aim.models.compiled):
+    # none | default (torch.compile, CPU or GPU) | reduce-overhead (torch.compile's CUDA graphs) | cuda_graphs
+    # (hand-captured CUDA graphs); the last two need device=cuda. Cache-free prefills only (decoding stays eager).
+    compile: str = "none"
 
     def __post_init__(self):
         from aim.checks import check_choice, check_range
+        from aim.models.compiled import check_compile
 
         check_choice("dtype", self.dtype, DTYPES)
         check_range("gpus", self.gpus, 1)
@@ -135,6 +140,7 @@ class AdapterConfig:
         check_device_map(self.device_map, self.max_memory, self.gpus, self.device)
         check_choice("attn_implementation", self.attn_implementation, ATTENTION)
         check_choice("chat_wrap", self.chat_wrap, CHAT_WRAPS)
+        check_compile(self.compile, self.device)
         for name in ("prompt_template", "likelihood_template"):
             if sum(getattr(self, name).count(p) for p in PLACEHOLDERS) != 1:
                 raise ValueError(f"{name}: must contain the visual placeholder ({VIDEO} or {IMAGE}) once")
@@ -391,6 +397,7 @@ class Adapter:
         self._chat_template = None  # looked up on first use
         if cfg.chat_template and cfg.chat_wrap == "lmms_eval" and self.lmms_eval_conversation is None:
             raise ValueError(f"chat_wrap: {type(self).__name__} has no lmms-eval conversation; set chat_wrap=hf")
+        self.compile_mode = "none"  # how the decoder layers run (`compile_layers`)
 
     # --- building -------------------------------------------------------------------------------
     @classmethod
@@ -447,7 +454,9 @@ class Adapter:
             if cfg.architecture:
                 cls._check_architecture(cls.hf_config(cfg), model.config, cfg.pretrained)
             tokenizer = transformers.AutoTokenizer.from_pretrained(path)
-        return cls(model, tokenizer, cfg)
+        adapter = cls(model, tokenizer, cfg)
+        adapter.compile_layers(cfg.compile)
+        return adapter
 
     @classmethod
     def for_prompts(cls, **kwargs):
@@ -486,6 +495,18 @@ class Adapter:
         if diffs:
             warnings.warn(f"model.architecture differs from {pretrained}'s config ({'; '.join(diffs)}): "
                           "aim.flops counts the preset's architecture", stacklevel=3)
+
+    def compile_layers(self, mode: str, backend: str = "inductor") -> list:
+        """Run the decoder layers' bodies compiled or as CUDA graphs (`model.compile`, aim.models.compiled);
+        the pruning hooks stay eager. Returns the wrappers (none for mode "none"); a mode other than the current
+        one replaces it."""
+        from aim.models.compiled import check_compile, compile_decoder_layers, restore_decoder_layers
+
+        check_compile(mode, str(self.device))
+        if self.compile_mode != "none":
+            restore_decoder_layers(self.decoder_layers)
+        self.compile_mode = mode
+        return compile_decoder_layers(self.decoder_layers, mode, backend)
 
     # --- structure -------------------------------------------------------------------------------
     @property
@@ -686,6 +707,7 @@ class Adapter:
         further inputs (`PreparedInputs.llm_kwargs`)."""
         past = cache.get_seq_length() if cache is not None else 0
         mask = torch.ones((embeds.shape[0], past + embeds.shape[1]), dtype=torch.long, device=self.device)
+        self._step_begin()
         return self.language_model(
             inputs_embeds=embeds, position_ids=position_ids, attention_mask=mask, cache=cache, use_cache=use_cache,
             **llm_kwargs,
@@ -706,9 +728,16 @@ class Adapter:
         inputs (`PreparedInputs.llm_kwargs` empty): those go through `prefill_logits` one at a time."""
         if attention_mask is None:
             attention_mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=self.device)
+        self._step_begin()
         out = self.language_model(inputs_embeds=embeds, position_ids=position_ids, attention_mask=attention_mask,
                                   use_cache=False)
         return self.model.lm_head(out.last_hidden_state[:, -1]).float()
+
+    def _step_begin(self) -> None:
+        """Under model.compile=reduce-overhead, each LLM call is a new step of inductor's CUDA-graph trees: the
+        graphs' outputs of the call before (consumed by then) may be overwritten."""
+        if getattr(self, "compile_mode", "none") == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()
 
     def synchronize(self) -> None:
         """Wait for the GPU work queued so far: on every GPU the model is spread over (`model.device_map`)."""

@@ -9,9 +9,10 @@ objects to every layer. Forward pre-hooks therefore:
 - at every layer from the first pruned one on, slice (cos, sin), position ids and a tensor attention
   mask to the tokens that layer sees: queries by the kept tokens, keys by what the layer's KV cache
   holds (its kept prefill tokens, then every decoded token). Kept tokens keep their original positions.
-A pre-hook on the attention module of each layer that feeds a pruning step recomputes that layer's
-attention logits from its own q/k (projections, RoPE, GQA repeat) for the importance score, so the
-model itself keeps SDPA/FlashAttention everywhere.
+The attention module of each layer that feeds a pruning step hands its own q/k projections (forward hooks
+on q_proj and k_proj) to a forward hook that applies RoPE and the GQA repeat and recomputes that layer's
+attention logits for the importance score, so the model itself keeps SDPA/FlashAttention everywhere (an
+attention whose forward was replaced, model.compile, gets a pre-hook that recomputes the projections).
 
 A pruner whose `merge_dropped` is True has its dropped visual tokens merged instead of discarded (HoliTom's
 inner-LLM merging): before the gather, each dropped visual token joins the kept visual token whose hidden
@@ -69,6 +70,7 @@ class _State:
         self.cache0 = None  # [B, m] prefill indices layer 0's cache holds when not all (`prunes_cache_before`)
         self.scores = None  # importance of the current tokens, from the layer before a pruning step
         self.pending = None  # (q, k, valid) of that layer, for a pruner scored on the hidden states it hands on
+        self.projections: dict[str, torch.Tensor] = {}  # the scored layer's q_proj / k_proj outputs (`_score_after`)
         # host-side counts, so the prefill never waits on the device between layers
         self.visual_now = self.text_now = 0
         self.visual_per_layer: list[int] = []  # the schedule's counts for this prefill (kept_per_layer)
@@ -90,16 +92,33 @@ def rope_module(attn):
 def layer_qk(attn, hidden: torch.Tensor, position_embeddings) -> tuple[torch.Tensor, torch.Tensor]:
     """Queries and keys [B, H, n, d] of one attention module, after QK-norm where the module has one (Qwen3's
     per-head RMSNorm of q and k), RoPE and the GQA repeat."""
+    return qk_from_projections(attn, attn.q_proj(hidden), attn.k_proj(hidden), position_embeddings)
+
+
+def qk_from_projections(attn, q_lin: torch.Tensor, k_lin: torch.Tensor, position_embeddings):
+    """`layer_qk` from the outputs [B, n, H * d] of the module's own q_proj and k_proj."""
     mod = rope_module(attn)
-    b, n, _ = hidden.shape
-    q = attn.q_proj(hidden).view(b, n, -1, attn.head_dim)
-    k = attn.k_proj(hidden).view(b, n, -1, attn.head_dim)
+    b, n, _ = q_lin.shape
+    q = q_lin.view(b, n, -1, attn.head_dim)
+    k = k_lin.view(b, n, -1, attn.head_dim)
     if hasattr(attn, "q_norm"):
         q, k = attn.q_norm(q), attn.k_norm(k)
     q, k = q.transpose(1, 2), k.transpose(1, 2)
     cos, sin = position_embeddings
     q, k = mod.apply_rotary_pos_emb(q, k, cos, sin)
     return q, mod.repeat_kv(k, attn.num_key_value_groups)
+
+
+def take_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x [B, n, ...], index [B, k] -> [B, k, ...]: each row's tokens at its indices, whole rows copied (one
+    index_select over the flattened batch). The same values as `x.gather(1, index[..., None].expand(...))`,
+    whose element-wise CPU kernel takes milliseconds per gathered hidden state (about 6 ms for 443 x 896
+    floats on two cores), against tens of microseconds here."""
+    b, n = x.shape[:2]
+    if b == 1:
+        return x.index_select(1, index[0])
+    flat = (index + torch.arange(b, device=index.device).unsqueeze(1) * n).reshape(-1)
+    return x.reshape(b * n, *x.shape[2:]).index_select(0, flat).view(b, index.shape[1], *x.shape[2:])
 
 
 def merge_dropped(hidden: torch.Tensor, kept: torch.Tensor, dropped: torch.Tensor) -> torch.Tensor:
@@ -155,7 +174,13 @@ class TokenPruner:
                 if i >= self.first_pruned:
                     handles.append(layer.register_forward_pre_hook(self._before_layer(state, i), with_kwargs=True))
                 if i + 1 < len(self.layers) and self._drops_at(i + 1):
-                    handles.append(layer.self_attn.register_forward_pre_hook(self._score(state, i), with_kwargs=True))
+                    attn = layer.self_attn
+                    if self._reuses_projections(attn):
+                        handles += [getattr(attn, f"{name}_proj").register_forward_hook(self._keep_projection(state, name))
+                                    for name in ("q", "k")]
+                        handles.append(attn.register_forward_hook(self._score_after(state, i), with_kwargs=True))
+                    else:
+                        handles.append(attn.register_forward_pre_hook(self._score(state, i), with_kwargs=True))
         try:
             with ExitStack() as stack:
                 if hasattr(self.pruner, "decoding"):
@@ -204,10 +229,28 @@ class TokenPruner:
 
         return hook
 
+    def _reuses_projections(self, attn) -> bool:
+        """Whether layer i's importance can take the q/k projections the attention computes anyway (forward
+        hooks on its q_proj and k_proj) instead of recomputing them: not when the pruner needs no q/k, nor when
+        the attention's forward was replaced (model.compile: hooks inside a compiled body would be traced)."""
+        return (getattr(self.pruner, "needs_qk", True) and "forward" not in vars(attn)
+                and all(isinstance(getattr(attn, f"{name}_proj", None), torch.nn.Module) for name in ("q", "k")))
+
+    def _set_scores(self, state: _State, i: int, q, k) -> None:
+        """Importance of layer i's tokens (q, k: its queries and keys), or, for a pruner that `needs`
+        "hidden", its inputs kept for the start of layer i + 1 (`_before_layer`)."""
+        with torch.no_grad():
+            valid = state.roles.gather(1, state.kept) != PADDING if state.padded else None
+            if "hidden" in self.needs:
+                state.pending = (q, k, valid)
+            else:
+                state.scores = self.pruner.importance(q, k, valid, **self._signals(state, i + 1))
+
     def _score(self, state: _State, i: int):
-        """Before the attention of layer i (which feeds a drop at i + 1): importance of its tokens. A pruner
-        that `needs` "hidden" is scored at the start of layer i + 1 instead, on the hidden states layer i
-        hands on (`_before_layer`); its q/k are those of layer i, computed here."""
+        """Before the attention of layer i (which feeds a drop at i + 1): importance of its tokens, its q/k
+        recomputed from the attention's input (`layer_qk`). A pruner that `needs` "hidden" is scored at the
+        start of layer i + 1 instead, on the hidden states layer i hands on (`_before_layer`); its q/k are
+        those of layer i, computed here."""
 
         def hook(attn, args, kwargs):
             if state.decoding:
@@ -215,15 +258,38 @@ class TokenPruner:
             hidden = args[0] if args else kwargs["hidden_states"]
             with torch.no_grad():
                 state.follow(hidden.device)  # the attention runs where accelerate moved this layer's inputs
-                valid = state.roles.gather(1, state.kept) != PADDING if state.padded else None
                 if getattr(self.pruner, "needs_qk", True):
                     q, k = layer_qk(attn, hidden, kwargs["position_embeddings"])
                 else:  # a pruner that scores without attention (FLOP counting replays choices)
                     q = k = None
-                if "hidden" in self.needs:
-                    state.pending = (q, k, valid)
-                else:
-                    state.scores = self.pruner.importance(q, k, valid, **self._signals(state, i + 1))
+            self._set_scores(state, i, q, k)
+            return None
+
+        return hook
+
+    @staticmethod
+    def _keep_projection(state: _State, name: str):
+        """After layer i's q_proj or k_proj in a prefill: its output, for `_score_after`."""
+
+        def hook(_module, _args, output):
+            if not state.decoding:
+                state.projections[name] = output
+            return None
+
+        return hook
+
+    def _score_after(self, state: _State, i: int):
+        """After the attention of layer i: `_score`'s importance from the q/k projections the attention
+        computed (the same values, without computing them twice: 2n x d x (d + d_kv) FLOPs per scored layer)."""
+
+        def hook(attn, _args, kwargs, _output):
+            if state.decoding:
+                return None
+            q_lin, k_lin = state.projections.pop("q"), state.projections.pop("k")
+            state.follow(q_lin.device)  # the attention ran where accelerate moved this layer's inputs
+            with torch.no_grad():
+                q, k = qk_from_projections(attn, q_lin, k_lin, kwargs["position_embeddings"])
+            self._set_scores(state, i, q, k)
             return None
 
         return hook
@@ -283,7 +349,7 @@ class TokenPruner:
         state.kept = state.kept.gather(1, sel)
         state.visual_now = target
         state.scores = None
-        return hidden.gather(1, sel.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+        return take_tokens(hidden, sel)
 
     def _prune_caches_before(self, state: _State, cache, i: int) -> None:
         """Keep only the tokens now kept (`state.kept`) in the KV caches of layers 0..i-1."""
@@ -318,11 +384,10 @@ class TokenPruner:
     def _slice_kwargs(kwargs, queries, keys):
         if queries is not None:
             cos, sin = kwargs["position_embeddings"]
-            idx = queries.to(cos.device).unsqueeze(-1)
-            kwargs["position_embeddings"] = (
-                cos.expand(queries.shape[0], -1, -1).gather(1, idx.expand(-1, -1, cos.shape[-1])),
-                sin.expand(queries.shape[0], -1, -1).gather(1, idx.expand(-1, -1, sin.shape[-1])),
-            )
+            b = queries.shape[0]
+            idx = queries.to(cos.device)
+            kwargs["position_embeddings"] = (take_tokens(cos.expand(b, -1, -1), idx),
+                                             take_tokens(sin.expand(b, -1, -1), idx))
             pos = kwargs.get("position_ids")
             if isinstance(pos, torch.Tensor):
                 q = queries.to(pos.device)
