@@ -160,16 +160,16 @@ def hooks_watched(seen: list):
     """Runs every pruning hook with the default device set to `meta` (any tensor a hook creates without naming
     its device lands there and cannot meet the layer's tensors), recording for each hook call the dtype and
     device of the hidden states it gets and of every floating tensor it hands on."""
-    originals = {name: getattr(TokenPruner, name) for name in ("_start_call", "_before_layer", "_score")}
+    originals = {name: getattr(TokenPruner, name) for name in ("_start_call", "_before_layer", "_score", "_score_after")}
 
     def wrap(name):
         def make(self, state, *a):
             inner = originals[name](self, state, *a)
 
-            def hook(module, args, kwargs):
+            def hook(module, args, kwargs, *output):  # _score_after is a forward hook: the output follows
                 hidden = args[0] if args else kwargs["hidden_states"]
                 with torch.device("meta"):
-                    out = inner(module, args, kwargs)
+                    out = inner(module, args, kwargs, *output)
                 handed = [] if out is None else [out[0][0], *kwargs.get("position_embeddings", ())]
                 seen.append((name, hidden.dtype, hidden.device, [(t.dtype, t.device) for t in handed]))
                 return out
@@ -223,7 +223,9 @@ def check_mixed_dtype_pruning(adapter, pruner):
                                 len(inputs.token_roles))
             torch.testing.assert_close(pruned, ref.float(), atol=1e-4, rtol=1e-4)
     assert min(trace.visual_tokens_per_layer) < inputs.visual_tokens
-    assert {name for name, *_ in seen} >= {"_start_call", "_before_layer", "_score"}
+    names = {name for name, *_ in seen}
+    # scored before the attention (q/k recomputed) or after it (from the attention's own projections)
+    assert names >= {"_start_call", "_before_layer"} and names & {"_score", "_score_after"}
     for name, dtype, device, handed in seen:
         # a layer's pre-hook hands on hidden states in the dtype and on the device it got them (the cast to the
         # layer's own is accelerate's, inside the forward) and cos/sin as the rotary embedding made them; nothing
