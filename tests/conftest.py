@@ -3,9 +3,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
-
-from aim.models.llava_onevision import LlavaOnevisionAdapter, LlavaOnevisionConfig
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -26,15 +23,9 @@ def reference_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_adapter():
     """The bundled model's architecture with random weights: real HF classes, no checkpoint needed."""
-    from transformers import LlavaOnevisionForConditionalGeneration
+    from tests.tiny_models import toy_adapter
 
-    from aim.toy.tokenizer import build_tokenizer
-    from aim.toy.train import toy_config
-
-    torch.manual_seed(0)
-    tokenizer = build_tokenizer()
-    model = LlavaOnevisionForConditionalGeneration(toy_config(tokenizer))
-    return LlavaOnevisionAdapter(model, tokenizer, LlavaOnevisionConfig(pretrained="(random)"))
+    return toy_adapter()
 
 
 @pytest.fixture(scope="session")

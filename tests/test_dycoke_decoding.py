@@ -15,24 +15,17 @@ from aim.pruning.decoding import dycoke_keep, step_attention
 from aim.pruning.hooks import TokenPruner
 
 from tests.pruning_reference import decode_pruned_masks, logits_under_masks
+from tests.tiny_models import toy_adapter
 
 LAYERS, LAYER = 4, 2  # the pruning layer: layers 2, 3 attend to the kept entries, chosen by layer 1's attention
 
 
 @functools.cache
 def build(attn_implementation):
-    from transformers import LlavaOnevisionForConditionalGeneration
-
-    from aim.models.llava_onevision import LlavaOnevisionAdapter, LlavaOnevisionConfig
-    from aim.toy.tokenizer import build_tokenizer
-    from aim.toy.train import toy_config
-
-    torch.manual_seed(0)
-    tok = build_tokenizer()
-    model = LlavaOnevisionForConditionalGeneration(toy_config(tok, text_layers=LAYERS, attn_implementation=attn_implementation))
-    model.generation_config.eos_token_id = None  # random weights: decode every step asked for
-    tok.eos_token_id = None
-    return LlavaOnevisionAdapter(model, tok, LlavaOnevisionConfig(pretrained="(random)", attn_implementation=attn_implementation))
+    ad = toy_adapter(text_layers=LAYERS, attn=attn_implementation)
+    ad.model.generation_config.eos_token_id = None  # random weights: decode every step asked for
+    ad.tokenizer.eos_token_id = None
+    return ad
 
 
 @pytest.fixture(scope="module")

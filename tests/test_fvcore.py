@@ -7,20 +7,12 @@ from aim.efficiency.fvcore_count import count_llm_prefill
 from aim.merging import NoMerge
 from aim.pruning import PRUNERS
 from tests.test_pruning_hook import sample_inputs
+from tests.tiny_models import ATTENTION, toy_adapter
 
 
-@pytest.fixture(scope="module", params=["sdpa", "eager"])
+@pytest.fixture(scope="module", params=ATTENTION)
 def adapter(request):
-    from transformers import LlavaOnevisionForConditionalGeneration
-
-    from aim.models.llava_onevision import LlavaOnevisionAdapter, LlavaOnevisionConfig
-    from aim.toy.tokenizer import build_tokenizer
-    from aim.toy.train import toy_config
-
-    torch.manual_seed(0)
-    tok = build_tokenizer()
-    model = LlavaOnevisionForConditionalGeneration(toy_config(tok, text_layers=6, attn_implementation=request.param))
-    return LlavaOnevisionAdapter(model, tok, LlavaOnevisionConfig(pretrained="(random)", attn_implementation=request.param))
+    return toy_adapter(text_layers=6, attn=request.param)
 
 
 @pytest.mark.parametrize("pruner", [dict(name="none"), dict(name="aim", l1=2, l2=5), dict(name="fastv", k=3, keep=0.25),

@@ -2,38 +2,21 @@
 for the same frames); merged, kept tokens keep their own positions and the text does not move; pruning,
 decoding, FLOP counting and the evaluation loop work on it. Tiny random models from the `internvl3_tiny`
 preset (112 px tiles, patch 7: 16x16 patches, pixel shuffle to 8x8 = 64 tokens per frame)."""
-from dataclasses import asdict
-
 import numpy as np
 import pytest
 import torch
 
-from aim.merging import MERGERS, Merged, NoMerge
-from aim.models import MODELS, PREFIX_TEXT, QUESTION_TEXT, VISUAL
+from aim.merging import MERGERS, NoMerge
+from aim.models import PREFIX_TEXT, QUESTION_TEXT, VISUAL
 from aim.models.internvl import InternVLAdapter
 from aim.pruning import PRUNERS
 from aim.pruning.hooks import TokenPruner
 from tests.flops_reference import assert_fvcore_matches_analytic
 from tests.pruning_reference import masked_greedy_ids, masked_logits
-from tests.test_qwen2_vl import KeepEven, frames, preset
+from tests.tiny_models import OPTIONS, QUESTION, KeepEven, adapter_fixtures, build, frames
 
-QUESTION, OPTIONS = "what colour is the circle ?", ["red", "blue", "green", "yellow"]
 TOKENS = 64  # per frame: 112 px / 7 = 16x16 patches -> 8x8 after the pixel shuffle
-
-
-def build(overrides=()):
-    torch.manual_seed(0)
-    return MODELS.get("internvl").from_config(**asdict(preset("internvl3_tiny", overrides)))
-
-
-@pytest.fixture(scope="module", params=["sdpa", "eager"])
-def adapter(request):
-    return build([f"model.attn_implementation={request.param}"])
-
-
-@pytest.fixture(scope="module")
-def sdpa_adapter():
-    return build()
+adapter, sdpa_adapter = adapter_fixtures("internvl3_tiny")
 
 
 def hf_logits(ad, video):
@@ -104,7 +87,7 @@ def test_video_input_ids_are_the_hf_processor_s(num_frames):
     newline, in place of <video>; the adapter's unreduced ids are exactly its ids for the same prompt, and
     its sequence holds the frames' tokens where the context tokens are."""
     tok = processor_tokenizer()
-    ad = build(["model.architecture.text_config.vocab_size=50"])  # room for <img> and </img>
+    ad = build("internvl3_tiny", ["model.architecture.text_config.vocab_size=50"])  # room for <img> and </img>
     ad = InternVLAdapter(ad.model, tok, ad.cfg)
     video = frames(num_frames)
     ref = hf_processor(tok, TOKENS)(text=ad.prompt_string(QUESTION, OPTIONS), videos=[video], return_tensors="pt")
@@ -137,7 +120,7 @@ def test_the_chat_prompt_is_the_checkpoint_template_s_with_the_frames_in_place_o
     tok = processor_tokenizer()
     tok.add_tokens(["<|im_start|>", "<|im_end|>"], special_tokens=True)  # ids 50, 51
     tok.chat_template = INTERNVL_CHAT
-    ad = build(["model.architecture.text_config.vocab_size=52"])
+    ad = build("internvl3_tiny", ["model.architecture.text_config.vocab_size=52"])
     ad = InternVLAdapter(ad.model, tok, replace(ad.cfg, chat_template=True, **real_prompt()))
     prompt = ad.prompt_string(QUESTION, OPTIONS)
     assert prompt == "<|im_start|>user\n<video>\n" + MC_TEXT + "<|im_end|>\n<|im_start|>assistant\n"
@@ -219,7 +202,7 @@ def test_the_key_metric_is_that_of_the_tower_layer_that_gives_the_features(featu
     """`metric`: the keys of the layer whose output the features come from (of 3 layers, hidden_states[-2] is
     layer 1's output, hidden_states[1] layer 0's: hidden_states[0] holds the embeddings), [CLS] left out,
     averaged over each token's 2x2 patches."""
-    ad = build(["model.architecture.vision_config.num_hidden_layers=3",
+    ad = build("internvl3_tiny", ["model.architecture.vision_config.num_hidden_layers=3",
                 f"model.architecture.vision_feature_layer={feature_layer}"])
     pixels = ad.pixel_values(frames(2))
     layer = ad.model.model.vision_tower.encoder.layer[producer]

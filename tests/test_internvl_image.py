@@ -1,11 +1,8 @@
 """InternVL3 on single images (dynamic tiling, as the -hf processor): unreduced, the adapter is the Hugging Face
 model given the Hugging Face processor's own inputs (same tiles, same input ids, same logits); merged, every
 tile is one merger group and kept tokens keep their own 1-D positions; `aim.flops flops.image_size` counts the
-tiles and tokens the adapter builds; an image benchmark runs through the evaluation loop. Tiny random models
-from the `internvl3_tiny` preset (112 px tiles, 64 tokens each, 1..12 tiles and a thumbnail)."""
-import json
-from dataclasses import asdict
-
+tiles and tokens the adapter builds (the evaluation loop on images: tests/test_images_end_to_end.py). Tiny
+random models from the `internvl3_tiny` preset (112 px tiles, 64 tokens each, 1..12 tiles and a thumbnail)."""
 import numpy as np
 import pytest
 import torch
@@ -13,31 +10,20 @@ from hydra import compose, initialize_config_dir
 
 from aim.config import validate
 from aim.merging import MERGERS, NoMerge
-from aim.models import MODELS, PREFIX_TEXT, QUESTION_TEXT, VISUAL
+from aim.models import PREFIX_TEXT, QUESTION_TEXT, VISUAL
 from aim.models.internvl import InternVLAdapter
 from aim.paths import CONF_DIR
 from aim.pruning import PRUNERS
 from tests.test_internvl import TOKENS, hf_processor, processor_tokenizer
-from tests.test_qwen2_vl import KeepEven, preset
-
-QUESTION, OPTIONS = "what colour is the circle ?", ["red", "blue", "green", "yellow"]
-
-
-def build(overrides=()):
-    torch.manual_seed(0)
-    return MODELS.get("internvl").from_config(**asdict(preset("internvl3_tiny", list(overrides))))
+from tests.tiny_models import OPTIONS, QUESTION, KeepEven, build, noise
 
 
 @pytest.fixture(scope="module")
 def adapter():
     """The tiny model with the processor's tokenizer: <img> and </img> are tokens (ids 48, 49), <image> the
     context token (id 4)."""
-    ad = build(["model.architecture.text_config.vocab_size=50"])
+    ad = build("internvl3_tiny", ["model.architecture.text_config.vocab_size=50"])
     return InternVLAdapter(ad.model, processor_tokenizer(), ad.cfg)
-
-
-def noise(height, width, seed=0):
-    return (np.random.default_rng(seed).random((1, height, width, 3)) * 255).astype(np.uint8)
 
 
 def image_processor(cfg, size=112):
@@ -114,7 +100,8 @@ def test_the_chat_prompt_is_the_checkpoint_template_s_with_the_tiles_in_place_of
     tok.add_tokens(["<|im_start|>", "<|im_end|>", "<IMG_CONTEXT>"], special_tokens=True)  # ids 50, 51, 52
     tok.context_image_token, tok.context_image_token_id = "<IMG_CONTEXT>", 52
     tok.chat_template = INTERNVL_CHAT
-    ad = build(["model.architecture.text_config.vocab_size=53", "model.architecture.image_token_id=52"])
+    ad = build("internvl3_tiny", ["model.architecture.text_config.vocab_size=53",
+                                  "model.architecture.image_token_id=52"])
     ad = InternVLAdapter(ad.model, tok, replace(ad.cfg, chat_template=True, **real_prompt()))
     prompt = ad.prompt_string(QUESTION, OPTIONS, modality="image")
     assert prompt == "<|im_start|>user\n<IMG_CONTEXT>\n" + MC_TEXT + "<|im_end|>\n<|im_start|>assistant\n"
@@ -207,31 +194,6 @@ def test_an_image_dataset_needs_flops_image_size_on_internvl(tmp_path):
                                                       f"dataset.root={tmp_path}"]))
     with pytest.raises(ConfigError, match=r"flops.image_size: dataset image_mcq holds images, .* \(dynamic tiling"):
         flops(valid)
-
-
-def test_images_end_to_end_through_the_evaluation_loop(tmp_path):
-    from PIL import Image
-
-    from aim.data import DATASETS
-    from aim.eval import evaluate
-    from aim.tracking.records import SampleRecords
-
-    root = tmp_path / "bench"
-    (root / "images").mkdir(parents=True)
-    rows = []
-    for i, size in enumerate([(100, 150), (112, 112)]):  # 7 tiles, 1 tile
-        Image.fromarray(noise(*size, seed=i)[0]).save(root / "images" / f"{i}.png")
-        rows.append({"id": f"q{i}", "image": f"{i}.png", "question": QUESTION, "options": OPTIONS, "answer": "A"})
-    (root / "questions.json").write_text(json.dumps(rows))
-    records = SampleRecords(tmp_path / "samples.jsonl")
-    evaluate(build(), DATASETS.build("image_mcq", root=str(root)), MERGERS.build("aim", ratio=0.25),
-             PRUNERS.build("aim", l1=2, l2=4), records, mode="letter", progress=False)
-    records.close()
-    assert len(records.records) == 2
-    for r, tiles in zip(records.records, (7, 1)):
-        assert r["prediction"] in "ABCD" and r["visual_tokens"] == tiles * 16  # 25% of each tile's 64
-        assert r["visual_tokens_per_layer"] == [tiles * 16, tiles * 16, tiles * 8, 0]
-        assert r["tflops"] == pytest.approx(r["tflops_analytic"], rel=0.01) and r["vision_tower_tflops"] > 0
 
 
 def test_pruning_an_image_s_tokens_equals_the_masked_reference(adapter):

@@ -5,7 +5,7 @@ masked reference; every merger and pruner runs end to end on an image dataset th
 `aim.flops` reports LLaVA-1.5-7B's unreduced prefill next to the paper's 8.18 TFLOPs. Tiny random models
 from the `llava_1.5_tiny` preset (CLIP at 96 px / patch 4: the real 24x24 grid)."""
 import json
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 
 from aim.config import validate
 from aim.data import synthetic as syn
-from aim.merging import MERGERS, Merged, NoMerge
+from aim.merging import MERGERS, NoMerge
 from aim.models import MODELS, PREFIX_TEXT, QUESTION_TEXT, VISUAL
 from aim.models.llava import CLIP_MEAN, CLIP_STD, preprocess_image
 from aim.pruning import PRUNERS
@@ -22,8 +22,8 @@ from aim.pruning.hooks import TokenPruner
 from aim.paths import CONF_DIR
 from aim.prompts import FREE_FORM
 from tests.pruning_reference import masked_logits
+from tests.tiny_models import OPTIONS, QUESTION, KeepEven, adapter_fixtures, build
 
-QUESTION, OPTIONS = "what colour is the circle ?", ["red", "blue", "green", "yellow"]
 MC_TEXT = ("what colour is the circle ?\nA. red\nB. blue\nC. green\nD. yellow\n"
            "Answer with the option's letter from the given choices directly.")
 
@@ -33,19 +33,7 @@ def composed(overrides=()):
         return validate(compose("config", overrides=list(overrides)))
 
 
-def build(overrides=()):
-    torch.manual_seed(0)
-    return MODELS.get("llava").from_config(**asdict(composed(["model=llava_1.5_tiny", *overrides]).model))
-
-
-@pytest.fixture(scope="module", params=["sdpa", "eager"])
-def adapter(request):
-    return build([f"model.attn_implementation={request.param}"])
-
-
-@pytest.fixture(scope="module")
-def sdpa_adapter():
-    return build()
+adapter, sdpa_adapter = adapter_fixtures("llava_1.5_tiny")
 
 
 def picture(height=80, width=120, colour="red", seed=0):
@@ -57,16 +45,6 @@ def picture(height=80, width=120, colour="red", seed=0):
     disc = (y - height // 3) ** 2 + (x - width // 2) ** 2 <= r * r
     img[disc] = syn.COLOURS[colour]
     return np.clip(img, 0, 255).astype(np.uint8)[None]
-
-
-class KeepEven:
-    """A stand-in merger: keeps the even-indexed tokens of every image."""
-
-    needs = ()
-
-    def __call__(self, features, metric=None, attention=None):
-        idx = torch.arange(0, features.shape[1], 2)
-        return Merged(features[:, idx], idx.expand(features.shape[0], -1))
 
 
 # --- the preset and the Hugging Face model ------------------------------------------------------------
@@ -327,8 +305,7 @@ def test_the_same_image_input_costs_the_same_tower_flops_whatever_its_size(sdpa_
 
 
 def test_an_adapter_without_an_image_path_refuses_an_image_clearly():
-    torch.manual_seed(0)
-    qwen = MODELS.get("qwen2_vl").from_config(**asdict(composed(["model=qwen2_vl_tiny"]).model))
+    qwen = build("qwen2_vl_tiny")
 
     class VideoOnly(type(qwen)):  # every bundled adapter takes images now: one that declares video only
         modalities = ("video",)

@@ -1,43 +1,19 @@
 """LLaVA-OneVision on single images (anyres): unreduced, the adapter is the Hugging Face model (same crops,
 same packing of the crop grid, same logits); merged, each anyres crop (and the base image) is merged on
-its own, kept tokens keep their positions and the row newlines stay. Tiny random models from the
-`llava_onevision_tiny` preset (SigLIP at 112 px, patch 8: 14x14 tokens per crop; grids up to 4x4 crops)."""
-import json
-from dataclasses import asdict
-
-import numpy as np
+its own, kept tokens keep their positions and the row newlines stay (the evaluation loop on images:
+tests/test_images_end_to_end.py). Tiny random models from the `llava_onevision_tiny` preset (SigLIP at 112 px,
+patch 8: 14x14 tokens per crop; grids up to 4x4 crops)."""
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
 from aim.config import validate
 from aim.merging import MERGERS, NoMerge
-from aim.models import MODELS, QUESTION_TEXT, VISUAL
-from aim.pruning import PRUNERS
+from aim.models import QUESTION_TEXT, VISUAL
 from aim.paths import CONF_DIR
+from tests.tiny_models import OPTIONS, QUESTION, adapter_fixtures, noise
 
-QUESTION, OPTIONS = "what colour is the circle ?", ["red", "blue", "green", "yellow"]
-
-
-def build(attn="sdpa"):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = validate(compose("config", overrides=["model=llava_onevision_tiny", f"model.attn_implementation={attn}"])).model
-    torch.manual_seed(0)
-    return MODELS.get("llava_onevision").from_config(**asdict(cfg))
-
-
-@pytest.fixture(scope="module", params=["sdpa", "eager"])
-def adapter(request):
-    return build(request.param)
-
-
-@pytest.fixture(scope="module")
-def sdpa_adapter():
-    return build()
-
-
-def noise(height, width, seed=0):
-    return (np.random.default_rng(seed).random((1, height, width, 3)) * 255).astype(np.uint8)
+adapter, sdpa_adapter = adapter_fixtures("llava_onevision_tiny")
 
 
 def hf_logits(ad, image, inputs):
@@ -120,30 +96,6 @@ def test_pool_pools_each_crop_on_its_own_grid(sdpa_adapter):
     assert any(r != c for r, c in crops)
     wide = sdpa_adapter.prepare(noise(100, 150), QUESTION, OPTIONS, pool, modality="image")
     assert wide.visual_tokens == 49 + sum(h * w for h, w in (pool.output_grid(r, c) for r, c in crops))
-
-
-def test_images_end_to_end_through_the_evaluation_loop(sdpa_adapter, tmp_path):
-    from PIL import Image
-
-    from aim.data import DATASETS
-    from aim.eval import evaluate
-    from aim.tracking.records import SampleRecords
-
-    root = tmp_path / "bench"
-    (root / "images").mkdir(parents=True)
-    rows = []
-    for i, size in enumerate([(100, 150), (150, 100)]):
-        Image.fromarray(noise(*size, seed=i)[0]).save(root / "images" / f"{i}.png")
-        rows.append({"id": f"q{i}", "image": f"{i}.png", "question": QUESTION, "options": OPTIONS, "answer": "A"})
-    (root / "questions.json").write_text(json.dumps(rows))
-    records = SampleRecords(tmp_path / "samples.jsonl")
-    evaluate(sdpa_adapter, DATASETS.build("image_mcq", root=str(root)), MERGERS.build("aim", ratio=0.25),
-             PRUNERS.build("aim", l1=2, l2=4), records, mode="letter", progress=False)
-    records.close()
-    for r in records.records:
-        assert r["prediction"] in "ABCD" and r["visual_tokens"] == 125
-        assert r["visual_tokens_per_layer"] == [125, 125, 62, 0]
-        assert r["tflops"] == pytest.approx(r["tflops_analytic"], rel=0.01) and r["vision_tower_tflops"] > 0
 
 
 def test_anyres_grids_must_be_multiples_of_the_tower_resolution(tiny_adapter):

@@ -1,10 +1,13 @@
 """The merger seam's prompt signal: an adapter hands a merger that `needs` "text" the LLM input embeddings of
 the prompt after the visual tokens (what CDPruner weighs relevance by), on every path that calls a merger."""
+import functools
+
 import numpy as np
 import pytest
 import torch
 
 from aim.merging import MERGERS, Merged
+from tests.tiny_models import OPTIONS, QUESTION, build, frames
 
 
 class RecordText:
@@ -21,32 +24,31 @@ class RecordText:
         return Merged(features, torch.arange(t).expand(f, t), carry)
 
 
+# each tiny model built once for this module: the tests only read them (prepare)
+@functools.cache
 def onevision():
-    from tests.test_onevision_image import build
-    return build()
+    return build("llava_onevision_tiny")
 
 
+@functools.cache
 def qwen2_vl():
-    from tests.test_qwen2_vl import build
-    return build()
+    return build("qwen2_vl_tiny")
 
 
+@functools.cache
 def qwen3_vl():
-    from tests.test_qwen3_vl import build
-    return build()
+    return build("qwen3_vl_tiny")
 
 
+@functools.cache
 def internvl():
-    from tests.test_internvl import build
-    return build()
+    return build("internvl3_tiny")
 
 
 @pytest.mark.parametrize("make,modality", [(onevision, "video"), (onevision, "image"), (qwen2_vl, "video"),
                                            (qwen2_vl, "image"), (qwen3_vl, "video"), (internvl, "video"),
                                            (internvl, "image")])
 def test_a_merger_that_needs_text_gets_the_prompt_after_the_visual_tokens(make, modality):
-    from tests.test_qwen2_vl import OPTIONS, QUESTION, frames
-
     ad = make()
     visual = frames(2) if modality == "video" else np.random.default_rng(0).integers(0, 255, (1, 300, 400, 3), dtype=np.uint8)
     merger = RecordText()
@@ -56,8 +58,6 @@ def test_a_merger_that_needs_text_gets_the_prompt_after_the_visual_tokens(make, 
 
 
 def test_cdpruner_runs_through_an_adapter_and_keeps_its_count():
-    from tests.test_qwen2_vl import OPTIONS, QUESTION, frames
-
     from aim.merging import NoMerge, kept_tokens
 
     ad = onevision()
@@ -68,8 +68,6 @@ def test_cdpruner_runs_through_an_adapter_and_keeps_its_count():
 
 @pytest.mark.parametrize("make", [qwen2_vl, qwen3_vl, internvl])
 def test_cdpruner_runs_through_every_video_adapter_and_keeps_a_quarter_of_each_group(make):
-    from tests.test_qwen2_vl import OPTIONS, QUESTION, frames
-
     from aim.merging import NoMerge, kept_tokens
 
     ad = make()

@@ -13,22 +13,14 @@ from aim.pruning.hooks import TokenPruner
 from aim.pruning.importance import question_attention_max
 
 from tests.pruning_reference import logits_under_masks, masked_logits, reference_masks
+from tests.tiny_models import toy_adapter
 
 LAYERS, LAYER, ALPHA = 4, 1, 0.3  # layer 1's attention selects; layers 2, 3 see the kept tokens
 
 
 @pytest.fixture(scope="module")
 def eager():
-    from transformers import LlavaOnevisionForConditionalGeneration
-
-    from aim.models.llava_onevision import LlavaOnevisionAdapter, LlavaOnevisionConfig
-    from aim.toy.tokenizer import build_tokenizer
-    from aim.toy.train import toy_config
-
-    torch.manual_seed(0)
-    tok = build_tokenizer()
-    model = LlavaOnevisionForConditionalGeneration(toy_config(tok, text_layers=LAYERS, attn_implementation="eager"))
-    return LlavaOnevisionAdapter(model, tok, LlavaOnevisionConfig(pretrained="(random)", attn_implementation="eager"))
+    return toy_adapter(text_layers=LAYERS, attn="eager")
 
 
 def sample_inputs(adapter):

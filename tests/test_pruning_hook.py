@@ -10,21 +10,12 @@ from aim.pruning import PRUNERS
 from aim.pruning.hooks import TokenPruner
 
 from tests.pruning_reference import masked_logits
+from tests.tiny_models import ATTENTION, toy_adapter
 
 
-@pytest.fixture(scope="module", params=["sdpa", "eager"])
+@pytest.fixture(scope="module", params=ATTENTION)
 def adapter(request):
-    from transformers import LlavaOnevisionForConditionalGeneration
-
-    from aim.models.llava_onevision import LlavaOnevisionAdapter, LlavaOnevisionConfig
-    from aim.toy.tokenizer import build_tokenizer
-    from aim.toy.train import toy_config
-
-    torch.manual_seed(0)
-    tok = build_tokenizer()
-    cfg = toy_config(tok, text_layers=6, attn_implementation=request.param)
-    model = LlavaOnevisionForConditionalGeneration(cfg)
-    return LlavaOnevisionAdapter(model, tok, LlavaOnevisionConfig(pretrained="(random)", attn_implementation=request.param))
+    return toy_adapter(text_layers=6, attn=request.param)
 
 
 def sample_inputs(adapter, frames=2):

@@ -2,36 +2,21 @@
 positions as the processor's `second_per_grid_ts` gives); merged, kept tokens keep their own (t, h, w)
 positions; pruning, decoding, FLOP counting and the evaluation loop work on it. Tiny random models from
 the `qwen2_5_vl_tiny` preset (window attention in the tower's first block, full attention in its last)."""
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 import pytest
 import torch
 
 from aim.merging import MERGERS, NoMerge
-from aim.models import MODELS, QUESTION_TEXT, VISUAL
+from aim.models import QUESTION_TEXT, VISUAL
 from aim.models.qwen2_5_vl import Qwen2_5VLAdapter
 from aim.pruning import PRUNERS
 from aim.pruning.hooks import TokenPruner
 from tests.flops_reference import assert_fvcore_matches_analytic
 from tests.pruning_reference import masked_greedy_ids, masked_logits
-from tests.test_qwen2_vl import KeepEven, frames, preset  # the Qwen2-VL tests' preset and inputs
+from tests.tiny_models import OPTIONS, QUESTION, KeepEven, adapter_fixtures, frames, preset
 
-QUESTION, OPTIONS = "what colour is the circle ?", ["red", "blue", "green", "yellow"]
-
-
-def build(overrides=()):
-    torch.manual_seed(0)
-    return MODELS.get("qwen2_5_vl").from_config(**asdict(preset("qwen2_5_vl_tiny", overrides)))
-
-
-@pytest.fixture(scope="module", params=["sdpa", "eager"])
-def adapter(request):
-    return build([f"model.attn_implementation={request.param}"])
-
-
-@pytest.fixture(scope="module")
-def sdpa_adapter():
-    return build()
+adapter, sdpa_adapter = adapter_fixtures("qwen2_5_vl_tiny")
 
 
 def hf_reference(ad, video, frame_times=None, seconds=None):

@@ -1,7 +1,7 @@
 """The Qwen2-VL adapter: unreduced, it is the Hugging Face model (same logits, same M-RoPE positions); merged,
 kept tokens keep their own (t, h, w) positions and the text does not move; pruning, decoding, FLOP counting
 and the evaluation loop work on it. Tiny random models from the `qwen2_vl_tiny` preset."""
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -9,49 +9,17 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from aim.config import validate
-from aim.data import synthetic as syn
-from aim.merging import MERGERS, Merged, NoMerge
-from aim.models import MODELS, PREFIX_TEXT, QUESTION_TEXT, VISUAL
+from aim.merging import MERGERS, NoMerge
+from aim.models import PREFIX_TEXT, QUESTION_TEXT, VISUAL
 from aim.models.qwen2_vl import Qwen2VLAdapter, mrope_positions, smart_resize
 from aim.pruning import PRUNERS
 from aim.pruning.hooks import TokenPruner
 from aim.paths import CONF_DIR
 from tests.flops_reference import assert_fvcore_matches_analytic
 from tests.pruning_reference import masked_greedy_ids, masked_logits
+from tests.tiny_models import OPTIONS, QUESTION, KeepEven, adapter_fixtures, frames
 
-QUESTION, OPTIONS = "what colour is the circle ?", ["red", "blue", "green", "yellow"]
-
-
-def preset(name="qwen2_vl_tiny", overrides=()):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return validate(compose("config", overrides=[f"model={name}", *overrides])).model
-
-
-def build(overrides=()):
-    torch.manual_seed(0)
-    return MODELS.get("qwen2_vl").from_config(**asdict(preset(overrides=overrides)))
-
-
-@pytest.fixture(scope="module", params=["sdpa", "eager"])
-def adapter(request):
-    return build([f"model.attn_implementation={request.param}"])
-
-
-@pytest.fixture(scope="module")
-def sdpa_adapter():
-    return build()
-
-
-def frames(num=4):
-    return syn.render(syn.sample_item(0, 0)[0])[:num]
-
-
-class KeepEven:
-    """A stand-in merger: keeps the even-indexed tokens of every frame group."""
-
-    def __call__(self, features, metric=None):
-        idx = torch.arange(0, features.shape[1], 2)
-        return Merged(features[:, idx], idx.expand(features.shape[0], -1))
+adapter, sdpa_adapter = adapter_fixtures("qwen2_vl_tiny")
 
 
 def hf_reference(ad, video, question=QUESTION, options=OPTIONS):

@@ -4,45 +4,22 @@ own (t, h, w) positions and every DeepStack level is merged with the features' g
 after the last DeepStack addition, decoding and FLOP counting work on it, and pruning before it is refused.
 Tiny random models from the `qwen3_vl_tiny` preset (DeepStack from 2 tower blocks, added after LLM layers
 0 and 1)."""
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 import pytest
 import torch
 
 from aim.config import ConfigError
 from aim.merging import MERGERS, Merged, NoMerge, reduce_clip
-from aim.models import MODELS, PREFIX_TEXT, QUESTION_TEXT, VISUAL
+from aim.models import PREFIX_TEXT, QUESTION_TEXT, VISUAL
 from aim.models.qwen3_vl import Qwen3VLAdapter
 from aim.pruning import PRUNERS
 from aim.pruning.hooks import TokenPruner
 from tests.flops_reference import assert_fvcore_matches_analytic
 from tests.pruning_reference import masked_greedy_ids, masked_logits
-from tests.test_qwen2_vl import frames, preset  # the Qwen2-VL tests' preset loader and synthetic frames
+from tests.tiny_models import OPTIONS, QUESTION, KeepEven, adapter_fixtures, build, frames, preset
 
-QUESTION, OPTIONS = "what colour is the circle ?", ["red", "blue", "green", "yellow"]
-
-
-def build(overrides=()):
-    torch.manual_seed(0)
-    return MODELS.get("qwen3_vl").from_config(**asdict(preset("qwen3_vl_tiny", overrides)))
-
-
-@pytest.fixture(scope="module", params=["sdpa", "eager"])
-def adapter(request):
-    return build([f"model.attn_implementation={request.param}"])
-
-
-@pytest.fixture(scope="module")
-def sdpa_adapter():
-    return build()
-
-
-class KeepEven:
-    """A stand-in merger: keeps the even-indexed tokens of every temporal patch (and of the carry)."""
-
-    def __call__(self, features, metric=None, carry=None):
-        idx = torch.arange(0, features.shape[1], 2)
-        return Merged(features[:, idx], idx.expand(features.shape[0], -1), None if carry is None else carry[:, idx])
+adapter, sdpa_adapter = adapter_fixtures("qwen3_vl_tiny")
 
 
 def layout_ids(ad, groups: int, tokens: int):
@@ -267,7 +244,7 @@ def test_the_importance_scores_see_the_attention_the_layer_computes():
     and k (QK-norm) before RoPE, as the attention module does: its causal softmax is the eager attention's."""
     from aim.pruning.hooks import layer_qk
 
-    ad = build(["model.attn_implementation=eager"])
+    ad = build("qwen3_vl_tiny", ["model.attn_implementation=eager"])
     inputs = ad.prepare(frames(2), QUESTION, OPTIONS, NoMerge())
     attn, captured = ad.decoder_layers[1].self_attn, {}
     pre = attn.register_forward_pre_hook(lambda m, a, k: captured.update(kwargs=k, hidden=a[0] if a else k["hidden_states"]),

@@ -1,40 +1,25 @@
 """Qwen2-VL and Qwen2.5-VL on single images: unreduced, the adapter is the Hugging Face model given the Hugging
 Face processor's own inputs (same input ids, same M-RoPE positions, same logits); merged, the image is one
 merger group and kept tokens keep their representative's (t, h, w); `aim.flops flops.image_size` counts what
-the adapter builds; an image benchmark runs through the evaluation loop. Tiny random models from the
-`qwen2_vl_tiny` / `qwen2_5_vl_tiny` presets (8 px patches, 2x2 merger: one token per 16 x 16 px, images
+the adapter builds (the evaluation loop on images: tests/test_images_end_to_end.py). Tiny random models from
+the `qwen2_vl_tiny` / `qwen2_5_vl_tiny` presets (8 px patches, 2x2 merger: one token per 16 x 16 px, images
 within 112 x 112 px)."""
-import json
-from dataclasses import asdict
-
-import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
 from aim.config import validate
 from aim.merging import MERGERS, NoMerge
-from aim.models import MODELS, QUESTION_TEXT, VISUAL
+from aim.models import QUESTION_TEXT, VISUAL
 from aim.paths import CONF_DIR
-from aim.pruning import PRUNERS
-from tests.test_qwen2_vl import KeepEven, preset
+from tests.tiny_models import OPTIONS, QUESTION, KeepEven, build, noise
 
-QUESTION, OPTIONS = "what colour is the circle ?", ["red", "blue", "green", "yellow"]
 PRESETS = {"qwen2_vl_tiny": "qwen2_vl", "qwen2_5_vl_tiny": "qwen2_5_vl"}
-
-
-def build(name, attn="sdpa"):
-    torch.manual_seed(0)
-    return MODELS.get(PRESETS[name]).from_config(**asdict(preset(name, [f"model.attn_implementation={attn}"])))
 
 
 @pytest.fixture(scope="module", params=list(PRESETS))
 def adapter(request):
     return build(request.param)
-
-
-def noise(height, width, seed=0):
-    return (np.random.default_rng(seed).random((1, height, width, 3)) * 255).astype(np.uint8)
 
 
 def hf_processor(ad, monkeypatch):
@@ -147,27 +132,3 @@ def test_an_image_dataset_needs_flops_image_size_on_qwen(tmp_path):
                                           r"image size"):
         flops(valid)
 
-
-def test_images_end_to_end_through_the_evaluation_loop(adapter, tmp_path):
-    from PIL import Image
-
-    from aim.data import DATASETS
-    from aim.eval import evaluate
-    from aim.tracking.records import SampleRecords
-
-    root = tmp_path / "bench"
-    (root / "images").mkdir(parents=True)
-    rows = []
-    for i, size in enumerate([(100, 150), (150, 100)]):
-        Image.fromarray(noise(*size, seed=i)[0]).save(root / "images" / f"{i}.png")
-        rows.append({"id": f"q{i}", "image": f"{i}.png", "question": QUESTION, "options": OPTIONS, "answer": "A"})
-    (root / "questions.json").write_text(json.dumps(rows))
-    records = SampleRecords(tmp_path / "samples.jsonl")
-    evaluate(adapter, DATASETS.build("image_mcq", root=str(root)), MERGERS.build("aim", ratio=0.25),
-             PRUNERS.build("aim", l1=2, l2=4), records, mode="letter", progress=False)
-    records.close()
-    assert len(records.records) == 2
-    for r in records.records:
-        assert r["prediction"] in "ABCD" and r["visual_tokens"] == 10  # 5 x 8 (8 x 5) tokens, 25% kept
-        assert r["visual_tokens_per_layer"] == [10, 10, 5, 0]
-        assert r["tflops"] == pytest.approx(r["tflops_analytic"], rel=0.01) and r["vision_tower_tflops"] > 0

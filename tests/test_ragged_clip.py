@@ -2,20 +2,19 @@
 tokens of each frame (temporal patch for Qwen) at the positions they had unreduced, frames keeping different
 counts and a frame keeping none (its text stays); the pruning hook, the FLOP counts (fvcore and analytic),
 budget planning and the records take the ragged counts. Tiny random models of every preset."""
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import pytest
 import torch
 
 from aim.merging import MERGERS, ClipReduced, NoMerge
-from aim.models import MODELS, VISUAL
+from aim.models import VISUAL
 from aim.models.qwen3_vl import Qwen3VLAdapter
 from aim.pruning import PRUNERS
 from aim.pruning.hooks import TokenPruner
 from tests.pruning_reference import masked_logits
-from tests.test_qwen2_vl import frames, preset
+from tests.tiny_models import OPTIONS, QUESTION, build, frames, noise
 
-QUESTION, OPTIONS = "what colour is the circle ?", ["red", "blue", "green", "yellow"]
 # preset -> frames shown: 4 frames (Qwen: 8 frames, 4 temporal patches), so group counts 0, k, 2k, 0
 PRESETS = {"llava_onevision_tiny": 4, "llava_1.5_tiny": 4, "qwen2_vl_tiny": 8, "qwen2_5_vl_tiny": 8,
            "qwen3_vl_tiny": 8, "internvl3_tiny": 4}
@@ -60,9 +59,7 @@ def registered(monkeypatch):
 
 @pytest.fixture(scope="module", params=list(PRESETS))
 def model(request):
-    torch.manual_seed(0)
-    cfg = preset(request.param)
-    return MODELS.get(cfg.name).from_config(**asdict(cfg)), frames(PRESETS[request.param])
+    return build(request.param), frames(PRESETS[request.param])
 
 
 def visual_positions(inputs):
@@ -108,10 +105,7 @@ def test_a_ragged_result_is_placed_at_the_unreduced_positions_of_its_kept_frame_
 
 def test_an_image_s_tiles_are_the_groups_of_a_clip_reducer():
     """InternVL3's dynamic tiling: 2 x 3 tiles and the thumbnail, seven groups of 64 tokens."""
-    from tests.test_internvl_image import noise
-
-    torch.manual_seed(0)
-    ad = MODELS.get("internvl").from_config(**asdict(preset("internvl3_tiny")))
+    ad = build("internvl3_tiny")
     image = noise(100, 150)
     full, reduced = (ad.prepare(image, QUESTION, OPTIONS, m, modality="image") for m in (NoMerge(), Ragged()))
     assert len(full.visual_per_group) == 7

@@ -221,29 +221,25 @@ def test_a_clip_reducer_at_ratio_1_keeps_every_token_bit_exact(name, fields):
     assert torch.equal(out.token_index, torch.arange(t).repeat(f))
 
 
-def video_adapter(family: str):
-    if family == "llava_onevision":
-        from tests.test_onevision_image import build
-    elif family == "qwen2_vl":
-        from tests.test_qwen2_vl import build
-    else:
-        from tests.test_internvl import build
-    return build()
+@pytest.fixture(scope="module", params=["llava_onevision_tiny", "qwen2_vl_tiny", "internvl3_tiny"])
+def video_adapter(request):
+    """A tiny model of each family (read only here), 8 frames and their unreduced inputs."""
+    from aim.merging import NoMerge
+    from tests.tiny_models import OPTIONS, QUESTION, build, frames
+
+    ad, clip = build(request.param), frames(8)
+    return ad, clip, ad.prepare(clip, QUESTION, OPTIONS, NoMerge())
 
 
-@pytest.mark.parametrize("family", ["llava_onevision", "qwen2_vl", "internvl"])
 @pytest.mark.parametrize("name,fields", [("vidcom2", {"ratio": 0.25}), ("fastvid", {"ratio": 0.25}), ("prunevid", {"ratio": 0.25}),
                                          ("holitom", {"ratio": 0.25}), ("dycoke", {"prune": 0.7}), ("downsample", {"ratio": 0.25})])
-def test_every_clip_reducer_runs_through_a_real_adapter_keeping_what_aim_flops_counts(family, name, fields):
+def test_every_clip_reducer_runs_through_a_real_adapter_keeping_what_aim_flops_counts(video_adapter, name, fields):
     """A clip reducer on a tiny model's real tower output (8 frames): it gets the signals it asks for from the
     adapter, frames keep different counts, and the visual tokens reaching the LLM are the kept total that
     `aim.flops` and budget mode count (`kept_total`)."""
-    from aim.merging import NoMerge
-    from tests.test_qwen2_vl import OPTIONS, QUESTION, frames
+    from tests.tiny_models import OPTIONS, QUESTION
 
-    ad = video_adapter(family)
-    clip = frames(8)
-    full = ad.prepare(clip, QUESTION, OPTIONS, NoMerge())
+    ad, clip, full = video_adapter
     groups = len(full.visual_per_group)
     reducer = MERGERS.build(name, **fields)
     reduced = ad.prepare(clip, QUESTION, OPTIONS, reducer)

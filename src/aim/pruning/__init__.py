@@ -7,6 +7,8 @@ the layer before a drop; higher is kept first; `valid` [B, n] is False at the pa
 batch, None when nothing is padded). Text tokens are never pruned. A pruner that can be configured to prune
 nothing on a given LLM also names, in `pruning_values(num_layers) -> (field, values)`, the field and the
 values that would prune there: a run whose pruner removes nothing fails validation (`check_removes_tokens`).
+The pruners that prune once, before one layer k to a fraction kept (FastV, DART, HoliTom, PruneVid, VTW),
+share that schedule and its checks (`PruneOnce`, `PruneOnceConfig`) and differ only in their score.
 """
 from __future__ import annotations
 
@@ -130,35 +132,58 @@ class AimPruner:
 
 
 @dataclass
-class FastVConfig:
-    name: str = "fastv"
-    k: int = 2  # prune before layer k, from layer k-1's attention
-    keep: float = 0.5  # fraction of visual tokens kept from layer k on
+class PruneOnceConfig:
+    """The fields of a pruner that prunes once (`PruneOnce`): the layer k it prunes before, the fraction kept."""
+    name: str
+    k: int  # prune before layer k, chosen from layer k-1
+    keep: float  # fraction of visual tokens kept from layer k on
 
     def __post_init__(self):
         check_range("k", self.k, 1)
         check_range("keep", self.keep, 0, 1)
 
 
+class PruneOnce:
+    """Prune once, before layer k, to a fraction `keep`: layers 0..k-1 see every visual token, layers >= k the
+    floor(keep V) chosen by the importance computed in layer k - 1 (schedule.fastv_schedule). FastV, DART,
+    HoliTom, PruneVid and VTW (nothing kept) are this with their own score (`importance`). A subclass whose
+    config names the two values otherwise (PruneVid: `layer`, the layer that selects, and `alpha`) says so in
+    `layer_field`, `keep_field` and `layer_offset` (the first pruned layer = its layer field + layer_offset),
+    so that `pruning_values` names its own fields."""
+
+    layer_field, keep_field, layer_offset = "k", "keep", 0
+
+    def retention_schedule(self, num_layers):
+        first = getattr(self, self.layer_field) + self.layer_offset
+        return sched.fastv_schedule(num_layers, first, getattr(self, self.keep_field))
+
+    def pruning_values(self, num_layers):
+        if getattr(self, self.keep_field) >= 1:
+            return self.keep_field, f"{self.keep_field} < 1"
+        low, high = 1 - self.layer_offset, num_layers - 1 - self.layer_offset  # the first pruned layer in 1..L-1
+        return self.layer_field, f"{self.layer_field} in {low}..{high}"
+
+
+@dataclass
+class FastVConfig(PruneOnceConfig):
+    name: str = "fastv"
+    k: int = 2  # prune before layer k, from layer k-1's attention
+    keep: float = 0.5  # fraction of visual tokens kept from layer k on
+
+
 @PRUNERS.register("fastv", config=FastVConfig)
-class FastVPruner:
+class FastVPruner(PruneOnce):
     """FastV: at layer k keep the visual tokens the last token attends to most."""
 
     def __init__(self, k=2, keep=0.5, name="fastv"):
         self.k, self.keep = k, keep
-
-    def retention_schedule(self, num_layers):
-        return sched.fastv_schedule(num_layers, self.k, self.keep)
-
-    def pruning_values(self, num_layers):
-        return ("keep", "keep < 1") if self.keep >= 1 else ("k", f"k in 1..{num_layers - 1}")
 
     def importance(self, q, k, valid):
         return imp.query_attention(q, k, -1, valid=valid)
 
 
 @dataclass
-class DartConfig:
+class DartConfig(PruneOnceConfig):
     name: str = "dart"
     k: int = 2  # prune before layer k, from layer k-1's keys and the hidden states layer k receives
     keep: float = 0.222  # fraction of visual tokens kept from layer k on (the paper: 128 of 576)
@@ -166,14 +191,13 @@ class DartConfig:
     pivot_text: int = 4  # question-token pivots: the largest key L1 norms
 
     def __post_init__(self):
-        check_range("k", self.k, 1)
-        check_range("keep", self.keep, 0, 1)
+        super().__post_init__()
         check_range("pivot_image", self.pivot_image, 1)
         check_range("pivot_text", self.pivot_text, 0)
 
 
 @PRUNERS.register("dart", config=DartConfig)
-class DartPruner:
+class DartPruner(PruneOnce):
     """DART: at layer k keep the visual tokens least duplicated with a few pivot tokens (cosine similarity
     of hidden states), no attention weights needed (aim.pruning.duplication)."""
 
@@ -181,12 +205,6 @@ class DartPruner:
 
     def __init__(self, k=2, keep=0.222, pivot_image=4, pivot_text=4, name="dart"):
         self.k, self.keep, self.pivot_image, self.pivot_text = k, keep, pivot_image, pivot_text
-
-    def retention_schedule(self, num_layers):
-        return sched.fastv_schedule(num_layers, self.k, self.keep)
-
-    def pruning_values(self, num_layers):
-        return ("keep", "keep < 1") if self.keep >= 1 else ("k", f"k in 1..{num_layers - 1}")
 
     def importance(self, q, k, valid, roles, count, hidden):
         return dart_scores(hidden, k, roles, count, self.pivot_image, self.pivot_text)
@@ -257,15 +275,13 @@ class VTWConfig:
 
 
 @PRUNERS.register("vtw", config=VTWConfig)
-class VTWPruner:
+class VTWPruner(PruneOnce):
+    """Visual Tokens Withdrawal: pruning once at layer k with nothing kept."""
+
+    keep = 0.0  # every visual token withdrawn from layer k on
+
     def __init__(self, k=14, name="vtw"):
         self.k = k
-
-    def retention_schedule(self, num_layers):
-        return sched.vtw_schedule(num_layers, self.k)
-
-    def pruning_values(self, num_layers):
-        return "k", f"k in 1..{num_layers - 1}"
 
     def importance(self, q, k, valid):  # all visual tokens go at once: any score will do
         return torch.zeros(q.shape[0], q.shape[2], device=q.device)
@@ -358,7 +374,7 @@ class PruneVidPrunerConfig:
 
 
 @PRUNERS.register("prunevid", config=PruneVidPrunerConfig)
-class PruneVidPruner:
+class PruneVidPruner(PruneOnce):
     """PruneVid's question-guided selection inside the LLM (Huang et al., ACL Findings 2025, Sec. 3.2; details
     from the official code, Visual-AI/PruneVid, models/pllava/elastic_cache.py and llama.py). In layer
     `layer` (official selected_layer = 10 of PLLaVA-7B's 32), with A_h the causal attention of head h,
@@ -376,15 +392,10 @@ class PruneVidPruner:
 
     needs = ("roles",)
     prunes_cache_before = True
+    layer_field, keep_field, layer_offset = "layer", "alpha", 1  # layers > `layer` see floor(alpha V)
 
     def __init__(self, layer=10, alpha=0.4, name="prunevid"):
         self.layer, self.alpha = layer, alpha
-
-    def retention_schedule(self, num_layers):
-        return sched.fastv_schedule(num_layers, self.layer + 1, self.alpha)
-
-    def pruning_values(self, num_layers):
-        return ("alpha", "alpha < 1") if self.alpha >= 1 else ("layer", f"layer in 0..{num_layers - 2}")
 
     def importance(self, q, k, valid, roles):
         return imp.question_attention_max(q, k, roles, valid)

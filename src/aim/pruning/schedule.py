@@ -33,8 +33,8 @@ def pdrop_schedule(num_layers: int, boundaries: list[int] | None = None, lam: fl
 
 
 def vtw_schedule(num_layers: int, k: int) -> list[float]:
-    """Visual Tokens Withdrawal: every visual token is withdrawn from layer k on."""
-    return [1.0 if i < k else 0.0 for i in range(num_layers)]
+    """Visual Tokens Withdrawal: every visual token is withdrawn from layer k on (FastV's with nothing kept)."""
+    return fastv_schedule(num_layers, k, 0.0)
 
 
 def explicit_schedule(num_layers: int, retention: list[float]) -> list[float]:
