@@ -231,12 +231,13 @@ def test_internvl_ids_under_the_lmms_eval_wrap_are_the_processors_for_that_strin
     string (each frame's context tokens where its `Frame{i}: <img>...</img>` line puts them), and the prefill
     sequence holds the frames' tokens exactly there."""
     from aim.merging import NoMerge
-    from tests.test_internvl import OPTIONS, QUESTION, TOKENS, build, frames, hf_processor, processor_tokenizer
+    from tests.test_internvl import TOKENS, hf_processor, processor_tokenizer
+    from tests.tiny_models import OPTIONS, QUESTION, build, frames
     from aim.models.internvl import InternVLAdapter
 
     tok = processor_tokenizer()
     tok.add_tokens(["<|im_start|>", "<|im_end|>"], special_tokens=True)
-    ad = build(["model.architecture.text_config.vocab_size=52"])
+    ad = build("internvl3_tiny", ["model.architecture.text_config.vocab_size=52"])
     ad = InternVLAdapter(ad.model, tok, replace(ad.cfg, chat_template=True, chat_wrap="lmms_eval", **REAL_PROMPT))
     prompt = ad.prompt_string(QUESTION, OPTIONS)
     assert prompt.startswith("<|im_start|>system\n" + INTERNVL_SYSTEM + "<|im_end|>\n<|im_start|>user\n<video>\n")

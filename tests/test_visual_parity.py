@@ -19,7 +19,7 @@ from aim.data.video import decode_frames_with_times, frame_indices, internvl_fra
 from aim.merging import NoMerge
 from aim.models import MODELS, VISUAL
 from aim.models.internvl import InternVLAdapter, lmms_eval_tile_grid
-from tests.test_qwen2_vl import preset
+from tests.tiny_models import preset
 
 # (frames in the video, frames asked) -> lmms-eval's indices
 LLAVA_ONEVISION = {
