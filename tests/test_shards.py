@@ -16,7 +16,7 @@ from aim.tracking import shards
 from aim.tracking.results import summarize
 from tests.sweep_helpers import NUM_SAMPLES, REPO
 
-TIMINGS = ("prefill_ms", "batch_prefill_ms", "prefill_ms_median", "ttft_ms", "decode_tokens_per_s")
+TIMINGS = ("prefill_ms", "batch_prefill_ms", "prefill_ms_median", "ttft_ms", "decode_tokens_per_s", "throughput")
 
 
 def composed(*overrides):
@@ -82,7 +82,8 @@ def write_shard(run_dir, i: int, n: int, records: list[dict], recorded: int | No
     kept = records if recorded is None else records[:recorded]
     (directory / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
     if finished:
-        (directory / "results.json").write_text("{}")
+        speed = {"samples": len(kept), "wall_s": 2.0, "samples_per_s": len(kept) / 2.0}  # its last invocation's
+        (directory / "results.json").write_text(json.dumps({"throughput": speed}))
         (directory / "job.json").write_text(json.dumps({"state": "done", "attempt": 1}))
     return directory
 
@@ -104,6 +105,8 @@ def test_merge_writes_the_records_in_dataset_order_and_the_summary_the_unsharded
     assert [r["id"] for r in merged] == [r["id"] for r in records]
     assert [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()] == records
     unsharded = {**summarize(records, METHOD, CONFIG), "records_dropped": 0}  # what aim.run.run writes
+    # and the shards' throughputs added up: 8 samples in 3 x 2 s of evaluation
+    unsharded["throughput"] = {"samples": 8, "wall_s": 6.0, "samples_per_s": 8 / 6.0, "shards": 3}
     assert json.loads((tmp_path / "results.json").read_text()) == json.loads(json.dumps(unsharded))
     assert summary["num_samples"] == 7 and summary["skipped_ids"] == ["q004"]
 
@@ -245,6 +248,8 @@ def test_a_run_in_three_local_shards_gives_the_unsharded_runs_records_and_result
     assert records_without_timings(three / "samples.jsonl") == records_without_timings(one / "samples.jsonl")
     assert results_without_timings(three / "results.json") == results_without_timings(one / "results.json")
     assert json.loads((three / "results.json").read_text())["config"]["dataset"]["shards"] == 3
+    # its throughput adds up the shards': every sample evaluated once, over the three shards' seconds
+    assert json.loads((three / "results.json").read_text())["throughput"]["samples"] == 5
     ids = [json.loads(line)["id"] for line in (one / "samples.jsonl").read_text().splitlines()]
     for i in range(3):  # each shard evaluated its own samples, once
         assert [json.loads(line)["id"] for line in (three / "shards" / str(i) / "samples.jsonl").read_text().splitlines()] \

@@ -139,9 +139,23 @@ def merge(run_dir: str | Path) -> tuple[dict, list[dict]]:
     lines, records, plan = merged_records(run_dir)
     summary = summarize(records, plan["method"], plan["config"])
     summary["records_dropped"] = sum(count_dropped(shard_dir(run_dir, i) / SAMPLES) for i in range(plan["shards"]))
+    summary["throughput"] = shards_throughput(run_dir, plan["shards"])
     _write_atomic(run_dir / SAMPLES, b"".join(line + b"\n" for line in lines))
     write_results(run_dir / RESULTS, summary)
     return summary, records
+
+
+def shards_throughput(run_dir: Path, shards: int) -> dict:
+    """The shards' throughputs summed (each shard's results.json holds its last invocation's): samples and
+    evaluation seconds added up, so samples_per_s is one worker's rate, whether the shards ran in turn or
+    side by side."""
+    samples = seconds = 0
+    for i in range(shards):
+        path = shard_dir(run_dir, i) / RESULTS
+        speed = (json.loads(path.read_text()).get("throughput") or {}) if path.exists() else {}
+        samples, seconds = samples + speed.get("samples", 0), seconds + speed.get("wall_s", 0.0)
+    return {"samples": samples, "wall_s": seconds, "samples_per_s": samples / seconds if samples else None,
+            "shards": shards}
 
 
 def merge_if_complete(run_dir: str | Path) -> tuple[dict, list[dict]] | None:
