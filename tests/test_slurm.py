@@ -4,6 +4,7 @@ slurmctld, slurmd, slurmdbd with MariaDB, munged; as root, in a private director
 nothing, a job interrupted twice mid-run that requeues and resumes with every sample recorded exactly once, and a
 sharded job as one array whose killed shard requeues while the merge waits for it. Skipped, with the reason, where the cluster
 cannot be brought up (not root, no apt mirror); under CI=true that fails instead (tests/ci.py)."""
+import contextlib
 import importlib.util
 import json
 import os
@@ -147,6 +148,33 @@ def pending_signals(pid: int) -> int:
     return sum(int(line.split()[1], 16) for line in status if line.startswith(("SigPnd:", "ShdPnd:")))
 
 
+def recorded_in(run_dir: Path) -> int:
+    """The records a run dir holds so far: complete lines (a line torn by a kill is dropped by the rerun)."""
+    samples = run_dir / "samples.jsonl"
+    return samples.read_text().count("\n") if samples.exists() else 0
+
+
+def job_in(run_dir: Path) -> dict:
+    """The run dir's job.json (state, attempt, pid, slurm_job_id); attempt 0 before the job has started."""
+    state = run_dir / "job.json"
+    return json.loads(state.read_text()) if state.exists() else {"attempt": 0}
+
+
+@contextlib.contextmanager
+def sweep_master(cmd: list[str], env: dict, log_path: Path):
+    """The sweep's master process (`aim.run -m` on SLURM), its output in log_path; the body interrupts its jobs.
+    After the body: the master must finish within 240 s and exit 0 (killed if the body failed)."""
+    with open(log_path, "w") as log:
+        master = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            yield master
+            master.wait(timeout=240)
+        finally:
+            if master.poll() is None:
+                master.kill()
+    assert master.returncode == 0, log_path.read_text()[-3000:]
+
+
 # Both interruptions hold the job's process still (SIGSTOP; the cluster is this machine) while SLURM is told what
 # to do, so the job is interrupted exactly where it stopped and cannot finish in between, however fast or slow
 # the machine. (Before, `scontrol requeue` alone was flaky: SLURM follows it with SIGTERM, which submitit ignores,
@@ -161,23 +189,15 @@ def test_an_interrupted_job_requeues_and_records_every_sample_once(tmp_path, env
     generate_benchmark(Path(env["AIM_DATA_DIR"]) / f"synthetic_video_s2025_n{n}", n, 2025, progress=False)
     sweep = tmp_path / "sweep"
     out = sweep / "0"
-    samples, job_state = out / "samples.jsonl", out / "job.json"
+    samples = out / "samples.jsonl"
     cmd = [sys.executable, "-m", "aim.run", "-m", f"hydra.sweep.dir={sweep}", *SLURM, f"dataset.num_samples={n}",
            f"dataset.limit={n}", "merger.ratio=0.5", "pruner=none", "logger=none", "eval.progress=false"]
-    log = open(tmp_path / "master.log", "w")
-    master = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    try:
-        def recorded():  # complete lines: a line torn by a kill is dropped by the rerun
-            return samples.read_text().count("\n") if samples.exists() else 0
-
-        def job():
-            return json.loads(job_state.read_text()) if job_state.exists() else {"attempt": 0}
-
+    with sweep_master(cmd, env, tmp_path / "master.log") as master:
         # 1. preemption / time-out: SLURM's warning signal (USR2) to the running job; submitit checkpoints,
         # requeues the job and exits. The job is stopped until the signal is pending, so it is interrupted
         # right where it stopped.
-        wait_until("2 samples", lambda: recorded() >= 2, 240, master)
-        run1 = job()
+        wait_until("2 samples", lambda: recorded_in(out) >= 2, 240, master)
+        run1 = job_in(out)
         os.kill(run1["pid"], signal.SIGSTOP)
         job_id = run1["slurm_job_id"]
         slurm(env, "scancel", "--signal=USR2", job_id)
@@ -186,27 +206,21 @@ def test_an_interrupted_job_requeues_and_records_every_sample_once(tmp_path, env
             time.sleep(0.05)
         os.kill(run1["pid"], signal.SIGCONT)
         assert delivered, "SLURM did not deliver USR2 to the job's process within 60 s"
-        wait_until("the requeued job to start", lambda: job()["attempt"] == 2, 240, master)
-        first = recorded()  # run 1 is gone: SLURM starts the rerun only after its processes have ended
+        wait_until("the requeued job to start", lambda: job_in(out)["attempt"] == 2, 240, master)
+        first = recorded_in(out)  # run 1 is gone: SLURM starts the rerun only after its processes have ended
         assert 2 <= first < n
-        wait_until("the rerun to record a sample", lambda: recorded() > first, 240, master)
+        wait_until("the rerun to record a sample", lambda: recorded_in(out) > first, 240, master)
 
         # 2. the scheduler requeues it outright (`scontrol requeue`). SLURM would SIGKILL the job KillWait
         # seconds after its SIGTERM (ignored by submitit); the test kills it at once, as a node would, so the
         # interruption lands where the job was stopped.
-        run2 = job()
+        run2 = job_in(out)
         os.kill(run2["pid"], signal.SIGSTOP)
-        second = recorded()
+        second = recorded_in(out)
         slurm(env, "scontrol", "requeue", job_id)
         os.kill(run2["pid"], signal.SIGKILL)
         assert first < second < n
-        master.wait(timeout=240)
-    finally:
-        if master.poll() is None:
-            master.kill()
-        log.close()
-    assert master.returncode == 0, (tmp_path / "master.log").read_text()[-3000:]
-    final = job()
+    final = job_in(out)
     assert final["attempt"] == 3 and final["state"] == "done"  # a third run, after the requeue, finished the job
     assert final["pid"] not in (run1["pid"], run2["pid"])
     ids = ids_in(samples)
@@ -232,38 +246,23 @@ def test_a_sharded_job_is_an_array_whose_killed_shard_requeues_and_the_merge_wai
     cmd = [sys.executable, "-m", "aim.run", "-m", f"hydra.sweep.dir={sweep}", *SLURM, f"dataset.num_samples={n}",
            f"dataset.limit={n}", "dataset.shards=2", "merger.ratio=0.5", "pruner=none", "logger=none",
            "eval.progress=false", "fidelity.enabled=false"]
-    log = open(tmp_path / "master.log", "w")
-    master = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-
-    def recorded(shard):
-        return (shard / "samples.jsonl").read_text().count("\n") if (shard / "samples.jsonl").exists() else 0
-
-    def job(shard):
-        return json.loads((shard / "job.json").read_text()) if (shard / "job.json").exists() else {"attempt": 0}
-
-    try:
-        wait_until("shard 0 to record 2 samples", lambda: recorded(shard0) >= 2, 240, master)
-        run1 = job(shard0)
+    with sweep_master(cmd, env, tmp_path / "master.log") as master:
+        wait_until("shard 0 to record 2 samples", lambda: recorded_in(shard0) >= 2, 240, master)
+        run1 = job_in(shard0)
         os.kill(run1["pid"], signal.SIGSTOP)
-        wait_until("shard 1 to finish", lambda: job(shard1).get("state") == "done", 240, master)
+        wait_until("shard 1 to finish", lambda: job_in(shard1).get("state") == "done", 240, master)
         assert not (run_dir / "results.json").exists()  # shard 1 finished first: the merge waits for shard 0
         for key in ("SLURM_CONF", "PATH"):
             monkeypatch.setenv(key, env[key])
         row = status(sweep)[0]
         assert row["state"] == "running" and row["detail"].startswith("1/2 shards done; shard 0 running: slurm")
-        first = recorded(shard0)
+        first = recorded_in(shard0)
         slurm(env, "scontrol", "requeue", run1["slurm_job_id"])
         os.kill(run1["pid"], signal.SIGKILL)
         assert 2 <= first < n // 2
-        master.wait(timeout=240)
-    finally:
-        if master.poll() is None:
-            master.kill()
-        log.close()
-    assert master.returncode == 0, (tmp_path / "master.log").read_text()[-3000:]
-    array = {job(s)["slurm_job_id"].split("_")[0] for s in (shard0, shard1)}
+    array = {job_in(s)["slurm_job_id"].split("_")[0] for s in (shard0, shard1)}
     assert len(array) == 1  # the two shards were tasks of one SLURM array
-    final = job(shard0)
+    final = job_in(shard0)
     assert final["attempt"] == 2 and final["state"] == "done" and final["pid"] != run1["pid"]
     merged = ids_in(run_dir / "samples.jsonl")
     assert len(merged) == n and len(set(merged)) == n  # every sample once: none lost, none evaluated twice
