@@ -107,7 +107,7 @@ def run(cfg: DictConfig, valid: Validated, out_dir: Path, budget=None, dataset=N
     from aim.pruning import PRUNERS
     from aim.tracking import shards
     from aim.tracking.records import SampleRecords
-    from aim.tracking.results import print_summary, summarize, write_results
+    from aim.tracking.results import print_summary, summarize, throughput, write_results
     from aim.tracking.wandb_logger import NullLogger, make_logger
 
     sharded = valid.sharding.shards > 1
@@ -153,13 +153,6 @@ def run(cfg: DictConfig, valid: Validated, out_dir: Path, budget=None, dataset=N
     if not summary["num_samples"] and not sharded:
         raise NothingEvaluated(evaluated, out_dir / "samples.jsonl")
     return summary
-
-
-def throughput(samples: int, seconds: float) -> dict:
-    """This invocation's evaluation speed: samples recorded (skipped ones included) over the wall time of the
-    evaluation loop (decoding, prefill, scoring; not the model's loading). A resumed run counts only what it
-    evaluated itself; None per second when it evaluated nothing."""
-    return {"samples": samples, "wall_s": seconds, "samples_per_s": samples / seconds if samples else None}
 
 
 def run_config(config: dict) -> dict:

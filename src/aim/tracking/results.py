@@ -123,6 +123,14 @@ def summarize(records: list[dict], method: dict, config: dict) -> dict:
     }
 
 
+def throughput(samples: int, seconds: float) -> dict:
+    """An evaluation's speed: samples recorded (skipped ones included) over the wall time of the evaluation
+    loop (decoding, prefill, scoring; not the model's loading). aim.run gives what this invocation evaluated (a
+    resumed run counts only its own); a sharded run adds up its shards'. None per second when nothing was
+    evaluated."""
+    return {"samples": samples, "wall_s": seconds, "samples_per_s": samples / seconds if samples else None}
+
+
 def per_frame_mean(done: list[dict]) -> list[float] | None:
     """The mean kept visual tokens of each frame (merger group) over the samples, frame by frame (a clip reducer
     keeps different counts per frame); None where the samples have different numbers of groups (videos

@@ -149,13 +149,14 @@ def shards_throughput(run_dir: Path, shards: int) -> dict:
     """The shards' throughputs summed (each shard's results.json holds its last invocation's): samples and
     evaluation seconds added up, so samples_per_s is one worker's rate, whether the shards ran in turn or
     side by side."""
+    from aim.tracking.results import throughput
+
     samples = seconds = 0
     for i in range(shards):
         path = shard_dir(run_dir, i) / RESULTS
         speed = (json.loads(path.read_text()).get("throughput") or {}) if path.exists() else {}
         samples, seconds = samples + speed.get("samples", 0), seconds + speed.get("wall_s", 0.0)
-    return {"samples": samples, "wall_s": seconds, "samples_per_s": samples / seconds if samples else None,
-            "shards": shards}
+    return {**throughput(samples, seconds), "shards": shards}
 
 
 def merge_if_complete(run_dir: str | Path) -> tuple[dict, list[dict]] | None:
