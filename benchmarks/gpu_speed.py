@@ -1,7 +1,9 @@
 """The GPU figures of issue #23 in one process: is the Triton PageRank right and fast at the paper's size, and
 what does each reduction buy in wall clock, unreduced vs reduced.
 
-    python benchmarks/gpu_speed.py [--out DIR] [--repeats 10] [--warmup 3] [--new-tokens 16] [--quick]
+    python benchmarks/gpu_speed.py [--out DIR] [--repeats 10] [--warmup 3] [--new-tokens 16] [--quick] [--rows KEYS]
+    python benchmarks/gpu_speed.py --device cpu --model-preset llava_onevision_tiny --frames 8 \
+        --importance-tokens 492 --repeats 1 --warmup 1 --new-tokens 2 --levers none     # the CPU dry run
 
 On one CUDA GPU (H100 or H200), with random weights of the LLaVA-OneVision-7B architecture (bf16, SDPA,
 `model=llava_onevision_7b model.random_init=true`), the paper's 32 frames x 196 tokens + 100 text tokens:
@@ -18,15 +20,24 @@ On one CUDA GPU (H100 or H200), with random weights of the LLaVA-OneVision-7B ar
    capturing the layout's graphs), plus a check of each lever against eager on AIM pruning alone (no merging):
    largest logit difference and whether the same tokens are kept (bf16: ties may differ).
 The bars (issue #23): the paper's row speedup / FLOPs ratio >= 0.85, AIM pruning alone faster than
-unreduced, scoring <= 3% of the pruned prefill. Writes `importance.json`, `bench.jsonl` (one aim.bench
-result per row), `levers.jsonl` (one per lever) and `table.md` under --out, and prints the tables. `--quick`:
-2 repeats, 1 warm-up, the paper's row and AIM pruning alone only (a smoke test), then the levers. `--levers ""`
-skips the levers; `--levers-only` runs only them (inductor's compilation of a layout's ~11 shapes takes minutes).
+unreduced, scoring <= 3% of the pruned prefill (the paper's row): each checked, `bars.json` and the table's
+last section. Writes `importance.json`, `bench.jsonl` (one aim.bench result per row), `levers.jsonl` (one per
+lever), `bars.json` and `table.md` under --out, and prints the tables. `--quick`: 2 repeats, 1 warm-up, the
+paper's row and AIM pruning alone only (a smoke test), then the levers. `--rows` picks rows by key (ROWS).
+`--levers ""` skips the levers; `--levers-only` runs only them (inductor's compilation of a layout's ~11 shapes
+takes minutes).
+
+`--device cpu` is the dry run of the same code without a GPU (tests/test_gpu_scripts.py): another preset
+(`--model-preset llava_onevision_tiny`), fewer frames, a smaller importance check (heads, KV heads and head
+width are the preset's; the Triton kernel is not run on a CPU), only the CPU levers (`none`, `default`).
+Timing is by CUDA events on a GPU, the host clock on a CPU. A preset with other than 28 LLM layers gets the
+rows' layer indices (l1, l2, k) scaled to its depth (14/22 of 28 -> 2/3 of 4).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -40,27 +51,59 @@ from aim.models import MODELS
 from aim.paths import CONF_DIR
 from aim.pruning.importance import pagerank_blockwise, pagerank_dense, pagerank_from_qk
 
-MODEL = ["model=llava_onevision_7b", "model.random_init=true", "bench.frames=32", "bench.text_tokens=100"]
-ROWS = {  # label -> the row's overrides
-    "paper (merge 25% + AIM 14/22)": ["merger=aim", "merger.ratio=0.25", "pruner=aim", "pruner.l1=14", "pruner.l2=22"],
-    "paper, dense scoring": ["merger=aim", "merger.ratio=0.25", "pruner=aim", "pruner.l1=14", "pruner.l2=22",
-                             "pruner.backend=dense"],
-    "AIM pruning alone": ["merger=none", "pruner=aim", "pruner.l1=14", "pruner.l2=22"],
-    "AIM pruning alone, dense scoring": ["merger=none", "pruner=aim", "pruner.l1=14", "pruner.l2=22", "pruner.backend=dense"],
-    "merging alone (25%)": ["merger=aim", "merger.ratio=0.25", "pruner=none"],
-    "FastV": ["merger=none", "pruner=fastv"],
-    "PDrop": ["merger=none", "pruner=pdrop"],
-    "random pruning 14/22 after merging (control)": ["merger=aim", "merger.ratio=0.25", "pruner=random", "pruner.l1=14",
-                                                      "pruner.l2=22"],
+PAPER_LAYERS = 28  # the rows' layer indices are the 7B's; another depth gets them scaled (scaled_overrides)
+ROWS = {  # key -> (label, the row's overrides)
+    "paper": ("paper (merge 25% + AIM 14/22)",
+              ["merger=aim", "merger.ratio=0.25", "pruner=aim", "pruner.l1=14", "pruner.l2=22"]),
+    "paper_dense": ("paper, dense scoring", ["merger=aim", "merger.ratio=0.25", "pruner=aim", "pruner.l1=14",
+                                             "pruner.l2=22", "pruner.backend=dense"]),
+    "aim_alone": ("AIM pruning alone", ["merger=none", "pruner=aim", "pruner.l1=14", "pruner.l2=22"]),
+    "aim_alone_dense": ("AIM pruning alone, dense scoring", ["merger=none", "pruner=aim", "pruner.l1=14",
+                                                             "pruner.l2=22", "pruner.backend=dense"]),
+    "merge": ("merging alone (25%)", ["merger=aim", "merger.ratio=0.25", "pruner=none"]),
+    "fastv": ("FastV", ["merger=none", "pruner=fastv"]),
+    "pdrop": ("PDrop", ["merger=none", "pruner=pdrop"]),
+    "random": ("random pruning 14/22 after merging (control)", ["merger=aim", "merger.ratio=0.25", "pruner=random",
+                                                                "pruner.l1=14", "pruner.l2=22"]),
 }
-QUICK = ("paper (merge 25% + AIM 14/22)", "AIM pruning alone")
+QUICK = ("paper", "aim_alone")
 LEVERS = ("none", "cuda_graphs", "default", "reduce-overhead")  # model.compile modes, eager first
-LEVER_ROW = "paper (merge 25% + AIM 14/22)"
+CPU_LEVERS = ("none", "default")  # the other two replay CUDA graphs
+LEVER_ROW = "paper"
+SCORE_RTOL, SCORE_ATOL = 1e-5, 1e-7  # the scores' agreement, as tests/test_pagerank_blockwise.py asks it
 
 
-def timed(fn, repeats=5):
-    """Median ms of fn on the device, and its peak memory above what was allocated before, MiB."""
-    fn()
+def scaled_overrides(overrides: list[str], num_layers: int) -> list[str]:
+    """The row's layer indices (pruner.l1, l2, k: the 7B's 28 layers) scaled to a preset of `num_layers`
+    layers, so the same rows run on the tiny preset of the CPU dry run; unchanged at 28 layers."""
+    if num_layers == PAPER_LAYERS:
+        return list(overrides)
+    out = []
+    for o in overrides:
+        key, _, value = o.partition("=")
+        if key in ("pruner.l1", "pruner.l2", "pruner.k"):
+            o = f"{key}={max(1, min(num_layers - 1, round(int(value) * num_layers / PAPER_LAYERS)))}"
+        out.append(o)
+    return out
+
+
+def model_overrides(args) -> list[str]:
+    return [f"model={args.model_preset}", "model.random_init=true", f"model.device={args.device}",
+            f"bench.frames={args.frames}", f"bench.text_tokens={args.text_tokens}"]
+
+
+def timed(fn, device: str, repeats=5):
+    """fn's last output, its median ms and its peak memory above what was allocated before (MiB): on a GPU by
+    CUDA events between synchronizations and the allocator's peak; on a CPU by the host clock, no memory
+    figure (None)."""
+    fn()  # warm-up (a Triton kernel compiles here)
+    if device != "cuda":
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            out = fn()
+            times.append((time.perf_counter() - start) * 1e3)
+        return out, statistics.median(times), None
     torch.cuda.synchronize()
     base = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
@@ -72,29 +115,68 @@ def timed(fn, repeats=5):
         end.record()
         torch.cuda.synchronize()
         times.append(start.elapsed_time(end))
-    return out, sorted(times)[len(times) // 2], (torch.cuda.max_memory_allocated() - base) / 2**20
+    return out, statistics.median(times), (torch.cuda.max_memory_allocated() - base) / 2**20
 
 
-def importance_check(n=6372, heads=28, kv_heads=4, d=128, keep=1568) -> dict:
-    g = torch.Generator(device="cuda").manual_seed(0)
-    q = torch.randn(1, heads, n, d, device="cuda", generator=g).to(torch.bfloat16)
-    k = torch.randn(1, kv_heads, n, d, device="cuda", generator=g).to(torch.bfloat16)
+def importance_check(device="cuda", n=6372, heads=28, kv_heads=4, d=128, keep=1568, repeats=5) -> dict:
+    """The PageRank backends on one layer's random bf16 queries and keys ([1, heads, n, d], [1, kv_heads, n, d]):
+    each one's ms and peak memory, and the Triton kernel's and the blockwise code's largest absolute and relative
+    difference from the dense reference, whether they are within the tests' tolerance of it (1e-5 relative, 1e-7
+    absolute: tests/test_pagerank_blockwise.py) and keep the same `keep` tokens. The Triton kernel runs on CUDA
+    only."""
+    g = torch.Generator(device=device).manual_seed(0)
+    q = torch.randn(1, heads, n, d, device=device, generator=g).to(torch.bfloat16)
+    k = torch.randn(1, kv_heads, n, d, device=device, generator=g).to(torch.bfloat16)
     runs = {
         "triton": lambda: pagerank_from_qk(q, k, backend="triton"),
         "blockwise": lambda: pagerank_blockwise(q, k),
         "dense": lambda: pagerank_dense(q, k),
     }
-    out = {"tokens": n, "heads": heads, "kv_heads": kv_heads, "head_dim": d}
+    if device != "cuda":
+        del runs["triton"]  # Triton's CPU interpreter is what tests/test_pagerank_blockwise.py checks it under
+    out = {"device": device, "tokens": n, "heads": heads, "kv_heads": kv_heads, "head_dim": d, "keep": keep,
+           "backends": list(runs)}
     scores = {}
     for name, fn in runs.items():
-        scores[name], ms, mib = timed(fn)
+        scores[name], ms, mib = timed(fn, device, repeats)
         out[f"{name}_ms"], out[f"{name}_peak_mib"] = ms, mib
     ref = scores["dense"]
     kept = set(ref.topk(keep, dim=1).indices[0].tolist())
-    for name in ("triton", "blockwise"):
-        out[f"{name}_max_rel_diff"] = float(((scores[name] - ref).abs() / ref.abs()).max())
-        out[f"{name}_same_kept"] = set(scores[name].topk(keep, dim=1).indices[0].tolist()) == kept
+    for name in runs:
+        if name != "dense":
+            diff = (scores[name] - ref).abs()
+            out[f"{name}_max_abs_diff"] = float(diff.max())
+            # relative to the score, floored at 1e-7 (tau = 0.1 leaves some tokens exactly 0: 0/0 would be NaN)
+            out[f"{name}_max_rel_diff"] = float((diff / ref.abs().clamp_min(SCORE_ATOL)).max())
+            out[f"{name}_close"] = bool(torch.allclose(scores[name], ref, rtol=SCORE_RTOL, atol=SCORE_ATOL))
+            out[f"{name}_same_kept"] = set(scores[name].topk(keep, dim=1).indices[0].tolist()) == kept
     return out
+
+
+def check_bars(rows: dict) -> list[dict]:
+    """Issue #23's bars from the rows' aim.bench results (by row key): the paper's row at >= 0.85 of its FLOPs
+    ratio, AIM pruning alone faster than unreduced, the paper's scoring <= 3% of its pruned prefill. A bar
+    whose row was not run has `ok` None."""
+    def bar(name, key, field, threshold, passes):
+        value = rows[key][field] if key in rows else None
+        return {"bar": name, "row": ROWS[key][0], "field": field, "value": value, "threshold": threshold,
+                "ok": None if value is None else bool(passes(value, threshold))}
+
+    return [
+        bar("paper's row: speedup / FLOPs ratio >= 0.85", "paper", "speedup_over_flops_ratio", 0.85, lambda v, t: v >= t),
+        bar("AIM pruning alone faster than unreduced", "aim_alone", "speedup", 1.0, lambda v, t: v > t),
+        bar("paper's row: scoring <= 3% of the pruned prefill", "paper", "importance_pct_of_prefill", 3.0,
+            lambda v, t: v <= t),
+    ]
+
+
+def bars_table(bars: list[dict]) -> str:
+    verdict = {True: "met", False: "**not met**", None: "not measured"}
+    lines = ["| bar (issue #23) | value | verdict |", "| --- | --- | --- |"]
+    for b in bars:
+        value = "-" if b["value"] is None else f"{b['value']:.3g}"
+        lines.append(f"| {b['bar']} | {value} | {verdict[b['ok']]} |")
+    return "\n".join(lines)
 
 
 def lever_check(adapter, valid) -> dict:
@@ -115,16 +197,20 @@ def lever_check(adapter, valid) -> dict:
     return {"logits": logits, "kept": {i: k.clone() for i, k in trace.kept_indices.items()}}
 
 
-def run_levers(args, common, adapter, out, repeats, warmup) -> list[str]:
+def composed(overrides):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return validate(compose("config", overrides=list(overrides)))
+
+
+def run_levers(levers, common, adapter, out, num_layers) -> list[str]:
     """One aim.bench of the paper's row per model.compile lever, the same adapter switched between them."""
-    levers = [m for m in args.levers.split(",") if m]
     header = ("| model.compile | prefill ms, unreduced -> reduced | speedup | speedup / FLOPs | first prefill extra ms, "
               "unreduced / reduced | max logit diff vs eager | same kept tokens |\n" + "| --- " * 7 + "|")
-    lines, reference = [], None
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"), (out / "levers.jsonl").open("w") as jsonl:
-        valid = validate(compose("config", overrides=[*common, "bench.new_tokens=0", *ROWS[LEVER_ROW]]))
-        if adapter is None:
-            adapter = MODELS.get(valid.model.name).from_config(**asdict(valid.model))
+    lines = []
+    valid = composed([*common, "bench.new_tokens=0", *scaled_overrides(ROWS[LEVER_ROW][1], num_layers)])
+    if adapter is None:
+        adapter = build(valid)
+    with (out / "levers.jsonl").open("w") as jsonl:
         adapter.compile_layers("none")
         reference = lever_check(adapter, valid)
         for mode in levers:
@@ -142,8 +228,8 @@ def run_levers(args, common, adapter, out, repeats, warmup) -> list[str]:
                 continue
             diff = float((check["logits"] - reference["logits"]).abs().max())
             same = all(torch.equal(check["kept"][i], k) for i, k in reference["kept"].items())
-            r.update(label=f"{LEVER_ROW}, model.compile={mode}", max_logit_diff_vs_eager=diff, same_kept_as_eager=same,
-                     lever_wall_s=time.perf_counter() - start)
+            r.update(label=f"{ROWS[LEVER_ROW][0]}, model.compile={mode}", max_logit_diff_vs_eager=diff,
+                     same_kept_as_eager=same, lever_wall_s=time.perf_counter() - start)
             jsonl.write(json.dumps(r) + "\n")
             jsonl.flush()
             line = (f"| {mode} | {r['prefill_ms_full']:.1f} -> {r['prefill_ms']:.1f} | {r['speedup']:.2f}x | "
@@ -155,68 +241,117 @@ def run_levers(args, common, adapter, out, repeats, warmup) -> list[str]:
     return [header, *lines]
 
 
-def main():
+def build(valid):
+    start = time.perf_counter()
+    adapter = MODELS.get(valid.model.name).from_config(**asdict(valid.model))
+    print(f"model built in {time.perf_counter() - start:.0f} s", flush=True)
+    return adapter
+
+
+def row_line(label: str, r: dict) -> str:
+    rate = lambda x: "-" if x is None else f"{x:.1f}"  # noqa: E731
+    return (f"| {label} | {r['prefill_ms_full']:.1f} -> {r['prefill_ms']:.1f} | {r['speedup']:.2f}x | "
+            f"{r['flops_ratio']:.2f}x | {r['speedup_over_flops_ratio']:.2f} | {r['importance_ms']:.1f} "
+            f"({r['importance_pct_of_prefill']:.1f}%) | {r['merge_ms']:.1f} | "
+            f"{r.get('ttft_ms_full', 0):.1f} -> {r.get('ttft_ms', 0):.1f} | "
+            f"{rate(r.get('decode_tokens_per_s_full'))} -> {rate(r.get('decode_tokens_per_s'))} | "
+            f"{r.get('kv_cache_bytes_full', 0) / 2**20:.0f} -> {r.get('kv_cache_bytes', 0) / 2**20:.0f} |")
+
+
+def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="outputs/gpu_speed")
+    ap.add_argument("--device", default="cuda", choices=("cuda", "cpu"), help="cpu: the dry run without a GPU")
+    ap.add_argument("--model-preset", default="llava_onevision_7b", help="a conf/model preset, built with random weights")
+    ap.add_argument("--frames", type=int, default=32)
+    ap.add_argument("--text-tokens", type=int, default=100)
+    ap.add_argument("--importance-tokens", type=int, default=6372, help="the importance check's sequence length")
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--new-tokens", type=int, default=16)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--levers", default=",".join(LEVERS), help="model.compile modes timed on the paper's row ('': none)")
+    ap.add_argument("--rows", default=None, help=f"comma-separated row keys (default all: {','.join(ROWS)})")
+    ap.add_argument("--levers", default=None, help="model.compile modes timed on the paper's row ('': none; default "
+                    f"{','.join(LEVERS)} on cuda, {CPU_LEVERS[0]} on cpu)")
     ap.add_argument("--levers-only", action="store_true", help="skip the importance check and the rows")
-    args = ap.parse_args()
-    if not torch.cuda.is_available():
-        raise SystemExit("benchmarks/gpu_speed.py needs a CUDA GPU")
+    args = ap.parse_args(argv)
+    if args.levers is None:
+        args.levers = ",".join(LEVERS) if args.device == "cuda" else CPU_LEVERS[0]
+    args.lever_list = [m for m in args.levers.split(",") if m]
+    allowed = LEVERS if args.device == "cuda" else CPU_LEVERS
+    wrong = [m for m in args.lever_list if m not in allowed]
+    if wrong:
+        ap.error(f"--levers: {wrong} not among {', '.join(allowed)} on {args.device}")
+    keys = list(QUICK) if args.quick and args.rows is None else (list(ROWS) if args.rows is None else
+                                                                  [k for k in args.rows.split(",") if k])
+    unknown = [k for k in keys if k not in ROWS]
+    if unknown:
+        ap.error(f"--rows: {unknown} not among {', '.join(ROWS)}")
+    args.row_keys = keys
+    if args.levers_only and not args.lever_list:
+        ap.error("--levers-only with no levers runs nothing")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("benchmarks/gpu_speed.py needs a CUDA GPU (--device cpu: the dry run)")
     repeats, warmup = (2, 1) if args.quick else (args.repeats, args.warmup)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    device = torch.cuda.get_device_name()
+    device = torch.cuda.get_device_name() if args.device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     print(f"{device}, torch {torch.__version__}", flush=True)
 
-    common = [*MODEL, f"bench.repeats={repeats}", f"bench.warmup={warmup}", f"bench.new_tokens={args.new_tokens}"]
+    common = [*model_overrides(args), f"bench.repeats={repeats}", f"bench.warmup={warmup}",
+              f"bench.new_tokens={args.new_tokens}"]
+    base = composed(common)
+    text = base.model.architecture["text_config"]
+    num_layers = text["num_hidden_layers"]
+    what = (f"{device}, {base.model.dtype}, {base.model.attn_implementation}, random weights of {args.model_preset}, "
+            f"{args.frames} frames + {args.text_tokens} text tokens, medians of {repeats} after {warmup} warm-ups")
     adapter, lines = None, []
     if args.levers_only:
-        table = f"{device}, the paper's row per model.compile lever (decoding off)\n\n" + "\n".join(run_levers(args, common, adapter, out, repeats, warmup)) + "\n"
+        lever_lines = run_levers(args.lever_list, common, adapter, out, num_layers)
+        table = f"{what}: the paper's row per model.compile lever (decoding off)\n\n" + "\n".join(lever_lines) + "\n"
         (out / "table.md").write_text(table)
         print("\n" + table)
-        return
+        return 0
 
-    check = importance_check()
+    heads, kv_heads = text["num_attention_heads"], text.get("num_key_value_heads") or text["num_attention_heads"]
+    n = args.importance_tokens
+    check = importance_check(args.device, n, heads, kv_heads, text["hidden_size"] // heads,
+                             keep=(n - args.text_tokens) // 4)
     (out / "importance.json").write_text(json.dumps(check, indent=1))
-    print("importance at 6,372 tokens:", json.dumps(check), flush=True)
+    print(f"importance at {n} tokens:", json.dumps(check), flush=True)
 
     header = ("| row | prefill ms, unreduced -> reduced | speedup | FLOPs ratio | speedup / FLOPs | scoring ms (% of "
               "prefill) | merge ms | ttft ms | decode tok/s | KV cache MiB |\n" + "| --- " * 10 + "|")
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"), (out / "bench.jsonl").open("w") as jsonl:
-        for label, overrides in ROWS.items():
-            if args.quick and label not in QUICK:
-                continue
-            valid = validate(compose("config", overrides=[*common, *overrides]))
+    results = {}
+    with (out / "bench.jsonl").open("w") as jsonl:
+        for key in args.row_keys:
+            label, overrides = ROWS[key][0], scaled_overrides(ROWS[key][1], num_layers)
+            valid = composed([*common, *overrides])
             if adapter is None:
-                start = time.perf_counter()
-                adapter = MODELS.get(valid.model.name).from_config(**asdict(valid.model))
-                print(f"model built in {time.perf_counter() - start:.0f} s", flush=True)
+                adapter = build(valid)
             r = bench(valid, adapter)
-            r["label"], r["overrides"] = label, overrides
+            r["key"], r["label"], r["overrides"] = key, label, overrides
+            results[key] = r
             jsonl.write(json.dumps(r) + "\n")
             jsonl.flush()
-            rate = lambda x: "-" if x is None else f"{x:.1f}"  # noqa: E731
-            line = (f"| {label} | {r['prefill_ms_full']:.1f} -> {r['prefill_ms']:.1f} | {r['speedup']:.2f}x | "
-                    f"{r['flops_ratio']:.2f}x | {r['speedup_over_flops_ratio']:.2f} | {r['importance_ms']:.1f} "
-                    f"({r['importance_pct_of_prefill']:.1f}%) | {r['merge_ms']:.1f} | "
-                    f"{r.get('ttft_ms_full', 0):.1f} -> {r.get('ttft_ms', 0):.1f} | "
-                    f"{rate(r.get('decode_tokens_per_s_full'))} -> {rate(r.get('decode_tokens_per_s'))} | "
-                    f"{r.get('kv_cache_bytes_full', 0) / 2**20:.0f} -> {r.get('kv_cache_bytes', 0) / 2**20:.0f} |")
-            lines.append(line)
-            print(line, flush=True)
-    lever_lines = run_levers(args, common, adapter, out, repeats, warmup) if args.levers else []
-    table = f"{device}, bf16, SDPA, random weights of LLaVA-OneVision-7B, 32 frames x 196 + 100 text tokens, " \
-            f"medians of {repeats} after {warmup} warm-ups\n\n{header}\n" + "\n".join(lines) + "\n"
+            lines.append(row_line(label, r))
+            print(lines[-1], flush=True)
+    bars = check_bars(results)
+    (out / "bars.json").write_text(json.dumps(bars, indent=1))
+    lever_lines = run_levers(args.lever_list, common, adapter, out, num_layers) if args.lever_list else []
+    table = f"{what}\n\n{header}\n" + "\n".join(lines) + "\n"
     if lever_lines:
         table += "\nThe paper's row per model.compile lever (decoding off):\n\n" + "\n".join(lever_lines) + "\n"
+    table += "\n" + bars_table(bars) + "\n"
     (out / "table.md").write_text(table)
     print("\n" + table)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
