@@ -92,7 +92,7 @@ def compare(one: dict, split: dict, tolerance: float) -> dict:
     return rows
 
 
-def main() -> int:
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="outputs/device_map_logits")
     ap.add_argument("--frames", type=int, default=32)
@@ -101,7 +101,7 @@ def main() -> int:
     ap.add_argument("--checkpoint", default=None, help="where the random checkpoint is saved (default: a temp dir)")
     ap.add_argument("--tolerance", type=float, default=1e-2, help="largest logit difference / the logits' std")
     ap.add_argument("--cpu-check", action="store_true", help="the tiny preset on the CPU with an explicit map")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     if args.cpu_check:
         valid = composed(["model=llava_onevision_tiny"])

@@ -2,7 +2,7 @@
 what does each reduction buy in wall clock, unreduced vs reduced.
 
     python benchmarks/gpu_speed.py [--out DIR] [--repeats 10] [--warmup 3] [--new-tokens 16] [--quick] [--rows KEYS]
-    python benchmarks/gpu_speed.py --device cpu --model-preset llava_onevision_tiny --frames 8 \
+    python benchmarks/gpu_speed.py --device cpu --model-preset llava_onevision_tiny --frames 8 --threads 1 \
         --importance-tokens 492 --repeats 1 --warmup 1 --new-tokens 2 --levers none     # the CPU dry run
 
 On one CUDA GPU (H100 or H200), with random weights of the LLaVA-OneVision-7B architecture (bf16, SDPA,
@@ -262,6 +262,7 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="outputs/gpu_speed")
     ap.add_argument("--device", default="cuda", choices=("cuda", "cpu"), help="cpu: the dry run without a GPU")
+    ap.add_argument("--threads", type=int, default=None, help="cpu: torch's intra-op threads (default: torch's own)")
     ap.add_argument("--model-preset", default="llava_onevision_7b", help="a conf/model preset, built with random weights")
     ap.add_argument("--frames", type=int, default=32)
     ap.add_argument("--text-tokens", type=int, default=100)
@@ -297,6 +298,8 @@ def main(argv=None):
     args = parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("benchmarks/gpu_speed.py needs a CUDA GPU (--device cpu: the dry run)")
+    if args.device == "cpu" and args.threads:
+        torch.set_num_threads(args.threads)  # on a shared CPU, 2 threads can be 10x slower than 1
     repeats, warmup = (2, 1) if args.quick else (args.repeats, args.warmup)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

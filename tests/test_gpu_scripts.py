@@ -1,0 +1,152 @@
+"""The GPU benchmark scripts' CPU dry runs (benchmarks/gpu_speed.py for #23, benchmarks/device_map_logits.py
+for #24): every stage of each runs on the tiny preset without a GPU and writes well-formed files, so a lent GPU's
+few minutes are not spent finding a plumbing error. The figures themselves are the GPU's to measure."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def script(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def gpu_speed():
+    return script("gpu_speed")
+
+
+@pytest.fixture(scope="module")
+def dry_run(gpu_speed, tmp_path_factory):
+    """gpu_speed.py's CPU dry run: every row, the CPU's eager lever, 1 repeat, 2 frames of the tiny preset."""
+    out, threads = tmp_path_factory.mktemp("gpu_speed"), torch.get_num_threads()
+    try:
+        assert gpu_speed.main(["--device", "cpu", "--threads", "1", "--model-preset", "llava_onevision_tiny",
+                               "--frames", "2", "--importance-tokens", "150", "--repeats", "1", "--warmup", "0",
+                               "--new-tokens", "2", "--levers", "none", "--out", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+@pytest.mark.slow  # the tiny preset end to end (~10 s of CPU)
+def test_the_dry_run_writes_every_file(dry_run):
+    assert sorted(p.name for p in dry_run.iterdir()) == ["bars.json", "bench.jsonl", "importance.json",
+                                                         "levers.jsonl", "table.md"]
+
+
+@pytest.mark.slow  # the tiny preset end to end (~10 s of CPU)
+def test_the_dry_run_benches_every_row_with_its_figures(gpu_speed, dry_run):
+    rows = [json.loads(line) for line in (dry_run / "bench.jsonl").read_text().splitlines()]
+    assert [r["key"] for r in rows] == list(gpu_speed.ROWS)
+    for r in rows:
+        assert r["device"].startswith("cpu") and r["repeats"] == 1 and r["frames"] == 2
+        assert r["prefill_ms"] > 0 and r["prefill_ms_full"] > 0 and r["flops_ratio"] >= 1
+        assert r["speedup_over_flops_ratio"] == pytest.approx(r["speedup"] / r["flops_ratio"])
+        assert r["new_tokens"] == 2 and r["kv_cache_bytes_full"] > 0 and r["ttft_ms"] > 0
+    by_key = {r["key"]: r for r in rows}
+    # the rows' layer indices scaled to the tiny preset's 4 layers: AIM 14/22 of 28 -> 2/3 of 4
+    assert "pruner.l1=2" in by_key["paper"]["overrides"] and "pruner.l2=3" in by_key["paper"]["overrides"]
+    assert by_key["paper"]["importance_ms"] > 0 and by_key["merge"]["importance_ms"] == 0
+    assert by_key["paper"]["flops_ratio"] > by_key["merge"]["flops_ratio"] > 1  # pruning after merging cuts more
+    table = (dry_run / "table.md").read_text()
+    assert all(label in table for label, _ in gpu_speed.ROWS.values())
+
+
+@pytest.mark.slow  # the tiny preset end to end (~10 s of CPU)
+def test_the_dry_run_checks_the_importance_backends_it_can_run(dry_run):
+    check = json.loads((dry_run / "importance.json").read_text())
+    assert check["backends"] == ["blockwise", "dense"]  # the Triton kernel is the GPU's
+    assert (check["tokens"], check["heads"], check["kv_heads"], check["head_dim"]) == (150, 4, 2, 32)  # the preset's
+    assert check["blockwise_close"] and check["blockwise_same_kept"]
+    assert check["blockwise_max_rel_diff"] < 1e-3  # finite: zero scores do not make it NaN
+    assert check["dense_ms"] > 0 and check["dense_peak_mib"] is None  # no memory figure on a CPU
+
+
+@pytest.mark.slow  # the tiny preset end to end (~10 s of CPU)
+def test_the_dry_run_times_the_eager_lever_against_itself(dry_run):
+    (lever,) = [json.loads(line) for line in (dry_run / "levers.jsonl").read_text().splitlines()]
+    assert lever["compile"] == "none" and "error" not in lever
+    assert lever["max_logit_diff_vs_eager"] == 0 and lever["same_kept_as_eager"]
+    assert "ttft_ms" not in lever and lever["prefill_ms"] > 0  # decoding off
+
+
+@pytest.mark.slow  # the tiny preset end to end (~10 s of CPU)
+def test_the_dry_run_checks_the_bars_on_its_rows(dry_run):
+    bars = json.loads((dry_run / "bars.json").read_text())
+    rows = {json.loads(line)["key"]: json.loads(line) for line in (dry_run / "bench.jsonl").read_text().splitlines()}
+    assert [b["value"] for b in bars] == [rows["paper"]["speedup_over_flops_ratio"], rows["aim_alone"]["speedup"],
+                                          rows["paper"]["importance_pct_of_prefill"]]
+    assert [b["ok"] for b in bars] == [bars[0]["value"] >= 0.85, bars[1]["value"] > 1, bars[2]["value"] <= 3]
+    assert "| bar (issue #23) | value | verdict |" in (dry_run / "table.md").read_text()
+
+
+def test_bars_say_met_not_met_and_not_measured(gpu_speed):
+    bars = gpu_speed.check_bars({"paper": {"speedup_over_flops_ratio": 0.85, "importance_pct_of_prefill": 3.5}})
+    assert [b["ok"] for b in bars] == [True, None, False]  # AIM pruning alone's row was not run
+    table = gpu_speed.bars_table(bars)
+    assert "| met |" in table and "not measured" in table and "**not met**" in table
+
+
+def test_layer_indices_scale_to_the_presets_depth_and_stay_at_28(gpu_speed):
+    paper = gpu_speed.ROWS["paper"][1]
+    assert gpu_speed.scaled_overrides(paper, 28) == paper
+    assert gpu_speed.scaled_overrides(paper, 4)[-2:] == ["pruner.l1=2", "pruner.l2=3"]
+    assert gpu_speed.scaled_overrides(["pruner=fastv", "pruner.k=2"], 80) == ["pruner=fastv", "pruner.k=6"]
+
+
+def test_cuda_only_levers_and_unknown_rows_are_refused_before_anything_runs(gpu_speed):
+    with pytest.raises(SystemExit):
+        gpu_speed.parse_args(["--device", "cpu", "--levers", "none,cuda_graphs"])
+    with pytest.raises(SystemExit):
+        gpu_speed.parse_args(["--rows", "paper,nope"])
+    assert gpu_speed.parse_args(["--device", "cpu"]).lever_list == ["none"]
+    assert gpu_speed.parse_args([]).lever_list == list(gpu_speed.LEVERS)
+    assert gpu_speed.parse_args(["--quick"]).row_keys == list(gpu_speed.QUICK)
+
+
+def test_timed_uses_the_host_clock_on_a_cpu(gpu_speed):
+    calls = []
+    out, ms, mib = gpu_speed.timed(lambda: calls.append(1) or len(calls), "cpu", repeats=3)
+    assert out == 4 and len(calls) == 4 and ms >= 0 and mib is None  # one warm-up, three timed
+
+
+@pytest.mark.slow  # the tiny preset end to end (~10 s of CPU)
+def test_device_map_dry_run_writes_its_comparison(tmp_path):
+    """#24's script on the tiny preset, its explicit map all on the CPU: not a split over devices (that needs
+    two GPUs), but the same steps (random model, save, from_pretrained(device_map=...), every row's logits,
+    kept tokens and decoded ids) and the same file."""
+    module, threads = script("device_map_logits"), torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # on a shared CPU, 2 threads can be 10x slower than 1
+        assert module.main(["--cpu-check", "--frames", "2", "--new-tokens", "2", "--out", str(tmp_path)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    record = json.loads((tmp_path / "device_map_logits.json").read_text())
+    assert record["devices"] == ["cpu"] and record["split"] == "explicit" and record["frames"] == 2
+    assert list(record["rows"]) == list(module.ROWS)
+    for row in record["rows"].values():
+        assert row["ok"] and row["same_kept_tokens"] and row["same_decoded_ids"] and row["relative_diff"] < 1e-5
+    aim = record["rows"]["AIM: merge 25% + PageRank 14/22"]["visual_tokens_per_layer"]
+    assert aim[0] > aim[-1]  # the AIM row really pruned
+
+
+def test_device_map_comparison_flags_a_row_that_differs():
+    module = script("device_map_logits")
+    logits = torch.linspace(-1, 1, 50)
+    row = {"logits": logits, "kept": {1: torch.arange(4)}, "ids": [1, 2], "visual_tokens_per_layer": [4, 4]}
+    moved = {**row, "logits": logits + 0.5}
+    other_kept = {**row, "kept": {1: torch.tensor([0, 1, 2, 5])}}
+    other_ids = {**row, "ids": [1, 3]}
+    result = module.compare({"a": row, "b": row, "c": row, "d": row},
+                            {"a": row, "b": moved, "c": other_kept, "d": other_ids}, tolerance=1e-2)
+    assert [result[k]["ok"] for k in "abcd"] == [True, False, False, False]
