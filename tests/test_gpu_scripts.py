@@ -41,7 +41,8 @@ def dry_run(gpu_speed, tmp_path_factory):
 @pytest.mark.slow  # the tiny preset end to end (~10 s of CPU)
 def test_the_dry_run_writes_every_file(dry_run):
     assert sorted(p.name for p in dry_run.iterdir()) == ["bars.json", "bench.jsonl", "importance.json",
-                                                         "levers.jsonl", "table.md"]
+                                                         "levers.jsonl", "levers.md", "table.md"]
+    assert (dry_run / "levers.md").read_text().splitlines()[-1].startswith("| none | ")
 
 
 @pytest.mark.slow  # the tiny preset end to end (~10 s of CPU)
