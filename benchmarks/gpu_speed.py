@@ -53,19 +53,19 @@ from aim.paths import CONF_DIR
 from aim.pruning.importance import pagerank_blockwise, pagerank_dense, pagerank_from_qk
 
 PAPER_LAYERS = 28  # the rows' layer indices are the 7B's; another depth gets them scaled (scaled_overrides)
-ROWS = {  # key -> (label, the row's overrides)
+ROWS = {  # key -> (label, the row's overrides); the dense-scoring comparisons last (the least needed if time runs out)
     "paper": ("paper (merge 25% + AIM 14/22)",
               ["merger=aim", "merger.ratio=0.25", "pruner=aim", "pruner.l1=14", "pruner.l2=22"]),
-    "paper_dense": ("paper, dense scoring", ["merger=aim", "merger.ratio=0.25", "pruner=aim", "pruner.l1=14",
-                                             "pruner.l2=22", "pruner.backend=dense"]),
     "aim_alone": ("AIM pruning alone", ["merger=none", "pruner=aim", "pruner.l1=14", "pruner.l2=22"]),
-    "aim_alone_dense": ("AIM pruning alone, dense scoring", ["merger=none", "pruner=aim", "pruner.l1=14",
-                                                             "pruner.l2=22", "pruner.backend=dense"]),
     "merge": ("merging alone (25%)", ["merger=aim", "merger.ratio=0.25", "pruner=none"]),
     "fastv": ("FastV", ["merger=none", "pruner=fastv"]),
     "pdrop": ("PDrop", ["merger=none", "pruner=pdrop"]),
     "random": ("random pruning 14/22 after merging (control)", ["merger=aim", "merger.ratio=0.25", "pruner=random",
                                                                 "pruner.l1=14", "pruner.l2=22"]),
+    "paper_dense": ("paper, dense scoring", ["merger=aim", "merger.ratio=0.25", "pruner=aim", "pruner.l1=14",
+                                             "pruner.l2=22", "pruner.backend=dense"]),
+    "aim_alone_dense": ("AIM pruning alone, dense scoring", ["merger=none", "pruner=aim", "pruner.l1=14",
+                                                             "pruner.l2=22", "pruner.backend=dense"]),
 }
 QUICK = ("paper", "aim_alone")
 LEVERS = ("none", "cuda_graphs", "default", "reduce-overhead")  # model.compile modes, eager first
@@ -327,41 +327,61 @@ def main(argv=None):
         table = f"{what}: the paper's row per model.compile lever (decoding off)\n\n" + "\n".join(lever_lines) + "\n"
         (out / "table.md").write_text(table)
         print("\n" + table)
-        return 0
+        return 1 if any("| failed:" in line for line in lever_lines) else 0
 
     heads, kv_heads = text["num_attention_heads"], text.get("num_key_value_heads") or text["num_attention_heads"]
-    n = args.importance_tokens
-    check = importance_check(args.device, n, heads, kv_heads, text["hidden_size"] // heads,
-                             keep=(n - args.text_tokens) // 4)
+    n, failed = args.importance_tokens, []
+    try:  # a stage that fails must not lose the others' figures: recorded, and the exit status says so
+        check = importance_check(args.device, n, heads, kv_heads, text["hidden_size"] // heads,
+                                 keep=(n - args.text_tokens) // 4)
+    except Exception as exc:  # noqa: BLE001
+        check = {"tokens": n, "error": f"{type(exc).__name__}: {exc}"}
+        failed.append("importance check")
     (out / "importance.json").write_text(json.dumps(check, indent=1))
     print(f"importance at {n} tokens:", json.dumps(check), flush=True)
 
     header = ("| row | prefill ms, unreduced -> reduced | speedup | FLOPs ratio | speedup / FLOPs | scoring ms (% of "
               "prefill) | merge ms | ttft ms | decode tok/s | KV cache MiB |\n" + "| --- " * 10 + "|")
     results = {}
+
+    def write_table(lever_lines=()):
+        """table.md and bars.json from the rows so far (rewritten after each: a call stopped at its limit keeps them)."""
+        bars = check_bars(results)
+        (out / "bars.json").write_text(json.dumps(bars, indent=1))
+        table = f"{what}\n\n{header}\n" + "\n".join(lines) + "\n"
+        if lever_lines:
+            table += "\nThe paper's row per model.compile lever (decoding off):\n\n" + "\n".join(lever_lines) + "\n"
+        (out / "table.md").write_text(table + "\n" + bars_table(bars) + "\n")
+        return table + "\n" + bars_table(bars) + "\n"
+
     with (out / "bench.jsonl").open("w") as jsonl:
         for key in args.row_keys:
             label, overrides = ROWS[key][0], scaled_overrides(ROWS[key][1], num_layers)
-            valid = composed([*common, *overrides])
-            if adapter is None:
-                adapter = build(valid)
-            r = bench(valid, adapter)
+            try:
+                valid = composed([*common, *overrides])
+                if adapter is None:
+                    adapter = build(valid)
+                r = bench(valid, adapter)
+            except Exception as exc:  # noqa: BLE001
+                r = {"error": f"{type(exc).__name__}: {exc}"}
+                failed.append(key)
+                lines.append(f"| {label} | failed: {r['error'][:160]} |")
+                if args.device == "cuda":
+                    torch.cuda.empty_cache()
+            else:
+                results[key] = r
+                lines.append(row_line(label, r))
             r["key"], r["label"], r["overrides"] = key, label, overrides
-            results[key] = r
             jsonl.write(json.dumps(r) + "\n")
             jsonl.flush()
-            lines.append(row_line(label, r))
             print(lines[-1], flush=True)
-    bars = check_bars(results)
-    (out / "bars.json").write_text(json.dumps(bars, indent=1))
+            write_table()
     lever_lines = run_levers(args.lever_list, common, adapter, out, num_layers) if args.lever_list else []
-    table = f"{what}\n\n{header}\n" + "\n".join(lines) + "\n"
-    if lever_lines:
-        table += "\nThe paper's row per model.compile lever (decoding off):\n\n" + "\n".join(lever_lines) + "\n"
-    table += "\n" + bars_table(bars) + "\n"
-    (out / "table.md").write_text(table)
-    print("\n" + table)
-    return 0
+    failed += [line.split(" | ")[0][2:] for line in lever_lines[1:] if "| failed:" in line]
+    print("\n" + write_table(lever_lines))
+    if failed:
+        print(f"gpu_speed: failed: {', '.join(failed)} (their errors are in the files above)", flush=True)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ def dry_run(gpu_speed, tmp_path_factory):
     return out
 
 
-@pytest.mark.slow  # the tiny preset end to end (~10 s of CPU)
+@pytest.mark.slow  # the dry run it reads: the tiny preset end to end, every row (~15 s on a busy CPU)
 def test_the_dry_run_writes_every_file(dry_run):
     assert sorted(p.name for p in dry_run.iterdir()) == ["bars.json", "bench.jsonl", "importance.json",
                                                          "levers.jsonl", "levers.md", "table.md"]
@@ -91,6 +91,31 @@ def test_the_dry_run_checks_the_bars_on_its_rows(dry_run):
     assert "| bar (issue #23) | value | verdict |" in (dry_run / "table.md").read_text()
 
 
+def test_a_failing_row_is_recorded_and_the_others_still_run(gpu_speed, tmp_path, monkeypatch):
+    def bench(valid, adapter):
+        if valid.pruner.name == "aim":
+            raise RuntimeError("CUDA out of memory (planted)")
+        return real(valid, adapter)
+
+    real, threads = gpu_speed.bench, torch.get_num_threads()
+    monkeypatch.setattr(gpu_speed, "bench", bench)
+    try:
+        code = gpu_speed.main(["--device", "cpu", "--threads", "1", "--model-preset", "llava_onevision_tiny",
+                               "--frames", "2", "--importance-tokens", "150", "--repeats", "1", "--warmup", "0",
+                               "--new-tokens", "0", "--rows", "paper,fastv", "--levers", "", "--out", str(tmp_path)])
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 1  # the exit status says a stage failed
+    paper, fastv = [json.loads(line) for line in (tmp_path / "bench.jsonl").read_text().splitlines()]
+    assert paper["key"] == "paper" and paper["error"] == "RuntimeError: CUDA out of memory (planted)"
+    assert fastv["key"] == "fastv" and fastv["speedup"] > 0 and "error" not in fastv
+    bars = json.loads((tmp_path / "bars.json").read_text())
+    assert [b["ok"] for b in bars] == [None, None, None]  # neither the paper's row nor AIM alone measured
+    table = (tmp_path / "table.md").read_text()
+    assert "| paper (merge 25% + AIM 14/22) | failed: RuntimeError: CUDA out of memory (planted) |" in table
+    assert "| FastV | " in table and not (tmp_path / "levers.jsonl").exists()
+
+
 def test_bars_say_met_not_met_and_not_measured(gpu_speed):
     bars = gpu_speed.check_bars({"paper": {"speedup_over_flops_ratio": 0.85, "importance_pct_of_prefill": 3.5}})
     assert [b["ok"] for b in bars] == [True, None, False]  # AIM pruning alone's row was not run
@@ -121,7 +146,6 @@ def test_timed_uses_the_host_clock_on_a_cpu(gpu_speed):
     assert out == 4 and len(calls) == 4 and ms >= 0 and mib is None  # one warm-up, three timed
 
 
-@pytest.mark.slow  # the tiny preset end to end (~10 s of CPU)
 def test_device_map_dry_run_writes_its_comparison(tmp_path):
     """#24's script on the tiny preset, its explicit map all on the CPU: not a split over devices (that needs
     two GPUs), but the same steps (random model, save, from_pretrained(device_map=...), every row's logits,
