@@ -32,7 +32,8 @@ rm -rf "$build"
 
 ls -l .whl/*.whl | awk '{printf "%10.2f MiB  %s\n", $5 / 1048576, $NF}'
 wheels=$(cat .whl/*.whl | wc -c)
-tree=$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1)
+# what a call sends besides: tracked files and untracked ones git does not ignore
+tree=$(git ls-files -z --cached --others --exclude-standard | xargs -0 du -cb | tail -1 | cut -f1)
 total=$((wheels + tree))
 awk -v w="$wheels" -v t="$tree" -v s="$total" 'BEGIN {printf "wheels %.2f MiB + working tree %.2f MiB = %.2f MiB of 64\n",
     w / 1048576, t / 1048576, s / 1048576}'
