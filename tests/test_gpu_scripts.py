@@ -140,6 +140,22 @@ def test_cuda_only_levers_and_unknown_rows_are_refused_before_anything_runs(gpu_
     assert gpu_speed.parse_args(["--quick"]).row_keys == list(gpu_speed.QUICK)
 
 
+def test_every_config_of_the_gpu_run_validates_before_device_time_is_spent(gpu_speed):
+    """The configs call 1 and call 2 of README's "Measuring on a GPU" compose (the 7B preset, 28 layers: the
+    paper's l1/l2 as they are), each row's and each lever's, validated here: a wrong override fails on a CPU."""
+    args = gpu_speed.parse_args([])
+    common = [*gpu_speed.model_overrides(args), "bench.repeats=10", "bench.warmup=3", "bench.new_tokens=16"]
+    for key, (_, overrides) in gpu_speed.ROWS.items():
+        valid = gpu_speed.composed([*common, *gpu_speed.scaled_overrides(overrides, 28)])
+        assert (valid.model.pretrained, valid.model.device, valid.model.dtype) == (
+            "llava-hf/llava-onevision-qwen2-7b-ov-hf", "cuda", "bfloat16")
+        assert valid.bench.frames == 32 and valid.bench.text_tokens == 100 and valid.model.random_init
+    paper = gpu_speed.ROWS[gpu_speed.LEVER_ROW][1]
+    for mode in gpu_speed.LEVERS:
+        assert gpu_speed.composed([*common, *paper, f"model.compile={mode}"]).model.compile == mode
+    assert (valid.pruner.l1, valid.pruner.l2, valid.pruner.backend) == (14, 22, "dense")  # the last row's
+
+
 def test_timed_uses_the_host_clock_on_a_cpu(gpu_speed):
     calls = []
     out, ms, mib = gpu_speed.timed(lambda: calls.append(1) or len(calls), "cpu", repeats=3)
