@@ -7,8 +7,10 @@
     python -m aim.run merger=none pruner=fastv budget.fraction=0.5   # FastV's k and keep chosen
     python -m aim.run budget.tflops=3e-4 budget.per_sample=true      # a setting per sample (its own token counts)
 
-The user picks the method family as always (`merger=`, `pruner=`); budget mode picks its knobs (`KNOBS`:
-merger.ratio; aim/random: pruner.l1, l2; fastv/dart/holitom: k, keep; pdrop: boundaries, lam; vtw: k). The budget is one
+The user picks the method family as always (`merger=`, `pruner=`); budget mode picks its knobs: merger.ratio,
+and the knobs the pruner's class declares with their candidates (`budget_knobs`, `budget_candidates` in
+aim.pruning: aim/random l1, l2; fastv/dart/holitom k, keep; pdrop boundaries, lam; vtw k; a plugin pruner its
+own; one that declares none is refused, naming it). The budget is one
 of `budget.tflops` (LLM-prefill TFLOPs per sample), `budget.fraction` (of the unreduced LLM prefill's
 TFLOPs at the same input) or `budget.prefill_ms` (the roofline prefill time on `budget.hardware`). Costs
 come from the analytic roofline model (aim.efficiency.roofline, as `python -m aim.flops` reports them:
@@ -34,7 +36,7 @@ How the setting is chosen (`choose`):
    No fitting point: the policy, with a note saying so.
 2. The default policy (`policy_order`), the first setting in this order that fits (`chosen_by`: "policy"):
    merge first (ratio 1, 0.75, 0.5, 0.375, 0.25; no pruning: pruner none), then prune from the deepest layers at ratio
-   0.25 (the family's `path`: for aim, a window of w = ceil(2L/7) layers, the paper's 8 of 28, moving
+   0.25 (the pruner's declared `path`: for aim, a window of w = ceil(2L/7) layers, the paper's 8 of 28, moving
    earlier, l1 = L-1 ... 1, then narrowing at l1 = 1 down to l2 = 2), then merge further at the strongest
    pruning (ratio 0.2, 0.15, 0.125, 0.1, 0.075, 0.05). Every step removes tokens from some layer and
    adds none, so the costs fall along the order and the first fit is the mildest reduction that fits.
@@ -66,36 +68,45 @@ from aim.tradeoff import Tradeoff, find_tradeoff, load_tradeoff
 
 POLICY = "policy"  # budget.tradeoff=policy: never use a recorded trade-off
 
-# The candidate grid. Merge ratios: the policy's first stage, then its last.
+# The merge ratios budget mode tries on a merger with `ratio`: the policy's first stage, then its last. A
+# pruner's knobs and candidates are declared by its class (`budget_knobs`, `budget_candidates`: aim.pruning).
 MERGE_RATIOS = (1.0, 0.75, 0.5, 0.375, 0.25)
 FURTHER_RATIOS = (0.2, 0.15, 0.125, 0.1, 0.075, 0.05)
-FASTV_KEEPS = (1.0, 0.75, 0.5, 0.375, 0.25, 0.2, 0.15, 0.1, 0.05, 0.0)
-PDROP_LAMS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0)
-PDROP_STAGES = (2, 3, 4, 5, 6, 7, 8)  # equal stages of the LLM, as PDrop's default 4
-
-# The knobs budget mode sets, per family. A merger not listed here is a ratio merger if it has `ratio`.
-MERGER_KNOBS = {"none": (), "prumerge": None}  # prumerge: adaptive count, cannot be budgeted
-PRUNER_KNOBS = {"none": (), "aim": ("l1", "l2"), "random": ("l1", "l2"), "fastv": ("k", "keep"), "dart": ("k", "keep"),
-                "holitom": ("k", "keep"), "pdrop": ("boundaries", "lam"), "vtw": ("k",)}
 REL_TOL = 1e-9  # a cost equal to the budget up to float rounding fits
 PROMPTS_MEASURED = 100  # aim.run without budget.text_tokens: the median text length of this many prompts
 
 
 def merger_knobs(merger: dict) -> tuple[str, ...]:
+    """("ratio",) for a merger with a ratio, () for one without (none: its count is fixed); a merger whose class
+    says its count is adaptive (`adaptive_count`, PruMerge) cannot be budgeted."""
+    from aim.merging import MERGERS
+
     name = merger["name"]
-    knobs = MERGER_KNOBS.get(name, ("ratio",) if "ratio" in merger else ())
-    if knobs is None:
+    adaptive = getattr(MERGERS.get(name), "adaptive_count", None)
+    if adaptive:
         raise ConfigError(f"merger.name: budget mode needs a merger with a known token count; {name} keeps an "
-                          "adaptive number of tokens per frame; use merger=prumerge_plus or another merger")
-    return knobs
+                          f"adaptive number of tokens per frame ({adaptive})")
+    return ("ratio",) if "ratio" in merger else ()
+
+
+def budgeted_pruner(name: str):
+    """The registered class of a pruner budget mode can tune: one that declares `budget_knobs` and
+    `budget_candidates` (aim.pruning); ConfigError naming it, and the pruners that can be tuned, otherwise."""
+    from aim.pruning import PRUNERS
+
+    def tunable(cls) -> bool:
+        return getattr(cls, "budget_knobs", None) is not None and hasattr(cls, "budget_candidates")
+
+    cls = PRUNERS.get(name)
+    if not tunable(cls):
+        known = [n for n in PRUNERS.names() if tunable(PRUNERS.get(n))]
+        raise ConfigError(f"pruner.name: budget mode does not know the knobs of pruner {name!r} (its class declares no "
+                          f"budget_knobs and budget_candidates(fields, num_layers)); it knows: {', '.join(known)}")
+    return cls
 
 
 def pruner_knobs(pruner: dict) -> tuple[str, ...]:
-    name = pruner["name"]
-    if name not in PRUNER_KNOBS:
-        raise ConfigError(f"pruner.name: budget mode does not know the knobs of pruner {name!r}; it knows: "
-                          f"{', '.join(sorted(PRUNER_KNOBS))}")
-    return PRUNER_KNOBS[name]
+    return tuple(budgeted_pruner(pruner["name"]).budget_knobs)
 
 
 # --- settings and their cost -------------------------------------------------------------------------
@@ -251,40 +262,13 @@ class Limit:
 
 
 # --- candidates: the grid and the policy order ---------------------------------------------------------
-def window(num_layers: int) -> int:
-    """The policy's pruning window l2 - l1: the paper's 8 of 28 layers, scaled (4 layers: 2)."""
-    return max(1, math.ceil(2 * num_layers / 7))
-
-
 def pruner_moves(pruner: dict, num_layers: int) -> tuple[dict, list[dict], list[dict]]:
-    """(no pruning, the policy's path from mild to strong, the grid) as knob values of the pruner's family.
-    Knobs the path does not move keep their configured values (FastV's keep, PDrop's boundaries). Knob values
-    that remove nothing (no pruning, FastV's keep 1, ...) become pruner none in the settings (`_settings`)."""
-    name, L = pruner["name"], num_layers
-    if name == "none":
-        return {}, [], [{}]
-    if name in ("aim", "random"):  # l1 = L never prunes (layers >= l1 are pruned; there are none)
-        w = window(L)
-        path = [{"l1": l1, "l2": l1 + w} for l1 in range(L - 1, 0, -1)]
-        path += [{"l1": 1, "l2": l2} for l2 in range(w, 1, -1)]
-        grid = [{"l1": L, "l2": L + 1}] + [{"l1": l1, "l2": l2} for l1 in range(1, L) for l2 in range(l1 + 1, L + w + 1)]
-        return {"l1": L, "l2": L + 1}, path, grid
-    if name in ("fastv", "dart", "holitom"):  # one drop at layer k to `keep` (FastV, DART; HoliTom merges it)
-        keep = pruner["keep"]
-        path = [{"k": k, "keep": keep} for k in range(L - 1, 0, -1)]
-        path += [{"k": 1, "keep": x} for x in FASTV_KEEPS if x < keep]
-        keeps = sorted(set(FASTV_KEEPS) | {keep}, reverse=True)
-        return {"k": L, "keep": keep}, path, [{"k": k, "keep": x} for k in range(1, L + 1) for x in keeps]
-    if name == "pdrop":
-        b = pruner["boundaries"]
-        path = [{"boundaries": b, "lam": lam} for lam in PDROP_LAMS if lam < 1.0]
-        splits = [b] + [sorted({L * s // n for s in range(1, n)} - {0}) for n in PDROP_STAGES]
-        splits = [s for i, s in enumerate(splits) if s not in splits[:i] and s != []]
-        return {"boundaries": b, "lam": 1.0}, path, [{"boundaries": s, "lam": lam} for s in splits for lam in PDROP_LAMS]
-    if name == "vtw":
-        return {"k": L}, [{"k": k} for k in range(L - 1, 0, -1)], [{"k": k} for k in range(1, L + 1)]
-    pruner_knobs(pruner)  # raises: an unknown family
-    raise AssertionError(name)
+    """(no pruning, the policy's path from mild to strong, the grid) as knob values of the pruner's family, as its
+    class declares them (`budget_candidates`, aim.pruning). Knobs the path does not move keep their configured
+    values (FastV's keep, PDrop's boundaries). Knob values that remove nothing (no pruning, FastV's keep 1, ...)
+    become pruner none in the settings (`_settings`)."""
+    no_pruning, path, grid = budgeted_pruner(pruner["name"]).budget_candidates(dict(pruner), num_layers)
+    return dict(no_pruning), list(path), list(grid)
 
 
 def pruning_or_none(pruner: dict, num_layers: int) -> dict:
@@ -344,9 +328,9 @@ def policy_order(merger: dict, pruner: dict, num_layers: int, first: int = 1) ->
 
 
 def candidates(merger: dict, pruner: dict, num_layers: int, first: int = 1) -> list[Setting]:
-    """The whole grid of the families' knobs: every merge ratio of the policy with every pruner grid point
-    (aim/random: all 1 <= l1 < l2 <= L + w, and no pruning; fastv: k in 1..L x keep in FASTV_KEEPS;
-    pdrop: the configured and 2..8 equal stages x lam in PDROP_LAMS; vtw: k in 1..L)."""
+    """The whole grid of the families' knobs: every merge ratio of the policy with every point of the pruner's
+    declared grid (`budget_candidates`: e.g. aim/random all 1 <= l1 < l2 <= L + w and no pruning; fastv k in 1..L
+    x keep in `budget_keeps`; pdrop the configured and 2..8 equal stages x lam; vtw k in 1..L)."""
     ratios = MERGE_RATIOS + FURTHER_RATIOS if merger_knobs(merger) else (None,)
     _, _, grid = pruner_moves(pruner, num_layers)
     return _settings(merger, pruner, [(r, p) for r in ratios for p in grid], num_layers, first)

@@ -76,18 +76,17 @@ def model_configs(model_cfg):
 
 def kept_per_frame(merger_cfg, num_tokens: int, grid: tuple[int, int] | None = None) -> int:
     """Tokens per frame after the merger, from its config alone; `grid`: the frame's (rows, cols) of tokens
-    (default: a square one). PruMerge keeps an adaptive count (the IQR outliers of the tower's attention),
-    which cannot be known without running the tower."""
-    from aim.merging import kept_tokens
+    (default: a square one). A merger whose class declares `adaptive_count` (PruMerge: the IQR outliers of the
+    tower's attention) keeps a count that cannot be known without running the tower."""
+    from aim.merging import MERGERS, kept_tokens
     from aim.merging.baselines import PoolMerger, token_grid
 
     name = merger_cfg.name
     if name == "none":
         return num_tokens
-    if name == "prumerge":
-        raise ConfigError("merger.name: prumerge keeps an adaptive number of tokens per frame (attention "
-                          "outliers), unknown without running the vision tower; use merger=prumerge_plus "
-                          "(at least merger.ratio of each frame) or another merger")
+    adaptive = getattr(MERGERS.get(name), "adaptive_count", None)
+    if adaptive:
+        raise ConfigError(f"merger.name: {name} keeps an adaptive number of tokens per frame ({adaptive})")
     ratio = getattr(merger_cfg, "ratio", None)
     if ratio is None:
         raise ConfigError(f"merger.name: {name} has no ratio; aim.flops cannot count its tokens per frame")

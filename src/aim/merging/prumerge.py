@@ -94,5 +94,21 @@ class PruMerge:
         return split_carry(merged, kept, dim, carry)
 
 
-MERGERS.register("prumerge", config=PruMergeConfig)(lambda **cfg: PruMerge(**cfg, plus=False))
-MERGERS.register("prumerge_plus", config=PruMergeConfig)(lambda **cfg: PruMerge(**cfg, plus=True))
+@MERGERS.register("prumerge", config=PruMergeConfig)
+class PruMergeOutliers(PruMerge):
+    """LLaVA-PruMerge: the IQR outliers of the tower's attention, an adaptive count per frame."""
+
+    # why its kept count cannot be known from the config (aim.flops and budget mode refuse it, saying this)
+    adaptive_count = ("attention outliers, unknown without running the vision tower; use merger=prumerge_plus "
+                      "(at least merger.ratio of each frame) or another merger")
+
+    def __init__(self, neighbors: int = 32, ratio: float = 0.25, name: str = "prumerge"):
+        super().__init__(neighbors, ratio, plus=False, name=name)
+
+
+@MERGERS.register("prumerge_plus", config=PruMergeConfig)
+class PruMergePlus(PruMerge):
+    """LLaVA-PruMerge+: the outliers topped up with tokens spread over the grid, to `ratio` of each frame."""
+
+    def __init__(self, neighbors: int = 32, ratio: float = 0.25, name: str = "prumerge_plus"):
+        super().__init__(neighbors, ratio, plus=True, name=name)
