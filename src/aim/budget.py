@@ -62,7 +62,7 @@ from dataclasses import asdict, dataclass, field
 from functools import cached_property
 
 from aim.config import BUDGET_LIMITS, ConfigError
-from aim.efficiency.cost import (LayerCosts, image_dataset, image_size_dependent, kept_per_frame, kept_visual,
+from aim.efficiency.cost import (PrefillCost, image_dataset, image_size_dependent, kept_per_frame, kept_visual,
                                  model_configs, tokens_per_layer)
 from aim.tradeoff import Tradeoff, find_tradeoff, load_tradeoff
 
@@ -157,12 +157,12 @@ class CostModel:
     Qwen2-VL's temporal patches) of `per_group` tokens on a (rows, cols) `grid` (default: square), and
     `text_tokens` non-visual tokens."""
 
-    def __init__(self, layers: LayerCosts, groups: int, per_group: int, text_tokens: int,
+    def __init__(self, layers: PrefillCost, groups: int, per_group: int, text_tokens: int,
                  grid: tuple[int, int] | None = None, first_prunable: int = 1):
         self.layers, self.groups, self.per_group, self.text_tokens = layers, groups, per_group, text_tokens
         self.grid = grid
         self.first_prunable = first_prunable  # no setting may prune before this layer (Adapter.prunable_from)
-        self.num_layers = layers.shape.num_layers
+        self.num_layers = layers.num_layers
         self._retention: dict[tuple, list[float]] = {}
         self._kept: dict[tuple, int] = {}
 
@@ -201,25 +201,15 @@ class CostModel:
         return self._cost(visual, per_layer)
 
     def _cost(self, visual: int, per_layer: list[int]) -> Cost:
-        flops, seconds, matmuls = self.layers.head[0], self.layers.head[1], 0.0
-        for n in per_layer:
-            f, s, m = self.layers(n)
-            flops, seconds, matmuls = flops + f, seconds + s, matmuls + m
-        return Cost(flops / 1e12, matmuls / 1e12, seconds * 1e3, visual, tuple(per_layer))
+        tflops, ms, tflops_analytic = self.layers.total(per_layer)
+        return Cost(tflops, tflops_analytic, ms, visual, tuple(per_layer))
 
     def amounts(self, settings: list[Setting], limit: "Limit") -> list[float]:
         """`limit.amount` of each setting, vectorized over a grid (the same numbers as `cost`)."""
-        import numpy as np
-
         from aim.pruning.schedule import kept_counts
 
         visual = [self.kept_visual(s) for s in settings]
-        counts = kept_counts(visual, [self.retention(s) for s in settings]) + self.text_tokens
-        distinct, where = np.unique(counts, return_inverse=True)
-        table = np.array([self.layers(int(n)) for n in distinct])  # [distinct n, (flops, seconds, matmuls)]
-        per_layer = table[where.reshape(counts.shape)]
-        tflops = (per_layer[..., 0].sum(1) + self.layers.head[0]) / 1e12
-        ms = (per_layer[..., 1].sum(1) + self.layers.head[1]) * 1e3
+        tflops, ms = self.layers.totals(kept_counts(visual, [self.retention(s) for s in settings]) + self.text_tokens)
         if limit.unit == "tflops":
             return tflops.tolist()
         if limit.unit == "fraction":
@@ -517,7 +507,7 @@ class BudgetPlan:
         else:
             self.text_tokens, measured = dataset_text_tokens(valid)
             self.text_tokens_from = {"median of the prompts": measured}
-        self.layers = LayerCosts(self.hf_config.text_config, hardware(valid), valid.flops.fused_attention)
+        self.layers = PrefillCost(self.hf_config.text_config, hardware(valid), valid.flops.fused_attention)
         self.merger, self.pruner = asdict(valid.merger), asdict(valid.pruner)
         merger_knobs(self.merger), pruner_knobs(self.pruner)
         self.tradeoff = _tradeoff(valid)
