@@ -53,359 +53,27 @@ sample's merger and pruner and records `budget` (setting, predicted TFLOPs, with
 
 Trade-off files (tradeoff.json, written by the trade-off search): format, reading and the bundled ones in
 `aim.tradeoff` (`load_tradeoff`, `find_tradeoff`).
+
+The parts: `aim.budget.settings` (the knobs and the candidate settings: the policy order and the grid),
+`aim.budget.fit` (a setting's cost, the limit, `choose`), and here the plan for a run (its input size and text
+length, `BudgetPlan`, `apply_budget`, the record and its line, per-sample choices).
 """
 from __future__ import annotations
 
 import inspect
-import math
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 
-from aim.config import BUDGET_LIMITS, ConfigError
-from aim.efficiency.cost import (PrefillCost, image_dataset, image_size_dependent, kept_per_frame, kept_visual,
-                                 model_configs, tokens_per_layer)
+from aim.budget.fit import POLICY, Choice, CostModel, Limit, choose
+from aim.budget.settings import Setting, candidates, knobs_label, merger_knobs, policy_order, pruner_knobs
+from aim.config import ConfigError
+from aim.efficiency.cost import PrefillCost, image_dataset, image_size_dependent, model_configs
 from aim.tradeoff import Tradeoff, find_tradeoff, load_tradeoff
 
-POLICY = "policy"  # budget.tradeoff=policy: never use a recorded trade-off
+__all__ = ["BudgetPlan", "Choice", "CostModel", "Limit", "SampleBudget", "Setting", "apply_budget", "candidates",
+           "choose", "dataset_text_tokens", "policy_order", "print_choice"]
 
-# The merge ratios budget mode tries on a merger with `ratio`: the policy's first stage, then its last. A
-# pruner's knobs and candidates are declared by its class (`budget_knobs`, `budget_candidates`: aim.pruning).
-MERGE_RATIOS = (1.0, 0.75, 0.5, 0.375, 0.25)
-FURTHER_RATIOS = (0.2, 0.15, 0.125, 0.1, 0.075, 0.05)
-REL_TOL = 1e-9  # a cost equal to the budget up to float rounding fits
 PROMPTS_MEASURED = 100  # aim.run without budget.text_tokens: the median text length of this many prompts
-
-
-def merger_knobs(merger: dict) -> tuple[str, ...]:
-    """("ratio",) for a merger with a ratio, () for one without (none: its count is fixed); a merger whose class
-    says its count is adaptive (`adaptive_count`, PruMerge) cannot be budgeted."""
-    from aim.merging import MERGERS
-
-    name = merger["name"]
-    adaptive = getattr(MERGERS.get(name), "adaptive_count", None)
-    if adaptive:
-        raise ConfigError(f"merger.name: budget mode needs a merger with a known token count; {name} keeps an "
-                          f"adaptive number of tokens per frame ({adaptive})")
-    return ("ratio",) if "ratio" in merger else ()
-
-
-def budgeted_pruner(name: str):
-    """The registered class of a pruner budget mode can tune: one that declares `budget_knobs` and
-    `budget_candidates` (aim.pruning); ConfigError naming it, and the pruners that can be tuned, otherwise."""
-    from aim.pruning import PRUNERS
-
-    def tunable(cls) -> bool:
-        return getattr(cls, "budget_knobs", None) is not None and hasattr(cls, "budget_candidates")
-
-    cls = PRUNERS.get(name)
-    if not tunable(cls):
-        known = [n for n in PRUNERS.names() if tunable(PRUNERS.get(n))]
-        raise ConfigError(f"pruner.name: budget mode does not know the knobs of pruner {name!r} (its class declares no "
-                          f"budget_knobs and budget_candidates(fields, num_layers)); it knows: {', '.join(known)}")
-    return cls
-
-
-def pruner_knobs(pruner: dict) -> tuple[str, ...]:
-    return tuple(budgeted_pruner(pruner["name"]).budget_knobs)
-
-
-# --- settings and their cost -------------------------------------------------------------------------
-def _frozen(d: dict) -> tuple:
-    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in d.items()))
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One candidate: the full merger and pruner config fields (the configured ones with knobs replaced)."""
-
-    merger_items: tuple
-    pruner_items: tuple
-
-    @classmethod
-    def of(cls, merger: dict, pruner: dict) -> "Setting":
-        return cls(_frozen(merger), _frozen(pruner))
-
-    @property
-    def merger(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.merger_items}
-
-    @property
-    def pruner(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.pruner_items}
-
-    def knobs(self) -> dict:
-        """The part budget mode chooses: each family's name and knob values."""
-        m, p = self.merger, self.pruner
-        return {"merger": {"name": m["name"], **{k: m[k] for k in merger_knobs(m)}},
-                "pruner": {"name": p["name"], **{k: p[k] for k in pruner_knobs(p)}}}
-
-    def label(self) -> str:
-        return _label(self.knobs())
-
-
-@dataclass(frozen=True)
-class Cost:
-    tflops: float  # every operator of the roofline (aim.flops's `tflops`)
-    tflops_analytic: float  # matmuls only (aim.efficiency.analytic; runs record it as tflops_analytic)
-    prefill_ms: float  # roofline time on the budget's hardware
-    visual_tokens: int  # after merging
-    tokens_per_layer: tuple[int, ...]
-
-
-class CostModel:
-    """The analytic cost of any setting for one model and one input: `groups` merge groups (frames, or
-    Qwen2-VL's temporal patches) of `per_group` tokens on a (rows, cols) `grid` (default: square), and
-    `text_tokens` non-visual tokens."""
-
-    def __init__(self, layers: PrefillCost, groups: int, per_group: int, text_tokens: int,
-                 grid: tuple[int, int] | None = None, first_prunable: int = 1):
-        self.layers, self.groups, self.per_group, self.text_tokens = layers, groups, per_group, text_tokens
-        self.grid = grid
-        self.first_prunable = first_prunable  # no setting may prune before this layer (Adapter.prunable_from)
-        self.num_layers = layers.num_layers
-        self._retention: dict[tuple, list[float]] = {}
-        self._kept: dict[tuple, int] = {}
-
-    def kept_per_group(self, setting: Setting) -> int:
-        """Tokens a per-frame merger keeps of every group (a clip reducer's groups keep different counts: see
-        `kept_visual`)."""
-        from types import SimpleNamespace
-
-        return kept_per_frame(SimpleNamespace(**{"ratio": None, **setting.merger}), self.per_group, self.grid)
-
-    def kept_visual(self, setting: Setting) -> int:
-        """The visual tokens the setting's merger keeps of all groups (a clip reducer: its kept total)."""
-        from types import SimpleNamespace
-
-        key = setting.merger_items
-        if key not in self._kept:
-            self._kept[key] = kept_visual(SimpleNamespace(**{"ratio": None, **setting.merger}), self.groups,
-                                          self.per_group, self.grid)
-        return self._kept[key]
-
-    def retention(self, setting: Setting) -> list[float]:
-        from aim.pruning import PRUNERS
-
-        key = setting.pruner_items
-        if key not in self._retention:
-            pruner = setting.pruner
-            self._retention[key] = PRUNERS.build(pruner["name"], **pruner).retention_schedule(self.num_layers)
-        return self._retention[key]
-
-    def tokens_per_layer(self, setting: Setting) -> tuple[int, list[int]]:
-        visual = self.kept_visual(setting)
-        return visual, tokens_per_layer(visual, self.text_tokens, self.retention(setting))[1]
-
-    def cost(self, setting: Setting) -> Cost:
-        visual, per_layer = self.tokens_per_layer(setting)
-        return self._cost(visual, per_layer)
-
-    def _cost(self, visual: int, per_layer: list[int]) -> Cost:
-        tflops, ms, tflops_analytic = self.layers.total(per_layer)
-        return Cost(tflops, tflops_analytic, ms, visual, tuple(per_layer))
-
-    def amounts(self, settings: list[Setting], limit: "Limit") -> list[float]:
-        """`limit.amount` of each setting, vectorized over a grid (the same numbers as `cost`)."""
-        from aim.pruning.schedule import kept_counts
-
-        visual = [self.kept_visual(s) for s in settings]
-        tflops, ms = self.layers.totals(kept_counts(visual, [self.retention(s) for s in settings]) + self.text_tokens)
-        if limit.unit == "tflops":
-            return tflops.tolist()
-        if limit.unit == "fraction":
-            return (tflops / self.full.tflops).tolist()
-        return ms.tolist()
-
-    @cached_property
-    def full(self) -> Cost:
-        """The unreduced prefill of this input."""
-        visual = self.groups * self.per_group
-        return self._cost(visual, [visual + self.text_tokens] * self.num_layers)
-
-
-# --- the budget ---------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Limit:
-    """A budget in one unit: `amount(cost)` is what it limits."""
-
-    unit: str  # tflops | fraction | prefill_ms
-    value: float
-
-    @classmethod
-    def of(cls, budget) -> "Limit | None":
-        asked = [(k, getattr(budget, k)) for k in BUDGET_LIMITS if getattr(budget, k) is not None]
-        return cls(*asked[0]) if asked else None
-
-    def amount(self, cost: Cost, model: CostModel) -> float:
-        if self.unit == "tflops":
-            return cost.tflops
-        if self.unit == "fraction":
-            return cost.tflops / model.full.tflops
-        return cost.prefill_ms
-
-    def fits(self, cost: Cost, model: CostModel) -> bool:
-        return self.amount(cost, model) <= self.value * (1 + REL_TOL)
-
-    def describe(self, amount: float) -> str:
-        return {"tflops": f"{amount:.4g} TFLOPs", "fraction": f"{amount:.4g} of the unreduced TFLOPs",
-                "prefill_ms": f"{amount:.4g} ms"}[self.unit]
-
-
-# --- candidates: the grid and the policy order ---------------------------------------------------------
-def pruner_moves(pruner: dict, num_layers: int) -> tuple[dict, list[dict], list[dict]]:
-    """(no pruning, the policy's path from mild to strong, the grid) as knob values of the pruner's family, as its
-    class declares them (`budget_candidates`, aim.pruning). Knobs the path does not move keep their configured
-    values (FastV's keep, PDrop's boundaries). Knob values that remove nothing (no pruning, FastV's keep 1, ...)
-    become pruner none in the settings (`_settings`)."""
-    no_pruning, path, grid = budgeted_pruner(pruner["name"]).budget_candidates(dict(pruner), num_layers)
-    return dict(no_pruning), list(path), list(grid)
-
-
-def pruning_or_none(pruner: dict, num_layers: int) -> dict:
-    """The pruner's fields, or pruner `none` where they remove no visual token on this LLM (l1 >= L, FastV's
-    keep 1, ...): budget mode never labels a setting that prunes nothing as a pruned one."""
-    from aim.pruning import PRUNERS, removes_tokens
-
-    if pruner["name"] == "none" or removes_tokens(PRUNERS.build(pruner["name"], **pruner), num_layers):
-        return pruner
-    return {"name": "none"}
-
-
-def prunes_before(pruner: dict, num_layers: int, first: int) -> bool:
-    """Whether a pruner's schedule removes visual tokens before decoder layer `first`, the first the model can
-    prune at (`Adapter.prunable_from`: Qwen3-VL's DeepStack); budget mode never chooses such a setting."""
-    from aim.pruning import PRUNERS, first_pruned_layer
-
-    if pruner["name"] == "none":
-        return False
-    pruned = first_pruned_layer(PRUNERS.build(pruner["name"], **pruner), num_layers)
-    return pruned is not None and pruned < first
-
-
-def _settings(merger: dict, pruner: dict, pairs, num_layers: int, first: int = 1) -> list[Setting]:
-    """Settings of (merge ratio or None, pruner knobs) pairs, without repeats, in order; pruner knobs that
-    remove nothing on this LLM become pruner none (`pruning_or_none`); those that prune before layer `first`
-    are left out."""
-    out, seen, mergers, pruners = [], set(), {}, {}
-    for ratio, knobs in pairs:
-        if ratio not in mergers:
-            mergers[ratio] = _frozen({**merger, **({} if ratio is None else {"ratio": ratio})})
-        key = _frozen(knobs)
-        if key not in pruners:
-            fields = pruning_or_none({**pruner, **knobs}, num_layers)
-            pruners[key] = None if prunes_before(fields, num_layers, first) else _frozen(fields)
-        if pruners[key] is None:
-            continue
-        s = Setting(mergers[ratio], pruners[key])
-        if s not in seen:
-            seen.add(s)
-            out.append(s)
-    return out
-
-
-def policy_order(merger: dict, pruner: dict, num_layers: int, first: int = 1) -> list[Setting]:
-    """The default policy's candidates, mildest first: merge to 25%, prune from the deepest layers
-    earlier, merge further (module docstring)."""
-    ratios = MERGE_RATIOS if merger_knobs(merger) else (None,)
-    no_prune, path, _ = pruner_moves(pruner, num_layers)
-    # the strongest pruning the model allows ends the path (and is kept while merging further)
-    path = [p for p in path if not prunes_before(pruning_or_none({**pruner, **p}, num_layers), num_layers, first)]
-    pairs = [(r, no_prune) for r in ratios]
-    pairs += [(ratios[-1], p) for p in path]
-    if merger_knobs(merger):
-        pairs += [(r, path[-1] if path else no_prune) for r in FURTHER_RATIOS]
-    return _settings(merger, pruner, pairs, num_layers, first)
-
-
-def candidates(merger: dict, pruner: dict, num_layers: int, first: int = 1) -> list[Setting]:
-    """The whole grid of the families' knobs: every merge ratio of the policy with every point of the pruner's
-    declared grid (`budget_candidates`: e.g. aim/random all 1 <= l1 < l2 <= L + w and no pruning; fastv k in 1..L
-    x keep in `budget_keeps`; pdrop the configured and 2..8 equal stages x lam; vtw k in 1..L)."""
-    ratios = MERGE_RATIOS + FURTHER_RATIOS if merger_knobs(merger) else (None,)
-    _, _, grid = pruner_moves(pruner, num_layers)
-    return _settings(merger, pruner, [(r, p) for r in ratios for p in grid], num_layers, first)
-
-
-# --- recorded trade-offs (read by aim.tradeoff.load_tradeoff) -----------------------------------------
-def _point_setting(point: dict, merger: dict, pruner: dict, index: int, where: str, num_layers: int) -> Setting:
-    """The configured fields with the point's own (those of the schema) on top, validated; a pruner that
-    removes nothing on this LLM becomes pruner none."""
-    from aim.merging import MERGERS
-    from aim.pruning import PRUNERS
-
-    out = []
-    for group, base, registry in (("merger", merger, MERGERS), ("pruner", pruner, PRUNERS)):
-        fields = {**base, **{k: v for k, v in point[group].items() if k in base}}
-        schema = registry.config_schema(base["name"])
-        try:
-            if schema is not None:
-                schema(**fields)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{where}: points[{index}].{group}.{exc}") from None
-        out.append(fields)
-    return Setting.of(out[0], pruning_or_none(out[1], num_layers))
-
-
-# --- choosing ----------------------------------------------------------------------------------------
-@dataclass
-class Choice:
-    setting: Setting
-    cost: Cost
-    chosen_by: str  # "tradeoff <file>" or "policy"
-    recorded: dict | None = None  # the trade-off point's measurements
-    note: str | None = None
-    within_budget: bool = True
-
-
-def choose(limit: Limit, model: CostModel, merger: dict, pruner: dict, tradeoff: Tradeoff | None = None,
-           objective: str | None = None, strict: bool = True) -> Choice:
-    """The setting for this budget (module docstring). `strict`: a budget nothing meets raises ConfigError;
-    else the cheapest setting, with `within_budget` False."""
-    note = None
-    if tradeoff is not None:
-        objective = objective or tradeoff.data.get("objective") or "accuracy"
-        where = f"budget.tradeoff: {tradeoff.path}"
-        ranked = []
-        for i, point in enumerate(tradeoff.points):
-            if (point["merger"]["name"], point["pruner"]["name"]) != (merger["name"], pruner["name"]):
-                continue
-            value = point.get(objective)
-            if value is None or (isinstance(value, float) and math.isnan(value)):
-                continue
-            setting = _point_setting(point, merger, pruner, i, where, model.num_layers)
-            if prunes_before(setting.pruner, model.num_layers, model.first_prunable):
-                continue
-            cost = model.cost(setting)
-            if limit.fits(cost, model):
-                ranked.append((-value, cost.tflops, i, setting, cost, point))
-        if ranked:
-            *_, setting, cost, point = min(ranked, key=lambda t: t[:3])
-            recorded = {k: point.get(k) for k in ("tflops", "accuracy", "agreement", "kl", "num_samples", "pareto")}
-            recorded.update(objective=objective, num_frames=tradeoff.data.get("num_frames"))
-            return Choice(setting, cost, f"tradeoff {tradeoff.path}", recorded)
-        note = (f"tradeoff {tradeoff.path} has no {objective}-scored point of merger {merger['name']} + pruner "
-                f"{pruner['name']} within the budget; chose by policy")
-    for setting in policy_order(merger, pruner, model.num_layers, model.first_prunable):
-        cost = model.cost(setting)
-        if limit.fits(cost, model):
-            return Choice(setting, cost, POLICY, note=note)
-    grid = candidates(merger, pruner, model.num_layers, model.first_prunable)
-    amounts = model.amounts(grid, limit)
-    fitting = [i for i, a in enumerate(amounts) if a <= limit.value * (1 + REL_TOL)]
-    if fitting:
-        setting = grid[max(fitting, key=lambda i: (amounts[i], -i))]
-        cost = model.cost(setting)
-        extra = "no setting of the policy order fits; the costliest fitting setting of the grid"
-        return Choice(setting, cost, POLICY, note=f"{note}; {extra}" if note else extra)
-    setting = grid[min(range(len(grid)), key=amounts.__getitem__)]
-    cost = model.cost(setting)
-    if strict:
-        raise ConfigError(
-            f"budget.{limit.unit}: no setting of merger {merger['name']} + pruner {pruner['name']} meets "
-            f"{limit.describe(limit.value)} ({model.groups} x {model.per_group} visual tokens, {model.text_tokens} "
-            f"text tokens); the smallest achievable is {limit.describe(limit.amount(cost, model))} "
-            f"({cost.tflops:.4g} TFLOPs, {cost.prefill_ms:.4g} ms on {model.layers.hw.name}) with {setting.label()}")
-    return Choice(setting, cost, POLICY, note="nothing fits: the cheapest setting", within_budget=False)
 
 
 # --- applying it to a run config ------------------------------------------------------------------------
@@ -544,8 +212,8 @@ class BudgetPlan:
             "num_samples": len(chosen),
             "within_budget": sum(bool(r["within_budget"]) for r in chosen),
             "max_tflops": max((r["tflops"] for r in chosen), default=None),
-            "settings": {label: sum(1 for r in chosen if _label(r["setting"]) == label)
-                         for label in dict.fromkeys(_label(r["setting"]) for r in chosen)},
+            "settings": {label: sum(1 for r in chosen if knobs_label(r["setting"]) == label)
+                         for label in dict.fromkeys(knobs_label(r["setting"]) for r in chosen)},
         } if chosen else None
         return {
             "asked": {self.limit.unit: self.limit.value},
@@ -600,14 +268,9 @@ def apply_budget(cfg, valid, frames: int | None = None, text_tokens: int | None 
     return plan
 
 
-def _label(knobs: dict) -> str:
-    return ", ".join(" ".join([f"{g} {v['name']}"] + [f"{k}={x}" for k, x in v.items() if k != "name"])
-                     for g, v in knobs.items())
-
-
 def print_choice(record: dict, file=None) -> None:
     asked = ", ".join(f"{k}={v:g}" for k, v in record["asked"].items())
-    label = _label(record["setting"])
+    label = knobs_label(record["setting"])
     print(f"budget {asked}: {label} ({record['chosen_by']}): {record['tflops']:.4g} TFLOPs "
           f"({record['fraction']:.1%} of {record['tflops_full']:.4g}), {record['prefill_ms']:.4g} ms on "
           f"{record['hardware']}, {record['frames']} frames, {record['text_tokens']} text tokens"
