@@ -206,8 +206,9 @@ def test_a_plugin_pruner_that_declares_its_budget_knobs_is_tuned_by_budget_mode(
 def test_a_pruner_without_budget_knobs_is_refused_by_name_with_what_to_declare(installed):
     with pytest.raises(ConfigError, match=r"pruner.name: budget mode does not know the knobs of pruner 'plainhalve' "
                        r"\(its class declares no budget_knobs and budget_candidates\(fields, num_layers\)\); it knows: "
-                       r"aim, dart, fastv, holitom, none, pdrop, random, vtw"):
+                       r"aim, .*fastv") as refused:
         halve_plan("plainhalve", "", installed, "budget.fraction=0.8")
+    assert "dycoke" not in str(refused.value)  # it lists the pruners that declare knobs, not every registered one
 
 
 PYPROJECT = """

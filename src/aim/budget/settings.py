@@ -49,7 +49,7 @@ def pruner_knobs(pruner: dict) -> tuple[str, ...]:
     return tuple(budgeted_pruner(pruner["name"]).budget_knobs)
 
 
-# --- one setting ---------------------------------------------------------------------------------
+# --- one setting -------------------------------------------------------------------------------------
 def _frozen(d: dict) -> tuple:
     return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in d.items()))
 
@@ -158,7 +158,7 @@ def candidates(merger: dict, pruner: dict, num_layers: int, first: int = 1) -> l
     return _settings(merger, pruner, [(r, p) for r in ratios for p in grid], num_layers, first)
 
 
-# --- recorded trade-offs (read by aim.tradeoff.load_tradeoff) -----------------------------------------
+# --- a recorded trade-off's point as a setting (the points: aim.tradeoff.load_tradeoff) ----------------
 def point_setting(point: dict, merger: dict, pruner: dict, index: int, where: str, num_layers: int) -> Setting:
     """The configured fields with the point's own (those of the schema) on top, validated; a pruner that
     removes nothing on this LLM becomes pruner none."""
@@ -179,5 +179,6 @@ def point_setting(point: dict, merger: dict, pruner: dict, index: int, where: st
 
 
 def knobs_label(knobs: dict) -> str:
+    """`Setting.knobs()` as one line: "merger aim ratio=0.25, pruner aim l1=14 l2=22"."""
     return ", ".join(" ".join([f"{g} {v['name']}"] + [f"{k}={x}" for k, x in v.items() if k != "name"])
                      for g, v in knobs.items())
