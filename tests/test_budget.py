@@ -11,9 +11,10 @@ import time
 import pytest
 from hydra import compose, initialize_config_dir
 
-from aim.budget import BudgetPlan, Limit, SampleBudget, Setting, apply_budget, candidates, policy_order, window
+from aim.budget import BudgetPlan, Limit, SampleBudget, Setting, apply_budget, candidates, policy_order
 from aim.config import ConfigError, validate
 from aim.paths import CONF_DIR
+from aim.pruning import budget_window as window
 from aim.tradeoff import find_tradeoff, load_tradeoff
 
 OV7B = ["model=llava_onevision_7b", "dataset.num_frames=32", "merger=aim", "pruner=aim"]

@@ -29,3 +29,25 @@ def test_paper_llava_onevision_7b_prefill_tflops(visual, retention, paper_tflops
 
 def test_token_counts_follow_the_retention_schedule_and_keep_all_text():
     assert tokens_per_layer(1568, 100, aim_schedule(28, 14, 22))[12:23] == [1668, 1668, 1472, 1276, 1080, 884, 688, 492, 296, 100, 100]
+
+
+def test_one_prefill_cost_totals_a_prefill_for_aim_flops_and_for_budget_grids():
+    """PrefillCost is the one place a prefill is totalled: per operator (`estimate`, what aim.flops reports, the
+    paper's 14.76 TFLOPs setting), memoized per layer (`total`, budget mode's settings) and over many settings at
+    once (`totals`, budget mode's grid); the three add the same operators and agree to float rounding."""
+    import numpy as np
+
+    from aim.efficiency.cost import PrefillCost
+    from aim.efficiency.roofline import hardware_profile
+
+    cost = PrefillCost(QWEN2_7B, hardware_profile("a100_40gb"), fused_attention=False)
+    reduced = tokens_per_layer(32 * 49, 100, aim_schedule(28, 14, 22))
+    full = [32 * 196 + 100] * 28
+    est = cost.estimate(reduced)
+    tflops, ms, tflops_analytic = cost.total(reduced)
+    assert round(est.tflops, 2) == 14.76 and round(cost.estimate(full).tflops, 2) == 99.63
+    assert (tflops, ms) == pytest.approx((est.tflops, est.prefill_ms), rel=1e-12)
+    assert tflops_analytic * 1e12 == llm_prefill_flops(QWEN2_7B, reduced)  # the matmuls alone, runs' tflops_analytic
+    many_tflops, many_ms = cost.totals(np.array([reduced, full]))
+    assert many_tflops.tolist() == pytest.approx([tflops, cost.total(full)[0]], rel=1e-12)
+    assert many_ms.tolist() == pytest.approx([ms, cost.estimate(full).prefill_ms], rel=1e-12)

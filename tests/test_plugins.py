@@ -16,6 +16,7 @@ import aim.plugins
 from aim.config import ConfigError, validate
 from aim.merging import MERGERS
 from aim.paths import CONF_DIR
+from aim.pruning import PRUNERS
 
 # a merger keeping every `stride`-th token of each frame, with its config schema
 MERGER_SOURCE = """
@@ -71,6 +72,7 @@ def installed(tmp_path, monkeypatch):
     monkeypatch.setattr(aim.plugins, "_loaded", False)
     monkeypatch.setattr(aim.plugins, "_failure", None)
     monkeypatch.setattr(MERGERS, "_entries", dict(MERGERS._entries))
+    monkeypatch.setattr(PRUNERS, "_entries", dict(PRUNERS._entries))
     packages = []
 
     def install(dist: str, package: str, module_source: str, conf: dict[str, str] | None = None) -> None:
@@ -132,6 +134,81 @@ def test_a_run_with_a_broken_plugin_fails_as_an_invalid_config(installed):
     with pytest.raises(ConfigError, match=r"broken-merger 0.1\) failed to load: RuntimeError: half-written plugin "
                        r"\(at .*broken_merger/plugin.py:1\)"):
         validate(compose_run())
+
+
+# a pruner keeping half of the visual tokens from layer `at` on; {declare}: what it tells budget mode, if anything
+PRUNER_SOURCE = """
+from dataclasses import dataclass
+
+import torch
+
+from aim.checks import check_range
+from aim.pruning import PRUNERS, BudgetMoves
+
+
+@dataclass
+class HalveConfig:
+    name: str = "{name}"
+    at: int = 2
+
+    def __post_init__(self):
+        check_range("at", self.at, 1)
+
+
+@PRUNERS.register("{name}", config=HalveConfig)
+class HalvePruner:
+{declare}
+    def __init__(self, name="{name}", at=2):
+        self.at = at
+
+    def retention_schedule(self, num_layers):
+        return [1.0 if i < self.at else 0.5 for i in range(num_layers)]
+
+    def importance(self, q, k, valid):
+        return torch.zeros(q.shape[0], q.shape[2], device=q.device)
+"""
+
+HALVE_KNOBS = """
+    budget_knobs = ("at",)
+
+    @classmethod
+    def budget_candidates(cls, fields, num_layers):
+        L = num_layers
+        return BudgetMoves({"at": L}, [{"at": a} for a in range(L - 1, 0, -1)], [{"at": a} for a in range(1, L + 1)])
+"""
+
+
+def halve_plan(name: str, declare: str, installed, *overrides: str):
+    from aim.budget import BudgetPlan
+
+    installed(f"{name}-pruner", f"{name}_pruner", PRUNER_SOURCE.format(name=name, declare=declare),
+              conf={f"pruner/{name}.yaml": f"name: {name}\nat: 2\n"})
+    return BudgetPlan(validate(compose_run("merger=none", f"pruner={name}", "budget.tradeoff=policy", *overrides)),
+                      text_tokens=100)
+
+
+def test_a_plugin_pruner_that_declares_its_budget_knobs_is_tuned_by_budget_mode(installed):
+    """Budget mode reads a pruner's knobs and candidates from its registered class, so a plugin's own pruner is
+    tuned without editing aim: the policy walks its declared path (the pruning layer moving earlier) to the
+    first setting that fits."""
+    from aim.budget import policy_order
+
+    plan = halve_plan("halve", HALVE_KNOBS, installed, "budget.fraction=0.8")
+    model = plan.model(plan.frames, 100)
+    order = policy_order(plan.merger, plan.pruner, model.num_layers)
+    assert [s.knobs()["pruner"] for s in order] == [{"name": "none"}] + [{"name": "halve", "at": a} for a in (3, 2, 1)]
+    chosen = plan.choice.setting
+    assert chosen.knobs()["pruner"]["name"] == "halve"
+    assert plan.record()["fraction"] <= 0.8
+    assert model.cost(order[order.index(chosen) - 1]).tflops > 0.8 * model.full.tflops  # the step before does not fit
+
+
+def test_a_pruner_without_budget_knobs_is_refused_by_name_with_what_to_declare(installed):
+    with pytest.raises(ConfigError, match=r"pruner.name: budget mode does not know the knobs of pruner 'plainhalve' "
+                       r"\(its class declares no budget_knobs and budget_candidates\(fields, num_layers\)\); it knows: "
+                       r"aim, .*fastv") as refused:
+        halve_plan("plainhalve", "", installed, "budget.fraction=0.8")
+    assert "dycoke" not in str(refused.value)  # it lists the pruners that declare knobs, not every registered one
 
 
 PYPROJECT = """

@@ -1,7 +1,8 @@
 """The analytic cost of a configured LLM prefill, from the model's config alone (no weights, no data): the
 visual tokens per frame after the merger (`kept_per_frame`), the tokens each decoder layer sees under the
-pruner's retention schedule (`tokens_per_layer`), and their roofline FLOPs and time (`flops`, the numbers
-`python -m aim.flops` prints; `LayerCosts`: one layer's, memoized, for the budget planner's grids). Used by
+pruner's retention schedule (`tokens_per_layer`), and their roofline FLOPs and time (`PrefillCost`, the one
+place that totals them: per operator for `flops`, the numbers `python -m aim.flops` prints, and memoized per
+layer for the budget planner's grids). Used by
 aim.flops (the CLI), aim.config (a pruner must prune on the model), the budget planner (aim.budget), the search
 and the analysis.
 
@@ -25,15 +26,14 @@ PUBLISHED_TFLOPS = {
 }
 
 
-def matching_text_tokens(shape, visual_tokens: int, published_tflops: float, hw, fused_attention: bool,
+def matching_text_tokens(cost: "PrefillCost", visual_tokens: int, published_tflops: float,
                          max_text: int = 8192) -> list[int]:
     """Text lengths at which the unreduced prefill (visual_tokens + text at every layer) rounds to the
     published TFLOPs figure (to its two decimals). The count grows with the text, so a bisection finds the
     first length at or above the lower rounding bound and the run of lengths that follow."""
-    from aim.efficiency.roofline import prefill_estimate
 
     def tflops(text: int) -> float:
-        return prefill_estimate(shape, [visual_tokens + text] * shape.num_layers, hw, fused_attention).tflops
+        return cost.estimate([visual_tokens + text] * cost.num_layers).tflops
 
     low, high = 0, max_text
     while low < high:
@@ -76,18 +76,17 @@ def model_configs(model_cfg):
 
 def kept_per_frame(merger_cfg, num_tokens: int, grid: tuple[int, int] | None = None) -> int:
     """Tokens per frame after the merger, from its config alone; `grid`: the frame's (rows, cols) of tokens
-    (default: a square one). PruMerge keeps an adaptive count (the IQR outliers of the tower's attention),
-    which cannot be known without running the tower."""
-    from aim.merging import kept_tokens
+    (default: a square one). A merger whose class declares `adaptive_count` (PruMerge: the IQR outliers of the
+    tower's attention) keeps a count that cannot be known without running the tower."""
+    from aim.merging import MERGERS, kept_tokens
     from aim.merging.baselines import PoolMerger, token_grid
 
     name = merger_cfg.name
     if name == "none":
         return num_tokens
-    if name == "prumerge":
-        raise ConfigError("merger.name: prumerge keeps an adaptive number of tokens per frame (attention "
-                          "outliers), unknown without running the vision tower; use merger=prumerge_plus "
-                          "(at least merger.ratio of each frame) or another merger")
+    adaptive = getattr(MERGERS.get(name), "adaptive_count", None)
+    if adaptive:
+        raise ConfigError(f"merger.name: {name} keeps an adaptive number of tokens per frame ({adaptive})")
     ratio = getattr(merger_cfg, "ratio", None)
     if ratio is None:
         raise ConfigError(f"merger.name: {name} has no ratio; aim.flops cannot count its tokens per frame")
@@ -189,15 +188,17 @@ def sample_frames(valid, adapter) -> int:
 
 
 def flops(valid) -> dict:
+    """What `python -m aim.flops` reports for a configured run: the tokens per layer (merger, pruner, model,
+    frames or image, text) and their prefill cost (`PrefillCost.estimate`), reduced and unreduced."""
     from aim.efficiency.analytic import fastv_prefill_flops, llm_prefill_flops
-    from aim.efficiency.roofline import LLMShape, hardware_profile, prefill_estimate
+    from aim.efficiency.roofline import hardware_profile
     from aim.pruning import PRUNERS
 
     f = valid.flops
     hf_config, adapter = model_configs(valid.model)
     text_config = hf_config.text_config
-    shape = LLMShape.from_text_config(text_config)
     hw = hardware_profile(f.hardware, f.peak_tflops, f.bandwidth_gbs)
+    cost = PrefillCost(text_config, hw, f.fused_attention)
     frames = sample_frames(valid, adapter)
     groups, rows, cols = adapter.feature_grid(hf_config, valid.model, frames)
     per_frame = rows * cols
@@ -213,11 +214,10 @@ def flops(valid) -> dict:
         rows, cols = image["token_grid"]
     else:  # text the adapter writes inside the video (Qwen3-VL: a timestamp and markers per temporal patch)
         text += adapter.video_text_tokens(hf_config, valid.model, groups)
-    retention = PRUNERS.build(valid.pruner.name, **asdict(valid.pruner)).retention_schedule(shape.num_layers)
+    retention = PRUNERS.build(valid.pruner.name, **asdict(valid.pruner)).retention_schedule(cost.num_layers)
     visual_per_layer, per_layer = tokens_per_layer(visual, text, retention)
-    full_per_layer = [unmerged + text] * shape.num_layers
-    est = prefill_estimate(shape, per_layer, hw, f.fused_attention)
-    full = prefill_estimate(shape, full_per_layer, hw, f.fused_attention)
+    full_per_layer = [unmerged + text] * cost.num_layers
+    est, full = cost.estimate(per_layer), cost.estimate(full_per_layer)
     published = PUBLISHED_TFLOPS.get((valid.model.pretrained, unmerged))
     return {
         "tflops": est.tflops,
@@ -236,8 +236,7 @@ def flops(valid) -> dict:
         "bandwidth_gbs": hw.bandwidth_gbs,
         "fused_attention": f.fused_attention,
         "published_tflops_full": published,  # the paper's unreduced figure for this input, if it has one
-        "published_text_tokens": (matching_text_tokens(shape, unmerged, published, hw, f.fused_attention)
-                                  if published is not None else None),
+        "published_text_tokens": (matching_text_tokens(cost, unmerged, published) if published is not None else None),
         "input": "image" if adapter.modalities[0] == "image" or image is not None else "video",
         "image": image,  # with flops.image_size: the image's token layout
         "frames": frames,
@@ -257,8 +256,16 @@ def flops(valid) -> dict:
     }
 
 
-class LayerCosts:
-    """Roofline cost of one decoder layer with n tokens, memoized by n (a grid has few distinct n)."""
+class PrefillCost:
+    """The roofline cost of one LLM's prefill on one hardware as a function of the tokens each decoder layer
+    sees: the one place that turns tokens per layer into TFLOPs and milliseconds, for aim.flops (`flops`, through
+    `estimate`) and budget mode (aim.budget.CostModel, through `layer`, `total` and `totals`). Every figure is a
+    sum of the same operators (aim.efficiency.roofline: `layer_operators` per decoder layer, `lm_head_operator`
+    once; matmul-only FLOPs: aim.efficiency.analytic.layer_flops):
+    - `estimate(per_layer)`: operator by operator, kept for the per-operator breakdown (what aim.flops prints);
+    - `total(per_layer)`: the lm_head, then each layer's cost memoized by its token count (a budget grid has
+      few distinct counts); `totals(counts)`: the same over a [settings, layers] array at once.
+    They add the same terms in another order, so they agree to float rounding (1e-12 relative, tests/test_budget)."""
 
     def __init__(self, text_config, hw, fused_attention: bool):
         from aim.efficiency.roofline import LLMShape, lm_head_operator
@@ -266,11 +273,21 @@ class LayerCosts:
         self.text_config, self.hw, self.fused = text_config, hw, fused_attention
         self.shape = LLMShape.from_text_config(text_config)
         head = lm_head_operator(self.shape)
-        self.head = (head.flops, head.seconds(hw))
+        self.head = (head.flops, head.seconds(hw))  # (FLOPs, seconds); no matmul FLOPs in the analytic count
         self._memo: dict[int, tuple[float, float, float]] = {}
 
-    def __call__(self, n: int) -> tuple[float, float, float]:
-        """(all FLOPs, seconds, matmul FLOPs) of a layer with n tokens."""
+    @property
+    def num_layers(self) -> int:
+        return self.shape.num_layers
+
+    def estimate(self, per_layer: list[int]):
+        """The roofline.PrefillEstimate of a prefill in which decoder layer i sees per_layer[i] tokens."""
+        from aim.efficiency.roofline import prefill_estimate
+
+        return prefill_estimate(self.shape, per_layer, self.hw, self.fused)
+
+    def layer(self, n: int) -> tuple[float, float, float]:
+        """(all FLOPs, seconds, matmul FLOPs) of one decoder layer with n tokens, memoized."""
         if n not in self._memo:
             from aim.efficiency.analytic import layer_flops
             from aim.efficiency.roofline import layer_operators
@@ -280,6 +297,23 @@ class LayerCosts:
             self._memo[n] = (sum(op.flops for op in ops), sum(op.seconds(self.hw) for op in ops),
                              layer_flops(n, s.hidden, s.intermediate, s.heads, s.kv_heads, s.head_dim))
         return self._memo[n]
+
+    def total(self, per_layer) -> tuple[float, float, float]:
+        """(TFLOPs, prefill ms, matmul-only TFLOPs) of a prefill whose layer i sees per_layer[i] tokens."""
+        flops, seconds, matmuls = self.head[0], self.head[1], 0.0
+        for n in per_layer:
+            f, s, m = self.layer(n)
+            flops, seconds, matmuls = flops + f, seconds + s, matmuls + m
+        return flops / 1e12, seconds * 1e3, matmuls / 1e12
+
+    def totals(self, counts):
+        """(TFLOPs, prefill ms) arrays of many prefills at once: counts[i, l] tokens at layer l of prefill i."""
+        import numpy as np
+
+        distinct, where = np.unique(counts, return_inverse=True)
+        table = np.array([self.layer(int(n)) for n in distinct])  # [distinct n, (flops, seconds, matmuls)]
+        per_layer = table[where.reshape(counts.shape)]
+        return (per_layer[..., 0].sum(1) + self.head[0]) / 1e12, (per_layer[..., 1].sum(1) + self.head[1]) * 1e3
 
 
 def image_dataset(valid) -> bool:

@@ -55,9 +55,19 @@ class PruMergeConfig:
         check_range("ratio", self.ratio, 0, 1, low_open=True)
 
 
+@MERGERS.register("prumerge", config=PruMergeConfig)
 class PruMerge:
+    """LLaVA-PruMerge (registered as prumerge) and, with `plus`, PruMerge+ (prumerge_plus, below)."""
+
+    # why prumerge's kept count cannot be known from its config: aim.flops and budget mode refuse it, saying this
+    # (read from the registered class; PruMerge+ tops each frame up to `ratio` and is counted)
+    adaptive_count = ("attention outliers, unknown without running the vision tower; use merger=prumerge_plus "
+                      "(at least merger.ratio of each frame) or another merger")
+
     def __init__(self, neighbors: int = 32, ratio: float = 0.25, plus: bool = False, name: str = "prumerge"):
         self.neighbors, self.ratio, self.plus = neighbors, ratio, plus
+        if plus:
+            self.adaptive_count = None
         # PruMerge+ spreads its extra tokens over the frame's (rows, cols) grid
         self.needs = ("metric", "attention", "grid") if plus else ("metric", "attention")
 
@@ -94,5 +104,4 @@ class PruMerge:
         return split_carry(merged, kept, dim, carry)
 
 
-MERGERS.register("prumerge", config=PruMergeConfig)(lambda **cfg: PruMerge(**cfg, plus=False))
 MERGERS.register("prumerge_plus", config=PruMergeConfig)(lambda **cfg: PruMerge(**cfg, plus=True))

@@ -9,10 +9,18 @@ nothing on a given LLM also names, in `pruning_values(num_layers) -> (field, val
 values that would prune there: a run whose pruner removes nothing fails validation (`check_removes_tokens`).
 The pruners that prune once, before one layer k to a fraction kept (FastV, DART, HoliTom, PruneVid, VTW),
 share that schedule and its checks (`PruneOnce`, `PruneOnceConfig`) and differ only in their score.
+
+Budget mode (aim.budget) tunes a pruner only through what its class declares: `budget_knobs`, the config
+fields it may set, and the classmethod `budget_candidates(fields, num_layers) -> BudgetMoves` (knob values that
+prune nothing, the policy's path from mild to strong pruning, the whole grid), `fields` being the configured
+ones (knobs it does not move keep their values). A pruner without them (DyCoke, PruneVid, a plugin's that
+declares none) is refused by budget mode with its name; a plugin pruner that declares them is tuned like AIM.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
@@ -72,6 +80,31 @@ def check_prunes_from(name: str, fields: dict, num_layers: int, first: int, why:
                       f"can prune from layer {first} on: {why}; start pruning at layer {first} or later, or use pruner=none")
 
 
+class BudgetMoves(NamedTuple):
+    """A pruner's candidate knob values for budget mode (`budget_candidates`), each a dict of its `budget_knobs`."""
+
+    no_pruning: dict  # values that remove nothing: the policy's merge-only stage (budget mode labels it pruner none)
+    path: list[dict]  # the policy's pruning path, mildest first: each step removes tokens and adds none
+    grid: list[dict]  # every value the fallback search costs when no step of the policy fits
+
+
+def budget_window(num_layers: int) -> int:
+    """The budget policy's pruning window l2 - l1 of the linear schedule: the paper's 8 of 28 layers, scaled
+    (w = ceil(2L/7); 4 layers: 2)."""
+    return max(1, math.ceil(2 * num_layers / 7))
+
+
+def window_moves(num_layers: int) -> BudgetMoves:
+    """The linear schedule's (l1, l2) candidates (AIM, random): no pruning is l1 = L (layers >= l1 are pruned;
+    there are none); the path slides a window of w = `budget_window(L)` layers earlier, l1 = L-1 ... 1, then
+    narrows it at l1 = 1 down to l2 = 2; the grid is every 1 <= l1 < l2 <= L + w."""
+    L, w = num_layers, budget_window(num_layers)
+    path = [{"l1": l1, "l2": l1 + w} for l1 in range(L - 1, 0, -1)]
+    path += [{"l1": 1, "l2": l2} for l2 in range(w, 1, -1)]
+    grid = [{"l1": L, "l2": L + 1}] + [{"l1": l1, "l2": l2} for l1 in range(1, L) for l2 in range(l1 + 1, L + w + 1)]
+    return BudgetMoves({"l1": L, "l2": L + 1}, path, grid)
+
+
 @dataclass
 class NoPruneConfig:
     name: str = "none"
@@ -80,6 +113,12 @@ class NoPruneConfig:
 @PRUNERS.register("none", config=NoPruneConfig)
 class NoPrune:
     """Every decoder layer sees every visual token."""
+
+    budget_knobs = ()
+
+    @classmethod
+    def budget_candidates(cls, fields: dict, num_layers: int) -> BudgetMoves:
+        return BudgetMoves({}, [], [{}])
 
     def __init__(self, name: str = "none"):
         self.name = name
@@ -115,7 +154,14 @@ class AimPrunerConfig:
 
 @PRUNERS.register("aim", config=AimPrunerConfig)
 class AimPruner:
-    """AIM: PageRank importance over the layer's attention, linear retention from l1 down to 0 at l2."""
+    """AIM: PageRank importance over the layer's attention, linear retention from l1 down to 0 at l2.
+    Budget mode moves l1 and l2 (`window_moves`)."""
+
+    budget_knobs = ("l1", "l2")
+
+    @classmethod
+    def budget_candidates(cls, fields: dict, num_layers: int) -> BudgetMoves:
+        return window_moves(num_layers)
 
     def __init__(self, l1=14, l2=22, tau=0.1, iters=5, block_mib=1024, backend="auto", name="aim"):
         self.l1, self.l2, self.tau, self.iters, self.block_mib = l1, l2, tau, iters, block_mib
@@ -152,6 +198,20 @@ class PruneOnce:
     so that `pruning_values` names its own fields."""
 
     layer_field, keep_field, layer_offset = "k", "keep", 0
+    # the fractions kept that budget mode tries (a subclass that declares `budget_knobs` = (layer, keep) fields)
+    budget_keeps = (1.0, 0.75, 0.5, 0.375, 0.25, 0.2, 0.15, 0.1, 0.05, 0.0)
+
+    @classmethod
+    def budget_candidates(cls, fields: dict, num_layers: int) -> BudgetMoves:
+        """The layer and the fraction kept (`layer_offset` 0: the layer field is the first pruned layer): no
+        pruning is layer L; the path moves the layer earlier at the configured keep, L-1 ... 1, then lowers keep
+        at layer 1 through `budget_keeps`; the grid is every layer 1..L with every keep (and the configured one)."""
+        L, at, kept = num_layers, cls.layer_field, cls.keep_field
+        keep = fields[kept]
+        path = [{at: k, kept: keep} for k in range(L - 1, 0, -1)]
+        path += [{at: 1, kept: x} for x in cls.budget_keeps if x < keep]
+        keeps = sorted(set(cls.budget_keeps) | {keep}, reverse=True)
+        return BudgetMoves({at: L, kept: keep}, path, [{at: k, kept: x} for k in range(1, L + 1) for x in keeps])
 
     def retention_schedule(self, num_layers):
         first = getattr(self, self.layer_field) + self.layer_offset
@@ -173,7 +233,10 @@ class FastVConfig(PruneOnceConfig):
 
 @PRUNERS.register("fastv", config=FastVConfig)
 class FastVPruner(PruneOnce):
-    """FastV: at layer k keep the visual tokens the last token attends to most."""
+    """FastV: at layer k keep the visual tokens the last token attends to most. Budget mode moves k and keep
+    (`PruneOnce.budget_candidates`)."""
+
+    budget_knobs = ("k", "keep")
 
     def __init__(self, k=2, keep=0.5, name="fastv"):
         self.k, self.keep = k, keep
@@ -199,7 +262,9 @@ class DartConfig(PruneOnceConfig):
 @PRUNERS.register("dart", config=DartConfig)
 class DartPruner(PruneOnce):
     """DART: at layer k keep the visual tokens least duplicated with a few pivot tokens (cosine similarity
-    of hidden states), no attention weights needed (aim.pruning.duplication)."""
+    of hidden states), no attention weights needed (aim.pruning.duplication). Budget mode moves k and keep."""
+
+    budget_knobs = ("k", "keep")
 
     needs = ("roles", "count", "hidden")
 
@@ -250,7 +315,22 @@ class PDropConfig:
 @PRUNERS.register("pdrop", config=PDropConfig)
 class PDropPruner:
     """PyramidDrop: stage-wise shrinking, ranked by the last instruction token's attention (the last
-    prompt token in these prompts)."""
+    prompt token in these prompts). Budget mode moves lam and the boundaries (`budget_candidates`)."""
+
+    budget_knobs = ("boundaries", "lam")
+    budget_lams = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0)  # the shrink factors budget mode tries
+    budget_stages = (2, 3, 4, 5, 6, 7, 8)  # and equal stages of the LLM, as PDrop's default 4
+
+    @classmethod
+    def budget_candidates(cls, fields: dict, num_layers: int) -> BudgetMoves:
+        """No pruning is lam 1; the path lowers lam at the configured boundaries; the grid is the configured
+        and 2..8 equal stages (distinct, non-empty) with every lam of `budget_lams`."""
+        L, b = num_layers, fields["boundaries"]
+        path = [{"boundaries": b, "lam": lam} for lam in cls.budget_lams if lam < 1.0]
+        splits = [b] + [sorted({L * s // n for s in range(1, n)} - {0}) for n in cls.budget_stages]
+        splits = [s for i, s in enumerate(splits) if s not in splits[:i] and s != []]
+        grid = [{"boundaries": s, "lam": lam} for s in splits for lam in cls.budget_lams]
+        return BudgetMoves({"boundaries": b, "lam": 1.0}, path, grid)
 
     def __init__(self, boundaries=None, lam=0.5, name="pdrop"):
         self.boundaries, self.lam = boundaries, lam
@@ -276,9 +356,16 @@ class VTWConfig:
 
 @PRUNERS.register("vtw", config=VTWConfig)
 class VTWPruner(PruneOnce):
-    """Visual Tokens Withdrawal: pruning once at layer k with nothing kept."""
+    """Visual Tokens Withdrawal: pruning once at layer k with nothing kept. Budget mode moves k: no pruning is
+    k = L, the path k = L-1 ... 1, the grid k in 1..L."""
 
     keep = 0.0  # every visual token withdrawn from layer k on
+    budget_knobs = ("k",)
+
+    @classmethod
+    def budget_candidates(cls, fields: dict, num_layers: int) -> BudgetMoves:
+        L = num_layers
+        return BudgetMoves({"k": L}, [{"k": k} for k in range(L - 1, 0, -1)], [{"k": k} for k in range(1, L + 1)])
 
     def __init__(self, k=14, name="vtw"):
         self.k = k
@@ -302,7 +389,14 @@ class RandomPrunerConfig:
 
 @PRUNERS.register("random", config=RandomPrunerConfig)
 class RandomPruner:
-    """The AIM schedule with uniformly random choices: the control for the importance score."""
+    """The AIM schedule with uniformly random choices: the control for the importance score. Budget mode
+    moves l1 and l2 as for AIM (`window_moves`)."""
+
+    budget_knobs = ("l1", "l2")
+
+    @classmethod
+    def budget_candidates(cls, fields: dict, num_layers: int) -> BudgetMoves:
+        return window_moves(num_layers)
 
     # its draws depend on how many rows and tokens a prefill holds: the evaluation loop prefills its samples
     # one at a time (eval.batch_size does not batch them), so a run's choices do not depend on batching
