@@ -8,6 +8,7 @@ its position rules, DeepStack, its processor) is checked in that model's own tes
 Each model's clip holds two merger groups: 4 frames for the Qwen models (a temporal patch is 2 frames of 7x7
 tokens), 2 for InternVL (a frame is one group of 8x8 tokens)."""
 from dataclasses import dataclass
+from typing import Callable
 
 import pytest
 import torch
@@ -40,7 +41,7 @@ class Case:
     positions_in_order: bool = False  # the kept tokens laid out in position order (InternVL's 1-D positions)
     # the mergers the evaluation-loop test runs (Qwen3-VL: those that ask for the tower's signals)
     eval_mergers: tuple = (("aim", {"ratio": 0.25}),)
-    bench_text_tokens: object = None  # () -> aim.bench's text tokens for 20 prompt tokens; None: not checked
+    bench_text_tokens: Callable[[], int] | None = None  # aim.bench's text tokens for 20 prompt tokens (None: unchecked)
 
     def groups(self, num_frames: int) -> int:
         return -(-num_frames // self.frames_per_group)
@@ -83,7 +84,7 @@ def test_kept_tokens_keep_their_own_positions_and_text_does_not_move(sdpa_adapte
     merger's order (InternVL: in position order); every other token keeps its position and role."""
     ad, case = sdpa_adapter, case_of(sdpa_adapter)
     full = ad.prepare(case.clip(), QUESTION, OPTIONS, NoMerge())
-    axes = full.position_ids.shape[0] if full.position_ids.dim() == 3 else 1
+    axes = full.position_ids.shape[0] if full.position_ids.dim() == 3 else 1  # M-RoPE [3, 1, N]; InternVL [1, N]
 
     def positions(x, visual=True):  # [axes, tokens] of the visual tokens, or of all the others
         return x.position_ids.reshape(axes, -1)[:, (x.token_roles == VISUAL) == visual]
