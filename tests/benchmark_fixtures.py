@@ -192,3 +192,32 @@ def write_all(base: Path) -> dict[str, Path]:
         folder = base / writer.__name__
         roots[name] = folder if folder.exists() else writer(folder)
     return roots
+
+
+def evaluated_once(adapter, load, tmp_path_factory, mode=lambda name: "letter", **evaluate_options):
+    """`run(name) -> (dataset, records, summary)`: the fixture of benchmark `name` as `load(name)` gives it (the
+    validated config and the dataset) evaluated by `adapter` with the config's merger and pruner, answers in
+    `mode(name)` (and `evaluate_options`), its records summarised by the dataset's metric; each benchmark is
+    run once, later calls give the first run. (The video and the image benchmarks' end-to-end tests.)"""
+    from dataclasses import asdict
+
+    from aim.eval import evaluate
+    from aim.merging import MERGERS
+    from aim.pruning import PRUNERS
+    from aim.tracking.records import SampleRecords
+    from aim.tracking.results import summarize
+
+    runs = {}
+
+    def run(name):
+        if name not in runs:
+            valid, ds = load(name)
+            merger = MERGERS.build(valid.merger.name, **asdict(valid.merger))
+            pruner = PRUNERS.build(valid.pruner.name, **asdict(valid.pruner))
+            records = SampleRecords(tmp_path_factory.mktemp(name) / "samples.jsonl")
+            evaluate(adapter, ds, merger, pruner, records, mode=mode(name), progress=False, **evaluate_options)
+            records.close()
+            runs[name] = ds, records.records, summarize(records.records, {}, {"dataset": asdict(valid.dataset)})
+        return runs[name]
+
+    return run

@@ -17,7 +17,8 @@ from aim.data.subtitles import NO_SUBTITLES, SUBTITLE_HEADER, Cue, lines_at, par
 from aim.data.video import decode_frames_with_times
 from aim.paths import CONF_DIR
 from aim.tracking.results import summarize
-from tests.benchmark_fixtures import SRT
+from tests.benchmark_fixtures import SRT, evaluated_once
+from tests.tiny_models import build
 
 BENCHMARKS = ["videomme", "videomme_w_subtitle", "mlvu_dev", "egoschema_subset", "nextqa_mc_test",
               "perceptiontest_val_mc", "mvbench"]
@@ -294,35 +295,10 @@ def test_mean_over_types_weighs_every_type_the_same():
 
 # --- end to end on the bundled model -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def toy_model():
-    from aim.models import MODELS
-
-    valid = validate(composed("model=toy_llava_ov"))
-    return MODELS.get(valid.model.name).from_config(**asdict(valid.model))
-
-
-@pytest.fixture(scope="module")
-def benchmark_run(benchmark_roots, toy_model, tmp_path_factory):
-    """name -> (dataset, records, summary) of one evaluation of that benchmark's fixture, run once."""
-    from aim.eval import evaluate
-    from aim.merging import MERGERS
-    from aim.pruning import PRUNERS
-    from aim.tracking.records import SampleRecords
-
-    runs = {}
-
-    def run(name):
-        if name not in runs:
-            valid, ds = load(name, benchmark_roots[name])  # default merger=aim (25% of each frame's tokens), pruner=aim_toy
-            merger = MERGERS.build(valid.merger.name, **asdict(valid.merger))
-            pruner = PRUNERS.build(valid.pruner.name, **asdict(valid.pruner))
-            records = SampleRecords(tmp_path_factory.mktemp(name) / "samples.jsonl")
-            evaluate(toy_model, ds, merger, pruner, records, mode="letter", progress=False)
-            records.close()
-            runs[name] = ds, records.records, summarize(records.records, {}, {"dataset": asdict(valid.dataset)})
-        return runs[name]
-
-    return run
+def benchmark_run(benchmark_roots, tmp_path_factory):
+    """name -> (dataset, records, summary) of one evaluation of that benchmark's fixture by the bundled model,
+    run once: the default merger=aim (25% of each frame's tokens) and pruner=aim_toy."""
+    return evaluated_once(build("toy_llava_ov"), lambda name: load(name, benchmark_roots[name]), tmp_path_factory)
 
 
 @pytest.mark.parametrize("name", BENCHMARKS)

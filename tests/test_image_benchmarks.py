@@ -20,6 +20,8 @@ from aim.eval import scoring
 from aim.paths import CONF_DIR
 from aim.tracking.results import summarize
 from tests import image_benchmark_fixtures as fx
+from tests.benchmark_fixtures import evaluated_once
+from tests.tiny_models import build
 
 FREE_FORM = {"vqav2", "gqa", "mme", "textvqa_val", "pope"}
 MULTIPLE_CHOICE = {"scienceqa_img", "mmbench_en_dev"}
@@ -295,35 +297,15 @@ def test_test_dev_records_without_a_score_are_answered_but_not_scored():
 # --- end to end on LLaVA-1.5 (tiny, random weights) --------------------------------------------------------
 @pytest.fixture(scope="module")
 def llava_tiny():
-    from aim.models import MODELS
-
-    valid = validate(composed("model=llava_1.5_tiny"))
-    return MODELS.get(valid.model.name).from_config(**asdict(valid.model))
+    return build("llava_1.5_tiny")
 
 
 @pytest.fixture(scope="module")
 def image_run(benchmark_roots, llava_tiny, tmp_path_factory):
     """name -> (dataset, records, summary) of one evaluation of that benchmark's fixture, run once: AIM
     merging (25% of the 576 tokens) and the 4-layer AIM pruning schedule."""
-    from aim.eval import evaluate
-    from aim.merging import MERGERS
-    from aim.pruning import PRUNERS
-    from aim.tracking.records import SampleRecords
-
-    runs = {}
-
-    def run(name):
-        if name not in runs:
-            valid, ds = load(name, benchmark_roots[name], "model=llava_1.5_tiny", "pruner=aim_toy")
-            merger = MERGERS.build(valid.merger.name, **asdict(valid.merger))
-            pruner = PRUNERS.build(valid.pruner.name, **asdict(valid.pruner))
-            records = SampleRecords(tmp_path_factory.mktemp(name) / "samples.jsonl")
-            evaluate(llava_tiny, ds, merger, pruner, records, mode=mode_of(name), max_new_tokens=4, progress=False)
-            records.close()
-            runs[name] = ds, records.records, summarize(records.records, {}, {"dataset": asdict(valid.dataset)})
-        return runs[name]
-
-    return run
+    return evaluated_once(llava_tiny, lambda name: load(name, benchmark_roots[name], "model=llava_1.5_tiny", "pruner=aim_toy"),
+                          tmp_path_factory, mode_of, max_new_tokens=4)
 
 
 @pytest.mark.parametrize("name", BENCHMARKS)

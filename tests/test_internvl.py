@@ -1,7 +1,8 @@
 """The InternVL3 adapter: unreduced, it is the Hugging Face model (same logits, the processor's own input ids
-for the same frames); merged, kept tokens keep their own positions and the text does not move; pruning,
-decoding, FLOP counting and the evaluation loop work on it. Tiny random models from the `internvl3_tiny`
-preset (112 px tiles, patch 7: 16x16 patches, pixel shuffle to 8x8 = 64 tokens per frame)."""
+for the same frames, the checkpoints' chat template, the video processor's pixels); the tower gives mergers
+its signals and grid. Tiny random models from the `internvl3_tiny` preset (112 px tiles, patch 7: 16x16
+patches, pixel shuffle to 8x8 = 64 tokens per frame). (Merging, pruning, decoding, FLOP counting, the
+evaluation loop and aim.bench on it, as on every adapter: tests/test_adapter_contract.py.)"""
 import numpy as np
 import pytest
 import torch
@@ -9,11 +10,7 @@ import torch
 from aim.merging import MERGERS, NoMerge
 from aim.models import PREFIX_TEXT, QUESTION_TEXT, VISUAL
 from aim.models.internvl import InternVLAdapter
-from aim.pruning import PRUNERS
-from aim.pruning.hooks import TokenPruner
-from tests.flops_reference import assert_fvcore_matches_analytic
-from tests.pruning_reference import masked_greedy_ids, masked_logits
-from tests.tiny_models import OPTIONS, QUESTION, KeepEven, adapter_fixtures, build, frames
+from tests.tiny_models import OPTIONS, QUESTION, adapter_fixtures, build, frames
 
 TOKENS = 64  # per frame: 112 px / 7 = 16x16 patches -> 8x8 after the pixel shuffle
 adapter, sdpa_adapter = adapter_fixtures("internvl3_tiny")
@@ -168,20 +165,6 @@ def test_the_layout_of_the_unmerged_sequence(sdpa_adapter):
     assert inputs.visual_tokens == 2 * TOKENS and set(roles[-10:]) == {QUESTION_TEXT}
 
 
-def test_kept_tokens_keep_their_own_positions_and_text_does_not_move(sdpa_adapter):
-    ad = sdpa_adapter
-    full = ad.prepare(frames(4), QUESTION, OPTIONS, NoMerge())
-    for merger in (KeepEven(), MERGERS.build("aim", ratio=0.25)):
-        merged = ad.prepare(frames(4), QUESTION, OPTIONS, merger)
-        index = merger(ad.encode_frames(ad.pixel_values(frames(4)))["features"]).token_index
-        full_visual = full.position_ids[0, full.token_roles == VISUAL].view(4, TOKENS)
-        expected = torch.stack([full_visual[f, index[f]] for f in range(4)]).flatten().sort().values
-        assert torch.equal(merged.position_ids[0, merged.token_roles == VISUAL], expected)
-        text = lambda x: x.position_ids[0, x.token_roles != VISUAL]  # noqa: E731
-        assert torch.equal(text(merged), text(full))
-    assert merged.visual_tokens == 4 * 16
-
-
 def test_tower_signals_and_grid_for_mergers_that_ask(sdpa_adapter):
     ad = sdpa_adapter
     pixels = ad.pixel_values(frames(2))
@@ -216,58 +199,17 @@ def test_the_key_metric_is_that_of_the_tower_layer_that_gives_the_features(featu
     torch.testing.assert_close(ad.encode_frames(pixels, needs=("metric",))["metric"], expected)
 
 
-def test_a_keep_all_schedule_is_bit_exact(adapter):
-    inputs = adapter.prepare(frames(2), QUESTION, OPTIONS, MERGERS.build("aim", ratio=0.5))
-    plain = adapter.prefill_logits(inputs)
-    with TokenPruner(adapter.decoder_layers, PRUNERS.build("aim", l1=4, l2=5)).attached(inputs.token_roles):
-        hooked = adapter.prefill_logits(inputs)  # l1 >= 4 layers: no layer prunes
-    assert torch.equal(hooked, plain)
-
-
-def test_pruning_equals_the_masked_reference(adapter):
-    inputs = adapter.prepare(frames(2), QUESTION, OPTIONS, MERGERS.build("aim", ratio=0.5))
-    with TokenPruner(adapter.decoder_layers, PRUNERS.build("aim", l1=2, l2=4)).attached(inputs.token_roles) as trace:
-        pruned = adapter.prefill_logits(inputs)
-    assert trace.visual_tokens_per_layer == [64, 64, 32, 0]
-    reference = masked_logits(adapter, inputs.inputs_embeds, inputs.position_ids, trace.kept_indices, len(inputs.token_roles))
-    torch.testing.assert_close(pruned, reference, atol=1e-4, rtol=1e-4)
-
-
-def test_cached_greedy_decoding_after_a_pruned_prefill_equals_recomputation(adapter):
-    ad = adapter
-    inputs = ad.prepare(frames(2), QUESTION, OPTIONS, KeepEven())  # gaps in the positions too
-    with TokenPruner(ad.decoder_layers, PRUNERS.build("aim", l1=2, l2=4)).attached(inputs.token_roles) as trace:
-        ids = ad.generate_ids(inputs, max_new_tokens=4)
-    assert ids == masked_greedy_ids(ad, inputs, trace.kept_indices, len(ids))
-
-
-def test_fvcore_counts_agree_with_the_analytic_model(sdpa_adapter):
+def test_fvcore_counts_the_internvl_tower_and_projector(sdpa_adapter):
+    """(The LLM's counts against the analytic model: tests/test_adapter_contract.py.)"""
     from aim.efficiency.fvcore_count import count_visual
 
     ad = sdpa_adapter
-    assert_fvcore_matches_analytic(ad, ad.prepare(frames(2), QUESTION, OPTIONS, MERGERS.build("aim", ratio=0.5)))
     visual = count_visual(ad, frames(2), MERGERS.build("aim", ratio=0.5))
     # 2 frames x 257 tokens ([CLS] + 256 patches), width 32, 2 layers: q, k, v, projection and MLP (64) at least
     assert visual["vision_tower_flops"] >= 2 * 514 * 2 * (4 * 32**2 + 2 * 32 * 64)
     # the projector: LayerNorm over 128 (fvcore: 5 per element), Linear(128, 64), Linear(64, 64) per token
     assert visual["projector_flops"] == 2 * 128 * (128 * 5 + 128 * 64 + 64 * 64)
     assert visual["merge_flops"] > 0
-
-
-def test_merging_and_pruning_end_to_end_through_the_evaluation_loop(sdpa_adapter, small_benchmark, tmp_path):
-    from aim.data import VideoMCQDataset
-    from aim.eval import evaluate
-    from aim.tracking.records import SampleRecords
-
-    records = SampleRecords(tmp_path / "samples.jsonl")
-    evaluate(sdpa_adapter, VideoMCQDataset(small_benchmark, num_frames=4, limit=2), MERGERS.build("aim", ratio=0.25),
-             PRUNERS.build("aim", l1=2, l2=4), records, mode="letter", progress=False)
-    records.close()
-    assert len(records.records) == 2
-    for r in records.records:
-        assert r["prediction"] in "ABCD"
-        assert r["visual_tokens"] == 4 * 16 and r["visual_tokens_per_layer"] == [64, 64, 32, 0]
-        assert r["tflops"] == pytest.approx(r["tflops_analytic"], rel=0.01)
 
 
 def test_flops_of_the_tiny_preset_count_its_token_grid():
@@ -283,22 +225,6 @@ def test_flops_of_the_tiny_preset_count_its_token_grid():
     result = flops(valid)
     assert (result["frames"], result["tokens_per_frame"], result["kept_per_frame"]) == (4, 64, 16)
     assert result["token_grid"] == [8, 8] and result["visual_tokens_per_layer"] == [64, 64, 32, 0]
-
-
-def test_bench_times_internvl_on_its_token_grid():
-    from hydra import compose, initialize_config_dir
-
-    from aim.bench import bench
-    from aim.config import validate
-    from aim.paths import CONF_DIR
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        valid = validate(compose("config", overrides=["model=internvl3_tiny", "merger=aim", "merger.ratio=0.25",
-                                                      "pruner=aim", "pruner.l1=2", "pruner.l2=4", "bench.frames=4",
-                                                      "bench.repeats=1", "bench.warmup=0", "bench.text_tokens=20"]))
-    result = bench(valid)
-    assert (result["visual_tokens"], result["visual_tokens_merged"]) == (256, 64)
-    assert result["visual_tokens_per_layer"] == [64, 64, 32, 0]
 
 
 def test_without_a_tokenizer_the_frames_labels_are_stand_ins_as_many_as_aim_flops_counts(sdpa_adapter):

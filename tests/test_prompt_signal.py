@@ -24,32 +24,15 @@ class RecordText:
         return Merged(features, torch.arange(t).expand(f, t), carry)
 
 
-# each tiny model built once for this module: the tests only read them (prepare)
-@functools.cache
-def onevision():
-    return build("llava_onevision_tiny")
+tiny = functools.cache(build)  # each preset's tiny model built once for this module: the tests only read them
 
 
-@functools.cache
-def qwen2_vl():
-    return build("qwen2_vl_tiny")
-
-
-@functools.cache
-def qwen3_vl():
-    return build("qwen3_vl_tiny")
-
-
-@functools.cache
-def internvl():
-    return build("internvl3_tiny")
-
-
-@pytest.mark.parametrize("make,modality", [(onevision, "video"), (onevision, "image"), (qwen2_vl, "video"),
-                                           (qwen2_vl, "image"), (qwen3_vl, "video"), (internvl, "video"),
-                                           (internvl, "image")])
-def test_a_merger_that_needs_text_gets_the_prompt_after_the_visual_tokens(make, modality):
-    ad = make()
+@pytest.mark.parametrize("preset,modality", [("llava_onevision_tiny", "video"), ("llava_onevision_tiny", "image"),
+                                             ("qwen2_vl_tiny", "video"), ("qwen2_vl_tiny", "image"),
+                                             ("qwen3_vl_tiny", "video"), ("internvl3_tiny", "video"),
+                                             ("internvl3_tiny", "image")])
+def test_a_merger_that_needs_text_gets_the_prompt_after_the_visual_tokens(preset, modality):
+    ad = tiny(preset)
     visual = frames(2) if modality == "video" else np.random.default_rng(0).integers(0, 255, (1, 300, 400, 3), dtype=np.uint8)
     merger = RecordText()
     ad.prepare(visual, QUESTION, OPTIONS, merger, modality=modality)
@@ -60,18 +43,17 @@ def test_a_merger_that_needs_text_gets_the_prompt_after_the_visual_tokens(make, 
 def test_cdpruner_runs_through_an_adapter_and_keeps_its_count():
     from aim.merging import NoMerge, kept_tokens
 
-    ad = onevision()
+    ad = tiny("llava_onevision_tiny")
     per_frame = ad.prepare(frames(2), QUESTION, OPTIONS, NoMerge()).visual_tokens // 2
     inputs = ad.prepare(frames(2), QUESTION, OPTIONS, MERGERS.build("cdpruner", ratio=0.25))
     assert inputs.visual_tokens == 2 * kept_tokens(per_frame, 0.25)
 
 
-@pytest.mark.parametrize("make", [qwen2_vl, qwen3_vl, internvl])
-def test_cdpruner_runs_through_every_video_adapter_and_keeps_a_quarter_of_each_group(make):
+@pytest.mark.parametrize("preset,groups", [("qwen2_vl_tiny", 2), ("qwen3_vl_tiny", 2), ("internvl3_tiny", 4)])
+def test_cdpruner_runs_through_every_video_adapter_and_keeps_a_quarter_of_each_group(preset, groups):
     from aim.merging import NoMerge, kept_tokens
 
-    ad = make()
+    ad = tiny(preset)
     full = ad.prepare(frames(4), QUESTION, OPTIONS, NoMerge())
-    groups = {"qwen2_vl": 2, "qwen3_vl": 2, "internvl": 4}[make.__name__]
     inputs = ad.prepare(frames(4), QUESTION, OPTIONS, MERGERS.build("cdpruner", ratio=0.25))
     assert inputs.visual_tokens == groups * kept_tokens(full.visual_tokens // groups, 0.25)

@@ -1,7 +1,8 @@
 """The Qwen2.5-VL adapter: unreduced, it is the Hugging Face model (same logits, same absolute-time M-RoPE
-positions as the processor's `second_per_grid_ts` gives); merged, kept tokens keep their own (t, h, w)
-positions; pruning, decoding, FLOP counting and the evaluation loop work on it. Tiny random models from
-the `qwen2_5_vl_tiny` preset (window attention in the tower's first block, full attention in its last)."""
+positions as the processor's `second_per_grid_ts` gives, from the decoded video's own frame rate); the tower's
+features and signals are in merger-window order. Tiny random models from the `qwen2_5_vl_tiny` preset (window
+attention in the tower's first block, full attention in its last). (Merging, pruning, decoding, FLOP counting,
+the evaluation loop and aim.bench on it, as on every adapter: tests/test_adapter_contract.py.)"""
 from dataclasses import replace
 
 import pytest
@@ -11,10 +12,8 @@ from aim.merging import MERGERS, NoMerge
 from aim.models import QUESTION_TEXT, VISUAL
 from aim.models.qwen2_5_vl import Qwen2_5VLAdapter
 from aim.pruning import PRUNERS
-from aim.pruning.hooks import TokenPruner
-from tests.flops_reference import assert_fvcore_matches_analytic
-from tests.pruning_reference import masked_greedy_ids, masked_logits
-from tests.tiny_models import OPTIONS, QUESTION, KeepEven, adapter_fixtures, frames, preset
+from tests.hf_reference import qwen_hf_forward
+from tests.tiny_models import OPTIONS, QUESTION, adapter_fixtures, frames, preset
 
 adapter, sdpa_adapter = adapter_fixtures("qwen2_5_vl_tiny")
 
@@ -25,17 +24,9 @@ def hf_reference(ad, video, frame_times=None, seconds=None):
     default the adapter's own for `frame_times`)."""
     inputs = ad.prepare(video, QUESTION, OPTIONS, NoMerge(), frame_times=frame_times)
     before, after = ad.prompt_text(QUESTION, OPTIONS)
-    vid = ad.model.config.video_token_id
-    ids = ad.token_ids(before) + [vid] * inputs.visual_tokens + ad.token_ids(after)
-    types = torch.tensor([[2 if i == vid else 0 for i in ids]])
-    flat, grid = ad.hf_video_inputs(ad.pixel_values(video))
+    ids = ad.token_ids(before) + [ad.model.config.video_token_id] * inputs.visual_tokens + ad.token_ids(after)
     seconds = torch.tensor([ad.seconds_per_group(frame_times) if seconds is None else seconds])
-    with torch.no_grad():
-        logits = ad.model(input_ids=torch.tensor([ids]), pixel_values_videos=flat, video_grid_thw=grid,
-                          second_per_grid_ts=seconds, mm_token_type_ids=types).logits[0, -1]
-    positions, _ = ad.model.model.get_rope_index(torch.tensor([ids]), types, video_grid_thw=grid,
-                                                 second_per_grid_ts=seconds)
-    return inputs, logits, positions
+    return (inputs, *qwen_hf_forward(ad, ids, video, second_per_grid_ts=seconds))
 
 
 @pytest.mark.parametrize("num_frames", [2, 4, 5])
@@ -144,19 +135,6 @@ def test_the_evaluation_loop_gives_prepare_each_sample_s_frame_times(sdpa_adapte
     assert [t.sampled_fps for t in given] == [s.frame_times.sampled_fps for s in dataset]
 
 
-def test_kept_tokens_keep_their_own_3d_positions_and_text_does_not_move(sdpa_adapter):
-    ad = sdpa_adapter
-    full = ad.prepare(frames(4), QUESTION, OPTIONS, NoMerge())
-    for merger in (KeepEven(), MERGERS.build("aim", ratio=0.25)):
-        merged = ad.prepare(frames(4), QUESTION, OPTIONS, merger)
-        index = merger(ad.encode_frames(ad.pixel_values(frames(4)))["features"]).token_index
-        full_visual = full.position_ids[:, 0, full.token_roles == VISUAL].view(3, 2, 49)
-        expected = torch.stack([full_visual[:, g, index[g]] for g in range(2)], 1).reshape(3, -1)
-        assert torch.equal(merged.position_ids[:, 0, merged.token_roles == VISUAL], expected)
-        after = lambda x: x.position_ids[:, 0, x.token_roles == QUESTION_TEXT]  # noqa: E731
-        assert torch.equal(after(merged), after(full))
-
-
 def test_tower_features_are_in_merger_window_order_despite_window_attention(sdpa_adapter):
     """The projected tower features are the Hugging Face tower's own merged output (which undoes its
     window order), and the tower signals are in the same order: a token's key metric is the mean over its
@@ -181,36 +159,6 @@ def test_tower_features_are_in_merger_window_order_despite_window_attention(sdpa
     keys = attn.qkv(captured["h"])[:, 32:64].view(-1, 4, 32)[torch.argsort(order)].mean(1)
     torch.testing.assert_close(enc["metric"].reshape(-1, 32), keys)
     torch.testing.assert_close(enc["attention"].mean(1), torch.full((2,), 1 / 196), atol=1e-6, rtol=0)
-
-
-def test_a_keep_all_schedule_is_bit_exact(adapter):
-    inputs = adapter.prepare(frames(4), QUESTION, OPTIONS, MERGERS.build("aim", ratio=0.5))
-    plain = adapter.prefill_logits(inputs)
-    with TokenPruner(adapter.decoder_layers, PRUNERS.build("aim", l1=4, l2=5)).attached(inputs.token_roles):
-        hooked = adapter.prefill_logits(inputs)  # l1 >= 4 layers: no layer prunes
-    assert torch.equal(hooked, plain)
-
-
-def test_pruning_equals_the_masked_reference(adapter):
-    inputs = adapter.prepare(frames(4), QUESTION, OPTIONS, MERGERS.build("aim", ratio=0.5))
-    with TokenPruner(adapter.decoder_layers, PRUNERS.build("aim", l1=2, l2=4)).attached(inputs.token_roles) as trace:
-        pruned = adapter.prefill_logits(inputs)
-    assert trace.visual_tokens_per_layer == [48, 48, 24, 0]
-    reference = masked_logits(adapter, inputs.inputs_embeds, inputs.position_ids, trace.kept_indices, len(inputs.token_roles))
-    torch.testing.assert_close(pruned, reference, atol=1e-4, rtol=1e-4)
-
-
-def test_cached_greedy_decoding_after_a_pruned_prefill_equals_recomputation(adapter):
-    ad = adapter
-    inputs = ad.prepare(frames(4), QUESTION, OPTIONS, KeepEven())
-    with TokenPruner(ad.decoder_layers, PRUNERS.build("aim", l1=2, l2=4)).attached(inputs.token_roles) as trace:
-        ids = ad.generate_ids(inputs, max_new_tokens=4)
-    assert ids == masked_greedy_ids(ad, inputs, trace.kept_indices, len(ids))
-
-
-def test_fvcore_counts_agree_with_the_analytic_model(sdpa_adapter):
-    inputs = sdpa_adapter.prepare(frames(4), QUESTION, OPTIONS, MERGERS.build("aim", ratio=0.5))
-    assert_fvcore_matches_analytic(sdpa_adapter, inputs)
 
 
 def test_fps_must_be_positive():

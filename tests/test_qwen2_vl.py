@@ -1,6 +1,8 @@
-"""The Qwen2-VL adapter: unreduced, it is the Hugging Face model (same logits, same M-RoPE positions); merged,
-kept tokens keep their own (t, h, w) positions and the text does not move; pruning, decoding, FLOP counting
-and the evaluation loop work on it. Tiny random models from the `qwen2_vl_tiny` preset."""
+"""The Qwen2-VL adapter: unreduced, it is the Hugging Face model (same logits, same M-RoPE positions); its
+resize rule, patch layout and frame options are the processor's; merged, kept tokens keep their own (t, h, w)
+positions, on non-square frames too; the tower gives mergers its signals. Tiny random models from the
+`qwen2_vl_tiny` preset. (Merging, pruning, decoding, FLOP counting, the evaluation loop and aim.bench on it,
+as on every adapter: tests/test_adapter_contract.py.)"""
 from dataclasses import replace
 
 import numpy as np
@@ -12,12 +14,9 @@ from aim.config import validate
 from aim.merging import MERGERS, NoMerge
 from aim.models import PREFIX_TEXT, QUESTION_TEXT, VISUAL
 from aim.models.qwen2_vl import Qwen2VLAdapter, mrope_positions, smart_resize
-from aim.pruning import PRUNERS
-from aim.pruning.hooks import TokenPruner
 from aim.paths import CONF_DIR
-from tests.flops_reference import assert_fvcore_matches_analytic
-from tests.pruning_reference import masked_greedy_ids, masked_logits
-from tests.tiny_models import OPTIONS, QUESTION, KeepEven, adapter_fixtures, frames
+from tests.hf_reference import qwen_hf_forward
+from tests.tiny_models import OPTIONS, QUESTION, adapter_fixtures, frames
 
 adapter, sdpa_adapter = adapter_fixtures("qwen2_vl_tiny")
 
@@ -27,15 +26,8 @@ def hf_reference(ad, video, question=QUESTION, options=OPTIONS):
     with video placeholders and the processor-layout pixels."""
     inputs = ad.prepare(video, question, options, NoMerge())
     before, after = ad.prompt_text(question, options)
-    vid = ad.model.config.video_token_id
-    ids = ad.token_ids(before) + [vid] * inputs.visual_tokens + ad.token_ids(after)
-    types = torch.tensor([[2 if i == vid else 0 for i in ids]])  # 2 = video, as the processor marks it
-    flat, grid = ad.hf_video_inputs(ad.pixel_values(video))
-    with torch.no_grad():
-        logits = ad.model(input_ids=torch.tensor([ids]), pixel_values_videos=flat, video_grid_thw=grid,
-                          mm_token_type_ids=types).logits[0, -1]
-    positions, _ = ad.model.model.get_rope_index(torch.tensor([ids]), types, video_grid_thw=grid)
-    return inputs, logits, positions
+    ids = ad.token_ids(before) + [ad.model.config.video_token_id] * inputs.visual_tokens + ad.token_ids(after)
+    return (inputs, *qwen_hf_forward(ad, ids, video))
 
 
 @pytest.mark.parametrize("num_frames", [2, 4, 5])  # 5: an odd count repeats the last frame
@@ -57,20 +49,6 @@ def test_the_layout_of_the_unmerged_sequence(sdpa_adapter):
     assert pos[:, 2 + 49 + 3 * 7 + 5].tolist() == [3, 5, 7]
     # text after the video: one past the largest video position (2 + 6), on all three axes
     assert torch.equal(pos[:, 100], torch.tensor([9, 9, 9]))
-
-
-def test_kept_tokens_keep_their_own_3d_positions_and_text_does_not_move(sdpa_adapter):
-    full = sdpa_adapter.prepare(frames(4), QUESTION, OPTIONS, NoMerge())
-    for merger in (KeepEven(), MERGERS.build("aim", ratio=0.25)):
-        merged = sdpa_adapter.prepare(frames(4), QUESTION, OPTIONS, merger)
-        enc = sdpa_adapter.encode_frames(sdpa_adapter.pixel_values(frames(4)))
-        index = merger(enc["features"]).token_index  # [groups, kept]: the representative of each kept token
-        full_visual = full.position_ids[:, 0, full.token_roles == VISUAL].view(3, 2, 49)
-        expected = torch.stack([full_visual[:, g, index[g]] for g in range(2)], 1).reshape(3, -1)
-        assert torch.equal(merged.position_ids[:, 0, merged.token_roles == VISUAL], expected)
-        after = lambda x: x.position_ids[:, 0, x.token_roles == QUESTION_TEXT]  # noqa: E731
-        assert torch.equal(after(merged), after(full))
-    assert merged.visual_tokens == 2 * 12
 
 
 def test_text_after_a_long_video_starts_past_its_largest_temporal_position(sdpa_adapter):
@@ -141,25 +119,6 @@ def test_frame_count_options(sdpa_adapter):
     assert budget.grid(4) == (2, 4, 4) and budget.grid(8) == (4, 2, 2)  # twice the frames, a quarter the area
 
 
-def test_pruning_removes_tokens_under_mrope_and_equals_the_masked_reference(adapter):
-    inputs = adapter.prepare(frames(4), QUESTION, OPTIONS, MERGERS.build("aim", ratio=0.5))
-    with TokenPruner(adapter.decoder_layers, PRUNERS.build("aim", l1=2, l2=4)).attached(inputs.token_roles) as trace:
-        pruned = adapter.prefill_logits(inputs)
-    assert trace.visual_tokens_per_layer == [48, 48, 24, 0]
-    reference = masked_logits(adapter, inputs.inputs_embeds, inputs.position_ids, trace.kept_indices, len(inputs.token_roles))
-    torch.testing.assert_close(pruned, reference, atol=1e-4, rtol=1e-4)
-
-
-def test_cached_greedy_decoding_after_a_pruned_prefill_equals_recomputation(adapter):
-    """Decoding continues the M-RoPE positions on all three axes; each cached step gives the token that
-    recomputing the whole sequence (pruned tokens masked from their layer on) gives."""
-    ad = adapter
-    inputs = ad.prepare(frames(2), QUESTION, OPTIONS, KeepEven())  # gaps in the positions too
-    with TokenPruner(ad.decoder_layers, PRUNERS.build("aim", l1=2, l2=4)).attached(inputs.token_roles) as trace:
-        ids = ad.generate_ids(inputs, max_new_tokens=4)
-    assert ids == masked_greedy_ids(ad, inputs, trace.kept_indices, len(ids))
-
-
 def test_tower_signals_for_mergers_that_ask(sdpa_adapter):
     ad = sdpa_adapter
     pixels = ad.pixel_values(frames(4))
@@ -175,11 +134,11 @@ def test_tower_signals_for_mergers_that_ask(sdpa_adapter):
     assert plus.visual_tokens % 2 == 0 and 2 <= plus.visual_tokens <= 2 * 49  # the same count per group
 
 
-def test_fvcore_counts_of_the_qwen2_vl_adapter(sdpa_adapter):
+def test_fvcore_counts_the_qwen2_vl_tower_and_patch_merger(sdpa_adapter):
+    """(The LLM's counts against the analytic model: tests/test_adapter_contract.py.)"""
     from aim.efficiency.fvcore_count import count_visual
 
     ad = sdpa_adapter
-    assert_fvcore_matches_analytic(ad, ad.prepare(frames(4), QUESTION, OPTIONS, MERGERS.build("aim", ratio=0.5)))
     visual = count_visual(ad, frames(4), MERGERS.build("aim", ratio=0.5))
     # 2 groups x 196 patches, width 32, 2 blocks: qkv + proj + MLP (width 64) linear layers at least
     assert visual["vision_tower_flops"] >= 2 * 392 * 2 * (4 * 32**2 + 2 * 32 * 64)
@@ -187,38 +146,6 @@ def test_fvcore_counts_of_the_qwen2_vl_adapter(sdpa_adapter):
     # through Linear(128, 128) and Linear(128, 64)
     assert visual["projector_flops"] == 2 * (392 * 32 * 5 + 2 * 98 * (128 * 128 + 128 * 64) / 2)
     assert visual["merge_flops"] > 0
-
-
-def test_merging_and_pruning_end_to_end_through_the_evaluation_loop(sdpa_adapter, small_benchmark, tmp_path):
-    from aim.data import VideoMCQDataset
-    from aim.eval import evaluate
-    from aim.tracking.records import SampleRecords
-
-    records = SampleRecords(tmp_path / "samples.jsonl")
-    evaluate(sdpa_adapter, VideoMCQDataset(small_benchmark, num_frames=4, limit=2), MERGERS.build("aim", ratio=0.25),
-             PRUNERS.build("aim", l1=2, l2=4), records, mode="letter", progress=False)
-    records.close()
-    assert len(records.records) == 2
-    for r in records.records:
-        assert r["prediction"] in "ABCD"
-        assert r["visual_tokens"] == 2 * 12  # 4 frames -> 2 temporal patches of 7x7, 25% kept
-        assert r["visual_tokens_per_layer"] == [24, 24, 12, 0]
-        assert r["tflops"] == pytest.approx(r["tflops_analytic"], rel=0.01)
-        assert r["vision_tower_tflops"] > 0 and r["merge_tflops"] > 0 and r["importance_tflops"] > 0
-
-
-def test_bench_times_qwen2_vl_on_its_token_grid():
-    from aim.bench import bench
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        valid = validate(compose("config", overrides=["model=qwen2_vl_tiny", "merger=aim", "merger.ratio=0.25",
-                                                      "pruner=aim", "pruner.l1=2", "pruner.l2=4", "bench.frames=4",
-                                                      "bench.repeats=1", "bench.warmup=0", "bench.text_tokens=20"]))
-    result = bench(valid)
-    # 4 frames of 112 px (the preset's frame_size) -> 2 temporal patches of 7x7 tokens, 12 kept of each
-    assert (result["visual_tokens"], result["visual_tokens_merged"], result["text_tokens"]) == (98, 24, 20)
-    assert result["visual_tokens_per_layer"] == [24, 24, 12, 0]
-    assert result["prefill_ms"] > 0 and result["flops_ratio"] > 1
 
 
 def wide_frames(num=4):

@@ -1,9 +1,9 @@
 """The Qwen3-VL adapter: unreduced, it is the Hugging Face model (same logits with DeepStack, same interleaved
-M-RoPE positions, the processor's timestamp text between temporal patches); merged, kept tokens keep their
-own (t, h, w) positions and every DeepStack level is merged with the features' groups and weights; pruning
-after the last DeepStack addition, decoding and FLOP counting work on it, and pruning before it is refused.
-Tiny random models from the `qwen3_vl_tiny` preset (DeepStack from 2 tower blocks, added after LLM layers
-0 and 1)."""
+M-RoPE positions, the processor's timestamp text between temporal patches); every DeepStack level is merged
+with the features' groups and weights; pruning before the last DeepStack addition is refused. Tiny random
+models from the `qwen3_vl_tiny` preset (DeepStack from 2 tower blocks, added after LLM layers 0 and 1).
+(Merging, pruning after that addition, decoding, FLOP counting, the evaluation loop and aim.bench on it, as on
+every adapter: tests/test_adapter_contract.py.)"""
 from dataclasses import replace
 
 import pytest
@@ -15,9 +15,8 @@ from aim.models import PREFIX_TEXT, QUESTION_TEXT, VISUAL
 from aim.models.qwen3_vl import Qwen3VLAdapter
 from aim.pruning import PRUNERS
 from aim.pruning.hooks import TokenPruner
-from tests.flops_reference import assert_fvcore_matches_analytic
-from tests.pruning_reference import masked_greedy_ids, masked_logits
-from tests.tiny_models import OPTIONS, QUESTION, KeepEven, adapter_fixtures, build, frames, preset
+from tests.hf_reference import qwen_hf_forward
+from tests.tiny_models import OPTIONS, QUESTION, adapter_fixtures, build, frames, preset
 
 adapter, sdpa_adapter = adapter_fixtures("qwen3_vl_tiny")
 
@@ -37,14 +36,8 @@ def hf_reference(ad, video):
     """Logits at the last position and M-RoPE positions of Qwen3VLForConditionalGeneration (DeepStack
     included) given the processor's input ids and the processor-layout pixels."""
     inputs = ad.prepare(video, QUESTION, OPTIONS, NoMerge())
-    flat, grid = ad.hf_video_inputs(ad.pixel_values(video))
-    ids = layout_ids(ad, int(grid[0, 0]), inputs.visual_tokens // int(grid[0, 0]))
-    types = torch.tensor([[2 if i == ad.model.config.video_token_id else 0 for i in ids]])
-    with torch.no_grad():
-        logits = ad.model(input_ids=torch.tensor([ids]), pixel_values_videos=flat, video_grid_thw=grid,
-                          mm_token_type_ids=types).logits[0, -1]
-    positions, _ = ad.model.model.get_rope_index(torch.tensor([ids]), types, video_grid_thw=grid)
-    return inputs, logits, positions
+    groups = int(ad.hf_video_inputs(ad.pixel_values(video))[1][0, 0])
+    return (inputs, *qwen_hf_forward(ad, layout_ids(ad, groups, inputs.visual_tokens // groups), video))
 
 
 @pytest.mark.parametrize("num_frames", [2, 4, 5])  # 5: an odd count repeats the last frame
@@ -116,20 +109,6 @@ def test_the_timestamps_are_when_the_decoded_frames_were_shown(sdpa_adapter):
     assert few.group_seconds(1, times) == pytest.approx([(0 + 12 / 30) / 2])
 
 
-def test_kept_tokens_keep_their_own_3d_positions_and_text_does_not_move(sdpa_adapter):
-    ad = sdpa_adapter
-    full = ad.prepare(frames(4), QUESTION, OPTIONS, NoMerge())
-    for merger in (KeepEven(), MERGERS.build("aim", ratio=0.25)):
-        merged = ad.prepare(frames(4), QUESTION, OPTIONS, merger)
-        index = merger(ad.encode_frames(ad.pixel_values(frames(4)))["features"]).token_index
-        full_visual = full.position_ids[:, 0, full.token_roles == VISUAL].view(3, 2, 49)
-        expected = torch.stack([full_visual[:, g, index[g]] for g in range(2)], 1).reshape(3, -1)
-        assert torch.equal(merged.position_ids[:, 0, merged.token_roles == VISUAL], expected)
-        text = lambda x: x.position_ids[:, 0, x.token_roles != VISUAL]  # noqa: E731  (timestamps, markers, question)
-        assert torch.equal(text(merged), text(full))
-        assert torch.equal(merged.token_roles[merged.token_roles != VISUAL], full.token_roles[full.token_roles != VISUAL])
-
-
 @pytest.mark.parametrize("name,fields", [*[(name, {}) for name in MERGERS.names()],
                                          ("aim", {"ratio": 0.3, "averaging": "plain"}),
                                          ("downsample", {"mode": "resolution"})])
@@ -176,43 +155,6 @@ def test_a_merger_without_a_carry_is_refused_by_name(sdpa_adapter):
 
     with pytest.raises(ValueError, match="merger Plain takes no `carry`"):
         sdpa_adapter.prepare(frames(2), QUESTION, OPTIONS, Plain())
-
-
-def test_a_keep_all_schedule_is_bit_exact(adapter):
-    inputs = adapter.prepare(frames(4), QUESTION, OPTIONS, MERGERS.build("aim", ratio=0.5))
-    plain = adapter.prefill_logits(inputs)
-    with TokenPruner(adapter.decoder_layers, PRUNERS.build("aim", l1=4, l2=5)).attached(inputs.token_roles):
-        hooked = adapter.prefill_logits(inputs)  # l1 >= 4 layers: no layer prunes
-    assert torch.equal(hooked, plain)
-
-
-def test_pruning_after_the_last_deepstack_layer_equals_the_masked_reference(adapter):
-    inputs = adapter.prepare(frames(4), QUESTION, OPTIONS, MERGERS.build("aim", ratio=0.5))
-    with TokenPruner(adapter.decoder_layers, PRUNERS.build("aim", l1=2, l2=4)).attached(inputs.token_roles) as trace:
-        pruned = adapter.prefill_logits(inputs)
-    assert trace.visual_tokens_per_layer == [48, 48, 24, 0]
-    reference = masked_logits(adapter, inputs.inputs_embeds, inputs.position_ids, trace.kept_indices,
-                              len(inputs.token_roles), **inputs.llm_kwargs)
-    torch.testing.assert_close(pruned, reference, atol=1e-4, rtol=1e-4)
-
-
-def test_cached_greedy_decoding_after_a_pruned_prefill_equals_recomputation(adapter):
-    ad = adapter
-    inputs = ad.prepare(frames(4), QUESTION, OPTIONS, KeepEven())
-    with TokenPruner(ad.decoder_layers, PRUNERS.build("aim", l1=2, l2=4)).attached(inputs.token_roles) as trace:
-        ids = ad.generate_ids(inputs, max_new_tokens=4)
-    visual = inputs.llm_kwargs["visual_pos_masks"]
-
-    def deepstack(length):  # the visual positions stay those of the prefill; decoded tokens are text
-        return {"visual_pos_masks": torch.cat([visual, visual.new_zeros(1, length - visual.shape[1])], 1),
-                "deepstack_visual_embeds": inputs.llm_kwargs["deepstack_visual_embeds"]}
-
-    assert ids == masked_greedy_ids(ad, inputs, trace.kept_indices, len(ids), deepstack)
-
-
-def test_fvcore_counts_agree_with_the_analytic_model(sdpa_adapter):
-    inputs = sdpa_adapter.prepare(frames(4), QUESTION, OPTIONS, MERGERS.build("aim", ratio=0.5))
-    assert_fvcore_matches_analytic(sdpa_adapter, inputs)
 
 
 @pytest.mark.parametrize("pruner,field,layer", [(["pruner=aim", "pruner.l1=1", "pruner.l2=4"], "l1", 1),
@@ -349,54 +291,6 @@ def test_patch_layout_and_normalization_equal_the_hf_video_processor():
     ref, t, h, w = Qwen3VLVideoProcessor.patchify(None, x[None], patch_size=16, merge_size=2, temporal_patch_size=2)
     assert grid.tolist() == [[t, h, w]] == [[2, 4, 6]]
     torch.testing.assert_close(ours, ref[0], atol=1e-6, rtol=1e-6)
-
-
-@pytest.mark.parametrize("name,fields", [("aim", {"ratio": 0.25, "metric": "keys"}), ("prumerge_plus", {"ratio": 0.25})])
-def test_merging_and_pruning_end_to_end_through_the_evaluation_loop(sdpa_adapter, small_benchmark, tmp_path, name, fields):
-    """Mergers that ask for the tower's signals (keys, attention, the grid) get them from the Qwen3-VL tower."""
-    from aim.data import VideoMCQDataset
-    from aim.eval import evaluate
-    from aim.tracking.records import SampleRecords
-
-    records = SampleRecords(tmp_path / "samples.jsonl")
-    evaluate(sdpa_adapter, VideoMCQDataset(small_benchmark, num_frames=4, limit=2), MERGERS.build(name, **fields),
-             PRUNERS.build("aim", l1=2, l2=4), records, mode="letter", progress=False)
-    records.close()
-    assert len(records.records) == 2
-    for r in records.records:
-        assert r["prediction"] in "ABCD"
-        visual = r["visual_tokens"]
-        assert r["visual_tokens_per_layer"] == [visual, visual, visual // 2, 0]
-        assert r["tflops"] == pytest.approx(r["tflops_analytic"], rel=0.01)
-        assert r["vision_tower_tflops"] > 0 and r["merge_tflops"] > 0 and r["importance_tflops"] > 0
-        assert visual == 2 * 12 or name == "prumerge_plus"  # 4 frames -> 2 temporal patches of 7x7, 25% kept (aim)
-
-
-def test_bench_times_qwen3_vl_on_its_token_grid():
-    from hydra import compose, initialize_config_dir
-
-    from aim.bench import bench
-    from aim.config import validate
-    from aim.paths import CONF_DIR
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        valid = validate(compose("config", overrides=["model=qwen3_vl_tiny", "merger=aim", "merger.ratio=0.25",
-                                                      "pruner=aim", "pruner.l1=2", "pruner.l2=4", "bench.frames=4",
-                                                      "bench.repeats=1", "bench.warmup=0", "bench.text_tokens=20"]))
-    result = bench(valid)
-    # 2 temporal patches of 7x7 tokens, 12 kept of each; 20 prompt tokens and each patch's timestamp and markers
-    assert (result["visual_tokens"], result["visual_tokens_merged"]) == (98, 24)
-    assert result["text_tokens"] == 20 + 2 * (len(sdpa_tokens("<0.2 seconds>")) + 2)
-    assert result["visual_tokens_per_layer"] == [24, 24, 12, 0]
-    assert result["prefill_ms"] > 0 and result["flops_ratio"] > 1
-
-
-def sdpa_tokens(text):
-    from transformers import AutoTokenizer
-
-    from aim.models.base import resolve_pretrained
-
-    return AutoTokenizer.from_pretrained(resolve_pretrained("aim:toy_llava_ov")).tokenize(text)
 
 
 def test_a_hook_pruning_before_the_last_deepstack_addition_fails_naming_the_layer(sdpa_adapter):

@@ -26,27 +26,51 @@ import triton.language as tl
 
 
 @triton.jit
+def _program(H: tl.constexpr, GROUPS: tl.constexpr, D_PAD: tl.constexpr):
+    """What both kernels' programs start from: their block (grid axis 0); their batch x query head `bh` (axis
+    1), that is batch `b` and query head `h`; the key head `hk` that query head reads (grouped-query attention:
+    h // GROUPS); the head-dimension lanes."""
+    bh = tl.program_id(1)
+    h = bh % H
+    return tl.program_id(0), bh, bh // H, h, h // GROUPS, tl.arange(0, D_PAD)
+
+
+@triton.jit
+def _query_tile(Q, b, h, rows, dims, n, sqb, sqh, sqn, D: tl.constexpr):
+    """Queries `rows` of batch b, head h: [rows, D_PAD], zero past N and past D."""
+    return tl.load(Q + b * sqb + h * sqh + rows[:, None] * sqn + dims[None, :],
+                   mask=(rows[:, None] < n) & (dims[None, :] < D), other=0.0)
+
+
+@triton.jit
+def _key_tile_t(K, b, hk, cols, dims, n, skb, skh, skn, D: tl.constexpr):
+    """Keys `cols` of batch b, key head hk, transposed: [D_PAD, cols], zero past N and past D."""
+    return tl.load(K + b * skb + hk * skh + cols[None, :] * skn + dims[:, None],
+                   mask=(cols[None, :] < n) & (dims[:, None] < D), other=0.0)
+
+
+@triton.jit
+def _valid_keys(VALID, b, cols, n):
+    """Whether keys `cols` of batch b are real tokens (not pads): [cols] booleans, False past N."""
+    return tl.load(VALID + b * n + cols, mask=cols < n, other=0) != 0
+
+
+@triton.jit
 def _lse_kernel(Q, K, VALID, LSE, n, scale, sqb, sqh, sqn, skb, skh, skn,
                 H: tl.constexpr, GROUPS: tl.constexpr, D: tl.constexpr, D_PAD: tl.constexpr,
                 HAS_VALID: tl.constexpr, PRECISION: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr):
-    pid_q = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // H
-    hk = (bh % H) // GROUPS
+    pid_q, bh, b, h, hk, dims = _program(H, GROUPS, D_PAD)
     rows = pid_q * BLOCK_Q + tl.arange(0, BLOCK_Q)
-    dims = tl.arange(0, D_PAD)
-    q = tl.load(Q + b * sqb + (bh % H) * sqh + rows[:, None] * sqn + dims[None, :],
-                mask=(rows[:, None] < n) & (dims[None, :] < D), other=0.0)
+    q = _query_tile(Q, b, h, rows, dims, n, sqb, sqh, sqn, D)
     m = tl.full([BLOCK_Q], float("-inf"), tl.float32)
     total = tl.zeros([BLOCK_Q], tl.float32)
     for start in range(0, (pid_q + 1) * BLOCK_Q, BLOCK_K):  # causal: no key after the block's last row
         cols = start + tl.arange(0, BLOCK_K)
-        kt = tl.load(K + b * skb + hk * skh + cols[None, :] * skn + dims[:, None],
-                     mask=(cols[None, :] < n) & (dims[:, None] < D), other=0.0)
+        kt = _key_tile_t(K, b, hk, cols, dims, n, skb, skh, skn, D)
         s = tl.dot(q, kt, input_precision=PRECISION) * scale
         ok = (cols[None, :] <= rows[:, None]) & (cols[None, :] < n)
         if HAS_VALID:
-            ok = ok & (tl.load(VALID + b * n + cols, mask=cols < n, other=0) != 0)[None, :]
+            ok = ok & _valid_keys(VALID, b, cols, n)[None, :]
         s = tl.where(ok, s, float("-inf"))
         m_new = tl.maximum(m, tl.max(s, 1))
         shift = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with no key yet: nothing to rescale
@@ -61,23 +85,17 @@ def _lse_kernel(Q, K, VALID, LSE, n, scale, sqb, sqh, sqn, skb, skh, skn,
 def _step_kernel(Q, K, VALID, LSE, DIST, OUT, n, scale, sqb, sqh, sqn, skb, skh, skn,
                  H: tl.constexpr, GROUPS: tl.constexpr, D: tl.constexpr, D_PAD: tl.constexpr,
                  HAS_VALID: tl.constexpr, PRECISION: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr):
-    pid_k = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // H
-    hk = (bh % H) // GROUPS
+    pid_k, bh, b, h, hk, dims = _program(H, GROUPS, D_PAD)
     cols = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
-    dims = tl.arange(0, D_PAD)
-    kt = tl.load(K + b * skb + hk * skh + cols[None, :] * skn + dims[:, None],
-                 mask=(cols[None, :] < n) & (dims[:, None] < D), other=0.0)
+    kt = _key_tile_t(K, b, hk, cols, dims, n, skb, skh, skn, D)
     key_ok = cols < n
     if HAS_VALID:
-        key_ok = key_ok & (tl.load(VALID + b * n + cols, mask=cols < n, other=0) != 0)
+        key_ok = key_ok & _valid_keys(VALID, b, cols, n)
     acc = tl.zeros([BLOCK_K], tl.float32)
     first = (pid_k * BLOCK_K // BLOCK_Q) * BLOCK_Q  # causal: no query before the block's first key
     for start in range(first, n, BLOCK_Q):
         rows = start + tl.arange(0, BLOCK_Q)
-        q = tl.load(Q + b * sqb + (bh % H) * sqh + rows[:, None] * sqn + dims[None, :],
-                    mask=(rows[:, None] < n) & (dims[None, :] < D), other=0.0)
+        q = _query_tile(Q, b, h, rows, dims, n, sqb, sqh, sqn, D)
         lse = tl.load(LSE + bh * n + rows, mask=rows < n, other=0.0)
         weight = tl.load(DIST + bh * n + rows, mask=rows < n, other=0.0)  # 0 at pad queries (the host's)
         s = tl.dot(q, kt, input_precision=PRECISION) * scale
