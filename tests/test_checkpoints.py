@@ -48,7 +48,7 @@ def test_a_real_preset_without_its_weights_fails_at_validation_saying_how_to_get
     env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "AIM_DATA_DIR": str(tmp_path / "data"),
            **{k: v.format(port=closed_port()) for k, v in no_hub.items()}}
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "aim.run", "model=llava_onevision_7b", "model.device=cpu",
+    proc = subprocess.run([sys.executable, "-m", "aim.run", "model=llava_onevision_7b", "+method=aim", "model.device=cpu",
                            "dataset.limit=2", "logger=none", f"hydra.run.dir={tmp_path / 'run'}"],
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr[-3000:]
@@ -69,7 +69,7 @@ def test_weights_in_the_hugging_face_cache_or_a_local_dir_pass_the_check(tmp_pat
     (snapshot / "snapshots" / "abc123" / "model.safetensors.index.json").write_text("{}")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    check_weights(composed(["model=llava_onevision_7b"]))  # cached: no hub needed
+    check_weights(composed(["model=llava_onevision_7b", "+method=aim"]))  # cached: no hub needed
     check_weights(composed([f"model.pretrained={asset_dir('toy_llava_ov')}"]))  # a local dir
     with pytest.raises(ConfigError, match=r"model.pretrained: /nonexistent/ckpt is no directory"):
         check_weights(composed(["model.pretrained=/nonexistent/ckpt"]))

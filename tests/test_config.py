@@ -32,12 +32,12 @@ def test_every_config_file_composes_and_validates(group, option, benchmark_roots
         overrides.append(f"dataset.root={benchmark_roots[option]}")
     if group == "dataset" and option in DATASETS and getattr(DATASETS.config_schema(option), "free_form", False):
         overrides.append("eval.mode=generate")  # free-form answers (VQA, GQA, MME, POPE, ...) are generated
-    if group == "pruner":  # the pruner files hold the papers' defaults for 28-layer LLMs (aim_toy: the bundled model's)
+    if group == "pruner" and option != "aim_toy":  # the papers' defaults for 28-layer LLMs (aim_toy: the bundled model's)
         overrides.append("model=llava_onevision_7b")
         if option == "dycoke":  # it prunes the KV cache while decoding only
             overrides.append("eval.mode=generate")
-    if group == "model" and option.startswith("qwen3_vl") and option != "qwen3_vl_tiny":
-        overrides.append("pruner=aim")  # aim_toy prunes from layer 2, before Qwen3-VL's last DeepStack addition
+    if group == "model" and not any(toy in option for toy in ("toy", "tiny")):
+        overrides.append("pruner=aim")  # the default aim_toy's layers are the bundled 4-layer model's (refused here)
     valid = validate(composed(overrides))
     assert getattr(valid, group).name  # the schema instance of that group
 
@@ -49,6 +49,21 @@ def test_experiment_and_method_files_compose(group):
     models = {"aim": "llava_onevision_7b", "aim_72b": "llava_onevision_72b"}  # the paper's setting at 28 / 80 layers
     for f in files:  # the rest are for the bundled model
         validate(composed([f"+{group}={f.stem}"] + ([f"model={models[f.stem]}"] if f.stem in models else [])))
+
+
+def test_a_toy_schedule_is_refused_on_a_real_model_unless_asked_for():
+    """The default pruner (aim_toy) and the toy methods name the LLM depth their layer indices were chosen for
+    (pruner.schedule_layers: 4): a real preset without its own pruner or method fails validation, naming the
+    field, both depths and the paper's schedule, instead of pruning a 28-layer LLM from layer 2."""
+    for overrides in (["model=llava_onevision_7b"], ["model=qwen2_vl_7b", "+method=fastv_toy"]):
+        with pytest.raises(ConfigError, match=r"pruner\.schedule_layers: .*written for an LLM of 4 decoder layers.*"
+                                              r"has 28: .*pruner=aim is the paper's l1=14, l2=22"):
+            validate(composed(overrides))
+    assert validate(composed(["model=llava_onevision_7b", "pruner.schedule_layers=null"])).pruner.l1 == 2  # as asked
+    assert validate(composed(["model=llava_onevision_7b", "pruner=aim"])).pruner.l1 == 14  # pruner=aim: any depth
+    assert validate(composed([])).pruner.l1 == 2  # the bundled model: the depth it was written for
+    with pytest.raises(ConfigError, match=r"pruner\.schedule_layers: a layer count >= 1 or null, got 0"):
+        validate(composed(["pruner.schedule_layers=0"]))
 
 
 @pytest.mark.parametrize("overrides,field,prunes", [

@@ -137,7 +137,7 @@ def test_bad_flops_config_names_the_field_and_what_is_allowed(override, message)
 def test_kept_tokens_per_frame_from_the_merger_config(overrides, per_frame):
     from aim.efficiency.cost import kept_per_frame, model_configs
 
-    valid = validate(composed(["model=llava_onevision_7b", *overrides]))
+    valid = validate(composed(["model=llava_onevision_7b", "pruner=none", *overrides]))
     hf_config, adapter = model_configs(valid.model)
     assert adapter.feature_grid(hf_config, valid.model, 32) == (32, 14, 14)
     assert kept_per_frame(valid.merger, 196) == per_frame
@@ -154,15 +154,16 @@ def test_an_image_size_counts_one_image_llava_onevision_by_its_anyres_layout(tmp
     assert result["image"]["crop_cells"] == [540] * 4 and result["image"]["token_grid"] == [40, 54]
     assert result["visual_tokens_unmerged"] == 729 + 2160 and result["visual_tokens"] == 182 + 4 * 135
     assert result["text_tokens"] == 100 + 40  # the row newlines are never pruned, like text
-    llava = flops(validate(composed(["model=llava_1.5_7b", "flops.image_size=[480,640]", "merger=none"])))
+    llava = flops(validate(composed(["model=llava_1.5_7b", "flops.image_size=[480,640]", "merger=none", "pruner=none"])))
     assert llava["visual_tokens"] == 576 and llava["text_tokens"] == 100  # a fixed 24 x 24 grid at any size
-    qwen = flops(validate(composed(["model=qwen2_vl_7b", "flops.image_size=[480,640]", "merger=none"])))
+    qwen = flops(validate(composed(["model=qwen2_vl_7b", "flops.image_size=[480,640]", "merger=none", "pruner=none"])))
     assert qwen["image"]["token_grid"] == [17, 23] and qwen["visual_tokens"] == 391  # 476 x 644 px, 28 px a token
     with pytest.raises(ConfigError, match=r"flops.frames: image_size counts one image, got frames=4"):
         validate(composed(["flops.image_size=[480,640]", "flops.frames=4"]))
     with pytest.raises(ConfigError, match=r"flops.image_size: dataset image_mcq holds images, and .* depend on the "
                                           r"image size \(anyres crops\); give flops.image_size=\[height,width\]"):
-        flops(validate(composed(["model=llava_onevision_7b", "dataset=image_mcq", f"dataset.root={tmp_path}"])))
+        flops(validate(composed(["model=llava_onevision_7b", "dataset=image_mcq", f"dataset.root={tmp_path}",
+                                  "pruner=none"])))
     image_mcq = flops(validate(composed(["model=llava_onevision_7b", "dataset=image_mcq", f"dataset.root={tmp_path}",
                                          "flops.image_size=[480,640]", "merger=aim", "merger.ratio=0.25", "pruner=none"])))
     assert image_mcq["visual_tokens"] == result["visual_tokens"]

@@ -49,7 +49,7 @@ def picture(height=80, width=120, colour="red", seed=0):
 
 # --- the preset and the Hugging Face model ------------------------------------------------------------
 def test_the_7b_preset_holds_llava_1_5_and_its_prompt():
-    cfg = composed(["model=llava_1.5_7b"]).model
+    cfg = composed(["model=llava_1.5_7b", "pruner=none"]).model
     assert (cfg.name, cfg.pretrained, cfg.chat_template, cfg.image_aspect) == ("llava", "llava-hf/llava-1.5-7b-hf", True, "pad")
     assert cfg.prompt_template == "<image>\n{prompt}"  # the dataset's text after the image (aim.prompts)
     hf = MODELS.get("llava").hf_config(cfg)
@@ -316,7 +316,7 @@ def test_an_adapter_without_an_image_path_refuses_an_image_clearly():
 
 # --- prompts -------------------------------------------------------------------------------------------
 def test_without_a_chat_template_the_prompt_is_llava_1_5s_conversation(sdpa_adapter):
-    real = composed(["model=llava_1.5_7b"]).model
+    real = composed(["model=llava_1.5_7b", "pruner=none"]).model
     fields = {f: getattr(real, f) for f in ("chat_template", "prompt_template", "likelihood_template")}
     ad = type(sdpa_adapter)(sdpa_adapter.model, sdpa_adapter.tokenizer, replace(sdpa_adapter.cfg, **fields))
     assert ad.chat_template_source() == (None, "built-in")
@@ -337,7 +337,7 @@ LLAVA_HF_STYLE = ("{% for message in messages %}{{ message['role'].upper() + ': 
 
 
 def test_the_checkpoints_template_renders_the_same_conversation(sdpa_adapter, tmp_path):
-    real = composed(["model=llava_1.5_7b"]).model
+    real = composed(["model=llava_1.5_7b", "pruner=none"]).model
     sdpa_adapter.tokenizer.save_pretrained(tmp_path)
     (tmp_path / "chat_template.json").write_text(json.dumps({"chat_template": LLAVA_HF_STYLE}))
     cfg = replace(sdpa_adapter.cfg, pretrained=str(tmp_path), chat_template=True, prompt_template=real.prompt_template)

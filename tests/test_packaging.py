@@ -114,7 +114,7 @@ def test_installed_run_evaluates_the_bundled_model_from_outside_the_repository(v
 
 def test_installed_flops_estimates_a_preset_from_outside_the_repository(venv_python, tmp_path):
     proc = run_installed(venv_python, tmp_path / "work", "-m", "aim.flops", "model=llava_onevision_7b",
-                         "flops.json=true", timeout=120)
+                         "+method=aim", "flops.json=true", timeout=120)
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["model"] == "llava-hf/llava-onevision-qwen2-7b-ov-hf"
     assert 0 < result["tflops"] < result["tflops_full"]

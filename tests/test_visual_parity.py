@@ -107,6 +107,8 @@ def compose(*overrides):
     from aim.config import validate
     from aim.paths import CONF_DIR
 
+    if not any(o.startswith(("pruner=", "+method=")) for o in overrides):
+        overrides += ("pruner=none",)  # these read the visual input; the default toy schedule is refused on real presets
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return validate(hydra_compose("config", overrides=list(overrides)))
 

@@ -207,6 +207,9 @@ class BudgetConfig:
 
 LOADING_FIELD = "num_workers"  # the dataset group's field that every dataset has (LoadingConfig)
 SHARDING_FIELDS = ("shards", "shard")  # the dataset group's fields that say how a run is split (ShardingConfig)
+# the pruner group's field (beside any pruner's own) naming the LLM depth a config file's layer indices were chosen
+# for (conf/pruner/aim_toy.yaml and the toy methods: 4, the bundled model's); null: any depth
+SCHEDULE_FIELD = "schedule_layers"
 
 
 @dataclass
@@ -258,7 +261,7 @@ def validate(cfg: DictConfig) -> Validated:
     from aim.pruning import PRUNERS
 
     groups = {}
-    loading, sharding = LoadingConfig(), ShardingConfig()
+    loading, sharding, schedule_layers = LoadingConfig(), ShardingConfig(), None
     for group, registry in (("model", MODELS), ("dataset", DATASETS), ("merger", MERGERS), ("pruner", PRUNERS)):
         node = cfg.get(group)
         if node is None or "name" not in node:
@@ -270,6 +273,12 @@ def validate(cfg: DictConfig) -> Validated:
         if group == "dataset" and any(k in node for k in SHARDING_FIELDS):  # how a run is split, not which samples
             fields = OmegaConf.to_container(node, resolve=True)
             sharding = to_schema(ShardingConfig, {k: fields.pop(k) for k in SHARDING_FIELDS if k in fields}, "dataset")
+            node = OmegaConf.create(fields)
+        if group == "pruner" and SCHEDULE_FIELD in node:  # which LLM the layer indices suit, not how to prune
+            fields = OmegaConf.to_container(node, resolve=True)
+            schedule_layers = fields.pop(SCHEDULE_FIELD)
+            if schedule_layers is not None and (not isinstance(schedule_layers, int) or schedule_layers < 1):
+                raise ConfigError(f"pruner.{SCHEDULE_FIELD}: a layer count >= 1 or null, got {schedule_layers!r}")
             node = OmegaConf.create(fields)
         name = node.name
         if name not in registry:
@@ -295,7 +304,7 @@ def validate(cfg: DictConfig) -> Validated:
         raise ConfigError(f"dataset.shards: budget mode (budget.tflops / fraction / prefill_ms) runs unsharded; use "
                           f"dataset.shards=1 or give the merger's and pruner's knobs themselves, got {sharding.shards}")
     if not any(getattr(budget, k) is not None for k in BUDGET_LIMITS):  # budget mode chooses pruner knobs itself
-        check_pruner_prunes(groups["model"], groups["pruner"])
+        check_pruner_prunes(groups["model"], groups["pruner"], schedule_layers)
     return Validated(
         **groups,
         logger=to_schema(LoggerConfig, cfg.get("logger", {}), "logger"),
@@ -311,10 +320,12 @@ def validate(cfg: DictConfig) -> Validated:
     )
 
 
-def check_pruner_prunes(model, pruner) -> None:
+def check_pruner_prunes(model, pruner, schedule_layers: int | None = None) -> None:
     """A configured pruner must remove visual tokens on the configured model's LLM (its layer count read
     from the model's config, no weights), and none before the first layer the model can prune at
-    (`Adapter.prunable_from`: Qwen3-VL's DeepStack); ConfigError naming the field otherwise (aim.pruning)."""
+    (`Adapter.prunable_from`: Qwen3-VL's DeepStack); ConfigError naming the field otherwise (aim.pruning).
+    A schedule written for an LLM of `schedule_layers` layers (the toy schedules: 4) is refused on an LLM of
+    another depth: the bundled model's layer indices would run on a real model as if they were a method's."""
     from dataclasses import asdict, is_dataclass
 
     from aim.efficiency.cost import model_configs
@@ -325,5 +336,13 @@ def check_pruner_prunes(model, pruner) -> None:
         return
     hf_config, adapter = model_configs(model)
     layers, name = adapter.llm_layers(hf_config), model.pretrained or model.name
+    if schedule_layers is not None and schedule_layers != layers:
+        values = ", ".join(f"{k}={v}" for k, v in fields.items() if k != "name")
+        raise ConfigError(
+            f"pruner.{SCHEDULE_FIELD}: the pruner's layer schedule ({fields['name']}: {values}) was written for an LLM "
+            f"of {schedule_layers} decoder layers (the bundled toy model's, e.g. the default pruner=aim_toy), and {name} "
+            f"has {layers}: choose a schedule for this model (pruner=aim is the paper's l1=14, l2=22 for 28 layers, "
+            f"+method=aim the paper's setting; +method=aim_72b for 80 layers), or set pruner.{SCHEDULE_FIELD}=null to "
+            "run these layer indices as they are")
     check_removes_tokens(fields["name"], fields, layers, name)
     check_prunes_from(fields["name"], fields, layers, *adapter.prunable_from(hf_config), name)
