@@ -1,0 +1,53 @@
+"""What a researcher gets wrong is refused with the field named, never silently ignored (the hardening audit).
+Each case here ran silently before: the setting had no effect on what ran."""
+import subprocess
+import sys
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from aim.config import ConfigError, validate
+from aim.paths import CONF_DIR
+
+
+def composed(overrides=()):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+@pytest.mark.parametrize("override,key", [("+seeed=3", "seeed"), ("+budget_tflops=1e-4", "budget_tflops"),
+                                          ("+limit=10", "limit")])
+def test_a_misspelt_top_level_key_is_refused_naming_it(override, key):
+    with pytest.raises(ConfigError, match=rf"^{key}: unknown top-level key; allowed: model, dataset, .*budget, run"):
+        validate(composed([override]))
+
+
+def test_a_top_level_helper_that_another_value_interpolates_is_allowed():
+    """conf/exp/ablation_layers.yaml sweeps (l1, l2) as one value, `pruner_layers`, read by pruner.l1/l2."""
+    valid = validate(composed(["+pruner_layers=[1,3]", "pruner.l1=${pruner_layers.0}", "pruner.l2=${pruner_layers.1}"]))
+    assert (valid.pruner.l1, valid.pruner.l2) == (1, 3)
+    with pytest.raises(ConfigError, match=r"^pruner_layer: unknown top-level key"):  # one the pruner does not read
+        validate(composed(["+pruner_layers=[1,3]", "+pruner_layer=[1,2]", "pruner.l1=${pruner_layers.0}",
+                           "pruner.l2=${pruner_layers.1}"]))
+
+
+@pytest.mark.parametrize("override,key", [("budget.tradeoff=/some/tradeoff.json", "tradeoff"),
+                                          ("budget.objective=agreement", "objective"),
+                                          ("budget.hardware=h100_sxm", "hardware"),
+                                          ("budget.text_tokens=100", "text_tokens")])
+def test_a_budget_planning_knob_without_a_budget_is_refused(override, key):
+    with pytest.raises(ConfigError, match=rf"^budget.{key}: says how to plan a budget, and no budget is given"):
+        validate(composed([override]))
+    validate(composed([override, "budget.fraction=0.5"]))  # with a budget it plans it
+
+
+@pytest.mark.parametrize("tool,override,message", [
+    ("flops", "budget.text_tokens=50", "budget.text_tokens: aim.flops plans for its own text length, flops.text_tokens"),
+    ("bench", "budget.per_sample=true", "budget.per_sample: aim.bench has one input, no samples"),
+])
+def test_aim_flops_and_bench_refuse_the_budget_knobs_only_aim_run_reads(tool, override, message, tmp_path):
+    """aim.flops planned budget.fraction=0.5 for 100 text tokens (flops.text_tokens) with budget.text_tokens=50."""
+    proc = subprocess.run([sys.executable, "-m", f"aim.{tool}", "budget.tflops=3e-4", override,
+                           f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"aim.{tool}: invalid config: " + message in proc.stderr
