@@ -51,3 +51,47 @@ def test_aim_flops_and_bench_refuse_the_budget_knobs_only_aim_run_reads(tool, ov
                            f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert f"aim.{tool}: invalid config: " + message in proc.stderr
+
+
+# ------------------------------------------------------------------------------------------ damaged records
+
+def damage(run_dir, name, how):
+    path = run_dir / name
+    path.write_text("" if how == "empty" else path.read_text()[: len(path.read_text()) // 2])
+
+
+def test_sweep_status_and_collect_name_a_damaged_file_and_go_on_with_the_other_jobs(tmp_path):
+    """A results.json left empty or torn (copied half-way, disk full, edited by hand) and a torn job.json made
+    `launch/sweep.py status`, `analysis/collect.py` and the report stop with a JSONDecodeError."""
+    from aim.analysis.collect import collect
+    from aim.sweep import status
+    from tests.test_analysis import write_sweep
+
+    sweep = write_sweep(tmp_path / "sweep", with_trouble=False)
+    damage(sweep / "aim_r0.25", "results.json", "empty")
+    damage(sweep / "pool_r0.5", "results.json", "torn")
+    (sweep / "pool_r0.25" / "results.json").unlink()
+    damage(sweep / "pool_r0.25", "job.json", "torn")
+    states = {r["subdir"]: (r["state"], r["detail"]) for r in status(sweep, query_scheduler=False)}
+    assert states["unreduced"] == states["aim_r0.5"] == ("done", "")
+    for run in ("aim_r0.25", "pool_r0.5"):
+        assert states[run][0] == "failed"
+        assert states[run][1].startswith("results.json unreadable (") and "resubmit" in states[run][1]
+    assert states["pool_r0.25"][0] == "failed" and states["pool_r0.25"][1].startswith("job.json unreadable")
+    with pytest.warns(UserWarning, match=r"aim_r0.25: results.json unreadable"):
+        rows = {row["run"]: row for _, row in collect([sweep]).iterrows()}
+    assert len(rows) == 5 and rows["unreduced"]["score"] == 0.56 and rows["aim_r0.5"]["status"] == "done"
+    assert rows["aim_r0.25"]["status"] == "failed" and rows["aim_r0.25"]["score"] != rows["aim_r0.25"]["score"]  # NaN
+
+
+def test_collect_over_run_dirs_without_a_manifest_marks_a_damaged_one_failed(tmp_path):
+    from aim.analysis.collect import collect
+    from tests.test_analysis import write_sweep
+
+    sweep = write_sweep(tmp_path / "sweep", with_trouble=False)
+    (sweep / "sweep.json").unlink()  # an older sweep, or a folder of runs
+    damage(sweep / "aim_r0.25", "results.json", "empty")
+    with pytest.warns(UserWarning, match=r"results.json unreadable"):
+        rows = {row["run"]: row for _, row in collect([sweep]).iterrows()}
+    assert rows["aim_r0.25"]["status"] == "failed" and "results.json unreadable" in rows["aim_r0.25"]["detail"]
+    assert [r["status"] for run, r in rows.items() if run != "aim_r0.25"] == ["done"] * 4
