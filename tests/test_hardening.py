@@ -95,3 +95,22 @@ def test_collect_over_run_dirs_without_a_manifest_marks_a_damaged_one_failed(tmp
         rows = {row["run"]: row for _, row in collect([sweep]).iterrows()}
     assert rows["aim_r0.25"]["status"] == "failed" and "results.json unreadable" in rows["aim_r0.25"]["detail"]
     assert [r["status"] for run, r in rows.items() if run != "aim_r0.25"] == ["done"] * 4
+
+
+# ------------------------------------------------------------------------------------------ environment
+
+WITHOUT_WANDB = ("import runpy, sys; sys.modules['wandb'] = None; sys.argv = ['aim.run', *sys.argv[1:]]; "
+                 "runpy.run_module('aim.run', run_name='__main__', alter_sys=True)")
+
+
+@pytest.mark.parametrize("multirun", [False, True])
+def test_logger_wandb_without_wandb_installed_fails_before_anything_starts(multirun, tmp_path):
+    """It was a traceback (ImportError) from inside the job, after its run dir was taken."""
+    where = ([f"hydra.sweep.dir={tmp_path}", "merger.ratio=0.5,0.25", "-m"] if multirun else
+             [f"hydra.run.dir={tmp_path}"])
+    proc = subprocess.run([sys.executable, "-c", WITHOUT_WANDB, "logger=wandb", *where],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "logger.name: wandb is not installed (pip install wandb); or use logger=none" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []  # no run dir, no sweep.json: nothing started

@@ -260,6 +260,16 @@ def check_weights(valid: Validated) -> None:
         raise ConfigError(f"model.{exc}") from None
 
 
+def check_logger(valid: Validated) -> None:
+    """For the jobs that log (aim.run, each job of a sweep; not aim.flops or aim.bench): logger=wandb (the
+    default, offline) needs the wandb package, a dependency of aim-mllm, missing only where it was left out."""
+    import importlib.util
+
+    if valid.logger.name == "wandb" and importlib.util.find_spec("wandb") is None:
+        raise ConfigError("logger.name: wandb is not installed (pip install wandb); or use logger=none, which "
+                          "records results.json and samples.jsonl alone")
+
+
 def check_frame_sampling(model) -> None:
     """model.frame_sampling names one of the data family's frame sampling rules (aim.data.video)."""
     from aim.data.video import FRAME_SAMPLING

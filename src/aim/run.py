@@ -27,7 +27,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from aim.config import ConfigError, Validated, check_weights, validate
+from aim.config import ConfigError, Validated, check_logger, check_weights, validate
 from aim.paths import CONF_DIR
 
 RUN_SPEC = "run_spec.json"
@@ -254,6 +254,7 @@ def main(cfg: DictConfig) -> float | list[float]:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         valid = validate(cfg)
+        check_logger(valid)
         check_weights(valid)
         budget = apply_budget(cfg, valid)  # budget mode: the chosen knobs written into cfg before anything is built
         if budget is not None:

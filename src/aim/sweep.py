@@ -80,7 +80,7 @@ def sweep_overrides(config_loader, params: dict | None, arguments: Sequence[str]
 def plan_jobs(config_loader, master_config: DictConfig, job_overrides: Sequence[tuple[int, Sequence[str]]]) -> list[dict]:
     """Compose and validate each (job number, overrides) the way its launcher will; return the
     manifest's job entries, or raise InvalidSweep naming every bad job."""
-    from aim.config import ConfigError, validate
+    from aim.config import ConfigError, check_logger, validate
 
     jobs, problems = [], []
     saved = HydraConfig.instance().cfg
@@ -92,6 +92,7 @@ def plan_jobs(config_loader, master_config: DictConfig, job_overrides: Sequence[
                     cfg.hydra.job.num = num
                 HydraConfig.instance().set_config(cfg)  # as run_job does before resolving the subdir
                 valid = validate(cfg)
+                check_logger(valid)
                 subdir = str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
             except ConfigError as exc:
                 problems.append((num, list(overrides), str(exc)))
