@@ -114,3 +114,32 @@ def test_logger_wandb_without_wandb_installed_fails_before_anything_starts(multi
     assert "logger.name: wandb is not installed (pip install wandb); or use logger=none" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert list(tmp_path.iterdir()) == []  # no run dir, no sweep.json: nothing started
+
+
+# ------------------------------------------------------------------------------------------ run dirs
+
+def test_a_run_dir_with_records_but_no_run_spec_is_refused_not_mixed_into(tmp_path):
+    """An older run dir (before run_spec.json) or one whose run_spec.json was removed: its records were resumed
+    under whatever config came next, and run_spec.json then written as if they were that config's."""
+    from aim.run import check_resume
+
+    records = '{"id": "q00000", "correct": true}\n'
+    (tmp_path / "samples.jsonl").write_text(records)
+    with pytest.raises(ConfigError, match=r"holds samples.jsonl but no run_spec.json, so the config of its records "
+                                          r"cannot be checked; use another hydra.run.dir"):
+        check_resume(tmp_path, {"seed": 0})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["samples.jsonl"]
+    assert (tmp_path / "samples.jsonl").read_text() == records
+    (tmp_path / "samples.jsonl").write_text("")  # an empty file holds no records: a fresh start is safe
+    check_resume(tmp_path, {"seed": 0})
+
+
+@pytest.mark.parametrize("text", ["", '{"seed": 0, "mod'])
+def test_a_damaged_run_spec_is_refused_naming_it(tmp_path, text):
+    """It was a JSONDecodeError traceback."""
+    from aim.run import check_resume
+
+    (tmp_path / "run_spec.json").write_text(text)
+    with pytest.raises(ConfigError, match=r"run_spec.json unreadable \(.*\): the config of the run it holds cannot be "
+                                          r"checked"):
+        check_resume(tmp_path, {"seed": 0})
