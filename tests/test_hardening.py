@@ -1,5 +1,6 @@
 """What a researcher gets wrong is refused with the field named, never silently ignored (the hardening audit).
 Each case here ran silently before: the setting had no effect on what ran."""
+import json
 import subprocess
 import sys
 
@@ -143,3 +144,49 @@ def test_a_damaged_run_spec_is_refused_naming_it(tmp_path, text):
     with pytest.raises(ConfigError, match=r"run_spec.json unreadable \(.*\): the config of the run it holds cannot be "
                                           r"checked"):
         check_resume(tmp_path, {"seed": 0})
+
+
+# ------------------------------------------------------------------------------------------ data
+
+def damaged_copy(root, tmp_path, edit):
+    """A copy of a fixture release with its first question file's first row edited by `edit(row)`."""
+    import shutil
+
+    import pandas as pd
+
+    copy = tmp_path / root.name
+    shutil.copytree(root, copy)
+    path = sorted(p for p in copy.rglob("*") if p.suffix in (".parquet", ".json") and p.is_file())[0]
+    if path.suffix == ".parquet":
+        rows = pd.read_parquet(path).to_dict("records")
+        edit(rows[0])
+        pd.DataFrame(rows).to_parquet(path)
+    else:
+        rows = json.loads(path.read_text())
+        edit(rows[0])
+        path.write_text(json.dumps(rows))
+    return copy, path.stem
+
+
+@pytest.mark.parametrize("name,edit,why", [
+    ("videomme", lambda row: row.update(question=None), "ValueError: question: nan is not a text"),
+    ("videomme", lambda row: row.update(options=None), "TypeError"),
+    ("videomme", lambda row: row.update(answer="Z"), "ValueError: answer 'Z' is not an option letter"),
+    ("mvbench", lambda row: row.pop("candidates"), "missing field 'candidates'"),
+])
+def test_a_release_row_that_cannot_be_read_is_skipped_naming_file_and_row(name, edit, why, benchmark_roots, tmp_path):
+    """A null question was asked as the text "None"; null options, an answer that is no option or a missing
+    field stopped the whole run (a traceback, or a ConfigError naming no row)."""
+    from dataclasses import asdict
+
+    from aim.data import build_dataset
+
+    root, file = damaged_copy(benchmark_roots[name], tmp_path, edit)
+    cfg = validate(composed([f"dataset={name}", f"dataset.root={root}", "dataset.num_frames=2"])).dataset
+    intact = build_dataset(validate(composed([f"dataset={name}", f"dataset.root={benchmark_roots[name]}",
+                                              "dataset.num_frames=2"])).dataset)
+    samples = list(build_dataset(cfg))
+    skipped = [s for s in samples if s.skip_reason.startswith("row ")]
+    assert len(samples) == len(intact) and len(skipped) == 1
+    assert skipped[0].skip_reason.startswith(f"row 0 of {file} cannot be read (") and why in skipped[0].skip_reason
+    assert asdict(cfg)["name"] == name
