@@ -3,6 +3,7 @@ Each case here ran silently before: the setting had no effect on what ran."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -190,3 +191,26 @@ def test_a_release_row_that_cannot_be_read_is_skipped_naming_file_and_row(name, 
     assert len(samples) == len(intact) and len(skipped) == 1
     assert skipped[0].skip_reason.startswith(f"row 0 of {file} cannot be read (") and why in skipped[0].skip_reason
     assert asdict(cfg)["name"] == name
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("command", [["launch/sweep.py", "status"], ["launch/sweep.py", "resubmit", "--dry-run"],
+                                     ["analysis/collect.py"], ["analysis/report.py"]])
+def test_the_sweep_commands_on_a_torn_sweep_json_or_no_sweep_dir_say_why_exit_2(command, tmp_path):
+    """They stopped with a JSONDecodeError / FileNotFoundError traceback."""
+    from tests.test_analysis import write_sweep
+
+    sweep = write_sweep(tmp_path / "sweep", with_trouble=False)
+    (sweep / "sweep.json").write_text((sweep / "sweep.json").read_text()[:100])
+    script, *args = command
+    run = lambda where: subprocess.run([sys.executable, str(ROOT / script), *args[:1], str(where), *args[1:]],  # noqa: E731
+                                       capture_output=True, text=True, timeout=120)
+    proc = run(sweep)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert f"{sweep}: sweep.json unreadable (" in proc.stderr and "restore it" in proc.stderr
+    if script == "launch/sweep.py":  # (collect and report read a dir without sweep.json as a folder of runs)
+        proc = run(tmp_path / "nowhere")
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert "nowhere/sweep.json not found: not a sweep dir" in proc.stderr

@@ -139,7 +139,7 @@ def write_manifest(sweep_dir: Path, master_config: DictConfig, jobs: list[dict])
         "jobs": jobs,
     }
     if path.exists():
-        old = json.loads(path.read_text())
+        old = read_manifest(sweep_dir)  # a damaged one: SweepError, nothing launched
         old_jobs = [(j["overrides"], j["subdir"]) for j in old["jobs"]]
         if old_jobs != [(j["overrides"], j["subdir"]) for j in jobs]:
             raise SweepError(f"aim: {path} lists other jobs, nothing was launched; use another hydra.sweep.dir, "
@@ -156,7 +156,10 @@ def read_manifest(sweep_dir: str | Path) -> dict:
     path = Path(sweep_dir) / MANIFEST
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: not a sweep dir made by `python -m aim.run -m` (hydra/sweeper=aim)")
-    manifest = json.loads(path.read_text())
+    manifest, damaged = read_json(path)
+    if damaged or "jobs" not in manifest:
+        raise SweepError(f"{path.parent}: {damaged or 'sweep.json has no jobs list'}; the sweep's job list cannot be "
+                         "read: restore it (each job's .hydra/overrides.yaml holds its overrides)")
     manifest["sweep_dir"] = str(Path(sweep_dir).resolve())  # where it is now, should it have moved
     return manifest
 
