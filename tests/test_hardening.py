@@ -214,3 +214,15 @@ def test_the_sweep_commands_on_a_torn_sweep_json_or_no_sweep_dir_say_why_exit_2(
         proc = run(tmp_path / "nowhere")
         assert proc.returncode == 2 and "Traceback" not in proc.stderr
         assert "nowhere/sweep.json not found: not a sweep dir" in proc.stderr
+
+
+def test_a_fidelity_cache_dir_that_cannot_be_made_fails_before_the_run_dir_is_taken(tmp_path):
+    """It was a FileNotFoundError / NotADirectoryError traceback after the model loaded, the run dir taken."""
+    (tmp_path / "a_file").write_text("")
+    run_dir = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "aim.run", "logger=none", f"fidelity.cache_dir={tmp_path}/a_file/cache",
+                           f"hydra.run.dir={run_dir}"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert (f"aim: invalid config: fidelity.cache_dir: cannot keep the unreduced answers in {tmp_path}/a_file/cache "
+            "(Not a directory); give a directory you can write, or fidelity.enabled=false") in proc.stderr
+    assert not run_dir.exists() or list(run_dir.iterdir()) == []  # no run_spec.json, job.json, run.lock

@@ -270,6 +270,25 @@ def check_logger(valid: Validated) -> None:
                           "records results.json and samples.jsonl alone")
 
 
+def check_fidelity_cache(valid: Validated) -> None:
+    """For aim.run, before the run dir is taken: with fidelity on, `fidelity.cache_dir` is a directory it can
+    make (it makes it, as the run would a moment later) and write."""
+    import os
+    from pathlib import Path
+
+    if not valid.fidelity.enabled:
+        return
+    path = Path(os.path.expanduser(valid.fidelity.cache_dir))
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        why = "" if os.access(path, os.W_OK | os.X_OK) else "not writable"
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+    if why:
+        raise ConfigError(f"fidelity.cache_dir: cannot keep the unreduced answers in {path} ({why}); give a directory "
+                          "you can write, or fidelity.enabled=false")
+
+
 def check_frame_sampling(model) -> None:
     """model.frame_sampling names one of the data family's frame sampling rules (aim.data.video)."""
     from aim.data.video import FRAME_SAMPLING
