@@ -226,3 +226,29 @@ def test_a_fidelity_cache_dir_that_cannot_be_made_fails_before_the_run_dir_is_ta
     assert (f"aim: invalid config: fidelity.cache_dir: cannot keep the unreduced answers in {tmp_path}/a_file/cache "
             "(Not a directory); give a directory you can write, or fidelity.enabled=false") in proc.stderr
     assert not run_dir.exists() or list(run_dir.iterdir()) == []  # no run_spec.json, job.json, run.lock
+
+
+def test_a_model_device_that_is_no_torch_device_is_refused_at_validation():
+    """model.device=gpu was a RuntimeError traceback once the model was built, the run dir taken."""
+    with pytest.raises(ConfigError, match=r"^model.device: 'gpu' is not a torch device; e.g. cpu, cuda, cuda:1, mps$"):
+        validate(composed(["model.device=gpu"]))
+
+
+@pytest.mark.parametrize("device,gpus,refused", [("cuda", 0, True), ("cuda:0", 0, True), ("cuda:3", 2, True),
+                                                 ("cuda:1", 2, False), ("cuda", 1, False), ("cpu", 0, False)])
+def test_aim_run_and_bench_refuse_a_cuda_device_this_machine_lacks(device, gpus, refused, monkeypatch):
+    """model.device=cuda on a CPU-only torch was an AssertionError traceback ("Torch not compiled with CUDA
+    enabled") after the run dir was taken. A sweep's validation does not check it (its jobs run elsewhere)."""
+    import torch
+
+    from aim.config import check_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    valid = validate(composed([f"model.device={device}"]))
+    if refused:
+        with pytest.raises(ConfigError, match=rf"^model.device: {device} asked, and torch .* sees {gpus} CUDA device\(s\) "
+                                              r"here .*; use model.device=cpu, or run where the GPU is$"):
+            check_device(valid)
+    else:
+        check_device(valid)

@@ -260,6 +260,22 @@ def check_weights(valid: Validated) -> None:
         raise ConfigError(f"model.{exc}") from None
 
 
+def check_device(valid: Validated) -> None:
+    """For the jobs that load the model (aim.run, aim.bench), not a sweep's validation (which may run where the
+    jobs' GPUs are not): `model.device` is there."""
+    import torch
+
+    device = torch.device(valid.model.device)  # its form is checked by the model's schema
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if device.index is not None and device.index >= count or not count:
+            raise ConfigError(f"model.device: {valid.model.device} asked, and torch {torch.__version__} sees "
+                              f"{count} CUDA device(s) here (CUDA build: {torch.version.cuda}); use model.device=cpu, "
+                              "or run where the GPU is")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("model.device: mps asked, and torch sees no MPS device here; use model.device=cpu")
+
+
 def check_logger(valid: Validated) -> None:
     """For the jobs that log (aim.run, each job of a sweep; not aim.flops or aim.bench): logger=wandb (the
     default, offline) needs the wandb package, a dependency of aim-mllm, missing only where it was left out."""

@@ -27,7 +27,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from aim.config import ConfigError, Validated, check_fidelity_cache, check_logger, check_weights, validate
+from aim.config import (ConfigError, Validated, check_device, check_fidelity_cache, check_logger, check_weights,
+                        validate)
 from aim.paths import CONF_DIR
 
 RUN_SPEC = "run_spec.json"
@@ -265,6 +266,7 @@ def main(cfg: DictConfig) -> float | list[float]:
     try:
         valid = validate(cfg)
         check_logger(valid)
+        check_device(valid)
         check_fidelity_cache(valid)
         check_weights(valid)
         budget = apply_budget(cfg, valid)  # budget mode: the chosen knobs written into cfg before anything is built
