@@ -197,15 +197,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("command", [["launch/sweep.py", "status"], ["launch/sweep.py", "resubmit", "--dry-run"],
-                                     ["analysis/collect.py"], ["analysis/report.py"]])
+                                     ["analysis/collect.py"], ["analysis/report.py"], ["-m", "aim.search"]])
 def test_the_sweep_commands_on_a_torn_sweep_json_or_no_sweep_dir_say_why_exit_2(command, tmp_path):
     """They stopped with a JSONDecodeError / FileNotFoundError traceback."""
     from tests.test_analysis import write_sweep
 
     sweep = write_sweep(tmp_path / "sweep", with_trouble=False)
     (sweep / "sweep.json").write_text((sweep / "sweep.json").read_text()[:100])
-    script, *args = command
-    run = lambda where: subprocess.run([sys.executable, str(ROOT / script), *args[:1], str(where), *args[1:]],  # noqa: E731
+    script, *args = command if command[0] != "-m" else (" ".join(command), )
+    program = command if command[0] == "-m" else [str(ROOT / script)]
+    run = lambda where: subprocess.run([sys.executable, *program, *args[:1], str(where), *args[1:]],  # noqa: E731
                                        capture_output=True, text=True, timeout=120)
     proc = run(sweep)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]

@@ -59,6 +59,7 @@ from typing import Any, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from aim.config import BUDGET_LIMITS, OBJECTIVES
+from aim.sweep import SweepError
 from aim.tradeoff import (COST, TRADEOFF, SearchError, compare, compare_markdown, format_rows, pareto_rows, search_config,
                           tradeoff, write_tradeoff)
 
@@ -520,7 +521,7 @@ def main(argv=None) -> int:
         path = write_tradeoff(args.sweep_dir, args.objective)
         data = json.loads(path.read_text())
         other = tradeoff(args.against, data["objective"]) if args.against else None
-    except (SearchError, FileNotFoundError) as exc:
+    except (SearchError, SweepError, FileNotFoundError) as exc:
         print(f"aim: {exc}", file=sys.stderr)
         return 2
     if args.json:
