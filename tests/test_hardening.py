@@ -253,3 +253,17 @@ def test_aim_run_and_bench_refuse_a_cuda_device_this_machine_lacks(device, gpus,
             check_device(valid)
     else:
         check_device(valid)
+
+
+def test_aim_search_says_which_jobs_its_tradeoff_leaves_out_and_why(tmp_path, capsys):
+    """A job whose results.json was damaged (or that failed, or never ran) was left out of tradeoff.json silently."""
+    from aim.search import main
+    from tests.test_analysis import write_sweep
+
+    sweep = write_sweep(tmp_path / "sweep", with_trouble=False)
+    damage(sweep / "aim_r0.25", "results.json", "empty")
+    assert main([str(sweep)]) == 0
+    out, err = capsys.readouterr()
+    assert "4 points" in out
+    assert ("aim.search: 1 of 5 jobs are not done and not in the trade-off: job 2 (aim_r0.25) failed: results.json "
+            "unreadable (") in err
