@@ -12,6 +12,7 @@ public API: it needs network and an API key, and cannot tell which jobs are miss
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -23,6 +24,17 @@ SHOWN = ["sweep", "job", "run", "status", "label", "frames", "dataset", "score",
 
 
 def main(argv=None) -> int:
+    """The command; a sweep dir that is not one, or whose sweep.json cannot be read: the reason, exit 2."""
+    from aim.sweep import SweepError
+
+    try:
+        return _main(argv)
+    except (FileNotFoundError, SweepError) as exc:
+        print(f"collect.py: {exc}", file=sys.stderr)
+        return 2
+
+
+def _main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("sources", nargs="*", type=Path, help="sweep dirs (sweep.json) or dirs holding results.json")
     ap.add_argument("--wandb", metavar="ENTITY/PROJECT", help="also collect the runs of this W&B project (online)")

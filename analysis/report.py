@@ -16,6 +16,7 @@ network and an API key; not testable offline).
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from aim.analysis.collect import collect, status_counts
@@ -23,6 +24,17 @@ from aim.analysis.report import build
 
 
 def main(argv=None) -> int:
+    """The command; a sweep dir that is not one, or whose sweep.json cannot be read: the reason, exit 2."""
+    from aim.sweep import SweepError
+
+    try:
+        return _main(argv)
+    except (FileNotFoundError, SweepError) as exc:
+        print(f"report.py: {exc}", file=sys.stderr)
+        return 2
+
+
+def _main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("sources", nargs="*", type=Path, help="sweep dirs (sweep.json) or dirs holding results.json")
     ap.add_argument("--out", type=Path, help="output folder (default: <sweep dir>/report for one sweep)")

@@ -66,6 +66,17 @@ def merge(directory: Path) -> int:
 
 
 def main(argv=None) -> int:
+    """The command; a sweep dir that is not one, or whose sweep.json cannot be read: the reason, exit 2."""
+    from aim.sweep import SweepError
+
+    try:
+        return _main(argv)
+    except (FileNotFoundError, SweepError) as exc:
+        print(f"sweep.py: {exc}", file=sys.stderr)
+        return 2
+
+
+def _main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="action", required=True)
     st = sub.add_parser("status", help="state of every job of the sweep")

@@ -35,7 +35,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from aim.config import ConfigError, check_weights, validate
+from aim.config import ConfigError, check_device, check_tool_budget, check_weights, validate
 from aim.paths import CONF_DIR
 
 
@@ -249,6 +249,8 @@ def main(cfg: DictConfig) -> None:
 
     try:
         valid = validate(cfg)
+        check_tool_budget(valid.budget, "bench")
+        check_device(valid)
         check_weights(valid)
         # budget mode: the knobs that fit, for bench.frames / bench.text_tokens, written into cfg
         plan = apply_budget(cfg, valid, valid.bench.frames, valid.bench.text_tokens)

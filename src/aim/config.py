@@ -163,6 +163,7 @@ class RunConfig:
 
 BUDGET_LIMITS = ("tflops", "fraction", "prefill_ms")  # the units a budget is given in (one at a time)
 OBJECTIVES = ("accuracy", "agreement")  # what a trade-off ranks by (maximized against TFLOPs)
+BUDGET_PLANNING = ("hardware", "text_tokens", "tradeoff", "objective")  # read only with a budget limit
 
 
 @dataclass
@@ -203,6 +204,24 @@ class BudgetConfig:
         if self.per_sample and self.tflops is None:
             raise ValueError("per_sample: needs budget.tflops (the same TFLOPs for every sample), "
                              f"got {given[0] if given else 'no budget'}")
+        if not given:  # how to plan a budget, with no budget to plan: the run would silently ignore it
+            for key in BUDGET_PLANNING:
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key}: says how to plan a budget, and no budget is given (budget.tflops, "
+                                     f"fraction or prefill_ms); give one, or leave budget.{key} null, "
+                                     f"got {getattr(self, key)!r}")
+
+
+def check_tool_budget(budget: BudgetConfig, tool: str) -> None:
+    """aim.flops and aim.bench (`tool`: flops, bench) plan a budget for their own one input, `<tool>.text_tokens`
+    long: budget.text_tokens and budget.per_sample, aim.run's, would be silently ignored there, so are refused."""
+    if budget.text_tokens is not None:
+        raise ConfigError(f"budget.text_tokens: aim.{tool} plans for its own text length, {tool}.text_tokens "
+                          f"(budget.text_tokens is aim.run's); give {tool}.text_tokens={budget.text_tokens}, "
+                          f"got budget.text_tokens={budget.text_tokens}")
+    if budget.per_sample:
+        raise ConfigError(f"budget.per_sample: aim.{tool} has one input, no samples (per_sample is aim.run's); "
+                          "leave it false")
 
 
 LOADING_FIELD = "num_workers"  # the dataset group's field that every dataset has (LoadingConfig)
@@ -244,6 +263,51 @@ def check_weights(valid: Validated) -> None:
         raise ConfigError(f"model.{exc}") from None
 
 
+def check_device(valid: Validated) -> None:
+    """For the jobs that load the model (aim.run, aim.bench), not a sweep's validation (which may run where the
+    jobs' GPUs are not): `model.device` is there."""
+    import torch
+
+    device = torch.device(valid.model.device)  # its form is checked by the model's schema
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if device.index is not None and device.index >= count or not count:
+            raise ConfigError(f"model.device: {valid.model.device} asked, and torch {torch.__version__} sees "
+                              f"{count} CUDA device(s) here (CUDA build: {torch.version.cuda}); use model.device=cpu, "
+                              "or run where the GPU is")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("model.device: mps asked, and torch sees no MPS device here; use model.device=cpu")
+
+
+def check_logger(valid: Validated) -> None:
+    """For the jobs that log (aim.run, each job of a sweep; not aim.flops or aim.bench): logger=wandb (the
+    default, offline) needs the wandb package, a dependency of aim-mllm, missing only where it was left out."""
+    import importlib.util
+
+    if valid.logger.name == "wandb" and importlib.util.find_spec("wandb") is None:
+        raise ConfigError("logger.name: wandb is not installed (pip install wandb); or use logger=none, which "
+                          "records results.json and samples.jsonl alone")
+
+
+def check_fidelity_cache(valid: Validated) -> None:
+    """For aim.run, before the run dir is taken: with fidelity on, `fidelity.cache_dir` is a directory it can
+    make (it makes it, as the run would a moment later) and write."""
+    import os
+    from pathlib import Path
+
+    if not valid.fidelity.enabled:
+        return
+    path = Path(os.path.expanduser(valid.fidelity.cache_dir))
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        why = "" if os.access(path, os.W_OK | os.X_OK) else "not writable"
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+    if why:
+        raise ConfigError(f"fidelity.cache_dir: cannot keep the unreduced answers in {path} ({why}); give a directory "
+                          "you can write, or fidelity.enabled=false")
+
+
 def check_frame_sampling(model) -> None:
     """model.frame_sampling names one of the data family's frame sampling rules (aim.data.video)."""
     from aim.data.video import FRAME_SAMPLING
@@ -253,6 +317,28 @@ def check_frame_sampling(model) -> None:
         raise ConfigError(f"model.frame_sampling: {rule!r} is not allowed; choose one of: {', '.join(FRAME_SAMPLING)}")
 
 
+# the run config's top-level keys: the groups of `Validated` (loading and sharding are dataset fields), the
+# trade-off search's `search` (aim.tradeoff) and, while a sweep is planned, `hydra`
+TOP_LEVEL = ("model", "dataset", "merger", "pruner", "logger", "eval", "seed", "bench", "flops", "fidelity",
+             "budget", "run", "search", "hydra")
+
+
+def check_top_level(cfg: DictConfig) -> None:
+    """A top-level key that nothing reads (`+seeed=3`, `+budget_tflops=1e-4`) is refused, as an unknown field
+    of a group is; a helper value that another value interpolates (`${pruner_layers.0}`, as
+    conf/exp/ablation_layers.yaml sweeps an (l1, l2) pair) is read through it, and allowed."""
+    import re
+
+    unknown = [str(k) for k in cfg.keys() if k not in TOP_LEVEL]
+    if not unknown:
+        return
+    text = OmegaConf.to_yaml(cfg)  # unresolved: the interpolations as written
+    for key in unknown:
+        if not re.search(r"\$\{\s*" + re.escape(key) + r"\s*[.\[}]", text):
+            raise ConfigError(f"{key}: unknown top-level key; allowed: {', '.join(TOP_LEVEL[:-1])} (or a helper value "
+                              f"that another value interpolates, ${{{key}}})")
+
+
 def validate(cfg: DictConfig) -> Validated:
     """Check every group of a composed run config; the first problem raises ConfigError."""
     from aim.data import DATASETS
@@ -260,6 +346,7 @@ def validate(cfg: DictConfig) -> Validated:
     from aim.models import MODELS
     from aim.pruning import PRUNERS
 
+    check_top_level(cfg)
     groups = {}
     loading, sharding, schedule_layers = LoadingConfig(), ShardingConfig(), None
     for group, registry in (("model", MODELS), ("dataset", DATASETS), ("merger", MERGERS), ("pruner", PRUNERS)):

@@ -56,7 +56,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from aim.config import ConfigError, validate
+from aim.config import ConfigError, check_tool_budget, validate
 from aim.efficiency.cost import flops, memory_estimate, model_configs, sample_frames
 from aim.paths import CONF_DIR
 
@@ -113,6 +113,7 @@ def main(cfg: DictConfig) -> None:
 
     try:
         valid = validate(cfg)
+        check_tool_budget(valid.budget, "flops")
         if valid.flops.image_size is not None and Limit.of(valid.budget) is not None:
             raise ConfigError("flops.image_size: budgets are planned for video frames; leave budget.tflops, "
                               "budget.fraction and budget.prefill_ms null to count an image")

@@ -27,7 +27,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from aim.config import ConfigError, Validated, check_weights, validate
+from aim.config import (ConfigError, Validated, check_device, check_fidelity_cache, check_logger, check_weights,
+                        validate)
 from aim.paths import CONF_DIR
 
 RUN_SPEC = "run_spec.json"
@@ -49,9 +50,19 @@ def result_spec(cfg: DictConfig) -> dict:
 def check_resume(out_dir: Path, spec: dict) -> None:
     """A rerun in an existing output dir must ask for the same results, or its records would mix. Reads only:
     a refused rerun leaves the dir as it was."""
-    path = out_dir / RUN_SPEC
-    if path.exists():
-        old = json.loads(path.read_text())
+    from aim.sweep import read_json
+
+    old, damaged = read_json(out_dir / RUN_SPEC)
+    if damaged:
+        raise ConfigError(f"{out_dir}: {damaged}: the config of the run it holds cannot be checked; restore it, or "
+                          "use another hydra.run.dir")
+    samples = out_dir / "samples.jsonl"
+    if old is None and samples.exists() and samples.stat().st_size:
+        # a run dir of an older format (before run_spec.json), or one whose run_spec.json was removed: its
+        # records' config is unknown, and resuming would mix them with this config's
+        raise ConfigError(f"{out_dir} holds samples.jsonl but no {RUN_SPEC}, so the config of its records cannot be "
+                          "checked; use another hydra.run.dir, or move samples.jsonl aside to start over")
+    if old is not None:
         if old != spec:
             diffs = sorted(_diff(old, spec))
             raise ConfigError(
@@ -254,6 +265,9 @@ def main(cfg: DictConfig) -> float | list[float]:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         valid = validate(cfg)
+        check_logger(valid)
+        check_device(valid)
+        check_fidelity_cache(valid)
         check_weights(valid)
         budget = apply_budget(cfg, valid)  # budget mode: the chosen knobs written into cfg before anything is built
         if budget is not None:

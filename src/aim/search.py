@@ -59,6 +59,7 @@ from typing import Any, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from aim.config import BUDGET_LIMITS, OBJECTIVES
+from aim.sweep import SweepError
 from aim.tradeoff import (COST, TRADEOFF, SearchError, compare, compare_markdown, format_rows, pareto_rows, search_config,
                           tradeoff, write_tradeoff)
 
@@ -505,6 +506,18 @@ class TradeoffSearch:
 
 # ------------------------------------------------------------------------------------- command line
 
+def print_left_out(sweep_dir: Path) -> None:
+    """The trade-off holds the done jobs; say on stderr which are not (failed, missing, running), and why."""
+    from aim.sweep import status
+
+    rows = status(sweep_dir, query_scheduler=False)
+    left = [r for r in rows if r["state"] != "done"]
+    if left:
+        print(f"aim.search: {len(left)} of {len(rows)} jobs are not done and not in the trade-off: "
+              + "; ".join(f"job {r['num']} ({r['subdir']}) {r['state']}" + (f": {r['detail'][:200]}" if r["detail"] else "")
+                          for r in left), file=sys.stderr)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Write <sweep dir>/tradeoff.json (every done job; the Pareto set on "
                                  "objective max vs TFLOPs min) and print the Pareto set.")
@@ -520,9 +533,10 @@ def main(argv=None) -> int:
         path = write_tradeoff(args.sweep_dir, args.objective)
         data = json.loads(path.read_text())
         other = tradeoff(args.against, data["objective"]) if args.against else None
-    except (SearchError, FileNotFoundError) as exc:
+    except (SearchError, SweepError, FileNotFoundError) as exc:
         print(f"aim: {exc}", file=sys.stderr)
         return 2
+    print_left_out(args.sweep_dir)
     if args.json:
         print(json.dumps(data, indent=2))
     else:

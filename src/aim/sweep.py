@@ -80,7 +80,7 @@ def sweep_overrides(config_loader, params: dict | None, arguments: Sequence[str]
 def plan_jobs(config_loader, master_config: DictConfig, job_overrides: Sequence[tuple[int, Sequence[str]]]) -> list[dict]:
     """Compose and validate each (job number, overrides) the way its launcher will; return the
     manifest's job entries, or raise InvalidSweep naming every bad job."""
-    from aim.config import ConfigError, validate
+    from aim.config import ConfigError, check_logger, validate
 
     jobs, problems = [], []
     saved = HydraConfig.instance().cfg
@@ -92,6 +92,7 @@ def plan_jobs(config_loader, master_config: DictConfig, job_overrides: Sequence[
                     cfg.hydra.job.num = num
                 HydraConfig.instance().set_config(cfg)  # as run_job does before resolving the subdir
                 valid = validate(cfg)
+                check_logger(valid)
                 subdir = str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
             except ConfigError as exc:
                 problems.append((num, list(overrides), str(exc)))
@@ -138,7 +139,7 @@ def write_manifest(sweep_dir: Path, master_config: DictConfig, jobs: list[dict])
         "jobs": jobs,
     }
     if path.exists():
-        old = json.loads(path.read_text())
+        old = read_manifest(sweep_dir)  # a damaged one: SweepError, nothing launched
         old_jobs = [(j["overrides"], j["subdir"]) for j in old["jobs"]]
         if old_jobs != [(j["overrides"], j["subdir"]) for j in jobs]:
             raise SweepError(f"aim: {path} lists other jobs, nothing was launched; use another hydra.sweep.dir, "
@@ -155,7 +156,10 @@ def read_manifest(sweep_dir: str | Path) -> dict:
     path = Path(sweep_dir) / MANIFEST
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: not a sweep dir made by `python -m aim.run -m` (hydra/sweeper=aim)")
-    manifest = json.loads(path.read_text())
+    manifest, damaged = read_json(path)
+    if damaged or "jobs" not in manifest:
+        raise SweepError(f"{path.parent}: {damaged or 'sweep.json has no jobs list'}; the sweep's job list cannot be "
+                         "read: restore it (each job's .hydra/overrides.yaml holds its overrides)")
     manifest["sweep_dir"] = str(Path(sweep_dir).resolve())  # where it is now, should it have moved
     return manifest
 
@@ -204,6 +208,21 @@ def launch_list(sweep_dir: Path, jobs: list[dict], numbered: Sequence[tuple[int,
 
 # ---------------------------------------------------------------------------------------------- job state
 
+def read_json(path: Path) -> tuple[dict | None, str | None]:
+    """A run dir's JSON object file (results.json, job.json, run_spec.json) as (data, None); (None, None) when
+    it does not exist; (None, why) when it cannot be read (empty, truncated, not an object), so that one
+    damaged file is reported for its own job instead of stopping the status or the table of every job."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return None, None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, f"{Path(path).name} unreadable ({exc})"
+    if not isinstance(data, dict):
+        return None, f"{Path(path).name} unreadable (a JSON {type(data).__name__}, not an object)"
+    return data, None
+
+
 def _write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2))
@@ -218,7 +237,7 @@ def mark_running(out_dir: Path, overrides: Sequence[str]) -> None:
     the dir's lock, so an invocation that is refused (invalid config, another run's dir, a dir in use) leaves
     an existing job.json as it was."""
     path = Path(out_dir) / JOB_STATE
-    previous = json.loads(path.read_text()) if path.exists() else {}
+    previous = read_json(path)[0] or {}  # a damaged job.json (killed mid-write by hand) restarts the count
     _write_json(path, {
         "state": "running", "host": socket.gethostname(), "pid": os.getpid(), "slurm_job_id": slurm_job_id(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "attempt": previous.get("attempt", 0) + 1,
@@ -233,7 +252,7 @@ def mark_ended(out_dir: Path, error: BaseException | None = None) -> None:
         return
     _STARTED.discard(Path(out_dir))
     path = Path(out_dir) / JOB_STATE
-    state = json.loads(path.read_text()) if path.exists() else {}
+    state = read_json(path)[0] or {}
     state.update(state="failed" if error is not None else "done", ended=time.strftime("%Y-%m-%dT%H:%M:%S"))
     if error is not None:
         state["error"] = f"{type(error).__name__}: {error}"[:2000]
@@ -396,16 +415,20 @@ def status(sweep_dir: str | Path, query_scheduler: bool = True) -> list[dict]:
 
 def _dir_state(out: Path, active: dict | None, submitted_id: str | None) -> tuple[str, str]:
     """(state, detail) of one run dir (a job's, or a shard's): see `status`."""
-    state_file = out / JOB_STATE
-    info = json.loads(state_file.read_text()) if state_file.exists() else None
+    info, info_damaged = read_json(out / JOB_STATE)
     slurm_id = (info or {}).get("slurm_job_id") or submitted_id
     scheduler_state = active.get(slurm_id) if active is not None and slurm_id else None
-    if (out / RESULTS).exists() and (info is None or info.get("state") != "running"):
+    results, results_damaged = read_json(out / RESULTS)
+    if results_damaged and (info is None or info.get("state") != "running"):  # its rerun resumes and rewrites it
+        return "failed", f"{results_damaged}; resubmit the job to rewrite it from samples.jsonl"
+    if results is not None and (info is None or info.get("state") != "running"):
         return "done", ""
     if scheduler_state in ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING"):
         return "queued", f"slurm {slurm_id} {scheduler_state}"
     if scheduler_state is not None:
         return "running", f"slurm {slurm_id} {scheduler_state}"
+    if info_damaged:
+        return "failed", info_damaged
     if info is None:
         return "missing", ""
     if info["state"] == "failed":

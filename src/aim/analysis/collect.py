@@ -41,7 +41,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from aim.sweep import MANIFEST, RESULTS, read_manifest, status as sweep_status
+from aim.sweep import MANIFEST, RESULTS, read_json, read_manifest, status as sweep_status
 
 RUN_SPEC = "run_spec.json"  # aim.run.RUN_SPEC (not imported: aim.run pulls in the model stack)
 SAMPLES = "samples.jsonl"
@@ -187,9 +187,10 @@ def read_records(path: Path) -> list[dict]:
 
 def run_fields(run_dir: Path, roofline: bool = True) -> dict:
     """Everything a run dir says: results.json (with its config) if written, else its run_spec.json."""
-    results_path, spec_path = run_dir / RESULTS, run_dir / RUN_SPEC
-    if results_path.exists():
-        results = json.loads(results_path.read_text())
+    results, damaged = read_json(run_dir / RESULTS)
+    if damaged:  # the job's row says so (status failed, this detail); its config still comes from run_spec.json
+        warnings.warn(f"aim.analysis: {run_dir}: {damaged}; its row has no results", stacklevel=2)
+    if results is not None:
         config = results.get("config") or {}
         row = {**config_fields(config), **results_fields(results)}
         method = results.get("method") or {}
@@ -200,9 +201,8 @@ def run_fields(run_dir: Path, roofline: bool = True) -> dict:
         if roofline and config.get("model"):
             row.update(efficiency_fields(config, records, results.get("text_tokens")))
         return row
-    if spec_path.exists():
-        return config_fields(json.loads(spec_path.read_text()))
-    return {}
+    spec, _ = read_json(run_dir / RUN_SPEC)
+    return config_fields(spec) if spec is not None else {}
 
 
 # ------------------------------------------------------------------------------------------ sources
@@ -236,8 +236,10 @@ def collect_runs(root: Path, roofline: bool = True) -> list[dict]:
     for i, path in enumerate(paths):
         run_dir = path.parent
         fields = run_fields(run_dir, roofline)
+        damaged = read_json(path)[1]
         rows.append({"sweep": root.name, "sweep_dir": str(root.resolve()), "job": i,
-                     "run": str(run_dir.relative_to(root)) if run_dir != root else ".", "status": "done", "detail": "",
+                     "run": str(run_dir.relative_to(root)) if run_dir != root else ".",
+                     "status": "failed" if damaged else "done", "detail": damaged or "",
                      "overrides": "", "method": f"{fields.get('merger')}+{fields.get('pruner')}", **fields})
     return rows
 

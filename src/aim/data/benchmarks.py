@@ -207,7 +207,7 @@ class Benchmark(SampleList):
         self.videos = VideoFinder(self.root)
         rows = read_rows(self.root, self.cfg.questions_file)
         rows = rows if self.cfg.limit is None else rows[: self.cfg.limit]
-        self.samples = [self.make_sample(row) for row in rows]
+        self.samples = [self.sample_or_skip(row) for row in rows]
         ids = [s.id for s in self.samples]
         if len(set(ids)) != len(ids):
             dup = next(i for i in ids if ids.count(i) > 1)
@@ -216,7 +216,21 @@ class Benchmark(SampleList):
     def make_sample(self, row: dict) -> Sample:
         raise NotImplementedError
 
+    def sample_or_skip(self, row: dict) -> Sample:
+        """`make_sample`, or for a row that lacks a field or holds one it cannot read (an answer that is not an
+        option, null options) a sample recorded as skipped naming the file, the row and why: one bad row of a
+        release costs its own question, not the run."""
+        try:
+            return self.make_sample(row)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            what = f"missing field {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+            return Sample(id=f"{row['_file']}_row{row['_row']}", question="", options=[], answer=None,
+                          video=self.root / "unreadable", num_frames=self.cfg.num_frames,
+                          skip_reason=f"row {row['_row']} of {row['_file']} cannot be read ({what})")
+
     def sample(self, *, id, question, options, answer, video: Path, question_type="", categories=None, subtitles=None) -> Sample:
+        if not isinstance(question, str):  # parquet's None / NaN: "None" / "nan" would be asked
+            raise ValueError(f"question: {question!r} is not a text")
         return Sample(id=str(id), question=str(question).strip(), options=options, answer=answer, video=video,
                       num_frames=self.cfg.num_frames, question_type=str(question_type or ""),
                       categories={k: str(v) for k, v in (categories or {}).items()}, subtitles=subtitles,
@@ -352,7 +366,7 @@ class MLVU(Benchmark):
     layout = MLVU_PROMPT
 
     def make_sample(self, row):
-        question, embedded = split_embedded_options(str(row["question"]))
+        question, embedded = split_embedded_options(row["question"])  # a null one fails: skipped
         candidates = first(row, "candidates")
         options = as_list(candidates) if candidates is not None and len(candidates) else embedded
         task = str(first(row, "task_type", "question_type", default=""))

@@ -134,6 +134,10 @@ class AdapterConfig:
         from aim.models.compiled import check_compile
 
         check_choice("dtype", self.dtype, DTYPES)
+        try:
+            torch.device(self.device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"device: {self.device!r} is not a torch device; e.g. cpu, cuda, cuda:1, mps") from None
         check_range("gpus", self.gpus, 1)
         if isinstance(self.max_memory, dict):  # "0" from a command line's {0:70GiB} is GPU 0, as in a YAML file
             self.max_memory = {int(k) if isinstance(k, str) and k.isdigit() else k: v for k, v in self.max_memory.items()}

@@ -1,0 +1,269 @@
+"""What a researcher gets wrong is refused with the field named, never silently ignored (the hardening audit).
+Each case here ran silently before: the setting had no effect on what ran."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from aim.config import ConfigError, validate
+from aim.paths import CONF_DIR
+
+
+def composed(overrides=()):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+@pytest.mark.parametrize("override,key", [("+seeed=3", "seeed"), ("+budget_tflops=1e-4", "budget_tflops"),
+                                          ("+limit=10", "limit")])
+def test_a_misspelt_top_level_key_is_refused_naming_it(override, key):
+    with pytest.raises(ConfigError, match=rf"^{key}: unknown top-level key; allowed: model, dataset, .*budget, run"):
+        validate(composed([override]))
+
+
+def test_a_top_level_helper_that_another_value_interpolates_is_allowed():
+    """conf/exp/ablation_layers.yaml sweeps (l1, l2) as one value, `pruner_layers`, read by pruner.l1/l2."""
+    valid = validate(composed(["+pruner_layers=[1,3]", "pruner.l1=${pruner_layers.0}", "pruner.l2=${pruner_layers.1}"]))
+    assert (valid.pruner.l1, valid.pruner.l2) == (1, 3)
+    with pytest.raises(ConfigError, match=r"^pruner_layer: unknown top-level key"):  # one the pruner does not read
+        validate(composed(["+pruner_layers=[1,3]", "+pruner_layer=[1,2]", "pruner.l1=${pruner_layers.0}",
+                           "pruner.l2=${pruner_layers.1}"]))
+
+
+@pytest.mark.parametrize("override,key", [("budget.tradeoff=/some/tradeoff.json", "tradeoff"),
+                                          ("budget.objective=agreement", "objective"),
+                                          ("budget.hardware=h100_sxm", "hardware"),
+                                          ("budget.text_tokens=100", "text_tokens")])
+def test_a_budget_planning_knob_without_a_budget_is_refused(override, key):
+    with pytest.raises(ConfigError, match=rf"^budget.{key}: says how to plan a budget, and no budget is given"):
+        validate(composed([override]))
+    validate(composed([override, "budget.fraction=0.5"]))  # with a budget it plans it
+
+
+@pytest.mark.parametrize("tool,override,message", [
+    ("flops", "budget.text_tokens=50", "budget.text_tokens: aim.flops plans for its own text length, flops.text_tokens"),
+    ("bench", "budget.per_sample=true", "budget.per_sample: aim.bench has one input, no samples"),
+])
+def test_aim_flops_and_bench_refuse_the_budget_knobs_only_aim_run_reads(tool, override, message, tmp_path):
+    """aim.flops planned budget.fraction=0.5 for 100 text tokens (flops.text_tokens) with budget.text_tokens=50."""
+    proc = subprocess.run([sys.executable, "-m", f"aim.{tool}", "budget.tflops=3e-4", override,
+                           f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"aim.{tool}: invalid config: " + message in proc.stderr
+
+
+# ------------------------------------------------------------------------------------------ damaged records
+
+def damage(run_dir, name, how):
+    path = run_dir / name
+    path.write_text("" if how == "empty" else path.read_text()[: len(path.read_text()) // 2])
+
+
+def test_sweep_status_and_collect_name_a_damaged_file_and_go_on_with_the_other_jobs(tmp_path):
+    """A results.json left empty or torn (copied half-way, disk full, edited by hand) and a torn job.json made
+    `launch/sweep.py status`, `analysis/collect.py` and the report stop with a JSONDecodeError."""
+    from aim.analysis.collect import collect
+    from aim.sweep import status
+    from tests.test_analysis import write_sweep
+
+    sweep = write_sweep(tmp_path / "sweep", with_trouble=False)
+    damage(sweep / "aim_r0.25", "results.json", "empty")
+    damage(sweep / "pool_r0.5", "results.json", "torn")
+    (sweep / "pool_r0.25" / "results.json").unlink()
+    damage(sweep / "pool_r0.25", "job.json", "torn")
+    states = {r["subdir"]: (r["state"], r["detail"]) for r in status(sweep, query_scheduler=False)}
+    assert states["unreduced"] == states["aim_r0.5"] == ("done", "")
+    for run in ("aim_r0.25", "pool_r0.5"):
+        assert states[run][0] == "failed"
+        assert states[run][1].startswith("results.json unreadable (") and "resubmit" in states[run][1]
+    assert states["pool_r0.25"][0] == "failed" and states["pool_r0.25"][1].startswith("job.json unreadable")
+    with pytest.warns(UserWarning, match=r"aim_r0.25: results.json unreadable"):
+        rows = {row["run"]: row for _, row in collect([sweep]).iterrows()}
+    assert len(rows) == 5 and rows["unreduced"]["score"] == 0.56 and rows["aim_r0.5"]["status"] == "done"
+    assert rows["aim_r0.25"]["status"] == "failed" and rows["aim_r0.25"]["score"] != rows["aim_r0.25"]["score"]  # NaN
+
+
+def test_collect_over_run_dirs_without_a_manifest_marks_a_damaged_one_failed(tmp_path):
+    from aim.analysis.collect import collect
+    from tests.test_analysis import write_sweep
+
+    sweep = write_sweep(tmp_path / "sweep", with_trouble=False)
+    (sweep / "sweep.json").unlink()  # an older sweep, or a folder of runs
+    damage(sweep / "aim_r0.25", "results.json", "empty")
+    with pytest.warns(UserWarning, match=r"results.json unreadable"):
+        rows = {row["run"]: row for _, row in collect([sweep]).iterrows()}
+    assert rows["aim_r0.25"]["status"] == "failed" and "results.json unreadable" in rows["aim_r0.25"]["detail"]
+    assert [r["status"] for run, r in rows.items() if run != "aim_r0.25"] == ["done"] * 4
+
+
+# ------------------------------------------------------------------------------------------ environment
+
+WITHOUT_WANDB = ("import runpy, sys; sys.modules['wandb'] = None; sys.argv = ['aim.run', *sys.argv[1:]]; "
+                 "runpy.run_module('aim.run', run_name='__main__', alter_sys=True)")
+
+
+@pytest.mark.parametrize("multirun", [False, True])
+def test_logger_wandb_without_wandb_installed_fails_before_anything_starts(multirun, tmp_path):
+    """It was a traceback (ImportError) from inside the job, after its run dir was taken."""
+    where = ([f"hydra.sweep.dir={tmp_path}", "merger.ratio=0.5,0.25", "-m"] if multirun else
+             [f"hydra.run.dir={tmp_path}"])
+    proc = subprocess.run([sys.executable, "-c", WITHOUT_WANDB, "logger=wandb", *where],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "logger.name: wandb is not installed (pip install wandb); or use logger=none" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []  # no run dir, no sweep.json: nothing started
+
+
+# ------------------------------------------------------------------------------------------ run dirs
+
+def test_a_run_dir_with_records_but_no_run_spec_is_refused_not_mixed_into(tmp_path):
+    """An older run dir (before run_spec.json) or one whose run_spec.json was removed: its records were resumed
+    under whatever config came next, and run_spec.json then written as if they were that config's."""
+    from aim.run import check_resume
+
+    records = '{"id": "q00000", "correct": true}\n'
+    (tmp_path / "samples.jsonl").write_text(records)
+    with pytest.raises(ConfigError, match=r"holds samples.jsonl but no run_spec.json, so the config of its records "
+                                          r"cannot be checked; use another hydra.run.dir"):
+        check_resume(tmp_path, {"seed": 0})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["samples.jsonl"]
+    assert (tmp_path / "samples.jsonl").read_text() == records
+    (tmp_path / "samples.jsonl").write_text("")  # an empty file holds no records: a fresh start is safe
+    check_resume(tmp_path, {"seed": 0})
+
+
+@pytest.mark.parametrize("text", ["", '{"seed": 0, "mod'])
+def test_a_damaged_run_spec_is_refused_naming_it(tmp_path, text):
+    """It was a JSONDecodeError traceback."""
+    from aim.run import check_resume
+
+    (tmp_path / "run_spec.json").write_text(text)
+    with pytest.raises(ConfigError, match=r"run_spec.json unreadable \(.*\): the config of the run it holds cannot be "
+                                          r"checked"):
+        check_resume(tmp_path, {"seed": 0})
+
+
+# ------------------------------------------------------------------------------------------ data
+
+def damaged_copy(root, tmp_path, edit):
+    """A copy of a fixture release with its first question file's first row edited by `edit(row)`."""
+    import shutil
+
+    import pandas as pd
+
+    copy = tmp_path / root.name
+    shutil.copytree(root, copy)
+    path = sorted(p for p in copy.rglob("*") if p.suffix in (".parquet", ".json") and p.is_file())[0]
+    if path.suffix == ".parquet":
+        rows = pd.read_parquet(path).to_dict("records")
+        edit(rows[0])
+        pd.DataFrame(rows).to_parquet(path)
+    else:
+        rows = json.loads(path.read_text())
+        edit(rows[0])
+        path.write_text(json.dumps(rows))
+    return copy, path.stem
+
+
+@pytest.mark.parametrize("name,edit,why", [
+    ("videomme", lambda row: row.update(question=None), "ValueError: question: nan is not a text"),
+    ("videomme", lambda row: row.update(options=None), "TypeError"),
+    ("videomme", lambda row: row.update(answer="Z"), "ValueError: answer 'Z' is not an option letter"),
+    ("mvbench", lambda row: row.pop("candidates"), "missing field 'candidates'"),
+])
+def test_a_release_row_that_cannot_be_read_is_skipped_naming_file_and_row(name, edit, why, benchmark_roots, tmp_path):
+    """A null question was asked as the text "None"; null options, an answer that is no option or a missing
+    field stopped the whole run (a traceback, or a ConfigError naming no row)."""
+    from dataclasses import asdict
+
+    from aim.data import build_dataset
+
+    root, file = damaged_copy(benchmark_roots[name], tmp_path, edit)
+    cfg = validate(composed([f"dataset={name}", f"dataset.root={root}", "dataset.num_frames=2"])).dataset
+    intact = build_dataset(validate(composed([f"dataset={name}", f"dataset.root={benchmark_roots[name]}",
+                                              "dataset.num_frames=2"])).dataset)
+    samples = list(build_dataset(cfg))
+    skipped = [s for s in samples if s.skip_reason.startswith("row ")]
+    assert len(samples) == len(intact) and len(skipped) == 1
+    assert skipped[0].skip_reason.startswith(f"row 0 of {file} cannot be read (") and why in skipped[0].skip_reason
+    assert asdict(cfg)["name"] == name
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("command", [["launch/sweep.py", "status"], ["launch/sweep.py", "resubmit", "--dry-run"],
+                                     ["analysis/collect.py"], ["analysis/report.py"], ["-m", "aim.search"]])
+def test_the_sweep_commands_on_a_torn_sweep_json_or_no_sweep_dir_say_why_exit_2(command, tmp_path):
+    """They stopped with a JSONDecodeError / FileNotFoundError traceback."""
+    from tests.test_analysis import write_sweep
+
+    sweep = write_sweep(tmp_path / "sweep", with_trouble=False)
+    (sweep / "sweep.json").write_text((sweep / "sweep.json").read_text()[:100])
+    script, *args = command if command[0] != "-m" else (" ".join(command), )
+    program = command if command[0] == "-m" else [str(ROOT / script)]
+    run = lambda where: subprocess.run([sys.executable, *program, *args[:1], str(where), *args[1:]],  # noqa: E731
+                                       capture_output=True, text=True, timeout=120)
+    proc = run(sweep)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert f"{sweep}: sweep.json unreadable (" in proc.stderr and "restore it" in proc.stderr
+    if script == "launch/sweep.py":  # (collect and report read a dir without sweep.json as a folder of runs)
+        proc = run(tmp_path / "nowhere")
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert "nowhere/sweep.json not found: not a sweep dir" in proc.stderr
+
+
+def test_a_fidelity_cache_dir_that_cannot_be_made_fails_before_the_run_dir_is_taken(tmp_path):
+    """It was a FileNotFoundError / NotADirectoryError traceback after the model loaded, the run dir taken."""
+    (tmp_path / "a_file").write_text("")
+    run_dir = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "aim.run", "logger=none", f"fidelity.cache_dir={tmp_path}/a_file/cache",
+                           f"hydra.run.dir={run_dir}"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert (f"aim: invalid config: fidelity.cache_dir: cannot keep the unreduced answers in {tmp_path}/a_file/cache "
+            "(Not a directory); give a directory you can write, or fidelity.enabled=false") in proc.stderr
+    assert not run_dir.exists() or list(run_dir.iterdir()) == []  # no run_spec.json, job.json, run.lock
+
+
+def test_a_model_device_that_is_no_torch_device_is_refused_at_validation():
+    """model.device=gpu was a RuntimeError traceback once the model was built, the run dir taken."""
+    with pytest.raises(ConfigError, match=r"^model.device: 'gpu' is not a torch device; e.g. cpu, cuda, cuda:1, mps$"):
+        validate(composed(["model.device=gpu"]))
+
+
+@pytest.mark.parametrize("device,gpus,refused", [("cuda", 0, True), ("cuda:0", 0, True), ("cuda:3", 2, True),
+                                                 ("cuda:1", 2, False), ("cuda", 1, False), ("cpu", 0, False)])
+def test_aim_run_and_bench_refuse_a_cuda_device_this_machine_lacks(device, gpus, refused, monkeypatch):
+    """model.device=cuda on a CPU-only torch was an AssertionError traceback ("Torch not compiled with CUDA
+    enabled") after the run dir was taken. A sweep's validation does not check it (its jobs run elsewhere)."""
+    import torch
+
+    from aim.config import check_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    valid = validate(composed([f"model.device={device}"]))
+    if refused:
+        with pytest.raises(ConfigError, match=rf"^model.device: {device} asked, and torch .* sees {gpus} CUDA device\(s\) "
+                                              r"here .*; use model.device=cpu, or run where the GPU is$"):
+            check_device(valid)
+    else:
+        check_device(valid)
+
+
+def test_aim_search_says_which_jobs_its_tradeoff_leaves_out_and_why(tmp_path, capsys):
+    """A job whose results.json was damaged (or that failed, or never ran) was left out of tradeoff.json silently."""
+    from aim.search import main
+    from tests.test_analysis import write_sweep
+
+    sweep = write_sweep(tmp_path / "sweep", with_trouble=False)
+    damage(sweep / "aim_r0.25", "results.json", "empty")
+    assert main([str(sweep)]) == 0
+    out, err = capsys.readouterr()
+    assert "4 points" in out
+    assert ("aim.search: 1 of 5 jobs are not done and not in the trade-off: job 2 (aim_r0.25) failed: results.json "
+            "unreadable (") in err
