@@ -149,15 +149,17 @@ def test_a_damaged_run_spec_is_refused_naming_it(tmp_path, text):
 
 # ------------------------------------------------------------------------------------------ data
 
-def damaged_copy(root, tmp_path, edit):
-    """A copy of a fixture release with its first question file's first row edited by `edit(row)`."""
+def damaged_copy(root, tmp_path, edit, pattern="*"):
+    """A copy of a fixture release with its first question file's first row edited by `edit(row)` (the first
+    file by name whose path relative to the release matches `pattern`)."""
     import shutil
 
     import pandas as pd
 
     copy = tmp_path / root.name
     shutil.copytree(root, copy)
-    path = sorted(p for p in copy.rglob("*") if p.suffix in (".parquet", ".json") and p.is_file())[0]
+    path = sorted(p for p in copy.rglob("*") if p.suffix in (".parquet", ".json") and p.is_file()
+                  and p.relative_to(copy).match(pattern))[0]
     if path.suffix == ".parquet":
         rows = pd.read_parquet(path).to_dict("records")
         edit(rows[0])
@@ -191,6 +193,37 @@ def test_a_release_row_that_cannot_be_read_is_skipped_naming_file_and_row(name, 
     assert len(samples) == len(intact) and len(skipped) == 1
     assert skipped[0].skip_reason.startswith(f"row 0 of {file} cannot be read (") and why in skipped[0].skip_reason
     assert asdict(cfg)["name"] == name
+
+
+@pytest.mark.parametrize("name,edit,why", [
+    ("vqav2", lambda row: row.update(question=None), "ValueError: question: None is not a text"),
+    ("gqa", lambda row: row.update(answer=None), "ValueError: answer: None is not a text"),
+    ("mme", lambda row: row.update(question=None), "ValueError: question: None is not a text"),
+    ("textvqa_val", lambda row: row.update(question=None), "ValueError: question: None is not a text"),
+    ("scienceqa_img", lambda row: row.update(answer=7), "ValueError: answer: 7 is no index of the"),
+    ("scienceqa_img", lambda row: row.update(answer=None), "TypeError"),
+    ("mmbench_en_dev", lambda row: row.update(answer="Z"), "ValueError: answer: 'Z' is not an option letter"),
+    ("pope", lambda row: row.update(answer=None), "ValueError: answer: None is not a text"),
+])
+def test_an_image_release_row_that_cannot_be_read_is_skipped_naming_file_and_row(name, edit, why, benchmark_roots,
+                                                                                  tmp_path):
+    """A null question was asked, and a null answer scored, as the text "None"; ScienceQA's null or
+    out-of-range answer index stopped the whole run; MMBench scored an answer that is no option letter."""
+    from aim.data import build_dataset
+
+    generate = [] if name in ("scienceqa_img", "mmbench_en_dev") else ["eval.mode=generate"]
+    pattern = {"gqa": "testdev_balanced_instructions/*", "vqav2": "data/validation-*"}.get(name, "*")
+    root, file = damaged_copy(benchmark_roots[name], tmp_path, edit, pattern)
+    samples = list(build_dataset(validate(composed([f"dataset={name}", f"dataset.root={root}", *generate])).dataset))
+    intact = build_dataset(validate(composed([f"dataset={name}", f"dataset.root={benchmark_roots[name]}",
+                                              *generate])).dataset)
+    skipped = [s for s in samples if s.skip_reason]
+    assert len(skipped) == 1, [s.skip_reason for s in skipped]
+    assert skipped[0].skip_reason.startswith(f"row 0 of ") and file in skipped[0].skip_reason
+    assert why in skipped[0].skip_reason and skipped[0].question == ""
+    asked = [s for s in samples if not s.skip_reason]  # every other question as in the intact release
+    assert asked and {s.id for s in asked} < {s.id for s in intact}
+    assert all("None" not in s.question and s.answer not in ("None", "none") for s in asked)
 
 
 ROOT = Path(__file__).resolve().parents[1]

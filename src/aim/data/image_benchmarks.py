@@ -55,6 +55,14 @@ def _hf(repo: str, include: str, what: str) -> str:
             "existing copy.")
 
 
+def _asked(value, field: str = "question") -> str:
+    """A text a sample cannot do without (the question; an answer where every row has one): parquet's None or
+    NaN would be asked, or scored, as the text "None" / "nan", so such a row is skipped (`sample_or_skip`)."""
+    if not _text(value).strip():
+        raise ValueError(f"{field}: {value!r} is not a text")
+    return str(value)
+
+
 def _text(value) -> str:
     """A text field that parquet may give as None (or NaN, or MMBench's "nan")."""
     if value is None or (isinstance(value, float) and value != value) or str(value) == "nan":
@@ -132,10 +140,22 @@ class ImageBenchmark(SampleList):
             raise ValueError(f"{self.cfg.name}: sample id {dup!r} occurs twice under {self.root}")
 
     def make_samples(self, rows: list[dict]) -> list[ImageSample]:
-        return [self.make_sample(row) for row in rows]
+        return [self.sample_or_skip(row) for row in rows]
 
     def make_sample(self, row: dict) -> ImageSample:
         raise NotImplementedError
+
+    def sample_or_skip(self, row: dict) -> ImageSample:
+        """`make_sample`, or for a row that lacks a field or holds one it cannot read (a null question or answer,
+        an answer that is no choice) a sample recorded as skipped naming the file, the row and why: one bad row
+        of a release costs its own question, not the run."""
+        try:
+            return self.make_sample(row)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            what = f"missing field {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+            return ImageSample(id=f"{row['_file']}_row{row['_row']}", question="", options=[], answer=None,
+                               video=self.root / row["_file"], num_frames=1, answer_format=self.answer_format,
+                               skip_reason=f"row {row['_row']} of {row['_file']} cannot be read ({what})")
 
     def image(self, row: dict, column: str = "image") -> ParquetImage:
         return ParquetImage(row["_file"], row["_row"], column)
@@ -190,7 +210,7 @@ class VQAv2(ImageBenchmark):
     def make_sample(self, row):
         answers = [a["answer"] for a in row.get("answers") or [] if a and a.get("answer") is not None]
         return self.sample(
-            id=row["question_id"], question=str(row["question"]),
+            id=row["question_id"], question=_asked(row["question"]),
             answer=_text(row.get("multiple_choice_answer")), answers=answers, image=self.image(row),
             question_type=_text(row.get("answer_type")),
         )
@@ -249,7 +269,7 @@ class GQA(ImageBenchmark):
         image = self.images.get(str(row["imageId"])) or MissingImage(
             f"{row['imageId']} (no row in {self.cfg.images_file})")
         return self.sample(
-            id=row["id"], question=str(row["question"]), answer=row["answer"], image=image,
+            id=row["id"], question=_asked(row["question"]), answer=_asked(row["answer"], "answer"), image=image,
             question_type=_text(types.get("structural")), categories={"semantic": _text(types.get("semantic"))},
         )
 
@@ -288,19 +308,19 @@ class MME(ImageBenchmark):
         seen: Counter[str] = Counter()
         samples = []
         for row in rows:
-            group = f"{row['category']}/{row['question_id']}"
-            samples.append(self.make_sample({**row, "_group": group, "_n": seen[group]}))
+            group = f"{row.get('category')}/{row.get('question_id')}"  # a row missing either is skipped
+            samples.append(self.sample_or_skip({**row, "_group": group, "_n": seen[group]}))
             seen[group] += 1
         return samples
 
     def make_sample(self, row):
-        question = str(row["question"]).strip()
+        question = _asked(row["question"]).strip()
         if self.cfg.pre_prompt or self.cfg.post_prompt:  # lmms-eval's mme_doc_to_text: swapped for either prompt
             question = question.replace(MME_INSTRUCTION, "")
         category = str(row["category"])
         return self.sample(
             id=f"{row['_group']}#{row['_n']}", question=question,
-            answer=str(row["answer"]).lower().strip().replace(".", ""),
+            answer=_asked(row["answer"], "answer").lower().strip().replace(".", ""),
             image=self.image(row), question_type=category, group=row["_group"],
             categories={"task": "perception" if category in MME_PERCEPTION else "cognition"},
         )
@@ -337,7 +357,7 @@ class TextVQA(ImageBenchmark):
         answers = [str(a) for a in row.get("answers") or []]
         ocr = f"\nReference OCR token: {', '.join(row.get('ocr_tokens') or [])}" if self.cfg.ocr_tokens else ""
         return self.sample(
-            id=row["question_id"], question=f"{str(row['question']).capitalize()}{ocr}",
+            id=row["question_id"], question=f"{_asked(row['question']).capitalize()}{ocr}",
             answer=Counter(answers).most_common(1)[0][0] if answers else "", answers=answers, image=self.image(row),
         )
 
@@ -368,15 +388,17 @@ class ScienceQA(ImageBenchmark):
     letter_reader = "scienceqa"
 
     def make_samples(self, rows):
-        return [self.make_sample({**row, "_index": i}) for i, row in enumerate(rows)]
+        return [self.sample_or_skip({**row, "_index": i}) for i, row in enumerate(rows)]
 
     def make_sample(self, row):
         options = [str(c) for c in row["choices"]]
+        if not 0 <= int(row["answer"]) < len(options):  # a null one fails int(): skipped, as this
+            raise ValueError(f"answer: {row['answer']!r} is no index of the {len(options)} choices")
         hint = _text(row.get("hint")).strip()
         grade = _text(row.get("grade"))
         digits = "".join(ch for ch in grade if ch.isdigit())
         return self.sample(
-            id=row["_index"], question=f"Context: {hint}\n{row['question']}" if hint else row["question"],
+            id=row["_index"], question=f"Context: {hint}\n{_asked(row['question'])}" if hint else _asked(row["question"]),
             options=options, answer=LETTERS[int(row["answer"])], image=self.image(row),
             question_type=_text(row.get("subject")),
             categories={"grade": ("G1-6" if int(digits) <= 6 else "G7-12") if digits else ""},
@@ -429,9 +451,10 @@ class MMBench(ImageBenchmark):
     letter_reader = "mmbench"
 
     def make_samples(self, rows):
-        samples = [self.make_sample(row) for row in rows]
-        if self.cfg.make_shifts and samples and all(int(s.id) < CIRCULAR_OFFSET for s in samples):
-            samples = [shifted for s in samples for shifted in self._shifts(s)]
+        samples = [self.sample_or_skip(row) for row in rows]
+        asked = [s for s in samples if not s.skip_reason]
+        if self.cfg.make_shifts and asked and all(int(s.id) < CIRCULAR_OFFSET for s in asked):
+            samples = [shifted for s in samples for shifted in ([s] if s.skip_reason else self._shifts(s))]
         return samples
 
     def make_sample(self, row):
@@ -443,9 +466,12 @@ class MMBench(ImageBenchmark):
                 break
             options.append(text)
         hint = _text(row.get("hint"))
-        question = f"{hint} {row['question']}" if hint else str(row["question"])  # lmms-eval's "{hint} {question}"
+        question = f"{hint} {_asked(row['question'])}" if hint else _asked(row["question"])  # lmms-eval's "{hint} {question}"
+        answer = _asked(row["answer"], "answer").strip()
+        if answer not in LETTERS[:len(options)]:
+            raise ValueError(f"answer: {answer!r} is not an option letter ({', '.join(LETTERS[:len(options)])})")
         return self.sample(
-            id=index, question=question, options=options, answer=str(row["answer"]).strip(), image=self.image(row),
+            id=index, question=question, options=options, answer=answer, image=self.image(row),
             question_type=_text(row.get("category")), group=index % CIRCULAR_OFFSET,
             categories={"l2_category": _text(row.get("L2-category") or row.get("l2-category"))},
         )
@@ -504,16 +530,16 @@ class POPE(ImageBenchmark):
         return "pope_official" if self.cfg.scorer == "official" else "pope_yes_no"
 
     def make_samples(self, rows):
-        chosen = [r for r in rows if str(r["category"]) in self.cfg.splits]
+        chosen = [r for r in rows if str(r.get("category")) in self.cfg.splits]
         if rows and not chosen:
             found = sorted({str(r["category"]) for r in rows})
             raise ValueError(f"splits: no row of {self.cfg.questions_file} under {self.root} is in the splits "
                              f"{list(self.cfg.splits)}; its `category` values are {found}")
-        return [self.make_sample(r) for r in chosen]
+        return [self.sample_or_skip(r) for r in chosen]
 
     def make_sample(self, row):
         return self.sample(
             id=f"{row['category']}_{row['question_id']}",
-            question=str(row["question"]).strip(),
-            answer=str(row["answer"]).lower().strip(), image=self.image(row), question_type=row["category"],
+            question=_asked(row["question"]).strip(),
+            answer=_asked(row["answer"], "answer").lower().strip(), image=self.image(row), question_type=row["category"],
         )
