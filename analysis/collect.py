@@ -25,13 +25,9 @@ SHOWN = ["sweep", "job", "run", "status", "label", "frames", "dataset", "score",
 
 def main(argv=None) -> int:
     """The command; a sweep dir that is not one, or whose sweep.json cannot be read: the reason, exit 2."""
-    from aim.sweep import SweepError
+    from aim.sweep import sweep_command
 
-    try:
-        return _main(argv)
-    except (FileNotFoundError, SweepError) as exc:
-        print(f"collect.py: {exc}", file=sys.stderr)
-        return 2
+    return sweep_command("collect.py", _main, argv)
 
 
 def _main(argv=None) -> int:

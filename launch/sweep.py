@@ -67,13 +67,9 @@ def merge(directory: Path) -> int:
 
 def main(argv=None) -> int:
     """The command; a sweep dir that is not one, or whose sweep.json cannot be read: the reason, exit 2."""
-    from aim.sweep import SweepError
+    from aim.sweep import sweep_command
 
-    try:
-        return _main(argv)
-    except (FileNotFoundError, SweepError) as exc:
-        print(f"sweep.py: {exc}", file=sys.stderr)
-        return 2
+    return sweep_command("sweep.py", _main, argv)
 
 
 def _main(argv=None) -> int:

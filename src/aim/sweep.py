@@ -55,6 +55,17 @@ class SweepError(ValueError):
     """A sweep that cannot be launched as asked; the message says why."""
 
 
+def sweep_command(name: str, main, argv=None) -> int:
+    """Run a sweep command's `main(argv)` (launch/sweep.py, analysis/collect.py, analysis/report.py): a sweep dir
+    that is not one, or whose sweep.json cannot be read, is reported as `<name>: <reason>` on stderr with exit
+    status 2, not a traceback."""
+    try:
+        return main(argv)
+    except (FileNotFoundError, SweepError) as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 2
+
+
 class InvalidSweep(SweepError):
     """One or more jobs of a sweep have invalid configs; the message lists each one."""
 
