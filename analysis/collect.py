@@ -12,7 +12,6 @@ public API: it needs network and an API key, and cannot tell which jobs are miss
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import pandas as pd

@@ -16,7 +16,6 @@ network and an API key; not testable offline).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from aim.analysis.collect import collect, status_counts
