@@ -184,14 +184,15 @@ class LocalSlurm:
                 self._run([which("mungekey") or "mungekey", "--create", f"--keyfile={key}"], "mungekey")
         for p in (munge_dir, key):
             shutil.chown(p, "munge", "munge")
-        os.chmod(munge_dir, 0o700)
+        # 0755 before munged starts: it refuses a socket dir without execute for all (clients, root, connect
+        # to the socket), and a chmod after the start loses that race on a busy machine
+        os.chmod(munge_dir, 0o755)
         os.chmod(key, 0o600)
         munged = self._start("munged", [
             which("munged"), "-F", f"--socket={self.munge_socket}", f"--key-file={key}",
             f"--pid-file={munge_dir / 'munged.pid'}", f"--log-file={munge_dir / 'munged.log'}",
             f"--seed-file={munge_dir / 'munged.seed'}",
         ], user="munge")
-        os.chmod(munge_dir, 0o755)  # clients (root) connect to the socket
         self.wait_for_munge(munged)
 
         # MariaDB for slurmdbd, on a private port and socket
