@@ -227,8 +227,9 @@ class LocalSlurm:
         os.chmod(self.dbd_conf, 0o600)
         self.conf.write_text("\n".join([
             f"ClusterName={CLUSTER}", "SlurmctldHost=localhost", f"SlurmctldPort={ctld_port}", f"SlurmdPort={slurmd_port}",
-            # cred_expire: a requeued job may start again after this many seconds (default 120)
-            "AuthType=auth/munge", f"AuthInfo=socket={self.munge_socket},cred_expire=10", "CredType=cred/munge",
+            # cred_expire: a requeued job may start again after this many seconds (default 120; 5 is Slurm's
+            # minimum, below it Slurm falls back to 120): each requeue in tests/test_slurm.py waits this long
+            "AuthType=auth/munge", f"AuthInfo=socket={self.munge_socket},cred_expire=5", "CredType=cred/munge",
             "SlurmUser=root", "SlurmdUser=root",
             f"StateSaveLocation={self.root / 'state'}", f"SlurmdSpoolDir={self.root / 'spool'}",
             f"SlurmctldPidFile={self.root / 'slurmctld.pid'}", f"SlurmdPidFile={self.root / 'slurmd.pid'}",
