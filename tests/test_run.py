@@ -197,8 +197,9 @@ def test_a_second_process_in_a_run_dir_in_use_fails_at_once_or_waits_when_asked(
 
 
 def test_bench_times_reduced_against_unreduced_and_ends_with_json(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "aim.bench", "merger=aim", "pruner=aim_toy", "bench.frames=2",
-                           "bench.repeats=1", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=300)
+    # in this process (tests/in_process.py); aim.bench as an installed command is tests/test_packaging.py's
+    proc = run_in_process("aim.bench", "merger=aim", "pruner=aim_toy", "bench.frames=2", "bench.repeats=1",
+                          f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert {"speedup", "flops_ratio", "prefill_ms", "prefill_ms_full", "overhead_ms", "device"} <= set(result)
