@@ -11,16 +11,23 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import logging
 import os
 import subprocess
 import sys
 
 
 def run_in_process(module: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`python -m <module> <args>` in this process; `env` replaces os.environ for the call (restored after)."""
+    """`python -m <module> <args>` in this process; `env` replaces os.environ for the call. What a process would
+    take with it when it ends is put back after: the environment, sys.argv, Hydra's HydraConfig of the run and
+    the logging Hydra set up (its root handlers write into the run dir)."""
+    from hydra.core.hydra_config import HydraConfig
+
     main = importlib.import_module(module).main
     stdout, stderr = io.StringIO(), io.StringIO()
-    saved_env, saved_argv = dict(os.environ), sys.argv
+    saved_env, saved_argv, saved_hydra = dict(os.environ), sys.argv, HydraConfig.instance().cfg
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
     returncode = 0
     try:
         if env is not None:
@@ -36,5 +43,11 @@ def run_in_process(module: str, *args: str, env: dict | None = None) -> subproce
         sys.argv = saved_argv
         os.environ.clear()
         os.environ.update(saved_env)
+        HydraConfig.instance().cfg = saved_hydra
+        for handler in root.handlers:
+            if handler not in saved_handlers:
+                handler.close()
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
     return subprocess.CompletedProcess([sys.executable, "-m", module, *args], returncode, stdout.getvalue(),
                                        stderr.getvalue())
