@@ -184,14 +184,15 @@ class LocalSlurm:
                 self._run([which("mungekey") or "mungekey", "--create", f"--keyfile={key}"], "mungekey")
         for p in (munge_dir, key):
             shutil.chown(p, "munge", "munge")
-        os.chmod(munge_dir, 0o700)
+        # 0755 before munged starts: it refuses a socket dir without execute for all (clients, root, connect
+        # to the socket), and a chmod after the start loses that race on a busy machine
+        os.chmod(munge_dir, 0o755)
         os.chmod(key, 0o600)
         munged = self._start("munged", [
             which("munged"), "-F", f"--socket={self.munge_socket}", f"--key-file={key}",
             f"--pid-file={munge_dir / 'munged.pid'}", f"--log-file={munge_dir / 'munged.log'}",
             f"--seed-file={munge_dir / 'munged.seed'}",
         ], user="munge")
-        os.chmod(munge_dir, 0o755)  # clients (root) connect to the socket
         self.wait_for_munge(munged)
 
         # MariaDB for slurmdbd, on a private port and socket
@@ -226,8 +227,9 @@ class LocalSlurm:
         os.chmod(self.dbd_conf, 0o600)
         self.conf.write_text("\n".join([
             f"ClusterName={CLUSTER}", "SlurmctldHost=localhost", f"SlurmctldPort={ctld_port}", f"SlurmdPort={slurmd_port}",
-            # cred_expire: a requeued job may start again after this many seconds (default 120)
-            "AuthType=auth/munge", f"AuthInfo=socket={self.munge_socket},cred_expire=10", "CredType=cred/munge",
+            # cred_expire: a requeued job may start again after this many seconds (default 120; 5 is Slurm's
+            # minimum, below it Slurm falls back to 120): each requeue in tests/test_slurm.py waits this long
+            "AuthType=auth/munge", f"AuthInfo=socket={self.munge_socket},cred_expire=5", "CredType=cred/munge",
             "SlurmUser=root", "SlurmdUser=root",
             f"StateSaveLocation={self.root / 'state'}", f"SlurmdSpoolDir={self.root / 'spool'}",
             f"SlurmctldPidFile={self.root / 'slurmctld.pid'}", f"SlurmdPidFile={self.root / 'slurmd.pid'}",

@@ -18,6 +18,7 @@ from aim.data.video import decode_frames_with_times
 from aim.paths import CONF_DIR
 from aim.tracking.results import summarize
 from tests.benchmark_fixtures import SRT, evaluated_once
+from tests.in_process import run_in_process
 from tests.tiny_models import build
 
 BENCHMARKS = ["videomme", "videomme_w_subtitle", "mlvu_dev", "egoschema_subset", "nextqa_mc_test",
@@ -342,10 +343,9 @@ def test_subtitles_reach_the_model(benchmark_run):
 
 def test_aim_run_reports_mlvu_m_avg_from_the_dataset_config(benchmark_roots, tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, "-m", "aim.run", "dataset=mlvu_dev", f"dataset.root={benchmark_roots['mlvu_dev']}",
-         "dataset.num_frames=2", "model=toy_llava_ov", "eval.mode=letter", "eval.progress=false", "logger=none",
-         f"hydra.run.dir={out}"], capture_output=True, text=True, timeout=300)
+    proc = run_in_process(  # `python -m aim.run ...`, in this process (tests/in_process.py)
+        "aim.run", "dataset=mlvu_dev", f"dataset.root={benchmark_roots['mlvu_dev']}", "dataset.num_frames=2",
+        "model=toy_llava_ov", "eval.mode=letter", "eval.progress=false", "logger=none", f"hydra.run.dir={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert results["metric"] == "mean_over_types" and results["num_samples"] == 3 and results["num_skipped"] == 1

@@ -23,6 +23,7 @@ from aim.paths import CONF_DIR
 from aim.toy import asset_dir
 from aim.tracking.records import SampleRecords
 from aim.tracking.results import summarize
+from tests.in_process import run_in_process
 from tests.sweep_helpers import NUM_SAMPLES
 
 
@@ -258,9 +259,9 @@ def test_unlabeled_samples_get_fidelity_and_no_accuracy(tiny_adapter, unlabeled,
 # ------------------------------------------------------------------------------------------ aim.run
 
 def aim_run(out_dir, cache_dir, env, *overrides):
-    cmd = [sys.executable, "-m", "aim.run", f"hydra.run.dir={out_dir}", f"dataset.num_samples={NUM_SAMPLES}",
-           "dataset.limit=4", "eval.progress=false", "logger=none", f"fidelity.cache_dir={cache_dir}", *overrides]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    """`python -m aim.run` on 4 bundled questions, in this process (tests/in_process.py)."""
+    proc = run_in_process("aim.run", f"hydra.run.dir={out_dir}", f"dataset.num_samples={NUM_SAMPLES}", "dataset.limit=4",
+                          "eval.progress=false", "logger=none", f"fidelity.cache_dir={cache_dir}", *overrides, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     samples = [json.loads(line) for line in (out_dir / "samples.jsonl").read_text().splitlines()]
     return json.loads((out_dir / "results.json").read_text()), samples, proc.stdout

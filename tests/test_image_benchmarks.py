@@ -3,8 +3,6 @@ them), fail early without their data, skip and count bad images, and are summari
 own metric; every one runs loader -> LLaVA-1.5 (tiny) -> merger -> pruner -> scorer -> summary."""
 import io
 import json
-import subprocess
-import sys
 from dataclasses import asdict
 
 import numpy as np
@@ -21,6 +19,7 @@ from aim.paths import CONF_DIR
 from aim.tracking.results import summarize
 from tests import image_benchmark_fixtures as fx
 from tests.benchmark_fixtures import evaluated_once
+from tests.in_process import run_in_process
 from tests.tiny_models import build
 
 FREE_FORM = {"vqav2", "gqa", "mme", "textvqa_val", "pope"}
@@ -350,10 +349,9 @@ def test_mme_and_mmbench_records_carry_their_groups(image_run):
 
 def test_aim_run_writes_pope_f1_and_its_splits_to_results_json(benchmark_roots, tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, "-m", "aim.run", "dataset=pope", f"dataset.root={benchmark_roots['pope']}",
-         "model=llava_1.5_tiny", "pruner=aim_toy", "eval.mode=generate", "eval.max_new_tokens=2",
-         "eval.progress=false", "logger=none", f"hydra.run.dir={out}"], capture_output=True, text=True, timeout=300)
+    proc = run_in_process(  # `python -m aim.run ...`, in this process (tests/in_process.py)
+        "aim.run", "dataset=pope", f"dataset.root={benchmark_roots['pope']}", "model=llava_1.5_tiny", "pruner=aim_toy",
+        "eval.mode=generate", "eval.max_new_tokens=2", "eval.progress=false", "logger=none", f"hydra.run.dir={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert results["metric"] == "pope_f1" and results["num_samples"] == 6 and results["num_skipped"] == 1

@@ -5,8 +5,6 @@ the frames a record was given are the frames its video had; the bundled benchmar
 it belongs."""
 import json
 import shutil
-import subprocess
-import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,6 +19,7 @@ from aim.pruning import NoPrune
 from aim.paths import CONF_DIR
 from aim.tracking.records import SampleRecords
 from aim.tracking.results import frames_note, summarize
+from tests.in_process import run_in_process
 
 
 def composed(*overrides):
@@ -192,9 +191,8 @@ def test_a_run_whose_every_sample_is_skipped_fails_instead_of_scoring_nan(bench,
         r["options"] = []  # skipped before
     write_questions(bench, rows)
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "aim.run", f"hydra.run.dir={out}", "dataset=video_mcq",
-                           f"dataset.root={bench}", "dataset.num_frames=2", "logger=none", "eval.progress=false"],
-                          capture_output=True, text=True, timeout=300)
+    proc = run_in_process("aim.run", f"hydra.run.dir={out}", "dataset=video_mcq", f"dataset.root={bench}",  # tests/in_process.py
+                          "dataset.num_frames=2", "logger=none", "eval.progress=false")
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "every one of the 3 samples was skipped, nothing was evaluated" in proc.stderr
     assert "'options' must be a list" in proc.stderr

@@ -1,6 +1,7 @@
 """`python -m aim.run` end to end, as a user runs it: the bundled model on a few bundled questions,
 W&B offline, a kill half way and a resume that records every sample exactly once, a refused rerun that
-leaves the run dir as it was, and two processes in one run dir."""
+leaves the run dir as it was, and two processes in one run dir. The refusals run the same main() and command
+line inside the test process (tests/in_process.py); what needs a process of its own has one."""
 import json
 import os
 import signal
@@ -11,12 +12,17 @@ import time
 
 import pytest
 
+from tests.in_process import run_in_process
+
 pytestmark = pytest.mark.slow
 
 
+def aim_args(out_dir, *overrides):
+    return [f"hydra.run.dir={out_dir}", "dataset.num_samples=40", "eval.progress=false", *overrides]
+
+
 def aim_cmd(out_dir, *overrides):
-    return [sys.executable, "-m", "aim.run", f"hydra.run.dir={out_dir}", "dataset.num_samples=40",
-            "eval.progress=false", *overrides]
+    return [sys.executable, "-m", "aim.run", *aim_args(out_dir, *overrides)]
 
 
 @pytest.fixture
@@ -144,21 +150,21 @@ def test_reusing_a_run_dir_with_another_config_is_refused(tmp_path, env):
     out = tmp_path / "run"
     out.mkdir()
     (out / "run_spec.json").write_text(json.dumps({"some": "other run"}))
-    proc = subprocess.run(aim_cmd(out, "logger=none"), env=env, capture_output=True, text=True, timeout=120)
+    proc = run_in_process("aim.run", *aim_args(out, "logger=none"), env=env)
     assert proc.returncode == 2
     assert "holds a run with a different config" in proc.stderr
 
 
 def test_a_refused_or_invalid_invocation_leaves_a_finished_run_dir_as_it_was(tmp_path, env):
     out = tmp_path / "run"
-    cmd = aim_cmd(out, "dataset.limit=2", "logger=none")
-    assert subprocess.run(cmd, env=env, capture_output=True, timeout=300).returncode == 0
+    args = aim_args(out, "dataset.limit=2", "logger=none")
+    assert run_in_process("aim.run", *args, env=env).returncode == 0
     before = snapshot(out)
     assert json.loads(before["job.json"])["state"] == "done" and ".hydra/overrides.yaml" in before
     for overrides, says in ((["merger=none"], "holds a run with a different config"),
                             (["dataset.num_frames=0"], "dataset.num_frames: must be in"),
                             (["run.wait_for_lock=maybe"], "run.wait_for_lock")):
-        proc = subprocess.run(cmd + overrides, env=env, capture_output=True, text=True, timeout=120)
+        proc = run_in_process("aim.run", *args, *overrides, env=env)
         assert proc.returncode == 2 and says in proc.stderr, proc.stderr[-3000:]
         assert snapshot(out) == before, overrides
 
@@ -191,8 +197,9 @@ def test_a_second_process_in_a_run_dir_in_use_fails_at_once_or_waits_when_asked(
 
 
 def test_bench_times_reduced_against_unreduced_and_ends_with_json(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "aim.bench", "merger=aim", "pruner=aim_toy", "bench.frames=2",
-                           "bench.repeats=1", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=300)
+    # in this process (tests/in_process.py); aim.bench as an installed command is tests/test_packaging.py's
+    proc = run_in_process("aim.bench", "merger=aim", "pruner=aim_toy", "bench.frames=2", "bench.repeats=1",
+                          f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert {"speedup", "flops_ratio", "prefill_ms", "prefill_ms_full", "overhead_ms", "device"} <= set(result)

@@ -326,18 +326,20 @@ def test_the_command_rewrites_tradeoff_json_and_prints_the_pareto_set(tmp_path):
     assert json.loads((sweep / TRADEOFF).read_text())["objective"] == "agreement"
 
 
-def test_the_command_compares_a_search_with_a_grid_at_equal_or_lower_tflops(tmp_path):
+def test_the_command_compares_a_search_with_a_grid_at_equal_or_lower_tflops(tmp_path, capsys):
+    from aim.search import main
+
     search = fake_sweep(tmp_path / "search", POINTS)
     grid = fake_sweep(tmp_path / "grid", [(0.25, 1, 2, 1.2, 0.5, 0.6),    # the search has 0.5 at 1.0: matched
                                           (0.25, 1, 3, 2.5, 0.8, 0.8),    # the best at <= 2.5 is 0.7: not matched
                                           (0.25, 2, 4, 5.0, 0.9, 0.9)])   # 0.9 at 4.0: matched
-    proc = subprocess.run([sys.executable, "-m", "aim.search", str(search), "--against", str(grid)],
-                          capture_output=True, text=True, timeout=120, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr
-    table = [line for line in proc.stdout.splitlines() if line.startswith("| aim")]
+    # `python -m aim.search SEARCH --against GRID`, its main() in this process (the command as a process: the test above)
+    assert main([str(search), "--against", str(grid)]) == 0
+    stdout = capsys.readouterr().out
+    table = [line for line in stdout.splitlines() if line.startswith("| aim")]
     assert [line.rsplit("|", 2)[1].strip() for line in table] == ["yes", "no", "yes"]
     assert "aim ratio=0.3 + aim l1=2 l2=3 | 2 | 0.7 | no" in table[1]  # the best search setting, shown
-    assert "2 of 3 settings matched or beaten by a search setting at equal or lower TFLOPs" in proc.stdout
+    assert "2 of 3 settings matched or beaten by a search setting at equal or lower TFLOPs" in stdout
     assert not (grid / TRADEOFF).exists()  # the grid is read, not written to
 
 

@@ -14,6 +14,7 @@ from aim.checks import ConfigError
 from aim.paths import CONF_DIR
 from aim.tracking import shards
 from aim.tracking.results import summarize
+from tests.in_process import run_in_process
 from tests.sweep_helpers import NUM_SAMPLES, REPO
 
 TIMINGS = ("prefill_ms", "batch_prefill_ms", "prefill_ms_median", "ttft_ms", "decode_tokens_per_s", "throughput")
@@ -256,6 +257,6 @@ def test_a_run_in_three_local_shards_gives_the_unsharded_runs_records_and_result
             == ids[i::3]
     assert json.loads((three / "job.json").read_text())["state"] == "done"
     # the run dir holds a 3-shard run: an unsharded rerun there is refused, not mixed in
-    proc = subprocess.run([sys.executable, "-m", "aim.run", f"hydra.run.dir={three}", f"dataset.num_samples={NUM_SAMPLES}",
-                           "dataset.limit=5", "logger=none"], env=bundled_env, capture_output=True, text=True, timeout=300)
+    proc = run_in_process("aim.run", f"hydra.run.dir={three}", f"dataset.num_samples={NUM_SAMPLES}", "dataset.limit=5",
+                          "logger=none", env=bundled_env)  # `python -m aim.run ...` in this process (tests/in_process.py)
     assert proc.returncode == 2 and "dataset.shards" in proc.stderr
