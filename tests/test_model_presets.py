@@ -22,8 +22,10 @@ QWEN_SPECIALS = ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end
 
 
 def model_cfg(name, overrides=()):
+    """A preset's validated model fields (pruner=none: the default toy schedule is refused on a real preset)."""
+    pruner = [] if any(o.startswith("pruner=") for o in overrides) else ["pruner=none"]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return validate(compose("config", overrides=[f"model={name}", *overrides])).model
+        return validate(compose("config", overrides=[f"model={name}", *pruner, *overrides])).model
 
 
 def real_prompt():
