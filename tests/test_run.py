@@ -196,6 +196,14 @@ def test_a_second_process_in_a_run_dir_in_use_fails_at_once_or_waits_when_asked(
     assert json.loads((out / "job.json").read_text())["state"] == "done"
 
 
+def test_bench_refuses_a_dataset_frame_count_it_would_not_use(tmp_path):
+    """aim.bench times bench.frames frames; `dataset.num_frames=32` (aim.run's knob) timed 8 frames, silently."""
+    proc = run_in_process("aim.bench", "dataset.num_frames=32", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert ("aim.bench: invalid config: dataset.num_frames: aim.bench times bench.frames=8 frames of synthetic "
+            "features (it reads no dataset); give bench.frames=32, got dataset.num_frames=32") in proc.stderr
+
+
 def test_bench_times_reduced_against_unreduced_and_ends_with_json(tmp_path):
     # in this process (tests/in_process.py); aim.bench as an installed command is tests/test_packaging.py's
     proc = run_in_process("aim.bench", "merger=aim", "pruner=aim_toy", "bench.frames=2", "bench.repeats=1",

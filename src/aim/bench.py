@@ -243,12 +243,28 @@ def decode_costs(adapter, b, full, reduced) -> dict:
     return out
 
 
+def check_frames_given(valid) -> None:
+    """aim.bench times `bench.frames` frames of synthetic features and reads no dataset: a `dataset.num_frames`
+    given on the command line (aim.run's and aim.flops's knob) that differs from it would go unused, and the
+    timing silently be of another input size; refused, naming both."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    given = dict(o.lstrip("+").split("=", 1) for o in HydraConfig.get().overrides.task if "=" in o)
+    frames = getattr(valid.dataset, "num_frames", None)
+    if "dataset.num_frames" in given and frames != valid.bench.frames:
+        raise ConfigError(f"dataset.num_frames: aim.bench times bench.frames={valid.bench.frames} frames of synthetic "
+                          f"features (it reads no dataset); give bench.frames={frames}, got dataset.num_frames={frames}")
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> None:
     from aim.budget import apply_budget, print_choice
 
     try:
         valid = validate(cfg)
+        check_frames_given(valid)
         check_tool_budget(valid.budget, "bench")
         check_device(valid)
         check_weights(valid)
