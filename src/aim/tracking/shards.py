@@ -20,6 +20,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import warnings
 from pathlib import Path
 
 from aim.tracking.records import count_dropped, read_samples
@@ -60,25 +61,41 @@ def write_plan(directory: str | Path, shard: int, shards: int, ids: list[str], m
 
 
 def read_plan(directory: str | Path) -> dict | None:
+    """A shard's plan, None before it started; IncompleteShards naming the file when it cannot be read (aim.run
+    writes it atomically, so only something else damages it: rerunning that shard writes it again)."""
     path = Path(directory) / SHARD_PLAN
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        plan = json.loads(path.read_text())
+        if not isinstance(plan, dict) or not {"shard", "shards", "ids", "config"} <= set(plan):
+            raise ValueError("not a shard plan")
+        return plan
+    except ValueError as exc:
+        raise IncompleteShards(f"{path}: unreadable ({exc}); rerun that shard (it resumes and writes its plan again), "
+                               "then merge") from None
 
 
 def num_shards(run_dir: str | Path) -> int | None:
     """N of the shards under a run dir (from any shard's plan), None when no shard has started."""
     for path in sorted((Path(run_dir) / SHARDS_DIR).glob(f"*/{SHARD_PLAN}")):
-        return json.loads(path.read_text())["shards"]
+        return read_plan(path.parent)["shards"]
     return None
 
 
 def progress(run_dir: str | Path, shards: int | None = None) -> list[dict]:
     """Each shard's progress: {shard, started (shard.json written), recorded, expected (None before it
-    started), complete}. `shards`: N when known (a shard that never started has no plan to say it)."""
+    started), complete}, and `problem` for a shard whose plan cannot be read (not complete). `shards`: N when known (a shard that never started has no plan to say it)."""
     shards = shards or num_shards(run_dir) or 0
     rows = []
     for i in range(shards):
         directory = shard_dir(run_dir, i)
-        plan = read_plan(directory)
+        try:
+            plan = read_plan(directory)
+        except IncompleteShards as exc:  # not complete: a resubmit reruns it, which writes its plan again
+            rows.append({"shard": i, "started": True, "recorded": 0, "expected": None, "complete": False,
+                         "problem": str(exc)})
+            continue
         recorded = {r["id"] for r in read_samples(directory / SAMPLES).records}
         expected = None if plan is None else len(plan["ids"])
         done = 0 if plan is None else sum(1 for sample_id in plan["ids"] if sample_id in recorded)
@@ -152,11 +169,17 @@ def shards_throughput(run_dir: Path, shards: int) -> dict:
     from aim.tracking.results import throughput
 
     samples = seconds = 0
+    unreadable = []
     for i in range(shards):
         path = shard_dir(run_dir, i) / RESULTS
-        speed = (json.loads(path.read_text()).get("throughput") or {}) if path.exists() else {}
+        try:
+            speed = (json.loads(path.read_text()).get("throughput") or {}) if path.exists() else {}
+        except (ValueError, AttributeError) as exc:  # its records are merged all the same; only its timing is lost
+            warnings.warn(f"{path}: unreadable ({exc}); the merged throughput leaves shard {i} out")
+            unreadable.append(i)
+            continue
         samples, seconds = samples + speed.get("samples", 0), seconds + speed.get("wall_s", 0.0)
-    return {**throughput(samples, seconds), "shards": shards}
+    return {**throughput(samples, seconds), "shards": shards, **({"shards_left_out": unreadable} if unreadable else {})}
 
 
 def merge_if_complete(run_dir: str | Path) -> tuple[dict, list[dict]] | None:
