@@ -201,6 +201,12 @@ def test_a_plugin_pruner_that_declares_its_budget_knobs_is_tuned_by_budget_mode(
     assert chosen.knobs()["pruner"]["name"] == "halve"
     assert plan.record()["fraction"] <= 0.8
     assert model.cost(order[order.index(chosen) - 1]).tflops > 0.8 * model.full.tflops  # the step before does not fit
+    # and the trade-off tables show its declared knob, as AIM's l1/l2 (aim.tradeoff.knobs)
+    from aim.tradeoff import pareto_rows, setting_text
+
+    point = {"merger": {"name": "none"}, "pruner": {"name": "halve", "at": 2}, "tflops": 1e-4, "accuracy": 0.5,
+             "pareto": True}
+    assert pareto_rows({"points": [point]})[0]["pruner.at"] == 2 and setting_text(point) == "none + halve at=2"
 
 
 def test_a_pruner_without_budget_knobs_is_refused_by_name_with_what_to_declare(installed):

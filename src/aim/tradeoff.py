@@ -180,30 +180,43 @@ def write_tradeoff(sweep_dir: str | Path, objective: str | None = None) -> Path:
     return path
 
 
-PARAMETER_FIELDS = ("ratio", "l1", "l2", "k", "keep", "lam", "boundaries")  # shown in the Pareto tables
+def knobs(group: str, node: dict) -> list[str]:
+    """The fields of a point's merger or pruner (`group`) that a search or budget mode moves, as the method
+    declares them: a merger's `ratio`; a pruner's `budget_knobs` (aim.pruning: AIM's l1/l2, FastV's k/keep, a
+    plugin's own), none for one that declares none or is not installed here. What the Pareto tables show."""
+    if group == "merger":
+        return ["ratio"] if "ratio" in node else []
+    from aim.pruning import PRUNERS
+
+    name = node.get("name")
+    declared = getattr(PRUNERS.get(name), "budget_knobs", ()) if name in PRUNERS else ()
+    return [k for k in declared if k in node]
+
+
 METRIC_COLUMNS = ("tflops", "accuracy", "agreement", "kl", "num_samples", "run")
 
 
 def pareto_rows(data: dict) -> list[dict]:
     """The Pareto points of a tradeoff.json as flat rows, cheapest first: the merger and pruner with the
-    parameters the search varies (PARAMETER_FIELDS), then the metrics."""
+    parameters the search varies (`knobs`), then the metrics."""
     rows = []
     for p in sorted((p for p in data["points"] if p["pareto"]), key=lambda p: p["tflops"]):
         row = {}
         for group in ("merger", "pruner"):
             row[group] = p[group].get("name")
-            row.update({f"{group}.{k}": p[group][k] for k in PARAMETER_FIELDS if k in p[group]})
+            row.update({f"{group}.{k}": p[group][k] for k in knobs(group, p[group])})
         row.update({k: p.get(k) for k in METRIC_COLUMNS})
         rows.append(row)
     return rows
 
 
 def row_columns(rows: list[dict]) -> list[str]:
-    """The columns of `pareto_rows`, in a fixed order whatever the first row holds."""
-    present = {k for r in rows for k in r}
-    order = ["merger"] + [f"merger.{k}" for k in PARAMETER_FIELDS] + ["pruner"] + \
-        [f"pruner.{k}" for k in PARAMETER_FIELDS] + list(METRIC_COLUMNS)
-    return [c for c in order if c in present]
+    """The columns of `pareto_rows`: the merger, its knobs, the pruner, its knobs (each in the order the rows first
+    show them), then the metrics, whatever the first row holds."""
+    seen = list(dict.fromkeys(k for r in rows for k in r))
+    order = [c for group in ("merger", "pruner") for c in [group] + [k for k in seen if k.startswith(f"{group}.")]]
+    present = set(seen)
+    return [c for c in order + list(METRIC_COLUMNS) if c in present]
 
 
 def format_rows(rows: list[dict]) -> str:
@@ -227,9 +240,9 @@ def setting_text(point: dict) -> str:
     parts = []
     for group in ("merger", "pruner"):
         node = point[group]
-        knobs = " ".join(f"{k}={node[k]:.3g}" if isinstance(node[k], float) else f"{k}={node[k]}"
-                         for k in PARAMETER_FIELDS if k in node)
-        parts.append(f"{node.get('name')} {knobs}".strip())
+        shown = " ".join(f"{k}={node[k]:.3g}" if isinstance(node[k], float) else f"{k}={node[k]}"
+                         for k in knobs(group, node))
+        parts.append(f"{node.get('name')} {shown}".strip())
     return " + ".join(parts)
 
 

@@ -234,14 +234,14 @@ def write_html(df: pd.DataFrame, path: Path, costs=("tflops", "prefill_ms")) -> 
 def tradeoff_frame(data: dict) -> pd.DataFrame:
     """The points of a search's tradeoff.json (aim.search) as rows: series (merger + pruner), setting label,
     tflops, the objective as `value`, pareto."""
-    from aim.tradeoff import PARAMETER_FIELDS
+    from aim.tradeoff import knobs
 
     rows = []
     for p in data["points"]:
         parts = []
         for group in ("merger", "pruner"):
-            knobs = " ".join(f"{k}={_fmt(p[group][k])}" for k in PARAMETER_FIELDS if k in p[group])
-            parts.append(p[group].get("name", "?") + (f" {knobs}" if knobs else ""))
+            shown = " ".join(f"{k}={_fmt(p[group][k])}" for k in knobs(group, p[group]))
+            parts.append(p[group].get("name", "?") + (f" {shown}" if shown else ""))
         rows.append({"series": f"{p['merger'].get('name')}+{p['pruner'].get('name')}", "setting": " + ".join(parts),
                      "tflops": p.get("tflops"), "value": p.get(data["objective"]), "pareto": bool(p.get("pareto")),
                      "run": p.get("run"), "accuracy": p.get("accuracy"), "agreement": p.get("agreement")})
