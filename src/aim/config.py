@@ -224,11 +224,26 @@ def check_tool_budget(budget: BudgetConfig, tool: str) -> None:
                           "leave it false")
 
 
+@dataclass
+class ScheduleConfig:
+    """The LLM depth a config file's layer indices were chosen for (`pruner.schedule_layers`, read beside any
+    pruner's own fields): conf/pruner/aim_toy.yaml and the toy methods say 4, the bundled model's, and a model of
+    another depth refuses them (`check_pruner_prunes`); null: any depth."""
+
+    schedule_layers: int | None = None
+
+    def __post_init__(self):
+        layers = self.schedule_layers
+        if layers is not None and (isinstance(layers, bool) or not isinstance(layers, int) or layers < 1):
+            raise ValueError(f"schedule_layers: a layer count >= 1 or null, got {layers!r}")
+
+
 LOADING_FIELD = "num_workers"  # the dataset group's field that every dataset has (LoadingConfig)
 SHARDING_FIELDS = ("shards", "shard")  # the dataset group's fields that say how a run is split (ShardingConfig)
-# the pruner group's field (beside any pruner's own) naming the LLM depth a config file's layer indices were chosen
-# for (conf/pruner/aim_toy.yaml and the toy methods: 4, the bundled model's); null: any depth
-SCHEDULE_FIELD = "schedule_layers"
+SCHEDULE_FIELD = "schedule_layers"  # the pruner group's field naming its layer indices' LLM depth (ScheduleConfig)
+# fields of a group that belong to no plugin's schema, read apart into the framework's own: {group: (schema, keys)}
+FRAMEWORK_FIELDS = {"dataset": ((LoadingConfig, (LOADING_FIELD,)), (ShardingConfig, SHARDING_FIELDS)),
+                    "pruner": ((ScheduleConfig, (SCHEDULE_FIELD,)),)}
 
 
 @dataclass
@@ -347,26 +362,16 @@ def validate(cfg: DictConfig) -> Validated:
     from aim.pruning import PRUNERS
 
     check_top_level(cfg)
-    groups = {}
-    loading, sharding, schedule_layers = LoadingConfig(), ShardingConfig(), None
+    groups, framework = {}, {}  # framework: {schema: instance} of the FRAMEWORK_FIELDS given
     for group, registry in (("model", MODELS), ("dataset", DATASETS), ("merger", MERGERS), ("pruner", PRUNERS)):
         node = cfg.get(group)
         if node is None or "name" not in node:
             raise ConfigError(f"{group}.name: missing; registered {group}s: {', '.join(registry.names())}")
-        if group == "dataset" and LOADING_FIELD in node:  # how samples are decoded, not which: no plugin's field
-            fields = OmegaConf.to_container(node, resolve=True)
-            loading = to_schema(LoadingConfig, {LOADING_FIELD: fields.pop(LOADING_FIELD)}, "dataset")
-            node = OmegaConf.create(fields)
-        if group == "dataset" and any(k in node for k in SHARDING_FIELDS):  # how a run is split, not which samples
-            fields = OmegaConf.to_container(node, resolve=True)
-            sharding = to_schema(ShardingConfig, {k: fields.pop(k) for k in SHARDING_FIELDS if k in fields}, "dataset")
-            node = OmegaConf.create(fields)
-        if group == "pruner" and SCHEDULE_FIELD in node:  # which LLM the layer indices suit, not how to prune
-            fields = OmegaConf.to_container(node, resolve=True)
-            schedule_layers = fields.pop(SCHEDULE_FIELD)
-            if schedule_layers is not None and (not isinstance(schedule_layers, int) or schedule_layers < 1):
-                raise ConfigError(f"pruner.{SCHEDULE_FIELD}: a layer count >= 1 or null, got {schedule_layers!r}")
-            node = OmegaConf.create(fields)
+        for schema, keys in FRAMEWORK_FIELDS.get(group, ()):  # how samples are decoded, a run split, ...: no plugin's
+            if any(k in node for k in keys):
+                fields = OmegaConf.to_container(node, resolve=True)
+                framework[schema] = to_schema(schema, {k: fields.pop(k) for k in keys if k in fields}, group)
+                node = OmegaConf.create(fields)
         name = node.name
         if name not in registry:
             raise ConfigError(f"{group}.name: unknown {group} {name!r}; registered {group}s: {', '.join(registry.names())}")
@@ -386,12 +391,13 @@ def validate(cfg: DictConfig) -> Validated:
         raise ConfigError(f"eval.mode: pruner {groups['pruner'].name} prunes the KV cache while decoding only; "
                           f"use eval.mode=generate, got {eval_cfg.mode}")
     budget = to_schema(BudgetConfig, cfg.get("budget", {}), "budget")
+    loading, sharding = framework.get(LoadingConfig, LoadingConfig()), framework.get(ShardingConfig, ShardingConfig())
     if sharding.shards > 1 and any(getattr(budget, k) is not None for k in BUDGET_LIMITS):
         # a budget's record sums up the plan it chose, which the merge of the shards' records does not have
         raise ConfigError(f"dataset.shards: budget mode (budget.tflops / fraction / prefill_ms) runs unsharded; use "
                           f"dataset.shards=1 or give the merger's and pruner's knobs themselves, got {sharding.shards}")
     if not any(getattr(budget, k) is not None for k in BUDGET_LIMITS):  # budget mode chooses pruner knobs itself
-        check_pruner_prunes(groups["model"], groups["pruner"], schedule_layers)
+        check_pruner_prunes(groups["model"], groups["pruner"], framework.get(ScheduleConfig, ScheduleConfig()).schedule_layers)
     return Validated(
         **groups,
         logger=to_schema(LoggerConfig, cfg.get("logger", {}), "logger"),
