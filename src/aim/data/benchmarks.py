@@ -192,6 +192,15 @@ def check_release(name: str, root: Path, questions_file: str, dirs: tuple[str, .
             raise ValueError(f"root: no {d}/ under {root}: the {name} videos are not unpacked there. {howto}")
 
 
+def unreadable_row(row: dict, exc: Exception) -> dict:
+    """The id and skip reason of a release row (read by `read_rows` / `question_rows`, which add `_file` and `_row`)
+    that a loader's make_sample could not read: `<file>_row<i>`, and the file, the row and why (a missing field,
+    or the error's type and message). The video and the image benchmarks record such a row as skipped."""
+    what = f"missing field {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+    return {"id": f"{row['_file']}_row{row['_row']}",
+            "skip_reason": f"row {row['_row']} of {row['_file']} cannot be read ({what})"}
+
+
 class Benchmark(SampleList):
     """Samples of one release; subclasses turn a question-file row into a Sample (`make_sample`) and name the
     `layout` of lmms-eval's prompt for the task and its `letter_reader`."""
@@ -223,10 +232,8 @@ class Benchmark(SampleList):
         try:
             return self.make_sample(row)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            what = f"missing field {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
-            return Sample(id=f"{row['_file']}_row{row['_row']}", question="", options=[], answer=None,
-                          video=self.root / "unreadable", num_frames=self.cfg.num_frames,
-                          skip_reason=f"row {row['_row']} of {row['_file']} cannot be read ({what})")
+            return Sample(**unreadable_row(row, exc), question="", options=[], answer=None,
+                          video=self.root / "unreadable", num_frames=self.cfg.num_frames)
 
     def sample(self, *, id, question, options, answer, video: Path, question_type="", categories=None, subtitles=None) -> Sample:
         if not isinstance(question, str):  # parquet's None / NaN: "None" / "nan" would be asked

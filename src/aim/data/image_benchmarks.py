@@ -35,7 +35,7 @@ from typing import ClassVar
 
 from aim.checks import check_choice
 from aim.data import DATASETS, METRICS, SampleList, check_limit
-from aim.data.benchmarks import LETTERS, check_release
+from aim.data.benchmarks import LETTERS, check_release, unreadable_row
 from aim.data.image_source import ImageRef, ImageSample, MissingImage, ParquetImage, image_index, question_rows
 from aim.prompts import FREE_FORM, MC_INSTRUCTION, TaskPrompt
 from aim.prompts import SHORT_ANSWER as _SHORT_ANSWER
@@ -152,10 +152,8 @@ class ImageBenchmark(SampleList):
         try:
             return self.make_sample(row)
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
-            what = f"missing field {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
-            return ImageSample(id=f"{row['_file']}_row{row['_row']}", question="", options=[], answer=None,
-                               video=self.root / row["_file"], num_frames=1, answer_format=self.answer_format,
-                               skip_reason=f"row {row['_row']} of {row['_file']} cannot be read ({what})")
+            return ImageSample(**unreadable_row(row, exc), question="", options=[], answer=None,
+                               video=self.root / row["_file"], num_frames=1, answer_format=self.answer_format)
 
     def image(self, row: dict, column: str = "image") -> ParquetImage:
         return ParquetImage(row["_file"], row["_row"], column)
