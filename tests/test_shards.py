@@ -141,7 +141,7 @@ def test_merge_refuses_a_damaged_shard_plan_naming_it(tmp_path, damage):
     sharded(tmp_path, [record(k) for k in range(6)], 3)
     plan = shards.shard_dir(tmp_path, 1) / "shard.json"
     plan.write_text(damage)
-    with pytest.raises(shards.IncompleteShards, match=rf"{plan}: unreadable \(.*\); rerun that shard"):
+    with pytest.raises(shards.IncompleteShards, match=rf"{plan.parent}: shard.json unreadable \(.*\); rerun that shard"):
         shards.merge(tmp_path)
     assert not (tmp_path / "results.json").exists()
     row = shards.progress(tmp_path, 3)[1]  # sweep status and resubmit: not complete, so rerun
@@ -155,7 +155,7 @@ def test_a_shard_whose_results_json_is_damaged_is_merged_and_left_out_of_the_thr
     records = [record(k) for k in range(6)]
     sharded(tmp_path, records, 3)
     (shards.shard_dir(tmp_path, 2) / "results.json").write_text('{"throughput": {"sampl')
-    with pytest.warns(UserWarning, match=r"results.json: unreadable .*leaves shard 2 out"):
+    with pytest.warns(UserWarning, match=r"results.json unreadable \(.*\); the merged throughput leaves shard 2 out"):
         summary, merged = shards.merge(tmp_path)
     assert [r["id"] for r in merged] == [r["id"] for r in records]
     assert summary["throughput"]["samples"] == 4 and summary["throughput"]["shards_left_out"] == [2]

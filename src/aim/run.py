@@ -50,7 +50,7 @@ def result_spec(cfg: DictConfig) -> dict:
 def check_resume(out_dir: Path, spec: dict) -> None:
     """A rerun in an existing output dir must ask for the same results, or its records would mix. Reads only:
     a refused rerun leaves the dir as it was."""
-    from aim.sweep import read_json
+    from aim.tracking.rundir import read_json
 
     old, damaged = read_json(out_dir / RUN_SPEC)
     if damaged:

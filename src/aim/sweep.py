@@ -43,7 +43,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from aim.tracking.records import read_samples
-from aim.tracking.rundir import slurm_job_id
+from aim.tracking.rundir import read_json, slurm_job_id
 
 MANIFEST = "sweep.json"
 JOB_STATE = "job.json"
@@ -218,21 +218,6 @@ def launch_list(sweep_dir: Path, jobs: list[dict], numbered: Sequence[tuple[int,
 
 
 # ---------------------------------------------------------------------------------------------- job state
-
-def read_json(path: Path) -> tuple[dict | None, str | None]:
-    """A run dir's JSON object file (results.json, job.json, run_spec.json) as (data, None); (None, None) when
-    it does not exist; (None, why) when it cannot be read (empty, truncated, not an object), so that one
-    damaged file is reported for its own job instead of stopping the status or the table of every job."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        return None, None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return None, f"{Path(path).name} unreadable ({exc})"
-    if not isinstance(data, dict):
-        return None, f"{Path(path).name} unreadable (a JSON {type(data).__name__}, not an object)"
-    return data, None
-
 
 def _write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")

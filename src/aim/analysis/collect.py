@@ -41,7 +41,8 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from aim.sweep import MANIFEST, RESULTS, read_json, read_manifest, status as sweep_status
+from aim.sweep import MANIFEST, RESULTS, read_manifest, status as sweep_status
+from aim.tracking.rundir import read_json
 
 RUN_SPEC = "run_spec.json"  # aim.run.RUN_SPEC (not imported: aim.run pulls in the model stack)
 SAMPLES = "samples.jsonl"

@@ -83,3 +83,18 @@ class RunDirLock:
         if self._fd is not None:
             os.close(self._fd)  # releases the lock
             self._fd = None
+
+
+def read_json(path: Path) -> tuple[dict | None, str | None]:
+    """A run dir's JSON object file (results.json, job.json, run_spec.json) as (data, None); (None, None) when
+    it does not exist; (None, why) when it cannot be read (empty, truncated, not an object), so that one
+    damaged file is reported for its own job instead of stopping the status or the table of every job."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return None, None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, f"{Path(path).name} unreadable ({exc})"
+    if not isinstance(data, dict):
+        return None, f"{Path(path).name} unreadable (a JSON {type(data).__name__}, not an object)"
+    return data, None

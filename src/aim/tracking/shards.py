@@ -24,6 +24,7 @@ import warnings
 from pathlib import Path
 
 from aim.tracking.records import count_dropped, read_samples
+from aim.tracking.rundir import read_json
 
 SHARDS_DIR = "shards"
 SHARD_PLAN = "shard.json"
@@ -63,17 +64,13 @@ def write_plan(directory: str | Path, shard: int, shards: int, ids: list[str], m
 def read_plan(directory: str | Path) -> dict | None:
     """A shard's plan, None before it started; IncompleteShards naming the file when it cannot be read (aim.run
     writes it atomically, so only something else damages it: rerunning that shard writes it again)."""
-    path = Path(directory) / SHARD_PLAN
-    if not path.exists():
-        return None
-    try:
-        plan = json.loads(path.read_text())
-        if not isinstance(plan, dict) or not {"shard", "shards", "ids", "config"} <= set(plan):
-            raise ValueError("not a shard plan")
-        return plan
-    except ValueError as exc:
-        raise IncompleteShards(f"{path}: unreadable ({exc}); rerun that shard (it resumes and writes its plan again), "
-                               "then merge") from None
+    plan, damaged = read_json(Path(directory) / SHARD_PLAN)
+    if plan is not None and not {"shard", "shards", "ids", "config"} <= set(plan):
+        damaged = f"{SHARD_PLAN} unreadable (not a shard plan)"
+    if damaged:
+        raise IncompleteShards(f"{directory}: {damaged}; rerun that shard (it resumes and writes its plan again), "
+                               "then merge")
+    return plan
 
 
 def num_shards(run_dir: str | Path) -> int | None:
@@ -171,13 +168,12 @@ def shards_throughput(run_dir: Path, shards: int) -> dict:
     samples = seconds = 0
     unreadable = []
     for i in range(shards):
-        path = shard_dir(run_dir, i) / RESULTS
-        try:
-            speed = (json.loads(path.read_text()).get("throughput") or {}) if path.exists() else {}
-        except (ValueError, AttributeError) as exc:  # its records are merged all the same; only its timing is lost
-            warnings.warn(f"{path}: unreadable ({exc}); the merged throughput leaves shard {i} out")
+        results, damaged = read_json(shard_dir(run_dir, i) / RESULTS)
+        if damaged:  # its records are merged all the same; only its timing is lost
+            warnings.warn(f"{shard_dir(run_dir, i)}: {damaged}; the merged throughput leaves shard {i} out")
             unreadable.append(i)
             continue
+        speed = (results or {}).get("throughput") or {}
         samples, seconds = samples + speed.get("samples", 0), seconds + speed.get("wall_s", 0.0)
     return {**throughput(samples, seconds), "shards": shards, **({"shards_left_out": unreadable} if unreadable else {})}
 
