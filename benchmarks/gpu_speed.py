@@ -26,7 +26,8 @@ last section. Writes `importance.json`, `bench.jsonl` (one aim.bench result per 
 lever) and `levers.md` (each lever's line written as it ends: a call stopped at its limit keeps the levers done),
 `bars.json` and `table.md` under --out, and prints the tables. `--quick`: 2 repeats, 1 warm-up, the paper's row
 and AIM pruning alone only (a smoke test), then the levers. `--rows` picks rows by key (ROWS). `--levers ""`
-skips the levers; `--levers-only` runs only them (inductor's compilation of a layout's ~11 shapes takes minutes).
+skips the levers; `--levers-only` runs only them (inductor's compilation of a layout's ~11 shapes takes minutes);
+`--skip-importance` skips the importance check. benchmarks/gpu_measure.sh runs it all in one device call.
 
 `--device cpu` is the dry run of the same code without a GPU (tests/test_gpu_scripts.py): another preset
 (`--model-preset llava_onevision_tiny`), fewer frames, a smaller importance check (heads, KV heads and head
@@ -279,6 +280,7 @@ def parse_args(argv=None):
     ap.add_argument("--levers", default=None, help="model.compile modes timed on the paper's row ('': none; default "
                     f"{','.join(LEVERS)} on cuda, {CPU_LEVERS[0]} on cpu)")
     ap.add_argument("--levers-only", action="store_true", help="skip the importance check and the rows")
+    ap.add_argument("--skip-importance", action="store_true", help="skip the importance check (a second run's rows)")
     args = ap.parse_args(argv)
     if args.levers is None:
         args.levers = ",".join(LEVERS) if args.device == "cuda" else CPU_LEVERS[0]
@@ -331,14 +333,15 @@ def main(argv=None):
 
     heads, kv_heads = text["num_attention_heads"], text.get("num_key_value_heads") or text["num_attention_heads"]
     n, failed = args.importance_tokens, []
-    try:  # a stage that fails must not lose the others' figures: recorded, and the exit status says so
-        check = importance_check(args.device, n, heads, kv_heads, text["hidden_size"] // heads,
-                                 keep=(n - args.text_tokens) // 4)
-    except Exception as exc:  # noqa: BLE001
-        check = {"tokens": n, "error": f"{type(exc).__name__}: {exc}"}
-        failed.append("importance check")
-    (out / "importance.json").write_text(json.dumps(check, indent=1))
-    print(f"importance at {n} tokens:", json.dumps(check), flush=True)
+    if not args.skip_importance:
+        try:  # a stage that fails must not lose the others' figures: recorded, and the exit status says so
+            check = importance_check(args.device, n, heads, kv_heads, text["hidden_size"] // heads,
+                                     keep=(n - args.text_tokens) // 4)
+        except Exception as exc:  # noqa: BLE001
+            check = {"tokens": n, "error": f"{type(exc).__name__}: {exc}"}
+            failed.append("importance check")
+        (out / "importance.json").write_text(json.dumps(check, indent=1))
+        print(f"importance at {n} tokens:", json.dumps(check), flush=True)
 
     header = ("| row | prefill ms, unreduced -> reduced | speedup | FLOPs ratio | speedup / FLOPs | scoring ms (% of "
               "prefill) | merge ms | ttft ms | decode tok/s | KV cache MiB |\n" + "| --- " * 10 + "|")

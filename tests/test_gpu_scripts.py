@@ -141,7 +141,7 @@ def test_cuda_only_levers_and_unknown_rows_are_refused_before_anything_runs(gpu_
 
 
 def test_every_config_of_the_gpu_run_validates_before_device_time_is_spent(gpu_speed):
-    """The configs call 1 and call 2 of README's "Measuring on a GPU" compose (the 7B preset, 28 layers: the
+    """The configs the device call of README's "Measuring on a GPU" composes (the 7B preset, 28 layers: the
     paper's l1/l2 as they are), each row's and each lever's, validated here: a wrong override fails on a CPU."""
     args = gpu_speed.parse_args([])
     common = [*gpu_speed.model_overrides(args), "bench.repeats=10", "bench.warmup=3", "bench.new_tokens=16"]
@@ -154,6 +154,27 @@ def test_every_config_of_the_gpu_run_validates_before_device_time_is_spent(gpu_s
     for mode in gpu_speed.LEVERS:
         assert gpu_speed.composed([*common, *paper, f"model.compile={mode}"]).model.compile == mode
     assert (valid.pruner.l1, valid.pruner.l2, valid.pruner.backend) == (14, 22, "dense")  # the last row's
+
+
+def test_the_one_device_call_runs_every_row_once_and_parses(gpu_speed):
+    """benchmarks/gpu_measure.sh (README's one device call): valid bash; its gpu_speed.py command lines parse, the
+    first with the GPU's levers and the importance check, and between them they name every row exactly once."""
+    import shlex
+    import subprocess
+
+    measure = BENCHMARKS / "gpu_measure.sh"
+    subprocess.run(["bash", "-n", str(measure)], check=True)
+    script_text = measure.read_text().replace("\\\n", " ")  # continuation lines joined
+    runs = []
+    for line in script_text.splitlines():
+        if "gpu_speed.py --" in line and not line.lstrip().startswith("#"):
+            args = shlex.split(line.split("gpu_speed.py", 1)[1].split("2>&1")[0])
+            args = [a for a in args if a != '"$@"' and a != "$@"]
+            runs.append(gpu_speed.parse_args(args))
+    assert len(runs) == 2
+    assert sorted(runs[0].row_keys + runs[1].row_keys) == sorted(gpu_speed.ROWS)
+    assert runs[0].lever_list == list(gpu_speed.LEVERS) and not runs[0].skip_importance
+    assert runs[1].lever_list == [] and runs[1].skip_importance
 
 
 def test_timed_uses_the_host_clock_on_a_cpu(gpu_speed):
