@@ -43,7 +43,7 @@ def test_the_papers_15_tflops_budget_gets_the_papers_own_setting():
     assert plan.model(32, 100).cost(before).tflops > 15
 
 
-@pytest.mark.parametrize("pruner", ["aim", "random", "fastv", "pdrop", "vtw", "none"])
+@pytest.mark.parametrize("pruner", ["aim", "random", "fastv", "pdrop", "vtw", "prunevid", "none"])
 @pytest.mark.parametrize("merger", ["aim", "pool", "none"])
 def test_policy_order_merges_first_then_prunes_later_layers_first_and_costs_only_fall(merger, pruner):
     plan = plan_for("model=llava_onevision_7b", "dataset.num_frames=32", f"merger={merger}", f"pruner={pruner}",
@@ -74,7 +74,7 @@ def test_policy_for_the_bundled_4_layer_model():
     assert all(k["pruner"] == {"name": "none"} for k in order[:5])  # no pruning is pruner none, not aim l1=4
 
 
-@pytest.mark.parametrize("pruner", ["aim", "random", "fastv", "pdrop", "vtw", "dart"])
+@pytest.mark.parametrize("pruner", ["aim", "random", "fastv", "pdrop", "vtw", "dart", "prunevid"])
 def test_budget_mode_never_chooses_a_pruner_setting_that_removes_nothing(pruner):
     """Every setting of the policy and of the grid either is pruner none or removes visual tokens on the
     model's LLM, so a budget run is never labelled pruned while pruning nothing."""
@@ -106,13 +106,75 @@ def test_the_chosen_setting_fits_every_budget_of_a_grid(unit, scale):
     assert index == 0 or limit.amount(model.cost(order[index - 1]), model) > value
 
 
-def test_fastv_vtw_pdrop_dart_and_holitom_get_their_own_knobs():
+def test_fastv_vtw_pdrop_dart_holitom_and_prunevid_get_their_own_knobs():
     for pruner, knobs in (("fastv", {"k", "keep"}), ("vtw", {"k"}), ("pdrop", {"boundaries", "lam"}), ("dart", {"k", "keep"}),
-                          ("holitom", {"k", "keep"})):
+                          ("holitom", {"k", "keep"}), ("prunevid", {"layer", "alpha"})):
         plan = plan_for("model=llava_onevision_7b", "dataset.num_frames=32", "merger=none", f"pruner={pruner}",
                         "budget.fraction=0.4", "budget.tradeoff=policy")
         assert set(plan.choice.setting.knobs()["pruner"]) == {"name"} | knobs
         assert plan.choice.cost.tflops <= 0.4 * plan.model(32, 100).full.tflops
+
+
+def test_prunevid_budget_moves_its_selection_layer_then_alpha_and_fits_the_budget():
+    """PruneVid on LLaVA-OneVision-7B (28 layers), its merger and its pruner: the policy merges to 25%, moves the
+    selecting layer earlier at the configured alpha 0.4 (layer 26 ... 0), then lowers alpha at layer 0. At 15%
+    of the unreduced prefill it chooses the official layer 10, alpha 0.4: it fits and the step before does not."""
+    plan = plan_for("model=llava_onevision_7b", "dataset.num_frames=32", "merger=prunevid", "pruner=prunevid",
+                    "budget.fraction=0.15", "budget.tradeoff=policy")
+    model, choice = plan.model(32, 100), plan.choice
+    assert choice.setting.knobs() == {"merger": {"name": "prunevid", "ratio": 0.25},
+                                      "pruner": {"name": "prunevid", "layer": 10, "alpha": 0.4}}
+    assert choice.cost == model.cost(choice.setting) and choice.cost.tflops <= 0.15 * model.full.tflops
+    order = policy_order(plan.merger, plan.pruner, 28)
+    assert model.cost(order[order.index(choice.setting) - 1]).tflops > 0.15 * model.full.tflops
+    pruned = [s.pruner for s in order if s.pruner["name"] == "prunevid"]
+    assert [(p["layer"], p["alpha"]) for p in pruned[:2]] == [(26, 0.4), (25, 0.4)]  # layer 27 would prune nothing
+    assert [(p["layer"], p["alpha"]) for p in pruned[26:29]] == [(0, 0.4), (0, 0.375), (0, 0.25)]
+    grid = candidates(plan.merger, plan.pruner, 28)  # selecting in layer 0 .. 26 (27 prunes nothing: pruner none)
+    assert {s.pruner.get("layer") for s in grid} == set(range(27)) | {None}
+
+
+@pytest.mark.parametrize("layer, alpha", [(0, 0.375), (10, 0.4), (26, 0.1)])
+def test_prunevid_is_costed_with_its_selecting_layer_unpruned(layer, alpha):
+    """PruneVid's layer l computes the attention that selects, so layers 0..l see every merged visual token and
+    layers l + 1 on see floor(alpha V): the cost of FastV pruning before layer k = l + 1 to keep = alpha."""
+    plan = plan_for("model=llava_onevision_7b", "dataset.num_frames=32", "merger=prunevid", "pruner=prunevid",
+                    "budget.fraction=0.5", "budget.tradeoff=policy")
+    model = plan.model(32, 100)
+    merger = {**plan.merger, "ratio": 0.25}
+    prunevid = model.cost(Setting.of(merger, {"name": "prunevid", "layer": layer, "alpha": alpha}))
+    visual = prunevid.visual_tokens
+    assert visual == 32 * 196 // 4
+    expected = [visual + 100] * (layer + 1) + [int(alpha * visual) + 100] * (27 - layer)
+    assert list(prunevid.tokens_per_layer) == expected
+    fastv = model.cost(Setting.of(merger, {"name": "fastv", "k": layer + 1, "keep": alpha}))
+    assert prunevid.tflops == fastv.tflops and prunevid.prefill_ms == fastv.prefill_ms
+
+
+def test_dycoke_is_refused_because_its_pruning_happens_while_decoding_outside_the_prefill_cost():
+    """DyCoke's pruner removes visual KV entries only while decoding; its prefill keeps every visual token, so
+    budget mode, which costs the prefill, refuses it (saying so) rather than choose knobs that change no cost,
+    even were its class to declare some. Its merger, whose count the prefill cost sees, is planned with
+    pruner=none."""
+    from aim.pruning import DycokePruner
+
+    why = (r"pruner.name: budget mode cannot tune pruner 'dycoke': it removes visual KV entries while decoding only, "
+           r"and budget mode costs the LLM prefill \(aim.efficiency.cost\), in which it keeps every visual token, so "
+           r"no value of its knobs changes the cost a budget limits; use pruner=none to plan for the merger alone, "
+           r"or a pruner it knows: aim, .*prunevid")
+    args = ("model=llava_onevision_7b", "dataset.num_frames=32", "merger=dycoke", "pruner=dycoke", "eval.mode=generate",
+            "budget.fraction=0.5", "budget.tradeoff=policy")
+    with pytest.raises(ConfigError, match=why) as refused:
+        plan_for(*args)
+    assert "dycoke" not in str(refused.value).split("it knows:")[1]
+    with pytest.MonkeyPatch.context() as patch:  # declaring knobs does not make decode-time pruning a prefill cost
+        patch.setattr(DycokePruner, "budget_knobs", ("layer", "p"), raising=False)
+        patch.setattr(DycokePruner, "budget_candidates", classmethod(lambda cls, fields, num_layers: None), raising=False)
+        with pytest.raises(ConfigError, match=why):
+            plan_for(*args)
+    merged = plan_for(*args[:3], "pruner=none", "budget.fraction=0.6", "budget.tradeoff=policy")
+    assert merged.choice.setting.knobs() == {"merger": {"name": "dycoke"}, "pruner": {"name": "none"}}
+    assert merged.choice.cost.visual_tokens == 8 * (196 + 3 * 58)  # TTM at prune 0.7: windows of 4 frames
 
 
 def test_the_analytic_costs_are_the_roofline_and_aim_flops_figures():

@@ -9,8 +9,9 @@
 
 The user picks the method family as always (`merger=`, `pruner=`); budget mode picks its knobs: merger.ratio,
 and the knobs the pruner's class declares with their candidates (`budget_knobs`, `budget_candidates` in
-aim.pruning: aim/random l1, l2; fastv/dart/holitom k, keep; pdrop boundaries, lam; vtw k; a plugin pruner its
-own; one that declares none is refused, naming it). The budget is one
+aim.pruning: aim/random l1, l2; fastv/dart/holitom k, keep; prunevid layer, alpha; pdrop boundaries, lam; vtw k;
+a plugin pruner its own; one that declares none is refused, naming it, and so is one that prunes only while
+decoding, DyCoke, whose knobs change no prefill cost). The budget is one
 of `budget.tflops` (LLM-prefill TFLOPs per sample), `budget.fraction` (of the unreduced LLM prefill's
 TFLOPs at the same input) or `budget.prefill_ms` (the roofline prefill time on `budget.hardware`). Costs
 come from the analytic roofline model (aim.efficiency.roofline, as `python -m aim.flops` reports them:

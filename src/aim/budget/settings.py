@@ -31,18 +31,29 @@ def merger_knobs(merger: dict) -> tuple[str, ...]:
 
 def budgeted_pruner(name: str):
     """The registered class of a pruner budget mode can tune: one that declares `budget_knobs` and
-    `budget_candidates` (aim.pruning); ConfigError naming it, and the pruners that can be tuned, otherwise."""
+    `budget_candidates` (aim.pruning) and prunes in the prefill; ConfigError naming it, and the pruners that can
+    be tuned, otherwise. A pruner that acts only while decoding (`acts_while`, DyCoke) is refused whatever it
+    declares: budget mode costs the LLM prefill (aim.efficiency.cost), where such a pruner keeps every token."""
     from aim.pruning import PRUNERS
 
+    def decoding_only(cls) -> bool:
+        return getattr(cls, "acts_while", None) == "decoding"
+
     def tunable(cls) -> bool:
-        return getattr(cls, "budget_knobs", None) is not None and hasattr(cls, "budget_candidates")
+        return (getattr(cls, "budget_knobs", None) is not None and hasattr(cls, "budget_candidates")
+                and not decoding_only(cls))
 
     cls = PRUNERS.get(name)
-    if not tunable(cls):
-        known = [n for n in PRUNERS.names() if tunable(PRUNERS.get(n))]
-        raise ConfigError(f"pruner.name: budget mode does not know the knobs of pruner {name!r} (its class declares no "
-                          f"budget_knobs and budget_candidates(fields, num_layers)); it knows: {', '.join(known)}")
-    return cls
+    if tunable(cls):
+        return cls
+    known = ", ".join(n for n in PRUNERS.names() if tunable(PRUNERS.get(n)))
+    if decoding_only(cls):
+        raise ConfigError(f"pruner.name: budget mode cannot tune pruner {name!r}: it removes visual KV entries while "
+                          "decoding only, and budget mode costs the LLM prefill (aim.efficiency.cost), in which it keeps "
+                          "every visual token, so no value of its knobs changes the cost a budget limits; use "
+                          f"pruner=none to plan for the merger alone, or a pruner it knows: {known}")
+    raise ConfigError(f"pruner.name: budget mode does not know the knobs of pruner {name!r} (its class declares no "
+                      f"budget_knobs and budget_candidates(fields, num_layers)); it knows: {known}")
 
 
 def pruner_knobs(pruner: dict) -> tuple[str, ...]:

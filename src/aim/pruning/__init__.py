@@ -13,8 +13,13 @@ share that schedule and its checks (`PruneOnce`, `PruneOnceConfig`) and differ o
 Budget mode (aim.budget) tunes a pruner only through what its class declares: `budget_knobs`, the config
 fields it may set, and the classmethod `budget_candidates(fields, num_layers) -> BudgetMoves` (knob values that
 prune nothing, the policy's path from mild to strong pruning, the whole grid), `fields` being the configured
-ones (knobs it does not move keep their values). A pruner without them (DyCoke, PruneVid, a plugin's that
-declares none) is refused by budget mode with its name; a plugin pruner that declares them is tuned like AIM.
+ones (knobs it does not move keep their values). Budget mode costs the LLM prefill only (aim.efficiency.cost:
+the tokens each layer sees under `retention_schedule`), so a knob is one that moves that schedule: PruneVid's
+`layer` and `alpha` are (its merger's `ratio` is budgeted as every merger's; segment_share, threshold and k do
+not change the count the cost model sees). A pruner that acts only while decoding (`acts_while = "decoding"`,
+DyCoke: its prefill keeps every visual token) is refused by budget mode, saying so, whatever it declares; a
+pruner without knobs (a plugin's that declares none) is refused with its name; a plugin pruner that declares
+them is tuned like AIM.
 """
 from __future__ import annotations
 
@@ -195,7 +200,7 @@ class PruneOnce:
     HoliTom, PruneVid and VTW (nothing kept) are this with their own score (`importance`). A subclass whose
     config names the two values otherwise (PruneVid: `layer`, the layer that selects, and `alpha`) says so in
     `layer_field`, `keep_field` and `layer_offset` (the first pruned layer = its layer field + layer_offset),
-    so that `pruning_values` names its own fields."""
+    so that `pruning_values` and `budget_candidates` name its own fields."""
 
     layer_field, keep_field, layer_offset = "k", "keep", 0
     # the fractions kept that budget mode tries (a subclass that declares `budget_knobs` = (layer, keep) fields)
@@ -203,15 +208,17 @@ class PruneOnce:
 
     @classmethod
     def budget_candidates(cls, fields: dict, num_layers: int) -> BudgetMoves:
-        """The layer and the fraction kept (`layer_offset` 0: the layer field is the first pruned layer): no
-        pruning is layer L; the path moves the layer earlier at the configured keep, L-1 ... 1, then lowers keep
-        at layer 1 through `budget_keeps`; the grid is every layer 1..L with every keep (and the configured one)."""
-        L, at, kept = num_layers, cls.layer_field, cls.keep_field
+        """The first pruned layer f and the fraction kept, written as the config's fields (the layer field is
+        f - `layer_offset`: FastV's k = f, PruneVid's layer = f - 1): no pruning is f = L; the path moves f
+        earlier at the configured keep, L-1 ... 1, then lowers keep at f = 1 through `budget_keeps`; the grid is
+        every f in 1..L with every keep (and the configured one)."""
+        L, at, kept, off = num_layers, cls.layer_field, cls.keep_field, cls.layer_offset
         keep = fields[kept]
-        path = [{at: k, kept: keep} for k in range(L - 1, 0, -1)]
-        path += [{at: 1, kept: x} for x in cls.budget_keeps if x < keep]
+        path = [{at: f - off, kept: keep} for f in range(L - 1, 0, -1)]
+        path += [{at: 1 - off, kept: x} for x in cls.budget_keeps if x < keep]
         keeps = sorted(set(cls.budget_keeps) | {keep}, reverse=True)
-        return BudgetMoves({at: L, kept: keep}, path, [{at: k, kept: x} for k in range(1, L + 1) for x in keeps])
+        grid = [{at: f - off, kept: x} for f in range(1, L + 1) for x in keeps]
+        return BudgetMoves({at: L - off, kept: keep}, path, grid)
 
     def retention_schedule(self, num_layers):
         first = getattr(self, self.layer_field) + self.layer_offset
@@ -434,7 +441,9 @@ class DycokePrunerConfig:
 class DycokePruner:
     """DyCoke's dynamic KV-cache pruning while decoding (aim.pruning.decoding): at each decoding step the
     token's attention in layer `layer` - 1 keeps the top (1 - p) visual KV entries for layers >= `layer`,
-    re-decided per step. The prefill is unchanged (its schedule keeps everything); needs eval.mode=generate."""
+    re-decided per step. The prefill is unchanged (its schedule keeps everything); needs eval.mode=generate.
+    Budget mode refuses it (aim.budget.settings.budgeted_pruner): its knobs move decoding's KV reads, which the
+    prefill cost model does not count, so no value of them changes a budget's cost."""
 
     acts_while = "decoding"
 
@@ -482,11 +491,16 @@ class PruneVidPruner(PruneOnce):
     the prompt after the visual tokens (QUESTION_TEXT), as the official code takes every token after the video.
     One deviation: the official code keeps floor(alpha n) in each of its merged groups (a segment's static
     tokens, each frame's dynamic ones), which the LLM's token roles do not carry; here the top floor(alpha V)
-    of the whole clip. `merger=prunevid pruner=prunevid` is the whole method."""
+    of the whole clip. `merger=prunevid pruner=prunevid` is the whole method.
+
+    Budget mode moves `layer` and `alpha` (`PruneOnce.budget_candidates`, the first pruned layer being
+    `layer` + 1): selecting earlier or keeping less leaves fewer tokens in the layers after `layer`. Slicing
+    the caches of layers 0..`layer` saves only decoding's reads, which the prefill cost does not count."""
 
     needs = ("roles",)
     prunes_cache_before = True
     layer_field, keep_field, layer_offset = "layer", "alpha", 1  # layers > `layer` see floor(alpha V)
+    budget_knobs = ("layer", "alpha")
 
     def __init__(self, layer=10, alpha=0.4, name="prunevid"):
         self.layer, self.alpha = layer, alpha
