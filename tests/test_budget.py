@@ -280,6 +280,15 @@ def test_tradeoff_files_are_found_by_checkpoint_and_dataset(tradeoff_file, tmp_p
     assert len(load_tradeoff(tradeoff_file).points) == len(FIXTURE_POINTS) + 1
 
 
+def test_a_damaged_bundled_tradeoff_is_left_out_with_a_warning_naming_it(tradeoff_file, tmp_path):
+    """One unreadable file among the bundled trade-offs was skipped in silence; the others still serve."""
+    pretrained = "llava-hf/llava-onevision-qwen2-7b-ov-hf"
+    (tmp_path / "a_damaged.json").write_text('{"pretrained": "llava-hf/llava-onev')  # a truncated copy
+    with pytest.warns(UserWarning, match=r"a_damaged.json unreadable \(.*\); budget mode leaves this "
+                                         "bundled trade-off out"):
+        assert find_tradeoff(pretrained, "videomme", 32, tmp_path) == tradeoff_file
+
+
 @pytest.mark.parametrize("content,message", [
     ("not json", "not JSON"), ('{"points": 3}', "a `points` list"),
     ('{"points": [{"merger": {"name": "aim"}}]}', "points[0] needs `merger` and `pruner`"),

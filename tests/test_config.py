@@ -165,3 +165,59 @@ def test_a_setting_nothing_reads_is_refused_not_silently_ignored():
     with pytest.raises(ConfigError, match=r"eval.device_sync: unknown field; allowed fields: mode, max_new_tokens, "
                                           r"progress, batch_size$"):
         validate(composed(["+eval.device_sync=false"]))
+
+
+# --- a knob given on the command line that the tool would not read (aim.config.check_knobs_read) ------------------
+@pytest.mark.parametrize("tool,overrides,message", [
+    ("aim.run", ["eval.max_new_tokens=64"],
+     "eval.max_new_tokens: the most tokens decoded per answer, read with eval.mode=generate only; eval.mode=letter "
+     "scores the logits of one prefill and decodes nothing; give eval.mode=generate to decode, or leave "
+     "eval.max_new_tokens out, got eval.max_new_tokens=64"),
+    ("aim.run", ["eval.mode=likelihood", "++eval.max_new_tokens=3"],
+     "eval.max_new_tokens: the most tokens decoded per answer, read with eval.mode=generate only; "
+     "eval.mode=likelihood"),
+    ("aim.run", ["fidelity.enabled=false", "fidelity.cache_dir=/elsewhere"],
+     "fidelity.cache_dir: where the unreduced answers are kept, read with fidelity.enabled=true only; "
+     "fidelity.enabled=false measures no fidelity and keeps none; give fidelity.enabled=true, or leave "
+     "fidelity.cache_dir out, got fidelity.cache_dir=/elsewhere"),
+    ("aim.run", ["logger.name=none", "logger.project=mine"],
+     "logger.project: a W&B setting, read with logger=wandb only; logger.name=none starts no W&B run (results.json "
+     "and samples.jsonl alone); give logger=wandb, or leave it out, got logger.project=mine"),
+    ("aim.run", ["logger=none", "+logger.tags=[a,b]"], "logger.tags: a W&B setting, read with logger=wandb only"),
+    ("aim.bench", ["dataset.num_frames=32"],
+     "dataset.num_frames: aim.bench times bench.frames=8 frames of synthetic features (it reads no dataset); give "
+     "bench.frames=32, got dataset.num_frames=32"),
+    ("aim.flops", ["dataset.num_frames=32", "flops.frames=8"],
+     "dataset.num_frames: aim.flops counts flops.frames=8 frames, which replaces the dataset's when given; give "
+     "flops.frames=32, or leave flops.frames null to count dataset.num_frames, got dataset.num_frames=32"),
+], ids=["max_new_tokens-letter", "max_new_tokens-likelihood", "cache_dir", "logger.name", "logger-group", "bench",
+        "flops"])
+def test_a_knob_given_that_the_tool_would_not_read_is_refused_naming_why_and_what_to_give(tool, overrides, message):
+    from aim.config import check_knobs_read
+
+    valid = validate(composed(overrides))  # a valid config: each value alone is allowed
+    with pytest.raises(ConfigError) as refused:
+        check_knobs_read(valid, tool, overrides)
+    assert str(refused.value).startswith(message)
+
+
+@pytest.mark.parametrize("tool,overrides", [
+    ("aim.run", ["eval.mode=generate", "eval.max_new_tokens=64"]),  # read where it is given
+    ("aim.run", ["fidelity.cache_dir=/elsewhere"]),
+    ("aim.run", ["logger=wandb", "logger.project=mine"]),
+    ("aim.run", ["dataset.num_frames=32"]),  # the knobs of another tool: aim.run reads the dataset's frames
+    ("aim.bench", ["eval.max_new_tokens=64"]),  # (what aim.bench and aim.flops read of eval: beyond these checks)
+    ("aim.bench", ["dataset.num_frames=8"]),  # the frames timed are the frames asked
+    ("aim.flops", ["dataset.num_frames=32"]),  # flops.frames null: it counts the dataset's
+    ("aim.flops", ["dataset.num_frames=8", "flops.frames=8"]),
+    # the same knobs set by config files, not given: conf/config.yaml's eval.max_new_tokens and fidelity.cache_dir,
+    # logger/wandb.yaml's project, tags, ..., an experiment file's dataset.num_frames (main_image: 1, bench.frames: 8)
+    ("aim.run", ["fidelity.enabled=false", "logger.name=none"]),
+    ("aim.bench", ["+exp=main_image"]),
+    ("aim.flops", ["+exp=video_baselines", "flops.frames=8"]),
+])
+def test_the_same_knobs_pass_where_the_tool_reads_them_or_only_a_config_file_sets_them(tool, overrides):
+    from aim.config import check_knobs_read
+
+    valid = validate(composed(overrides))
+    check_knobs_read(valid, tool, overrides)

@@ -163,6 +163,7 @@ def test_a_refused_or_invalid_invocation_leaves_a_finished_run_dir_as_it_was(tmp
     assert json.loads(before["job.json"])["state"] == "done" and ".hydra/overrides.yaml" in before
     for overrides, says in ((["merger=none"], "holds a run with a different config"),
                             (["dataset.num_frames=0"], "dataset.num_frames: must be in"),
+                            (["eval.max_new_tokens=64"], "eval.max_new_tokens: the most tokens decoded per answer"),
                             (["run.wait_for_lock=maybe"], "run.wait_for_lock")):
         proc = run_in_process("aim.run", *args, *overrides, env=env)
         assert proc.returncode == 2 and says in proc.stderr, proc.stderr[-3000:]
@@ -194,6 +195,16 @@ def test_a_second_process_in_a_run_dir_in_use_fails_at_once_or_waits_when_asked(
     ids = ids_in(out / "samples.jsonl")
     assert len(ids) == 3 and len(set(ids)) == 3
     assert json.loads((out / "job.json").read_text())["state"] == "done"
+
+
+def test_a_knob_the_run_would_not_read_exits_2_before_anything_runs(tmp_path, env):
+    """`eval.max_new_tokens=64` in the default letter mode (which decodes nothing) was silently unused."""
+    proc = run_in_process("aim.run", *aim_args(tmp_path / "run", "eval.max_new_tokens=64"), env=env)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert ("aim: invalid config: eval.max_new_tokens: the most tokens decoded per answer, read with eval.mode=generate "
+            "only; eval.mode=letter scores the logits of one prefill and decodes nothing; give eval.mode=generate to "
+            "decode, or leave eval.max_new_tokens out, got eval.max_new_tokens=64") in proc.stderr
+    assert not any((tmp_path / "run").glob("*"))  # no record, no run_spec.json, no lock
 
 
 def test_bench_refuses_a_dataset_frame_count_it_would_not_use(tmp_path):

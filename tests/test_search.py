@@ -306,12 +306,44 @@ def test_tradeoff_marks_exactly_the_non_dominated_points(tmp_path):
     sweep = fake_sweep(tmp_path / "sweep", POINTS)
     data = json.loads(write_tradeoff(sweep).read_text())
     assert [p["pareto"] for p in data["points"]] == [True, False, True, False, False, True, False]
-    assert len(data["points"]) == len(POINTS)  # the job that never ran is no point
+    assert len(data["points"]) == len(POINTS)  # the job that never ran is no point, and says so
+    assert data["left_out"] == [{"num": len(POINTS), "run": str(len(POINTS)), "state": "missing", "why": ""}]
     assert data["model"] == "toy_llava_ov" and data["dataset_limit"] == 100
     check_pareto(data["points"], "accuracy")
     by_agreement = json.loads(write_tradeoff(sweep, "agreement").read_text())
     assert [p["pareto"] for p in by_agreement["points"]] == [True, True, False, True, False, True, False]
     check_pareto(by_agreement["points"], "agreement")
+
+
+def test_a_done_job_whose_results_cannot_be_read_is_left_out_saying_why(tmp_path, monkeypatch):
+    """results.json damaged (or removed) after the status called its job done, as a rerun of the job rewriting it
+    would leave it: it was skipped in silence; now it is in `left_out`, failed, with the reason."""
+    import aim.sweep
+    from aim.tradeoff import tradeoff
+
+    sweep = fake_sweep(tmp_path / "sweep", POINTS)
+    rows = aim.sweep.status(sweep, query_scheduler=False)  # the status as read before the damage
+    monkeypatch.setattr(aim.sweep, "status", lambda *args, **kwargs: rows)
+    (sweep / "1" / "results.json").write_text('{"config": {')
+    (sweep / "2" / "results.json").unlink()
+    data = tradeoff(sweep)
+    assert [p["run"] for p in data["points"]] == ["0", "3", "4", "5", "6"]
+    left = {r["run"]: r for r in data["left_out"]}
+    assert sorted(left) == ["1", "2", "7"]
+    assert left["1"]["state"] == "failed" and left["1"]["why"].startswith("results.json unreadable (")
+    assert left["2"] == {"num": 2, "run": "2", "state": "failed", "why": "results.json removed since its status was read"}
+    assert left["7"]["state"] == "missing"
+
+
+def test_aim_search_prints_each_left_out_job_with_its_reason(capsys):
+    from aim.search import print_left_out
+
+    print_left_out({"points": [{}, {}], "left_out": [{"num": 2, "run": "r2", "state": "failed", "why": "boom"},
+                                                     {"num": 3, "run": "r3", "state": "missing", "why": ""}]})
+    assert capsys.readouterr().err == ("aim.search: 2 of 4 jobs are not done and not in the trade-off: job 2 (r2) "
+                                       "failed: boom; job 3 (r3) missing\n")
+    print_left_out({"points": [{}], "left_out": []})
+    assert capsys.readouterr().err == ""
 
 
 def test_the_command_rewrites_tradeoff_json_and_prints_the_pareto_set(tmp_path):

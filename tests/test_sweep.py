@@ -77,6 +77,30 @@ def test_a_sweep_with_a_job_that_prunes_nothing_is_refused_naming_the_job():
         expand("ablation_layers", "pruner_layers=[2,4],[4,5]")
 
 
+def test_a_sweep_job_given_a_knob_it_would_not_read_is_refused_naming_the_job():
+    """eval.max_new_tokens is read in generate mode only: the letter-mode job of the two is named, as its aim.run
+    would refuse it; the generate-mode job is valid."""
+    from aim.sweep import InvalidSweep
+
+    with pytest.raises(InvalidSweep) as refused:
+        expand("main_video", "eval.mode=letter,generate", "eval.max_new_tokens=16")
+    problems = {num: message for num, _, message in refused.value.problems}
+    assert sorted(problems) == [0, 2]  # +method=unreduced,aim_toy x eval.mode=letter,generate: jobs 0 and 2 letter
+    assert all(m.startswith("eval.max_new_tokens: the most tokens decoded per answer, read with eval.mode=generate "
+                            "only; eval.mode=letter") for m in problems.values())
+    assert len(expand("main_video", "eval.mode=generate", "eval.max_new_tokens=16")) == 2
+
+
+def test_a_sweep_given_a_knob_no_job_would_read_launches_nothing(tmp_path, env):
+    sweep = tmp_path / "sweep"
+    proc = multirun(sweep, "merger=aim,pool", "dataset.limit=1", "logger=none", "fidelity.enabled=false",
+                    "fidelity.cache_dir=/elsewhere", env=env, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "invalid sweep, nothing was launched: invalid config in 2 of 2 jobs" in proc.stderr
+    assert "fidelity.cache_dir: where the unreduced answers are kept, read with fidelity.enabled=true only" in proc.stderr
+    assert not sweep.exists()
+
+
 def test_a_sweep_with_one_invalid_job_launches_nothing_and_names_the_job_and_field(tmp_path, env):
     sweep = tmp_path / "sweep"
     proc = multirun(sweep, "+exp=ablation_layers", "pruner_layers=[1,2],[3,3]", "dataset.limit=1", "logger=none",

@@ -33,9 +33,10 @@ from dataclasses import asdict
 
 import hydra
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from aim.config import ConfigError, check_device, check_tool_budget, check_weights, validate
+from aim.config import ConfigError, check_device, check_knobs_read, check_tool_budget, check_weights, validate
 from aim.paths import CONF_DIR
 
 
@@ -243,28 +244,13 @@ def decode_costs(adapter, b, full, reduced) -> dict:
     return out
 
 
-def check_frames_given(valid) -> None:
-    """aim.bench times `bench.frames` frames of synthetic features and reads no dataset: a `dataset.num_frames`
-    given on the command line (aim.run's and aim.flops's knob) that differs from it would go unused, and the
-    timing silently be of another input size; refused, naming both."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return
-    given = dict(o.lstrip("+").split("=", 1) for o in HydraConfig.get().overrides.task if "=" in o)
-    frames = getattr(valid.dataset, "num_frames", None)
-    if "dataset.num_frames" in given and frames != valid.bench.frames:
-        raise ConfigError(f"dataset.num_frames: aim.bench times bench.frames={valid.bench.frames} frames of synthetic "
-                          f"features (it reads no dataset); give bench.frames={frames}, got dataset.num_frames={frames}")
-
-
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> None:
     from aim.budget import apply_budget, print_choice
 
     try:
         valid = validate(cfg)
-        check_frames_given(valid)
+        check_knobs_read(valid, "aim.bench", HydraConfig.get().overrides.task)  # bench.frames is what it times
         check_tool_budget(valid.budget, "bench")
         check_device(valid)
         check_weights(valid)

@@ -3,8 +3,8 @@ starts. Each plugin declares its schema when it registers (`Registry.register(na
 schema's `__post_init__` checks ranges. Errors name the full field path and what is allowed."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields as dataclass_fields
+from typing import Any, Callable, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -222,6 +222,89 @@ def check_tool_budget(budget: BudgetConfig, tool: str) -> None:
     if budget.per_sample:
         raise ConfigError(f"budget.per_sample: aim.{tool} has one input, no samples (per_sample is aim.run's); "
                           "leave it false")
+
+
+# --- knobs given that a tool would not read ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class UnreadKnob:
+    """A knob (`knob`, its dotted path) that an entry point (`tool`: aim.run, whose sweeps' jobs are aim.run's
+    too; aim.bench; aim.flops) reads only in some configs: `unread(valid)` says why this config leaves it unread
+    and what to give instead, or None where the tool reads it."""
+
+    knob: str
+    tool: str
+    unread: Callable[[Validated], str | None]
+
+
+def _max_new_tokens_unread(valid: Validated) -> str | None:
+    if valid.eval.mode == "generate":
+        return None
+    return (f"the most tokens decoded per answer, read with eval.mode=generate only; eval.mode={valid.eval.mode} "
+            "scores the logits of one prefill and decodes nothing; give eval.mode=generate to decode, or leave "
+            "eval.max_new_tokens out")
+
+
+def _cache_dir_unread(valid: Validated) -> str | None:
+    if valid.fidelity.enabled:
+        return None
+    return ("where the unreduced answers are kept, read with fidelity.enabled=true only; fidelity.enabled=false "
+            "measures no fidelity and keeps none; give fidelity.enabled=true, or leave fidelity.cache_dir out")
+
+
+def _wandb_field_unread(valid: Validated) -> str | None:
+    if valid.logger.name == "wandb":
+        return None
+    return (f"a W&B setting, read with logger=wandb only; logger.name={valid.logger.name} starts no W&B run "
+            "(results.json and samples.jsonl alone); give logger=wandb, or leave it out")
+
+
+def _bench_frames_unread(valid: Validated) -> str | None:
+    frames = getattr(valid.dataset, "num_frames", None)
+    if frames == valid.bench.frames:  # the input size asked is the one timed
+        return None
+    return (f"aim.bench times bench.frames={valid.bench.frames} frames of synthetic features (it reads no dataset); "
+            f"give bench.frames={frames}")
+
+
+def _flops_frames_unread(valid: Validated) -> str | None:
+    frames = getattr(valid.dataset, "num_frames", None)
+    if valid.flops.frames is None or valid.flops.frames == frames:  # None: aim.flops counts dataset.num_frames
+        return None
+    return (f"aim.flops counts flops.frames={valid.flops.frames} frames, which replaces the dataset's when given; "
+            f"give flops.frames={frames}, or leave flops.frames null to count dataset.num_frames")
+
+
+UNREAD_KNOBS = (
+    UnreadKnob("eval.max_new_tokens", "aim.run", _max_new_tokens_unread),
+    UnreadKnob("fidelity.cache_dir", "aim.run", _cache_dir_unread),
+    *(UnreadKnob(f"logger.{f.name}", "aim.run", _wandb_field_unread)
+      for f in dataclass_fields(LoggerConfig) if f.name != "name"),
+    UnreadKnob("dataset.num_frames", "aim.bench", _bench_frames_unread),
+    UnreadKnob("dataset.num_frames", "aim.flops", _flops_frames_unread),
+)
+
+
+def given_knobs(overrides: Sequence[str]) -> dict[str, str]:
+    """{knob: value as written} of Hydra task overrides (`eval.max_new_tokens=64`, `++logger.project=x`); a
+    deletion (`~key`) gives no value, and a group choice (`logger=none`) is no knob of UNREAD_KNOBS."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    return {o.key_or_group: o.input_line.split("=", 1)[1] for o in parsed if not o.is_delete()}
+
+
+def check_knobs_read(valid: Validated, tool: str, overrides: Sequence[str]) -> None:
+    """A knob given in `overrides` (a job's Hydra task overrides: its command line, and in a multirun that job's
+    values of the sweep, `hydra.sweeper.params` included) that `tool` (aim.run, aim.bench, aim.flops) would not
+    read in this config is refused, naming it, why it is unread and what to give instead (UNREAD_KNOBS). A value
+    set in a config file (conf/config.yaml's defaults, a group's or an experiment file's values) is no override
+    and is never refused here."""
+    given = given_knobs(overrides)
+    for rule in UNREAD_KNOBS:
+        if rule.tool == tool and rule.knob in given:
+            why = rule.unread(valid)
+            if why is not None:
+                raise ConfigError(f"{rule.knob}: {why}, got {rule.knob}={given[rule.knob]}")
 
 
 @dataclass

@@ -12,7 +12,8 @@ fp16/bf16). The visual tokens per frame come from the
 adapter's `feature_grid` (LLaVA-OneVision: the tower's patch grid, then 2x2 pooling; Qwen2-VL: the
 preset's `frame_size` resized within its pixel budget, one token per 28x28 pixels, one group of tokens
 per temporal patch of 2 frames; LLaVA-1.5: 24x24 per image), frames from `flops.frames` (default: one
-image for an image model such as LLaVA-1.5, else `dataset.num_frames`), text tokens from `flops.text_tokens`;
+image for an image model such as LLaVA-1.5, else `dataset.num_frames`; a `dataset.num_frames` given beside a
+different `flops.frames` is refused, as unread), text tokens from `flops.text_tokens`;
 the merger's ratio gives the tokens kept per frame (per group) and the pruner's retention schedule the
 visual tokens each decoder layer sees. See `aim.efficiency.roofline` for the accounting. With
 `flops.image_size=[H,W]` one image of that size is counted instead (LLaVA-OneVision: the base image and the
@@ -54,9 +55,10 @@ import json
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from aim.config import ConfigError, check_tool_budget, validate
+from aim.config import ConfigError, check_knobs_read, check_tool_budget, validate
 from aim.efficiency.cost import flops, memory_estimate, model_configs, sample_frames
 from aim.paths import CONF_DIR
 
@@ -113,6 +115,7 @@ def main(cfg: DictConfig) -> None:
 
     try:
         valid = validate(cfg)
+        check_knobs_read(valid, "aim.flops", HydraConfig.get().overrides.task)  # dataset.num_frames beside flops.frames
         check_tool_budget(valid.budget, "flops")
         if valid.flops.image_size is not None and Limit.of(valid.budget) is not None:
             raise ConfigError("flops.image_size: budgets are planned for video frames; leave budget.tflops, "

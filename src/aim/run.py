@@ -27,8 +27,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from aim.config import (ConfigError, Validated, check_device, check_fidelity_cache, check_logger, check_weights,
-                        validate)
+from aim.config import (ConfigError, Validated, check_device, check_fidelity_cache, check_knobs_read, check_logger,
+                        check_weights, validate)
 from aim.paths import CONF_DIR
 
 RUN_SPEC = "run_spec.json"
@@ -265,6 +265,7 @@ def main(cfg: DictConfig) -> float | list[float]:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         valid = validate(cfg)
+        check_knobs_read(valid, "aim.run", HydraConfig.get().overrides.task)
         check_logger(valid)
         check_device(valid)
         check_fidelity_cache(valid)

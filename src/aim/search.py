@@ -506,16 +506,14 @@ class TradeoffSearch:
 
 # ------------------------------------------------------------------------------------- command line
 
-def print_left_out(sweep_dir: Path) -> None:
-    """The trade-off holds the done jobs; say on stderr which are not (failed, missing, running), and why."""
-    from aim.sweep import status
-
-    rows = status(sweep_dir, query_scheduler=False)
-    left = [r for r in rows if r["state"] != "done"]
+def print_left_out(data: dict) -> None:
+    """The trade-off holds the done jobs; say on stderr which it leaves out (failed, missing, running), and why
+    (its `left_out`)."""
+    left = data.get("left_out") or []
     if left:
-        print(f"aim.search: {len(left)} of {len(rows)} jobs are not done and not in the trade-off: "
-              + "; ".join(f"job {r['num']} ({r['subdir']}) {r['state']}" + (f": {r['detail'][:200]}" if r["detail"] else "")
-                          for r in left), file=sys.stderr)
+        print(f"aim.search: {len(left)} of {len(left) + len(data['points'])} jobs are not done and not in the "
+              "trade-off: " + "; ".join(f"job {r['num']} ({r['run']}) {r['state']}" + (f": {r['why'][:200]}" if r["why"] else "")
+                                        for r in left), file=sys.stderr)
 
 
 def main(argv=None) -> int:
@@ -536,7 +534,7 @@ def main(argv=None) -> int:
     except (SearchError, SweepError, FileNotFoundError) as exc:
         print(f"aim: {exc}", file=sys.stderr)
         return 2
-    print_left_out(args.sweep_dir)
+    print_left_out(data)
     if args.json:
         print(json.dumps(data, indent=2))
     else:

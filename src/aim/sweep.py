@@ -7,7 +7,8 @@ whatever the launcher, so the checks live there: `hydra/sweeper=aim` (conf/hydra
 default in conf/config.yaml) is Hydra's basic sweeper plus three steps before the first launch:
 
 1. compose every job's config exactly as its launcher will (`load_sweep_config`) and check it with
-   `aim.config.validate`; if any job is invalid, print each bad job's overrides and field and exit with
+   `aim.config.validate` and `check_knobs_read` (a knob the job's overrides give that its aim.run would not
+   read, as `eval.max_new_tokens` in letter mode); if any job is invalid, print each bad job's overrides and field and exit with
    status 2 — nothing is launched, no job directory is made;
 2. write `sweep.json` in the sweep dir: the expected jobs (number, overrides, output subdirectory,
    merger and pruner) and the overrides that made the sweep, so a status view or the analysis can tell
@@ -91,7 +92,7 @@ def sweep_overrides(config_loader, params: dict | None, arguments: Sequence[str]
 def plan_jobs(config_loader, master_config: DictConfig, job_overrides: Sequence[tuple[int, Sequence[str]]]) -> list[dict]:
     """Compose and validate each (job number, overrides) the way its launcher will; return the
     manifest's job entries, or raise InvalidSweep naming every bad job."""
-    from aim.config import ConfigError, check_logger, validate
+    from aim.config import ConfigError, check_knobs_read, check_logger, validate
 
     jobs, problems = [], []
     saved = HydraConfig.instance().cfg
@@ -103,6 +104,7 @@ def plan_jobs(config_loader, master_config: DictConfig, job_overrides: Sequence[
                     cfg.hydra.job.num = num
                 HydraConfig.instance().set_config(cfg)  # as run_job does before resolving the subdir
                 valid = validate(cfg)
+                check_knobs_read(valid, "aim.run", overrides)  # as the job's aim.run will: these are its overrides
                 check_logger(valid)
                 subdir = str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
             except ConfigError as exc:

@@ -8,7 +8,8 @@ import it; it imports no entry point.
 
 tradeoff.json: {"model": <model config name>, "pretrained", "dataset", "num_frames", "objective", "source":
 <sweep dir>, "points": [{"merger": {...}, "pruner": {...}, "tflops", "accuracy", "agreement", "kl",
-"num_samples", "pareto", "run", "tflops_analytic"}, ...], "eval_mode", "dataset_limit", "created"}; `pareto`
+"num_samples", "pareto", "run", "tflops_analytic"}, ...], "left_out": [{"num", "run", "state", "why"}, ...]
+(each job that is no point), "eval_mode", "dataset_limit", "created"}; `pareto`
 by `aim.analysis.collect.pareto_front` (of two equal points only the first is marked). Budget mode reads one
 (`load_tradeoff`: the fields it needs are `objective` and each point's `merger` and `pruner` objects with a `name`,
 `tflops` and the objectives), given by `budget.tradeoff` or bundled under src/aim/assets/tradeoffs/
@@ -19,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from aim.checks import ConfigError, check_choice, to_schema
 from aim.config import OBJECTIVES
+from aim.tracking.rundir import read_json
 
 TRADEOFF = "tradeoff.json"
 TRADEOFF_DIR = Path(__file__).resolve().parent / "assets" / "tradeoffs"  # the bundled ones
@@ -92,13 +95,6 @@ def task_return(cfg: DictConfig, summary: dict):
 
 # ------------------------------------------------------------------------------------- tradeoff.json
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 def _model_choice(sweep_dir: Path, manifest: dict) -> str | None:
     """The model's config name (`model=<name>`) the sweep was composed with."""
     search = manifest.get("search") or {}
@@ -112,19 +108,25 @@ def _model_choice(sweep_dir: Path, manifest: dict) -> str | None:
 
 def tradeoff(sweep_dir: str | Path, objective: str | None = None) -> dict:
     """The trade-off of a sweep dir: every done job as a point, the non-dominated ones on (objective max,
-    tflops min) marked `pareto`. `objective` defaults to the jobs' `search.objective` (else accuracy)."""
+    tflops min) marked `pareto`, and every other job in `left_out` with its state and why (its status detail;
+    a done job whose results.json cannot be read now, damaged or removed since its status was read, is
+    `failed` with the reason). `objective` defaults to the jobs' `search.objective` (else accuracy)."""
     from aim.analysis.collect import pareto_front
     from aim.sweep import RESULTS, read_manifest, status
 
     sweep_dir = Path(sweep_dir)
     manifest = read_manifest(sweep_dir)
-    done = {row["num"] for row in status(sweep_dir, query_scheduler=False) if row["state"] == "done"}
-    points, configs = [], []
+    rows = {row["num"]: row for row in status(sweep_dir, query_scheduler=False)}
+    points, configs, left_out = [], [], []
     for job in manifest["jobs"]:
-        if job["num"] not in done:
+        row = rows[job["num"]]
+        if row["state"] != "done":
+            left_out.append({"num": job["num"], "run": job["subdir"], "state": row["state"], "why": row["detail"]})
             continue
-        results = _read_json(sweep_dir / job["subdir"] / RESULTS)
+        results, unreadable = read_json(sweep_dir / job["subdir"] / RESULTS)
         if results is None:
+            why = unreadable or f"{RESULTS} removed since its status was read"
+            left_out.append({"num": job["num"], "run": job["subdir"], "state": "failed", "why": why})
             continue
         config = results.get("config") or {}
         configs.append(config)
@@ -167,6 +169,7 @@ def tradeoff(sweep_dir: str | Path, objective: str | None = None) -> dict:
         "dataset_limit": (first.get("dataset") or {}).get("limit"),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "points": points,
+        "left_out": left_out,
     }
 
 
@@ -313,14 +316,14 @@ def load_tradeoff(path: str | Path) -> Tradeoff:
 
 def find_tradeoff(pretrained: str, dataset: str, num_frames: int | None, directory: Path = TRADEOFF_DIR) -> Path | None:
     """A bundled trade-off recorded for this checkpoint and dataset: the one at the same frame count,
-    else the nearest; None if there is none."""
+    else the nearest; None if there is none. A file that cannot be read is left out with a warning naming it."""
     found = []
     for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+        data, unreadable = read_json(path)
+        if unreadable:  # a damaged file of the install: the others still serve
+            warnings.warn(f"{directory}: {unreadable}; budget mode leaves this bundled trade-off out")
             continue
-        if isinstance(data, dict) and data.get("pretrained") == pretrained and data.get("dataset") == dataset:
+        if data is not None and data.get("pretrained") == pretrained and data.get("dataset") == dataset:
             frames = data.get("num_frames")
             distance = abs(frames - num_frames) if isinstance(frames, int) and num_frames else 0
             found.append((distance, str(path)))
