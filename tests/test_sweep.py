@@ -77,17 +77,21 @@ def test_a_sweep_with_a_job_that_prunes_nothing_is_refused_naming_the_job():
         expand("ablation_layers", "pruner_layers=[2,4],[4,5]")
 
 
-def test_a_sweep_job_given_a_knob_it_would_not_read_is_refused_naming_the_job():
-    """eval.max_new_tokens is read in generate mode only: the letter-mode job of the two is named, as its aim.run
-    would refuse it; the generate-mode job is valid."""
+def test_a_sweep_given_a_knob_no_job_reads_is_refused_naming_each_job():
+    """eval.max_new_tokens is read in generate mode only. Given to a sweep whose jobs all score letters, each job
+    is named; given to one that sweeps eval.mode=letter,generate, its generate jobs read it and the sweep is valid
+    (the letter jobs leave it unused, as the sweep asked)."""
     from aim.sweep import InvalidSweep
 
     with pytest.raises(InvalidSweep) as refused:
-        expand("main_video", "eval.mode=letter,generate", "eval.max_new_tokens=16")
+        expand("main_video", "eval.mode=letter", "eval.max_new_tokens=16")
     problems = {num: message for num, _, message in refused.value.problems}
-    assert sorted(problems) == [0, 2]  # +method=unreduced,aim_toy x eval.mode=letter,generate: jobs 0 and 2 letter
+    assert sorted(problems) == [0, 1]  # +method=unreduced,aim_toy
     assert all(m.startswith("eval.max_new_tokens: the most tokens decoded per answer, read with eval.mode=generate "
                             "only; eval.mode=letter") for m in problems.values())
+    assert "invalid config in 2 of 2 jobs" in str(refused.value)
+    assert len(expand("main_video", "eval.mode=letter,generate", "eval.max_new_tokens=16",
+                      "hydra.sweep.subdir=${hydra.job.num}")) == 4
     assert len(expand("main_video", "eval.mode=generate", "eval.max_new_tokens=16")) == 2
 
 

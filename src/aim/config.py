@@ -293,18 +293,28 @@ def given_knobs(overrides: Sequence[str]) -> dict[str, str]:
     return {o.key_or_group: o.input_line.split("=", 1)[1] for o in parsed if not o.is_delete()}
 
 
-def check_knobs_read(valid: Validated, tool: str, overrides: Sequence[str]) -> None:
-    """A knob given in `overrides` (a job's Hydra task overrides: its command line, and in a multirun that job's
-    values of the sweep, `hydra.sweeper.params` included) that `tool` (aim.run, aim.bench, aim.flops) would not
-    read in this config is refused, naming it, why it is unread and what to give instead (UNREAD_KNOBS). A value
-    set in a config file (conf/config.yaml's defaults, a group's or an experiment file's values) is no override
-    and is never refused here."""
+def unread_knobs(valid: Validated, tool: str, overrides: Sequence[str]) -> dict[str, str]:
+    """{knob: why it is refused} for each knob given in `overrides` (Hydra task overrides) that `tool` (aim.run,
+    aim.bench, aim.flops) would not read in this config (UNREAD_KNOBS): the message names it, why it is unread,
+    what to give instead and the value given. A value set in a config file (conf/config.yaml's defaults, a group's
+    or an experiment file's values) is no override and is never refused here."""
     given = given_knobs(overrides)
+    out = {}
     for rule in UNREAD_KNOBS:
         if rule.tool == tool and rule.knob in given:
             why = rule.unread(valid)
             if why is not None:
-                raise ConfigError(f"{rule.knob}: {why}, got {rule.knob}={given[rule.knob]}")
+                out[rule.knob] = f"{rule.knob}: {why}, got {rule.knob}={given[rule.knob]}"
+    return out
+
+
+def check_knobs_read(valid: Validated, tool: str, overrides: Sequence[str]) -> None:
+    """ConfigError for the first knob of `unread_knobs`. One run's check: a multirun is checked as a whole by its
+    sweeper (aim.sweep.plan_jobs), where a knob given to every job is refused only if no job reads it
+    (`-m eval.mode=letter,generate eval.max_new_tokens=64` is one sweep whose generate jobs read it)."""
+    unread = unread_knobs(valid, tool, overrides)
+    if unread:
+        raise ConfigError(next(iter(unread.values())))
 
 
 @dataclass

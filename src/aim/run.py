@@ -265,7 +265,8 @@ def main(cfg: DictConfig) -> float | list[float]:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         valid = validate(cfg)
-        check_knobs_read(valid, "aim.run", HydraConfig.get().overrides.task)
+        if HydraConfig.get().mode != RunMode.MULTIRUN:  # a sweep's knobs were checked across its jobs (plan_jobs)
+            check_knobs_read(valid, "aim.run", HydraConfig.get().overrides.task)
         check_logger(valid)
         check_device(valid)
         check_fidelity_cache(valid)

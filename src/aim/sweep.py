@@ -7,8 +7,9 @@ whatever the launcher, so the checks live there: `hydra/sweeper=aim` (conf/hydra
 default in conf/config.yaml) is Hydra's basic sweeper plus three steps before the first launch:
 
 1. compose every job's config exactly as its launcher will (`load_sweep_config`) and check it with
-   `aim.config.validate` and `check_knobs_read` (a knob the job's overrides give that its aim.run would not
-   read, as `eval.max_new_tokens` in letter mode); if any job is invalid, print each bad job's overrides and field and exit with
+   `aim.config.validate`, and refuse a knob the overrides give that no job's aim.run would read (`unread_knobs`:
+   `eval.max_new_tokens` with every job in letter mode; `-m eval.mode=letter,generate eval.max_new_tokens=64` is
+   fine, its generate jobs read it); if any job is invalid, print each bad job's overrides and field and exit with
    status 2 — nothing is launched, no job directory is made;
 2. write `sweep.json` in the sweep dir: the expected jobs (number, overrides, output subdirectory,
    merger and pruner) and the overrides that made the sweep, so a status view or the analysis can tell
@@ -71,9 +72,10 @@ class InvalidSweep(SweepError):
     """One or more jobs of a sweep have invalid configs; the message lists each one."""
 
     def __init__(self, problems: list[tuple[int, list[str], str]], num_jobs: int):
-        self.problems = problems
-        lines = [f"aim: invalid sweep, nothing was launched: invalid config in {len(problems)} of {num_jobs} jobs"]
-        for num, overrides, message in problems:
+        self.problems = sorted(problems, key=lambda p: p[0])
+        bad = len({num for num, _, _ in problems})  # a job may have two problems (a knob no job reads, a shared dir)
+        lines = [f"aim: invalid sweep, nothing was launched: invalid config in {bad} of {num_jobs} jobs"]
+        for num, overrides, message in self.problems:
             lines.append(f"  job {num} [{' '.join(filter_overrides(overrides))}]: {message}")
         super().__init__("\n".join(lines))
 
@@ -92,9 +94,11 @@ def sweep_overrides(config_loader, params: dict | None, arguments: Sequence[str]
 def plan_jobs(config_loader, master_config: DictConfig, job_overrides: Sequence[tuple[int, Sequence[str]]]) -> list[dict]:
     """Compose and validate each (job number, overrides) the way its launcher will; return the
     manifest's job entries, or raise InvalidSweep naming every bad job."""
-    from aim.config import ConfigError, check_knobs_read, check_logger, validate
+    from aim.config import ConfigError, check_logger, given_knobs, unread_knobs, validate
 
     jobs, problems = [], []
+    unread_by: dict[str, list] = {}  # knob -> the (num, overrides, message) of each job that does not read it
+    read_by: set[str] = set()  # the knobs some job given them reads
     saved = HydraConfig.instance().cfg
     try:
         for num, overrides in job_overrides:
@@ -104,7 +108,10 @@ def plan_jobs(config_loader, master_config: DictConfig, job_overrides: Sequence[
                     cfg.hydra.job.num = num
                 HydraConfig.instance().set_config(cfg)  # as run_job does before resolving the subdir
                 valid = validate(cfg)
-                check_knobs_read(valid, "aim.run", overrides)  # as the job's aim.run will: these are its overrides
+                unread = unread_knobs(valid, "aim.run", overrides)
+                for knob, message in unread.items():
+                    unread_by.setdefault(knob, []).append((num, list(overrides), message))
+                read_by.update(given_knobs(overrides).keys() - unread.keys())
                 check_logger(valid)
                 subdir = str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
             except ConfigError as exc:
@@ -126,6 +133,9 @@ def plan_jobs(config_loader, master_config: DictConfig, job_overrides: Sequence[
             })
     finally:
         HydraConfig.instance().cfg = saved
+    for knob, jobs_leaving_it in unread_by.items():  # refused only where no job of the sweep reads it
+        if knob not in read_by:
+            problems.extend(jobs_leaving_it)
     first_with: dict[str, int] = {}
     for job in jobs:  # two jobs in one dir would mix their records (aim.run refuses the second)
         if job["subdir"] in first_with:
