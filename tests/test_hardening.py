@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
@@ -97,6 +98,60 @@ def test_collect_over_run_dirs_without_a_manifest_marks_a_damaged_one_failed(tmp
         rows = {row["run"]: row for _, row in collect([sweep]).iterrows()}
     assert rows["aim_r0.25"]["status"] == "failed" and "results.json unreadable" in rows["aim_r0.25"]["detail"]
     assert [r["status"] for run, r in rows.items() if run != "aim_r0.25"] == ["done"] * 4
+
+
+def rewrite_records(run_dir, edit):
+    """samples.jsonl's readable records, passed through `edit` (list -> list) and written back."""
+    path = run_dir / "samples.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+    path.write_text("".join(json.dumps(r) + "\n" for r in edit(records)))
+
+
+def test_collect_derives_no_column_from_records_that_are_not_the_samples_results_json_counts(tmp_path):
+    """The roofline columns were the mean over whatever samples.jsonl held: one record of two after a torn or
+    partly copied file, or three after a later invocation added one, while results.json counts two."""
+    from aim.analysis.collect import collect
+    from tests.test_analysis import write_sweep
+
+    sweep = write_sweep(tmp_path / "sweep", with_trouble=False)
+    rewrite_records(sweep / "aim_r0.5", lambda records: records[:1])
+    (sweep / "aim_r0.5" / "samples.jsonl").write_text((sweep / "aim_r0.5" / "samples.jsonl").read_text() + '{"id": "q1", "cor')
+    rewrite_records(sweep / "pool_r0.5", lambda records: records + [
+        {"id": "q2", "correct": False, "tokens_per_layer": [205] * 4, "visual_tokens": 196, "text_tokens": 9}])
+    with pytest.warns(UserWarning) as warned:
+        rows = {row["run"]: row for _, row in collect([sweep]).iterrows()}
+    for run, held in (("aim_r0.5", "1 answered record(s) and 1 unreadable line(s) (line 2: not JSON (torn or corrupt))"),
+                      ("pool_r0.5", "3 answered record(s)")):
+        why = f"samples.jsonl holds {held}, results.json counts num_samples=2"
+        assert rows[run]["status"] == "done" and rows[run]["detail"].startswith(why)
+        assert any(f"{run}: {why}" in str(w.message) for w in warned)
+        assert np.isnan(rows[run]["roofline_tflops"]) and np.isnan(rows[run]["roofline_prefill_ms"])
+        assert rows[run]["score"] in (0.56, 0.51)  # results.json's own figures stay
+    assert rows["aim_r0.25"]["roofline_tflops"] > 0 and rows["aim_r0.25"]["detail"] == ""
+
+
+def test_collect_averages_no_sample_column_over_only_the_records_that_carry_it(tmp_path):
+    """A run resumed across versions: its older records lack tokens_per_layer / visual_tokens_per_frame, and the
+    roofline and the tokens per frame were the mean over the newer records alone, as if they were the run's."""
+    from aim.analysis.collect import collect
+    from tests.test_analysis import write_sweep
+
+    sweep = write_sweep(tmp_path / "sweep", with_trouble=False)
+
+    def older_first(records):
+        del records[0]["tokens_per_layer"]
+        records[1]["visual_tokens_per_frame"] = [24, 24, 24, 24]
+        return records
+
+    rewrite_records(sweep / "aim_r0.5", older_first)
+    with pytest.warns(UserWarning, match=r"aim_r0.5: 1 of 2 answered records in samples.jsonl lack "
+                                         r"visual_tokens_per_frame: no tokens per frame; 1 of 2 answered records in "
+                                         r"samples.jsonl lack tokens_per_layer: no roofline or tflops_fastv from them"):
+        rows = {row["run"]: row for _, row in collect([sweep]).iterrows()}
+    aim = rows["aim_r0.5"]
+    assert np.isnan(aim["roofline_tflops"]) and np.isnan(aim["tflops_fastv"]) and np.isnan(aim["frames_without_tokens"])
+    assert "lack tokens_per_layer" in aim["detail"] and aim["score"] == 0.56
+    assert rows["aim_r0.25"]["roofline_tflops"] > 0
 
 
 # ------------------------------------------------------------------------------------------ environment
