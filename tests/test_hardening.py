@@ -154,6 +154,65 @@ def test_collect_averages_no_sample_column_over_only_the_records_that_carry_it(t
     assert rows["aim_r0.25"]["roofline_tflops"] > 0
 
 
+def test_collect_over_run_dirs_gives_a_run_without_results_json_its_state(tmp_path):
+    """A folder of runs (no sweep.json) listed only the runs with a results.json: one still running, or killed,
+    was left out without a word, and the report said that every job was done."""
+    import os
+    import socket
+
+    from aim.analysis.collect import collect
+    from aim.analysis.report import status_section
+    from tests.test_analysis import write_sweep
+
+    runs = write_sweep(tmp_path / "runs", with_trouble=False)
+    (runs / "sweep.json").unlink()
+    gone = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout)
+    for run, pid in (("aim_r0.25", os.getpid()), ("pool_r0.25", gone)):  # this process is alive; that one is not
+        results = json.loads((runs / run / "results.json").read_text())
+        (runs / run / "run_spec.json").write_text(json.dumps(results["config"]))
+        (runs / run / "results.json").unlink()
+        (runs / run / "job.json").write_text(json.dumps({"state": "running", "host": socket.gethostname(), "pid": pid}))
+    df = collect([runs])
+    rows = {row["run"]: row for _, row in df.iterrows()}
+    assert len(rows) == 5
+    assert (rows["aim_r0.25"]["status"], rows["aim_r0.25"]["detail"]) == ("running", f"pid {os.getpid()}")
+    assert (rows["pool_r0.25"]["status"], rows["pool_r0.25"]["detail"]) == ("failed", f"pid {gone} is gone")
+    assert rows["pool_r0.25"]["merger"] == "pool" and rows["pool_r0.25"]["merger.ratio"] == 0.25  # from run_spec.json
+    assert np.isnan(rows["pool_r0.25"]["score"]) and np.isnan(rows["aim_r0.25"]["roofline_tflops"])
+    page = status_section(df)
+    assert "all-done" not in page and "2 of 5 jobs are not done" in page
+
+
+NOTHING_EVALUATED = ("NothingEvaluated: every one of the 2 samples was skipped, nothing was evaluated "
+                     "(first: q0: undecodable video; every reason in samples.jsonl)")
+
+
+@pytest.mark.parametrize("manifest", [True, False])
+def test_a_run_that_failed_after_writing_results_json_is_failed_not_done(manifest, tmp_path):
+    """aim.run writes results.json, then fails when every sample was skipped (NothingEvaluated, score NaN); its
+    job.json said failed with the reason, but sweep status, collect and the report counted it done."""
+    from aim.analysis.collect import collect
+    from aim.sweep import status
+    from tests.test_analysis import write_sweep
+
+    sweep = write_sweep(tmp_path / "sweep", with_trouble=False)
+    run = sweep / "aim_r0.25"
+    results = json.loads((run / "results.json").read_text())
+    results.update(score=float("nan"), accuracy=float("nan"), num_samples=0, num_skipped=2)
+    (run / "results.json").write_text(json.dumps(results))
+    rewrite_records(run, lambda records: [{"id": r["id"], "skipped": True, "error": "undecodable video"} for r in records])
+    (run / "job.json").write_text(json.dumps({"state": "failed", "error": NOTHING_EVALUATED}))
+    if manifest:
+        assert {r["subdir"]: (r["state"], r["detail"]) for r in status(sweep, query_scheduler=False)}["aim_r0.25"] == \
+            ("failed", NOTHING_EVALUATED)
+    else:
+        (sweep / "sweep.json").unlink()
+    rows = {row["run"]: row for _, row in collect([sweep]).iterrows()}
+    assert (rows["aim_r0.25"]["status"], rows["aim_r0.25"]["detail"]) == ("failed", NOTHING_EVALUATED)
+    assert [r["status"] for name, r in rows.items() if name != "aim_r0.25"] == ["done"] * 4
+
+
 # ------------------------------------------------------------------------------------------ environment
 
 WITHOUT_WANDB = ("import runpy, sys; sys.modules['wandb'] = None; sys.argv = ['aim.run', *sys.argv[1:]]; "

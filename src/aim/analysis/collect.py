@@ -5,9 +5,10 @@ Sources:
   state from `aim.sweep.status` (done / running / queued / failed / missing), so a failed or missing job is
   a row with its state and error, not an absent one. A job that did not finish still shows what its
   `run_spec.json` says (its merger and pruner parameters, frames, model, dataset).
-- any other dir: every `results.json` under it (one run dir, or a sweep made before sweep.json existed);
-  every row is `done`, since nothing says which jobs were expected. A sharded run is one row (its merged
-  results.json); its shards' own (`<run>/shards/<i>/`) are not rows.
+- any other dir: every run dir under it (one run dir, or a sweep made before sweep.json existed): done with
+  its results.json, or running / failed without one (a run still going, or killed), as `aim.sweep.status`
+  tells a job's state; none is missing, since nothing says which jobs were expected. A sharded run is one
+  row (its merged results.json); its shards' own (`<run>/shards/<i>/`) are not rows.
 - a W&B project (and group), through the public API (`wandb_rows`): one row per run that W&B knows
   of (job runs only; a sweep's summary run is skipped); state from the run's state. It needs network and
   an API key; without a manifest it cannot know which jobs are missing.
@@ -263,20 +264,26 @@ def collect_sweep(sweep_dir: Path, roofline: bool = True, query_scheduler: bool 
 
 
 def collect_runs(root: Path, roofline: bool = True) -> list[dict]:
-    """Every results.json under `root` (no manifest: all rows are done)."""
-    root = Path(root)
-    rows = []
+    """Every run dir under `root` (a dir holding results.json, run_spec.json or job.json), in its state as
+    `aim.sweep.run_state` tells it: done, or running / failed without a results.json (no manifest says which
+    runs were expected, so none is missing)."""
+    from aim.sweep import JOB_STATE, run_state
     from aim.tracking.shards import is_shard_dir
 
-    paths = [p for p in sorted(root.rglob(RESULTS)) if not is_shard_dir(p.parent)]  # a shard is part of its run's row
-    for i, path in enumerate(paths):
-        run_dir = path.parent
-        damaged = read_json(path)[1]
-        fields = run_fields(run_dir, roofline, done=not damaged)
-        detail = "; ".join(d for d in (damaged, fields.pop("detail", "")) if d)
+    root = Path(root)
+    found = {p.parent for name in (RESULTS, RUN_SPEC, JOB_STATE) for p in root.rglob(name)}
+    run_dirs = sorted(d for d in found if not is_shard_dir(d))  # a shard is part of its run's row
+    rows = []
+    for i, run_dir in enumerate(run_dirs):
+        spec = read_json(run_dir / RUN_SPEC)[0] or (read_json(run_dir / RESULTS)[0] or {}).get("config") or {}
+        state, detail, _ = run_state(run_dir, int((spec.get("dataset") or {}).get("shards") or 1))
+        fields = run_fields(run_dir, roofline, done=state == "done")
+        if state != "done":  # a results.json it has not finished (or failed after) is not a result
+            fields = {k: v for k, v in fields.items() if k in CONFIG_KEYS or "." in k}
+        detail = "; ".join(d for d in (detail, fields.pop("detail", "")) if d)
         rows.append({"sweep": root.name, "sweep_dir": str(root.resolve()), "job": i,
                      "run": str(run_dir.relative_to(root)) if run_dir != root else ".",
-                     "status": "failed" if damaged else "done", "detail": detail,
+                     "status": state, "detail": detail,
                      "overrides": "", "method": f"{fields.get('merger')}+{fields.get('pruner')}", **fields})
     return rows
 
@@ -293,7 +300,7 @@ def collect(sources: Iterable[str | Path] = (), roofline: bool = True, query_sch
         elif source.is_dir():
             found = collect_runs(source, roofline)
             if not found:
-                raise FileNotFoundError(f"{source}: no {MANIFEST} and no {RESULTS} under it")
+                raise FileNotFoundError(f"{source}: no {MANIFEST} and no run dir ({RESULTS}, {RUN_SPEC}) under it")
             rows += found
         else:
             raise FileNotFoundError(f"{source}: not a directory")
