@@ -213,6 +213,28 @@ def test_a_run_that_failed_after_writing_results_json_is_failed_not_done(manifes
     assert [r["status"] for name, r in rows.items() if name != "aim_r0.25"] == ["done"] * 4
 
 
+def test_the_report_goes_on_past_a_damaged_results_json_or_tradeoff_json(tmp_path):
+    """`analysis/report.py --wandb` read the first job's results.json for the W&B summary's logger config, and the
+    report a search's tradeoff.json, with json.loads: an empty or torn one stopped it with a JSONDecodeError."""
+    from aim.analysis.collect import collect
+    from aim.analysis.report import search_tradeoffs
+    from aim.analysis.wandb_summary import jobs_logger_config
+    from tests.test_analysis import write_sweep
+
+    sweep = write_sweep(tmp_path / "sweep", with_trouble=False)
+    damage(sweep / "unreduced", "results.json", "empty")  # job 0, the first row
+    manifest = json.loads((sweep / "sweep.json").read_text())
+    (sweep / "sweep.json").write_text(json.dumps({**manifest, "search": {"objective": "accuracy"}}))  # an aim.search sweep
+    (sweep / "tradeoff.json").write_text('{"objective": "accuracy", "points": [{"merger"')
+    with pytest.warns(UserWarning, match="unreduced: results.json unreadable"):
+        df = collect([sweep], roofline=False)
+    assert jobs_logger_config(df) == {"name": "none", "project": "aim-test"}  # the next job's
+    with pytest.warns(UserWarning, match=r"sweep: tradeoff.json unreadable \(.*\); the report rebuilds the trade-off "
+                                         r"from the jobs' results.json \(python -m aim.search .*sweep rewrites the file\)"):
+        [(name, data, _png)] = search_tradeoffs(df)
+    assert name == "sweep" and sorted(p["run"] for p in data["points"]) == ["aim_r0.25", "aim_r0.5", "pool_r0.25", "pool_r0.5"]
+
+
 # ------------------------------------------------------------------------------------------ environment
 
 WITHOUT_WANDB = ("import runpy, sys; sys.modules['wandb'] = None; sys.argv = ['aim.run', *sys.argv[1:]]; "

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from aim.checks import ConfigError, check_choice, to_schema
 from aim.config import OBJECTIVES
+from aim.tracking.rundir import read_json
 
 TRADEOFF = "tradeoff.json"
 TRADEOFF_DIR = Path(__file__).resolve().parent / "assets" / "tradeoffs"  # the bundled ones
@@ -92,13 +93,6 @@ def task_return(cfg: DictConfig, summary: dict):
 
 # ------------------------------------------------------------------------------------- tradeoff.json
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 def _model_choice(sweep_dir: Path, manifest: dict) -> str | None:
     """The model's config name (`model=<name>`) the sweep was composed with."""
     search = manifest.get("search") or {}
@@ -123,7 +117,7 @@ def tradeoff(sweep_dir: str | Path, objective: str | None = None) -> dict:
     for job in manifest["jobs"]:
         if job["num"] not in done:
             continue
-        results = _read_json(sweep_dir / job["subdir"] / RESULTS)
+        results = read_json(sweep_dir / job["subdir"] / RESULTS)[0]
         if results is None:
             continue
         config = results.get("config") or {}
