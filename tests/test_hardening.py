@@ -235,6 +235,30 @@ def test_the_report_goes_on_past_a_damaged_results_json_or_tradeoff_json(tmp_pat
     assert name == "sweep" and sorted(p["run"] for p in data["points"]) == ["aim_r0.25", "aim_r0.5", "pool_r0.25", "pool_r0.5"]
 
 
+def test_aim_search_ranks_and_compares_no_nan_accuracy_and_says_which_points_lack_one(tmp_path, capsys):
+    """A done job whose results.json has accuracy NaN (no sample scored) was a trade-off point with NaN, written
+    into tradeoff.json as NaN (no JSON), and `--against` counted it as a setting the search failed to match."""
+    import shutil
+
+    from aim.search import main
+    from tests.test_analysis import write_sweep
+
+    search = write_sweep(tmp_path / "search", with_trouble=False)
+    path = search / "pool_r0.5" / "results.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "accuracy": float("nan"), "score": float("nan")}))
+    grid = shutil.copytree(search, tmp_path / "grid")
+    assert main([str(search), "--against", str(grid)]) == 0
+    out, err = capsys.readouterr()
+    assert ("aim.search: 1 of 5 points have no finite accuracy or tflops in their results.json (null or NaN), so they "
+            "are on no Pareto set and compared with nothing: pool_r0.5") in err
+    assert "4 of 4 settings matched or beaten by a search setting at equal or lower TFLOPs (1 more without a finite " \
+           "accuracy or tflops, not compared: pool_r0.5)" in out
+    text = (search / "tradeoff.json").read_text()
+    assert "NaN" not in text
+    point = next(p for p in json.loads(text)["points"] if p["run"] == "pool_r0.5")
+    assert point["accuracy"] is None and point["pareto"] is False
+
+
 # ------------------------------------------------------------------------------------------ environment
 
 WITHOUT_WANDB = ("import runpy, sys; sys.modules['wandb'] = None; sys.argv = ['aim.run', *sys.argv[1:]]; "

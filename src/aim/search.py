@@ -506,8 +506,9 @@ class TradeoffSearch:
 
 # ------------------------------------------------------------------------------------- command line
 
-def print_left_out(sweep_dir: Path) -> None:
-    """The trade-off holds the done jobs; say on stderr which are not (failed, missing, running), and why."""
+def print_left_out(sweep_dir: Path, data: dict) -> None:
+    """The trade-off holds the done jobs; say on stderr which are not (failed, missing, running), and why, and
+    which done ones cannot be on its Pareto set (`data`: the trade-off; no finite objective or TFLOPs)."""
     from aim.sweep import status
 
     rows = status(sweep_dir, query_scheduler=False)
@@ -516,6 +517,16 @@ def print_left_out(sweep_dir: Path) -> None:
         print(f"aim.search: {len(left)} of {len(rows)} jobs are not done and not in the trade-off: "
               + "; ".join(f"job {r['num']} ({r['subdir']}) {r['state']}" + (f": {r['detail'][:200]}" if r["detail"] else "")
                           for r in left), file=sys.stderr)
+    unscored = unscored_points(data)
+    if unscored:
+        print(f"aim.search: {len(unscored)} of {len(data['points'])} points have no finite {data['objective']} or {COST} "
+              f"in their results.json (null or NaN), so they are on no Pareto set and compared with nothing: "
+              + ", ".join(p["run"] for p in unscored), file=sys.stderr)
+
+
+def unscored_points(data: dict) -> list[dict]:
+    """The points of a trade-off without a finite objective or TFLOPs (aim.tradeoff.metric: None)."""
+    return [p for p in data["points"] if p.get(data["objective"]) is None or p.get(COST) is None]
 
 
 def main(argv=None) -> int:
@@ -536,7 +547,7 @@ def main(argv=None) -> int:
     except (SearchError, SweepError, FileNotFoundError) as exc:
         print(f"aim: {exc}", file=sys.stderr)
         return 2
-    print_left_out(args.sweep_dir)
+    print_left_out(args.sweep_dir, data)
     if args.json:
         print(json.dumps(data, indent=2))
     else:
@@ -552,7 +563,10 @@ def main(argv=None) -> int:
         rows, matched = compare(data, other)
         print(f"\nagainst {args.against} ({other.get('dataset_limit') or 'all'} questions per job; the search's: "
               f"{data.get('dataset_limit') or 'all'}):\n" + compare_markdown(rows, data["objective"]))
-        print(f"{matched} of {len(rows)} settings matched or beaten by a search setting at equal or lower TFLOPs")
+        unscored = unscored_points(other)
+        print(f"{matched} of {len(rows)} settings matched or beaten by a search setting at equal or lower TFLOPs"
+              + (f" ({len(unscored)} more without a finite {data['objective']} or {COST}, not compared: "
+                 + ", ".join(p["run"] for p in unscored) + ")" if unscored else ""))
     return 0
 
 
