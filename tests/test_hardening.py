@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
@@ -97,6 +98,165 @@ def test_collect_over_run_dirs_without_a_manifest_marks_a_damaged_one_failed(tmp
         rows = {row["run"]: row for _, row in collect([sweep]).iterrows()}
     assert rows["aim_r0.25"]["status"] == "failed" and "results.json unreadable" in rows["aim_r0.25"]["detail"]
     assert [r["status"] for run, r in rows.items() if run != "aim_r0.25"] == ["done"] * 4
+
+
+def rewrite_records(run_dir, edit):
+    """samples.jsonl's readable records, passed through `edit` (list -> list) and written back."""
+    path = run_dir / "samples.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+    path.write_text("".join(json.dumps(r) + "\n" for r in edit(records)))
+
+
+def test_collect_derives_no_column_from_records_that_are_not_the_samples_results_json_counts(tmp_path):
+    """The roofline columns were the mean over whatever samples.jsonl held: one record of two after a torn or
+    partly copied file, or three after a later invocation added one, while results.json counts two."""
+    from aim.analysis.collect import collect
+    from tests.test_analysis import write_sweep
+
+    sweep = write_sweep(tmp_path / "sweep", with_trouble=False)
+    rewrite_records(sweep / "aim_r0.5", lambda records: records[:1])
+    (sweep / "aim_r0.5" / "samples.jsonl").write_text((sweep / "aim_r0.5" / "samples.jsonl").read_text() + '{"id": "q1", "cor')
+    rewrite_records(sweep / "pool_r0.5", lambda records: records + [
+        {"id": "q2", "correct": False, "tokens_per_layer": [205] * 4, "visual_tokens": 196, "text_tokens": 9}])
+    with pytest.warns(UserWarning) as warned:
+        rows = {row["run"]: row for _, row in collect([sweep]).iterrows()}
+    for run, held in (("aim_r0.5", "1 answered record(s) and 1 unreadable line(s) (line 2: not JSON (torn or corrupt))"),
+                      ("pool_r0.5", "3 answered record(s)")):
+        why = f"samples.jsonl holds {held}, results.json counts num_samples=2"
+        assert rows[run]["status"] == "done" and rows[run]["detail"].startswith(why)
+        assert any(f"{run}: {why}" in str(w.message) for w in warned)
+        assert np.isnan(rows[run]["roofline_tflops"]) and np.isnan(rows[run]["roofline_prefill_ms"])
+        assert rows[run]["score"] in (0.56, 0.51)  # results.json's own figures stay
+    assert rows["aim_r0.25"]["roofline_tflops"] > 0 and rows["aim_r0.25"]["detail"] == ""
+
+
+def test_collect_averages_no_sample_column_over_only_the_records_that_carry_it(tmp_path):
+    """A run resumed across versions: its older records lack tokens_per_layer / visual_tokens_per_frame, and the
+    roofline and the tokens per frame were the mean over the newer records alone, as if they were the run's."""
+    from aim.analysis.collect import collect
+    from tests.test_analysis import write_sweep
+
+    sweep = write_sweep(tmp_path / "sweep", with_trouble=False)
+
+    def older_first(records):
+        del records[0]["tokens_per_layer"]
+        records[1]["visual_tokens_per_frame"] = [24, 24, 24, 24]
+        return records
+
+    rewrite_records(sweep / "aim_r0.5", older_first)
+    with pytest.warns(UserWarning, match=r"aim_r0.5: 1 of 2 answered records in samples.jsonl lack "
+                                         r"visual_tokens_per_frame: no tokens per frame; 1 of 2 answered records in "
+                                         r"samples.jsonl lack tokens_per_layer: no roofline or tflops_fastv from them"):
+        rows = {row["run"]: row for _, row in collect([sweep]).iterrows()}
+    aim = rows["aim_r0.5"]
+    assert np.isnan(aim["roofline_tflops"]) and np.isnan(aim["tflops_fastv"]) and np.isnan(aim["frames_without_tokens"])
+    assert "lack tokens_per_layer" in aim["detail"] and aim["score"] == 0.56
+    assert rows["aim_r0.25"]["roofline_tflops"] > 0
+
+
+def test_collect_over_run_dirs_gives_a_run_without_results_json_its_state(tmp_path):
+    """A folder of runs (no sweep.json) listed only the runs with a results.json: one still running, or killed,
+    was left out without a word, and the report said that every job was done."""
+    import os
+    import socket
+
+    from aim.analysis.collect import collect
+    from aim.analysis.report import status_section
+    from tests.test_analysis import write_sweep
+
+    runs = write_sweep(tmp_path / "runs", with_trouble=False)
+    (runs / "sweep.json").unlink()
+    gone = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout)
+    for run, pid in (("aim_r0.25", os.getpid()), ("pool_r0.25", gone)):  # this process is alive; that one is not
+        results = json.loads((runs / run / "results.json").read_text())
+        (runs / run / "run_spec.json").write_text(json.dumps(results["config"]))
+        (runs / run / "results.json").unlink()
+        (runs / run / "job.json").write_text(json.dumps({"state": "running", "host": socket.gethostname(), "pid": pid}))
+    df = collect([runs])
+    rows = {row["run"]: row for _, row in df.iterrows()}
+    assert len(rows) == 5
+    assert (rows["aim_r0.25"]["status"], rows["aim_r0.25"]["detail"]) == ("running", f"pid {os.getpid()}")
+    assert (rows["pool_r0.25"]["status"], rows["pool_r0.25"]["detail"]) == ("failed", f"pid {gone} is gone")
+    assert rows["pool_r0.25"]["merger"] == "pool" and rows["pool_r0.25"]["merger.ratio"] == 0.25  # from run_spec.json
+    assert np.isnan(rows["pool_r0.25"]["score"]) and np.isnan(rows["aim_r0.25"]["roofline_tflops"])
+    page = status_section(df)
+    assert "all-done" not in page and "2 of 5 jobs are not done" in page
+
+
+NOTHING_EVALUATED = ("NothingEvaluated: every one of the 2 samples was skipped, nothing was evaluated "
+                     "(first: q0: undecodable video; every reason in samples.jsonl)")
+
+
+@pytest.mark.parametrize("manifest", [True, False])
+def test_a_run_that_failed_after_writing_results_json_is_failed_not_done(manifest, tmp_path):
+    """aim.run writes results.json, then fails when every sample was skipped (NothingEvaluated, score NaN); its
+    job.json said failed with the reason, but sweep status, collect and the report counted it done."""
+    from aim.analysis.collect import collect
+    from aim.sweep import status
+    from tests.test_analysis import write_sweep
+
+    sweep = write_sweep(tmp_path / "sweep", with_trouble=False)
+    run = sweep / "aim_r0.25"
+    results = json.loads((run / "results.json").read_text())
+    results.update(score=float("nan"), accuracy=float("nan"), num_samples=0, num_skipped=2)
+    (run / "results.json").write_text(json.dumps(results))
+    rewrite_records(run, lambda records: [{"id": r["id"], "skipped": True, "error": "undecodable video"} for r in records])
+    (run / "job.json").write_text(json.dumps({"state": "failed", "error": NOTHING_EVALUATED}))
+    if manifest:
+        assert {r["subdir"]: (r["state"], r["detail"]) for r in status(sweep, query_scheduler=False)}["aim_r0.25"] == \
+            ("failed", NOTHING_EVALUATED)
+    else:
+        (sweep / "sweep.json").unlink()
+    rows = {row["run"]: row for _, row in collect([sweep]).iterrows()}
+    assert (rows["aim_r0.25"]["status"], rows["aim_r0.25"]["detail"]) == ("failed", NOTHING_EVALUATED)
+    assert [r["status"] for name, r in rows.items() if name != "aim_r0.25"] == ["done"] * 4
+
+
+def test_the_report_goes_on_past_a_damaged_results_json_or_tradeoff_json(tmp_path):
+    """`analysis/report.py --wandb` read the first job's results.json for the W&B summary's logger config, and the
+    report a search's tradeoff.json, with json.loads: an empty or torn one stopped it with a JSONDecodeError."""
+    from aim.analysis.collect import collect
+    from aim.analysis.report import search_tradeoffs
+    from aim.analysis.wandb_summary import jobs_logger_config
+    from tests.test_analysis import write_sweep
+
+    sweep = write_sweep(tmp_path / "sweep", with_trouble=False)
+    damage(sweep / "unreduced", "results.json", "empty")  # job 0, the first row
+    manifest = json.loads((sweep / "sweep.json").read_text())
+    (sweep / "sweep.json").write_text(json.dumps({**manifest, "search": {"objective": "accuracy"}}))  # an aim.search sweep
+    (sweep / "tradeoff.json").write_text('{"objective": "accuracy", "points": [{"merger"')
+    with pytest.warns(UserWarning, match="unreduced: results.json unreadable"):
+        df = collect([sweep], roofline=False)
+    assert jobs_logger_config(df) == {"name": "none", "project": "aim-test"}  # the next job's
+    with pytest.warns(UserWarning, match=r"sweep: tradeoff.json unreadable \(.*\); the report rebuilds the trade-off "
+                                         r"from the jobs' results.json \(python -m aim.search .*sweep rewrites the file\)"):
+        [(name, data, _png)] = search_tradeoffs(df)
+    assert name == "sweep" and sorted(p["run"] for p in data["points"]) == ["aim_r0.25", "aim_r0.5", "pool_r0.25", "pool_r0.5"]
+
+
+def test_aim_search_ranks_and_compares_no_nan_accuracy_and_says_which_points_lack_one(tmp_path, capsys):
+    """A done job whose results.json has accuracy NaN (no sample scored) was a trade-off point with NaN, written
+    into tradeoff.json as NaN (no JSON), and `--against` counted it as a setting the search failed to match."""
+    import shutil
+
+    from aim.search import main
+    from tests.test_analysis import write_sweep
+
+    search = write_sweep(tmp_path / "search", with_trouble=False)
+    path = search / "pool_r0.5" / "results.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "accuracy": float("nan"), "score": float("nan")}))
+    grid = shutil.copytree(search, tmp_path / "grid")
+    assert main([str(search), "--against", str(grid)]) == 0
+    out, err = capsys.readouterr()
+    assert ("aim.search: 1 of 5 points have no finite accuracy or tflops in their results.json (null or NaN), so they "
+            "are on no Pareto set and compared with nothing: pool_r0.5") in err
+    assert "4 of 4 settings matched or beaten by a search setting at equal or lower TFLOPs (1 more without a finite " \
+           "accuracy or tflops, not compared: pool_r0.5)" in out
+    text = (search / "tradeoff.json").read_text()
+    assert "NaN" not in text
+    point = next(p for p in json.loads(text)["points"] if p["run"] == "pool_r0.5")
+    assert point["accuracy"] is None and point["pareto"] is False
 
 
 # ------------------------------------------------------------------------------------------ environment

@@ -67,11 +67,15 @@ def test_dropped_lines_are_moved_to_the_dropped_file_counted_and_reported(tmp_pa
 
 
 def test_reading_for_analysis_keeps_every_valid_line_and_changes_nothing(tmp_path):
-    from aim.analysis.collect import read_records
+    from aim.tracking.records import summarized_records
 
     path = tmp_path / "s.jsonl"
     content = b'{"id": "a"}\n{"id": "b", "corr\n{"no": "id"}\n{"id": "c"}\n{"id": "d", "in fli'
     path.write_bytes(content)
     assert [r["id"] for r in read_samples(path).records] == ["a", "c"]
-    assert [r["id"] for r in read_records(path)] == ["a", "c"]
+    records, mismatch = summarized_records(path, {"num_samples": 2})
+    assert [r["id"] for r in records] == ["a", "c"] and mismatch is None
+    assert summarized_records(path, {"num_samples": 3}) == (None, "s.jsonl holds 2 answered record(s) and 3 unreadable "
+                                                            "line(s) (line 2: not JSON (torn or corrupt)), results.json "
+                                                            "counts num_samples=3")
     assert path.read_bytes() == content and not (tmp_path / "s.jsonl.dropped").exists()

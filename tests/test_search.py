@@ -338,11 +338,13 @@ def test_a_done_job_whose_results_cannot_be_read_is_left_out_saying_why(tmp_path
 def test_aim_search_prints_each_left_out_job_with_its_reason(capsys):
     from aim.search import print_left_out
 
-    print_left_out({"points": [{}, {}], "left_out": [{"num": 2, "run": "r2", "state": "failed", "why": "boom"},
-                                                     {"num": 3, "run": "r3", "state": "missing", "why": ""}]})
+    scored = {"run": "r1", "accuracy": 0.9, "tflops": 1.0}
+    print_left_out({"objective": "accuracy", "points": [scored, scored],
+                    "left_out": [{"num": 2, "run": "r2", "state": "failed", "why": "boom"},
+                                 {"num": 3, "run": "r3", "state": "missing", "why": ""}]})
     assert capsys.readouterr().err == ("aim.search: 2 of 4 jobs are not done and not in the trade-off: job 2 (r2) "
                                        "failed: boom; job 3 (r3) missing\n")
-    print_left_out({"points": [{}], "left_out": []})
+    print_left_out({"objective": "accuracy", "points": [scored], "left_out": []})
     assert capsys.readouterr().err == ""
 
 

@@ -508,12 +508,22 @@ class TradeoffSearch:
 
 def print_left_out(data: dict) -> None:
     """The trade-off holds the done jobs; say on stderr which it leaves out (failed, missing, running), and why
-    (its `left_out`)."""
+    (its `left_out`), and which done ones cannot be on its Pareto set (no finite objective or TFLOPs)."""
     left = data.get("left_out") or []
     if left:
         print(f"aim.search: {len(left)} of {len(left) + len(data['points'])} jobs are not done and not in the "
               "trade-off: " + "; ".join(f"job {r['num']} ({r['run']}) {r['state']}" + (f": {r['why'][:200]}" if r["why"] else "")
                                         for r in left), file=sys.stderr)
+    unscored = unscored_points(data)
+    if unscored:
+        print(f"aim.search: {len(unscored)} of {len(data['points'])} points have no finite {data['objective']} or {COST} "
+              f"in their results.json (null or NaN), so they are on no Pareto set and compared with nothing: "
+              + ", ".join(p["run"] for p in unscored), file=sys.stderr)
+
+
+def unscored_points(data: dict) -> list[dict]:
+    """The points of a trade-off without a finite objective or TFLOPs (aim.tradeoff.metric: None)."""
+    return [p for p in data["points"] if p.get(data["objective"]) is None or p.get(COST) is None]
 
 
 def main(argv=None) -> int:
@@ -550,7 +560,10 @@ def main(argv=None) -> int:
         rows, matched = compare(data, other)
         print(f"\nagainst {args.against} ({other.get('dataset_limit') or 'all'} questions per job; the search's: "
               f"{data.get('dataset_limit') or 'all'}):\n" + compare_markdown(rows, data["objective"]))
-        print(f"{matched} of {len(rows)} settings matched or beaten by a search setting at equal or lower TFLOPs")
+        unscored = unscored_points(other)
+        print(f"{matched} of {len(rows)} settings matched or beaten by a search setting at equal or lower TFLOPs"
+              + (f" ({len(unscored)} more without a finite {data['objective']} or {COST}, not compared: "
+                 + ", ".join(p["run"] for p in unscored) + ")" if unscored else ""))
     return 0
 
 

@@ -410,26 +410,36 @@ def status(sweep_dir: str | Path, query_scheduler: bool = True) -> list[dict]:
     submitted = submitted_jobs(sweep_dir, manifest) if active is not None else {}
     rows = []
     for job in manifest["jobs"]:
-        out = sweep_dir / job["subdir"]
-        if job.get("shards", 1) > 1:
-            state, detail, done_samples = _sharded_state(out, job, active, submitted)
-        else:
-            state, detail = _dir_state(out, active, submitted.get(job["num"]))
-            done_samples = len(read_samples(out / "samples.jsonl").records)
+        state, detail, done_samples = run_state(sweep_dir / job["subdir"], job.get("shards", 1), active, submitted,
+                                                job["num"])
         rows.append({"num": job["num"], "subdir": job["subdir"], "state": state, "samples": done_samples,
                      "detail": detail, "overrides": job["overrides"]})
     return rows
 
 
+def run_state(out: Path, shards: int = 1, active: dict | None = None, submitted: dict | None = None,
+              num: int | None = None) -> tuple[str, str, int]:
+    """(state, detail, samples recorded) of one run dir, a sweep's job or a run of its own (`shards` > 1: a
+    sharded run): see `status`. `active`: the scheduler's jobs (None: not asked); `submitted`: the sweep's SLURM
+    ids by job number `num` (and by (num, shard))."""
+    submitted = submitted or {}
+    if shards > 1:
+        return _sharded_state(out, shards, num, active, submitted)
+    state, detail = _dir_state(out, active, submitted.get(num))
+    return state, detail, len(read_samples(out / "samples.jsonl").records)
+
+
 def _dir_state(out: Path, active: dict | None, submitted_id: str | None) -> tuple[str, str]:
-    """(state, detail) of one run dir (a job's, or a shard's): see `status`."""
+    """(state, detail) of one run dir (a job's, or a shard's): see `status`. A results.json whose job.json says
+    failed is not a result: the run wrote it, then failed (every sample skipped; a search job without its
+    objective), or a later invocation failed."""
     info, info_damaged = read_json(out / JOB_STATE)
     slurm_id = (info or {}).get("slurm_job_id") or submitted_id
     scheduler_state = active.get(slurm_id) if active is not None and slurm_id else None
     results, results_damaged = read_json(out / RESULTS)
     if results_damaged and (info is None or info.get("state") != "running"):  # its rerun resumes and rewrites it
         return "failed", f"{results_damaged}; resubmit the job to rewrite it from samples.jsonl"
-    if results is not None and (info is None or info.get("state") != "running"):
+    if results is not None and (info is None or info.get("state") not in ("running", "failed")):
         return "done", ""
     if scheduler_state in ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING"):
         return "queued", f"slurm {slurm_id} {scheduler_state}"
@@ -453,13 +463,12 @@ def _dir_state(out: Path, active: dict | None, submitted_id: str | None) -> tupl
     return "running", f"on {info.get('host')} (cannot check from here)"
 
 
-def _sharded_state(out: Path, job: dict, active: dict | None, submitted: dict) -> tuple[str, str, int]:
-    """(state, detail, samples recorded) of a sharded job: done once merged; otherwise from its shards'
-    states (running before queued before failed), the detail counting them: "2/3 shards done"."""
+def _sharded_state(out: Path, n: int, num: int | None, active: dict | None, submitted: dict) -> tuple[str, str, int]:
+    """(state, detail, samples recorded) of a sharded job of `n` shards: done once merged; otherwise from its
+    shards' states (running before queued before failed), the detail counting them: "2/3 shards done"."""
     from aim.tracking import shards
 
-    n = job["shards"]
-    states = [_dir_state(shards.shard_dir(out, i), active, submitted.get((job["num"], i))) for i in range(n)]
+    states = [_dir_state(shards.shard_dir(out, i), active, submitted.get((num, i))) for i in range(n)]
     recorded = sum(r["recorded"] for r in shards.progress(out, n))
     done = sum(state == "done" for state, _ in states)
     merged = (out / RESULTS).exists() and done == n

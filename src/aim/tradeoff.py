@@ -67,11 +67,14 @@ def search_config(cfg: DictConfig) -> SearchConfig | None:
     return None if node is None else to_schema(SearchConfig, node, "search")
 
 
-def metric(summary: dict, name: str):
-    """A results.json metric (fidelity's `agreement` / `kl` may sit in a `fidelity` block)."""
+def metric(summary: dict, name: str) -> float | None:
+    """A results.json metric (fidelity's `agreement` / `kl` may sit in a `fidelity` block); None where it is no
+    finite number (null, or NaN: no sample scored), so that no NaN is ranked or compared as a score."""
     value = summary.get(name)
     if value is None and isinstance(summary.get("fidelity"), dict):
         value = summary["fidelity"].get(name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
     return value
 
 
@@ -85,9 +88,9 @@ def task_return(cfg: DictConfig, summary: dict):
     values = []
     for name in (search.objective, COST):
         value = metric(summary, name)
-        if value is None or not math.isfinite(float(value)):
+        if value is None:
             hint = " (fidelity to the unreduced model: is fidelity.enabled true?)" if name == "agreement" else ""
-            raise ValueError(f"search: results.json has no finite {name!r} to optimise, got {value!r}{hint}")
+            raise ValueError(f"search: results.json has no finite {name!r} to optimise, got {summary.get(name)!r}{hint}")
         values.append(float(value))
     return values
 
@@ -150,12 +153,10 @@ def tradeoff(sweep_dir: str | Path, objective: str | None = None) -> dict:
                           "a trade-off holds one (model, dataset, num_frames)")
     first = configs[0] if configs else {}
 
-    def value(p, key):
-        v = metric(p, key)
-        return float("nan") if v is None else float(v)
+    def value(p, key):  # None (no finite value) is never on the front
+        return float("nan") if p.get(key) is None else float(p[key])
 
-    mask = pareto_front([float("nan") if p["tflops"] is None else p["tflops"] for p in points],
-                        [value(p, objective) for p in points])
+    mask = pareto_front([value(p, COST) for p in points], [value(p, objective) for p in points])
     for p, on in zip(points, mask):
         p["pareto"] = bool(on)
     return {

@@ -5,9 +5,10 @@ Sources:
   state from `aim.sweep.status` (done / running / queued / failed / missing), so a failed or missing job is
   a row with its state and error, not an absent one. A job that did not finish still shows what its
   `run_spec.json` says (its merger and pruner parameters, frames, model, dataset).
-- any other dir: every `results.json` under it (one run dir, or a sweep made before sweep.json existed);
-  every row is `done`, since nothing says which jobs were expected. A sharded run is one row (its merged
-  results.json); its shards' own (`<run>/shards/<i>/`) are not rows.
+- any other dir: every run dir under it (one run dir, or a sweep made before sweep.json existed): done with
+  its results.json, or running / failed without one (a run still going, or killed), as `aim.sweep.status`
+  tells a job's state; none is missing, since nothing says which jobs were expected. A sharded run is one
+  row (its merged results.json); its shards' own (`<run>/shards/<i>/`) are not rows.
 - a W&B project (and group), through the public API (`wandb_rows`): one row per run that W&B knows
   of (job runs only; a sweep's summary run is skipped); state from the run's state. It needs network and
   an API key; without a manifest it cannot know which jobs are missing.
@@ -27,6 +28,9 @@ Columns (metrics named as in results.json, nested ones as the W&B summary names 
   tflops_unreduced_fastv (the same in FastV's convention), visual_tokens, text_tokens, visual_tokens_per_frame (the
   mean over samples of each frame's kept tokens, a list; ragged under a clip reducer), frames_without_tokens (mean
   frames per sample keeping none), pareto_tflops, pareto_prefill_ms, sweep_dir.
+The roofline, tflops_fastv (else results.json's own) and the tokens per frame come from samples.jsonl: only
+where its answered records are the num_samples results.json counts and every one carries the field (else
+left empty, warned and said in `detail`).
 """
 from __future__ import annotations
 
@@ -131,12 +135,12 @@ def _roofline_one(shape, tokens_per_layer: tuple, hardware, fused: bool) -> tupl
     return est.tflops, est.prefill_ms
 
 
-def efficiency_fields(config: dict, records: list[dict] | None, text_tokens: float | None) -> dict:
-    """Roofline TFLOPs and prefill ms at each sample's own tokens per layer (averaged over samples), on the
-    job's `flops.hardware`; and the analytic TFLOPs of the unreduced prefill (every visual token of the
-    sampled frames, the job's mean text tokens), both also in FastV's convention (`tflops_fastv`, computed
-    here for runs recorded before they carried it; `tflops_unreduced_fastv`). Empty where the model's
-    config cannot be read."""
+def efficiency_fields(config: dict, per_sample: list[list[int]], text_tokens: float | None) -> dict:
+    """Roofline TFLOPs and prefill ms at each sample's own tokens per layer (`per_sample`: every answered
+    sample's `tokens_per_layer`, averaged over them), on the job's `flops.hardware`; and the analytic TFLOPs of
+    the unreduced prefill (every visual token of the sampled frames, the job's mean text tokens), both also in
+    FastV's convention (`tflops_fastv`, computed here for runs recorded before they carried it;
+    `tflops_unreduced_fastv`). Empty where the model's config cannot be read."""
     from aim.efficiency.analytic import fastv_prefill_flops, llm_prefill_flops
     from aim.efficiency.roofline import hardware_profile
 
@@ -149,7 +153,7 @@ def efficiency_fields(config: dict, records: list[dict] | None, text_tokens: flo
     hw = hardware_profile(flops_cfg.get("hardware", "a100_40gb"), flops_cfg.get("peak_tflops"),
                           flops_cfg.get("bandwidth_gbs"))
     fused = bool(flops_cfg.get("fused_attention", False))
-    per_sample = [tuple(r["tokens_per_layer"]) for r in records or [] if not r.get("skipped") and r.get("tokens_per_layer")]
+    per_sample = [tuple(t) for t in per_sample]
     if per_sample:
         estimates = [_roofline_one(shape, t, hw, fused) for t in per_sample]
         out["roofline_tflops"] = float(np.mean([e[0] for e in estimates]))
@@ -165,12 +169,21 @@ def efficiency_fields(config: dict, records: list[dict] | None, text_tokens: flo
     return out
 
 
-def frame_fields(records: list[dict]) -> dict:
-    """How a run's kept visual tokens fall over the frames (records' `visual_tokens_per_frame`, one count per
-    merger group): each frame's mean over the answered samples, and the mean number of frames keeping no
-    token. Samples of different frame counts (or records older than the field) give no per-frame list."""
-    counts = [r["visual_tokens_per_frame"] for r in records
-              if not r.get("skipped") and isinstance(r.get("visual_tokens_per_frame"), list)]
+def answered_values(records: list[dict], key: str) -> tuple[list, str | None]:
+    """`key` (a list) of every answered (not skipped) record, for a column averaged over the samples: ([], None)
+    where no record carries it (written before the field was), ([], why) where only some do (a run resumed
+    across versions), since a mean over those would be over fewer samples than the run's."""
+    answered = [r for r in records if not r.get("skipped")]
+    values = [r[key] for r in answered if isinstance(r.get(key), list)]
+    if values and len(values) < len(answered):
+        return [], f"{len(answered) - len(values)} of {len(answered)} answered records in {SAMPLES} lack {key}"
+    return values, None
+
+
+def frame_fields(counts: list[list[int]]) -> dict:
+    """How a run's kept visual tokens fall over the frames (`counts`: every answered record's
+    `visual_tokens_per_frame`, one count per merger group): each frame's mean over the answered samples, and the
+    mean number of frames keeping no token. Samples of different frame counts give no per-frame list."""
     if not counts:
         return {}
     out = {"frames_without_tokens": float(np.mean([sum(1 for c in per if c == 0) for per in counts]))}
@@ -179,15 +192,11 @@ def frame_fields(records: list[dict]) -> dict:
     return out
 
 
-def read_records(path: Path) -> list[dict]:
-    """samples.jsonl's records, read as aim.run reads them (aim.tracking.records.read_samples)."""
-    from aim.tracking.records import read_samples
-
-    return read_samples(path).records
-
-
-def run_fields(run_dir: Path, roofline: bool = True) -> dict:
-    """Everything a run dir says: results.json (with its config) if written, else its run_spec.json."""
+def run_fields(run_dir: Path, roofline: bool = True, done: bool = True) -> dict:
+    """Everything a run dir says: results.json (with its config) if written, else its run_spec.json. For a
+    done run also the columns derived from its samples.jsonl (roofline, tflops_fastv, tokens per frame), where
+    its records are the samples results.json counts and each carries the field; otherwise those are left
+    empty, warned, and said in `detail`."""
     results, damaged = read_json(run_dir / RESULTS)
     if damaged:  # the job's row says so (status failed, this detail); its config still comes from run_spec.json
         warnings.warn(f"aim.analysis: {run_dir}: {damaged}; its row has no results", stacklevel=2)
@@ -197,13 +206,38 @@ def run_fields(run_dir: Path, roofline: bool = True) -> dict:
         method = results.get("method") or {}
         row["merger"] = method.get("merger", row["merger"])
         row["pruner"] = method.get("pruner", row["pruner"])
-        records = read_records(run_dir / SAMPLES)
-        row.update(frame_fields(records))
-        if roofline and config.get("model"):
-            row.update(efficiency_fields(config, records, results.get("text_tokens")))
+        if done:
+            row.update(sample_fields(run_dir, results, roofline))
         return row
     spec, _ = read_json(run_dir / RUN_SPEC)
     return config_fields(spec) if spec is not None else {}
+
+
+def sample_fields(run_dir: Path, results: dict, roofline: bool) -> dict:
+    """The columns a done run's samples.jsonl gives (see `run_fields`), and `detail` saying which were left out
+    and why."""
+    from aim.tracking.records import summarized_records
+
+    records, mismatch = summarized_records(run_dir / SAMPLES, results)
+    if mismatch:
+        left_out = [mismatch + ": no roofline, tflops_fastv or tokens per frame from it"]
+        row = {}
+    else:
+        counts, no_counts = answered_values(records, "visual_tokens_per_frame")
+        row = frame_fields(counts)
+        config = results.get("config") or {}
+        if roofline and config.get("model"):
+            per_sample, no_tokens = answered_values(records, "tokens_per_layer")
+            row.update(efficiency_fields(config, per_sample, results.get("text_tokens")))
+        else:
+            no_tokens = None
+        left_out = [f"{no_counts}: no tokens per frame" if no_counts else None,
+                    f"{no_tokens}: no roofline or tflops_fastv from them" if no_tokens else None]
+    left_out = [why for why in left_out if why]
+    if left_out:
+        warnings.warn(f"aim.analysis: {run_dir}: " + "; ".join(left_out), stacklevel=3)
+        row["detail"] = "; ".join(left_out)
+    return row
 
 
 # ------------------------------------------------------------------------------------------ sources
@@ -219,28 +253,37 @@ def collect_sweep(sweep_dir: Path, roofline: bool = True, query_scheduler: bool 
         row = {"sweep": sweep_dir.name, "sweep_dir": str(sweep_dir.resolve()), "job": st["num"], "run": st["subdir"],
                "status": st["state"], "detail": st["detail"], "overrides": " ".join(job["overrides"]),
                "method": job.get("method"), "merger": job.get("merger"), "pruner": job.get("pruner")}
-        fields = run_fields(sweep_dir / st["subdir"], roofline) if st["state"] != "missing" else {}
-        if st["state"] != "done":  # a partial results.json of a still-running job is not a result yet
+        done = st["state"] == "done"
+        fields = run_fields(sweep_dir / st["subdir"], roofline, done) if st["state"] != "missing" else {}
+        if not done:  # a partial results.json of a still-running job is not a result yet
             fields = {k: v for k, v in fields.items() if k in CONFIG_KEYS or "." in k}
+        row["detail"] = "; ".join(d for d in (row["detail"], fields.pop("detail", "")) if d)
         row.update({k: v for k, v in fields.items() if v is not None or k not in row})
         rows.append(row)
     return rows
 
 
 def collect_runs(root: Path, roofline: bool = True) -> list[dict]:
-    """Every results.json under `root` (no manifest: all rows are done)."""
-    root = Path(root)
-    rows = []
+    """Every run dir under `root` (a dir holding results.json, run_spec.json or job.json), in its state as
+    `aim.sweep.run_state` tells it: done, or running / failed without a results.json (no manifest says which
+    runs were expected, so none is missing)."""
+    from aim.sweep import JOB_STATE, run_state
     from aim.tracking.shards import is_shard_dir
 
-    paths = [p for p in sorted(root.rglob(RESULTS)) if not is_shard_dir(p.parent)]  # a shard is part of its run's row
-    for i, path in enumerate(paths):
-        run_dir = path.parent
-        fields = run_fields(run_dir, roofline)
-        damaged = read_json(path)[1]
+    root = Path(root)
+    found = {p.parent for name in (RESULTS, RUN_SPEC, JOB_STATE) for p in root.rglob(name)}
+    run_dirs = sorted(d for d in found if not is_shard_dir(d))  # a shard is part of its run's row
+    rows = []
+    for i, run_dir in enumerate(run_dirs):
+        spec = read_json(run_dir / RUN_SPEC)[0] or (read_json(run_dir / RESULTS)[0] or {}).get("config") or {}
+        state, detail, _ = run_state(run_dir, int((spec.get("dataset") or {}).get("shards") or 1))
+        fields = run_fields(run_dir, roofline, done=state == "done")
+        if state != "done":  # a results.json it has not finished (or failed after) is not a result
+            fields = {k: v for k, v in fields.items() if k in CONFIG_KEYS or "." in k}
+        detail = "; ".join(d for d in (detail, fields.pop("detail", "")) if d)
         rows.append({"sweep": root.name, "sweep_dir": str(root.resolve()), "job": i,
                      "run": str(run_dir.relative_to(root)) if run_dir != root else ".",
-                     "status": "failed" if damaged else "done", "detail": damaged or "",
+                     "status": state, "detail": detail,
                      "overrides": "", "method": f"{fields.get('merger')}+{fields.get('pruner')}", **fields})
     return rows
 
@@ -257,7 +300,7 @@ def collect(sources: Iterable[str | Path] = (), roofline: bool = True, query_sch
         elif source.is_dir():
             found = collect_runs(source, roofline)
             if not found:
-                raise FileNotFoundError(f"{source}: no {MANIFEST} and no {RESULTS} under it")
+                raise FileNotFoundError(f"{source}: no {MANIFEST} and no run dir ({RESULTS}, {RUN_SPEC}) under it")
             rows += found
         else:
             raise FileNotFoundError(f"{source}: not a directory")

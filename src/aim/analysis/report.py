@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 import datetime
-import json
+import warnings
 from html import escape
 from pathlib import Path
 from typing import Iterable
@@ -24,6 +24,8 @@ import pandas as pd
 
 from aim.analysis import curves, tables
 from aim.analysis.collect import STATUSES, collect, save_table, status_counts
+from aim.sweep import MANIFEST
+from aim.tracking.rundir import read_json
 
 COSTS = ("tflops", "prefill_ms")
 JOB_COLUMNS = ["sweep", "job", "run", "status", "label", "frames", "dataset", "score", "accuracy", "agreement", "kl",
@@ -43,8 +45,8 @@ code { background: #f2f2f2; padding: 0 3px; } .note { color: #555; font-size: 0.
 
 
 def _manifest(sweep_dir: str) -> dict | None:
-    path = Path(sweep_dir) / "sweep.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    """A sweep's sweep.json (collect has read it already: None for a folder of runs without one)."""
+    return read_json(Path(sweep_dir) / MANIFEST)[0]
 
 
 def _png_img(path: Path | None, alt: str) -> str:
@@ -128,7 +130,10 @@ def search_tradeoffs(df: pd.DataFrame, out_dir: Path | None = None) -> list[tupl
         manifest = _manifest(str(sweep_dir))
         if not manifest or "search" not in manifest:
             continue
-        written = json.loads((sweep_dir / TRADEOFF).read_text()) if (sweep_dir / TRADEOFF).exists() else None
+        written, damaged = read_json(sweep_dir / TRADEOFF)
+        if damaged:
+            warnings.warn(f"aim.analysis: {sweep_dir}: {damaged}; the report rebuilds the trade-off from the jobs' "
+                          f"results.json (python -m aim.search {sweep_dir} rewrites the file)", stacklevel=2)
         try:
             data = tradeoff(sweep_dir, (written or {}).get("objective"))
         except Exception:  # e.g. jobs of several models: show what the search wrote, if anything

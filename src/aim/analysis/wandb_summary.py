@@ -18,13 +18,13 @@ The offline run file is written by W&B's service process, which may still be flu
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import pandas as pd
 
 from aim.analysis.collect import SUMMARY_JOB_TYPE
+from aim.tracking.rundir import read_json
 
 TABLE_COLUMNS = ["sweep", "job", "run", "status", "method", "params", "label", "series", "frames", "model", "dataset",
                  "metric", "score", "accuracy", "tflops", "prefill_ms", "roofline_prefill_ms", "visual_tokens",
@@ -51,11 +51,12 @@ def _rows(df: pd.DataFrame, columns: list[str]) -> list[list]:
 
 
 def jobs_logger_config(rows: pd.DataFrame) -> dict:
-    """The `logger` section of the first finished job's config (project, entity, group), if any."""
+    """The `logger` section of the first readable results.json's config (project, entity, group), if any (a
+    damaged one is a failed row of the table already)."""
     for sweep_dir, run in zip(rows["sweep_dir"], rows["run"]):
-        path = Path(str(sweep_dir)) / str(run) / "results.json"
-        if path.exists():
-            return (json.loads(path.read_text()).get("config") or {}).get("logger") or {}
+        results = read_json(Path(str(sweep_dir)) / str(run) / "results.json")[0]
+        if results is not None:
+            return (results.get("config") or {}).get("logger") or {}
     return {}
 
 

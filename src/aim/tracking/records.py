@@ -5,7 +5,8 @@ loses at most the sample in flight and a rerun in the same directory resumes wit
 is a JSON object with a string `id` is a record, wherever it stands; any other line (torn by a kill, not
 UTF-8, not JSON, no `id`, an id already recorded above it) is dropped and reported, never the lines after
 it. A resume (`SampleRecords`) moves the dropped lines to `samples.jsonl.dropped`, so nothing is lost, and
-rewrites the file with the records alone."""
+rewrites the file with the records alone. `summarized_records` gives the analysis the records of a finished
+run only where they are the samples its results.json counts."""
 from __future__ import annotations
 
 import json
@@ -61,6 +62,21 @@ def read_samples(path: str | Path) -> SamplesFile:
             out.lines.append(line)
             seen.add(record["id"])
     return out
+
+
+def summarized_records(path: str | Path, summary: dict) -> tuple[list[dict] | None, str | None]:
+    """The records of samples.jsonl that a run's summary (its results.json) was computed from, as (records, None),
+    for what the analysis derives from them; (None, why) when the file's answered records are not as many as
+    the summary's `num_samples`: fewer (a torn or partly copied file) or more (a later invocation of the run,
+    unfinished, or with another dataset.limit), so that a mean over them would be over other samples."""
+    found = read_samples(path)
+    answered = sum(not r.get("skipped") for r in found.records)
+    if answered == summary.get("num_samples"):
+        return found.records, None
+    unreadable = (f" and {len(found.dropped)} unreadable line(s) (line {found.dropped[0][0]}: {found.dropped[0][2]})"
+                  if found.dropped else "")
+    return None, (f"{Path(path).name} holds {answered} answered record(s){unreadable}, results.json counts "
+                  f"num_samples={summary.get('num_samples')!r}")
 
 
 def count_dropped(path: str | Path) -> int:
