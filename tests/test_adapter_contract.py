@@ -168,6 +168,22 @@ def test_merging_and_pruning_end_to_end_through_the_evaluation_loop(sdpa_adapter
                 assert visual == case.groups(4) * kept_tokens(case.tokens, 0.25)
 
 
+def test_samples_share_a_prefill_unless_the_adapter_prefills_alone(sdpa_adapter, small_benchmark, tmp_path):
+    """`batched_prefill` (what aim.config reads to refuse eval.batch_size > 1 as unread) is False exactly where a
+    prefill carries further LLM inputs (Qwen3-VL's DeepStack), and the loop batches as it says."""
+    from aim.data import VideoMCQDataset
+    from aim.eval import evaluate
+    from aim.tracking.records import SampleRecords
+
+    inputs = sdpa_adapter.prepare(case_of(sdpa_adapter).clip(), QUESTION, OPTIONS, MERGERS.build("aim", ratio=0.5))
+    assert sdpa_adapter.batched_prefill == (not inputs.llm_kwargs)
+    records = SampleRecords(tmp_path / "samples.jsonl")
+    evaluate(sdpa_adapter, VideoMCQDataset(small_benchmark, num_frames=4, limit=2), MERGERS.build("aim", ratio=0.25),
+             PRUNERS.build("aim", l1=2, l2=4), records, progress=False, batch_size=2)
+    records.close()
+    assert [r["batch_size"] for r in records.records] == [2 if sdpa_adapter.batched_prefill else 1] * 2
+
+
 @pytest.mark.parametrize("name", CASES)
 def test_bench_times_the_model_on_its_token_grid(name):
     from aim.bench import bench

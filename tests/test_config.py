@@ -190,8 +190,48 @@ def test_a_setting_nothing_reads_is_refused_not_silently_ignored():
     ("aim.flops", ["dataset.num_frames=32", "flops.frames=8"],
      "dataset.num_frames: aim.flops counts flops.frames=8 frames, which replaces the dataset's when given; give "
      "flops.frames=32, or leave flops.frames null to count dataset.num_frames, got dataset.num_frames=32"),
+    # a group the tool never reads (aim.config.TOOLS), with the tool's own knob for the same thing where it has one
+    ("aim.run", ["bench.frames=16"],
+     "bench.frames: aim.run never reads bench.* (bench.frames is read by aim.bench); give dataset.num_frames=16 "
+     "instead, or leave it out, got bench.frames=16"),
+    ("aim.run", ["flops.text_tokens=50"],
+     "flops.text_tokens: aim.run reads of flops.* only flops.hardware, flops.peak_tflops, flops.bandwidth_gbs, "
+     "flops.fused_attention (flops.text_tokens is read by aim.flops); leave it out, got flops.text_tokens=50"),
+    ("aim.bench", ["eval.max_new_tokens=64"],
+     "eval.max_new_tokens: aim.bench never reads eval.* (eval.max_new_tokens is read by aim.run); give "
+     "bench.new_tokens=64 instead, or leave it out, got eval.max_new_tokens=64"),
+    ("aim.bench", ["logger=none"], "logger: aim.bench never reads logger (logger is read by aim.run); leave it out, "
+                                   "got logger=none"),
+    ("aim.flops", ["seed=3"], "seed: aim.flops never reads seed (seed is read by aim.run, aim.bench); leave it out"),
+    ("aim.flops", ["bench.text_tokens=50"], "bench.text_tokens: aim.flops never reads bench.* (bench.text_tokens is "
+                                            "read by aim.bench); give flops.text_tokens=50 instead"),
+    # the roofline aim.bench plans a budget on, given without a budget
+    ("aim.bench", ["flops.hardware=h100_sxm"],
+     "flops.hardware: the roofline aim.bench plans a budget on, read with budget.tflops, fraction or prefill_ms only"),
+    # samples that are prefilled one at a time whatever eval.batch_size says (aim.eval.loop)
+    ("aim.run", ["+method=random_toy", "eval.batch_size=4"],
+     "eval.batch_size: samples prefilled together; pruner random is prefilled one sample at a time: its choices "
+     "would depend on a batch's rows and tokens, so every prefill holds one sample (aim.eval.loop) whatever "
+     "eval.batch_size says; leave eval.batch_size out, or give a model and pruner that batch, got eval.batch_size=4"),
+    ("aim.run", ["model=qwen3_vl_tiny", "eval.batch_size=2"],
+     "eval.batch_size: samples prefilled together; model qwen3_vl prefills each sample alone: its prefills carry "
+     "further LLM inputs of their own (Qwen3-VL's DeepStack features)"),
+    # frames sampled where no video is decoded; a shard of an unsplit run
+    ("aim.run", ["dataset=image_mcq", "dataset.root=/some/benchmark", "+model.frame_sampling=linspace"],
+     "model.frame_sampling: which frames of a video are decoded; dataset image_mcq holds images, and no video is "
+     "decoded; give a video dataset, or leave model.frame_sampling out, got model.frame_sampling=linspace"),
+    ("aim.bench", ["+model.frame_sampling=linspace"],
+     "model.frame_sampling: which frames of a video are decoded; aim.bench decodes no video"),
+    ("aim.flops", ["+model.frame_sampling=linspace"],
+     "model.frame_sampling: which frames of a video are decoded; aim.flops decodes no video"),
+    ("aim.run", ["dataset.shard=0"],
+     "dataset.shard: the one shard of dataset.shards this process evaluates; dataset.shards=1 splits nothing, and "
+     "the run evaluates every sample; give dataset.shards=N (N > 1) to split it, or leave dataset.shard out, got "
+     "dataset.shard=0"),
 ], ids=["max_new_tokens-letter", "max_new_tokens-likelihood", "cache_dir", "logger.name", "logger-group", "bench",
-        "flops"])
+        "flops", "run-bench.frames", "run-flops.text_tokens", "bench-eval", "bench-logger-choice", "flops-seed",
+        "flops-bench.text_tokens", "bench-roofline-without-budget", "batch-random-pruner", "batch-qwen3-vl",
+        "frame_sampling-images", "frame_sampling-bench", "frame_sampling-flops", "shard-unsplit"])
 def test_a_knob_given_that_the_tool_would_not_read_is_refused_naming_why_and_what_to_give(tool, overrides, message):
     from aim.config import check_knobs_read
 
@@ -206,10 +246,25 @@ def test_a_knob_given_that_the_tool_would_not_read_is_refused_naming_why_and_wha
     ("aim.run", ["fidelity.cache_dir=/elsewhere"]),
     ("aim.run", ["logger=wandb", "logger.project=mine"]),
     ("aim.run", ["dataset.num_frames=32"]),  # the knobs of another tool: aim.run reads the dataset's frames
-    ("aim.bench", ["eval.max_new_tokens=64"]),  # (what aim.bench and aim.flops read of eval: beyond these checks)
     ("aim.bench", ["dataset.num_frames=8"]),  # the frames timed are the frames asked
     ("aim.flops", ["dataset.num_frames=32"]),  # flops.frames null: it counts the dataset's
     ("aim.flops", ["dataset.num_frames=8", "flops.frames=8"]),
+    # the roofline: aim.run's records are costed on it (aim.analysis.collect), aim.bench plans a budget on it
+    ("aim.run", ["flops.hardware=h100_sxm", "flops.fused_attention=true"]),
+    ("aim.bench", ["budget.fraction=0.5", "flops.hardware=h100_sxm"]),
+    # budget.hardware beside a TFLOPs budget: the budget's record reports its prefill_ms on that hardware
+    ("aim.run", ["budget.tflops=3e-4", "budget.hardware=h100_sxm"]),
+    ("aim.flops", ["budget.fraction=0.5", "budget.hardware=h100_sxm"]),
+    # eval.batch_size where samples share prefills: the default method, generate mode (the prefill is batched, the
+    # decoding not), and the random control in budget mode (which may choose pruner none, and batch)
+    ("aim.run", ["eval.batch_size=4"]),
+    ("aim.run", ["eval.mode=generate", "eval.batch_size=4"]),
+    ("aim.run", ["+method=random_toy", "eval.batch_size=4", "budget.tflops=3e-4"]),
+    ("aim.run", ["model=qwen3_vl_tiny", "eval.batch_size=1"]),
+    ("aim.run", ["+model.frame_sampling=linspace"]),  # a video dataset
+    ("aim.run", ["dataset.shards=2", "dataset.shard=1"]),
+    # Hydra's own settings and an experiment or method file: no knob of the run config
+    ("aim.bench", ["hydra.run.dir=/tmp/x", "+method=aim_toy", "+exp=main_video"]),
     # the same knobs set by config files, not given: conf/config.yaml's eval.max_new_tokens and fidelity.cache_dir,
     # logger/wandb.yaml's project, tags, ..., an experiment file's dataset.num_frames (main_image: 1, bench.frames: 8)
     ("aim.run", ["fidelity.enabled=false", "logger.name=none"]),
@@ -221,3 +276,63 @@ def test_the_same_knobs_pass_where_the_tool_reads_them_or_only_a_config_file_set
 
     valid = validate(composed(overrides))
     check_knobs_read(valid, tool, overrides)
+
+
+# what each entry point reads, from its code: whole groups (and their choice), or single fields of a group
+ROOFLINE = ["flops.hardware", "flops.peak_tflops", "flops.bandwidth_gbs", "flops.fused_attention"]
+READS = {
+    # evaluate, the seed, fidelity, W&B, a budget, the run dir's lock, a search's return; its records' roofline
+    "aim.run": ["model", "dataset", "merger", "pruner", "logger", "eval", "seed", "fidelity", "budget", "run",
+                "search", *ROOFLINE],
+    # the model, synthetic inputs drawn from the seed, bench.*, a budget planned on the roofline
+    "aim.bench": ["model", "dataset", "merger", "pruner", "seed", "bench", "budget", *ROOFLINE],
+    # the configs alone: no weights, no data, nothing random
+    "aim.flops": ["model", "dataset", "merger", "pruner", "flops", "budget"],
+}
+# a config where each knob a tool reads only in some configs is read: decoding, W&B, a search's objective; aim.bench
+# with a budget (its roofline) and timing the dataset's 4 frames
+WHERE_READ = {"aim.run": ["eval.mode=generate", "logger=wandb", "+search.objective=agreement"],
+              "aim.bench": ["budget.fraction=0.5", "bench.frames=4"], "aim.flops": []}
+
+
+def as_value(value) -> str:
+    """A composed value written back as a Hydra override's value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(value, list):
+        return "[" + ",".join(as_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{as_value(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def every_knob(cfg) -> dict:
+    """{dotted knob: value} of every field of a composed config (a top-level value: itself)."""
+    from omegaconf import OmegaConf
+
+    knobs = {}
+    for key, node in OmegaConf.to_container(cfg, resolve=True).items():
+        knobs.update({f"{key}.{k}": v for k, v in node.items()} if isinstance(node, dict) else {key: node})
+    return knobs
+
+
+@pytest.mark.parametrize("tool", list(READS))
+def test_every_field_a_tool_reads_is_accepted_and_every_other_is_refused(tool):
+    """Each field of the config given as an override with its own value: those the tool reads (READS, found by
+    reading its code) pass; every other one is refused as never read (a group it never reads, a flops.* field
+    beside the roofline)."""
+    from aim.config import check_knobs_read, unread_knobs
+
+    base = WHERE_READ[tool]
+    knobs = every_knob(composed(base))
+    read = {k: v for k, v in knobs.items() if any(k == r or k.startswith(f"{r}.") for r in READS[tool])}
+    unread = {k: v for k, v in knobs.items() if k not in read}
+    assert read and unread
+    overrides = base + [f"{k}={as_value(v)}" for k, v in read.items()]
+    check_knobs_read(validate(composed(overrides)), tool, overrides)
+    overrides = base + [f"{k}={as_value(v)}" for k, v in unread.items()]
+    assert set(unread_knobs(validate(composed(overrides)), tool, overrides)) == set(unread)

@@ -215,6 +215,14 @@ def test_bench_refuses_a_dataset_frame_count_it_would_not_use(tmp_path):
             "features (it reads no dataset); give bench.frames=32, got dataset.num_frames=32") in proc.stderr
 
 
+def test_flops_refuses_a_knob_of_a_group_it_never_reads(tmp_path):
+    """aim.flops counts from the configs alone: `eval.mode=generate` (aim.run's) changed nothing it printed."""
+    proc = run_in_process("aim.flops", "eval.mode=generate", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert ("aim.flops: invalid config: eval.mode: aim.flops never reads eval.* (eval.mode is read by aim.run); leave "
+            "it out, got eval.mode=generate") in proc.stderr
+
+
 def test_bench_times_reduced_against_unreduced_and_ends_with_json(tmp_path):
     # in this process (tests/in_process.py); aim.bench as an installed command is tests/test_packaging.py's
     proc = run_in_process("aim.bench", "merger=aim", "pruner=aim_toy", "bench.frames=2", "bench.repeats=1",

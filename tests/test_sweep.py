@@ -95,6 +95,27 @@ def test_a_sweep_given_a_knob_no_job_reads_is_refused_naming_each_job():
     assert len(expand("main_video", "eval.mode=generate", "eval.max_new_tokens=16")) == 2
 
 
+def test_a_batch_size_is_refused_only_in_a_sweep_whose_jobs_all_prefill_one_sample_at_a_time():
+    """The random control is prefilled one sample at a time: eval.batch_size=4 given to a sweep of it alone is
+    unread, and refused; beside AIM's job, which batches, it is the sweep's throughput knob (the random job's
+    results.json says `prefill_batch_size` 1)."""
+    from aim.sweep import InvalidSweep
+
+    with pytest.raises(InvalidSweep, match=r"eval.batch_size: samples prefilled together; pruner random is "
+                                           r"prefilled one sample at a time"):
+        expand("main_video", "+method=random_toy", "eval.batch_size=4")
+    assert len(expand("main_video", "+method=aim_toy,random_toy", "eval.batch_size=4")) == 2
+
+
+def test_a_sweep_given_a_knob_of_another_tool_is_refused():
+    """bench.frames is aim.bench's: no job of aim.run reads it, whatever the sweep."""
+    from aim.sweep import InvalidSweep
+
+    with pytest.raises(InvalidSweep, match=r"bench.frames: aim.run never reads bench.\* \(bench.frames is read by "
+                                           r"aim.bench\); give dataset.num_frames=2 instead"):
+        expand("main_video", "bench.frames=2,4")
+
+
 def test_a_sweep_given_a_knob_no_job_would_read_launches_nothing(tmp_path, env):
     sweep = tmp_path / "sweep"
     proc = multirun(sweep, "merger=aim,pool", "dataset.limit=1", "logger=none", "fidelity.enabled=false",

@@ -250,7 +250,7 @@ def main(cfg: DictConfig) -> None:
 
     try:
         valid = validate(cfg)
-        check_knobs_read(valid, "aim.bench", HydraConfig.get().overrides.task)  # bench.frames is what it times
+        check_knobs_read(valid, "aim.bench", HydraConfig.get().overrides.task)  # eval.*, logger, ...
         check_tool_budget(valid.budget, "bench")
         check_device(valid)
         check_weights(valid)

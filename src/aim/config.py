@@ -225,6 +225,65 @@ def check_tool_budget(budget: BudgetConfig, tool: str) -> None:
 
 
 # --- knobs given that a tool would not read ---------------------------------------------------------------------
+# flops.*: the roofline a cost in ms is estimated on (aim.efficiency.roofline), read beyond aim.flops too: by budget
+# mode (aim.budget.hardware, with budget.hardware) and by the roofline columns aim.analysis.collect computes for a run
+ROOFLINE_KNOBS = ("flops.hardware", "flops.peak_tflops", "flops.bandwidth_gbs", "flops.fused_attention")
+
+
+@dataclass(frozen=True)
+class ToolReads:
+    """What an entry point reads of the run config: `reads`, the top-level keys of TOP_LEVEL it reads (a group:
+    every field of it, and its choice, `logger=none`) or the single fields of a group it reads no more of
+    (`flops.hardware`). A knob under any other key (`hydra.*` aside: Hydra's own) is one the tool never reads,
+    whatever the config. `instead`: {a knob it never reads: its own knob for the same thing}."""
+
+    reads: tuple[str, ...]
+    instead: dict[str, str] = field(default_factory=dict)
+
+    def reads_knob(self, knob: str) -> bool:
+        return any(knob == r or knob.startswith(f"{r}.") for r in self.reads)
+
+
+# One declaration per entry point, from what its code reads (the rules that depend on the config are UNREAD_KNOBS).
+TOOLS = {
+    # evaluate (model, dataset, merger, pruner, eval), torch.manual_seed and the fidelity cache's key (seed),
+    # build_fidelity, make_logger, apply_budget, the run dir's lock (run), the search's task return (search), and
+    # the roofline of its budget and of its records' analysis
+    "aim.run": ToolReads(("model", "dataset", "merger", "pruner", "logger", "eval", "seed", "fidelity", "budget",
+                          "run", "search", *ROOFLINE_KNOBS),
+                         instead={"bench.frames": "dataset.num_frames", "flops.frames": "dataset.num_frames"}),
+    # the model built from its config, synthetic inputs drawn from `seed`, bench.*, a budget planned at
+    # bench.frames / bench.text_tokens (on the roofline, and the dataset's bundled trade-off); no dataset is decoded
+    # (dataset.num_frames: UNREAD_KNOBS), no answer scored or logged
+    "aim.bench": ToolReads(("model", "dataset", "merger", "pruner", "seed", "bench", "budget", *ROOFLINE_KNOBS),
+                           instead={"flops.frames": "bench.frames", "flops.text_tokens": "bench.text_tokens",
+                                    "eval.max_new_tokens": "bench.new_tokens"}),
+    # the configs alone (the model's architecture, the dataset's frames and kind, the merger's ratio, the pruner's
+    # schedule), flops.*, a budget: nothing is built, drawn at random, evaluated or logged
+    "aim.flops": ToolReads(("model", "dataset", "merger", "pruner", "flops", "budget"),
+                           instead={"bench.frames": "flops.frames", "bench.text_tokens": "flops.text_tokens"}),
+}
+
+
+def never_read(tool: str, knob: str, value: str) -> str | None:
+    """Why `tool` never reads `knob` (given as `value`) and what to give instead, by its TOOLS declaration; None
+    where it reads it, or where the knob is no key of the run config (Hydra's own, an experiment file's `+exp`,
+    a helper value that another value interpolates)."""
+    top, declared = knob.split(".")[0], TOOLS[tool]
+    if top not in TOP_LEVEL or top == "hydra" or declared.reads_knob(knob):
+        return None
+    partly = [r for r in declared.reads if r.startswith(f"{top}.")]
+    why = f"{tool} reads of {top}.* only {', '.join(partly)}" if partly else \
+        f"{tool} never reads {top if knob == top else top + '.*'}"
+    readers = [t for t, reads in TOOLS.items() if reads.reads_knob(knob)]
+    if readers:
+        why += f" ({knob} is read by {', '.join(readers)})"
+    instead = declared.instead.get(knob)
+    if instead and value != "null":
+        return f"{why}; give {instead}={value} instead, or leave it out"
+    return f"{why}; leave it out"
+
+
 @dataclass(frozen=True)
 class UnreadKnob:
     """A knob (`knob`, its dotted path) that an entry point (`tool`: aim.run, whose sweeps' jobs are aim.run's
@@ -244,6 +303,24 @@ def _max_new_tokens_unread(valid: Validated) -> str | None:
             "eval.max_new_tokens out")
 
 
+def _batch_size_unread(valid: Validated) -> str | None:
+    from aim.models import MODELS
+    from aim.pruning import PRUNERS
+
+    if valid.eval.batch_size == 1 or any(getattr(valid.budget, k) is not None for k in BUDGET_LIMITS):
+        return None  # (a budget may choose pruner none in place of the configured one, and batch)
+    if not MODELS.get(valid.model.name).batched_prefill:
+        alone = (f"model {valid.model.name} prefills each sample alone: its prefills carry further LLM inputs of their "
+                 "own (Qwen3-VL's DeepStack features)")
+    elif not getattr(PRUNERS.get(valid.pruner.name), "batch_invariant", True):
+        alone = (f"pruner {valid.pruner.name} is prefilled one sample at a time: its choices would depend on a "
+                 "batch's rows and tokens")
+    else:
+        return None
+    return (f"samples prefilled together; {alone}, so every prefill holds one sample (aim.eval.loop) whatever "
+            "eval.batch_size says; leave eval.batch_size out, or give a model and pruner that batch")
+
+
 def _cache_dir_unread(valid: Validated) -> str | None:
     if valid.fidelity.enabled:
         return None
@@ -258,12 +335,40 @@ def _wandb_field_unread(valid: Validated) -> str | None:
             "(results.json and samples.jsonl alone); give logger=wandb, or leave it out")
 
 
+def _image_frame_sampling_unread(valid: Validated) -> str | None:
+    from aim.efficiency.cost import image_dataset
+
+    if not image_dataset(valid):
+        return None
+    return (f"which frames of a video are decoded; dataset {valid.dataset.name} holds images, and no video is "
+            "decoded; give a video dataset, or leave model.frame_sampling out")
+
+
+def _shard_unread(valid: Validated) -> str | None:
+    if valid.sharding.shards > 1 or valid.sharding.shard is None:
+        return None
+    return ("the one shard of dataset.shards this process evaluates; dataset.shards=1 splits nothing, and the run "
+            "evaluates every sample; give dataset.shards=N (N > 1) to split it, or leave dataset.shard out")
+
+
+def _no_video_decoded(tool: str, what: str) -> Callable[[Validated], str]:
+    return lambda valid: (f"which frames of a video are decoded; {tool} decodes no video ({what}); leave "
+                          "model.frame_sampling out")
+
+
 def _bench_frames_unread(valid: Validated) -> str | None:
     frames = getattr(valid.dataset, "num_frames", None)
     if frames == valid.bench.frames:  # the input size asked is the one timed
         return None
     return (f"aim.bench times bench.frames={valid.bench.frames} frames of synthetic features (it reads no dataset); "
             f"give bench.frames={frames}")
+
+
+def _bench_roofline_unread(valid: Validated) -> str | None:
+    if any(getattr(valid.budget, k) is not None for k in BUDGET_LIMITS):
+        return None
+    return ("the roofline aim.bench plans a budget on, read with budget.tflops, fraction or prefill_ms only; "
+            "without a budget it times the prefills on this device and estimates none; give a budget, or leave it out")
 
 
 def _flops_frames_unread(valid: Validated) -> str | None:
@@ -276,17 +381,23 @@ def _flops_frames_unread(valid: Validated) -> str | None:
 
 UNREAD_KNOBS = (
     UnreadKnob("eval.max_new_tokens", "aim.run", _max_new_tokens_unread),
+    UnreadKnob("eval.batch_size", "aim.run", _batch_size_unread),
     UnreadKnob("fidelity.cache_dir", "aim.run", _cache_dir_unread),
     *(UnreadKnob(f"logger.{f.name}", "aim.run", _wandb_field_unread)
       for f in dataclass_fields(LoggerConfig) if f.name != "name"),
+    UnreadKnob("model.frame_sampling", "aim.run", _image_frame_sampling_unread),
+    UnreadKnob("dataset.shard", "aim.run", _shard_unread),
     UnreadKnob("dataset.num_frames", "aim.bench", _bench_frames_unread),
+    UnreadKnob("model.frame_sampling", "aim.bench", _no_video_decoded("aim.bench", "it times synthetic features")),
+    *(UnreadKnob(knob, "aim.bench", _bench_roofline_unread) for knob in ROOFLINE_KNOBS),
     UnreadKnob("dataset.num_frames", "aim.flops", _flops_frames_unread),
+    UnreadKnob("model.frame_sampling", "aim.flops", _no_video_decoded("aim.flops", "it counts from the configs")),
 )
 
 
 def given_knobs(overrides: Sequence[str]) -> dict[str, str]:
-    """{knob: value as written} of Hydra task overrides (`eval.max_new_tokens=64`, `++logger.project=x`); a
-    deletion (`~key`) gives no value, and a group choice (`logger=none`) is no knob of UNREAD_KNOBS."""
+    """{knob: value as written} of Hydra task overrides (`eval.max_new_tokens=64`, `++logger.project=x`, a group's
+    choice `logger=none` under the group's name); a deletion (`~key`) gives no value."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parsed = OverridesParser.create().parse_overrides(list(overrides))
@@ -295,16 +406,16 @@ def given_knobs(overrides: Sequence[str]) -> dict[str, str]:
 
 def unread_knobs(valid: Validated, tool: str, overrides: Sequence[str]) -> dict[str, str]:
     """{knob: why it is refused} for each knob given in `overrides` (Hydra task overrides) that `tool` (aim.run,
-    aim.bench, aim.flops) would not read in this config (UNREAD_KNOBS): the message names it, why it is unread,
-    what to give instead and the value given. A value set in a config file (conf/config.yaml's defaults, a group's
-    or an experiment file's values) is no override and is never refused here."""
-    given = given_knobs(overrides)
+    aim.bench, aim.flops) would not read in this config: never (its TOOLS declaration: `bench.*` in aim.run,
+    `eval.*` in aim.bench), or not in this config (UNREAD_KNOBS). The message names it, why it is unread, what to
+    give instead and the value given. A value set in a config file (conf/config.yaml's defaults, a group's or an
+    experiment file's values) is no override and is never refused here."""
     out = {}
-    for rule in UNREAD_KNOBS:
-        if rule.tool == tool and rule.knob in given:
-            why = rule.unread(valid)
-            if why is not None:
-                out[rule.knob] = f"{rule.knob}: {why}, got {rule.knob}={given[rule.knob]}"
+    for knob, value in given_knobs(overrides).items():
+        rules = [rule for rule in UNREAD_KNOBS if rule.tool == tool and rule.knob == knob]
+        why = never_read(tool, knob, value) or next(filter(None, (rule.unread(valid) for rule in rules)), None)
+        if why is not None:
+            out[knob] = f"{knob}: {why}, got {knob}={value}"
     return out
 
 

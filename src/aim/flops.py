@@ -115,7 +115,7 @@ def main(cfg: DictConfig) -> None:
 
     try:
         valid = validate(cfg)
-        check_knobs_read(valid, "aim.flops", HydraConfig.get().overrides.task)  # dataset.num_frames beside flops.frames
+        check_knobs_read(valid, "aim.flops", HydraConfig.get().overrides.task)  # eval.*, bench.*, seed, ...
         check_tool_budget(valid.budget, "flops")
         if valid.flops.image_size is not None and Limit.of(valid.budget) is not None:
             raise ConfigError("flops.image_size: budgets are planned for video frames; leave budget.tflops, "

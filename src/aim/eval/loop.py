@@ -25,8 +25,9 @@ with 0 workers, where the main process decodes each sample just before it is eva
 consecutive samples are prepared one by one (vision tower, merger) and those holding equally many visual
 tokens share one LLM prefill: as they are when their token layouts are equal, else left-padded, the pads
 masked out and marked PADDING so that the pruning hook prunes each row as it would alone
-(aim.pruning.hooks). Samples with further LLM inputs (Qwen3-VL's DeepStack) and pruners whose choices
-depend on the batch (`batch_invariant = False`: the random control) are prefilled one at a time; generated
+(aim.pruning.hooks). Samples with further LLM inputs (`Adapter.batched_prefill = False`: Qwen3-VL's DeepStack)
+and pruners whose choices depend on the batch (`batch_invariant = False`: the random control) are prefilled one
+at a time (aim.run refuses eval.batch_size > 1 for them, as unread: aim.config.UNREAD_KNOBS); generated
 answers are decoded one sample at a time after the batched prefill. Records come in dataset order whatever
 the batching; a batched record's `prefill_ms` is its batch's prefill time divided by `batch_size` (both in
 the record, with `batch_prefill_ms`), so per-sample timings of batched and unbatched runs are not alike.
@@ -312,7 +313,7 @@ def evaluate(adapter, dataset, merger, pruner, records, mode: str = "letter", ma
         task = getattr(sample, "prompt", None)  # the benchmark's prompt layout (aim.prompts); None: the generic one
         inputs = adapter.prepare(loaded.frames, loaded.question, sample.options, setting_merger, scoring=mode,
                                  modality=modality, frame_times=frame_times, task=task)
-        batchable = batch_size > 1 and not inputs.llm_kwargs and getattr(setting[1].pruner, "batch_invariant", True)
+        batchable = batch_size > 1 and adapter.batched_prefill and getattr(setting[1].pruner, "batch_invariant", True)
         window.append(Prepared(loaded, inputs, *setting, batchable, budget_fields))
         if sum(isinstance(p, Prepared) for p in window) == batch_size:
             flush()

@@ -383,6 +383,10 @@ class Adapter:
     extra_text_tokens: int = 0  # non-visual tokens the adapter adds around the video (not from the prompt)
     modalities: tuple[str, ...] = ("video",)  # the visual inputs `prepare` takes; the first is the model's own
     lmms_eval_conversation: Conversation | None = None
+    # whether samples may share one LLM prefill (`prefill_logits_batch`, aim.eval.loop's eval.batch_size); False
+    # where each prefill carries further LLM inputs of its own (`PreparedInputs.llm_kwargs`: Qwen3-VL's DeepStack),
+    # which a batched prefill does not take: the loop prefills those samples one at a time
+    batched_prefill: bool = True
 
     def __init__(self, model, tokenizer, cfg):
         self.model = model.eval()
@@ -729,7 +733,8 @@ class Adapter:
         """One LLM prefill of several samples (no cache kept), the next-token logits at each row's last
         position: [B, vocab]. `embeds` [B, N, D], `position_ids` [B, N] (or [axes, B, N]); `attention_mask`
         [B, N], 0 at the pads of a left-padded batch (None: no pads). Only for inputs without further LLM
-        inputs (`PreparedInputs.llm_kwargs` empty): those go through `prefill_logits` one at a time."""
+        inputs (`PreparedInputs.llm_kwargs` empty): an adapter whose prefills carry some says
+        `batched_prefill = False`, and its samples go through `prefill_logits` one at a time."""
         if attention_mask is None:
             attention_mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=self.device)
         self._step_begin()

@@ -91,6 +91,7 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
     hf_model_class = "Qwen3VLForConditionalGeneration"
     hf_config_class = "Qwen3VLConfig"
     modalities = ("video",)  # its image path (16 px patches, no timestamps) is not written yet
+    batched_prefill = False  # every prefill carries its DeepStack levels (llm_kwargs): one sample at a time
 
     # --- token layout ----------------------------------------------------------------------------
     @classmethod

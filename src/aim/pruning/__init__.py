@@ -406,7 +406,8 @@ class RandomPruner:
         return window_moves(num_layers)
 
     # its draws depend on how many rows and tokens a prefill holds: the evaluation loop prefills its samples
-    # one at a time (eval.batch_size does not batch them), so a run's choices do not depend on batching
+    # one at a time (eval.batch_size does not batch them; aim.run refuses eval.batch_size > 1 beside it, as
+    # unread: aim.config.UNREAD_KNOBS), so a run's choices do not depend on batching
     batch_invariant = False
 
     def __init__(self, l1=14, l2=22, seed=0, name="random"):
