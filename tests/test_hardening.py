@@ -154,6 +154,23 @@ def test_collect_averages_no_sample_column_over_only_the_records_that_carry_it(t
     assert rows["aim_r0.25"]["roofline_tflops"] > 0
 
 
+def test_collect_says_which_means_results_json_left_out(tmp_path):
+    """aim.run leaves a mean out of results.json (null) where only some records carry the field (a run resumed across
+    versions, aim.tracking.results.measured_means); collect's row says so instead of an empty cell without a word."""
+    from aim.analysis.collect import collect
+    from tests.test_analysis import write_sweep
+
+    sweep = write_sweep(tmp_path / "sweep", with_trouble=False)
+    results = json.loads((sweep / "aim_r0.5" / "results.json").read_text())
+    why = "1 of 2 answered records lack tflops (written by an aim.run that did not record it, then resumed)"
+    results.update(tflops=None, means_left_out={"tflops": why})
+    (sweep / "aim_r0.5" / "results.json").write_text(json.dumps(results))
+    with pytest.warns(UserWarning, match=r"aim_r0.5: results.json has no tflops: 1 of 2 answered records lack tflops"):
+        rows = {row["run"]: row for _, row in collect([sweep], roofline=False).iterrows()}
+    assert rows["aim_r0.5"]["status"] == "done" and np.isnan(rows["aim_r0.5"]["tflops"])
+    assert rows["aim_r0.5"]["detail"] == f"results.json has no tflops: {why}" and rows["aim_r0.25"]["detail"] == ""
+
+
 def test_collect_over_run_dirs_gives_a_run_without_results_json_its_state(tmp_path):
     """A folder of runs (no sweep.json) listed only the runs with a results.json: one still running, or killed,
     was left out without a word, and the report said that every job was done."""
