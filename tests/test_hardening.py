@@ -79,7 +79,8 @@ def test_sweep_status_and_collect_name_a_damaged_file_and_go_on_with_the_other_j
     assert states["unreduced"] == states["aim_r0.5"] == ("done", "")
     for run in ("aim_r0.25", "pool_r0.5"):
         assert states[run][0] == "failed"
-        assert states[run][1].startswith("results.json unreadable (") and "resubmit" in states[run][1]
+        assert states[run][1].startswith("results.json unreadable (")
+        assert states[run][1].endswith("; resubmit the job to rewrite it from samples.jsonl")
     assert states["pool_r0.25"][0] == "failed" and states["pool_r0.25"][1].startswith("job.json unreadable")
     with pytest.warns(UserWarning, match=r"aim_r0.25: results.json unreadable"):
         rows = {row["run"]: row for _, row in collect([sweep]).iterrows()}
@@ -98,6 +99,12 @@ def test_collect_over_run_dirs_without_a_manifest_marks_a_damaged_one_failed(tmp
         rows = {row["run"]: row for _, row in collect([sweep]).iterrows()}
     assert rows["aim_r0.25"]["status"] == "failed" and "results.json unreadable" in rows["aim_r0.25"]["detail"]
     assert [r["status"] for run, r in rows.items() if run != "aim_r0.25"] == ["done"] * 4
+    # a run of its own has no job to resubmit (the sweep's wording): it is run again in its dir
+    run = sweep / "aim_r0.25"
+    assert "resubmit" not in rows["aim_r0.25"]["detail"]
+    assert rows["aim_r0.25"]["detail"].endswith(
+        f"; rerun `python -m aim.run` there (its overrides, in {run}/.hydra/overrides.yaml, and hydra.run.dir={run}) "
+        "to rewrite it from samples.jsonl")
 
 
 def rewrite_records(run_dir, edit):
