@@ -403,7 +403,8 @@ def test_report_page_is_self_contained_and_lists_what_is_missing_or_failed(sweep
     assert page.count("class=\"plotly-graph-div\"") == 4  # 2 benchmarks x (TFLOPs, prefill ms)
     assert page.count("src='data:image/png;base64,") == 2  # the static curves, one per cost
     not_done = page[page.index("id='not-done'"):page.index("id='curves'")]
-    assert "3 of 13 jobs are not done" in not_done
+    assert ("3 of 13 jobs are not done; relaunch a sweep's failed and missing ones with <code>python launch/sweep.py "
+            "resubmit &lt;sweep dir&gt;</code>.") in not_done
     for run, state in (("pool_r0.125", "failed"), ("aim_r0.125", "missing"), ("random_r0.5", "running")):
         assert f"<td>{run}</td><td>{state}</td>" in not_done
     assert "RuntimeError: CUDA out of memory" in not_done

@@ -205,7 +205,8 @@ def test_collect_over_run_dirs_gives_a_run_without_results_json_its_state(tmp_pa
     assert rows["pool_r0.25"]["merger"] == "pool" and rows["pool_r0.25"]["merger.ratio"] == 0.25  # from run_spec.json
     assert np.isnan(rows["pool_r0.25"]["score"]) and np.isnan(rows["aim_r0.25"]["roofline_tflops"])
     page = status_section(df)
-    assert "all-done" not in page and "2 of 5 jobs are not done" in page
+    assert "all-done" not in page and "2 of 5 jobs are not done; rerun a run of its own (no sweep.json) with " in page
+    assert "resubmit" not in page  # no sweep to resubmit
 
 
 NOTHING_EVALUATED = ("NothingEvaluated: every one of the 2 samples was skipped, nothing was evaluated "
