@@ -129,6 +129,10 @@ def curves_section(df: pd.DataFrame, pngs: dict[str, Path | None]) -> str:
                 parts.append(f"<details><summary>static image (PNG)</summary>{img}</details>")
         else:
             parts.append(_png_img(pngs.get(x), f"curves vs {x}") or f"<p>nothing to plot against {x}</p>")
+        left_out = curves.unplotted(df, x)
+        if left_out:
+            parts.append(f"<p class='note' id='unplotted-{x}'>Not plotted against {x}: {len(left_out)} done job(s): "
+                         + escape("; ".join(left_out)) + "</p>")
     return "\n".join(parts)
 
 
