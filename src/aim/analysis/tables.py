@@ -67,16 +67,16 @@ def paper_table(df: pd.DataFrame,
     # the unreduced model first, then by cost, most expensive first (as the paper lists them)
     sort_by = efficiency[0] if efficiency else table.columns[0]
     table = table.sort_values(["unreduced", sort_by], ascending=[False, False]).drop(columns="unreduced")
-    notes = table_notes(df, keys, list(table.index), {c: headers[c] for c in efficiency} | {
-        c: FIDELITY_COLUMNS[c] for c in fidelity})
+    order = [key if isinstance(key, tuple) else (key,) for key in table.index]
+    notes = table_notes(df, keys, order, {c: headers[c] for c in efficiency} | {c: FIDELITY_COLUMNS[c] for c in fidelity})
     table = table.reset_index().rename(columns={"label": "method", **headers})
     table.columns.name = None
     table.attrs["notes"] = notes
     return table
 
 
-def table_notes(df: pd.DataFrame, keys: list[str], order: list, averaged: dict[str, str]) -> list[str]:
-    """One line per method row (in `order`, the table's row keys) whose cells need one: each benchmark column it
+def table_notes(df: pd.DataFrame, keys: list[str], order: list[tuple], averaged: dict[str, str]) -> list[str]:
+    """One line per method row (in `order`, the table's row keys as tuples of `keys`) whose cells need one: each benchmark column it
     has no score in ("-") and why (its job done with no sample scored; its job failed, running, ...; no job of
     it done), and the averaged columns (`averaged`: tidy column -> header) that are a mean over only some of the
     table's benchmarks, since a row's TFLOPs over two benchmarks and another's over three do not compare."""
@@ -108,12 +108,11 @@ def table_notes(df: pd.DataFrame, keys: list[str], order: list, averaged: dict[s
         if parts:
             extra = [f"{k}={v}" for k, v in zip(keys[1:], key[1:])]  # model, frames where the table has several
             by_row[key] = f"{key[0]}{' (' + ', '.join(extra) + ')' if extra else ''}: " + "; ".join(parts)
-    return [by_row[key if isinstance(key, tuple) else (key,)] for key in order
-            if (key if isinstance(key, tuple) else (key,)) in by_row]
+    return [by_row[key] for key in order if key in by_row]
 
 
 def _and(items) -> str:
-    """"a", "a and b", "a, b and c"."""
+    """Items as prose: a; a and b; a, b and c."""
     items = list(items)
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
