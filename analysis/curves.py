@@ -10,6 +10,7 @@ the tables and the jobs that are missing or failed.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from aim.analysis import curves
@@ -28,6 +29,8 @@ def main(argv=None) -> int:
     for x in costs:
         path = curves.png(df, x, args.out / f"curves_{x}.png")
         print(f"wrote {path}" if path else f"nothing done to plot against {x}")
+        for job in curves.unplotted(df, x):
+            print(f"not plotted against {x}: {job}", file=sys.stderr)
     if curves.plotly_available():
         print(f"wrote {curves.write_html(df, args.out / 'curves.html', costs)}")
     else:

@@ -346,6 +346,42 @@ def test_fidelity_sits_beside_accuracy_in_the_table_the_paper_table_and_the_repo
     assert "<th>accuracy</th><th>agreement</th><th>kl</th>" in page  # every job
 
 
+def test_a_benchmark_without_a_score_is_marked_and_named_and_the_curves_name_a_job_they_leave_out(tmp_path):
+    """A method without a score on one benchmark (its job failed; done with no sample scored) showed a bare "-"
+    there, and its TFLOPs and ms, the mean over its other benchmarks only, sat beside rows averaged over every
+    benchmark without a word; the curves dropped the done job with a NaN score silently."""
+    from aim.analysis import report
+
+    video = write_sweep(tmp_path / "video" / "sweep", with_trouble=False)
+    mvb = write_sweep(tmp_path / "mvb" / "sweep", dataset="mvbench", metric="mean_over_types", with_trouble=False)
+    failed = mvb / "aim_r0.25"
+    (failed / "run_spec.json").write_text(json.dumps(json.loads((failed / "results.json").read_text())["config"]))
+    (failed / "results.json").unlink()
+    (failed / "job.json").write_text(json.dumps({"state": "failed", "error": "RuntimeError: CUDA out of memory"}))
+    unscored = mvb / "pool_r0.5" / "results.json"
+    unscored.write_text(json.dumps({**json.loads(unscored.read_text()), "score": float("nan")}))
+    df = collect([video, mvb], roofline=False)
+
+    table = tables.paper_table(df)
+    rows = table.set_index("method")
+    assert np.isnan(rows.loc["aim+none ratio=0.25", "mvbench"]) and np.isnan(rows.loc["pool+none ratio=0.5", "mvbench"])
+    assert rows.loc["aim+none ratio=0.25", "TFLOPs"] == pytest.approx(1e-4)  # its synthetic_video job's alone
+    notes = ["pool+none ratio=0.5: no mvbench score (its job is done, with no sample scored)",
+             "aim+none ratio=0.25: no mvbench score (its job is failed); its TFLOPs and prefill ms are the mean over "
+             "synthetic_video only"]
+    assert table.attrs["notes"] == notes  # in the table's row order
+    md = tables.to_markdown(table).splitlines()
+    assert md[2 + 5:] == ["", "Notes:"] + [f"- {note}" for note in notes]
+    assert next(line for line in md if line.startswith("| aim+none ratio=0.25 |")).endswith("| - | 54.0 |")
+    assert "its TFLOPs and prefill ms are the mean over synthetic\\_video only\n\\end{table}" in tables.to_latex(table)
+    assert "<li>aim+none ratio=0.25: no mvbench score (its job is failed)" in tables.to_html(table)
+    assert "Notes:" not in tables.to_markdown(tables.paper_table(collect([video], roofline=False)))  # nothing missing
+
+    left_out = "mvb/sweep/pool_r0.5 (pool+none ratio=0.5, mvbench): no score"
+    assert curves.unplotted(df, "tflops") == curves.unplotted(df, "prefill_ms") == [left_out]
+    assert f"Not plotted against tflops: 1 done job(s): {left_out}</p>" in report.curves_section(df, {})
+
+
 def test_efficiency_table_from_aim_flops_reproduces_the_papers_figures():
     from aim.analysis.efficiency_table import markdown, table
 
@@ -403,7 +439,8 @@ def test_report_page_is_self_contained_and_lists_what_is_missing_or_failed(sweep
     assert page.count("class=\"plotly-graph-div\"") == 4  # 2 benchmarks x (TFLOPs, prefill ms)
     assert page.count("src='data:image/png;base64,") == 2  # the static curves, one per cost
     not_done = page[page.index("id='not-done'"):page.index("id='curves'")]
-    assert "3 of 13 jobs are not done" in not_done
+    assert ("3 of 13 jobs are not done; relaunch a sweep's failed and missing ones with <code>python launch/sweep.py "
+            "resubmit &lt;sweep dir&gt;</code>.") in not_done
     for run, state in (("pool_r0.125", "failed"), ("aim_r0.125", "missing"), ("random_r0.5", "running")):
         assert f"<td>{run}</td><td>{state}</td>" in not_done
     assert "RuntimeError: CUDA out of memory" in not_done

@@ -79,7 +79,8 @@ def test_sweep_status_and_collect_name_a_damaged_file_and_go_on_with_the_other_j
     assert states["unreduced"] == states["aim_r0.5"] == ("done", "")
     for run in ("aim_r0.25", "pool_r0.5"):
         assert states[run][0] == "failed"
-        assert states[run][1].startswith("results.json unreadable (") and "resubmit" in states[run][1]
+        assert states[run][1].startswith("results.json unreadable (")
+        assert states[run][1].endswith("; resubmit the job to rewrite it from samples.jsonl")
     assert states["pool_r0.25"][0] == "failed" and states["pool_r0.25"][1].startswith("job.json unreadable")
     with pytest.warns(UserWarning, match=r"aim_r0.25: results.json unreadable"):
         rows = {row["run"]: row for _, row in collect([sweep]).iterrows()}
@@ -98,6 +99,12 @@ def test_collect_over_run_dirs_without_a_manifest_marks_a_damaged_one_failed(tmp
         rows = {row["run"]: row for _, row in collect([sweep]).iterrows()}
     assert rows["aim_r0.25"]["status"] == "failed" and "results.json unreadable" in rows["aim_r0.25"]["detail"]
     assert [r["status"] for run, r in rows.items() if run != "aim_r0.25"] == ["done"] * 4
+    # a run of its own has no job to resubmit (the sweep's wording): it is run again in its dir
+    run = sweep / "aim_r0.25"
+    assert "resubmit" not in rows["aim_r0.25"]["detail"]
+    assert rows["aim_r0.25"]["detail"].endswith(
+        f"; rerun `python -m aim.run` there (its overrides, in {run}/.hydra/overrides.yaml, and hydra.run.dir={run}) "
+        "to rewrite it from samples.jsonl")
 
 
 def rewrite_records(run_dir, edit):
@@ -154,6 +161,23 @@ def test_collect_averages_no_sample_column_over_only_the_records_that_carry_it(t
     assert rows["aim_r0.25"]["roofline_tflops"] > 0
 
 
+def test_collect_says_which_means_results_json_left_out(tmp_path):
+    """aim.run leaves a mean out of results.json (null) where only some records carry the field (a run resumed across
+    versions, aim.tracking.results.measured_means); collect's row says so instead of an empty cell without a word."""
+    from aim.analysis.collect import collect
+    from tests.test_analysis import write_sweep
+
+    sweep = write_sweep(tmp_path / "sweep", with_trouble=False)
+    results = json.loads((sweep / "aim_r0.5" / "results.json").read_text())
+    why = "1 of 2 answered records lack tflops (written by an aim.run that did not record it, then resumed)"
+    results.update(tflops=None, means_left_out={"tflops": why})
+    (sweep / "aim_r0.5" / "results.json").write_text(json.dumps(results))
+    with pytest.warns(UserWarning, match=r"aim_r0.5: results.json has no tflops: 1 of 2 answered records lack tflops"):
+        rows = {row["run"]: row for _, row in collect([sweep], roofline=False).iterrows()}
+    assert rows["aim_r0.5"]["status"] == "done" and np.isnan(rows["aim_r0.5"]["tflops"])
+    assert rows["aim_r0.5"]["detail"] == f"results.json has no tflops: {why}" and rows["aim_r0.25"]["detail"] == ""
+
+
 def test_collect_over_run_dirs_gives_a_run_without_results_json_its_state(tmp_path):
     """A folder of runs (no sweep.json) listed only the runs with a results.json: one still running, or killed,
     was left out without a word, and the report said that every job was done."""
@@ -181,7 +205,8 @@ def test_collect_over_run_dirs_gives_a_run_without_results_json_its_state(tmp_pa
     assert rows["pool_r0.25"]["merger"] == "pool" and rows["pool_r0.25"]["merger.ratio"] == 0.25  # from run_spec.json
     assert np.isnan(rows["pool_r0.25"]["score"]) and np.isnan(rows["aim_r0.25"]["roofline_tflops"])
     page = status_section(df)
-    assert "all-done" not in page and "2 of 5 jobs are not done" in page
+    assert "all-done" not in page and "2 of 5 jobs are not done; rerun a run of its own (no sweep.json) with " in page
+    assert "resubmit" not in page  # no sweep to resubmit
 
 
 NOTHING_EVALUATED = ("NothingEvaluated: every one of the 2 samples was skipped, nothing was evaluated "

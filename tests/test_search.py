@@ -264,6 +264,27 @@ def test_a_failed_job_does_not_stop_the_search_and_is_reported_at_the_end(tmp_pa
     assert len(data["points"]) == 3  # the failed job is no point
 
 
+def test_a_torn_sweep_json_stops_the_search_before_its_next_batch_saying_why(tmp_path, capsys):
+    """sweep.json torn while a batch ran (disk full, edited by hand): adding the next batch to it was a
+    JSONDecodeError traceback; the other sweep commands name the file and exit 2, and so does the search now."""
+    search, distributions, fixed, fields = small_search(tmp_path, n_trials=4)
+    launch = search.launcher.launch
+
+    def launch_then_tear(job_overrides, initial_job_idx):
+        returns = launch(job_overrides, initial_job_idx)
+        manifest = search.sweep_dir / "sweep.json"
+        manifest.write_text(manifest.read_text()[:80])
+        return returns
+
+    search.launcher.launch = launch_then_tear
+    with pytest.raises(SystemExit) as exit_:
+        search._search(distributions, fixed, fields)
+    assert exit_.value.code == 2 and len(search.launcher.launched) == 2  # the first batch only
+    err = capsys.readouterr().err
+    assert f"{search.sweep_dir}: sweep.json unreadable (" in err and "restore it" in err
+    assert "aim: search stopped before job 2" in err
+
+
 # ------------------------------------------------------------------------------------- tradeoff.json
 
 def fake_sweep(root, points, objective="accuracy"):

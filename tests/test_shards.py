@@ -244,6 +244,41 @@ def test_status_counts_a_sharded_jobs_shards_and_collect_sees_one_row_per_run(tm
     assert list(table["run"]) == ["."] and table["num_samples"].item() == 8
 
 
+def test_a_merged_run_whose_every_sample_was_skipped_is_failed_not_done(tmp_path):
+    """Every shard skipped every one of its samples: each shard's job.json says done (a shard is not failed for it),
+    the merge writes results.json with num_samples 0 and the merging shard fails with NothingEvaluated, but status,
+    collect and the report counted the run done, with a NaN score (the unsharded run is failed)."""
+    from aim.analysis.collect import collect
+    from aim.sweep import status
+
+    manifest(tmp_path, [3, 2])
+    sharded(tmp_path / "0", [record(k, skipped=True) for k in range(5)], 3)
+    shards.merge(tmp_path / "0")
+    sharded(tmp_path / "1", [record(k, skipped=k != 2) for k in range(4)], 2)  # one sample answered: a result
+    shards.merge(tmp_path / "1")
+    rows = {r["num"]: r for r in status(tmp_path, query_scheduler=False)}
+    assert (rows[0]["state"], rows[0]["detail"]) == ("failed", (
+        f"3/3 shards done, merged: every one of the 5 samples was skipped, nothing was evaluated (every reason in "
+        f"{tmp_path / '0' / 'samples.jsonl'})"))
+    assert (rows[1]["state"], rows[1]["detail"]) == ("done", "2/2 shards done, merged")
+    table = collect([tmp_path], roofline=False)
+    assert list(table["status"]) == ["failed", "done"] and table["detail"][0] == rows[0]["detail"]
+
+
+def test_a_merged_results_json_that_cannot_be_read_is_failed_saying_merge_again(tmp_path):
+    from aim.sweep import status
+
+    manifest(tmp_path, [2])
+    sharded(tmp_path / "0", [record(k) for k in range(4)], 2)
+    shards.merge(tmp_path / "0")
+    (tmp_path / "0" / "results.json").write_text('{"score": 0.5, "num_sam')
+    [row] = status(tmp_path, query_scheduler=False)
+    assert row["state"] == "failed" and row["detail"].startswith("2/2 shards done; merged results.json unreadable (")
+    assert row["detail"].endswith(f"; merge again: python launch/sweep.py merge {tmp_path / '0'}")
+    shards.merge(tmp_path / "0")
+    assert status(tmp_path, query_scheduler=False)[0]["state"] == "done"
+
+
 # ------------------------------------------------------------------------------------------- end to end
 
 def results_without_timings(path):

@@ -1,6 +1,8 @@
 """The end-of-run summary as a user reads it: in a terminal, or in a redirected / SLURM log."""
 from pathlib import Path
 
+import pytest
+
 from aim.tracking.results import print_summary
 
 
@@ -26,3 +28,47 @@ def test_the_summary_table_is_printed_in_full_when_output_is_not_a_terminal(caps
         assert text in out, text
     header = next(line for line in out.splitlines() if "accuracy" in line and "TFLOPs" in line)
     assert len(header) > 80  # one line, wider than the 80 columns it used to be cut at
+
+
+def measured(k: int, **fields) -> dict:
+    """An answered record as aim.eval.loop writes it now, with `fields` replaced (None: left out)."""
+    record = {"id": f"q{k}", "question_type": "colour", "correct": k % 2 == 0, "num_frames": 4, "visual_tokens": 40,
+              "text_tokens": 30, "tflops": 1e-4 * (k + 1), "tflops_analytic": 1e-4, "tflops_fastv": 2e-4 * (k + 1),
+              "vision_tower_tflops": 3e-4, "projector_tflops": 4e-5, "merge_tflops": 1e-6, "importance_tflops": 1e-5,
+              "lm_head_tflops": 1e-8, "prefill_ms": 10.0 + k, "batch_size": 1}
+    record.update(fields)
+    return {k: v for k, v in record.items() if v is not None}
+
+
+def test_no_measurement_is_a_mean_over_only_the_records_that_carry_it():
+    """A run resumed across versions: `tflops_fastv` was the mean over the newer records alone (here 2 of 4), as if
+    it were the run's, and a record without `tflops` or `tflops_analytic` stopped summarize with a KeyError."""
+    from aim.tracking.results import summarize
+
+    older = [measured(k, tflops_fastv=None) for k in range(2)]
+    newer = [measured(k) for k in range(2, 4)]
+    summary = summarize(older + newer, {}, {})
+    assert summary["num_samples"] == 4
+    assert summary["tflops_fastv"] is None
+    assert summary["means_left_out"] == {"tflops_fastv": (
+        "2 of 4 answered records lack tflops_fastv (written by an aim.run that did not record it, then resumed): no "
+        "mean over the other 2; a new run dir measures every sample")}
+    assert summary["tflops"] == pytest.approx(2.5e-4) and summary["prefill_ms"] == 11.5  # over all 4
+    assert summarize(newer, {}, {})["tflops_fastv"] == pytest.approx(7e-4)  # every record has it: its mean
+
+    no_tflops = summarize([measured(0, tflops=None, tflops_analytic=None, prefill_ms=None), measured(1)], {}, {})
+    assert no_tflops["tflops"] is None and no_tflops["prefill_ms"] is None and no_tflops["prefill_ms_median"] is None
+    assert set(no_tflops["means_left_out"]) == {"tflops", "tflops_analytic", "prefill_ms"}
+    assert summarize([measured(0, ttft_ms=None)], {}, {})["means_left_out"] == {}  # none has it: not measured
+
+
+def test_the_summary_prints_a_mean_left_out_as_a_dash_and_says_why(capsys, monkeypatch):
+    from aim.tracking.results import summarize
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    summary = summarize([measured(0, tflops=None), measured(1)], {"merger": "none", "pruner": "none"}, {})
+    print_summary(summary, Path("out"))
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if "0.500" in line)
+    assert row.split("│")[-3].strip() == "-"  # the TFLOPs cell
+    assert "no tflops: 1 of 2 answered records lack tflops (written by an aim.run that did not record it" in out

@@ -173,15 +173,16 @@ def distribution_text(d) -> str:
 
 def extend_manifest(sweep_dir: Path, master: DictConfig, jobs: list[dict], search: dict) -> dict:
     """Add a batch's jobs to `sweep.json` (made with the first batch). A job number already listed must have
-    the same overrides (the same search launched again into its dir resumes its jobs)."""
-    from aim.sweep import MANIFEST, SweepError, write_manifest
+    the same overrides (the same search launched again into its dir resumes its jobs). A sweep.json that cannot be
+    read is a SweepError naming it (aim.sweep.read_manifest), on which the search stops before the batch."""
+    from aim.sweep import MANIFEST, SweepError, read_manifest, write_manifest
 
     path = Path(sweep_dir) / MANIFEST
     if not path.exists():
         manifest = write_manifest(sweep_dir, master, jobs)
         manifest["search"] = search
     else:
-        manifest = json.loads(path.read_text())
+        manifest = read_manifest(sweep_dir)
         listed = {j["num"]: j for j in manifest["jobs"]}
         for job in jobs:
             old = listed.get(job["num"])
@@ -474,10 +475,12 @@ class TradeoffSearch:
         return [results]
 
     def _write_tradeoff(self) -> None:
+        """tradeoff.json from the sweep dir; where it cannot be written (no done job, sweep.json unreadable), why,
+        logged: the search goes on, and stops at the next batch where sweep.json is unreadable."""
         try:
             path = write_tradeoff(self.sweep_dir)
             log.info(f"aim search: {path}")
-        except (SearchError, FileNotFoundError) as exc:
+        except (SearchError, SweepError, FileNotFoundError) as exc:
             log.error(f"aim search: no {TRADEOFF}: {exc}")
 
     def _finish(self, study, failures: list) -> None:

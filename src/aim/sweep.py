@@ -423,22 +423,25 @@ def run_state(out: Path, shards: int = 1, active: dict | None = None, submitted:
     sharded run): see `status`. `active`: the scheduler's jobs (None: not asked); `submitted`: the sweep's SLURM
     ids by job number `num` (and by (num, shard))."""
     submitted = submitted or {}
+    rerun = ("resubmit the job" if num is not None else
+             f"rerun `python -m aim.run` there (its overrides, in {out}/.hydra/overrides.yaml, and hydra.run.dir={out})")
     if shards > 1:
-        return _sharded_state(out, shards, num, active, submitted)
-    state, detail = _dir_state(out, active, submitted.get(num))
+        return _sharded_state(out, shards, num, active, submitted, rerun)
+    state, detail = _dir_state(out, active, submitted.get(num), rerun)
     return state, detail, len(read_samples(out / "samples.jsonl").records)
 
 
-def _dir_state(out: Path, active: dict | None, submitted_id: str | None) -> tuple[str, str]:
+def _dir_state(out: Path, active: dict | None, submitted_id: str | None, rerun: str) -> tuple[str, str]:
     """(state, detail) of one run dir (a job's, or a shard's): see `status`. A results.json whose job.json says
     failed is not a result: the run wrote it, then failed (every sample skipped; a search job without its
-    objective), or a later invocation failed."""
+    objective), or a later invocation failed. `rerun`: what reruns it (a sweep's job is resubmitted, a run of its
+    own is run again in its dir), said where its results.json cannot be read."""
     info, info_damaged = read_json(out / JOB_STATE)
     slurm_id = (info or {}).get("slurm_job_id") or submitted_id
     scheduler_state = active.get(slurm_id) if active is not None and slurm_id else None
     results, results_damaged = read_json(out / RESULTS)
     if results_damaged and (info is None or info.get("state") != "running"):  # its rerun resumes and rewrites it
-        return "failed", f"{results_damaged}; resubmit the job to rewrite it from samples.jsonl"
+        return "failed", f"{results_damaged}; {rerun} to rewrite it from samples.jsonl"
     if results is not None and (info is None or info.get("state") not in ("running", "failed")):
         return "done", ""
     if scheduler_state in ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING"):
@@ -463,22 +466,32 @@ def _dir_state(out: Path, active: dict | None, submitted_id: str | None) -> tupl
     return "running", f"on {info.get('host')} (cannot check from here)"
 
 
-def _sharded_state(out: Path, n: int, num: int | None, active: dict | None, submitted: dict) -> tuple[str, str, int]:
-    """(state, detail, samples recorded) of a sharded job of `n` shards: done once merged; otherwise from its
-    shards' states (running before queued before failed), the detail counting them: "2/3 shards done"."""
+def _sharded_state(out: Path, n: int, num: int | None, active: dict | None, submitted: dict,
+                   rerun: str) -> tuple[str, str, int]:
+    """(state, detail, samples recorded) of a sharded job of `n` shards: done once merged with a sample answered;
+    otherwise from its shards' states (running before queued before failed), the detail counting them: "2/3
+    shards done". Merged with every sample skipped is failed, as the unsharded run is (no job.json need say so:
+    where the last shard merged, its NothingEvaluated is after its own job.json said done), and so is a merged
+    results.json that cannot be read (a merge rewrites it)."""
     from aim.tracking import shards
 
-    states = [_dir_state(shards.shard_dir(out, i), active, submitted.get((num, i))) for i in range(n)]
+    states = [_dir_state(shards.shard_dir(out, i), active, submitted.get((num, i)), rerun) for i in range(n)]
     recorded = sum(r["recorded"] for r in shards.progress(out, n))
     done = sum(state == "done" for state, _ in states)
-    merged = (out / RESULTS).exists() and done == n
-    counted = f"{done}/{n} shards done" + (", merged" if merged else "")
-    if merged:
-        return "done", counted, recorded
+    counted = f"{done}/{n} shards done"
+    if done == n:
+        results, damaged = read_json(out / RESULTS)
+        merge = f"python launch/sweep.py merge {out}"
+        if damaged:
+            return "failed", f"{counted}; merged {damaged}; merge again: {merge}", recorded
+        if results is None:
+            return "failed", f"{counted}, not merged: {merge}", recorded
+        if results.get("num_samples") == 0:
+            return "failed", (f"{counted}, merged: every one of the {results.get('num_skipped')} samples was skipped, "
+                              f"nothing was evaluated (every reason in {out / 'samples.jsonl'})"), recorded
+        return "done", f"{counted}, merged", recorded
     others = "; ".join(f"shard {i} {state}{': ' + detail if detail else ''}"
                        for i, (state, detail) in enumerate(states) if state != "done")
-    if done == n:
-        return "failed", f"{counted}, not merged: python launch/sweep.py merge {out}", recorded
     found = {state for state, _ in states}
     state = next((s for s in ("running", "queued", "failed") if s in found), "failed" if done else "missing")
     return state, f"{counted}; {others}", recorded

@@ -30,7 +30,7 @@ Columns (metrics named as in results.json, nested ones as the W&B summary names 
   frames per sample keeping none), pareto_tflops, pareto_prefill_ms, sweep_dir.
 The roofline, tflops_fastv (else results.json's own) and the tokens per frame come from samples.jsonl: only
 where its answered records are the num_samples results.json counts and every one carries the field (else
-left empty, warned and said in `detail`).
+left empty, warned and said in `detail`), as is a mean that results.json itself left out (`means_left_out`).
 """
 from __future__ import annotations
 
@@ -215,12 +215,13 @@ def run_fields(run_dir: Path, roofline: bool = True, done: bool = True) -> dict:
 
 def sample_fields(run_dir: Path, results: dict, roofline: bool) -> dict:
     """The columns a done run's samples.jsonl gives (see `run_fields`), and `detail` saying which were left out
-    and why."""
+    and why, with the means results.json itself left out (`means_left_out`: only some records carry the field)."""
     from aim.tracking.records import summarized_records
 
+    left_out = [f"results.json has no {key}: {why}" for key, why in (results.get("means_left_out") or {}).items()]
     records, mismatch = summarized_records(run_dir / SAMPLES, results)
     if mismatch:
-        left_out = [mismatch + ": no roofline, tflops_fastv or tokens per frame from it"]
+        left_out.append(mismatch + ": no roofline, tflops_fastv or tokens per frame from it")
         row = {}
     else:
         counts, no_counts = answered_values(records, "visual_tokens_per_frame")
@@ -231,8 +232,8 @@ def sample_fields(run_dir: Path, results: dict, roofline: bool) -> dict:
             row.update(efficiency_fields(config, per_sample, results.get("text_tokens")))
         else:
             no_tokens = None
-        left_out = [f"{no_counts}: no tokens per frame" if no_counts else None,
-                    f"{no_tokens}: no roofline or tflops_fastv from them" if no_tokens else None]
+        left_out += [f"{no_counts}: no tokens per frame" if no_counts else None,
+                     f"{no_tokens}: no roofline or tflops_fastv from them" if no_tokens else None]
     left_out = [why for why in left_out if why]
     if left_out:
         warnings.warn(f"aim.analysis: {run_dir}: " + "; ".join(left_out), stacklevel=3)

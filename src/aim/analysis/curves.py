@@ -8,7 +8,9 @@ has no unreduced run, a dotted vertical line at its analytic TFLOPs (`tflops_unr
 cost is known without running it, the accuracy is not).
 
 `png` draws with matplotlib (for papers); `plotly_figures` / `write_html` make interactive plotly charts
-(hover shows each job's parameters, visual tokens and run dir; the legend toggles methods).
+(hover shows each job's parameters, visual tokens and run dir; the legend toggles methods). A done job without a
+score (NaN: no sample scored) or without the cost is no point; `unplotted` names each such job, for the report
+and analysis/curves.py to say.
 """
 from __future__ import annotations
 
@@ -75,6 +77,17 @@ def lines(rows: pd.DataFrame, x: str):
     rows = rows[rows[x].notna() & rows["score"].notna()]
     for name, group in rows.groupby("series", sort=True):
         yield name, group.sort_values([x, "score"])
+
+
+def unplotted(df: pd.DataFrame, x: str) -> list[str]:
+    """Each done job that the plots against `x` leave out, named (sweep/run, label, benchmark) with what it lacks:
+    its score (NaN: no sample scored) or its `x`."""
+    out = []
+    for _, row in df[df["status"] == "done"].iterrows():
+        lacks = [name for name in ("score", x) if pd.isna(row[name])]
+        if lacks:
+            out.append(f"{row['sweep']}/{row['run']} ({row['label']}, {row['dataset']}): no {' and no '.join(lacks)}")
+    return out
 
 
 def frontier(rows: pd.DataFrame, x: str) -> pd.DataFrame:

@@ -91,10 +91,24 @@ def status_section(df: pd.DataFrame) -> str:
     if not_done.empty:
         lines.append(f"<p id='all-done'>All {len(df)} jobs are done.</p>")
     else:
-        lines.append(f"<p>{len(not_done)} of {len(df)} jobs are not done; relaunch the failed and missing ones "
-                     "with <code>python launch/sweep.py resubmit &lt;sweep dir&gt;</code>.</p>")
+        lines.append(f"<p>{len(not_done)} of {len(df)} jobs are not done{relaunch_advice(not_done)}.</p>")
         lines.append(html_table(not_done, ["sweep", "job", "run", "status", "method", "detail", "overrides"]))
     return "\n".join(lines)
+
+
+def relaunch_advice(not_done: pd.DataFrame) -> str:
+    """How to relaunch the jobs not done: a sweep's (sweep.json) are resubmitted, a run dir of its own is run
+    again in its dir (W&B rows: neither, they are not here)."""
+    dirs = [str(d) for d in not_done["sweep_dir"] if not str(d).startswith("wandb:")]
+    in_sweep = [(Path(d) / MANIFEST).exists() for d in dirs]
+    how = []
+    if any(in_sweep):
+        how.append("relaunch a sweep's failed and missing ones with <code>python launch/sweep.py resubmit "
+                   "&lt;sweep dir&gt;</code>")
+    if not all(in_sweep):
+        how.append("rerun a run of its own (no sweep.json) with <code>python -m aim.run</code> there (its "
+                   "<code>.hydra/overrides.yaml</code>, and <code>hydra.run.dir</code> its dir)")
+    return "".join(f"; {h}" for h in how)
 
 
 def curves_section(df: pd.DataFrame, pngs: dict[str, Path | None]) -> str:
@@ -115,6 +129,10 @@ def curves_section(df: pd.DataFrame, pngs: dict[str, Path | None]) -> str:
                 parts.append(f"<details><summary>static image (PNG)</summary>{img}</details>")
         else:
             parts.append(_png_img(pngs.get(x), f"curves vs {x}") or f"<p>nothing to plot against {x}</p>")
+        left_out = curves.unplotted(df, x)
+        if left_out:
+            parts.append(f"<p class='note' id='unplotted-{x}'>Not plotted against {x}: {len(left_out)} done job(s): "
+                         + escape("; ".join(left_out)) + "</p>")
     return "\n".join(parts)
 
 

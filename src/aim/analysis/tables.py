@@ -12,6 +12,11 @@ Fidelity to the unreduced model, where the jobs measured it (aim.eval.fidelity),
 the answer options, nats), both the mean over the benchmarks a method ran on.
 The best score of each benchmark column is bold. The Markdown and LaTeX writers take any DataFrame, so
 the efficiency table (`aim.analysis.efficiency_table`) uses them too.
+
+A row without a score in a benchmark column shows "-" there, and a note under the table names the benchmark and
+why (its job is not done, or done with no sample scored); a row whose TFLOPs, ms, agreement or KL are a mean
+over only some of the table's benchmarks says which (`table_notes`). The notes travel with the table
+(`table.attrs["notes"]`) and every writer prints them under it.
 """
 from __future__ import annotations
 
@@ -30,7 +35,8 @@ FIDELITY_COLUMNS = {"agreement": "agreement %", "kl": "KL"}  # tidy-table column
 
 def paper_table(df: pd.DataFrame,
                 efficiency=("tflops", "tflops_fastv", "prefill_ms", "roofline_prefill_ms")) -> pd.DataFrame:
-    """The done jobs as method rows x benchmark columns (scores in percent where they are fractions)."""
+    """The done jobs as method rows x benchmark columns (scores in percent where they are fractions), with what
+    the cells do not say on their own in `attrs["notes"]` (see `table_notes`)."""
     done = df[df["status"] == "done"].copy()
     if done.empty:
         return pd.DataFrame(columns=["method", *[EFFICIENCY_COLUMNS[c] for c in efficiency]])
@@ -61,9 +67,54 @@ def paper_table(df: pd.DataFrame,
     # the unreduced model first, then by cost, most expensive first (as the paper lists them)
     sort_by = efficiency[0] if efficiency else table.columns[0]
     table = table.sort_values(["unreduced", sort_by], ascending=[False, False]).drop(columns="unreduced")
+    order = [key if isinstance(key, tuple) else (key,) for key in table.index]
+    notes = table_notes(df, keys, order, {c: headers[c] for c in efficiency} | {c: FIDELITY_COLUMNS[c] for c in fidelity})
     table = table.reset_index().rename(columns={"label": "method", **headers})
     table.columns.name = None
+    table.attrs["notes"] = notes
     return table
+
+
+def table_notes(df: pd.DataFrame, keys: list[str], order: list[tuple], averaged: dict[str, str]) -> list[str]:
+    """One line per method row (in `order`, the table's row keys as tuples of `keys`) whose cells need one: each benchmark column it
+    has no score in ("-") and why (its job done with no sample scored; its job failed, running, ...; no job of
+    it done), and the averaged columns (`averaged`: tidy column -> header) that are a mean over only some of the
+    table's benchmarks, since a row's TFLOPs over two benchmarks and another's over three do not compare."""
+    done = df[df["status"] == "done"]
+    benchmarks = sorted({str(b) for b in done["dataset"]})
+    by_row = {}
+    for key, rows in done.groupby(keys, dropna=False, sort=False):
+        parts = []
+        for benchmark in benchmarks:
+            on = rows[rows["dataset"].astype(str) == benchmark]
+            if on["score"].notna().any():
+                continue
+            if len(on):
+                why = "its job is done, with no sample scored"
+            else:
+                same = (df["status"] != "done") & (df["dataset"].astype(str) == benchmark)
+                for column, value in zip(keys, key):
+                    same &= df[column].isna() if pd.isna(value) else df[column] == value
+                states = sorted({str(s) for s in df.loc[same, "status"]})
+                why = f"its job is {' / '.join(states)}" if states else "no job of it is done"
+            parts.append(f"no {benchmark} score ({why})")
+        over_by_columns: dict[tuple, list[str]] = {}
+        for column, header in averaged.items():
+            over = tuple(sorted({str(b) for b in rows.loc[rows[column].notna(), "dataset"]}))
+            if over and len(over) < len(benchmarks):
+                over_by_columns.setdefault(over, []).append(header)
+        for over, headers in over_by_columns.items():
+            parts.append(f"its {_and(headers)} {'is' if len(headers) == 1 else 'are'} the mean over {_and(over)} only")
+        if parts:
+            extra = [f"{k}={v}" for k, v in zip(keys[1:], key[1:])]  # model, frames where the table has several
+            by_row[key] = f"{key[0]}{' (' + ', '.join(extra) + ')' if extra else ''}: " + "; ".join(parts)
+    return [by_row[key] for key in order if key in by_row]
+
+
+def _and(items) -> str:
+    """Items as prose: a; a and b; a, b and c."""
+    items = list(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def _fmt(value, column: str) -> str:
@@ -108,6 +159,9 @@ def to_markdown(table: pd.DataFrame, bold=None) -> str:
             text = _fmt(row[c], str(c)).replace("|", "\\|")
             cells.append(f"**{text}**" if (i, c) in bold else text)
         lines.append("| " + " | ".join(cells) + " |")
+    notes = table.attrs.get("notes") or []
+    if notes:
+        lines += ["", "Notes:"] + [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"
 
 
@@ -137,7 +191,11 @@ def to_latex(table: pd.DataFrame, caption: str | None = None, label: str | None 
             text = latex_escape(_fmt(row[c], str(c)))
             cells.append(f"\\textbf{{{text}}}" if (i, c) in bold else text)
         out.append(" & ".join(cells) + " \\\\")
-    out += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
+    out += ["\\bottomrule", "\\end{tabular}"]
+    notes = table.attrs.get("notes") or []
+    if notes:
+        out += ["\\par\\smallskip\\footnotesize", " \\\\\n".join(latex_escape(note) for note in notes)]
+    out.append("\\end{table}")
     return "\n".join(out) + "\n"
 
 
@@ -156,4 +214,6 @@ def to_html(table: pd.DataFrame, bold=None) -> str:
             num = pd.api.types.is_numeric_dtype(table[c])
             cells.append(f"<td class='{'num' if num else 'txt'}'>{f'<b>{text}</b>' if (i, c) in bold else text}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table class='paper'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    notes = "".join(f"<li>{escape(note)}</li>" for note in table.attrs.get("notes") or [])
+    return (f"<table class='paper'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+            + (f"<p class='note'>Notes:</p><ul class='note table-notes'>{notes}</ul>" if notes else ""))

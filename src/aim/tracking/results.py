@@ -60,7 +60,12 @@ def summarize(records: list[dict], method: dict, config: dict) -> dict:
     (mean KL(full || reduced) over the answer options, nats) over the `fidelity_samples` records that carry
     them; None where none does (fidelity off; `kl` also when answers are generated). `num_frames`: the mean
     number of frames sampled per sample (records before it was recorded: None), `num_frames_asked` the
-    config's `dataset.num_frames` (`frames_note`)."""
+    config's `dataset.num_frames` (`frames_note`).
+
+    Every per-sample measurement (TFLOPs, ms, tokens, frames; `measured_means`) is the mean over all
+    `num_samples` answered records, or None: where none carries it (no sample answered; a mode or version that
+    does not record it), and where only some do (a run resumed across versions, its older records written
+    before the field was), with the reason in `means_left_out`: never a mean over fewer samples."""
     done = [r for r in records if not r.get("skipped")]
     skipped = [r for r in records if r.get("skipped")]
     scored = [r for r in done if r.get("correct") is not None]
@@ -71,12 +76,11 @@ def summarize(records: list[dict], method: dict, config: dict) -> dict:
         for key, value in (r.get("categories") or {}).items():
             by_category[key][value].append(bool(r["correct"]))
 
-    def mean(key, among=done):
-        return float(np.mean([r[key] for r in among])) if among else float("nan")
-
-    def mean_of(key):
+    def mean_of(key):  # fidelity: over the `fidelity_samples` records that carry it
         values = [r[key] for r in done if r.get(key) is not None]
         return float(np.mean(values)) if values else None
+
+    means, left_out = measured_means(done)
 
     accuracy_by_type = {k: float(np.mean(v)) for k, v in sorted(by_type.items())}
     metric = (config.get("dataset") or {}).get("metric") or "accuracy"
@@ -85,7 +89,7 @@ def summarize(records: list[dict], method: dict, config: dict) -> dict:
         "metric": metric,
         "score": score,
         "metric_details": details,
-        "accuracy": mean("correct", scored),
+        "accuracy": float(np.mean([bool(r["correct"]) for r in scored])) if scored else float("nan"),
         "agreement": mean_of("agreement"),
         "kl": mean_of("kl"),
         "fidelity_samples": sum(r.get("agreement") is not None for r in done),
@@ -97,30 +101,53 @@ def summarize(records: list[dict], method: dict, config: dict) -> dict:
         "num_samples": len(done),
         "num_skipped": len(skipped),
         "skipped_ids": [r["id"] for r in skipped],
-        "tflops": mean("tflops"),
+        "tflops": means["tflops"],
         "tflops_source": TFLOPS_SOURCE,
-        "tflops_analytic": mean("tflops_analytic"),
-        "tflops_fastv": mean_of("tflops_fastv"),  # None for records written before it was counted
-        "tflops_breakdown": {  # per sample, fvcore; the LLM prefill is `tflops`
-            k.removesuffix("_tflops"): mean(k)
-            for k in ("vision_tower_tflops", "projector_tflops", "merge_tflops", "importance_tflops", "lm_head_tflops")
-        },
-        "prefill_ms": mean("prefill_ms"),
-        "prefill_ms_median": float(np.median([r["prefill_ms"] for r in done])) if done else float("nan"),
+        "tflops_analytic": means["tflops_analytic"],
+        "tflops_fastv": means["tflops_fastv"],  # None for records written before it was counted
+        "tflops_breakdown": {k.removesuffix("_tflops"): means[k] for k in BREAKDOWN},  # fvcore; the LLM prefill is `tflops`
+        "prefill_ms": means["prefill_ms"],
+        "prefill_ms_median": means["prefill_ms_median"],
         # eval.mode=generate: what decoding cost, per sample (None in the scoring modes)
-        "ttft_ms": mean_of("ttft_ms"),
-        "decode_tokens_per_s": mean_of("decode_tokens_per_s"),
-        "kv_cache_bytes": mean_of("kv_cache_bytes"),
+        "ttft_ms": means["ttft_ms"],
+        "decode_tokens_per_s": means["decode_tokens_per_s"],
+        "kv_cache_bytes": means["kv_cache_bytes"],
         # samples per prefill (eval.batch_size): above 1, prefill_ms is each sample's share of a batch's time
-        "prefill_batch_size": float(np.mean([r.get("batch_size", 1) for r in done])) if done else float("nan"),
-        "visual_tokens": mean("visual_tokens"),
+        # (records from before batching were prefilled one at a time)
+        "prefill_batch_size": float(np.mean([r.get("batch_size", 1) for r in done])) if done else None,
+        "visual_tokens": means["visual_tokens"],
         "visual_tokens_per_frame": per_frame_mean(done),
-        "text_tokens": mean("text_tokens"),
-        "num_frames": mean_of("num_frames"),  # the mean frames sampled per sample: fewer when videos are shorter
+        "text_tokens": means["text_tokens"],
+        "num_frames": means["num_frames"],  # the mean frames sampled per sample: fewer when videos are shorter
         "num_frames_asked": (config.get("dataset") or {}).get("num_frames"),
+        "means_left_out": left_out,
         "method": method,
         "config": config,
     }
+
+
+BREAKDOWN = ("vision_tower_tflops", "projector_tflops", "merge_tflops", "importance_tflops", "lm_head_tflops")
+MEASUREMENTS = ("tflops", "tflops_analytic", "tflops_fastv", *BREAKDOWN, "prefill_ms", "ttft_ms", "decode_tokens_per_s",
+                "kv_cache_bytes", "visual_tokens", "text_tokens", "num_frames")  # per sample, in the records
+
+
+def measured_means(done: list[dict]) -> tuple[dict, dict[str, str]]:
+    """({field: mean over the answered records}, {field: why it has none}) for each of `MEASUREMENTS` (and
+    `prefill_ms_median`). A field that every answered record carries gets the mean; one that none carries, None
+    (no answered record, or an eval mode or version that does not measure it); one that only some carry (a run
+    resumed across versions: its older records lack it), None and the reason, since the mean over the others
+    would be over fewer samples than num_samples with nothing to say so."""
+    means, left_out = {}, {}
+    for key in MEASUREMENTS:
+        values = [r[key] for r in done if r.get(key) is not None]
+        means[key] = float(np.mean(values)) if values and len(values) == len(done) else None
+        if values and len(values) < len(done):
+            left_out[key] = (f"{len(done) - len(values)} of {len(done)} answered records lack {key} (written by an "
+                             f"aim.run that did not record it, then resumed): no mean over the other {len(values)}; "
+                             "a new run dir measures every sample")
+    means["prefill_ms_median"] = (None if means["prefill_ms"] is None
+                                  else float(np.median([r["prefill_ms"] for r in done])))
+    return means, left_out
 
 
 def throughput(samples: int, seconds: float) -> dict:
@@ -159,6 +186,11 @@ def write_results(path: Path, summary: dict) -> None:
 LOG_WIDTH = 1000  # columns of a non-terminal output: wide enough that no table cell or line is cut or wrapped
 
 
+def _shown(value: float | None, spec: str) -> str:
+    """A mean as the summary prints it; "-" where it has none (`measured_means`)."""
+    return "-" if value is None else format(value, spec)
+
+
 def print_summary(summary: dict, out_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -170,8 +202,8 @@ def print_summary(summary: dict, out_dir: Path) -> None:
         table.add_column(col, justify="right")
     table.add_row(
         f"{summary['accuracy']:.3f}", *(f"{v:.4g}" for v in fidelity.values()), str(summary["num_samples"]),
-        str(summary["num_skipped"]), f"{summary['visual_tokens']:.1f}", f"{summary['tflops']:.3e}",
-        f"{summary['prefill_ms']:.2f}",
+        str(summary["num_skipped"]), _shown(summary["visual_tokens"], ".1f"), _shown(summary["tflops"], ".3e"),
+        _shown(summary["prefill_ms"], ".2f"),
     )
     console = Console()
     if not console.is_terminal:  # a log file or SLURM output: rich would cut the table at 80 columns
@@ -195,6 +227,8 @@ def print_summary(summary: dict, out_dir: Path) -> None:
     console.print(f"by question type: {by_type}")
     for key, values in summary.get("accuracy_by_category", {}).items():
         console.print(f"by {key}: " + "  ".join(f"{k} {v:.3f}" for k, v in values.items()))
-    parts = "  ".join(f"{k} {v:.2e}" for k, v in summary["tflops_breakdown"].items())
+    parts = "  ".join(f"{k} {_shown(v, '.2e')}" for k, v in summary["tflops_breakdown"].items())
     console.print(f"TFLOPs per sample besides the LLM prefill: {parts}")
+    for key, why in (summary.get("means_left_out") or {}).items():
+        console.print(f"no {key}: {why}")
     console.print(f"results: {out_dir / 'results.json'}")
