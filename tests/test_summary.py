@@ -62,6 +62,20 @@ def test_no_measurement_is_a_mean_over_only_the_records_that_carry_it():
     assert summarize([measured(0, ttft_ms=None)], {}, {})["means_left_out"] == {}  # none has it: not measured
 
 
+def test_a_measured_but_undefined_value_is_left_out_of_its_mean_as_always():
+    """A generated answer that ended at its first token has no decode rate: its record carries
+    decode_tokens_per_s None. The run's rate is the mean over the answers that have one, with nothing left out."""
+    from aim.tracking.results import summarize
+
+    decoded = {"ttft_ms": 5.0, "kv_cache_bytes": 100, "decode_tokens": 3}
+    records = [{**measured(0), **decoded, "decode_tokens_per_s": 30.0},
+               {**measured(1), **decoded, "decode_tokens_per_s": None},
+               {**measured(2), **decoded, "decode_tokens_per_s": 10.0}]
+    summary = summarize(records, {}, {})
+    assert summary["decode_tokens_per_s"] == 20.0 and summary["ttft_ms"] == 5.0
+    assert summary["means_left_out"] == {}
+
+
 def test_the_summary_prints_a_mean_left_out_as_a_dash_and_says_why(capsys, monkeypatch):
     from aim.tracking.results import summarize
 

@@ -133,17 +133,21 @@ MEASUREMENTS = ("tflops", "tflops_analytic", "tflops_fastv", *BREAKDOWN, "prefil
 
 def measured_means(done: list[dict]) -> tuple[dict, dict[str, str]]:
     """({field: mean over the answered records}, {field: why it has none}) for each of `MEASUREMENTS` (and
-    `prefill_ms_median`). A field that every answered record carries gets the mean; one that none carries, None
-    (no answered record, or an eval mode or version that does not measure it); one that only some carry (a run
-    resumed across versions: its older records lack it), None and the reason, since the mean over the others
-    would be over fewer samples than num_samples with nothing to say so."""
+    `prefill_ms_median`). A field that every answered record carries gets the mean of its values (a None value is
+    measured but undefined, e.g. decode_tokens_per_s of an answer that ended at its first token, and left out as it
+    always was); one that none carries, None (no answered record, or an eval mode or version that does not measure
+    it); one that only some carry (a run resumed across versions: its older records lack the key), None and the
+    reason, since the mean over the others would be over fewer samples than num_samples with nothing to say so."""
     means, left_out = {}, {}
     for key in MEASUREMENTS:
-        values = [r[key] for r in done if r.get(key) is not None]
-        means[key] = float(np.mean(values)) if values and len(values) == len(done) else None
-        if values and len(values) < len(done):
-            left_out[key] = (f"{len(done) - len(values)} of {len(done)} answered records lack {key} (written by an "
-                             f"aim.run that did not record it, then resumed): no mean over the other {len(values)}; "
+        carrying = [r for r in done if key in r]
+        # a record may carry None: measured and undefined (decode_tokens_per_s when the first token ended the
+        # answer), left out of the mean as before; a record without the key was written before it was measured
+        values = [r[key] for r in carrying if r[key] is not None]
+        means[key] = float(np.mean(values)) if values and len(carrying) == len(done) else None
+        if carrying and len(carrying) < len(done):
+            left_out[key] = (f"{len(done) - len(carrying)} of {len(done)} answered records lack {key} (written by an "
+                             f"aim.run that did not record it, then resumed): no mean over the other {len(carrying)}; "
                              "a new run dir measures every sample")
     means["prefill_ms_median"] = (None if means["prefill_ms"] is None
                                   else float(np.median([r["prefill_ms"] for r in done])))
