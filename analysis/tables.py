@@ -4,8 +4,9 @@ then one column per benchmark with its score in percent, as Markdown and LaTeX.
     python analysis/tables.py outputs/sweeps/<videomme sweep> outputs/sweeps/<mlvu sweep> ...
     python analysis/tables.py outputs/sweeps/<time> --latex table.tex --markdown table.md
 
-Prints the Markdown. One row per method and setting (its label: method and the parameters that vary);
-aim.analysis.tables says how rows and columns are formed.
+Prints the Markdown. One row per method and setting (its label: method and the parameters that vary), a row per
+source where one ran more than once on a benchmark (never their mean); aim.analysis.tables says how rows and
+columns are formed.
 """
 from __future__ import annotations
 

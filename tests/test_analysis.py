@@ -382,6 +382,34 @@ def test_a_benchmark_without_a_score_is_marked_and_named_and_the_curves_name_a_j
     assert f"Not plotted against tflops: 1 done job(s): {left_out}</p>" in report.curves_section(df, {})
 
 
+def test_a_method_run_twice_on_a_benchmark_is_a_row_per_source_not_their_mean(sweep_a, tmp_path):
+    """The same method in two sweeps given to one table, or run twice in one folder of runs, was averaged into one
+    cell without a word (54.0 and 50.0 showed as 52.0, a score no run gave). Each source is a row of its own,
+    told apart in a `source` column, and a note names the run dirs."""
+    rerun = tmp_path / "rerun"
+    write_job(rerun / "aim_r0.25", job_config(aim_merger(0.25), NONE), 0.50, 1.0e-4, 6.0, 48)
+    table = tables.paper_table(collect([sweep_a, rerun], roofline=False))
+    assert list(table.columns) == ["method", "source", "TFLOPs", "prefill ms", "synthetic_video"]
+    twice = table[table["method"] == "aim+none ratio=0.25"]
+    assert sorted(zip(twice["source"], twice["synthetic_video"])) == [("rerun", pytest.approx(50.0)),
+                                                                        ("sweep", pytest.approx(54.0))]
+    assert (table.loc[table["method"] != "aim+none ratio=0.25", "source"] == "").all()  # the others: one source
+    note = ("aim+none ratio=0.25: 2 done jobs on synthetic_video (rerun/aim_r0.25, sweep/aim_r0.25): a row for each "
+            "sweep (source), not their mean")
+    assert table.attrs["notes"] == [note]
+    assert tables.to_markdown(table).endswith(f"Notes:\n- {note}\n")
+    assert "source" not in tables.score_columns(table)  # not a benchmark: never bold
+
+    runs = tmp_path / "runs"  # a folder of runs: one sweep name, told apart by run
+    write_job(runs / "monday", job_config(NONE, NONE), 0.56, 4.0e-4, 10.0, 196)
+    write_job(runs / "tuesday", job_config(NONE, NONE), 0.60, 4.0e-4, 10.0, 196)
+    table = tables.paper_table(collect([runs], roofline=False))
+    assert sorted(zip(table["source"], table["synthetic_video"])) == [("runs/monday", pytest.approx(56.0)),
+                                                                      ("runs/tuesday", pytest.approx(60.0))]
+    assert table.attrs["notes"] == ["none+none: 2 done jobs on synthetic_video (runs/monday, runs/tuesday): a row for "
+                                    "each run (source), not their mean"]
+
+
 def test_efficiency_table_from_aim_flops_reproduces_the_papers_figures():
     from aim.analysis.efficiency_table import markdown, table
 
@@ -462,6 +490,7 @@ def test_each_sweep_gets_a_wandb_summary_run_with_the_table_and_a_scatter_chart(
     assert run["group"] == "sweep"  # the jobs' group: the sweep dir's name (aim.tracking.wandb_logger)
     assert run["summary"]["jobs/done"] == 5 and run["summary"]["jobs/failed"] == 1 and run["summary"]["jobs/running"] == 1
     assert run["summary"]["jobs/missing"] == 1 and run["summary"]["best_score"] == pytest.approx(0.56)
+    assert run["summary"]["unplotted/tflops"] == run["summary"]["unplotted/prefill_ms"] == []  # every done job plotted
 
     table = json.loads((run_dir / "files" / run["summary"]["results/path"]).read_text())
     assert table["columns"] == TABLE_COLUMNS and len(table["data"]) == 8  # every job, failed and missing too
@@ -474,6 +503,32 @@ def test_each_sweep_gets_a_wandb_summary_run_with_the_table_and_a_scatter_chart(
     xy = sorted((r[points["columns"].index("tflops")], r[points["columns"].index("score")]) for r in points["data"])
     assert xy == [(1e-4, 0.48), (1e-4, 0.54), (2e-4, 0.51), (2e-4, 0.56), (4e-4, 0.56)]  # the done jobs
     assert "_wandb/visualize/accuracy_vs_prefill_ms" in run["config"]
+
+
+def test_the_wandb_summary_charts_name_the_done_jobs_they_leave_out(sweep_a, monkeypatch, tmp_path):
+    """The summary's scatter charts dropped a done job with no score or no cost without a word (and the prefill-ms
+    chart dropped a job that lacked only TFLOPs). Each chart plots the jobs with a score and its cost, and the run's
+    summary and the chart's title name the rest, as the report does (curves.unplotted)."""
+    from aim.analysis.wandb_summary import log_sweep_summaries
+    from tests.wandb_records import read_run, wait_until_complete
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for run, field, value in (("aim_r0.5", "score", float("nan")), ("pool_r0.5", "tflops", None)):
+        path = sweep_a / run / "results.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), field: value}))
+    (run_dir,) = log_sweep_summaries(collect([sweep_a], roofline=False), mode="offline")
+    run = read_run(wait_until_complete(next(run_dir.glob("run-*.wandb"))))
+
+    unscored = "sweep/aim_r0.5 (aim+none ratio=0.5, synthetic_video): no score"
+    assert run["summary"]["unplotted/tflops"] == [unscored, "sweep/pool_r0.5 (pool+none ratio=0.5, synthetic_video): no tflops"]
+    assert run["summary"]["unplotted/prefill_ms"] == [unscored]
+    for cost, n in (("tflops", 2), ("prefill_ms", 1)):
+        chart = run["config"][f"_wandb/visualize/accuracy_vs_{cost}"]["panel_config"]
+        assert chart["stringSettings"]["title"].endswith(f"({n} done job(s) not plotted: see unplotted/{cost})")
+    points = json.loads((run_dir / "files" / run["summary"]["accuracy_vs_prefill_ms_table/path"]).read_text())
+    xy = sorted((r[points["columns"].index("prefill_ms")], r[points["columns"].index("score")]) for r in points["data"])
+    assert xy == [(5.0, 0.48), (6.0, 0.54), (6.5, 0.51), (10.0, 0.56)]  # pool_r0.5 (6.5 ms, no TFLOPs) too
 
 
 def test_collect_shows_how_the_kept_tokens_fall_over_the_frames(tmp_path):

@@ -9,8 +9,8 @@ cost is known without running it, the accuracy is not).
 
 `png` draws with matplotlib (for papers); `plotly_figures` / `write_html` make interactive plotly charts
 (hover shows each job's parameters, visual tokens and run dir; the legend toggles methods). A done job without a
-score (NaN: no sample scored) or without the cost is no point; `unplotted` names each such job, for the report
-and analysis/curves.py to say.
+score (NaN: no sample scored) or without the cost is no point (`plotted`); `unplotted` names each such job, for the
+report, analysis/curves.py and the W&B summary run to say.
 """
 from __future__ import annotations
 
@@ -74,14 +74,19 @@ def reference(rows: pd.DataFrame, x: str) -> dict | None:
 
 def lines(rows: pd.DataFrame, x: str):
     """(series name, its rows sorted by cost) for every line of one plot."""
-    rows = rows[rows[x].notna() & rows["score"].notna()]
-    for name, group in rows.groupby("series", sort=True):
+    for name, group in plotted(rows, x).groupby("series", sort=True):
         yield name, group.sort_values([x, "score"])
+
+
+def plotted(df: pd.DataFrame, x: str) -> pd.DataFrame:
+    """The done jobs that are points against `x`: those with a score and an `x` (`unplotted` names the others)."""
+    return df[(df["status"] == "done") & df["score"].notna() & df[x].notna()]
 
 
 def unplotted(df: pd.DataFrame, x: str) -> list[str]:
     """Each done job that the plots against `x` leave out, named (sweep/run, label, benchmark) with what it lacks:
-    its score (NaN: no sample scored) or its `x`."""
+    its score (NaN: no sample scored) or its `x`. The report, analysis/curves.py and the W&B summary run
+    (aim.analysis.wandb_summary) say them."""
     out = []
     for _, row in df[df["status"] == "done"].iterrows():
         lacks = [name for name in ("score", x) if pd.isna(row[name])]

@@ -5,7 +5,10 @@ TFLOPs are real (2 per multiply-add, GQA-aware); `TFLOPs (FastV)` is the same pr
 convention (4nd^2 + 2n^2d + 2ndm per layer), shown where the runs recorded or the records allow it.
 Scores that are fractions are shown in percent; a benchmark scored in points (MME) as it is.
 A method's row is keyed by its label (method and the parameters that vary between its jobs), and by
-model and frames where the table holds several. Its TFLOPs and ms are the mean over the benchmarks it
+model and frames where the table holds several. A cell is one job's score, never a mean of runs: where a row
+has more than one done job on a benchmark (the same method in two sweeps given to one table, or run twice in one
+folder of runs), it becomes a row per source, told apart in a `source` column (the sweep, else sweep/run), and a
+note names the run dirs (`sources`). Its TFLOPs and ms are the mean over the benchmarks it
 ran on (they differ a little with each benchmark's prompt lengths; on one benchmark they are its own).
 Fidelity to the unreduced model, where the jobs measured it (aim.eval.fidelity), follows the scores:
 `agreement %` (samples answered as the unreduced model answers) and `KL` (mean KL(full || reduced) over
@@ -36,14 +39,20 @@ FIDELITY_COLUMNS = {"agreement": "agreement %", "kl": "KL"}  # tidy-table column
 def paper_table(df: pd.DataFrame,
                 efficiency=("tflops", "tflops_fastv", "prefill_ms", "roofline_prefill_ms")) -> pd.DataFrame:
     """The done jobs as method rows x benchmark columns (scores in percent where they are fractions), with what
-    the cells do not say on their own in `attrs["notes"]` (see `table_notes`)."""
-    done = df[df["status"] == "done"].copy()
+    the cells do not say on their own in `attrs["notes"]`: a method run more than once on a benchmark, a row per
+    source (`sources`), and the scores and means a row lacks (`table_notes`)."""
+    done = df[df["status"] == "done"]
     if done.empty:
         return pd.DataFrame(columns=["method", *[EFFICIENCY_COLUMNS[c] for c in efficiency]])
     keys = ["label"]
     for extra in ("model", "frames"):
         if done[extra].nunique(dropna=False) > 1:
             keys.append(extra)
+    source, repeats = sources(df, keys)
+    if repeats:  # a row per source where a method ran more than once on a benchmark
+        df = df.assign(source=source)
+        keys.append("source")
+    done = df[df["status"] == "done"].copy()
     efficiency = [c for c in efficiency if c in done and done[c].notna().any()]
     headers = dict(EFFICIENCY_COLUMNS)
     hardware = done["roofline_hardware"].dropna().unique()
@@ -68,11 +77,48 @@ def paper_table(df: pd.DataFrame,
     sort_by = efficiency[0] if efficiency else table.columns[0]
     table = table.sort_values(["unreduced", sort_by], ascending=[False, False]).drop(columns="unreduced")
     order = [key if isinstance(key, tuple) else (key,) for key in table.index]
-    notes = table_notes(df, keys, order, {c: headers[c] for c in efficiency} | {c: FIDELITY_COLUMNS[c] for c in fidelity})
+    notes = repeats + table_notes(df, keys, order,
+                                  {c: headers[c] for c in efficiency} | {c: FIDELITY_COLUMNS[c] for c in fidelity})
     table = table.reset_index().rename(columns={"label": "method", **headers})
     table.columns.name = None
     table.attrs["notes"] = notes
     return table
+
+
+def sources(df: pd.DataFrame, keys: list[str]) -> tuple[pd.Series, list[str]]:
+    """Where a table row (its `keys`) has more than one done job on one benchmark (the same method in two sweeps
+    given to one table, or run twice in one folder of runs), the source of each of its jobs: the sweep where that
+    tells them apart, else sweep/run (every other row: ''); with a note per such benchmark naming the run dirs. A
+    cell is one job's score, never the mean of runs the user did not ask to average."""
+    source = pd.Series("", index=df.index, dtype=object)
+    notes = []
+    done = df[df["status"] == "done"]
+    for key, rows in done.groupby(keys, dropna=False, sort=False):
+        repeated = rows[rows.duplicated("dataset", keep=False)]
+        if repeated.empty:
+            continue
+        by = "sweep" if not rows.duplicated(["dataset", "sweep"]).any() else "run"
+        of_row = df[_matching(df, keys, key)]
+        source[of_row.index] = of_row["sweep"].astype(str) + ("" if by == "sweep" else "/" + of_row["run"].astype(str))
+        for benchmark, jobs in repeated.groupby("dataset", dropna=False, sort=True):
+            runs = ", ".join(f"{s}/{r}" for s, r in zip(jobs["sweep"], jobs["run"]))
+            notes.append(f"{_row_name(keys, key)}: {len(jobs)} done jobs on {benchmark} ({runs}): a row for each {by} "
+                         f"(source), not their mean")
+    return source, notes
+
+
+def _matching(df: pd.DataFrame, keys: list[str], key: tuple) -> pd.Series:
+    """The rows of `df` (any state) whose `keys` are `key` (a missing value matches a missing value)."""
+    same = pd.Series(True, index=df.index)
+    for column, value in zip(keys, key):
+        same &= df[column].isna() if pd.isna(value) else df[column] == value
+    return same
+
+
+def _row_name(keys: list[str], key: tuple) -> str:
+    """A table row as a note names it: its label, then the other keys (model, frames, source) where the table has them."""
+    extra = [f"{k}={v}" for k, v in zip(keys[1:], key[1:])]
+    return f"{key[0]}{' (' + ', '.join(extra) + ')' if extra else ''}"
 
 
 def table_notes(df: pd.DataFrame, keys: list[str], order: list[tuple], averaged: dict[str, str]) -> list[str]:
@@ -92,9 +138,7 @@ def table_notes(df: pd.DataFrame, keys: list[str], order: list[tuple], averaged:
             if len(on):
                 why = "its job is done, with no sample scored"
             else:
-                same = (df["status"] != "done") & (df["dataset"].astype(str) == benchmark)
-                for column, value in zip(keys, key):
-                    same &= df[column].isna() if pd.isna(value) else df[column] == value
+                same = (df["status"] != "done") & (df["dataset"].astype(str) == benchmark) & _matching(df, keys, key)
                 states = sorted({str(s) for s in df.loc[same, "status"]})
                 why = f"its job is {' / '.join(states)}" if states else "no job of it is done"
             parts.append(f"no {benchmark} score ({why})")
@@ -106,8 +150,7 @@ def table_notes(df: pd.DataFrame, keys: list[str], order: list[tuple], averaged:
         for over, headers in over_by_columns.items():
             parts.append(f"its {_and(headers)} {'is' if len(headers) == 1 else 'are'} the mean over {_and(over)} only")
         if parts:
-            extra = [f"{k}={v}" for k, v in zip(keys[1:], key[1:])]  # model, frames where the table has several
-            by_row[key] = f"{key[0]}{' (' + ', '.join(extra) + ')' if extra else ''}: " + "; ".join(parts)
+            by_row[key] = f"{_row_name(keys, key)}: " + "; ".join(parts)
     return [by_row[key] for key in order if key in by_row]
 
 
@@ -142,7 +185,7 @@ def _best(table: pd.DataFrame, score_columns) -> set[tuple[int, str]]:
 
 
 def score_columns(table: pd.DataFrame) -> list[str]:
-    fixed = {"method", "model", "frames", *EFFICIENCY_COLUMNS.values(), *FIDELITY_COLUMNS.values()}
+    fixed = {"method", "model", "frames", "source", *EFFICIENCY_COLUMNS.values(), *FIDELITY_COLUMNS.values()}
     return [c for c in table.columns if c not in fixed and not str(c).startswith("prefill ms (roofline")]
 
 

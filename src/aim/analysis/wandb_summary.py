@@ -9,8 +9,10 @@ later report updates the same run) and it writes under `<sweep dir>/wandb/`, whe
 without an API key or network falls back to offline (aim.tracking.wandb_logger.init_run).
 
 Logged: `results` (a wandb.Table, one row per job, every state), `accuracy_vs_tflops` and
-`accuracy_vs_prefill_ms` (wandb.plot.scatter over the done jobs: a Vega panel on the run page), and in
-the summary `jobs/<state>` counts and the best score.
+`accuracy_vs_prefill_ms` (wandb.plot.scatter over the done jobs with a score and that cost: a Vega panel on the
+run page), and in the summary `jobs/<state>` counts, the best score of the done jobs and `unplotted/<cost>`: each
+done job a chart leaves out (an empty list where none) (no score, or no such cost; aim.analysis.curves.unplotted, as the report names them),
+its count also in the chart's title.
 
 The offline run file is written by W&B's service process, which may still be flushing it for a moment after
 `run.finish()` returns; it is complete when this process exits (or wandb.teardown() is called), before any
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from aim.analysis import curves
 from aim.analysis.collect import SUMMARY_JOB_TYPE
 from aim.tracking.rundir import read_json
 
@@ -73,7 +76,7 @@ def log_sweep_summaries(df: pd.DataFrame, project: str | None = None, entity: st
         if str(sweep_dir).startswith("wandb:"):
             continue  # already on W&B
         logger_cfg = jobs_logger_config(rows)
-        done = rows[(rows["status"] == "done") & rows["tflops"].notna() & rows["score"].notna()]
+        done = rows[rows["status"] == "done"]
         counts = rows["status"].astype(str).value_counts()
         run = init_run(
             mode, sweep_dir, init_timeout_s,
@@ -84,13 +87,19 @@ def log_sweep_summaries(df: pd.DataFrame, project: str | None = None, entity: st
             config={"sweep_dir": str(sweep_dir), "num_jobs": len(rows)},
         )
         metric = ", ".join(sorted(set(done["metric"].dropna()))) or "accuracy"
-        charts = {}
+        charts, left_out = {}, {}
         for cost, what in (("tflops", "LLM prefill TFLOPs"), ("prefill_ms", "prefill ms")):
-            points = wandb.Table(columns=SCATTER_COLUMNS, data=_rows(done, SCATTER_COLUMNS))  # one table per chart
-            charts[f"accuracy_vs_{cost}"] = wandb.plot.scatter(points, cost, "score", title=f"{sweep}: {metric} vs {what}")
+            points = wandb.Table(columns=SCATTER_COLUMNS, data=_rows(curves.plotted(rows, cost), SCATTER_COLUMNS))
+            title = f"{sweep}: {metric} vs {what}"
+            # written when empty too: a later report updates the same run, and must not keep an old list
+            unplotted = left_out[f"unplotted/{cost}"] = curves.unplotted(rows, cost)
+            if unplotted:
+                title += f" ({len(unplotted)} done job(s) not plotted: see unplotted/{cost})"
+            charts[f"accuracy_vs_{cost}"] = wandb.plot.scatter(points, cost, "score", title=title)  # a table each
         run.log({"results": wandb.Table(columns=TABLE_COLUMNS, data=_rows(rows, TABLE_COLUMNS)), **charts})
         run.summary.update({f"jobs/{state}": int(n) for state, n in counts.items() if n})
-        if len(done):
+        run.summary.update(left_out)
+        if done["score"].notna().any():
             run.summary["best_score"] = float(done["score"].max())
         run_dir = Path(run.dir).parent  # run.dir is <run dir>/files
         run.finish()
