@@ -21,8 +21,13 @@ def benchmark_env(data_dir: Path) -> dict[str, str]:
     return {**env, "AIM_DATA_DIR": str(data_dir), "WANDB_SILENT": "true"}
 
 
+def multirun_args(sweep_dir: Path, *overrides: str) -> list[str]:
+    """The command line of `python -m aim.run -m` in sweep_dir on the bundled benchmark, after the module name."""
+    return ["-m", f"hydra.sweep.dir={sweep_dir}", f"dataset.num_samples={NUM_SAMPLES}", "eval.progress=false",
+            *overrides]
+
+
 def multirun(sweep_dir: Path, *overrides: str, env: dict, timeout: float, cwd=None) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "aim.run", "-m", f"hydra.sweep.dir={sweep_dir}", f"dataset.num_samples={NUM_SAMPLES}",
-           "eval.progress=false", *overrides]
+    cmd = [sys.executable, "-m", "aim.run", *multirun_args(sweep_dir, *overrides)]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd,
                           stdin=subprocess.DEVNULL)

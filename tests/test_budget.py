@@ -4,8 +4,6 @@ LLaVA-OneVision-7B budget, and per-sample choices that give longer prompts more 
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 import time
 
 import pytest
@@ -16,6 +14,7 @@ from aim.config import ConfigError, validate
 from aim.paths import CONF_DIR
 from aim.pruning import budget_window as window
 from aim.tradeoff import find_tradeoff, load_tradeoff
+from tests.in_process import run_in_process  # `python -m aim.run ...` (aim.flops ...) in this process
 
 OV7B = ["model=llava_onevision_7b", "dataset.num_frames=32", "merger=aim", "pruner=aim"]
 
@@ -336,15 +335,15 @@ def test_a_budget_on_anyres_images_is_refused_and_on_fixed_grid_images_planned_f
 
 def test_aim_run_fails_fast_on_an_impossible_budget(tmp_path):
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "aim.run", "budget.tflops=1e-12", "budget.text_tokens=100",
-                           f"hydra.run.dir={tmp_path / 'run'}", "logger=none"], env={**os.environ, "AIM_DATA_DIR": str(tmp_path / "data")},
-                          capture_output=True, text=True, timeout=300)
+    proc = run_in_process("aim.run", "budget.tflops=1e-12", "budget.text_tokens=100",
+                          f"hydra.run.dir={tmp_path / 'run'}", "logger=none",
+                          env={**os.environ, "AIM_DATA_DIR": str(tmp_path / "data")})
     elapsed = time.monotonic() - start
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "budget.tflops: no setting of merger aim + pruner aim meets 1e-12 TFLOPs" in proc.stderr
     assert "the smallest achievable is 0.0001835 TFLOPs" in proc.stderr  # the bundled model, 4 frames, 100 text
     assert not (tmp_path / "run" / "run_spec.json").exists() and not (tmp_path / "data").exists()  # nothing ran
-    assert elapsed < 120  # imports and the model's config only (about 5 s of CPU)
+    assert elapsed < 120  # the model's config only (about a second of CPU; a fresh process adds its imports)
 
 
 # --- the text length planned for -------------------------------------------------------------------------
@@ -408,10 +407,9 @@ def test_the_bundled_budgets_fit_once_planned_for_the_bundled_prompts(bundled_en
 
 
 # --- aim.flops, aim.bench, aim.run ---------------------------------------------------------------------
-@pytest.mark.slow
-def test_aim_flops_with_the_papers_budget_on_llava_onevision_7b():
-    proc = subprocess.run([sys.executable, "-m", "aim.flops", "model=llava_onevision_7b", "dataset.num_frames=32",
-                           "budget.tflops=15", "flops.json=true"], capture_output=True, text=True, timeout=300)
+def test_aim_flops_with_the_papers_budget_on_llava_onevision_7b(tmp_path):
+    proc = run_in_process("aim.flops", "model=llava_onevision_7b", "dataset.num_frames=32", "budget.tflops=15",
+                          "flops.json=true", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["tflops"] <= 15 and result["budget"]["tflops"] == pytest.approx(result["tflops"])
@@ -469,10 +467,9 @@ def test_apply_budget_writes_the_knobs_into_the_config_and_leaves_it_alone_witho
 
 def test_aim_run_meets_a_fraction_of_0_2_on_the_bundled_model_and_records_the_text_length(tmp_path, bundled_env):
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "aim.run", "budget.fraction=0.2", f"hydra.run.dir={out}",
-                           "dataset.num_samples=8", "dataset.limit=2", "eval.progress=false", "logger=none"],
-                          env={**bundled_env, "AIM_CACHE_DIR": str(tmp_path / "cache")}, capture_output=True, text=True,
-                          timeout=600)
+    proc = run_in_process("aim.run", "budget.fraction=0.2", f"hydra.run.dir={out}", "dataset.num_samples=8",
+                          "dataset.limit=2", "eval.progress=false", "logger=none",
+                          env={**bundled_env, "AIM_CACHE_DIR": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     entry = results["budget"]
@@ -493,11 +490,10 @@ def test_aim_run_records_the_budget_and_per_sample_choices(tmp_path, bundled_env
     plan = plan_for("budget.tflops=1", "budget.tradeoff=policy")  # the bundled model's policy costs at 4 frames
     model = plan.model(4, 100)
     budget = model.cost(policy_order(plan.merger, plan.pruner, 4)[6]).tflops
-    proc = subprocess.run([sys.executable, "-m", "aim.run", f"hydra.run.dir={out}", "dataset.num_samples=8",
-                           "dataset.limit=2", "eval.progress=false", "logger=none", f"budget.tflops={budget!r}",
-                           "budget.tradeoff=policy", "budget.per_sample=true", "budget.text_tokens=100"],
-                          env={**bundled_env, "AIM_CACHE_DIR": str(tmp_path / "cache")}, capture_output=True,
-                          text=True, timeout=600)
+    proc = run_in_process("aim.run", f"hydra.run.dir={out}", "dataset.num_samples=8", "dataset.limit=2",
+                          "eval.progress=false", "logger=none", f"budget.tflops={budget!r}", "budget.tradeoff=policy",
+                          "budget.per_sample=true", "budget.text_tokens=100",
+                          env={**bundled_env, "AIM_CACHE_DIR": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     entry = results["budget"]

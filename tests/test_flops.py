@@ -15,6 +15,7 @@ from aim.efficiency.analytic import llm_prefill_flops
 from aim.efficiency.roofline import HARDWARE_PROFILES, LLMShape, hardware_profile, prefill_estimate
 from aim.pruning.schedule import aim_schedule, kept_per_layer
 from aim.paths import CONF_DIR
+from tests.in_process import run_in_process
 
 QWEN2_7B = Qwen2Config(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
                        num_key_value_heads=4, vocab_size=152064)
@@ -167,9 +168,7 @@ def test_an_image_size_counts_one_image_llava_onevision_by_its_anyres_layout(tmp
     image_mcq = flops(validate(composed(["model=llava_onevision_7b", "dataset=image_mcq", f"dataset.root={tmp_path}",
                                          "flops.image_size=[480,640]", "merger=aim", "merger.ratio=0.25", "pruner=none"])))
     assert image_mcq["visual_tokens"] == result["visual_tokens"]
-    proc = subprocess.run([sys.executable, "-m", "aim.flops", "model=llava_onevision_7b", "flops.image_size=[480,640]",
-                           "budget.tflops=5", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    proc = aim_flops(tmp_path, "model=llava_onevision_7b", "flops.image_size=[480,640]", "budget.tflops=5")
     assert proc.returncode == 2 and "flops.image_size: budgets are planned for video frames" in proc.stderr
 
 
@@ -185,10 +184,10 @@ AIM_7B_32F = ["model=llava_onevision_7b", "dataset.num_frames=32", "merger=aim",
 
 
 def aim_flops(tmp_path, *overrides):
-    return subprocess.run(
-        [sys.executable, "-m", "aim.flops", *overrides, f"hydra.run.dir={tmp_path}"],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"},  # nothing downloaded
-    )
+    """`python -m aim.flops OVERRIDES` run in this process (tests/in_process.py): its printout and exit status. The
+    command as a process of its own, with the hub switched off, is test_cli_with_flops_json_ends_with_the_result_as_
+    one_json_line's."""
+    return run_in_process("aim.flops", *overrides, f"hydra.run.dir={tmp_path}")
 
 
 def test_cli_prints_a_readable_breakdown_without_json_by_default(tmp_path):
@@ -204,8 +203,11 @@ def test_cli_prints_a_readable_breakdown_without_json_by_default(tmp_path):
 
 
 def test_cli_with_flops_json_ends_with_the_result_as_one_json_line(tmp_path):
-    """The issue's command: the paper's AIM figure for LLaVA-OneVision-7B, from the preset alone."""
-    proc = aim_flops(tmp_path, *AIM_7B_32F, "flops.json=true")
+    """The issue's command, as a process of its own: the paper's AIM figure for LLaVA-OneVision-7B, from the preset
+    alone (HF_HUB_OFFLINE: nothing is downloaded)."""
+    proc = subprocess.run([sys.executable, "-m", "aim.flops", *AIM_7B_32F, "flops.json=true",
+                           f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     result = json.loads(lines[-1])

@@ -11,6 +11,7 @@ from hydra import compose, initialize_config_dir
 
 from aim.config import ConfigError, validate
 from aim.paths import CONF_DIR
+from tests.in_process import run_in_process  # `python -m aim.run ...` (aim.flops, aim.bench) in this process
 
 
 def composed(overrides=()):
@@ -50,8 +51,7 @@ def test_a_budget_planning_knob_without_a_budget_is_refused(override, key):
 ])
 def test_aim_flops_and_bench_refuse_the_budget_knobs_only_aim_run_reads(tool, override, message, tmp_path):
     """aim.flops planned budget.fraction=0.5 for 100 text tokens (flops.text_tokens) with budget.text_tokens=50."""
-    proc = subprocess.run([sys.executable, "-m", f"aim.{tool}", "budget.tflops=3e-4", override,
-                           f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=120)
+    proc = run_in_process(f"aim.{tool}", "budget.tflops=3e-4", override, f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert f"aim.{tool}: invalid config: " + message in proc.stderr
 
@@ -286,17 +286,13 @@ def test_aim_search_ranks_and_compares_no_nan_accuracy_and_says_which_points_lac
 
 # ------------------------------------------------------------------------------------------ environment
 
-WITHOUT_WANDB = ("import runpy, sys; sys.modules['wandb'] = None; sys.argv = ['aim.run', *sys.argv[1:]]; "
-                 "runpy.run_module('aim.run', run_name='__main__', alter_sys=True)")
-
-
 @pytest.mark.parametrize("multirun", [False, True])
-def test_logger_wandb_without_wandb_installed_fails_before_anything_starts(multirun, tmp_path):
+def test_logger_wandb_without_wandb_installed_fails_before_anything_starts(multirun, tmp_path, monkeypatch):
     """It was a traceback (ImportError) from inside the job, after its run dir was taken."""
+    monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` fails, as where it is not installed
     where = ([f"hydra.sweep.dir={tmp_path}", "merger.ratio=0.5,0.25", "-m"] if multirun else
              [f"hydra.run.dir={tmp_path}"])
-    proc = subprocess.run([sys.executable, "-c", WITHOUT_WANDB, "logger=wandb", *where],
-                          capture_output=True, text=True, timeout=120)
+    proc = run_in_process("aim.run", "logger=wandb", *where)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "logger.name: wandb is not installed (pip install wandb); or use logger=none" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -439,8 +435,8 @@ def test_a_fidelity_cache_dir_that_cannot_be_made_fails_before_the_run_dir_is_ta
     """It was a FileNotFoundError / NotADirectoryError traceback after the model loaded, the run dir taken."""
     (tmp_path / "a_file").write_text("")
     run_dir = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "aim.run", "logger=none", f"fidelity.cache_dir={tmp_path}/a_file/cache",
-                           f"hydra.run.dir={run_dir}"], capture_output=True, text=True, timeout=120)
+    proc = run_in_process("aim.run", "logger=none", f"fidelity.cache_dir={tmp_path}/a_file/cache",
+                          f"hydra.run.dir={run_dir}")
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert (f"aim: invalid config: fidelity.cache_dir: cannot keep the unreduced answers in {tmp_path}/a_file/cache "
             "(Not a directory); give a directory you can write, or fidelity.enabled=false") in proc.stderr

@@ -13,7 +13,8 @@ from omegaconf import OmegaConf
 from aim.paths import CONF_DIR
 from aim.search import SearchError, TradeoffSearch, assignment_overrides, corners
 from aim.tradeoff import TRADEOFF, task_return
-from tests.sweep_helpers import REPO, multirun
+from tests.in_process import run_in_process
+from tests.sweep_helpers import REPO, multirun, multirun_args
 
 TINY = ["+exp=search_tradeoff", "dataset.limit=2", "logger=none", "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=3",
         "hydra.sweeper.sampler.population_size=2", "pruner=choice(aim,fastv,none)"]
@@ -185,7 +186,8 @@ def test_an_invalid_search_fails_before_any_job_naming_the_field(overrides, mess
 
 def test_an_invalid_search_space_launches_nothing(tmp_path, env):
     sweep = tmp_path / "sweep"
-    proc = multirun(sweep, *TINY, "search.layers=[0,3]", env=env, timeout=300)
+    # the sweep's command line in this process (tests/in_process.py); the search as a process: tiny_search
+    proc = run_in_process("aim.run", *multirun_args(sweep, *TINY, "search.layers=[0,3]"), env=env)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "aim: invalid search space, nothing was launched: 2 of 6 corner settings are invalid" in proc.stderr
     assert "pruner.l1: must be in [1, inf), got 0" in proc.stderr  # the field, in the aim corners' lows

@@ -1,7 +1,10 @@
 """Sweeps as a user runs them (`python -m aim.run +exp=NAME -m`, the local launcher): every job is
 validated before any is launched, `sweep.json` lists the expected jobs, each job writes its results,
 a status view tells done / running / failed / missing apart and a resubmission reruns only the failed
-and missing jobs; W&B runs are grouped by sweep, tagged by method, and fall back to offline without a key."""
+and missing jobs; W&B runs are grouped by sweep, tagged by method, and fall back to offline without a key.
+The ablation_layers sweep (conftest.py), the resubmission and the W&B sweep run as processes of their own;
+the refused sweeps and the image table run the same main() on the same command line in this process
+(`in_process`)."""
 import json
 import os
 import shutil
@@ -11,7 +14,8 @@ import sys
 import pytest
 
 from aim.paths import CONF_DIR
-from tests.sweep_helpers import REPO, multirun
+from tests.in_process import run_in_process
+from tests.sweep_helpers import REPO, multirun, multirun_args
 from tests.wandb_records import read_run
 
 # the paper's (l1, l2) pairs for 28 layers, scaled to the bundled 4-layer LLM, and (1, 4)
@@ -21,6 +25,11 @@ BUNDLED_LAYER_PAIRS = {(3, 5), (2, 5), (1, 5), (3, 4), (2, 4), (2, 3), (1, 3), (
 @pytest.fixture(scope="module")
 def env(bundled_env):
     return bundled_env
+
+
+def in_process(sweep_dir, *overrides, env):
+    """`multirun(...)` run in this process (tests/in_process.py): the same sweep, its files and exit status."""
+    return run_in_process("aim.run", *multirun_args(sweep_dir, *overrides), env=env)
 
 
 def expand(exp: str, *overrides: str) -> list[dict]:
@@ -118,8 +127,8 @@ def test_a_sweep_given_a_knob_of_another_tool_is_refused():
 
 def test_a_sweep_given_a_knob_no_job_would_read_launches_nothing(tmp_path, env):
     sweep = tmp_path / "sweep"
-    proc = multirun(sweep, "merger=aim,pool", "dataset.limit=1", "logger=none", "fidelity.enabled=false",
-                    "fidelity.cache_dir=/elsewhere", env=env, timeout=120)
+    proc = in_process(sweep, "merger=aim,pool", "dataset.limit=1", "logger=none", "fidelity.enabled=false",
+                      "fidelity.cache_dir=/elsewhere", env=env)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "invalid sweep, nothing was launched: invalid config in 2 of 2 jobs" in proc.stderr
     assert "fidelity.cache_dir: where the unreduced answers are kept, read with fidelity.enabled=true only" in proc.stderr
@@ -128,8 +137,8 @@ def test_a_sweep_given_a_knob_no_job_would_read_launches_nothing(tmp_path, env):
 
 def test_a_sweep_with_one_invalid_job_launches_nothing_and_names_the_job_and_field(tmp_path, env):
     sweep = tmp_path / "sweep"
-    proc = multirun(sweep, "+exp=ablation_layers", "pruner_layers=[1,2],[3,3]", "dataset.limit=1", "logger=none",
-                    env=env, timeout=120)
+    proc = in_process(sweep, "+exp=ablation_layers", "pruner_layers=[1,2],[3,3]", "dataset.limit=1", "logger=none",
+                      env=env)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "invalid sweep, nothing was launched" in proc.stderr
     assert "job 1 [pruner_layers=[3,3]" in proc.stderr  # the job's overrides ...
@@ -169,7 +178,7 @@ IMAGE_TABLE = {"unreduced": ("none", "none"), "aim_toy": ("aim", "aim"), "random
 
 def test_main_image_runs_the_image_table_on_an_image_model_with_one_results_json_per_job(tmp_path, env):
     sweep = tmp_path / "sweep"
-    proc = multirun(sweep, "+exp=main_image", "dataset.limit=1", "logger=none", env=env, timeout=600)
+    proc = in_process(sweep, "+exp=main_image", "dataset.limit=1", "logger=none", env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     manifest = json.loads((sweep / "sweep.json").read_text())
     assert manifest["launcher"] == "local" and manifest["num_jobs"] == len(IMAGE_TABLE)
