@@ -11,12 +11,13 @@ REPO = Path(__file__).resolve().parents[1]
 NUM_SAMPLES = 8  # the bundled benchmark's generator at a small size (dataset.num_samples)
 
 
-def benchmark_env(data_dir: Path) -> dict[str, str]:
-    """Environment for aim.run subprocesses: the benchmark pre-generated under data_dir (jobs that run at
-    once must not generate it together), W&B quiet and offline unless a test says otherwise."""
+def benchmark_env(data_dir: Path, num_samples: int = NUM_SAMPLES) -> dict[str, str]:
+    """Environment for aim.run subprocesses: the benchmark of `num_samples` questions (dataset.num_samples)
+    pre-generated under data_dir (jobs that run at once must not generate it together), W&B quiet and offline
+    unless a test says otherwise."""
     from aim.data.synthetic import generate_benchmark
 
-    generate_benchmark(Path(data_dir) / f"synthetic_video_s2025_n{NUM_SAMPLES}", NUM_SAMPLES, 2025, progress=False)
+    generate_benchmark(Path(data_dir) / f"synthetic_video_s2025_n{num_samples}", num_samples, 2025, progress=False)
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     return {**env, "AIM_DATA_DIR": str(data_dir), "WANDB_SILENT": "true"}
 

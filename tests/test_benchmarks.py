@@ -2,8 +2,6 @@
 into the prompt, skip missing videos, and report each benchmark's own metric with its breakdowns; every
 one runs loader -> adapter -> merger -> pruner -> answer on the bundled model."""
 import json
-import subprocess
-import sys
 from dataclasses import asdict
 
 import numpy as np
@@ -187,8 +185,9 @@ def test_subtitles_are_found_wherever_the_archive_put_them(benchmark_roots, tmp_
 
 
 def test_the_cli_refuses_a_missing_root_before_loading_a_model(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "aim.run", "dataset=mvbench", f"dataset.root={tmp_path / 'mvbench'}",
-                           "logger=none", f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=120)
+    proc = run_in_process(  # `python -m aim.run ...`, in this process (tests/in_process.py)
+        "aim.run", "dataset=mvbench", f"dataset.root={tmp_path / 'mvbench'}", "logger=none",
+        f"hydra.run.dir={tmp_path / 'run'}")
     assert proc.returncode == 2
     assert "aim: invalid config: dataset.root:" in proc.stderr and "--revision video" in proc.stderr
     assert not (tmp_path / "run" / "samples.jsonl").exists()

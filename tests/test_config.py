@@ -10,6 +10,7 @@ from hydra import compose, initialize_config_dir
 from aim.config import ConfigError, validate
 from aim.data import DATASETS
 from aim.paths import CONF_DIR
+from tests.in_process import run_in_process
 
 GROUPS = ["model", "dataset", "merger", "pruner", "logger"]
 
@@ -94,7 +95,7 @@ def test_the_same_pruner_settings_are_valid_where_they_prune_and_pruner_none_sta
 
 
 def test_cli_pruner_that_removes_nothing_exits_2_before_the_model_loads(tmp_path):
-    proc, seconds = run_aim("pruner=vtw", f"hydra.run.dir={tmp_path}", "logger=none")
+    proc, seconds = run_aim("pruner=vtw", f"hydra.run.dir={tmp_path}", "logger=none", in_process=True)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "aim: invalid config: pruner.k: pruner vtw (k=14) removes no visual token" in proc.stderr
     assert not (tmp_path / "samples.jsonl").exists() and not (tmp_path / "run_spec.json").exists()
@@ -139,9 +140,15 @@ def test_invalid_values_name_the_field_and_what_is_allowed(override, message):
         validate(composed(override.split()))
 
 
-def run_aim(*overrides, timeout=60):
+def run_aim(*overrides, in_process=False, timeout=60):
+    """`python -m aim.run OVERRIDES` and the seconds it took: as a process of its own, or with `in_process` the same
+    main() on the same command line in this process (tests/in_process.py), for a refusal's message and exit status."""
     start = time.time()
-    proc = subprocess.run([sys.executable, "-m", "aim.run", *overrides], capture_output=True, text=True, timeout=timeout)
+    if in_process:
+        proc = run_in_process("aim.run", *overrides)
+    else:
+        proc = subprocess.run([sys.executable, "-m", "aim.run", *overrides], capture_output=True, text=True,
+                              timeout=timeout)
     return proc, time.time() - start
 
 
@@ -153,7 +160,7 @@ def test_cli_unknown_merger_fails_fast_listing_the_mergers():
 
 
 def test_cli_bad_field_fails_before_loading_anything(tmp_path):
-    proc, seconds = run_aim("dataset.num_frames=0", f"hydra.run.dir={tmp_path}")
+    proc, seconds = run_aim("dataset.num_frames=0", f"hydra.run.dir={tmp_path}", in_process=True)
     assert proc.returncode == 2
     assert "dataset.num_frames: must be in [1, inf), got 0" in proc.stderr
     assert seconds < 30

@@ -13,21 +13,25 @@ import time
 import pytest
 
 from tests.in_process import run_in_process
+from tests.sweep_helpers import benchmark_env
 
 pytestmark = pytest.mark.slow
+NUM_SAMPLES = 40  # the bundled benchmark's questions (dataset.num_samples) these runs draw from
 
 
 def aim_args(out_dir, *overrides):
-    return [f"hydra.run.dir={out_dir}", "dataset.num_samples=40", "eval.progress=false", *overrides]
+    return [f"hydra.run.dir={out_dir}", f"dataset.num_samples={NUM_SAMPLES}", "eval.progress=false", *overrides]
 
 
 def aim_cmd(out_dir, *overrides):
     return [sys.executable, "-m", "aim.run", *aim_args(out_dir, *overrides)]
 
 
-@pytest.fixture
-def env(tmp_path):
-    return {**os.environ, "AIM_DATA_DIR": str(tmp_path / "data"), "WANDB_SILENT": "true"}
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """The benchmark generated once for the module's runs, which only read it (each run generating its own
+    copy cost about a second apiece)."""
+    return benchmark_env(tmp_path_factory.mktemp("data"), NUM_SAMPLES)
 
 
 def ids_in(path):
